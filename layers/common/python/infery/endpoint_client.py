@@ -1,0 +1,75 @@
+"""Calls the Whisper SageMaker endpoint and turns its failures into clear API errors."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
+from pydantic import ValidationError
+
+from .errors import InvalidRequest, ModelFailed, ModelTimeout, ModelUnavailable
+from .inference import InferenceError, InferenceRequest, InferenceResult
+
+# What the model server says about the audio, passed on to the client as its own mistake (4xx).
+_CLIENT_ERROR_CODES = {"undecodable_audio", "unsupported_language", "invalid_request"}
+_UNAVAILABLE_CODES = {"ServiceUnavailable", "ModelNotReadyException", "ThrottlingException",
+                      "InternalDependencyException", "ValidationError"}
+
+
+class WhisperEndpoint:
+    def __init__(self, runtime_client: Any, endpoint_name: str) -> None:
+        self._client = runtime_client
+        self._endpoint_name = endpoint_name
+
+    def infer(self, request: InferenceRequest) -> InferenceResult:
+        try:
+            response = self._client.invoke_endpoint(
+                EndpointName=self._endpoint_name,
+                ContentType="application/json",
+                Accept="application/json",
+                Body=request.model_dump_json().encode(),
+            )
+            body = response["Body"].read()
+        except ReadTimeoutError as exc:
+            raise ModelTimeout("The model did not answer in time; nothing was charged. Retry, or send long "
+                               "audio through the upload flow.") from exc
+        except (EndpointConnectionError, ConnectTimeoutError, ConnectionClosedError) as exc:
+            raise ModelUnavailable("The model endpoint cannot be reached right now; nothing was charged. "
+                                   "Retry in a moment.") from exc
+        except ClientError as exc:
+            raise _error_from_client_error(exc) from exc
+        try:
+            return InferenceResult.model_validate_json(body)
+        except ValidationError as exc:
+            raise ModelFailed("The model returned a response that could not be read; nothing was charged.") from exc
+
+
+def _error_from_client_error(exc: ClientError) -> Exception:
+    code = exc.response.get("Error", {}).get("Code", "")
+    if code == "ModelError":
+        status = int(exc.response.get("OriginalStatusCode") or 500)
+        model_error = _parse_model_error(exc.response.get("OriginalMessage"))
+        if 400 <= status < 500 and model_error and model_error.code in _CLIENT_ERROR_CODES:
+            param = "language" if model_error.code == "unsupported_language" else "file"
+            return InvalidRequest(model_error.error, param=param, code=model_error.code)
+        return ModelFailed("The model failed to transcribe this audio; nothing was charged.")
+    if code in _UNAVAILABLE_CODES:
+        return ModelUnavailable("The model endpoint is not available right now; nothing was charged. "
+                                "Retry in a moment.")
+    return ModelFailed("The model endpoint returned an error; nothing was charged.")
+
+
+def _parse_model_error(original_message: str | None) -> InferenceError | None:
+    if not original_message:
+        return None
+    try:
+        return InferenceError.model_validate(json.loads(original_message))
+    except (ValueError, ValidationError):
+        return None

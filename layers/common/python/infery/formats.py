@@ -1,0 +1,71 @@
+"""Render a transcript in the response format the client asked for, as OpenAI's API does."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .inference import InferenceResult, Segment, Task
+from .transcription_request import ResponseFormat
+
+TEXT_CONTENT_TYPE = "text/plain; charset=utf-8"
+JSON_CONTENT_TYPE = "application/json"
+
+
+@dataclass(frozen=True)
+class RenderedTranscript:
+    body: str | dict[str, Any]
+    content_type: str
+
+
+def format_timestamp(seconds: float, decimal_marker: str) -> str:
+    milliseconds = max(0, round(seconds * 1000))
+    hours, milliseconds = divmod(milliseconds, 3_600_000)
+    minutes, milliseconds = divmod(milliseconds, 60_000)
+    whole_seconds, milliseconds = divmod(milliseconds, 1000)
+    return f"{hours:02d}:{minutes:02d}:{whole_seconds:02d}{decimal_marker}{milliseconds:03d}"
+
+
+def _cue_text(segment: Segment) -> str:
+    # "-->" inside a cue would end it early in both subtitle formats
+    return segment.text.strip().replace("-->", "->")
+
+
+def to_srt(segments: list[Segment]) -> str:
+    return "".join(
+        f"{index}\n{format_timestamp(segment.start, ',')} --> {format_timestamp(segment.end, ',')}\n"
+        f"{_cue_text(segment)}\n\n"
+        for index, segment in enumerate(segments, start=1)
+    )
+
+
+def to_vtt(segments: list[Segment]) -> str:
+    cues = "".join(
+        f"{format_timestamp(segment.start, '.')} --> {format_timestamp(segment.end, '.')}\n{_cue_text(segment)}\n\n"
+        for segment in segments
+    )
+    return f"WEBVTT\n\n{cues}"
+
+
+def render_transcript(result: InferenceResult, response_format: ResponseFormat, *, task: Task,
+                      credits_used: int, include_words: bool) -> RenderedTranscript:
+    text = result.text.strip()
+    if response_format is ResponseFormat.JSON:
+        return RenderedTranscript({"text": text, "credits_used": credits_used}, JSON_CONTENT_TYPE)
+    if response_format is ResponseFormat.VERBOSE_JSON:
+        body: dict[str, Any] = {
+            "task": task.value,
+            "language": result.language,
+            "duration": result.duration,
+            "text": text,
+            "segments": [segment.model_dump() for segment in result.segments],
+        }
+        if include_words:
+            body["words"] = [word.model_dump() for word in result.words or []]
+        body["credits_used"] = credits_used
+        return RenderedTranscript(body, JSON_CONTENT_TYPE)
+    if response_format is ResponseFormat.TEXT:
+        return RenderedTranscript(f"{text}\n", TEXT_CONTENT_TYPE)
+    if response_format is ResponseFormat.SRT:
+        return RenderedTranscript(to_srt(result.segments), TEXT_CONTENT_TYPE)
+    return RenderedTranscript(to_vtt(result.segments), TEXT_CONTENT_TYPE)

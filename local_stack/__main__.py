@@ -88,8 +88,10 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    # SIGTERM (from a test runner or `kill`) stops everything as Ctrl-C does
+    # SIGTERM (from a test runner or `kill`) stops everything as Ctrl-C does; SIGINT is set explicitly
+    # because a shell starting us in the background hands it down ignored
     signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
+    signal.signal(signal.SIGINT, _stop_like_ctrl_c)
     local = LocalTemplate(load_template(), parameter_overrides={"ModelName": LOCAL_MODEL_NAME})
     moto_port, model_port = _free_port(), _free_port()
     aws_environment = {

@@ -14,6 +14,7 @@ import importlib.util
 import json
 import os
 import re
+import signal
 import sys
 import time
 import uuid
@@ -60,6 +61,8 @@ class _LambdaContext:
 
 def _load_handler(environment: dict[str, str], layer_paths: list[str], source: str, handler_name: str) -> None:
     global _worker_handler
+    # Ctrl-C reaches the whole process group; the parent shuts the pool down, the workers just stop
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.update(environment)
     # Lambda mounts each layer at /opt and puts /opt/python on sys.path; these are the same folders here
     sys.path[:0] = [path for path in layer_paths if path not in sys.path]

@@ -74,6 +74,13 @@ class LocalTemplate:
             return self.physical_name(name)
         return self.parameter(name)
 
+    def _substitute(self, name: str, variables: dict[str, Any]) -> str:
+        if name.startswith("!"):  # ${!Literal} is Fn::Sub's escape for a literal ${Literal}
+            return "${" + name[1:] + "}"
+        if name in variables:
+            return str(self.resolve(variables[name]))
+        return self._ref(name.split(".")[0])
+
     def resolve(self, value: Any) -> Any:
         if isinstance(value, dict) and len(value) == 1:
             (function, argument), = value.items()
@@ -82,8 +89,8 @@ class LocalTemplate:
             if function == "Fn::GetAtt":
                 return self.physical_name(argument[0])
             if function == "Fn::Sub":
-                text = argument if isinstance(argument, str) else argument[0]
-                return re.sub(r"\$\{([^}]+)\}", lambda m: self._ref(m.group(1).split(".")[0]), text)
+                text, variables = (argument, {}) if isinstance(argument, str) else argument
+                return re.sub(r"\$\{([^}]+)\}", lambda m: self._substitute(m.group(1), variables), text)
         if isinstance(value, dict):
             return {key: self.resolve(item) for key, item in value.items()}
         if isinstance(value, list):

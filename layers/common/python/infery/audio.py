@@ -19,6 +19,8 @@ class AudioFormat(StrEnum):
     FLAC = "flac"
 
 
+_ISO_BMFF_IMAGE_BRANDS = frozenset({b"avif", b"avis", b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx",
+                                    b"mif1", b"msf1"})
 _EBML_MAGIC = b"\x1a\x45\xdf\xa3"
 _EBML_DOCTYPE_ID = b"\x42\x82"
 
@@ -65,6 +67,10 @@ def sniff_audio_format(data: bytes) -> AudioFormat:
         return AudioFormat.OGG
     if head[4:8] == b"ftyp":
         brand = head[8:12]
+        if brand in _ISO_BMFF_IMAGE_BRANDS:  # HEIF/AVIF photos share MP4's container
+            raise UnsupportedMediaType(
+                f"The file is an image, not audio. Supported audio formats: {SUPPORTED_FORMATS_TEXT}.",
+                param="file", code="unsupported_audio_format")
         return AudioFormat.M4A if brand in (b"M4A ", b"M4B ") else AudioFormat.MP4
     if head[:4] == _EBML_MAGIC:
         if _ebml_doctype(head) == b"webm":

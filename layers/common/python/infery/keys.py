@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from .errors import AuthenticationFailed
 
 KEY_PREFIX = "inf_"
-_KEY_PATTERN = re.compile(r"^inf_[A-Za-z0-9_-]{16,128}$")
+_KEY_PATTERN = re.compile(r"inf_[A-Za-z0-9_-]{16,128}")  # used with fullmatch: "$" would allow a final "\n"
 _BEARER_PATTERN = re.compile(r"^\s*Bearer\s+(\S+)\s*$", re.IGNORECASE)
 
 
@@ -63,7 +63,7 @@ def api_key_from_authorization(authorization: str | None) -> str:
     if not match:
         raise AuthenticationFailed("The Authorization header must be 'Bearer inf_...'.", code="invalid_api_key")
     api_key = match.group(1)
-    if not _KEY_PATTERN.match(api_key):
+    if not _KEY_PATTERN.fullmatch(api_key):
         raise AuthenticationFailed(f"Incorrect API key provided: {mask_api_key(api_key)}. infery keys look like "
                                    "'inf_' followed by letters, digits, '-' and '_'.", code="invalid_api_key")
     return api_key
@@ -83,7 +83,7 @@ class KeyStore:
     def create(self, name: str, credits: int, api_key: str | None = None) -> tuple[str, ApiKeyItem]:
         """Store a new key (a generated one unless given) and return it in clear, once."""
         api_key = api_key or generate_api_key()
-        if not _KEY_PATTERN.match(api_key):
+        if not _KEY_PATTERN.fullmatch(api_key):
             raise ValueError("an infery key is 'inf_' followed by 16 to 128 letters, digits, '-' or '_'")
         key_hash = hash_api_key(api_key)
         item = ApiKeyItem(key_hash=key_hash, key_id=key_id_for(key_hash), name=name, credits=credits,

@@ -10,7 +10,11 @@ from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
-from requests_toolbelt.multipart.decoder import MultipartDecoder, NonMultipartContentTypeException
+from requests_toolbelt.multipart.decoder import (
+    ImproperBodyPartContentException,
+    MultipartDecoder,
+    NonMultipartContentTypeException,
+)
 
 from .audio import AudioFormat, sniff_audio_format
 from .errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
@@ -101,11 +105,21 @@ def _decode_base64(value: Any, param: str) -> bytes:
         raise InvalidRequest(f"'{param}' is not valid base64: {exc}.", param=param, code="invalid_base64") from exc
 
 
+def _field_text(name: str, content: bytes) -> str:
+    try:
+        return content.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidRequest(f"The form field '{name}' is not valid UTF-8 text.", param=name.removesuffix("[]"),
+                             code="invalid_value") from exc
+
+
 def _fields_from_multipart(body: bytes, content_type: str) -> tuple[dict[str, Any], bytes | None, str | None]:
     try:
         decoder = MultipartDecoder(body, content_type)
-    except (NonMultipartContentTypeException, ValueError, IndexError) as exc:
-        raise InvalidRequest(f"The multipart body could not be parsed: {exc}", code="invalid_multipart") from exc
+    except (NonMultipartContentTypeException, ImproperBodyPartContentException, ValueError, IndexError,
+            AttributeError) as exc:  # AttributeError: a multipart Content-Type without a boundary
+        raise InvalidRequest(f"The multipart body could not be parsed: {exc or 'no boundary'}",
+                             code="invalid_multipart") from exc
     fields: dict[str, Any] = {}
     audio: bytes | None = None
     filename: str | None = None
@@ -121,16 +135,16 @@ def _fields_from_multipart(body: bytes, content_type: str) -> tuple[dict[str, An
             filename = filename_match.group(1) if filename_match else None
             fields["file"] = True
         elif name in ("timestamp_granularities[]", "timestamp_granularities"):
-            fields.setdefault("timestamp_granularities", []).append(part.text)
+            fields.setdefault("timestamp_granularities", []).append(_field_text(name, part.content))
         else:
-            fields[name] = part.text
+            fields[name] = _field_text(name, part.content)
     return fields, audio, filename
 
 
 def _fields_from_json(body: bytes) -> tuple[dict[str, Any], bytes | None, str | None]:
     try:
         fields = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: absurd nesting
         raise InvalidRequest(f"The request body is not valid JSON: {exc}", code="invalid_json") from exc
     if not isinstance(fields, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")

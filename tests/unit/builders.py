@@ -1,27 +1,83 @@
-"""Request bodies built the way clients build them."""
+"""Request bodies and file headers built the way real clients and encoders build them."""
 
 from __future__ import annotations
 
 import base64
 import json
+from typing import Any
 
+from infery.inference import InferenceResult, Segment, Word
+from requests_toolbelt import MultipartEncoder
 from urllib3 import encode_multipart_formdata
 
+SDK_BOUNDARY = "infery-test-boundary-7d1f"
 
-def multipart_body(audio: bytes | None, filename: str = "speech.wav", **fields) -> tuple[str, bytes]:
-    """(content type, body) as the openai SDK sends it; list values repeat the field, e.g. timestamp_granularities[]."""
-    parts: list[tuple[str, object]] = []
+
+def _form_parts(audio: bytes | None, filename: str, fields: dict[str, Any]) -> list[tuple[str, Any]]:
+    parts: list[tuple[str, Any]] = []
     if audio is not None:
         parts.append(("file", (filename, audio, "application/octet-stream")))
     for name, value in fields.items():
         for item in value if isinstance(value, list) else [value]:
             parts.append((name, str(item)))
-    body, content_type = encode_multipart_formdata(parts)
+    return parts
+
+
+def multipart_body(audio: bytes | None, /, filename: str = "speech.wav", **fields: Any) -> tuple[str, bytes]:
+    """(content type, body) as the openai SDK sends it: one part per field, list values repeat the field name.
+
+    Pass repeated fields such as ``timestamp_granularities[]`` with ``**{"timestamp_granularities[]": [...]}``.
+    """
+    body, content_type = encode_multipart_formdata(_form_parts(audio, filename, fields), boundary=SDK_BOUNDARY)
     return content_type, body
 
 
-def json_body(audio: bytes | None = None, spelling: str = "audio", **fields) -> tuple[str, bytes]:
+def toolbelt_multipart_body(audio: bytes | None, /, filename: str = "speech.wav",
+                            **fields: Any) -> tuple[str, bytes]:
+    """The same form, encoded by requests_toolbelt's MultipartEncoder (what `requests` users send)."""
+    encoder = MultipartEncoder(fields=_form_parts(audio, filename, fields))
+    return encoder.content_type, encoder.to_string()
+
+
+def raw_multipart(boundary: str, *parts: bytes) -> bytes:
+    """A hand-made multipart body, for bodies no encoder would produce; each part is headers + CRLFCRLF + content."""
+    delimiter = f"--{boundary}\r\n".encode()
+    return b"".join(delimiter + part + b"\r\n" for part in parts) + f"--{boundary}--\r\n".encode()
+
+
+def json_body(audio: bytes | None = None, spelling: str = "audio", /, **fields: Any) -> tuple[str, bytes]:
+    """(content type, body) of the JSON variant; the audio goes base64-encoded under ``spelling``."""
     payload = dict(fields)
     if audio is not None:
         payload[spelling] = base64.b64encode(audio).decode()
     return "application/json", json.dumps(payload).encode()
+
+
+def id3_tag(payload_size: int, *, footer: bool = False) -> bytes:
+    """An ID3v2.4 tag of ``payload_size`` bytes (syncsafe size, as cover art makes them), optionally with a footer."""
+    syncsafe = bytes([(payload_size >> shift) & 0x7F for shift in (21, 14, 7, 0)])
+    flags = b"\x10" if footer else b"\x00"
+    tag = b"ID3\x04\x00" + flags + syncsafe + bytes(payload_size)
+    return tag + (b"3DI\x04\x00" + flags + syncsafe if footer else b"")
+
+
+def ftyp_box(major_brand: bytes, *compatible: bytes) -> bytes:
+    """The first box of an ISO base media file (MP4, M4A, HEIC, AVIF ...)."""
+    payload = major_brand + b"\x00\x00\x02\x00" + b"".join(compatible)
+    return (8 + len(payload)).to_bytes(4, "big") + b"ftyp" + payload
+
+
+def ebml_header(doctype: bytes) -> bytes:
+    """A Matroska/WebM EBML header: EBMLVersion 1, then DocType with a one-byte size."""
+    elements = b"\x42\x86\x81\x01" + b"\x42\x82" + bytes([0x80 | len(doctype)]) + doctype
+    return b"\x1a\x45\xdf\xa3" + bytes([0x80 | len(elements)]) + elements
+
+
+def segment(index: int, start: float, end: float, text: str) -> Segment:
+    return Segment(id=index, seek=index * 3000, start=start, end=end, text=text, tokens=[50363, 383 + index],
+                   temperature=0.0, avg_logprob=-0.25, compression_ratio=1.4, no_speech_prob=0.02)
+
+
+def inference_result(text: str, segments: list[Segment], *, words: list[Word] | None = None,
+                     language: str = "en", duration: float = 12.5) -> InferenceResult:
+    return InferenceResult(text=text, language=language, duration=duration, segments=segments, words=words)

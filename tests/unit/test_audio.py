@@ -1,46 +1,120 @@
+"""audio.sniff_audio_format: the container is recognised from the bytes alone."""
+
 from __future__ import annotations
 
+import random
+
 import pytest
-from infery.audio import AudioFormat, sniff_audio_format
+from infery.audio import SUPPORTED_FORMATS_TEXT, AudioFormat, sniff_audio_format
 from infery.errors import InvalidRequest, UnsupportedMediaType
+from infery.inference import Task
+from infery.transcription_request import parse_transcription_request
+
+from tests.unit.builders import ebml_header, ftyp_box, id3_tag, multipart_body
 
 
-@pytest.mark.parametrize("audio_format", ["wav", "mp3", "mp4", "m4a", "webm", "ogg", "flac"])
-def test_every_supported_format_is_recognised_from_its_bytes(speech_files, audio_format):
-    assert sniff_audio_format(speech_files[audio_format].read_bytes()) is AudioFormat(audio_format)
+@pytest.mark.parametrize("audio_format", list(AudioFormat))
+def test_every_supported_format_is_recognised_from_a_real_encoded_file(speech_files, audio_format):
+    # Given speech encoded by a real encoder (espeak-ng + PyAV) in this format
+    data = speech_files[audio_format.value].read_bytes()
+    # Then the sniffer names exactly that format
+    assert sniff_audio_format(data) is audio_format
 
 
-def _id3_tag(payload_size: int) -> bytes:
-    syncsafe = bytes([(payload_size >> shift) & 0x7F for shift in (21, 14, 7, 0)])
-    return b"ID3\x04\x00\x00" + syncsafe + bytes(payload_size)
+@pytest.mark.parametrize(("file_key", "new_brand", "expected"), [
+    ("m4a", b"isom", AudioFormat.MP4),
+    ("mp4", b"M4A ", AudioFormat.M4A),
+])
+def test_mp4_and_m4a_are_told_apart_by_the_ftyp_major_brand_alone(speech_files, file_key, new_brand, expected):
+    # Given a real file whose ftyp major brand is swapped for the other format's
+    data = speech_files[file_key].read_bytes()
+    assert data[4:8] == b"ftyp" and data[8:12] != new_brand
+    rebranded = data[:8] + new_brand + data[12:]
+    # Then the brand, not the rest of the file, decides
+    assert sniff_audio_format(rebranded) is expected
 
 
-def test_mp3_behind_a_large_id3_tag_is_still_mp3(speech_files):
+@pytest.mark.parametrize(("brand", "expected"), [
+    (b"M4A ", AudioFormat.M4A),
+    (b"M4B ", AudioFormat.M4A),  # audiobook brand
+    (b"isom", AudioFormat.MP4),
+    (b"mp42", AudioFormat.MP4),
+    (b"dash", AudioFormat.MP4),
+])
+def test_ftyp_brands(brand, expected):
+    assert sniff_audio_format(ftyp_box(brand, b"isom") + bytes(64)) is expected
+
+
+def test_an_mp3_behind_an_id3_tag_larger_than_the_sniffing_window_is_mp3(speech_files):
+    # Given an MP3 with 200 kB of cover art in its ID3v2 tag (far past the 4096-byte sniffing window)
+    tagged = id3_tag(200_000) + speech_files["mp3"].read_bytes()
+    assert tagged[:3] == b"ID3" and tagged[4096:4100] == bytes(4)
+    # Then the tag is skipped and the first MPEG frame found
+    assert sniff_audio_format(tagged) is AudioFormat.MP3
+
+
+def test_id3_tags_with_a_footer_and_stacked_tags_are_skipped(speech_files):
     mp3 = speech_files["mp3"].read_bytes()
-    assert sniff_audio_format(_id3_tag(200_000) + mp3) is AudioFormat.MP3
+    assert sniff_audio_format(id3_tag(10_000, footer=True) + mp3) is AudioFormat.MP3
+    assert sniff_audio_format(id3_tag(300) + id3_tag(5_000) + mp3) is AudioFormat.MP3
 
 
-def test_flac_behind_an_id3_tag_is_flac(speech_files):
-    assert sniff_audio_format(_id3_tag(100) + speech_files["flac"].read_bytes()) is AudioFormat.FLAC
+def test_a_flac_behind_an_id3_tag_is_flac(speech_files):
+    assert sniff_audio_format(id3_tag(8_000) + speech_files["flac"].read_bytes()) is AudioFormat.FLAC
 
 
-def test_empty_bytes_are_a_400_not_a_415():
+def test_a_webm_ebml_header_is_webm():
+    assert sniff_audio_format(ebml_header(b"webm") + bytes(32)) is AudioFormat.WEBM
+
+
+def test_empty_bytes_are_a_400_empty_file_not_a_415():
     with pytest.raises(InvalidRequest) as raised:
         sniff_audio_format(b"")
-    assert raised.value.status_code == 400 and raised.value.code == "empty_file" and raised.value.param == "file"
+    error = raised.value
+    assert (type(error), error.status_code, error.param, error.code) == (InvalidRequest, 400, "file", "empty_file")
 
 
-@pytest.mark.parametrize("data", [
-    b"hello, these are meeting notes" * 10,
-    b"\x89PNG\r\n\x1a\n" + bytes(100),
-    b"%PDF-1.7\n" + bytes(100),
-    bytes([0xFF, 0xF1, 0x50, 0x80]) + bytes(100),  # ADTS AAC
-    b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81\x01\x42\x82\x88matroska" + bytes(50),  # Matroska, not WebM
-    _id3_tag(50) + b"not a frame" * 5,
-    bytes(range(256)) * 4,
-])
-def test_bytes_that_are_not_a_supported_format_are_415(data):
+NOT_AUDIO = {
+    "text": b"Meeting notes: ship the quarterly report by Friday.\n" * 20,
+    "png": b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(64),
+    "pdf": b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n" + bytes(64),
+    "adts_aac": bytes([0xFF, 0xF1, 0x50, 0x80, 0x02, 0x1F, 0xFC]) + bytes(128),
+    "adts_aac_mpeg2": bytes([0xFF, 0xF9, 0x50, 0x80, 0x02, 0x1F, 0xFC]) + bytes(128),
+    "matroska": ebml_header(b"matroska") + bytes(32),
+    "random": b"\x00" + random.Random(20240601).randbytes(4095),
+    "riff_avi": b"RIFF\x00\x10\x00\x00AVI LIST" + bytes(64),
+    "id3_without_audio": id3_tag(50) + b"not an mpeg frame" * 4,
+    "truncated_id3": id3_tag(10_000)[:2_000],
+    "zip": b"PK\x03\x04\x14\x00\x00\x00" + bytes(64),
+}
+
+
+@pytest.mark.parametrize("data", NOT_AUDIO.values(), ids=NOT_AUDIO.keys())
+def test_bytes_in_no_supported_format_are_a_415_that_lists_the_supported_formats(data):
     with pytest.raises(UnsupportedMediaType) as raised:
         sniff_audio_format(data)
-    assert raised.value.status_code == 415 and raised.value.code == "unsupported_audio_format"
-    assert "MP3, MP4, M4A, WAV, WebM, OGG, FLAC" in raised.value.message
+    error = raised.value
+    assert (error.status_code, error.param, error.code) == (415, "file", "unsupported_audio_format")
+    assert SUPPORTED_FORMATS_TEXT in error.message
+
+
+def test_matroska_that_is_not_webm_says_so():
+    with pytest.raises(UnsupportedMediaType, match="not WebM"):
+        sniff_audio_format(NOT_AUDIO["matroska"])
+
+
+def test_a_file_named_mp3_whose_bytes_are_text_is_refused():
+    # Given a text file uploaded as "notes.mp3" in a well-formed request
+    content_type, body = multipart_body(NOT_AUDIO["text"], filename="notes.mp3", model="whisper-1")
+    # Then the name is not believed: the bytes decide, and they are not audio
+    with pytest.raises(UnsupportedMediaType) as raised:
+        parse_transcription_request(Task.TRANSCRIBE, content_type, body, max_audio_bytes=4_194_304,
+                                    max_upload_bytes=25_000_000)
+    assert (raised.value.status_code, raised.value.code) == (415, "unsupported_audio_format")
+
+
+@pytest.mark.parametrize("brand", [b"avif", b"heic"])
+def test_iso_bmff_images_are_not_mp4_audio(brand):
+    image = ftyp_box(brand, b"mif1", b"miaf") + b"\x00\x00\x00\x21meta" + bytes(64)
+    with pytest.raises(UnsupportedMediaType):
+        sniff_audio_format(image)

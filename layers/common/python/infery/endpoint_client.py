@@ -10,7 +10,10 @@ from botocore.exceptions import (
     ConnectionClosedError,
     ConnectTimeoutError,
     EndpointConnectionError,
+    HTTPClientError,
+    IncompleteReadError,
     ReadTimeoutError,
+    ResponseStreamingError,
 )
 from pydantic import ValidationError
 
@@ -40,7 +43,11 @@ class WhisperEndpoint:
         except ReadTimeoutError as exc:
             raise ModelTimeout("The model did not answer in time; nothing was charged. Retry, or send long "
                                "audio through the upload flow.") from exc
-        except (EndpointConnectionError, ConnectTimeoutError, ConnectionClosedError) as exc:
+        except (ResponseStreamingError, IncompleteReadError) as exc:
+            raise ModelFailed("The model's answer was cut off before it ended; nothing was charged. "
+                              "Retry the request.") from exc
+        except (EndpointConnectionError, ConnectTimeoutError, ConnectionClosedError, HTTPClientError) as exc:
+            # HTTPClientError last: the base of every other transport failure botocore raises
             raise ModelUnavailable("The model endpoint cannot be reached right now; nothing was charged. "
                                    "Retry in a moment.") from exc
         except ClientError as exc:

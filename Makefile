@@ -17,7 +17,7 @@ help:
 	@echo "make test    lint (ruff, cfn-lint, sam validate --lint) and run every test"
 	@echo "make unit | integration | e2e   one test layer"
 
-$(DEPS_STAMP): requirements-dev.txt functions/transcribe/requirements.txt endpoint/requirements.txt
+$(DEPS_STAMP): requirements-dev.txt pyproject.toml functions/*/requirements.txt endpoint/requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt

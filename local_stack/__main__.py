@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import socket
@@ -17,9 +18,12 @@ from infery.credits import CreditStore
 from infery.keys import KeyStore
 
 from .api_gateway import LocalApiGateway, LocalApiServer
+from .scheduler import LocalScheduler
 from .template import TEMPLATE_PATH, LocalTemplate, create_tables, load_template
 
 ROOT = TEMPLATE_PATH.parent
+# Where a running local stack says how to reach it: the operator's tool (`infery --local`) reads it.
+STATE_FILE = ROOT / ".infery" / "local-stack.json"
 LOCAL_MODEL_NAME = "whisper-tiny.en"
 
 
@@ -124,9 +128,14 @@ def main() -> None:
         gateway = LocalApiGateway(local, args.concurrency, aws_environment)
         stack.callback(gateway.close)
         gateway.warm_up()
+        scheduler = LocalScheduler(local, aws_environment)
+        stack.callback(scheduler.close)
+        scheduler.start()
         server = LocalApiServer((args.host, args.port), gateway, verbose=not args.quiet)
         stack.callback(server.server_close)
         base_url = f"http://{args.host}:{server.server_port}/v1"
+        _write_state(stack, base_url, {**aws_environment, **local.function_environment("TranscribeFunction")},
+                     model_server.pid)
         print(f"\ninfery local stack is ready\n  base URL: {base_url}\n  API key:  {dev_key}\n"
               f"  credits:  {args.dev_credits}\n  model:    {LOCAL_MODEL_NAME} (alias whisper-1)\n"
               f"Try: curl -H 'Authorization: Bearer {dev_key}' {base_url}/models\nCtrl-C stops everything.\n",
@@ -137,6 +146,13 @@ def main() -> None:
             print("\nstopping the local stack", flush=True)
 
 
+def _write_state(stack: ExitStack, base_url: str, environment: dict[str, str], model_server_pid: int) -> None:
+    STATE_FILE.parent.mkdir(exist_ok=True)
+    STATE_FILE.write_text(json.dumps({"base_url": base_url, "pid": os.getpid(),
+                                      "model_server_pid": model_server_pid, "environment": environment}, indent=2))
+    stack.callback(STATE_FILE.unlink, missing_ok=True)
+
+
 def _seed_dev_key(local: LocalTemplate, dev_key: str | None, credits: int) -> str:
     environment = local.function_environment("TranscribeFunction")
     keys = KeyStore(boto3.resource("dynamodb").Table(environment["KEYS_TABLE_NAME"]))
@@ -145,8 +161,9 @@ def _seed_dev_key(local: LocalTemplate, dev_key: str | None, credits: int) -> st
     except ValueError as exc:
         raise SystemExit(f"INFERY_DEV_KEY is not usable: {exc}") from exc
     credit_store = CreditStore(boto3.client("dynamodb"), environment["KEYS_TABLE_NAME"],
-                               environment["LEDGER_TABLE_NAME"])
-    credit_store.top_up(item, credits, request_id="local-stack-seed")
+                               environment["LEDGER_TABLE_NAME"], environment["RESERVATIONS_TABLE_NAME"])
+    if credits > 0:
+        credit_store.top_up(item, credits, request_id="local-stack-seed", note="INFERY_DEV_CREDITS")
     return clear_key
 
 

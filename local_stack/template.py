@@ -114,6 +114,15 @@ class LocalTemplate:
                     routes.append((event["Properties"]["Method"].upper(), event["Properties"]["Path"], logical_id))
         return routes
 
+    def schedules(self) -> list[tuple[str, float]]:
+        """(function logical id, period in seconds) for every Schedule event written as rate(N unit)."""
+        schedules = []
+        for logical_id, function in self.resources_of_type("AWS::Serverless::Function").items():
+            for event in function["Properties"].get("Events", {}).values():
+                if event["Type"] == "Schedule":
+                    schedules.append((logical_id, rate_seconds(event["Properties"]["Schedule"])))
+        return schedules
+
     def function_source(self, logical_id: str) -> tuple[Path, str]:
         properties = self.resources[logical_id]["Properties"]
         module, handler = properties["Handler"].rsplit(".", 1)
@@ -125,6 +134,14 @@ class LocalTemplate:
 
     def gateway_responses(self) -> dict[str, Any]:
         return self.resources["InferyApi"]["Properties"].get("GatewayResponses", {})
+
+
+def rate_seconds(expression: str) -> float:
+    match = re.fullmatch(r"rate\((\d+) (minute|minutes|hour|hours|day|days)\)", expression.strip())
+    if not match:
+        raise ValueError(f"only rate(N unit) schedules run locally, not {expression!r}")
+    unit_seconds = {"minute": 60, "hour": 3600, "day": 86400}[match.group(2).rstrip("s")]
+    return int(match.group(1)) * unit_seconds
 
 
 def create_tables(local: LocalTemplate, dynamodb_client: Any) -> list[str]:

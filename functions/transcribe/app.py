@@ -1,25 +1,37 @@
-"""POST /v1/audio/transcriptions, POST /v1/audio/translations, GET /v1/models: a thin adapter over infery."""
+"""POST /v1/audio/transcriptions, POST /v1/audio/translations, GET /v1/models, GET /v1/usage: a thin adapter."""
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 
 import boto3
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.idempotency import (
+    DynamoDBPersistenceLayer,
+    IdempotencyConfig,
+    idempotent_function,
+)
+from aws_lambda_powertools.utilities.idempotency.exceptions import (
+    IdempotencyAlreadyInProgressError,
+    IdempotencyValidationError,
+)
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
 from infery.credits import CreditStore
 from infery.endpoint_client import WhisperEndpoint
-from infery.errors import InferyError, NotFound
+from infery.errors import Conflict, InferyError, InvalidRequest, NotFound
 from infery.http_errors import JSON_CONTENT_TYPE, error_response, unexpected_error_response
 from infery.inference import Task
-from infery.keys import KeyStore
+from infery.keys import ApiKeyItem, KeyStore
 from infery.observability import logger, metrics
+from infery.rate_limits import RateLimiter
 from infery.service import TranscriptionService
 from infery.settings import get_settings
-from infery.transcription_request import parse_transcription_request
+from infery.transcription_request import TranscriptionRequest, parse_transcription_request
+from infery.usage import period, usage_report
 
 settings = get_settings()
 # Inference must not be retried by the SDK: a retry would run (and risk charging) the audio twice.
@@ -29,9 +41,16 @@ _dynamodb = boto3.client("dynamodb")
 service = TranscriptionService(
     settings,
     KeyStore(boto3.resource("dynamodb").Table(settings.keys_table_name)),
-    CreditStore(_dynamodb, settings.keys_table_name, settings.ledger_table_name),
+    CreditStore(_dynamodb, settings.keys_table_name, settings.ledger_table_name, settings.reservations_table_name),
     WhisperEndpoint(boto3.client("sagemaker-runtime", config=_runtime_config), settings.sagemaker_endpoint_name),
 )
+
+rate_limiter = RateLimiter(boto3.resource("dynamodb").Table(settings.rate_limits_table_name))
+# A retried request with the same Idempotency-Key (per key) gets the first answer back and is charged once.
+idempotency_config = IdempotencyConfig(event_key_jmespath="[key_id, idempotency_key]",
+                                       payload_validation_jmespath="request_sha256",
+                                       expires_after_seconds=settings.idempotency_ttl_seconds)
+idempotency_store = DynamoDBPersistenceLayer(table_name=settings.idempotency_table_name)
 
 app = APIGatewayRestResolver()
 
@@ -47,25 +66,78 @@ def _body_bytes() -> bytes:
     return base64.b64decode(event.body) if event.is_base64_encoded else event.body.encode()
 
 
-def _transcribe(task: Task) -> Response:
+def _authenticate() -> tuple[ApiKeyItem, dict[str, str]]:
+    """The caller's key, after counting this request against its rate limit; and the rate-limit headers."""
     key = service.keys.authenticate(app.current_event.headers.get("authorization"))
     logger.append_keys(key_id=key.key_id)
-    request = parse_transcription_request(
-        task, app.current_event.headers.get("content-type"), _body_bytes(),
-        max_audio_bytes=settings.max_sync_audio_bytes, max_upload_bytes=settings.max_upload_bytes)
+    limit = key.rate_limit_per_minute
+    state = rate_limiter.acquire(key.key_id, settings.default_rate_limit_per_minute if limit is None else limit)
+    return key, state.headers() if state else {}
+
+
+def _idempotency_key() -> str | None:
+    value = app.current_event.headers.get("idempotency-key")
+    if value is None:
+        return None
+    if not 1 <= len(value) <= 255 or not value.isprintable():
+        raise InvalidRequest("The Idempotency-Key header must be 1 to 255 printable characters.",
+                             param="Idempotency-Key", code="invalid_idempotency_key")
+    return value
+
+
+def _fingerprint(request: TranscriptionRequest) -> str:
+    """What makes two requests the same, independent of how they were encoded (multipart boundaries differ)."""
+    options = request.model_dump(exclude={"audio"}, mode="json")
+    digest = hashlib.sha256(request.audio)
+    digest.update(json.dumps(options, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def _run_transcription(key: ApiKeyItem, request: TranscriptionRequest) -> dict:
     outcome = service.transcribe(key, request, request_id=_request_id())
     metrics.add_metric(name="AudioSeconds", unit=MetricUnit.Seconds, value=outcome.audio_seconds)
     metrics.add_metric(name="CreditsCharged", unit=MetricUnit.Count, value=outcome.credits_used)
-    logger.info("transcribed", extra={"task": task.value, "audio_format": request.audio_format.value,
+    logger.info("transcribed", extra={"task": request.task.value, "audio_format": request.audio_format.value,
                                       "audio_seconds": outcome.audio_seconds, "credits_used": outcome.credits_used})
     body = outcome.rendered.body
-    return Response(
-        status_code=200,
-        content_type=outcome.rendered.content_type,
-        body=body if isinstance(body, str) else json.dumps(body),
-        headers={"x-infery-credits-used": str(outcome.credits_used),
-                 "x-infery-credits-balance": str(outcome.balance_after)},
-    )
+    return {"content_type": outcome.rendered.content_type,
+            "body": body if isinstance(body, str) else json.dumps(body),
+            "headers": {"x-infery-credits-used": str(outcome.credits_used),
+                        "x-infery-credits-balance": str(outcome.balance_after)}}
+
+
+@idempotent_function(data_keyword_argument="idempotent_request", persistence_store=idempotency_store,
+                     config=idempotency_config)
+def _run_transcription_once(idempotent_request: dict, key: ApiKeyItem, request: TranscriptionRequest) -> dict:
+    return {**_run_transcription(key, request), "request_id": _request_id()}
+
+
+def _transcribe(task: Task) -> Response:
+    key, rate_limit_headers = _authenticate()
+    request = parse_transcription_request(
+        task, app.current_event.headers.get("content-type"), _body_bytes(),
+        max_audio_bytes=settings.max_sync_audio_bytes, max_upload_bytes=settings.max_upload_bytes)
+    idempotency_key = _idempotency_key()
+    if idempotency_key is None:
+        result = _run_transcription(key, request)
+    else:
+        try:
+            result = _run_transcription_once(
+                idempotent_request={"key_id": key.key_id, "idempotency_key": idempotency_key,
+                                    "request_sha256": _fingerprint(request)},
+                key=key, request=request)
+        except IdempotencyAlreadyInProgressError as exc:
+            raise Conflict("A request with this Idempotency-Key is still running. Retry once it has finished.",
+                           param="Idempotency-Key", code="idempotency_key_in_progress") from exc
+        except IdempotencyValidationError as exc:
+            raise InvalidRequest("This Idempotency-Key was used with a different request. Use a new key for a "
+                                 "new request.", param="Idempotency-Key", code="idempotency_key_reused") from exc
+        if result["request_id"] != _request_id():
+            # the first answer, replayed: this request changed nothing
+            rate_limit_headers = {**rate_limit_headers, "idempotent-replayed": "true",
+                                  "x-infery-original-request-id": result["request_id"]}
+    return Response(status_code=200, content_type=result["content_type"], body=result["body"],
+                    headers={**result["headers"], **rate_limit_headers})
 
 
 @app.post("/v1/audio/transcriptions")
@@ -80,18 +152,38 @@ def create_translation() -> Response:
 
 @app.get("/v1/models")
 def list_models() -> Response:
-    service.keys.authenticate(app.current_event.headers.get("authorization"))
+    _, rate_limit_headers = _authenticate()
     models = [service.catalog.describe(name) for name in service.catalog.names()]
-    return Response(200, JSON_CONTENT_TYPE, json.dumps({"object": "list", "data": models}))
+    return Response(200, JSON_CONTENT_TYPE, json.dumps({"object": "list", "data": models}),
+                    headers=rate_limit_headers)
 
 
 @app.get("/v1/models/<model_id>")
 def retrieve_model(model_id: str) -> Response:
-    service.keys.authenticate(app.current_event.headers.get("authorization"))
+    _, rate_limit_headers = _authenticate()
     if model_id not in service.catalog.names():
         raise NotFound(f"The model '{model_id}' does not exist on this deployment.", param="model",
                        code="model_not_found")
-    return Response(200, JSON_CONTENT_TYPE, json.dumps(service.catalog.describe(model_id)))
+    return Response(200, JSON_CONTENT_TYPE, json.dumps(service.catalog.describe(model_id)),
+                    headers=rate_limit_headers)
+
+
+@app.get("/v1/usage")
+def get_usage() -> Response:
+    """The calling key's balance, its totals per day and per model, and its recent requests."""
+    key, rate_limit_headers = _authenticate()
+    query = app.current_event.query_string_parameters or {}
+    try:
+        days = int(query.get("days", "30"))
+    except ValueError:
+        days = 0
+    if not 1 <= days <= 366:
+        raise InvalidRequest("'days' must be a whole number from 1 to 366.", param="days", code="invalid_days")
+    since, until = period(days=days)
+    entries = service.credits.ledger(key.key_id, since=since, until=until)
+    report = usage_report(entries, balance=service.credits.balance(key.key_hash), since=since, until=until)
+    return Response(200, JSON_CONTENT_TYPE, json.dumps({"key_id": key.key_id, "name": key.name, **report}),
+                    headers=rate_limit_headers)
 
 
 @app.exception_handler(InferyError)
@@ -115,6 +207,7 @@ def handle_not_found(_: Exception) -> Response:
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
+    idempotency_config.register_lambda_context(context)
     response = app.resolve(event, context)
     request_id = event.get("requestContext", {}).get("requestId", context.aws_request_id)
     response.setdefault("multiValueHeaders", {})["x-request-id"] = [request_id]

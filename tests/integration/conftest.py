@@ -263,7 +263,7 @@ def accounts(aws_environment: None, function_environment: dict[str, str]) -> Acc
     return Accounts(
         KeyStore(keys_table),
         CreditStore(boto3.client("dynamodb"), function_environment["KEYS_TABLE_NAME"],
-                    function_environment["LEDGER_TABLE_NAME"]),
+                    function_environment["LEDGER_TABLE_NAME"], function_environment["RESERVATIONS_TABLE_NAME"]),
         keys_table,
         dynamodb.Table(function_environment["LEDGER_TABLE_NAME"]),
     )

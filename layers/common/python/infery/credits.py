@@ -1,4 +1,14 @@
-"""Pricing and the atomic charge of a key's credits, with its ledger entry."""
+"""Pricing, and every change of a key's credits: top-up, reserve, settle, refund, release.
+
+Each change is one DynamoDB transaction that updates the balance on the key item and appends its
+ledger entry, so the ledger and the balance can never disagree. The balance update is conditional
+on the balance we read (optimistic concurrency): the ledger's ``balance_after`` is exact and the
+balance never goes below zero, however many requests race.
+
+A reservation is also an item of its own (the reservations table) until it is settled, refunded,
+or released by the reconciler; deleting it is part of the closing transaction, so a reservation
+can be closed once and only once.
+"""
 
 from __future__ import annotations
 
@@ -6,41 +16,107 @@ import math
 import random
 import time
 from decimal import Decimal
-from typing import Any, Literal
+from enum import StrEnum
+from typing import Any
 
-from boto3.dynamodb.types import TypeSerializer
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from .errors import AuthenticationFailed, InsufficientCredits, InternalError
+from .errors import AuthenticationFailed, InsufficientCredits, InternalError, NotFound
 from .keys import ApiKeyItem, now_iso
 
 _serializer = TypeSerializer()
-_MAX_CHARGE_ATTEMPTS = 20
+_deserializer = TypeDeserializer()
+_MAX_ATTEMPTS = 40
+LEDGER_TIME_INDEX = "ByTime"
+
+# Whisper's decoded duration differs from a container's by a few frames (MP3 padding, AAC priming):
+# the reservation covers that, so settling almost never needs more than was reserved.
+_DURATION_MARGIN_RATIO = 1.02
+_DURATION_MARGIN_SECONDS = 0.5
+
+
+class ModelPrice(BaseModel):
+    seconds_per_credit: float = Field(gt=0)
+    min_credits_per_request: int | None = Field(default=None, ge=0)
 
 
 class Pricing(BaseModel):
-    seconds_per_credit: float
-    min_credits_per_request: int
+    """1 credit per started ``seconds_per_credit`` of audio, at least a minimum; models may be priced apart."""
 
-    def credits_for(self, audio_seconds: float) -> int:
+    seconds_per_credit: float = Field(gt=0)
+    min_credits_per_request: int = Field(ge=0)
+    model_prices: dict[str, ModelPrice] = Field(default_factory=dict)
+    # The slowest bitrate we expect speech to be encoded at; bounds the duration of a file that does not declare it.
+    min_bits_per_second_for_unknown_duration: int = Field(default=16_000, gt=0)
+
+    def _price(self, model: str | None) -> tuple[float, int]:
+        price = self.model_prices.get(model or "")
+        if price is None:
+            return self.seconds_per_credit, self.min_credits_per_request
+        minimum = self.min_credits_per_request if price.min_credits_per_request is None else \
+            price.min_credits_per_request
+        return price.seconds_per_credit, minimum
+
+    def credits_for(self, audio_seconds: float, model: str | None = None) -> int:
+        seconds_per_credit, minimum = self._price(model)
         # a small tolerance so 10.0000001 s of float noise is not billed as a started third block
-        started_blocks = math.ceil(audio_seconds / self.seconds_per_credit - 1e-6)
-        return max(self.min_credits_per_request, started_blocks)
+        started_blocks = math.ceil(audio_seconds / seconds_per_credit - 1e-6)
+        return max(minimum, started_blocks)
+
+    def reservation_for(self, audio_bytes: int, declared_seconds: float | None, model: str | None = None) -> int:
+        """An upper bound of what the audio will cost, taken before inference."""
+        # no speech is encoded below this bitrate, so no file is longer than this, whatever its header says
+        bound_from_size = audio_bytes * 8 / self.min_bits_per_second_for_unknown_duration
+        if declared_seconds is not None:
+            seconds = min(declared_seconds * _DURATION_MARGIN_RATIO + _DURATION_MARGIN_SECONDS, bound_from_size)
+        else:
+            seconds = bound_from_size
+        return max(1, self.credits_for(seconds, model))
+
+
+class LedgerKind(StrEnum):
+    TOPUP = "topup"
+    RESERVE = "reserve"
+    SETTLE = "settle"  # gives back what the reservation held beyond the real cost (or takes the rest)
+    REFUND = "refund"  # our failure: the whole reservation goes back
+    RELEASE = "release"  # the reconciler closed a reservation that its crashed request left open
 
 
 class LedgerEntry(BaseModel):
-    """One row of the append-only ledger. ``credits`` is signed: negative when spent."""
+    """One row of the append-only ledger. ``credits`` is signed: negative when taken from the balance."""
 
     key_id: str
     entry_id: str
-    kind: Literal["charge", "topup"]
+    kind: LedgerKind
     request_id: str
     model: str | None = None
     audio_seconds: float | None = None
     credits: int
     balance_after: int
+    # for settle entries: what the request cost in all (reserve + settle)
+    billed_credits: int | None = None
+    # what a settle could not collect because the balance ran out (never charged below zero)
+    unpaid_credits: int | None = None
+    note: str | None = None
     created_at: str
+
+
+class Reservation(BaseModel):
+    request_id: str
+    key_hash: str
+    key_id: str
+    model: str
+    credits: int = Field(ge=0)
+    created_at: str
+    created_epoch: int
+
+
+class SettledCharge(BaseModel):
+    billed_credits: int
+    balance_after: int
+    unpaid_credits: int = 0
 
 
 def _dynamodb_value(value: Any) -> Any:
@@ -52,80 +128,203 @@ def _serialize(item: dict[str, Any]) -> dict[str, Any]:
     return {name: _serializer.serialize(_dynamodb_value(value)) for name, value in item.items() if value is not None}
 
 
+def deserialize(item: dict[str, Any]) -> dict[str, Any]:
+    return {name: _deserializer.deserialize(value) for name, value in item.items()}
+
+
 def _cancellation_codes(error: ClientError) -> list[str]:
     return [reason.get("Code", "") for reason in error.response.get("CancellationReasons", [])]
 
 
+class _AlreadyApplied(Exception):
+    """The ledger entry (or the reservation) shows this change was made already."""
+
+
 class CreditStore:
-    """Balances live on the key item; every change writes a ledger entry in the same transaction.
-
-    The update is conditional on the balance we read (optimistic concurrency), so the ledger's
-    balance_after is exact and the balance can never go below zero, however many requests race.
-    """
-
-    def __init__(self, client: Any, keys_table_name: str, ledger_table_name: str) -> None:
+    def __init__(self, client: Any, keys_table_name: str, ledger_table_name: str,
+                 reservations_table_name: str) -> None:
         self._client = client
         self._keys_table = keys_table_name
         self._ledger_table = ledger_table_name
+        self._reservations_table = reservations_table_name
+
+    # reads
 
     def balance(self, key_hash: str) -> int:
-        item = self._client.get_item(TableName=self._keys_table, Key=_serialize({"key_hash": key_hash}),
-                                     ConsistentRead=True, ProjectionExpression="credits").get("Item")
-        return int(item["credits"]["N"]) if item else 0
+        return int(self._key_row(key_hash)["credits"])
 
-    def charge(self, key: ApiKeyItem, credits: int, *, request_id: str, model: str, audio_seconds: float) -> int:
-        """Take ``credits`` from the key; return the balance after. Charging one request_id twice is a no-op."""
-        return self._apply(key, -credits, kind="charge", request_id=request_id, model=model,
-                           audio_seconds=audio_seconds)
+    def ledger(self, key_id: str, *, since: str | None = None, until: str | None = None) -> list[LedgerEntry]:
+        """The key's ledger entries in time order, optionally from ``since`` up to (excluding) ``until``."""
+        condition, values = "key_id = :key_id", {":key_id": key_id}
+        if since or until:
+            condition += " AND created_at BETWEEN :since AND :until"
+            values |= {":since": since or "", ":until": until or "~"}
+        arguments: dict[str, Any] = {"TableName": self._ledger_table, "IndexName": LEDGER_TIME_INDEX,
+                                     "KeyConditionExpression": condition,
+                                     "ExpressionAttributeValues": _serialize(values)}
+        entries = []
+        while True:
+            page = self._client.query(**arguments)
+            entries.extend(LedgerEntry.model_validate(deserialize(item)) for item in page["Items"])
+            if "LastEvaluatedKey" not in page:
+                break
+            arguments["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        if until:
+            entries = [entry for entry in entries if entry.created_at < until]
+        return entries
 
-    def top_up(self, key: ApiKeyItem, credits: int, *, request_id: str) -> int:
-        return self._apply(key, credits, kind="topup", request_id=request_id)
+    def open_reservations(self, *, older_than_epoch: int) -> list[Reservation]:
+        arguments: dict[str, Any] = {"TableName": self._reservations_table,
+                                     "FilterExpression": "created_epoch < :cutoff",
+                                     "ExpressionAttributeValues": _serialize({":cutoff": older_than_epoch}),
+                                     "ConsistentRead": True}
+        reservations = []
+        while True:
+            page = self._client.scan(**arguments)
+            reservations.extend(Reservation.model_validate(deserialize(item)) for item in page["Items"])
+            if "LastEvaluatedKey" not in page:
+                return reservations
+            arguments["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
-    def _apply(self, key: ApiKeyItem, delta: int, *, kind: Literal["charge", "topup"], request_id: str,
-               model: str | None = None, audio_seconds: float | None = None) -> int:
-        current = key.credits
-        for attempt in range(_MAX_CHARGE_ATTEMPTS):
+    # changes
+
+    def top_up(self, key: ApiKeyItem, credits: int, *, request_id: str, note: str | None = None) -> int:
+        """Add credits (an operator's payment); return the balance after. One request_id adds once."""
+        if credits <= 0:
+            raise ValueError("a top-up adds a positive number of credits")
+        try:
+            return self._apply(key.key_hash, key.key_id, LedgerKind.TOPUP, request_id,
+                               lambda _: (credits, {"note": note}))
+        except _AlreadyApplied:
+            return self.balance(key.key_hash)
+
+    def reserve(self, key: ApiKeyItem, credits: int, *, request_id: str, model: str) -> Reservation:
+        """Take ``credits`` from the available balance for a request about to run; 402 if the balance is short."""
+        created_epoch = int(time.time())
+        reservation = Reservation(request_id=request_id, key_hash=key.key_hash, key_id=key.key_id, model=model,
+                                  credits=credits, created_at=now_iso(), created_epoch=created_epoch)
+
+        def take(current: int) -> tuple[int, dict[str, Any]]:
+            if current < credits:
+                raise InsufficientCredits(
+                    f"This request needs {credits} credits reserved but the key's balance is {current}. Top up "
+                    "the key's credits to continue.", headers={"x-infery-credits-balance": str(current)})
+            return -credits, {"model": model}
+
+        put_reservation = {"Put": {"TableName": self._reservations_table,
+                                   "Item": _serialize(reservation.model_dump()),
+                                   "ConditionExpression": "attribute_not_exists(request_id)"}}
+        try:
+            self._apply(key.key_hash, key.key_id, LedgerKind.RESERVE, request_id, take,
+                        extra_items=[put_reservation], require_active=True)
+        except _AlreadyApplied:
+            stored = self.reservation(request_id)
+            if stored is None:
+                raise InternalError(f"Request {request_id} was already reserved and closed; nothing more was "
+                                    "charged.") from None
+            return stored
+        return reservation
+
+    def reservation(self, request_id: str) -> Reservation | None:
+        item = self._client.get_item(TableName=self._reservations_table, Key=_serialize({"request_id": request_id}),
+                                     ConsistentRead=True).get("Item")
+        return Reservation.model_validate(deserialize(item)) if item else None
+
+    def settle(self, reservation: Reservation, credits_used: int, *, audio_seconds: float) -> SettledCharge:
+        """Close the reservation at the real cost: give back the excess, or take the rest while the balance lasts."""
+        outcome: dict[str, int] = {}
+
+        def settle_delta(current: int) -> tuple[int, dict[str, Any]]:
+            extra = credits_used - reservation.credits
+            collectable = min(extra, current) if extra > 0 else extra
+            outcome["unpaid"] = extra - collectable if extra > 0 else 0
+            outcome["billed"] = reservation.credits + collectable
+            return -collectable, {"model": reservation.model, "audio_seconds": audio_seconds,
+                                  "billed_credits": outcome["billed"], "unpaid_credits": outcome["unpaid"] or None}
+
+        try:
+            balance_after = self._close(reservation, LedgerKind.SETTLE, settle_delta)
+        except _AlreadyApplied:
+            return SettledCharge(billed_credits=credits_used, balance_after=self.balance(reservation.key_hash))
+        return SettledCharge(billed_credits=outcome["billed"], balance_after=balance_after,
+                             unpaid_credits=outcome["unpaid"])
+
+    def refund(self, reservation: Reservation, *, reason: str,
+               kind: LedgerKind = LedgerKind.REFUND) -> int | None:
+        """Give the whole reservation back; None when it was closed already."""
+        try:
+            return self._close(reservation, kind,
+                               lambda _: (reservation.credits, {"model": reservation.model, "note": reason}))
+        except _AlreadyApplied:
+            return None
+
+    def _close(self, reservation: Reservation, kind: LedgerKind, compute) -> int:
+        delete_reservation = {"Delete": {"TableName": self._reservations_table,
+                                         "Key": _serialize({"request_id": reservation.request_id}),
+                                         "ConditionExpression": "attribute_exists(request_id)"}}
+        # a key revoked while its request ran still gets its unused credits back
+        return self._apply(reservation.key_hash, reservation.key_id, kind, reservation.request_id, compute,
+                           extra_items=[delete_reservation])
+
+    def _apply(self, key_hash: str, key_id: str, kind: LedgerKind, request_id: str, compute,
+               *, extra_items: list[dict[str, Any]] | None = None, require_active: bool = False) -> int:
+        """Apply ``compute(current_balance) -> (delta, ledger fields)`` once; return the balance after."""
+        entry_id = f"{request_id}#{kind.value}"
+        created_at = now_iso()
+        for attempt in range(_MAX_ATTEMPTS):
+            row = self._key_row(key_hash)
+            if require_active and row.get("status") != "active":
+                raise AuthenticationFailed("This key was revoked while the request ran; nothing was charged.",
+                                           code="revoked_api_key")
+            current = int(row["credits"])
+            try:
+                delta, fields = compute(current)
+            except InsufficientCredits:
+                if self._ledger_has(key_id, entry_id):
+                    raise _AlreadyApplied from None  # a replay of a change already made, not a new one
+                raise
             new_balance = current + delta
             if new_balance < 0:
-                raise InsufficientCredits(
-                    f"This request costs {-delta} credits but the key's balance is {current}. Top up the key's "
-                    "credits to continue.", headers={"x-infery-credits-balance": str(current)})
-            entry = LedgerEntry(key_id=key.key_id, entry_id=f"{request_id}#{kind}", kind=kind,
-                                request_id=request_id, model=model, audio_seconds=audio_seconds, credits=delta,
-                                balance_after=new_balance, created_at=now_iso())
+                raise InternalError("A credit change would make the balance negative; nothing was changed.")
+            entry = LedgerEntry(key_id=key_id, entry_id=entry_id, kind=kind, request_id=request_id, credits=delta,
+                                balance_after=new_balance, created_at=created_at, **fields)
+            items = [
+                {"Update": {
+                    "TableName": self._keys_table,
+                    "Key": _serialize({"key_hash": key_hash}),
+                    "UpdateExpression": "SET credits = :new_balance",
+                    "ConditionExpression": "credits = :seen_balance",
+                    "ExpressionAttributeValues": _serialize({":new_balance": new_balance, ":seen_balance": current}),
+                }},
+                {"Put": {
+                    "TableName": self._ledger_table,
+                    "Item": _serialize(entry.model_dump(mode="json")),
+                    "ConditionExpression": "attribute_not_exists(entry_id)",
+                }},
+                *(extra_items or []),
+            ]
             try:
-                self._client.transact_write_items(TransactItems=[
-                    {"Update": {
-                        "TableName": self._keys_table,
-                        "Key": _serialize({"key_hash": key.key_hash}),
-                        "UpdateExpression": "SET credits = :new_balance",
-                        "ConditionExpression": "credits = :seen_balance AND #status = :active",
-                        "ExpressionAttributeNames": {"#status": "status"},
-                        "ExpressionAttributeValues": _serialize(
-                            {":new_balance": new_balance, ":seen_balance": current, ":active": "active"}),
-                    }},
-                    {"Put": {
-                        "TableName": self._ledger_table,
-                        "Item": _serialize(entry.model_dump()),
-                        "ConditionExpression": "attribute_not_exists(entry_id)",
-                    }},
-                ])
+                self._client.transact_write_items(TransactItems=items)
                 return new_balance
             except ClientError as error:
                 if error.response["Error"]["Code"] != "TransactionCanceledException":
                     raise
                 codes = _cancellation_codes(error)
-                if len(codes) > 1 and codes[1] == "ConditionalCheckFailed":
-                    return self.balance(key.key_hash)  # this request_id was already applied: never twice
-                # another request changed the balance (or the key was revoked) since we read it
-                time.sleep(random.uniform(0, min(0.2, 0.005 * 2 ** attempt)))
-                current = self._current_active_balance(key)
+                if "ConditionalCheckFailed" in codes[1:]:
+                    raise _AlreadyApplied from None  # this change was made already: never twice
+                # another request changed the balance since we read it, or the transactions conflicted
+                time.sleep(random.uniform(0, min(0.25, 0.005 * 2 ** attempt)))
         raise InternalError("The credit balance is too contended to update right now; nothing was charged. "
                             "Retry the request.")
 
-    def _current_active_balance(self, key: ApiKeyItem) -> int:
-        item = self._client.get_item(TableName=self._keys_table, Key=_serialize({"key_hash": key.key_hash}),
+    def _ledger_has(self, key_id: str, entry_id: str) -> bool:
+        return "Item" in self._client.get_item(TableName=self._ledger_table,
+                                               Key=_serialize({"key_id": key_id, "entry_id": entry_id}),
+                                               ConsistentRead=True, ProjectionExpression="entry_id")
+
+    def _key_row(self, key_hash: str) -> dict[str, Any]:
+        item = self._client.get_item(TableName=self._keys_table, Key=_serialize({"key_hash": key_hash}),
                                      ConsistentRead=True).get("Item")
-        if not item or item["status"]["S"] != "active":
-            raise AuthenticationFailed("This key was revoked while the request ran; nothing was charged.")
-        return int(item["credits"]["N"])
+        if not item:
+            raise NotFound("This key does not exist.", code="key_not_found")
+        return deserialize(item)

@@ -46,6 +46,11 @@ class InsufficientCredits(InferyError):
     default_code = "insufficient_credits"
 
 
+class PermissionDenied(InferyError):
+    status_code = 403
+    default_code = "permission_denied"
+
+
 class NotFound(InferyError):
     status_code = 404
     default_code = "not_found"
@@ -64,6 +69,18 @@ class PayloadTooLarge(InferyError):
 class UnsupportedMediaType(InferyError):
     status_code = 415
     default_code = "unsupported_media_type"
+
+
+class Conflict(InferyError):
+    status_code = 409
+    default_code = "conflict"
+
+
+class RateLimited(InferyError):
+    # OpenAI's shape and headers, so the openai SDK backs off and retries after Retry-After.
+    status_code = 429
+    error_type = "rate_limit_error"
+    default_code = "rate_limit_exceeded"
 
 
 class ModelFailed(InferyError):

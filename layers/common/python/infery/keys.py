@@ -1,29 +1,44 @@
-"""API keys: format, hashing, and authentication against the keys table.
+"""API keys: format, checksum, hashing, and the keys table (authentication and the operator's lifecycle).
 
-Only a SHA-256 hash of a key is stored. Keys carry 256 bits of randomness, so a
-fast hash is safe here (no password stretching needed) and a lookup by hash
-compares nothing secret byte by byte.
+Generated keys are ``inf_`` + 40 random base62 characters (238 bits) + a 6-character CRC-32
+checksum, so a mistyped key is refused without a database read. Only a SHA-256 hash of a key
+is stored: with that much randomness a fast hash is safe (no password stretching needed).
+
+Keys are read with a consistent read on every request, never cached, so a revoked key is
+refused from the next request on.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 import secrets
+import string
+import zlib
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from boto3.dynamodb.conditions import Attr
+from botocore.exceptions import ClientError
 from pydantic import BaseModel, Field
 
-from .errors import AuthenticationFailed
+from .errors import AuthenticationFailed, NotFound, PermissionDenied
 
 KEY_PREFIX = "inf_"
+_BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
+_RANDOM_LENGTH = 40
+_CHECKSUM_LENGTH = 6
+# Keys an operator brings (INFERY_DEV_KEY, `infery keys create --key`) only need this shape.
 _KEY_PATTERN = re.compile(r"inf_[A-Za-z0-9_-]{16,128}")  # used with fullmatch: "$" would allow a final "\n"
+# The shape of every key infery generates: such a key must carry a valid checksum.
+_GENERATED_KEY_PATTERN = re.compile(rf"inf_[0-9A-Za-z]{{{_RANDOM_LENGTH + _CHECKSUM_LENGTH}}}")
 _BEARER_PATTERN = re.compile(r"^\s*Bearer\s+(\S+)\s*$", re.IGNORECASE)
+KEY_ID_INDEX = "ByKeyId"
 
 
 class ApiKeyItem(BaseModel):
-    """One row of the keys table."""
+    """One row of the keys table. ``credits`` is the available balance (reservations already taken out)."""
 
     key_hash: str
     key_id: str
@@ -31,10 +46,36 @@ class ApiKeyItem(BaseModel):
     credits: int = Field(ge=0)
     status: Literal["active", "revoked"] = "active"
     created_at: str
+    revoked_at: str | None = None
+    expires_at: str | None = None
+    rate_limit_per_minute: int | None = Field(default=None, ge=0)
+    allowed_models: list[str] | None = None
+
+    def public_view(self) -> dict[str, Any]:
+        """Everything about the key except its hash."""
+        return self.model_dump(exclude={"key_hash"})
+
+
+def _base62(number: int, width: int) -> str:
+    digits = []
+    for _ in range(width):
+        number, remainder = divmod(number, 62)
+        digits.append(_BASE62[remainder])
+    return "".join(reversed(digits))
+
+
+def _checksum(random_part: str) -> str:
+    return _base62(zlib.crc32(random_part.encode()), _CHECKSUM_LENGTH)
 
 
 def generate_api_key() -> str:
-    return KEY_PREFIX + secrets.token_urlsafe(32)
+    random_part = "".join(secrets.choice(_BASE62) for _ in range(_RANDOM_LENGTH))
+    return KEY_PREFIX + random_part + _checksum(random_part)
+
+
+def has_valid_checksum(api_key: str) -> bool:
+    body = api_key[len(KEY_PREFIX):]
+    return _checksum(body[:_RANDOM_LENGTH]) == body[_RANDOM_LENGTH:]
 
 
 def hash_api_key(api_key: str) -> str:
@@ -54,6 +95,14 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
+def check_key_format(api_key: str) -> None:
+    """Raise ValueError unless ``api_key`` is a key infery would accept."""
+    if not _KEY_PATTERN.fullmatch(api_key):
+        raise ValueError("an infery key is 'inf_' followed by 16 to 128 letters, digits, '-' or '_'")
+    if _GENERATED_KEY_PATTERN.fullmatch(api_key) and not has_valid_checksum(api_key):
+        raise ValueError("a key of the generated shape (inf_ + 46 letters and digits) needs a valid checksum")
+
+
 def api_key_from_authorization(authorization: str | None) -> str:
     if not authorization:
         raise AuthenticationFailed(
@@ -66,6 +115,9 @@ def api_key_from_authorization(authorization: str | None) -> str:
     if not _KEY_PATTERN.fullmatch(api_key):
         raise AuthenticationFailed(f"Incorrect API key provided: {mask_api_key(api_key)}. infery keys look like "
                                    "'inf_' followed by letters, digits, '-' and '_'.", code="invalid_api_key")
+    if _GENERATED_KEY_PATTERN.fullmatch(api_key) and not has_valid_checksum(api_key):
+        raise AuthenticationFailed(f"Incorrect API key provided: {mask_api_key(api_key)}. Its checksum does not "
+                                   "match: check it for a typo.", code="invalid_api_key")
     return api_key
 
 
@@ -75,18 +127,71 @@ class KeyStore:
 
     def authenticate(self, authorization: str | None) -> ApiKeyItem:
         api_key = api_key_from_authorization(authorization)
-        item = self._table.get_item(Key={"key_hash": hash_api_key(api_key)}, ConsistentRead=True).get("Item")
-        if item is None or item.get("status") != "active":
+        key_hash = hash_api_key(api_key)
+        item = self._table.get_item(Key={"key_hash": key_hash}, ConsistentRead=True).get("Item")
+        # the lookup is by hash, so no byte of the key is compared; compare_digest keeps the last check constant-time
+        if item is None or not hmac.compare_digest(str(item.get("key_hash", "")), key_hash):
             raise AuthenticationFailed(f"Incorrect API key provided: {mask_api_key(api_key)}.")
-        return ApiKeyItem.model_validate(item)
+        key = ApiKeyItem.model_validate(item)
+        if key.status != "active":
+            raise AuthenticationFailed(f"The API key {mask_api_key(api_key)} was revoked.", code="revoked_api_key")
+        if key.expires_at and key.expires_at <= now_iso():
+            raise AuthenticationFailed(f"The API key {mask_api_key(api_key)} expired at {key.expires_at}.",
+                                       code="expired_api_key")
+        return key
 
-    def create(self, name: str, credits: int, api_key: str | None = None) -> tuple[str, ApiKeyItem]:
-        """Store a new key (a generated one unless given) and return it in clear, once."""
+    def create(self, name: str, credits: int = 0, api_key: str | None = None, *, expires_at: str | None = None,
+               rate_limit_per_minute: int | None = None,
+               allowed_models: list[str] | None = None) -> tuple[str, ApiKeyItem]:
+        """Store a new key (a generated one unless given) and return it in clear, once.
+
+        ``credits`` should stay 0 for real keys: top up through the credit store, so the ledger has it.
+        """
         api_key = api_key or generate_api_key()
-        if not _KEY_PATTERN.fullmatch(api_key):
-            raise ValueError("an infery key is 'inf_' followed by 16 to 128 letters, digits, '-' or '_'")
+        check_key_format(api_key)
         key_hash = hash_api_key(api_key)
         item = ApiKeyItem(key_hash=key_hash, key_id=key_id_for(key_hash), name=name, credits=credits,
-                          created_at=now_iso())
-        self._table.put_item(Item=item.model_dump())
+                          created_at=now_iso(), expires_at=expires_at, rate_limit_per_minute=rate_limit_per_minute,
+                          allowed_models=allowed_models or None)
+        try:
+            self._table.put_item(Item=item.model_dump(exclude_none=True),
+                                 ConditionExpression=Attr("key_hash").not_exists())
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                raise ValueError("this key exists already") from exc
+            raise
         return api_key, item
+
+    def get(self, key_id: str) -> ApiKeyItem:
+        response = self._table.query(IndexName=KEY_ID_INDEX, KeyConditionExpression="key_id = :key_id",
+                                     ExpressionAttributeValues={":key_id": key_id})
+        if not response["Items"]:
+            raise NotFound(f"No key has the id '{key_id}'.", param="key_id", code="key_not_found")
+        # the index is eventually consistent: read the row itself for the current balance and status
+        key_hash = response["Items"][0]["key_hash"]
+        return ApiKeyItem.model_validate(self._table.get_item(Key={"key_hash": key_hash}, ConsistentRead=True)["Item"])
+
+    def list(self) -> list[ApiKeyItem]:
+        items: list[dict[str, Any]] = []
+        arguments: dict[str, Any] = {}
+        while True:
+            page = self._table.scan(**arguments)
+            items.extend(page["Items"])
+            if "LastEvaluatedKey" not in page:
+                break
+            arguments["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return sorted((ApiKeyItem.model_validate(item) for item in items), key=lambda key: key.created_at)
+
+    def revoke(self, key_id: str) -> ApiKeyItem:
+        key = self.get(key_id)
+        updated = self._table.update_item(
+            Key={"key_hash": key.key_hash}, UpdateExpression="SET #status = :revoked, revoked_at = :now",
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues={":revoked": "revoked", ":now": now_iso()}, ReturnValues="ALL_NEW")
+        return ApiKeyItem.model_validate(updated["Attributes"])
+
+
+def check_model_allowed(key: ApiKeyItem, requested: str, resolved: str) -> None:
+    if key.allowed_models and requested not in key.allowed_models and resolved not in key.allowed_models:
+        raise PermissionDenied(f"This key may not use the model '{requested}'. Allowed: "
+                               f"{', '.join(key.allowed_models)}.", param="model", code="model_not_allowed")

@@ -1,4 +1,4 @@
-"""The transcription use case: authenticate, check credits, infer, charge, render."""
+"""The transcription use case: reserve credits, infer, settle (or refund on any failure of ours), render."""
 
 from __future__ import annotations
 
@@ -6,12 +6,14 @@ import base64
 from dataclasses import dataclass
 from typing import Any
 
-from .credits import CreditStore, Pricing
+from .credits import CreditStore, Pricing, Reservation
+from .duration import probe_duration
 from .endpoint_client import WhisperEndpoint
-from .errors import InsufficientCredits, InvalidRequest
+from .errors import InvalidRequest
 from .formats import RenderedTranscript, render_transcript
 from .inference import InferenceRequest
-from .keys import ApiKeyItem, KeyStore
+from .keys import ApiKeyItem, KeyStore, check_model_allowed
+from .observability import logger
 from .settings import Settings
 from .transcription_request import TranscriptionRequest
 
@@ -53,26 +55,41 @@ class TranscriptionService:
         self.endpoint = endpoint
         self.catalog = ModelCatalog(settings.default_model, settings.model_aliases)
         self.pricing = Pricing(seconds_per_credit=settings.seconds_per_credit,
-                               min_credits_per_request=settings.min_credits_per_request)
+                               min_credits_per_request=settings.min_credits_per_request,
+                               model_prices=settings.model_prices)
 
     def transcribe(self, key: ApiKeyItem, request: TranscriptionRequest, *, request_id: str) -> TranscriptionOutcome:
         model = self.catalog.resolve(request.model)
-        if key.credits < max(1, self.pricing.min_credits_per_request):
-            # refuse before spending GPU time on a request that could not be paid for
-            raise InsufficientCredits(f"This key has {key.credits} credits left. Top up the key's credits to "
-                                      "continue.", headers={"x-infery-credits-balance": str(key.credits)})
-        result = self.endpoint.infer(InferenceRequest(
-            audio=base64.b64encode(request.audio).decode(),
-            task=request.task,
-            language=request.language,
-            prompt=request.prompt,
-            temperature=request.temperature,
-            word_timestamps=request.word_timestamps,
-        ))
-        credits_used = self.pricing.credits_for(result.duration)
-        # charged only after a successful inference, so endpoint failures cost the client nothing
-        balance_after = self.credits.charge(key, credits_used, request_id=request_id, model=model,
-                                            audio_seconds=result.duration)
-        rendered = render_transcript(result, request.response_format, task=request.task,
-                                     credits_used=credits_used, include_words=request.word_timestamps)
-        return TranscriptionOutcome(rendered, credits_used, balance_after, result.duration)
+        check_model_allowed(key, request.model, model)
+        declared_seconds = probe_duration(request.audio, request.audio_format)
+        reservation = self.credits.reserve(
+            key, self.pricing.reservation_for(len(request.audio), declared_seconds, model),
+            request_id=request_id, model=model)
+        try:
+            result = self.endpoint.infer(InferenceRequest(
+                audio=base64.b64encode(request.audio).decode(),
+                task=request.task,
+                language=request.language,
+                prompt=request.prompt,
+                temperature=request.temperature,
+                word_timestamps=request.word_timestamps,
+            ))
+            credits_used = self.pricing.credits_for(result.duration, model)
+            # rendered before settling, so a failure here costs the client nothing
+            rendered = render_transcript(result, request.response_format, task=request.task,
+                                         credits_used=credits_used, include_words=request.word_timestamps)
+        except BaseException as failure:
+            self._refund(reservation, failure)
+            raise
+        charge = self.credits.settle(reservation, credits_used, audio_seconds=result.duration)
+        if charge.unpaid_credits:
+            logger.warning("settled below the real cost", extra={"unpaid_credits": charge.unpaid_credits,
+                                                                  "reserved": reservation.credits})
+        return TranscriptionOutcome(rendered, credits_used, charge.balance_after, result.duration)
+
+    def _refund(self, reservation: Reservation, failure: BaseException) -> None:
+        try:
+            self.credits.refund(reservation, reason=f"{type(failure).__name__}: {getattr(failure, 'code', '')}")
+        except Exception:
+            # the reservation stays open and the reconciler gives it back; the client's error is the one to show
+            logger.exception("refund failed; the reconciler will release the reservation")

@@ -11,6 +11,8 @@ from functools import lru_cache
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .credits import ModelPrice
+
 MIB = 1024 * 1024
 
 
@@ -19,6 +21,9 @@ class Settings(BaseSettings):
 
     keys_table_name: str = Field(description="DynamoDB table of API keys and their credit balances")
     ledger_table_name: str = Field(description="DynamoDB table of every credit change")
+    reservations_table_name: str = Field(description="DynamoDB table of credits held by requests in flight")
+    rate_limits_table_name: str = Field(description="DynamoDB table of per-key request counters")
+    idempotency_table_name: str = Field(description="DynamoDB table of Idempotency-Key results (powertools)")
     sagemaker_endpoint_name: str = Field(description="SageMaker endpoint running the Whisper container")
 
     default_model: str = "whisper-large-v3"
@@ -27,6 +32,15 @@ class Settings(BaseSettings):
 
     seconds_per_credit: float = Field(default=5.0, gt=0)
     min_credits_per_request: int = Field(default=1, ge=0)
+    # JSON, e.g. {"whisper-large-v3": {"seconds_per_credit": 2.5, "min_credits_per_request": 2}}
+    model_prices: dict[str, ModelPrice] = Field(default_factory=dict)
+    # A reservation still open after this long belongs to a crashed request: the reconciler gives it back.
+    # Longer than Lambda's 15-minute maximum, so no running request ever loses its reservation.
+    reservation_grace_seconds: int = Field(default=1200, ge=900)
+    # Requests per minute for keys without a limit of their own; 0 turns the limit off.
+    default_rate_limit_per_minute: int = Field(default=600, ge=0)
+    # How long a result is replayed for a retried Idempotency-Key.
+    idempotency_ttl_seconds: int = Field(default=24 * 3600, gt=0)
 
     # Raw audio the sync path takes. Base64 makes it 4/3 larger; 4 MiB -> 5.6 MB keeps both the
     # Lambda request (6,291,456 bytes) and the SageMaker body (6 MB) under their hard limits.

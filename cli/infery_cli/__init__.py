@@ -1,0 +1,1 @@
+"""`infery`: the operator's tool (keys, credits, usage) and, later, a client for humans."""

@@ -1,0 +1,33 @@
+"""`infery ...` (installed as a console script) and `python -m infery_cli ...`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .operator import OperatorError, add_operator_commands, run_operator_command
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="infery", description="Operate an infery deployment.")
+    parser.add_argument("--local", action="store_true", help="the local stack started by `make serve`")
+    parser.add_argument("--stack", default=os.environ.get("INFERY_STACK", "infery"),
+                        help="the CloudFormation stack to operate (default: $INFERY_STACK or 'infery')")
+    commands = parser.add_subparsers(dest="command", required=True)
+    add_operator_commands(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        run_operator_command(args)
+    except OperatorError as exc:
+        print(f"infery: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

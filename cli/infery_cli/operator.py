@@ -1,0 +1,207 @@
+"""The operator's commands: keys, credits and usage, straight against the stack's DynamoDB tables.
+
+The same code runs against AWS (the usual AWS profile/region settings; table names from the
+CloudFormation stack's outputs) and against the local stack (`--local`: the state file that
+`make serve` writes holds its endpoints and table names).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import boto3
+from infery.credits import CreditStore
+from infery.errors import InferyError
+from infery.keys import ApiKeyItem, KeyStore
+from infery.usage import ledger_csv, period, usage_report
+
+LOCAL_STATE_FILE = Path(__file__).resolve().parents[2] / ".infery" / "local-stack.json"
+_TABLE_OUTPUTS = {"KEYS_TABLE_NAME": "KeysTableName", "LEDGER_TABLE_NAME": "LedgerTableName",
+                  "RESERVATIONS_TABLE_NAME": "ReservationsTableName"}
+
+
+class OperatorError(Exception):
+    """A mistake the operator can fix; printed without a traceback."""
+
+
+@dataclass
+class Backend:
+    keys: KeyStore
+    credits: CreditStore
+
+
+def _table_names_from_stack(stack_name: str) -> dict[str, str]:
+    try:
+        stacks = boto3.client("cloudformation").describe_stacks(StackName=stack_name)["Stacks"]
+    except Exception as exc:  # no credentials, no such stack: say which, not a traceback
+        raise OperatorError(f"cannot read the CloudFormation stack '{stack_name}': {exc}. Pass --stack NAME, "
+                            "or --local for the local stack.") from exc
+    outputs = {output["OutputKey"]: output["OutputValue"] for output in stacks[0].get("Outputs", [])}
+    missing = [output for output in _TABLE_OUTPUTS.values() if output not in outputs]
+    if missing:
+        raise OperatorError(f"the stack '{stack_name}' has no outputs {', '.join(missing)}: is it an infery stack?")
+    return {variable: outputs[output] for variable, output in _TABLE_OUTPUTS.items()}
+
+
+def connect(local: bool, stack_name: str) -> Backend:
+    if local:
+        if not LOCAL_STATE_FILE.exists():
+            raise OperatorError(f"no local stack is running ({LOCAL_STATE_FILE} is missing): start it with "
+                                "`make serve`")
+        os.environ.update(json.loads(LOCAL_STATE_FILE.read_text())["environment"])
+        names = {variable: os.environ[variable] for variable in _TABLE_OUTPUTS}
+    elif all(variable in os.environ for variable in _TABLE_OUTPUTS):
+        names = {variable: os.environ[variable] for variable in _TABLE_OUTPUTS}
+    else:
+        names = _table_names_from_stack(stack_name)
+    return Backend(
+        KeyStore(boto3.resource("dynamodb").Table(names["KEYS_TABLE_NAME"])),
+        CreditStore(boto3.client("dynamodb"), names["KEYS_TABLE_NAME"], names["LEDGER_TABLE_NAME"],
+                    names["RESERVATIONS_TABLE_NAME"]),
+    )
+
+
+def _expiry(value: str | None) -> str | None:
+    """'30d' (from now) or an ISO date/time, as the ISO timestamp the keys table stores."""
+    if value is None:
+        return None
+    if value.endswith("d") and value[:-1].isdigit():
+        moment = datetime.now(UTC) + timedelta(days=int(value[:-1]))
+    else:
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise OperatorError(f"--expires takes '30d' or an ISO date such as 2027-01-31, not {value!r}") from exc
+        moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds")
+
+
+def _iso_day(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise OperatorError(f"dates are ISO dates such as 2026-11-01, not {value!r}") from exc
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds")
+
+
+def _print_key(key: ApiKeyItem, balance: int | None = None) -> None:
+    view = key.public_view()
+    if balance is not None:
+        view["credits"] = balance
+    for name, value in view.items():
+        if value is not None:
+            print(f"{name:>22}: {value}")
+
+
+def keys_create(backend: Backend, args: argparse.Namespace) -> None:
+    models = [model.strip() for model in args.models.split(",") if model.strip()] if args.models else None
+    try:
+        api_key, key = backend.keys.create(args.name, 0, args.key, expires_at=_expiry(args.expires),
+                                           rate_limit_per_minute=args.rate_limit, allowed_models=models)
+    except ValueError as exc:
+        raise OperatorError(str(exc)) from exc
+    balance = 0
+    if args.credits:
+        balance = backend.credits.top_up(key, args.credits, request_id=f"topup-{uuid.uuid4()}",
+                                         note="initial credits")
+    print(f"created {key.key_id} ({key.name}) with {balance} credits")
+    print(f"\n    {api_key}\n")
+    print("This is the only time the key is shown: only its hash is stored.", file=sys.stderr)
+
+
+def keys_list(backend: Backend, args: argparse.Namespace) -> None:
+    keys = backend.keys.list()
+    if args.json:
+        print(json.dumps([key.public_view() for key in keys], indent=2))
+        return
+    print(f"{'KEY ID':<22} {'NAME':<20} {'STATUS':<8} {'CREDITS':>10}  CREATED")
+    for key in keys:
+        print(f"{key.key_id:<22} {key.name[:20]:<20} {key.status:<8} {key.credits:>10}  {key.created_at}")
+
+
+def keys_show(backend: Backend, args: argparse.Namespace) -> None:
+    _print_key(backend.keys.get(args.key_id))
+
+
+def keys_revoke(backend: Backend, args: argparse.Namespace) -> None:
+    key = backend.keys.revoke(args.key_id)
+    print(f"revoked {key.key_id} ({key.name}) at {key.revoked_at}; it is refused from its next request on")
+
+
+def credits_add(backend: Backend, args: argparse.Namespace) -> None:
+    if args.credits <= 0:
+        raise OperatorError("credits to add must be a positive number")
+    key = backend.keys.get(args.key_id)
+    balance = backend.credits.top_up(key, args.credits, request_id=args.request_id or f"topup-{uuid.uuid4()}",
+                                     note=args.note)
+    print(f"added {args.credits} credits to {key.key_id} ({key.name}): balance {balance}")
+
+
+def usage(backend: Backend, args: argparse.Namespace) -> None:
+    key = backend.keys.get(args.key_id)
+    since, until = period(days=args.days, since=_iso_day(args.since), until=_iso_day(args.until))
+    entries = backend.credits.ledger(key.key_id, since=since, until=until)
+    if args.csv:
+        text = ledger_csv(entries)
+        if args.csv == "-":
+            sys.stdout.write(text)
+        else:
+            Path(args.csv).write_text(text)
+            print(f"wrote {len(entries)} ledger entries of {key.key_id} to {args.csv}")
+        return
+    report = usage_report(entries, balance=backend.credits.balance(key.key_hash), since=since, until=until)
+    print(json.dumps({"key_id": key.key_id, "name": key.name, **report}, indent=2))
+
+
+def add_operator_commands(commands: argparse._SubParsersAction) -> None:
+    keys = commands.add_parser("keys", help="create, list, show and revoke API keys").add_subparsers(
+        dest="keys_command", required=True)
+    create = keys.add_parser("create", help="create a key and print it (once)")
+    create.add_argument("--name", required=True, help="who the key is for")
+    create.add_argument("--credits", type=int, default=0, help="credits to start with (a ledgered top-up)")
+    create.add_argument("--rate-limit", type=int, help="requests per minute (default: the deployment's)")
+    create.add_argument("--models", help="comma-separated models the key may use (default: all)")
+    create.add_argument("--expires", help="'30d' from now, or an ISO date")
+    create.add_argument("--key", help="use this inf_ key instead of generating one (imports, tests)")
+    create.set_defaults(run=keys_create)
+    listing = keys.add_parser("list", help="every key, without secrets")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(run=keys_list)
+    for name, run, text in (("show", keys_show, "one key"), ("revoke", keys_revoke, "refuse the key from now on")):
+        command = keys.add_parser(name, help=text)
+        command.add_argument("key_id", help="the key's id, key_...")
+        command.set_defaults(run=run)
+
+    credit_commands = commands.add_parser("credits", help="top up a key").add_subparsers(dest="credits_command",
+                                                                                         required=True)
+    add = credit_commands.add_parser("add", help="add credits to a key (a ledgered top-up)")
+    add.add_argument("key_id")
+    add.add_argument("credits", type=int)
+    add.add_argument("--note", help="kept on the ledger entry, e.g. an invoice number")
+    add.add_argument("--request-id", help="makes a retried top-up count once (default: a new id)")
+    add.set_defaults(run=credits_add)
+
+    report = commands.add_parser("usage", help="a key's usage for a period; --csv exports its ledger")
+    report.add_argument("key_id")
+    report.add_argument("--days", type=int, help="the last N days (default 30)")
+    report.add_argument("--since", help="ISO date or time, inclusive")
+    report.add_argument("--until", help="ISO date or time, exclusive")
+    report.add_argument("--csv", metavar="FILE", help="write the ledger entries as CSV to FILE ('-' for stdout)")
+    report.set_defaults(run=usage)
+
+
+def run_operator_command(args: argparse.Namespace) -> None:
+    try:
+        args.run(connect(args.local, args.stack), args)
+    except InferyError as exc:
+        raise OperatorError(exc.message) from exc

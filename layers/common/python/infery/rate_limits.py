@@ -1,0 +1,62 @@
+"""Requests per minute per key: a fixed one-minute window counted with one conditional DynamoDB update.
+
+One atomic ADD per request keeps the hot path at a single write; the counter item expires by TTL.
+The headers are OpenAI's, so clients that read them (and the openai SDK's retry of 429) just work.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from .errors import RateLimited
+
+WINDOW_SECONDS = 60
+
+
+@dataclass(frozen=True)
+class RateLimitState:
+    limit: int
+    remaining: int
+    reset_seconds: float
+
+    def headers(self) -> dict[str, str]:
+        return {"x-ratelimit-limit-requests": str(self.limit),
+                "x-ratelimit-remaining-requests": str(self.remaining),
+                "x-ratelimit-reset-requests": f"{self.reset_seconds:.0f}s" if self.reset_seconds >= 1
+                else f"{self.reset_seconds * 1000:.0f}ms"}
+
+
+class RateLimiter:
+    def __init__(self, table: Any, clock=time.time) -> None:
+        self._table = table
+        self._clock = clock
+
+    def acquire(self, key_id: str, limit: int) -> RateLimitState | None:
+        """Count one request; raise RateLimited (429) once ``limit`` were counted this minute. 0 means no limit."""
+        if limit <= 0:
+            return None
+        now = self._clock()
+        window_start = int(now // WINDOW_SECONDS * WINDOW_SECONDS)
+        reset_seconds = window_start + WINDOW_SECONDS - now
+        try:
+            updated = self._table.update_item(
+                Key={"counter_id": f"{key_id}#{window_start}"},
+                UpdateExpression="ADD requests :one SET expires_at = :expires_at",
+                ConditionExpression="attribute_not_exists(requests) OR requests < :limit",
+                ExpressionAttributeValues={":one": 1, ":limit": limit,
+                                           ":expires_at": window_start + WINDOW_SECONDS * 2},
+                ReturnValues="UPDATED_NEW")
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+            state = RateLimitState(limit, 0, reset_seconds)
+            raise RateLimited(
+                f"Rate limit reached: this key may send {limit} requests per minute. Retry in "
+                f"{math.ceil(reset_seconds)} s.",
+                headers={"Retry-After": str(max(1, math.ceil(reset_seconds))), **state.headers()}) from exc
+        return RateLimitState(limit, max(0, limit - int(updated["Attributes"]["requests"])), reset_seconds)

@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.request
 from contextlib import ExitStack
+from pathlib import Path
 
 import boto3
 from infery.credits import CreditStore
@@ -23,7 +24,8 @@ from .template import TEMPLATE_PATH, LocalTemplate, create_tables, load_template
 
 ROOT = TEMPLATE_PATH.parent
 # Where a running local stack says how to reach it: the operator's tool (`infery --local`) reads it.
-STATE_FILE = ROOT / ".infery" / "local-stack.json"
+# INFERY_STATE_FILE moves it, so several stacks (the end-to-end tests start some) do not share one.
+STATE_FILE = Path(os.environ.get("INFERY_STATE_FILE") or ROOT / ".infery" / "local-stack.json")
 LOCAL_MODEL_NAME = "whisper-tiny.en"
 
 
@@ -147,7 +149,7 @@ def main() -> None:
 
 
 def _write_state(stack: ExitStack, base_url: str, environment: dict[str, str], model_server_pid: int) -> None:
-    STATE_FILE.parent.mkdir(exist_ok=True)
+    STATE_FILE.parent.mkdir(parents=True, exist_ok=True)
     STATE_FILE.write_text(json.dumps({"base_url": base_url, "pid": os.getpid(),
                                       "model_server_pid": model_server_pid, "environment": environment}, indent=2))
     stack.callback(STATE_FILE.unlink, missing_ok=True)

@@ -22,7 +22,11 @@ from infery.errors import InferyError
 from infery.keys import ApiKeyItem, KeyStore
 from infery.usage import ledger_csv, period, usage_report
 
-LOCAL_STATE_FILE = Path(__file__).resolve().parents[2] / ".infery" / "local-stack.json"
+
+def local_state_file() -> Path:
+    """Written by `make serve` (python -m local_stack); INFERY_STATE_FILE moves it."""
+    return Path(os.environ.get("INFERY_STATE_FILE") or
+                Path(__file__).resolve().parents[2] / ".infery" / "local-stack.json")
 _TABLE_OUTPUTS = {"KEYS_TABLE_NAME": "KeysTableName", "LEDGER_TABLE_NAME": "LedgerTableName",
                   "RESERVATIONS_TABLE_NAME": "ReservationsTableName"}
 
@@ -52,10 +56,10 @@ def _table_names_from_stack(stack_name: str) -> dict[str, str]:
 
 def connect(local: bool, stack_name: str) -> Backend:
     if local:
-        if not LOCAL_STATE_FILE.exists():
-            raise OperatorError(f"no local stack is running ({LOCAL_STATE_FILE} is missing): start it with "
-                                "`make serve`")
-        os.environ.update(json.loads(LOCAL_STATE_FILE.read_text())["environment"])
+        state_file = local_state_file()
+        if not state_file.exists():
+            raise OperatorError(f"no local stack is running ({state_file} is missing): start it with `make serve`")
+        os.environ.update(json.loads(state_file.read_text())["environment"])
         names = {variable: os.environ[variable] for variable in _TABLE_OUTPUTS}
     elif all(variable in os.environ for variable in _TABLE_OUTPUTS):
         names = {variable: os.environ[variable] for variable in _TABLE_OUTPUTS}

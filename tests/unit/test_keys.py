@@ -1,22 +1,162 @@
-"""keys: parsing the Authorization header, generating, hashing, naming and masking API keys."""
+"""keys: the key format and its checksum, the Authorization header, hashing and masking, and the KeyStore."""
 
 from __future__ import annotations
 
 import re
+import string
+import zlib
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from infery.errors import AuthenticationFailed
+from botocore.exceptions import ClientError
+from infery.errors import AuthenticationFailed, NotFound, PermissionDenied
 from infery.keys import (
+    ApiKeyItem,
     KeyStore,
     api_key_from_authorization,
+    check_key_format,
+    check_model_allowed,
     generate_api_key,
+    has_valid_checksum,
     hash_api_key,
     key_id_for,
     mask_api_key,
 )
 
-GOOD_KEY = "inf_" + "a1B2-c3_D4e5F6g7h8I9j0kLmNoPqRsT"  # inf_ + 32 characters
+GOOD_KEY = "inf_" + "a1B2-c3_D4e5F6g7h8I9j0kLmNoPqRsT"  # an operator's own key: inf_ + 32 characters
 assert len(GOOD_KEY) == 36
+BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
+
+
+def spec_checksum(random_part: str) -> str:
+    """The documented checksum: CRC-32 of the 40 random characters, as 6 base62 digits (0-9A-Za-z), big-endian."""
+    value = zlib.crc32(random_part.encode())
+    assert value < 62 ** 6  # six base62 digits hold any CRC-32
+    digits = ""
+    for _ in range(6):
+        value, remainder = divmod(value, 62)
+        digits = BASE62[remainder] + digits
+    return digits
+
+
+def a_generated_key_with_a_wrong_checksum() -> str:
+    key = generate_api_key()
+    wrong = BASE62[(BASE62.index(key[-1]) + 1) % 62]
+    return key[:-1] + wrong
+
+
+def _refusal(header: str | None) -> AuthenticationFailed:
+    with pytest.raises(AuthenticationFailed) as raised:
+        api_key_from_authorization(header)
+    return raised.value
+
+
+# the generated format
+
+
+def test_given_many_generated_keys_then_each_is_inf_40_random_base62_and_a_6_character_checksum():
+    keys = [generate_api_key() for _ in range(200)]
+    assert len(set(keys)) == len(keys)
+    for key in keys:
+        assert re.fullmatch(r"inf_[0-9A-Za-z]{46}", key), key
+        random_part, checksum = key[4:44], key[44:]
+        assert checksum == spec_checksum(random_part)
+        assert has_valid_checksum(key)
+        check_key_format(key)  # raises if refused
+        assert api_key_from_authorization(f"Bearer {key}") == key
+
+
+def test_given_many_generated_keys_then_their_random_part_draws_on_the_whole_base62_alphabet():
+    # 8000 draws from 62 characters: missing any one of them has a probability of about e^-129
+    seen = set("".join(generate_api_key()[4:44] for _ in range(200)))
+    assert seen == set(BASE62)
+
+
+def test_given_a_generated_key_when_any_one_character_after_the_prefix_is_mistyped_then_its_checksum_fails():
+    key = generate_api_key()
+    for position in range(4, len(key)):
+        index = BASE62.index(key[position])
+        for replacement in (BASE62[(index + 1) % 62], BASE62[(index + 31) % 62]):
+            typo = key[:position] + replacement + key[position + 1:]
+            assert not has_valid_checksum(typo), (position, replacement)
+            error = _refusal(f"Bearer {typo}")
+            assert (error.status_code, error.code) == (401, "invalid_api_key")
+            assert "checksum" in error.message
+
+
+def test_given_a_generated_key_when_two_neighbouring_characters_are_swapped_then_its_checksum_fails():
+    key = generate_api_key()
+    swaps = 0
+    for position in range(4, len(key) - 1):
+        if key[position] == key[position + 1]:
+            continue
+        swapped = key[:position] + key[position + 1] + key[position] + key[position + 2:]
+        assert not has_valid_checksum(swapped), position
+        swaps += 1
+    assert swaps > 30  # the loop really tried
+
+
+@pytest.mark.parametrize("key", [
+    "inf_" + "0" * 40 + "000000",  # the checksum of forty zeros is not zero
+    "inf_" + "A" * 46,
+    "inf_" + "z" * 46,
+])
+def test_given_a_key_of_the_generated_shape_without_its_checksum_then_it_is_refused_everywhere(key):
+    assert re.fullmatch(r"inf_[0-9A-Za-z]{46}", key)
+    assert key[44:] != spec_checksum(key[4:44])
+    assert not has_valid_checksum(key)
+    with pytest.raises(ValueError, match="checksum"):
+        check_key_format(key)
+    assert _refusal(f"Bearer {key}").code == "invalid_api_key"
+
+
+def test_given_forty_zeros_then_the_checksum_is_the_documented_crc32_in_base62():
+    random_part = "0" * 40
+    assert has_valid_checksum("inf_" + random_part + spec_checksum(random_part))
+
+
+class _UntouchableTable:
+    """A keys table that fails the test on any use."""
+
+    def __getattr__(self, name: str):
+        raise AssertionError(f"the keys table was used ({name}) for a key refused by its format")
+
+
+@pytest.mark.parametrize("key", [a_generated_key_with_a_wrong_checksum(), "inf_short", "sk-proj-0123456789abcdefghij",
+                                 "inf_" + "x" * 129])
+def test_given_a_malformed_key_or_a_wrong_checksum_when_authenticating_then_401_without_reading_the_table(key):
+    with pytest.raises(AuthenticationFailed) as raised:
+        KeyStore(_UntouchableTable()).authenticate(f"Bearer {key}")
+    assert (raised.value.status_code, raised.value.code) == (401, "invalid_api_key")
+    assert key not in raised.value.message
+
+
+@pytest.mark.parametrize("key", [
+    GOOD_KEY,
+    "inf_" + "x" * 16,  # the shortest custom key
+    "inf_" + "x" * 128,  # the longest
+    "inf_" + "a" * 45,  # one short of the generated shape: no checksum needed
+    "inf_" + "a" * 47,  # one past it
+    "inf_" + "a" * 45 + "-",  # 46 characters, but '-' is not base62: not the generated shape
+    "inf_" + "_" + "b" * 45,
+])
+def test_given_an_operators_own_key_of_another_shape_then_it_is_accepted_without_a_checksum(key):
+    check_key_format(key)
+    assert api_key_from_authorization(f"Bearer {key}") == key
+
+
+@pytest.mark.parametrize("key", [
+    "", "inf_", "inf_short", "inf_" + "x" * 15, "inf_" + "x" * 129, "INF_" + "x" * 20, "sk-0123456789abcdefghij",
+    "inf_" + "x" * 20 + " ", "inf_" + "x" * 20 + "\n", " inf_" + "x" * 20, "inf_" + "x" * 10 + "!" + "x" * 10,
+    "inf_" + "\u0663" * 20,  # Arabic-Indic digits are digits to Unicode, not to the key format
+    "inf_" + "é" * 20,
+])
+def test_given_a_key_outside_the_format_then_check_key_format_raises(key):
+    with pytest.raises(ValueError, match="16 to 128"):
+        check_key_format(key)
+
+
+# the Authorization header
 
 
 @pytest.mark.parametrize("header", [
@@ -24,10 +164,10 @@ assert len(GOOD_KEY) == 36
     f"bearer {GOOD_KEY}",
     f"BEARER {GOOD_KEY}",
     f"  Bearer   {GOOD_KEY} ",
-    "Bearer inf_" + "x" * 16,  # the shortest key accepted
-    "Bearer inf_" + "x" * 128,  # the longest
+    "Bearer inf_" + "x" * 16,
+    "Bearer inf_" + "x" * 128,
 ])
-def test_a_bearer_key_is_read_from_the_header(header):
+def test_given_a_bearer_header_then_the_key_is_read_from_it(header):
     assert api_key_from_authorization(header) == header.split()[-1]
 
 
@@ -44,30 +184,25 @@ def test_a_bearer_key_is_read_from_the_header(header):
     ("Bearer inf_" + "x" * 15, "invalid_api_key"),
     ("Bearer inf_" + "x" * 129, "invalid_api_key"),
     ("Bearer inf_" + "x" * 15 + "!", "invalid_api_key"),
+    ("Bearer inf_" + "\u0663" * 20, "invalid_api_key"),
     (f"Bearer {GOOD_KEY} extra", "invalid_api_key"),
     (f"Token {GOOD_KEY}", "invalid_api_key"),
+    (f"Bearer {a_generated_key_with_a_wrong_checksum()}", "invalid_api_key"),
 ])
-def test_a_missing_or_malformed_key_is_401(header, code):
-    with pytest.raises(AuthenticationFailed) as raised:
-        api_key_from_authorization(header)
-    error = raised.value
+def test_given_a_missing_or_malformed_key_then_401(header, code):
+    error = _refusal(header)
     assert (error.status_code, error.code, error.error_type) == (401, code, "invalid_request_error")
 
 
-@pytest.mark.parametrize("key", ["sk-proj-0123456789abcdefghijklmnop", "inf_" + "Z" * 200])
-def test_the_401_for_a_wrong_key_shows_it_masked(key):
-    with pytest.raises(AuthenticationFailed) as raised:
-        api_key_from_authorization(f"Bearer {key}")
-    assert mask_api_key(key) in raised.value.message
-    assert key not in raised.value.message and key[8:-4] not in raised.value.message
+@pytest.mark.parametrize("key", ["sk-proj-0123456789abcdefghijklmnop", "inf_" + "Z" * 200,
+                                 a_generated_key_with_a_wrong_checksum()])
+def test_given_a_wrong_key_then_the_401_shows_it_masked(key):
+    error = _refusal(f"Bearer {key}")
+    assert mask_api_key(key) in error.message
+    assert key not in error.message and key[8:-4] not in error.message
 
 
-def test_generated_keys_are_well_formed_and_unique():
-    keys = [generate_api_key() for _ in range(200)]
-    assert len(set(keys)) == len(keys)
-    for key in keys:
-        assert re.fullmatch(r"inf_[A-Za-z0-9_-]{43}", key)  # 32 random bytes, URL-safe base64
-        assert api_key_from_authorization(f"Bearer {key}") == key
+# hashing, naming, masking
 
 
 def test_the_hash_is_a_stable_sha256_that_does_not_contain_the_key():
@@ -104,48 +239,228 @@ def test_short_keys_are_masked_entirely(key):
     assert mask_api_key(key) == "inf_***"
 
 
+# the KeyStore, over an in-memory keys table
+
+
+def _conditional_check_failed(operation: str) -> ClientError:
+    return ClientError({"Error": {"Code": "ConditionalCheckFailedException", "Message": "The conditional request "
+                                  "failed"}}, operation)
+
+
 class _FakeKeysTable:
-    """The two DynamoDB Table calls KeyStore makes, over a dict."""
+    """The DynamoDB Table calls KeyStore makes, over a dict; scan pages ``page_size`` items at a time."""
 
-    def __init__(self) -> None:
+    def __init__(self, page_size: int = 2) -> None:
         self.items: dict[str, dict] = {}
+        self.page_size = page_size
+        self.reads = 0
 
-    def put_item(self, Item: dict) -> None:  # noqa: N803 - boto3's argument name
+    def put_item(self, Item: dict, ConditionExpression=None) -> None:  # noqa: N803 - boto3's argument names
+        if ConditionExpression is not None and Item["key_hash"] in self.items:
+            raise _conditional_check_failed("PutItem")
         self.items[Item["key_hash"]] = dict(Item)
 
     def get_item(self, Key: dict, ConsistentRead: bool = False) -> dict:  # noqa: N803
+        self.reads += 1
         item = self.items.get(Key["key_hash"])
         return {"Item": dict(item)} if item else {}
 
+    def query(self, IndexName: str, KeyConditionExpression: str, ExpressionAttributeValues: dict) -> dict:  # noqa: N803
+        assert (IndexName, KeyConditionExpression) == ("ByKeyId", "key_id = :key_id")
+        wanted = ExpressionAttributeValues[":key_id"]
+        # the index projects the keys only
+        return {"Items": [{"key_hash": item["key_hash"], "key_id": item["key_id"]} for item in self.items.values()
+                          if item["key_id"] == wanted]}
 
-def test_a_created_key_authenticates_and_only_its_hash_is_stored():
+    def scan(self, ExclusiveStartKey: dict | None = None) -> dict:  # noqa: N803
+        hashes = list(self.items)
+        start = hashes.index(ExclusiveStartKey["key_hash"]) + 1 if ExclusiveStartKey else 0
+        page = hashes[start:start + self.page_size]
+        response: dict = {"Items": [dict(self.items[key_hash]) for key_hash in page]}
+        if start + self.page_size < len(hashes):
+            response["LastEvaluatedKey"] = {"key_hash": page[-1]}
+        return response
+
+    def update_item(self, Key: dict, UpdateExpression: str, ExpressionAttributeNames: dict,  # noqa: N803
+                    ExpressionAttributeValues: dict, ReturnValues: str) -> dict:  # noqa: N803
+        assert UpdateExpression.startswith("SET ") and ReturnValues == "ALL_NEW"
+        item = self.items[Key["key_hash"]]
+        for assignment in UpdateExpression[4:].split(","):
+            name, value = (part.strip() for part in assignment.split("="))
+            item[ExpressionAttributeNames.get(name, name)] = ExpressionAttributeValues[value]
+        return {"Attributes": dict(item)}
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds")
+
+
+def _auth_error(store: KeyStore, api_key: str) -> AuthenticationFailed:
+    with pytest.raises(AuthenticationFailed) as raised:
+        store.authenticate(f"Bearer {api_key}")
+    return raised.value
+
+
+def test_given_a_created_key_then_it_authenticates_and_only_its_hash_is_stored():
     table = _FakeKeysTable()
     store = KeyStore(table)
     api_key, item = store.create("ci", 10)
+    assert has_valid_checksum(api_key)
     assert list(table.items) == [hash_api_key(api_key)]
     assert api_key not in repr(table.items)
     assert (item.key_id, item.credits, item.status) == (key_id_for(hash_api_key(api_key)), 10, "active")
     assert store.authenticate(f"Bearer {api_key}") == item
+    assert "key_hash" not in item.public_view() and item.public_view()["key_id"] == item.key_id
 
 
-def test_an_unknown_or_revoked_key_is_401_with_the_key_masked():
+def test_given_an_unknown_key_with_a_valid_checksum_then_401_invalid_api_key_after_one_read():
     table = _FakeKeysTable()
     store = KeyStore(table)
-    api_key, _ = store.create("ci", 10, api_key=GOOD_KEY)
-    table.items[hash_api_key(api_key)]["status"] = "revoked"
-    for header in (f"Bearer {api_key}", f"Bearer {generate_api_key()}"):
-        with pytest.raises(AuthenticationFailed) as raised:
-            store.authenticate(header)
-        assert raised.value.code == "invalid_api_key" and GOOD_KEY not in raised.value.message
+    store.create("ci", 10)
+    stranger = generate_api_key()
+    error = _auth_error(store, stranger)
+    assert (error.status_code, error.code) == (401, "invalid_api_key")
+    assert stranger not in error.message and mask_api_key(stranger) in error.message
+    assert table.reads == 1
 
 
-@pytest.mark.parametrize("bad_key", ["inf_short", "sk-0123456789abcdefghij", "inf_" + "x" * 20 + " "])
-def test_create_refuses_a_chosen_key_that_could_never_authenticate(bad_key):
-    with pytest.raises(ValueError, match="16 to 128"):
-        KeyStore(_FakeKeysTable()).create("dev", 0, api_key=bad_key)
-
-
-def test_create_refuses_a_chosen_key_with_a_trailing_newline():
+def test_given_a_revoked_key_then_401_revoked_api_key_with_the_key_masked():
     table = _FakeKeysTable()
-    with pytest.raises(ValueError):
-        KeyStore(table).create("dev", 0, api_key=GOOD_KEY + "\n")
+    store = KeyStore(table)
+    api_key, item = store.create("ci", 10, api_key=GOOD_KEY)
+    revoked = store.revoke(item.key_id)
+    assert revoked.status == "revoked" and revoked.revoked_at is not None
+    assert revoked.credits == 10  # revoking keeps the balance for the record
+    error = _auth_error(store, api_key)
+    assert (error.status_code, error.code) == (401, "revoked_api_key")
+    assert GOOD_KEY not in error.message and mask_api_key(GOOD_KEY) in error.message
+
+
+def test_given_a_key_whose_expiry_has_passed_then_401_expired_api_key():
+    store = KeyStore(_FakeKeysTable())
+    api_key, _ = store.create("ci", 10, expires_at=_iso(datetime.now(UTC) - timedelta(minutes=1)))
+    error = _auth_error(store, api_key)
+    assert (error.status_code, error.code) == (401, "expired_api_key")
+    assert api_key not in error.message
+
+
+def test_given_a_key_that_expires_later_then_it_authenticates():
+    store = KeyStore(_FakeKeysTable())
+    expires_at = _iso(datetime.now(UTC) + timedelta(days=1))
+    api_key, item = store.create("ci", 10, expires_at=expires_at)
+    assert store.authenticate(f"Bearer {api_key}").expires_at == expires_at
+
+
+@pytest.mark.parametrize("expires_at", [
+    # an hour ago, written in UTC+05:00: as a string it reads four hours ahead
+    (datetime.now(UTC) - timedelta(hours=1)).astimezone(timezone(timedelta(hours=5))).isoformat(),
+    "not a timestamp",
+], ids=["an-hour-ago-written-in-utc+5", "not-a-timestamp"])
+def test_given_an_expiry_that_is_not_a_utc_timestamp_then_the_key_is_refused_at_creation_or_as_expired(expires_at):
+    store = KeyStore(_FakeKeysTable())
+    try:
+        api_key, _ = store.create("ci", 10, expires_at=expires_at)
+    except ValueError:
+        return  # refusing an expiry it cannot compare is right too
+    assert _auth_error(store, api_key).code == "expired_api_key"
+
+
+def test_given_a_key_that_exists_already_then_create_refuses_it_and_leaves_the_stored_one_alone():
+    table = _FakeKeysTable()
+    store = KeyStore(table)
+    store.create("first", 10, api_key=GOOD_KEY)
+    with pytest.raises(ValueError, match="exists already"):
+        store.create("second", 99, api_key=GOOD_KEY)
+    stored = table.items[hash_api_key(GOOD_KEY)]
+    assert (stored["name"], stored["credits"]) == ("first", 10)
+
+
+def test_given_another_dynamodb_error_on_create_then_it_is_not_disguised_as_a_duplicate():
+    class _Throttled(_FakeKeysTable):
+        def put_item(self, Item, ConditionExpression=None):  # noqa: N803
+            raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"}},
+                              "PutItem")
+
+    with pytest.raises(ClientError, match="ProvisionedThroughputExceeded"):
+        KeyStore(_Throttled()).create("ci", 0)
+
+
+@pytest.mark.parametrize("bad_key", ["inf_short", "sk-0123456789abcdefghij", "inf_" + "x" * 20 + " ",
+                                     GOOD_KEY + "\n"])
+def test_given_a_chosen_key_that_could_never_authenticate_then_create_refuses_it(bad_key):
+    table = _FakeKeysTable()
+    with pytest.raises(ValueError, match="16 to 128"):
+        KeyStore(table).create("dev", 0, api_key=bad_key)
+    assert table.items == {}
+
+
+def test_given_a_chosen_key_of_the_generated_shape_with_a_wrong_checksum_then_create_refuses_it():
+    table = _FakeKeysTable()
+    with pytest.raises(ValueError, match="checksum"):
+        KeyStore(table).create("dev", 0, api_key=a_generated_key_with_a_wrong_checksum())
+    assert table.items == {}
+
+
+def test_given_create_options_then_they_are_stored_and_read_back():
+    table = _FakeKeysTable()
+    store = KeyStore(table)
+    _, item = store.create("team", 0, expires_at="2999-01-01T00:00:00.000+00:00", rate_limit_per_minute=30,
+                           allowed_models=["whisper-1"])
+    stored = table.items[item.key_hash]
+    assert (stored["expires_at"], stored["rate_limit_per_minute"], stored["allowed_models"]) == (
+        "2999-01-01T00:00:00.000+00:00", 30, ["whisper-1"])
+    assert "revoked_at" not in stored  # no None attributes in DynamoDB
+    assert store.get(item.key_id) == item
+
+
+def test_given_an_unknown_key_id_then_get_and_revoke_are_404_key_not_found():
+    store = KeyStore(_FakeKeysTable())
+    store.create("ci", 0)
+    for action in (store.get, store.revoke):
+        with pytest.raises(NotFound) as raised:
+            action("key_0000000000000000")
+        assert (raised.value.status_code, raised.value.code, raised.value.param) == (404, "key_not_found", "key_id")
+
+
+def test_given_more_keys_than_one_scan_page_then_list_returns_them_all_oldest_first():
+    table = _FakeKeysTable(page_size=2)
+    store = KeyStore(table)
+    for name in ("a", "b", "c", "d", "e"):
+        store.create(name, 0)
+    # make creation order differ from the table's own order
+    for index, item in enumerate(reversed(list(table.items.values()))):
+        item["created_at"] = f"2026-01-0{index + 1}T00:00:00.000+00:00"
+    listed = store.list()
+    assert [key.name for key in listed] == ["e", "d", "c", "b", "a"]
+
+
+# allowed models
+
+
+def _key(allowed_models: list[str] | None) -> ApiKeyItem:
+    return ApiKeyItem(key_hash="0" * 64, key_id="key_0000000000000000", name="ci", credits=0,
+                      created_at="2026-01-01T00:00:00.000+00:00", allowed_models=allowed_models)
+
+
+@pytest.mark.parametrize(("allowed", "requested", "resolved"), [
+    (None, "whisper-1", "whisper-large-v3"),
+    ([], "whisper-1", "whisper-large-v3"),
+    (["whisper-1"], "whisper-1", "whisper-large-v3"),  # the alias the client names
+    (["whisper-large-v3"], "whisper-1", "whisper-large-v3"),  # the model the alias stands for
+    (["other", "whisper-large-v3"], "whisper-large-v3", "whisper-large-v3"),
+])
+def test_given_a_key_allowed_the_model_then_check_model_allowed_passes(allowed, requested, resolved):
+    check_model_allowed(_key(allowed), requested, resolved)
+
+
+@pytest.mark.parametrize(("allowed", "requested", "resolved"), [
+    (["whisper-large-v3"], "whisper-tiny.en", "whisper-tiny.en"),
+    (["whisper-1"], "whisper-large-v3", "whisper-large-v3"),
+    (["Whisper-1"], "whisper-1", "whisper-tiny.en"),  # names are exact
+])
+def test_given_a_key_not_allowed_the_model_then_403_model_not_allowed(allowed, requested, resolved):
+    with pytest.raises(PermissionDenied) as raised:
+        check_model_allowed(_key(allowed), requested, resolved)
+    error = raised.value
+    assert (error.status_code, error.code, error.param) == (403, "model_not_allowed", "model")
+    assert requested in error.message and all(model in error.message for model in allowed)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 
-from local_stack.template import TEMPLATE_PATH, LocalTemplate, load_template
+from local_stack.template import TEMPLATE_PATH, LocalTemplate, load_template, rate_seconds
 
 
 @pytest.fixture(scope="module")
@@ -20,8 +22,8 @@ def local(template) -> LocalTemplate:
 def test_the_repository_template_is_loaded(template):
     assert TEMPLATE_PATH.name == "template.yaml" and TEMPLATE_PATH.is_file()
     assert template["Transform"] == "AWS::Serverless-2016-10-31"
-    assert {"InferyApi", "TranscribeFunction", "KeysTable", "LedgerTable", "WhisperEndpoint"} <= set(
-        template["Resources"])
+    assert {"InferyApi", "TranscribeFunction", "ReconcilerFunction", "KeysTable", "LedgerTable", "ReservationsTable",
+            "RateLimitsTable", "IdempotencyTable", "WhisperEndpoint"} <= set(template["Resources"])
 
 
 def test_short_form_tags_become_intrinsic_functions(template):
@@ -57,7 +59,7 @@ def test_pseudo_parameters(template):
     local = LocalTemplate(template, region="eu-west-1")
     assert local.resolve({"Ref": "AWS::StackName"}) == "infery-local"
     assert local.resolve({"Ref": "AWS::Region"}) == "eu-west-1"
-    assert local.resolve({"Ref": "AWS::AccountId"}) == "000000000000"
+    assert local.resolve({"Ref": "AWS::AccountId"}) == "123456789012"  # moto's default account, where it files ARNs
 
 
 def test_sub_replaces_pseudo_parameters_resources_and_attributes(local):
@@ -96,17 +98,79 @@ def test_the_transcribe_functions_environment_is_resolved_from_the_template(temp
     assert environment["DEFAULT_MODEL"] == "whisper-tiny.en"
     assert (environment["SECONDS_PER_CREDIT"], environment["MIN_CREDITS_PER_REQUEST"]) == ("5", "1")
     assert environment["ENDPOINT_TIMEOUT_SECONDS"] == "27"
+    assert (environment["RESERVATIONS_TABLE_NAME"], environment["RATE_LIMITS_TABLE_NAME"],
+            environment["IDEMPOTENCY_TABLE_NAME"]) == (
+        "infery-local-ReservationsTable", "infery-local-RateLimitsTable", "infery-local-IdempotencyTable")
+    assert (environment["MODEL_PRICES"], environment["DEFAULT_RATE_LIMIT_PER_MINUTE"]) == ("{}", "600")
     assert all(isinstance(value, str) and "Ref" not in value and "Fn::" not in value
                for value in environment.values())
 
 
 def test_the_api_routes_are_the_functions_api_events(local):
     assert sorted(local.api_routes()) == [
+        ("GET", "/v1/jobs/{job_id}", "TranscribeFunction"),
+        ("GET", "/v1/jobs/{job_id}/result", "TranscribeFunction"),
         ("GET", "/v1/models", "TranscribeFunction"),
         ("GET", "/v1/models/{model_id}", "TranscribeFunction"),
+        ("GET", "/v1/usage", "TranscribeFunction"),
         ("POST", "/v1/audio/transcriptions", "TranscribeFunction"),
+        ("POST", "/v1/audio/transcriptions/jobs", "TranscribeFunction"),
         ("POST", "/v1/audio/translations", "TranscribeFunction"),
-    ]
+        ("POST", "/v1/audio/translations/jobs", "TranscribeFunction"),
+        ("POST", "/v1/uploads", "TranscribeFunction"),
+    ]  # the reconciler and the worker have no route: one runs on a schedule, the other on a queue
+
+
+def test_given_the_repository_template_then_the_reconciler_runs_every_five_minutes(local):
+    assert local.schedules() == [("ReconcilerFunction", 300)]
+    source, handler = local.function_source("ReconcilerFunction")
+    assert (source.parent.name, source.name, handler) == ("reconciler", "app.py", "lambda_handler")
+    assert source.is_file()
+
+
+def test_given_a_template_with_api_and_schedule_events_then_schedules_lists_only_the_schedules(template):
+    edited = copy.deepcopy(template)
+    events = edited["Resources"]["TranscribeFunction"]["Properties"]["Events"]
+    events["Nightly"] = {"Type": "Schedule", "Properties": {"Schedule": "rate(1 day)"}}
+    events["Hourly"] = {"Type": "Schedule", "Properties": {"Schedule": " rate(2 hours) "}}
+    assert sorted(LocalTemplate(edited).schedules()) == [
+        ("ReconcilerFunction", 300), ("TranscribeFunction", 7200), ("TranscribeFunction", 86400)]
+
+
+def test_given_a_template_with_a_cron_schedule_then_schedules_refuses_it_rather_than_skip_it(template):
+    edited = copy.deepcopy(template)
+    edited["Resources"]["ReconcilerFunction"]["Properties"]["Events"]["EveryFiveMinutes"]["Properties"][
+        "Schedule"] = "cron(0/5 * * * ? *)"
+    with pytest.raises(ValueError, match="cron"):
+        LocalTemplate(edited).schedules()
+
+
+@pytest.mark.parametrize(("expression", "seconds"), [
+    ("rate(5 minutes)", 300),
+    ("rate(1 minute)", 60),
+    ("rate(1 hour)", 3600),
+    ("rate(3 hours)", 10800),
+    ("rate(1 day)", 86400),
+    ("rate(7 days)", 604800),
+    ("  rate(10 minutes)\n", 600),
+])
+def test_given_a_rate_expression_then_its_period_is_in_seconds(expression, seconds):
+    assert rate_seconds(expression) == seconds
+
+
+@pytest.mark.parametrize("expression", [
+    "", "rate()", "rate(5)", "rate(minutes)", "rate(5 weeks)", "rate(5 seconds)", "rate(-5 minutes)",
+    "rate(1.5 hours)", "rate 5 minutes", "rate(5 minutes", "5 minutes",
+    "cron(0/5 * * * ? *)", "rate(5 minutes) rate(1 hour)",
+])
+def test_given_a_bad_or_unsupported_schedule_expression_then_value_error(expression):
+    with pytest.raises(ValueError, match="rate"):
+        rate_seconds(expression)
+
+
+def test_given_a_rate_of_zero_then_value_error():
+    with pytest.raises(ValueError):
+        rate_seconds("rate(0 minutes)")
 
 
 def test_code_and_layer_locations_exist(local):

@@ -8,6 +8,7 @@ and the caller reserves a bound it can justify instead.
 from __future__ import annotations
 
 import io
+import math
 import struct
 
 from mutagen import MutagenError
@@ -44,7 +45,8 @@ def probe_duration(audio: bytes, audio_format: AudioFormat) -> float | None:
             seconds = _MUTAGEN_KINDS[audio_format](io.BytesIO(audio)).info.length
     except (MutagenError, ValueError, struct.error, IndexError, ZeroDivisionError):
         return None
-    return float(seconds) if seconds and seconds > 0 else None
+    # a header can claim anything (0, NaN, infinity): only a finite, positive duration is believed
+    return float(seconds) if seconds and math.isfinite(seconds) and seconds > 0 else None
 
 
 def _wav_duration(audio: bytes) -> float:

@@ -95,6 +95,15 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
+def parse_timestamp(value: str) -> datetime:
+    """An ISO 8601 time as an aware UTC datetime (a time without an offset is taken as UTC)."""
+    try:
+        moment = datetime.fromisoformat(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"not an ISO 8601 time: {value!r}") from exc
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+
+
 def check_key_format(api_key: str) -> None:
     """Raise ValueError unless ``api_key`` is a key infery would accept."""
     if not _KEY_PATTERN.fullmatch(api_key):
@@ -135,7 +144,7 @@ class KeyStore:
         key = ApiKeyItem.model_validate(item)
         if key.status != "active":
             raise AuthenticationFailed(f"The API key {mask_api_key(api_key)} was revoked.", code="revoked_api_key")
-        if key.expires_at and key.expires_at <= now_iso():
+        if key.expires_at and parse_timestamp(key.expires_at) <= datetime.now(UTC):
             raise AuthenticationFailed(f"The API key {mask_api_key(api_key)} expired at {key.expires_at}.",
                                        code="expired_api_key")
         return key
@@ -149,6 +158,8 @@ class KeyStore:
         """
         api_key = api_key or generate_api_key()
         check_key_format(api_key)
+        if expires_at is not None:
+            expires_at = parse_timestamp(expires_at).isoformat(timespec="milliseconds")
         key_hash = hash_api_key(api_key)
         item = ApiKeyItem(key_hash=key_hash, key_id=key_id_for(key_hash), name=name, credits=credits,
                           created_at=now_iso(), expires_at=expires_at, rate_limit_per_minute=rate_limit_per_minute,
@@ -170,6 +181,10 @@ class KeyStore:
         # the index is eventually consistent: read the row itself for the current balance and status
         key_hash = response["Items"][0]["key_hash"]
         return ApiKeyItem.model_validate(self._table.get_item(Key={"key_hash": key_hash}, ConsistentRead=True)["Item"])
+
+    def get_by_hash(self, key_hash: str) -> ApiKeyItem | None:
+        item = self._table.get_item(Key={"key_hash": key_hash}, ConsistentRead=True).get("Item")
+        return ApiKeyItem.model_validate(item) if item else None
 
     def list(self) -> list[ApiKeyItem]:
         items: list[dict[str, Any]] = []

@@ -31,8 +31,8 @@ class RequestUsage(BaseModel):
     model: str | None
     status: str  # "settled", "refunded", "released" or "in_progress"
     audio_seconds: float | None
-    credits: int  # what it cost in all: 0 when refunded
-    created_at: str
+    credits: int  # what it cost in all (a settle's billed_credits); 0 when refunded; the hold while in progress
+    created_at: str  # when it began (its first entry in the period read)
 
 
 def _collect_requests(entries: list[LedgerEntry]) -> list[RequestUsage]:
@@ -48,9 +48,18 @@ def _collect_requests(entries: list[LedgerEntry]) -> list[RequestUsage]:
         status = {LedgerKind.SETTLE: "settled", LedgerKind.REFUND: "refunded",
                   LedgerKind.RELEASE: "released", None: "in_progress"}[closing]
         seconds = next((entry.audio_seconds for entry in request_entries if entry.audio_seconds is not None), None)
+        settle = next((entry for entry in request_entries if entry.kind is LedgerKind.SETTLE), None)
+        # the settle entry knows the whole cost, even when the reservation fell in an earlier period
+        if settle is not None:
+            cost = settle.billed_credits if settle.billed_credits is not None else -sum(
+                entry.credits for entry in request_entries)
+        elif closing is None:
+            cost = -sum(entry.credits for entry in request_entries)
+        else:
+            cost = 0
         requests.append(RequestUsage(
             request_id=request_id, model=next((entry.model for entry in request_entries if entry.model), None),
-            status=status, audio_seconds=seconds, credits=-sum(entry.credits for entry in request_entries),
+            status=status, audio_seconds=seconds, credits=cost,
             created_at=min(entry.created_at for entry in request_entries)))
     return sorted(requests, key=lambda request: request.created_at)
 
@@ -78,7 +87,7 @@ def usage_report(entries: list[LedgerEntry], *, balance: int, since: str, until:
         "total": total.model_dump(),
         "by_day": [{"date": day, **totals.model_dump()} for day, totals in sorted(per_day.items())],
         "by_model": [{"model": model, **totals.model_dump()} for model, totals in sorted(per_model.items())],
-        "recent_requests": [request.model_dump() for request in reversed(requests[-recent:])],
+        "recent_requests": [request.model_dump() for request in reversed(requests[-recent:])] if recent > 0 else [],
     }
 
 
@@ -96,5 +105,5 @@ def period(days: int | None = None, since: str | None = None, until: str | None 
     """The [since, until) period a report covers, as ISO timestamps: by default the last 30 days."""
     now = datetime.now(UTC)
     end = until or (now + timedelta(seconds=1)).isoformat(timespec="milliseconds")
-    start = since or (now - timedelta(days=days or 30)).isoformat(timespec="milliseconds")
+    start = since or (now - timedelta(days=30 if days is None else days)).isoformat(timespec="milliseconds")
     return start, end

@@ -21,6 +21,7 @@ import logging
 import os
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -76,7 +77,7 @@ class WhisperTranscriber:
             raise InferenceFailure(400, "unsupported_language",
                                    f"This deployment's model is English-only; it cannot transcribe language "
                                    f"'{request.language}'.")
-        audio = _decode(request.audio)
+        audio = _decode(_audio_bytes(request))
         temperature = FALLBACK_TEMPERATURES if not request.temperature else (request.temperature,)
         segments_iter, info = self.model.transcribe(
             audio,
@@ -107,11 +108,39 @@ class WhisperTranscriber:
         )
 
 
-def _decode(audio_base64: str) -> Any:
+def _audio_bytes(request: InferenceRequest) -> bytes:
+    if request.audio_s3_uri:
+        return _read_s3_object(request.audio_s3_uri)
     try:
-        data = base64.b64decode(audio_base64, validate=True)
+        return base64.b64decode(request.audio or "", validate=True)
     except (binascii.Error, ValueError) as exc:
         raise InferenceFailure(400, "invalid_request", "'audio' is not valid base64.") from exc
+
+
+@lru_cache(maxsize=1)
+def _s3_client() -> Any:
+    import boto3  # only needed for audio sent by reference; AWS_ENDPOINT_URL_S3 points it at moto locally
+
+    return boto3.client("s3")
+
+
+def _read_s3_object(uri: str) -> bytes:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    try:
+        return _s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code in ("NoSuchKey", "404", "NoSuchBucket", "AccessDenied", "403"):
+            raise InferenceFailure(400, "invalid_request", f"The audio object {uri} cannot be read ({code}).") \
+                from exc
+        raise InferenceFailure(503, "storage_unavailable", f"S3 failed while reading {uri}: {code}") from exc
+    except BotoCoreError as exc:
+        raise InferenceFailure(503, "storage_unavailable", f"S3 cannot be reached: {exc}") from exc
+
+
+def _decode(data: bytes) -> Any:
     try:
         samples = decode_audio(io.BytesIO(data), sampling_rate=SAMPLE_RATE)
     except Exception as exc:  # PyAV raises many error types for corrupt or unsupported input

@@ -19,8 +19,9 @@ from infery.credits import CreditStore
 from infery.keys import KeyStore
 
 from .api_gateway import LocalApiGateway, LocalApiServer
+from .queue_poller import LocalQueuePoller
 from .scheduler import LocalScheduler
-from .template import TEMPLATE_PATH, LocalTemplate, create_tables, load_template
+from .template import TEMPLATE_PATH, LocalTemplate, create_buckets, create_queues, create_tables, load_template
 
 ROOT = TEMPLATE_PATH.parent
 # Where a running local stack says how to reach it: the operator's tool (`infery --local`) reads it.
@@ -123,6 +124,8 @@ def main() -> None:
         ], child_environment)
         _wait_until(lambda: _http_ok(f"http://127.0.0.1:{moto_port}/moto-api/"), "moto server", 60, moto)
         create_tables(local, boto3.client("dynamodb"))
+        create_queues(local, boto3.client("sqs"))
+        create_buckets(local, boto3.client("s3"))
         dev_key = _seed_dev_key(local, args.dev_key, args.dev_credits)
         _wait_until(lambda: _http_ok(f"http://127.0.0.1:{model_port}/ping"), "Whisper model server", 180,
                     model_server)
@@ -133,6 +136,9 @@ def main() -> None:
         scheduler = LocalScheduler(local, aws_environment)
         stack.callback(scheduler.close)
         scheduler.start()
+        poller = LocalQueuePoller(local, aws_environment)
+        stack.callback(poller.close)
+        poller.start()
         server = LocalApiServer((args.host, args.port), gateway, verbose=not args.quiet)
         stack.callback(server.server_close)
         base_url = f"http://{args.host}:{server.server_port}/v1"

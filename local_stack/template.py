@@ -5,6 +5,7 @@ Only what the local stack needs is resolved: !Ref, !GetAtt, !Sub and parameter d
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +13,8 @@ from typing import Any
 
 import yaml
 
+# moto's default account: ARNs we build must name the account moto files its resources under
+ACCOUNT_ID = "123456789012"
 TEMPLATE_PATH = Path(__file__).resolve().parent.parent / "template.yaml"
 
 
@@ -53,7 +56,25 @@ class LocalTemplate:
         return self.template["Resources"]
 
     def physical_name(self, logical_id: str) -> str:
-        return f"{self.stack_name}-{logical_id}"
+        name = f"{self.stack_name}-{logical_id}"
+        # bucket names are lower case; CloudFormation generates them so too
+        return name.lower() if self.resources.get(logical_id, {}).get("Type") == "AWS::S3::Bucket" else name
+
+    def _resource_ref(self, logical_id: str) -> str:
+        """What Ref gives for a resource: its name, except a queue's URL (in AWS's form; moto reads the name)."""
+        name = self.physical_name(logical_id)
+        if self.resources[logical_id]["Type"] == "AWS::SQS::Queue":
+            return f"https://sqs.{self.region}.amazonaws.com/{ACCOUNT_ID}/{name}"
+        return name
+
+    def get_att(self, logical_id: str, attribute: str) -> str:
+        name = self.physical_name(logical_id)
+        resource_type = self.resources[logical_id]["Type"]
+        if attribute == "Arn" and resource_type == "AWS::SQS::Queue":
+            return f"arn:aws:sqs:{self.region}:{ACCOUNT_ID}:{name}"
+        if attribute == "Arn" and resource_type == "AWS::S3::Bucket":
+            return f"arn:aws:s3:::{name}"
+        return name
 
     def parameter(self, name: str) -> str:
         if name in self.parameter_overrides:
@@ -66,12 +87,12 @@ class LocalTemplate:
         return str(definition["Default"])
 
     def _ref(self, name: str) -> str:
-        pseudo = {"AWS::StackName": self.stack_name, "AWS::Region": self.region, "AWS::AccountId": "000000000000",
+        pseudo = {"AWS::StackName": self.stack_name, "AWS::Region": self.region, "AWS::AccountId": ACCOUNT_ID,
                   "AWS::Partition": "aws", "AWS::URLSuffix": "amazonaws.com"}
         if name in pseudo:
             return pseudo[name]
         if name in self.resources:
-            return self.physical_name(name)
+            return self._resource_ref(name)
         return self.parameter(name)
 
     def _substitute(self, name: str, variables: dict[str, Any]) -> str:
@@ -79,7 +100,9 @@ class LocalTemplate:
             return "${" + name[1:] + "}"
         if name in variables:
             return str(self.resolve(variables[name]))
-        return self._ref(name.split(".")[0])
+        if "." in name and name.split(".")[0] in self.resources:
+            return self.get_att(*name.split(".", 1))
+        return self._ref(name)
 
     def resolve(self, value: Any) -> Any:
         if isinstance(value, dict) and len(value) == 1:
@@ -87,7 +110,8 @@ class LocalTemplate:
             if function == "Ref":
                 return self._ref(argument)
             if function == "Fn::GetAtt":
-                return self.physical_name(argument[0])
+                logical_id, attribute = argument if isinstance(argument, list) else argument.split(".", 1)
+                return self.get_att(logical_id, attribute)
             if function == "Fn::Sub":
                 text, variables = (argument, {}) if isinstance(argument, str) else argument
                 return re.sub(r"\$\{([^}]+)\}", lambda m: self._substitute(m.group(1), variables), text)
@@ -123,6 +147,17 @@ class LocalTemplate:
                     schedules.append((logical_id, rate_seconds(event["Properties"]["Schedule"])))
         return schedules
 
+    def queue_subscriptions(self) -> list[tuple[str, str, int]]:
+        """(function logical id, queue name, batch size) for every SQS event of every function."""
+        subscriptions = []
+        for logical_id, function in self.resources_of_type("AWS::Serverless::Function").items():
+            for event in function["Properties"].get("Events", {}).values():
+                if event["Type"] == "SQS":
+                    queue_arn = self.resolve(event["Properties"]["Queue"])
+                    subscriptions.append((logical_id, queue_arn.rsplit(":", 1)[1],
+                                          int(event["Properties"].get("BatchSize", 10))))
+        return subscriptions
+
     def function_source(self, logical_id: str) -> tuple[Path, str]:
         properties = self.resources[logical_id]["Properties"]
         module, handler = properties["Handler"].rsplit(".", 1)
@@ -140,6 +175,8 @@ def rate_seconds(expression: str) -> float:
     match = re.fullmatch(r"rate\((\d+) (minute|minutes|hour|hours|day|days)\)", expression.strip())
     if not match:
         raise ValueError(f"only rate(N unit) schedules run locally, not {expression!r}")
+    if int(match.group(1)) < 1:
+        raise ValueError(f"a rate must be at least 1, not {expression!r}")
     unit_seconds = {"minute": 60, "hour": 3600, "day": 86400}[match.group(2).rstrip("s")]
     return int(match.group(1)) * unit_seconds
 
@@ -158,4 +195,44 @@ def create_tables(local: LocalTemplate, dynamodb_client: Any) -> list[str]:
         if ttl:
             dynamodb_client.update_time_to_live(TableName=table_name, TimeToLiveSpecification=ttl)
         created.append(table_name)
+    return created
+
+
+def create_queues(local: LocalTemplate, sqs_client: Any) -> list[str]:
+    """Create every AWS::SQS::Queue, dead-letter queues first so redrive policies can name them."""
+    queues = local.resources_of_type("AWS::SQS::Queue")
+    ordered = sorted(queues, key=lambda logical_id: "RedrivePolicy" in queues[logical_id].get("Properties", {}))
+    created = []
+    for logical_id in ordered:
+        properties = local.resolve(queues[logical_id].get("Properties", {}))
+        attributes = {name: str(properties[name]) for name in ("VisibilityTimeout", "MessageRetentionPeriod")
+                      if name in properties}
+        if "RedrivePolicy" in properties:
+            attributes["RedrivePolicy"] = json.dumps(properties["RedrivePolicy"])
+        sqs_client.create_queue(QueueName=local.physical_name(logical_id), Attributes=attributes)
+        created.append(local.physical_name(logical_id))
+    return created
+
+
+def create_buckets(local: LocalTemplate, s3_client: Any) -> list[str]:
+    """Create every AWS::S3::Bucket with its lifecycle rules and its queue notifications."""
+    created = []
+    for logical_id, body in local.resources_of_type("AWS::S3::Bucket").items():
+        properties = local.resolve(body.get("Properties", {}))
+        name = local.physical_name(logical_id)
+        s3_client.create_bucket(Bucket=name)
+        rules = properties.get("LifecycleConfiguration", {}).get("Rules", [])
+        if rules:
+            s3_client.put_bucket_lifecycle_configuration(Bucket=name, LifecycleConfiguration={"Rules": [
+                {"ID": rule["Id"], "Filter": {"Prefix": rule.get("Prefix", "")}, "Status": rule["Status"],
+                 "Expiration": {"Days": rule["ExpirationInDays"]}} for rule in rules]})
+        queue_configurations = properties.get("NotificationConfiguration", {}).get("QueueConfigurations", [])
+        if queue_configurations:
+            s3_client.put_bucket_notification_configuration(Bucket=name, NotificationConfiguration={
+                "QueueConfigurations": [{
+                    "QueueArn": configuration["Queue"], "Events": [configuration["Event"]],
+                    **({"Filter": {"Key": {"FilterRules": configuration["Filter"]["S3Key"]["Rules"]}}}
+                       if "Filter" in configuration else {}),
+                } for configuration in queue_configurations]})
+        created.append(name)
     return created

@@ -1,4 +1,4 @@
-"""POST /v1/audio/transcriptions, POST /v1/audio/translations, GET /v1/models, GET /v1/usage: a thin adapter."""
+"""The public API (transcriptions, translations, uploads, jobs, models, usage): a thin adapter over infery."""
 
 from __future__ import annotations
 
@@ -25,12 +25,20 @@ from infery.endpoint_client import WhisperEndpoint
 from infery.errors import Conflict, InferyError, InvalidRequest, NotFound
 from infery.http_errors import JSON_CONTENT_TYPE, error_response, unexpected_error_response
 from infery.inference import Task
+from infery.job_runner import JobRunner
+from infery.jobs import Job, JobStatus, JobStore, job_id_for_upload, new_job, new_job_id
 from infery.keys import ApiKeyItem, KeyStore
 from infery.observability import logger, metrics
 from infery.rate_limits import RateLimiter
 from infery.service import TranscriptionService
 from infery.settings import get_settings
-from infery.transcription_request import TranscriptionRequest, parse_transcription_request
+from infery.storage import AudioStore, new_upload_id
+from infery.transcription_request import (
+    ResponseFormat,
+    TranscriptionRequest,
+    parse_transcription_request,
+    parse_upload_request,
+)
 from infery.usage import period, usage_report
 
 settings = get_settings()
@@ -45,6 +53,11 @@ service = TranscriptionService(
     WhisperEndpoint(boto3.client("sagemaker-runtime", config=_runtime_config), settings.sagemaker_endpoint_name),
 )
 
+audio_store = AudioStore(boto3.client("s3"), settings.audio_bucket_name, max_upload_bytes=settings.max_upload_bytes,
+                         upload_expiry_seconds=settings.upload_expiry_seconds)
+jobs = JobStore(boto3.resource("dynamodb").Table(settings.jobs_table_name))
+job_views = JobRunner(service, jobs, audio_store, service.keys, lease_seconds=settings.worker_lease_seconds)
+_sqs = boto3.client("sqs")
 rate_limiter = RateLimiter(boto3.resource("dynamodb").Table(settings.rate_limits_table_name))
 # A retried request with the same Idempotency-Key (per key) gets the first answer back and is charged once.
 idempotency_config = IdempotencyConfig(event_key_jmespath="[key_id, idempotency_key]",
@@ -94,6 +107,9 @@ def _fingerprint(request: TranscriptionRequest) -> str:
 
 
 def _run_transcription(key: ApiKeyItem, request: TranscriptionRequest) -> dict:
+    if request.upload_id:
+        # the audio is in S3: the model reads it from there, so a file past the 6 MB invocation body fits
+        request = request.with_stored_audio(*audio_store.load_upload(key.key_id, request.upload_id))
     outcome = service.transcribe(key, request, request_id=_request_id())
     metrics.add_metric(name="AudioSeconds", unit=MetricUnit.Seconds, value=outcome.audio_seconds)
     metrics.add_metric(name="CreditsCharged", unit=MetricUnit.Count, value=outcome.credits_used)
@@ -148,6 +164,97 @@ def create_transcription() -> Response:
 @app.post("/v1/audio/translations")
 def create_translation() -> Response:
     return _transcribe(Task.TRANSLATE)
+
+
+def _json_response(status: int, body: dict, headers: dict[str, str]) -> Response:
+    return Response(status, JSON_CONTENT_TYPE, json.dumps(body), headers=headers)
+
+
+@app.post("/v1/uploads")
+def create_upload() -> Response:
+    """A presigned POST into the key's own prefix; unless start_job is false, the file starts a job on arrival."""
+    key, rate_limit_headers = _authenticate()
+    upload = parse_upload_request(app.current_event.headers.get("content-type"), _body_bytes(),
+                                  service.catalog.default_model)
+    service.catalog.resolve(upload.job.model)
+    upload_id = new_upload_id()
+    presigned = audio_store.presigned_upload(key.key_id, upload_id)
+    body = {"id": upload_id, "object": "upload", "method": "POST", "upload_url": presigned["url"],
+            "fields": presigned["fields"], "max_bytes": settings.max_upload_bytes,
+            "expires_in": settings.upload_expiry_seconds}
+    if upload.start_job:
+        job = new_job(job_id=job_id_for_upload(upload_id), key_id=key.key_id, key_hash=key.key_hash,
+                      options=upload.job.options(), status=JobStatus.AWAITING_UPLOAD,
+                      source_uri=f"s3://{audio_store.bucket}/{audio_store.upload_key(key.key_id, upload_id)}",
+                      upload_id=upload_id, filename=upload.filename, webhook_url=upload.job.webhook_url)
+        jobs.create(job)
+        body |= {"job_id": job.job_id, "webhook_secret": job.webhook_secret}
+    return _json_response(201, body, rate_limit_headers)
+
+
+def _create_job(task: Task) -> Response:
+    key, rate_limit_headers = _authenticate()
+    request = parse_transcription_request(
+        task, app.current_event.headers.get("content-type"), _body_bytes(),
+        max_audio_bytes=settings.max_sync_audio_bytes, max_upload_bytes=settings.max_upload_bytes, for_job=True)
+    service.catalog.resolve(request.model)
+    if request.upload_id:
+        _, source_uri = audio_store.load_upload(key.key_id, request.upload_id)  # 404 unless it arrived
+    else:
+        source_uri = audio_store.put_upload(key.key_id, new_upload_id(), request.audio).uri
+    job = new_job(job_id=new_job_id(), key_id=key.key_id, key_hash=key.key_hash, options=request.options(),
+                  status=JobStatus.QUEUED, source_uri=source_uri, upload_id=request.upload_id,
+                  filename=request.filename, webhook_url=request.webhook_url)
+    jobs.create(job)
+    _sqs.send_message(QueueUrl=settings.jobs_queue_url, MessageBody=json.dumps({"job_id": job.job_id}))
+    return _json_response(202, {**job_views.job_view(job), "webhook_secret": job.webhook_secret},
+                          rate_limit_headers)
+
+
+@app.post("/v1/audio/transcriptions/jobs")
+def create_transcription_job() -> Response:
+    return _create_job(Task.TRANSCRIBE)
+
+
+@app.post("/v1/audio/translations/jobs")
+def create_translation_job() -> Response:
+    return _create_job(Task.TRANSLATE)
+
+
+def _own_job(key: ApiKeyItem, job_id: str) -> Job:
+    job = jobs.get(job_id) if job_id.startswith("job_") else None
+    if job is None or job.key_id != key.key_id:  # another key's job is as invisible as a missing one
+        raise NotFound(f"No job with id '{job_id}'.", param="job_id", code="job_not_found")
+    return job
+
+
+def _response_format_query() -> ResponseFormat | None:
+    value = (app.current_event.query_string_parameters or {}).get("response_format")
+    if value is None:
+        return None
+    try:
+        return ResponseFormat(value)
+    except ValueError:
+        raise InvalidRequest(f"'response_format' must be one of {', '.join(f.value for f in ResponseFormat)}.",
+                             param="response_format", code="invalid_value") from None
+
+
+@app.get("/v1/jobs/<job_id>")
+def get_job(job_id: str) -> Response:
+    key, rate_limit_headers = _authenticate()
+    return _json_response(200, job_views.job_view(_own_job(key, job_id), _response_format_query()),
+                          rate_limit_headers)
+
+
+@app.get("/v1/jobs/<job_id>/result")
+def get_job_result(job_id: str) -> Response:
+    """The transcript alone, as the sync call would have answered it (text/plain for text, srt and vtt)."""
+    key, rate_limit_headers = _authenticate()
+    job = _own_job(key, job_id)
+    rendered = job_views.render_result(job, _response_format_query())
+    body = rendered.body
+    return Response(200, rendered.content_type, body if isinstance(body, str) else json.dumps(body),
+                    headers={**rate_limit_headers, "x-infery-credits-used": str(job.credits_used or 0)})
 
 
 @app.get("/v1/models")

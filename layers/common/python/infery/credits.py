@@ -136,6 +136,12 @@ def _cancellation_codes(error: ClientError) -> list[str]:
     return [reason.get("Code", "") for reason in error.response.get("CancellationReasons", [])]
 
 
+class ReservationClosed(InternalError):
+    """This request id was reserved and closed before: its work was done (or given up) once already."""
+
+    default_code = "already_processed"
+
+
 class _AlreadyApplied(Exception):
     """The ledger entry (or the reservation) shows this change was made already."""
 
@@ -220,8 +226,8 @@ class CreditStore:
         except _AlreadyApplied:
             stored = self.reservation(request_id)
             if stored is None:
-                raise InternalError(f"Request {request_id} was already reserved and closed; nothing more was "
-                                    "charged.") from None
+                raise ReservationClosed(f"Request {request_id} was already reserved and settled or refunded; "
+                                        "nothing more was charged.") from None
             return stored
         return reservation
 

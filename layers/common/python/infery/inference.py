@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 
 class Task(StrEnum):
@@ -17,12 +17,25 @@ class Task(StrEnum):
 
 
 class InferenceRequest(BaseModel):
-    audio: str = Field(description="the audio file, base64-encoded")
+    """The body sent to the endpoint: the audio inline (base64), or an S3 object the container reads itself.
+
+    By reference, a 25 MB upload reaches the model though a real-time invocation takes at most 6 MB;
+    SageMaker asynchronous inference would post this same body, so the contract carries over.
+    """
+
+    audio: str | None = Field(default=None, description="the audio file, base64-encoded")
+    audio_s3_uri: str | None = Field(default=None, pattern=r"^s3://[^/]+/.+", description="or: where to read it")
     task: Task = Task.TRANSCRIBE
     language: str | None = None
     prompt: str | None = None
     temperature: float | None = Field(default=None, ge=0, le=1)
     word_timestamps: bool = False
+
+    @model_validator(mode="after")
+    def _one_audio_source(self) -> InferenceRequest:
+        if (self.audio is None) == (self.audio_s3_uri is None):
+            raise ValueError("send exactly one of 'audio' and 'audio_s3_uri'")
+        return self
 
 
 class Word(BaseModel):

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from .credits import CreditStore, Pricing, Reservation
 from .duration import probe_duration
 from .endpoint_client import WhisperEndpoint
-from .errors import InvalidRequest
+from .errors import InternalError, InvalidRequest
 from .formats import RenderedTranscript, render_transcript
-from .inference import InferenceRequest
+from .inference import InferenceRequest, InferenceResult
 from .keys import ApiKeyItem, KeyStore, check_model_allowed
 from .observability import logger
 from .settings import Settings
@@ -24,6 +25,7 @@ class TranscriptionOutcome:
     credits_used: int
     balance_after: int
     audio_seconds: float
+    result: InferenceResult
 
 
 class ModelCatalog:
@@ -58,16 +60,23 @@ class TranscriptionService:
                                min_credits_per_request=settings.min_credits_per_request,
                                model_prices=settings.model_prices)
 
-    def transcribe(self, key: ApiKeyItem, request: TranscriptionRequest, *, request_id: str) -> TranscriptionOutcome:
+    def transcribe(self, key: ApiKeyItem, request: TranscriptionRequest, *, request_id: str,
+                   before_settle: Callable[[InferenceResult], None] | None = None) -> TranscriptionOutcome:
+        """Reserve, infer, settle. ``before_settle`` (a job storing its result) runs before the charge is final:
+        if it fails, the reservation is refunded like any other failure."""
         model = self.catalog.resolve(request.model)
         check_model_allowed(key, request.model, model)
+        if request.audio_format is None:
+            raise InternalError("The request's audio was not loaded before transcription.")
         declared_seconds = probe_duration(request.audio, request.audio_format)
         reservation = self.credits.reserve(
             key, self.pricing.reservation_for(len(request.audio), declared_seconds, model),
             request_id=request_id, model=model)
         try:
             result = self.endpoint.infer(InferenceRequest(
-                audio=base64.b64encode(request.audio).decode(),
+                # by reference when the audio is in S3: the endpoint's 6 MB body limit does not apply then
+                audio=None if request.audio_s3_uri else base64.b64encode(request.audio).decode(),
+                audio_s3_uri=request.audio_s3_uri,
                 task=request.task,
                 language=request.language,
                 prompt=request.prompt,
@@ -78,6 +87,8 @@ class TranscriptionService:
             # rendered before settling, so a failure here costs the client nothing
             rendered = render_transcript(result, request.response_format, task=request.task,
                                          credits_used=credits_used, include_words=request.word_timestamps)
+            if before_settle is not None:
+                before_settle(result)
         except BaseException as failure:
             self._refund(reservation, failure)
             raise
@@ -85,7 +96,7 @@ class TranscriptionService:
         if charge.unpaid_credits:
             logger.warning("settled below the real cost", extra={"unpaid_credits": charge.unpaid_credits,
                                                                   "reserved": reservation.credits})
-        return TranscriptionOutcome(rendered, credits_used, charge.balance_after, result.duration)
+        return TranscriptionOutcome(rendered, credits_used, charge.balance_after, result.duration, result)
 
     def _refund(self, reservation: Reservation, failure: BaseException) -> None:
         try:

@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     rate_limits_table_name: str = Field(description="DynamoDB table of per-key request counters")
     idempotency_table_name: str = Field(description="DynamoDB table of Idempotency-Key results (powertools)")
     sagemaker_endpoint_name: str = Field(description="SageMaker endpoint running the Whisper container")
+    audio_bucket_name: str = Field(description="S3 bucket of uploads, batch drops (inbox/) and job results")
+    jobs_table_name: str = Field(description="DynamoDB table of transcription jobs")
+    jobs_queue_url: str = Field(description="SQS queue the worker reads (S3 events and job requests)")
 
     default_model: str = "whisper-large-v3"
     # OpenAI's model name, so unmodified clients that ask for it get the default model.
@@ -47,6 +50,15 @@ class Settings(BaseSettings):
     max_sync_audio_bytes: int = Field(default=4 * MIB, gt=0)
     # What the upload flow takes; named in the 413 so the client knows where to go.
     max_upload_bytes: int = Field(default=25 * 1000 * 1000, gt=0)
+
+    # How long a presigned upload URL stays valid.
+    upload_expiry_seconds: int = Field(default=900, gt=0, le=7 * 24 * 3600)
+    # The worker calls the real-time endpoint, whose own limit is 60 s.
+    worker_endpoint_timeout_seconds: float = Field(default=65.0, gt=0)
+    # A worker that crashed lets another take its job after this long (longer than the worker's timeout).
+    worker_lease_seconds: int = Field(default=360, gt=0)
+    # The queue's maxReceiveCount: on the last delivery a failing job is failed (and refunded), not retried.
+    worker_max_receives: int = Field(default=3, ge=1)
 
     # Below API Gateway's 29 s integration timeout, so our 504 reaches the client before the gateway's.
     endpoint_timeout_seconds: float = Field(default=27.0, gt=0)

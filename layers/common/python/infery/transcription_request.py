@@ -22,6 +22,7 @@ from .inference import Task
 from .languages import WHISPER_LANGUAGE_CODES
 
 UPLOAD_FLOW_HINT = "POST /v1/uploads"
+UPLOAD_ID_PATTERN = re.compile(r"upl_[0-9a-f]{32}")
 
 
 class ResponseFormat(StrEnum):
@@ -35,13 +36,10 @@ class ResponseFormat(StrEnum):
 TimestampGranularity = Literal["word", "segment"]
 
 
-class TranscriptionRequest(BaseModel):
-    """What the client asked for, with the audio already decoded and its container recognised."""
+class TranscriptionOptions(BaseModel):
+    """How to transcribe: everything a request says except the audio (a job stores just this)."""
 
     task: Task
-    audio: bytes = Field(repr=False)
-    audio_format: AudioFormat
-    filename: str | None = None
     model: str = Field(min_length=1)
     language: str | None = None
     prompt: str | None = None
@@ -64,21 +62,53 @@ class TranscriptionRequest(BaseModel):
         return self.response_format is ResponseFormat.VERBOSE_JSON and "word" in self.timestamp_granularities
 
 
+class TranscriptionRequest(TranscriptionOptions):
+    """What the client asked for, with the audio decoded and its container recognised.
+
+    A request that names an upload (``upload_id``) has no audio until the handler loads it from S3
+    (``with_stored_audio``); its ``audio_s3_uri`` then lets the model read the object itself, so
+    files past the 6 MB invocation limit reach it.
+    """
+
+    audio: bytes = Field(default=b"", repr=False)
+    audio_format: AudioFormat | None = None
+    filename: str | None = None
+    upload_id: str | None = None
+    audio_s3_uri: str | None = None
+    webhook_url: str | None = None
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and (not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value) or len(value) > 2048):
+            raise ValueError("must be an http:// or https:// URL of at most 2048 characters")
+        return value
+
+    def options(self) -> TranscriptionOptions:
+        return TranscriptionOptions.model_validate(self.model_dump(include=set(TranscriptionOptions.model_fields)))
+
+    def with_stored_audio(self, audio: bytes, audio_s3_uri: str) -> TranscriptionRequest:
+        return self.model_copy(update={"audio": audio, "audio_format": sniff_audio_format(audio),
+                                       "audio_s3_uri": audio_s3_uri})
+
+
 _COMMON_FIELDS = frozenset({"model", "prompt", "response_format", "temperature"})
 _TRANSCRIPTION_ONLY_FIELDS = frozenset({"language", "timestamp_granularities"})
-_AUDIO_FIELDS = {"multipart": frozenset({"file"}), "json": frozenset({"audio", "file_base64", "filename"})}
+_AUDIO_FIELDS = {"multipart": frozenset({"file", "upload_id"}),
+                 "json": frozenset({"audio", "file_base64", "filename", "upload_id"})}
+_JOB_FIELDS = frozenset({"webhook_url"})
 # the other fields and multipart boundaries around the audio
 _ENVELOPE_ALLOWANCE = 64 * 1024
 _DATA_URL_PREFIX = re.compile(r"^data:[\w.+/-]*;base64,")
 
 
-def allowed_fields(task: Task, body_kind: str) -> frozenset[str]:
-    fields = _COMMON_FIELDS | _AUDIO_FIELDS[body_kind]
+def allowed_fields(task: Task, body_kind: str, for_job: bool = False) -> frozenset[str]:
+    fields = _COMMON_FIELDS | _AUDIO_FIELDS[body_kind] | (_JOB_FIELDS if for_job else frozenset())
     return fields | _TRANSCRIPTION_ONLY_FIELDS if task is Task.TRANSCRIBE else fields
 
 
-def _reject_unknown(fields: dict[str, Any], task: Task, body_kind: str) -> None:
-    unknown = sorted(set(fields) - allowed_fields(task, body_kind))
+def _reject_unknown(fields: dict[str, Any], task: Task, body_kind: str, for_job: bool) -> None:
+    unknown = sorted(set(fields) - allowed_fields(task, body_kind, for_job))
     if unknown:
         raise InvalidRequest(f"Unrecognized request argument supplied: {unknown[0]}", param=unknown[0],
                              code="unknown_parameter")
@@ -164,7 +194,7 @@ def _media_type(content_type: str) -> str:
 
 
 def parse_transcription_request(task: Task, content_type: str | None, body: bytes, *, max_audio_bytes: int,
-                                max_upload_bytes: int) -> TranscriptionRequest:
+                                max_upload_bytes: int, for_job: bool = False) -> TranscriptionRequest:
     media_type = _media_type(content_type or "")
     if media_type == "multipart/form-data":
         body_kind = "multipart"
@@ -179,18 +209,30 @@ def parse_transcription_request(task: Task, content_type: str | None, body: byte
             f"Content-Type must be multipart/form-data or application/json, not '{media_type or 'none'}'.",
             code="unsupported_content_type")
 
-    _reject_unknown(fields, task, body_kind)
-    if audio is None:
-        param = "file" if body_kind == "multipart" else "audio"
-        raise InvalidRequest(f"Missing required parameter: '{param}'.", param=param, code="missing_audio")
-    _check_size(len(audio), max_audio_bytes, max_upload_bytes)
-    audio_format = sniff_audio_format(audio)
+    _reject_unknown(fields, task, body_kind, for_job)
+    upload_id = fields.get("upload_id")
+    audio_param = "file" if body_kind == "multipart" else "audio"
+    if upload_id is not None:
+        if audio is not None:
+            raise InvalidRequest(f"Send either '{audio_param}' or 'upload_id', not both.", param="upload_id",
+                                 code="ambiguous_audio")
+        if not isinstance(upload_id, str) or not UPLOAD_ID_PATTERN.fullmatch(upload_id):
+            raise InvalidRequest("'upload_id' must be an id that POST /v1/uploads returned (upl_...).",
+                                 param="upload_id", code="invalid_upload_id")
+        audio_format = None
+    elif audio is None:
+        raise InvalidRequest(f"Missing required parameter: '{audio_param}' (or 'upload_id').", param=audio_param,
+                             code="missing_audio")
+    else:
+        _check_size(len(audio), max_audio_bytes, max_upload_bytes)
+        audio_format = sniff_audio_format(audio)
     if "model" not in fields:
         raise InvalidRequest("Missing required parameter: 'model'.", param="model", code="missing_model")
 
     values = {key: value for key, value in fields.items() if key not in _AUDIO_FIELDS[body_kind]}
     try:
-        return TranscriptionRequest(task=task, audio=audio, audio_format=audio_format, filename=filename, **values)
+        return TranscriptionRequest(task=task, audio=audio or b"", audio_format=audio_format, filename=filename,
+                                    upload_id=upload_id, **values)
     except ValidationError as exc:
         raise _as_invalid_request(exc) from exc
 
@@ -202,3 +244,35 @@ def _as_invalid_request(exc: ValidationError) -> InvalidRequest:
     if param:
         message = f"Invalid value for '{param}': {message}"
     return InvalidRequest(message, param=param, code="invalid_value")
+
+
+_UPLOAD_FIELDS = frozenset({"filename", "start_job", "webhook_url"}) | _COMMON_FIELDS | _TRANSCRIPTION_ONLY_FIELDS
+
+
+class UploadRequest(BaseModel):
+    """POST /v1/uploads: where to upload, and (unless start_job is false) the job to run once the file lands."""
+
+    start_job: bool = True
+    filename: str | None = Field(default=None, max_length=255)
+    job: TranscriptionRequest
+
+
+def parse_upload_request(content_type: str | None, body: bytes, default_model: str) -> UploadRequest:
+    fields: dict[str, Any] = {}
+    if body.strip():
+        if _media_type(content_type or "") != "application/json":
+            raise UnsupportedMediaType("POST /v1/uploads takes a JSON body (or none).",
+                                       code="unsupported_content_type")
+        fields, _, _ = _fields_from_json(body)
+    unknown = sorted(set(fields) - _UPLOAD_FIELDS)
+    if unknown:
+        raise InvalidRequest(f"Unrecognized request argument supplied: {unknown[0]}", param=unknown[0],
+                             code="unknown_parameter")
+    if not isinstance(fields.get("start_job", True), bool):
+        raise InvalidRequest("'start_job' must be true or false.", param="start_job", code="invalid_value")
+    job_fields = {name: value for name, value in fields.items() if name not in ("start_job", "filename")}
+    try:
+        job = TranscriptionRequest(task=Task.TRANSCRIBE, **{"model": default_model, **job_fields})
+        return UploadRequest(start_job=fields.get("start_job", True), filename=fields.get("filename"), job=job)
+    except ValidationError as exc:
+        raise _as_invalid_request(exc) from exc

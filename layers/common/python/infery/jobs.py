@@ -1,0 +1,201 @@
+"""Transcription jobs: the table row that a worker claims, advances and finishes, exactly once.
+
+S3 and SQS deliver at least once, so every step is a conditional update: a job is claimed only
+while queued (or when the lease of a crashed worker ran out), and finished only by the claim that
+holds it. Together with the credit store's per-request-id transactions (the job id is the request
+id) a job is processed and charged once however often its event arrives.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+from boto3.dynamodb.conditions import Attr
+from botocore.exceptions import ClientError
+from pydantic import BaseModel, Field
+
+from .keys import now_iso
+from .transcription_request import TranscriptionOptions
+
+JOB_RETENTION_SECONDS = 30 * 24 * 3600
+
+
+class JobStatus(StrEnum):
+    AWAITING_UPLOAD = "awaiting_upload"
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+
+
+class WebhookAttempt(BaseModel):
+    at: str
+    status_code: int | None = None
+    error: str | None = None
+
+
+class Job(BaseModel):
+    job_id: str
+    key_id: str
+    key_hash: str
+    status: JobStatus
+    progress: float = 0.0
+    options: TranscriptionOptions
+    source_uri: str | None = None
+    upload_id: str | None = None
+    filename: str | None = None
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    webhook_attempts: list[WebhookAttempt] = Field(default_factory=list)
+    error: JobError | None = None
+    result_key: str | None = None
+    credits_used: int | None = None
+    audio_seconds: float | None = None
+    attempts: int = 0
+    lease_until: int = 0
+    created_at: str
+    updated_at: str
+    expires_at: int
+
+    def public_view(self) -> dict[str, Any]:
+        """What GET /v1/jobs/{id} shows: no key hash, no secret, no lease bookkeeping."""
+        view = self.model_dump(mode="json", exclude={"key_hash", "webhook_secret", "lease_until", "result_key",
+                                                     "source_uri", "job_id"})
+        return {"id": self.job_id, "object": "transcription.job", **view}
+
+
+def job_id_for_upload(upload_id: str) -> str:
+    return "job_" + upload_id.removeprefix("upl_")
+
+
+def job_id_for_object(bucket: str, key: str, etag: str) -> str:
+    """The same object delivered twice is the same job; a new version of it (new ETag) is a new one."""
+    return "job_" + hashlib.sha256(f"{bucket}/{key}#{etag}".encode()).hexdigest()[:32]
+
+
+def new_job_id() -> str:
+    return "job_" + secrets.token_hex(16)
+
+
+def new_webhook_secret() -> str:
+    return "whsec_" + secrets.token_urlsafe(32)
+
+
+def _dynamodb(value: Any) -> Any:
+    """DynamoDB numbers are Decimals; str() keeps a float's shortest spelling (0.2, not 0.2000000000000000111)."""
+    if isinstance(value, float):
+        return Decimal(str(value))
+    if isinstance(value, dict):
+        return {name: _dynamodb(item) for name, item in value.items() if item is not None}
+    if isinstance(value, list):
+        return [_dynamodb(item) for item in value]
+    return value
+
+
+def _to_item(job: Job) -> dict[str, Any]:
+    return _dynamodb(job.model_dump(mode="json"))
+
+
+class JobStore:
+    def __init__(self, table: Any, clock=time.time) -> None:
+        self._table = table
+        self._clock = clock
+
+    def create(self, job: Job) -> bool:
+        """Store a new job; False when a job with this id exists already (a redelivered event)."""
+        try:
+            self._table.put_item(Item=_to_item(job), ConditionExpression=Attr("job_id").not_exists())
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def get(self, job_id: str) -> Job | None:
+        item = self._table.get_item(Key={"job_id": job_id}, ConsistentRead=True).get("Item")
+        return Job.model_validate(item) if item else None
+
+    def claim(self, job_id: str, lease_seconds: int) -> Job | None:
+        """Take the job for this worker, or None when it is finished or another worker holds it."""
+        now = int(self._clock())
+        try:
+            updated = self._table.update_item(
+                Key={"job_id": job_id},
+                UpdateExpression="SET #status = :running, lease_until = :lease, updated_at = :now_iso, "
+                                 "progress = :progress ADD attempts :one",
+                ConditionExpression="#status IN (:queued, :awaiting) OR (#status = :running AND lease_until < :now)",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={":running": JobStatus.RUNNING.value, ":queued": JobStatus.QUEUED.value,
+                                           ":awaiting": JobStatus.AWAITING_UPLOAD.value,
+                                           ":lease": now + lease_seconds, ":now": now, ":now_iso": now_iso(),
+                                           ":progress": Decimal("0.05"), ":one": 1},
+                ReturnValues="ALL_NEW")
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return None
+            raise
+        return Job.model_validate(updated["Attributes"])
+
+    def set_progress(self, job_id: str, progress: float) -> None:
+        self._update(job_id, {"progress": round(progress, 3)}, only_while_running=True)
+
+    def release(self, job_id: str) -> None:
+        """Hand a running job back to the queue (a transient failure: the message will be retried)."""
+        self._update(job_id, {"status": JobStatus.QUEUED.value, "lease_until": 0}, only_while_running=True)
+
+    def succeed(self, job_id: str, *, result_key: str, credits_used: int, audio_seconds: float) -> Job:
+        return self._update(job_id, {"status": JobStatus.SUCCEEDED.value, "progress": 1.0,
+                                     "result_key": result_key, "credits_used": credits_used,
+                                     "audio_seconds": audio_seconds})
+
+    def fail(self, job_id: str, error: JobError) -> Job:
+        return self._update(job_id, {"status": JobStatus.FAILED.value, "error": error.model_dump()})
+
+    def record_webhook_attempt(self, job_id: str, attempt: WebhookAttempt) -> None:
+        self._table.update_item(
+            Key={"job_id": job_id},
+            UpdateExpression="SET webhook_attempts = list_append(if_not_exists(webhook_attempts, :empty), :attempt)",
+            ExpressionAttributeValues={":attempt": [attempt.model_dump(exclude_none=True)], ":empty": []})
+
+    def _update(self, job_id: str, values: dict[str, Any], only_while_running: bool = False) -> Job:
+        values = {**values, "updated_at": now_iso()}
+        names = {f"#{name}": name for name in values}
+        arguments: dict[str, Any] = {
+            "Key": {"job_id": job_id},
+            "UpdateExpression": "SET " + ", ".join(f"#{name} = :{name}" for name in values),
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": {f":{name}": _dynamodb(value) for name, value in values.items()},
+            "ReturnValues": "ALL_NEW",
+        }
+        if only_while_running:
+            arguments["ConditionExpression"] = "#status = :running_status"
+            arguments["ExpressionAttributeNames"]["#status"] = "status"
+            arguments["ExpressionAttributeValues"][":running_status"] = JobStatus.RUNNING.value
+        try:
+            return Job.model_validate(self._table.update_item(**arguments)["Attributes"])
+        except ClientError as exc:
+            if only_while_running and exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                job = self.get(job_id)
+                assert job is not None
+                return job
+            raise
+
+
+def new_job(*, job_id: str, key_id: str, key_hash: str, options: TranscriptionOptions, status: JobStatus,
+            source_uri: str | None = None, upload_id: str | None = None, filename: str | None = None,
+            webhook_url: str | None = None) -> Job:
+    now = now_iso()
+    return Job(job_id=job_id, key_id=key_id, key_hash=key_hash, status=status, options=options,
+               source_uri=source_uri, upload_id=upload_id, filename=filename, webhook_url=webhook_url,
+               webhook_secret=new_webhook_secret() if webhook_url else None, created_at=now, updated_at=now,
+               expires_at=int(time.time()) + JOB_RETENTION_SECONDS)

@@ -1,0 +1,113 @@
+"""The audio bucket: presigned uploads, the key prefixes that scope them, and job results.
+
+Layout (one bucket, lifecycle rules in template.yaml expire each prefix):
+- ``uploads/{key_id}/{upload_id}``: what POST /v1/uploads lets a client upload (presigned POST, size-limited);
+- ``inbox/{key_id}/...``: where a batch user drops files directly; each object becomes a job;
+- ``results/{key_id}/{job_id}.json``: a finished job's transcript (the model's full result).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote_plus
+
+from botocore.exceptions import ClientError
+
+from .errors import InvalidRequest, NotFound, PayloadTooLarge
+from .inference import InferenceResult
+
+UPLOADS_PREFIX = "uploads/"
+INBOX_PREFIX = "inbox/"
+RESULTS_PREFIX = "results/"
+_OBJECT_KEY = re.compile(r"(?P<area>uploads|inbox)/(?P<key_id>key_[0-9a-f]{16})/(?P<name>.+)")
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """An audio object that arrived in the bucket, and whose key's prefix it is under."""
+
+    bucket: str
+    key: str
+    key_id: str
+    area: str  # "uploads" or "inbox"
+    name: str  # the upload id, or the batch user's own file name
+    size: int
+    etag: str = ""
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+
+def new_upload_id() -> str:
+    return "upl_" + secrets.token_hex(16)
+
+
+def parse_object_key(bucket: str, key: str, size: int, etag: str = "") -> StoredObject | None:
+    """The object's owner from its prefix; None for objects outside uploads/ and inbox/ (ignored)."""
+    key = unquote_plus(key)  # S3 event notifications URL-encode object keys
+    match = _OBJECT_KEY.fullmatch(key)
+    if not match:
+        return None
+    return StoredObject(bucket, key, match["key_id"], match["area"], match["name"], size, etag.strip('"'))
+
+
+class AudioStore:
+    def __init__(self, client: Any, bucket: str, *, max_upload_bytes: int, upload_expiry_seconds: int) -> None:
+        self._client = client
+        self.bucket = bucket
+        self.max_upload_bytes = max_upload_bytes
+        self.upload_expiry_seconds = upload_expiry_seconds
+
+    def upload_key(self, key_id: str, upload_id: str) -> str:
+        return f"{UPLOADS_PREFIX}{key_id}/{upload_id}"
+
+    def presigned_upload(self, key_id: str, upload_id: str) -> dict[str, Any]:
+        """A presigned POST for exactly this key's upload slot; S3 refuses bodies over the limit."""
+        return self._client.generate_presigned_post(
+            Bucket=self.bucket, Key=self.upload_key(key_id, upload_id),
+            Conditions=[["content-length-range", 1, self.max_upload_bytes]],
+            ExpiresIn=self.upload_expiry_seconds)
+
+    def put_upload(self, key_id: str, upload_id: str, audio: bytes) -> StoredObject:
+        key = self.upload_key(key_id, upload_id)
+        self._client.put_object(Bucket=self.bucket, Key=key, Body=audio)
+        return StoredObject(self.bucket, key, key_id, "uploads", upload_id, len(audio))
+
+    def load_upload(self, key_id: str, upload_id: str) -> tuple[bytes, str]:
+        """The bytes of this key's upload and its s3:// URI; 404 when it is not there (or is another key's)."""
+        return self.load(StoredObject(self.bucket, self.upload_key(key_id, upload_id), key_id, "uploads",
+                                      upload_id, 0))
+
+    def load(self, stored: StoredObject) -> tuple[bytes, str]:
+        try:
+            head = self._client.head_object(Bucket=stored.bucket, Key=stored.key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                raise NotFound("No upload with this id has arrived for this key. Upload the file to the "
+                               "upload_url first.", param="upload_id", code="upload_not_found") from exc
+            raise
+        if head["ContentLength"] > self.max_upload_bytes:
+            raise PayloadTooLarge(f"The upload is {head['ContentLength'] / 1e6:.1f} MB, over the "
+                                  f"{self.max_upload_bytes / 1e6:.0f} MB limit.", param="upload_id",
+                                  code="audio_too_large")
+        if head["ContentLength"] == 0:
+            raise InvalidRequest("The uploaded file is empty.", param="upload_id", code="empty_file")
+        body = self._client.get_object(Bucket=stored.bucket, Key=stored.key)["Body"].read()
+        return body, stored.uri
+
+    def result_key(self, key_id: str, job_id: str) -> str:
+        return f"{RESULTS_PREFIX}{key_id}/{job_id}.json"
+
+    def put_result(self, key_id: str, job_id: str, result: InferenceResult) -> str:
+        key = self.result_key(key_id, job_id)
+        self._client.put_object(Bucket=self.bucket, Key=key, Body=result.model_dump_json().encode(),
+                                ContentType="application/json")
+        return key
+
+    def load_result(self, result_key: str) -> InferenceResult:
+        body = self._client.get_object(Bucket=self.bucket, Key=result_key)["Body"].read()
+        return InferenceResult.model_validate_json(body)

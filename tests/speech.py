@@ -70,3 +70,36 @@ def write_all_formats(directory: Path) -> dict[str, Path]:
         path.write_bytes(wav if audio_format == "wav" else encode(wav, audio_format))
         paths[audio_format] = path
     return paths
+
+
+LONG_SCRIPT = (
+    "Welcome to the quarterly planning meeting. First, the budget for the coming year was approved by the board. "
+    "Second, the engineering team will hire three new people before the summer. "
+    "Third, the customer support hours will be extended on weekends. "
+    "Please send your questions to the operations team before Friday. Thank you for listening."
+)
+LONG_KEY_WORDS = ("quarterly", "planning", "meeting", "budget", "board", "engineering", "summer", "customer",
+                  "support", "weekends", "questions", "operations", "friday")
+
+
+def large_wav(min_bytes: int, text: str = LONG_SCRIPT) -> bytes:
+    """Real speech as a 48 kHz stereo 16-bit WAV of at least ``min_bytes``: the script, said again until it is."""
+    import wave
+
+    said = synthesize_wav(text)
+    pcm = bytearray()
+    with av.open(io.BytesIO(said)) as source:
+        resampler = av.AudioResampler(format="s16", layout="stereo", rate=48_000)
+        for frame in source.decode(audio=0):
+            for resampled in resampler.resample(frame):
+                pcm += bytes(resampled.planes[0])[: resampled.samples * 4]
+        for resampled in resampler.resample(None):
+            pcm += bytes(resampled.planes[0])[: resampled.samples * 4]
+    repeats = -(-min_bytes // len(pcm))
+    output = io.BytesIO()
+    with wave.open(output, "wb") as target:
+        target.setnchannels(2)
+        target.setsampwidth(2)
+        target.setframerate(48_000)
+        target.writeframes(bytes(pcm) * repeats)
+    return output.getvalue()

@@ -1,1 +1,1 @@
-"""`infery`: the operator's tool (keys, credits, usage) and, later, a client for humans."""
+"""`infery`: a client for humans (transcribe) and the operator's tool (keys, credits, usage)."""

@@ -6,15 +6,17 @@ import argparse
 import os
 import sys
 
+from .client import ClientError, add_client_commands
 from .operator import OperatorError, add_operator_commands, run_operator_command
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="infery", description="Operate an infery deployment.")
+    parser = argparse.ArgumentParser(prog="infery", description="Transcribe with, and operate, an infery deployment.")
     parser.add_argument("--local", action="store_true", help="the local stack started by `make serve`")
     parser.add_argument("--stack", default=os.environ.get("INFERY_STACK", "infery"),
                         help="the CloudFormation stack to operate (default: $INFERY_STACK or 'infery')")
     commands = parser.add_subparsers(dest="command", required=True)
+    add_client_commands(commands)
     add_operator_commands(commands)
     return parser
 
@@ -22,8 +24,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        run_operator_command(args)
-    except OperatorError as exc:
+        if hasattr(args, "run_client"):
+            args.run_client(args)
+        else:
+            run_operator_command(args)
+    except (OperatorError, ClientError) as exc:
         print(f"infery: {exc}", file=sys.stderr)
         return 1
     return 0

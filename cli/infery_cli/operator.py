@@ -19,7 +19,7 @@ from pathlib import Path
 import boto3
 from infery.credits import CreditStore
 from infery.errors import InferyError
-from infery.keys import ApiKeyItem, KeyStore
+from infery.keys import ApiKeyItem, KeyStore, parse_timestamp
 from infery.usage import ledger_csv, period, usage_report
 
 
@@ -72,30 +72,21 @@ def connect(local: bool, stack_name: str) -> Backend:
     )
 
 
-def _expiry(value: str | None) -> str | None:
-    """'30d' (from now) or an ISO date/time, as the ISO timestamp the keys table stores."""
-    if value is None:
-        return None
-    if value.endswith("d") and value[:-1].isdigit():
-        moment = datetime.now(UTC) + timedelta(days=int(value[:-1]))
-    else:
-        try:
-            moment = datetime.fromisoformat(value)
-        except ValueError as exc:
-            raise OperatorError(f"--expires takes '30d' or an ISO date such as 2027-01-31, not {value!r}") from exc
-        moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds")
-
-
-def _iso_day(value: str | None) -> str | None:
+def _iso_time(value: str | None, what: str) -> str | None:
+    """An ISO date or time (UTC unless it says otherwise) as the ISO timestamp the tables store."""
     if value is None:
         return None
     try:
-        moment = datetime.fromisoformat(value)
+        return parse_timestamp(value).isoformat(timespec="milliseconds")
     except ValueError as exc:
-        raise OperatorError(f"dates are ISO dates such as 2026-11-01, not {value!r}") from exc
-    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds")
+        raise OperatorError(f"{what} takes an ISO date such as 2026-11-01, not {value!r}") from exc
+
+
+def _expiry(value: str | None) -> str | None:
+    """'30d' (from now) or an ISO date/time."""
+    if value is not None and value.endswith("d") and value[:-1].isdigit():
+        return (datetime.now(UTC) + timedelta(days=int(value[:-1]))).isoformat(timespec="milliseconds")
+    return _iso_time(value, "--expires ('30d' or a date)")
 
 
 def _print_key(key: ApiKeyItem, balance: int | None = None) -> None:
@@ -153,7 +144,8 @@ def credits_add(backend: Backend, args: argparse.Namespace) -> None:
 
 def usage(backend: Backend, args: argparse.Namespace) -> None:
     key = backend.keys.get(args.key_id)
-    since, until = period(days=args.days, since=_iso_day(args.since), until=_iso_day(args.until))
+    since, until = period(days=args.days, since=_iso_time(args.since, "--since"),
+                          until=_iso_time(args.until, "--until"))
     entries = backend.credits.ledger(key.key_id, since=since, until=until)
     if args.csv:
         text = ledger_csv(entries)

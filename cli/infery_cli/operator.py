@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import boto3
+from botocore.exceptions import BotoCoreError, ClientError
 from infery.credits import CreditStore
 from infery.errors import InferyError
 from infery.keys import ApiKeyItem, KeyStore, parse_timestamp
@@ -201,3 +202,5 @@ def run_operator_command(args: argparse.Namespace) -> None:
         args.run(connect(args.local, args.stack), args)
     except InferyError as exc:
         raise OperatorError(exc.message) from exc
+    except (BotoCoreError, ClientError) as exc:  # no region or credentials, a missing table: say it plainly
+        raise OperatorError(f"AWS said: {exc}") from exc

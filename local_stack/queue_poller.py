@@ -17,6 +17,9 @@ from .api_gateway import LocalFunction
 from .template import ACCOUNT_ID, LocalTemplate
 
 RETRY_DELAY_SECONDS = 5
+# Short polls with a pause between them, not long polls: moto serves one request at a time
+# (local_stack/moto_server.py), and a long poll would hold every other AWS call for its whole wait.
+IDLE_POLL_SECONDS = 0.5
 
 
 def sqs_event(messages: list[dict[str, Any]], queue_arn: str, region: str) -> dict[str, Any]:
@@ -55,7 +58,7 @@ class LocalQueuePoller:
         while not self._stop.is_set():
             try:
                 messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=min(batch_size, 10),
-                                               WaitTimeSeconds=1, AttributeNames=["All"],
+                                               WaitTimeSeconds=0, AttributeNames=["All"],
                                                MessageAttributeNames=["All"]).get("Messages", [])
             except Exception as exc:  # moto stopping under us at shutdown
                 if not self._stop.is_set():
@@ -64,6 +67,8 @@ class LocalQueuePoller:
                 continue
             if messages:
                 self._deliver(sqs, queue_url, queue_arn, function, messages)
+            else:
+                self._stop.wait(IDLE_POLL_SECONDS)
 
     def _deliver(self, sqs: Any, queue_url: str, queue_arn: str, function: LocalFunction,
                  messages: list[dict[str, Any]]) -> None:

@@ -274,6 +274,8 @@ class GatewayRequestHandler(BaseHTTPRequestHandler):
 
 class LocalApiServer(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's default of 5 makes the kernel reset connections when clients arrive in a burst
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], gateway: LocalApiGateway, verbose: bool = True) -> None:
         self.gateway = gateway

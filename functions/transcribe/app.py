@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import time
 
 import boto3
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
@@ -22,7 +23,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
 from infery.credits import CreditStore
 from infery.endpoint_client import WhisperEndpoint
-from infery.errors import Conflict, InferyError, InvalidRequest, NotFound
+from infery.errors import Conflict, InferyError, InvalidRequest, ModelTimeout, NotFound
 from infery.http_errors import JSON_CONTENT_TYPE, error_response, unexpected_error_response
 from infery.inference import Task
 from infery.job_runner import JobRunner
@@ -106,11 +107,25 @@ def _fingerprint(request: TranscriptionRequest) -> str:
     return digest.hexdigest()
 
 
+_REPLAYED_EVENT_SECONDS = 300
+
+
+def _check_client_still_waiting(*_: object) -> None:
+    """Raise once API Gateway has given up on this request: its client was told nothing was charged."""
+    started_ms = app.current_event.get("requestContext", {}).get("requestTimeEpoch")
+    waited_seconds = time.time() - started_ms / 1000 if started_ms else 0.0
+    # an event much older than any gateway waits is a recorded one replayed (sam local invoke, tests): no deadline
+    if settings.api_deadline_seconds < waited_seconds < _REPLAYED_EVENT_SECONDS:
+        raise ModelTimeout("The request took longer than the API's time limit; nothing was charged. Retry, or "
+                           "send long audio through POST /v1/uploads as a job.", code="timeout")
+
+
 def _run_transcription(key: ApiKeyItem, request: TranscriptionRequest) -> dict:
+    _check_client_still_waiting()  # it may have queued for a worker so long that the gateway answered already
     if request.upload_id:
         # the audio is in S3: the model reads it from there, so a file past the 6 MB invocation body fits
         request = request.with_stored_audio(*audio_store.load_upload(key.key_id, request.upload_id))
-    outcome = service.transcribe(key, request, request_id=_request_id())
+    outcome = service.transcribe(key, request, request_id=_request_id(), before_settle=_check_client_still_waiting)
     metrics.add_metric(name="AudioSeconds", unit=MetricUnit.Seconds, value=outcome.audio_seconds)
     metrics.add_metric(name="CreditsCharged", unit=MetricUnit.Count, value=outcome.credits_used)
     logger.info("transcribed", extra={"task": request.task.value, "audio_format": request.audio_format.value,

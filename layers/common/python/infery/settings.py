@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     # The queue's maxReceiveCount: on the last delivery a failing job is failed (and refunded), not retried.
     worker_max_receives: int = Field(default=3, ge=1)
 
+    # After this long (from API Gateway's requestTimeEpoch) the gateway has answered 504 "nothing was charged"
+    # and stopped waiting: a request still running then is refunded, never settled. A little under its 29 s.
+    api_deadline_seconds: float = Field(default=28.5, gt=0)
+
     # Below API Gateway's 29 s integration timeout, so our 504 reaches the client before the gateway's.
     endpoint_timeout_seconds: float = Field(default=27.0, gt=0)
 

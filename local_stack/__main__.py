@@ -109,6 +109,8 @@ def main() -> None:
         "AWS_ENDPOINT_URL_SQS": f"http://127.0.0.1:{moto_port}",
         "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": f"http://127.0.0.1:{model_port}",
         "POWERTOOLS_METRICS_DISABLED": "false",
+        # webhook receivers on this machine are the point locally; on AWS internal addresses are refused
+        "WEBHOOK_ALLOW_PRIVATE_ADDRESSES": "true",
     }
     os.environ.update(aws_environment)
     child_environment = {**os.environ, "PYTHONPATH": os.pathsep.join(local.layer_python_paths())}

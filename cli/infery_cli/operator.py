@@ -18,7 +18,7 @@ from pathlib import Path
 
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
-from infery.credits import CreditStore
+from infery.credits import CreditStore, LedgerKind
 from infery.errors import InferyError
 from infery.keys import ApiKeyItem, KeyStore, parse_timestamp
 from infery.usage import ledger_csv, period, usage_report
@@ -87,7 +87,10 @@ def _expiry(value: str | None) -> str | None:
     """'30d' (from now) or an ISO date/time."""
     if value is not None and value.endswith("d") and value[:-1].isdigit():
         return (datetime.now(UTC) + timedelta(days=int(value[:-1]))).isoformat(timespec="milliseconds")
-    return _iso_time(value, "--expires ('30d' or a date)")
+    expires_at = _iso_time(value, "--expires ('30d' or a date)")
+    if expires_at is not None and parse_timestamp(expires_at) <= datetime.now(UTC):
+        raise OperatorError(f"--expires {value} is in the past: the key would be refused from its first request")
+    return expires_at
 
 
 def _print_key(key: ApiKeyItem, balance: int | None = None) -> None:
@@ -138,8 +141,12 @@ def credits_add(backend: Backend, args: argparse.Namespace) -> None:
     if args.credits <= 0:
         raise OperatorError("credits to add must be a positive number")
     key = backend.keys.get(args.key_id)
-    balance = backend.credits.top_up(key, args.credits, request_id=args.request_id or f"topup-{uuid.uuid4()}",
-                                     note=args.note)
+    request_id = args.request_id or f"topup-{uuid.uuid4()}"
+    if backend.credits.has_entry(key.key_id, request_id, LedgerKind.TOPUP):
+        print(f"nothing added: the top-up {request_id} was made before; {key.key_id} ({key.name}) has balance "
+              f"{backend.credits.balance(key.key_hash)}")
+        return
+    balance = backend.credits.top_up(key, args.credits, request_id=request_id, note=args.note)
     print(f"added {args.credits} credits to {key.key_id} ({key.name}): balance {balance}")
 
 

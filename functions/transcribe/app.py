@@ -86,7 +86,9 @@ def _authenticate() -> tuple[ApiKeyItem, dict[str, str]]:
     logger.append_keys(key_id=key.key_id)
     limit = key.rate_limit_per_minute
     state = rate_limiter.acquire(key.key_id, settings.default_rate_limit_per_minute if limit is None else limit)
-    return key, state.headers() if state else {}
+    headers = state.headers() if state else {}
+    app.append_context(rate_limit_headers=headers)  # a request refused after this was counted: say so there too
+    return key, headers
 
 
 def _idempotency_key() -> str | None:
@@ -311,7 +313,10 @@ def get_usage() -> Response:
 @app.exception_handler(InferyError)
 def handle_infery_error(error: InferyError) -> Response:
     logger.info("request refused", extra={"status": error.status_code, "code": error.code})
-    return error_response(error)
+    response = error_response(error)
+    # the error's own headers (a 429's remaining 0, Retry-After) win over the counted request's
+    response.headers = {**app.context.get("rate_limit_headers", {}), **response.headers}
+    return response
 
 
 @app.exception_handler(Exception)

@@ -24,7 +24,7 @@ from infery.keys import KeyStore
 from infery.observability import logger, metrics
 from infery.service import TranscriptionService
 from infery.settings import get_settings
-from infery.storage import AudioStore, parse_object_key
+from infery.storage import AudioStore, object_key_from_event, parse_object_key
 
 settings = get_settings()
 # SageMaker's real-time invocations run up to 60 s; the worker waits that long (the API's 29 s do not apply)
@@ -42,8 +42,10 @@ runner = JobRunner(service, JobStore(_dynamodb.Table(settings.jobs_table_name)),
                    AudioStore(boto3.client("s3"), settings.audio_bucket_name,
                               max_upload_bytes=settings.max_upload_bytes,
                               upload_expiry_seconds=settings.upload_expiry_seconds),
-                   keys, lease_seconds=settings.worker_lease_seconds)
-processor = BatchProcessor(event_type=EventType.SQS)
+                   keys, lease_seconds=settings.worker_lease_seconds,
+                   allow_private_webhooks=settings.webhook_allow_private_addresses)
+# a batch whose every message failed is reported as batchItemFailures too, not raised as a function error
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
 def handle_message(record: SQSRecord) -> None:
@@ -58,8 +60,8 @@ def handle_message(record: SQSRecord) -> None:
         if not s3_record.get("eventName", "").startswith("ObjectCreated"):
             continue
         s3 = s3_record["s3"]
-        stored = parse_object_key(s3["bucket"]["name"], s3["object"]["key"], int(s3["object"].get("size", 0)),
-                                  s3["object"].get("eTag", ""))
+        stored = parse_object_key(s3["bucket"]["name"], object_key_from_event(s3["object"]["key"]),
+                                  int(s3["object"].get("size", 0)), s3["object"].get("eTag", ""))
         if stored is None:
             logger.info("object outside uploads/ and inbox/ ignored", extra={"object_key": s3["object"]["key"]})
             continue

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import gc
 import importlib.util
-import itertools
 import json
 import threading
 import time
@@ -40,7 +39,7 @@ from local_stack.template import LocalTemplate, create_tables, load_template
 from tests.integration.support import MODEL_NAME, ROOT, Api, free_port
 
 APP_SOURCE = ROOT / "functions" / "transcribe" / "app.py"
-_module_numbers = itertools.count()
+RECONCILER_SOURCE = ROOT / "functions" / "reconciler" / "app.py"
 
 
 @pytest.fixture(scope="session")
@@ -186,19 +185,44 @@ def load_api(monkeypatch: pytest.MonkeyPatch, aws_environment: None) -> Iterator
     """Import app.py afresh (a cold start) with the SageMaker runtime at ``runtime_url`` and extra environment.
 
     app.py builds its boto3 clients and reads its settings at import, so every load sets the environment first,
-    clears the cached settings and executes the module under a new name.
+    clears the cached settings and executes the module again.
     """
 
     def load(runtime_url: str, **environment: str) -> Api:
         monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", runtime_url)
         for name, value in environment.items():
             monkeypatch.setenv(name, value)
-        get_settings.cache_clear()
-        spec = importlib.util.spec_from_file_location(f"infery_transcribe_app_{next(_module_numbers)}", APP_SOURCE)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return Api(module.lambda_handler)
+        module = _cold_start(APP_SOURCE)
+        return Api(module.lambda_handler, module)
+
+    yield load
+    get_settings.cache_clear()
+
+
+def _cold_start(source: Path) -> Any:
+    """Execute a function's app.py afresh, with the settings read afresh from the environment.
+
+    The module is named as Lambda names it (the handler is "app.lambda_handler"), and never put in sys.modules:
+    powertools Idempotency keys its records by the decorated function's module, so two loads (two Lambda
+    instances) must share that name to share their records, as they do on AWS.
+    """
+    get_settings.cache_clear()
+    spec = importlib.util.spec_from_file_location(source.stem, source)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def load_reconciler(monkeypatch: pytest.MonkeyPatch, aws_environment: None,
+                    local_template: LocalTemplate) -> Iterator[Callable[..., Any]]:
+    """Import functions/reconciler/app.py afresh, with the environment template.yaml gives ReconcilerFunction."""
+
+    def load(**environment: str) -> Any:
+        for name, value in {**local_template.function_environment("ReconcilerFunction"), **environment}.items():
+            monkeypatch.setenv(name, value)
+        return _cold_start(RECONCILER_SOURCE)
 
     yield load
     get_settings.cache_clear()
@@ -218,9 +242,11 @@ class Accounts:
     credits: CreditStore
     keys_table: Any
     ledger_table: Any
+    reservations_table: Any
 
-    def new_key(self, credits: int) -> tuple[str, ApiKeyItem]:
-        api_key, item = self.keys.create(f"it-{uuid.uuid4().hex[:8]}", 0)
+    def new_key(self, credits: int, **policy: Any) -> tuple[str, ApiKeyItem]:
+        """A key with ``credits`` topped up; ``policy``: expires_at, rate_limit_per_minute, allowed_models."""
+        api_key, item = self.keys.create(f"it-{uuid.uuid4().hex[:8]}", 0, **policy)
         if credits:
             self.credits.top_up(item, credits, request_id=f"seed-{uuid.uuid4()}")
         return api_key, item.model_copy(update={"credits": credits})
@@ -245,15 +271,40 @@ class Accounts:
                                           ExpressionAttributeValues={":k": item.key_id})["Items"]
         return [entry for entry in entries if kind is None or entry["kind"] == kind]
 
+    def ledger_sum(self, item: ApiKeyItem) -> int:
+        return sum(int(entry["credits"]) for entry in self.ledger(item))
+
+    def request_entries(self, item: ApiKeyItem, request_id: str) -> dict[str, dict[str, Any]]:
+        """The ledger entries of one request, by kind (entry ids are request_id#kind, so one of each at most)."""
+        return {entry["kind"]: entry for entry in self.ledger(item) if entry["request_id"] == request_id}
+
     def ledger_size(self) -> int:
-        """Every ledger item of every key: a failed request must not add one anywhere."""
-        return self.ledger_table.scan(Select="COUNT", ConsistentRead=True)["Count"]
+        """Every ledger item of every key: a request refused before its reservation must not add one anywhere."""
+        count, arguments = 0, {"Select": "COUNT", "ConsistentRead": True}
+        while True:  # a scan stops at 1 MB read: page on, or a growing ledger would stop being counted
+            page = self.ledger_table.scan(**arguments)
+            count += page["Count"]
+            if "LastEvaluatedKey" not in page:
+                return count
+            arguments["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def open_reservations(self, item: ApiKeyItem) -> list[dict[str, Any]]:
+        items, arguments = [], {"FilterExpression": "key_id = :k", "ConsistentRead": True,
+                                "ExpressionAttributeValues": {":k": item.key_id}}
+        while True:
+            page = self.reservations_table.scan(**arguments)
+            items.extend(page["Items"])
+            if "LastEvaluatedKey" not in page:
+                return items
+            arguments["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def assert_untouched(self, item: ApiKeyItem, balance: int) -> None:
-        """Nothing was charged: the balance is as seeded and the ledger holds no charge."""
+        """Nothing was charged: the balance is as seeded, nothing was settled, every reservation was given back."""
         assert self.balance(item) == balance
-        assert self.ledger(item, "charge") == []
-        assert sum(int(entry["credits"]) for entry in self.ledger(item)) == balance
+        assert self.ledger(item, "settle") == []
+        assert self.ledger_sum(item) == balance
+        assert len(self.ledger(item, "reserve")) == len(self.ledger(item, "refund")) + len(self.ledger(item, "release"))
+        assert self.open_reservations(item) == []
 
 
 @pytest.fixture
@@ -266,6 +317,7 @@ def accounts(aws_environment: None, function_environment: dict[str, str]) -> Acc
                     function_environment["LEDGER_TABLE_NAME"], function_environment["RESERVATIONS_TABLE_NAME"]),
         keys_table,
         dynamodb.Table(function_environment["LEDGER_TABLE_NAME"]),
+        dynamodb.Table(function_environment["RESERVATIONS_TABLE_NAME"]),
     )
 
 

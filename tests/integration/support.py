@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from local_stack.api_gateway import build_event
 from tests.unit.builders import json_body, multipart_body
@@ -77,9 +78,13 @@ class Reply:
 
 @dataclass
 class Api:
-    """The handler of one freshly imported app.py, called with API Gateway REST (v1) events."""
+    """The handler of one freshly imported app.py, called with API Gateway REST (v1) events.
+
+    ``module`` is that app.py, for the few tests that must reach its wiring (the rate limiter's clock).
+    """
 
     handler: Callable[[dict, Any], dict]
+    module: Any = field(default=None, repr=False)
 
     def call(self, method: str, path: str, *, body: bytes = b"", content_type: str | None = None,
              api_key: str | None = None, headers: list[tuple[str, str]] | None = None,
@@ -94,7 +99,7 @@ class Api:
             if path.startswith("/v1/models/"):
                 resource, path_parameters = "/v1/models/{model_id}", {"model_id": path.rsplit("/", 1)[1]}
             else:
-                resource = path
+                resource = urlsplit(path).path  # API Gateway's resource never holds the query string
         request_id = str(uuid.uuid4())
         event = build_event(method, path, header_list, body, resource, path_parameters, request_id, "127.0.0.1")
         return Reply(self.handler(copy.deepcopy(event), LambdaContext()), request_id, event)
@@ -104,10 +109,11 @@ class Api:
         return Reply(self.handler(copy.deepcopy(reply.event), LambdaContext()), reply.request_id, reply.event)
 
     def transcribe(self, api_key: str | None, audio: bytes | None, *, path: str = TRANSCRIPTIONS,
-                   filename: str = "speech.wav", **fields: Any) -> Reply:
+                   filename: str = "speech.wav", headers: list[tuple[str, str]] | None = None,
+                   **fields: Any) -> Reply:
         """A multipart request, as the openai SDK sends it; ``model`` defaults to whisper-1."""
         content_type, payload = multipart_body(audio, filename=filename, **{"model": "whisper-1", **fields})
-        return self.call("POST", path, body=payload, content_type=content_type, api_key=api_key)
+        return self.call("POST", path, body=payload, content_type=content_type, api_key=api_key, headers=headers)
 
     def transcribe_json(self, api_key: str | None, audio: bytes | None, *, path: str = TRANSCRIPTIONS,
                         **fields: Any) -> Reply:
@@ -143,3 +149,18 @@ def assert_error(reply: Reply, status: int, code: str | None = None, *, param: s
 def assert_ok(reply: Reply) -> None:
     assert reply.status == 200, reply.text
     assert_request_id(reply)
+
+
+def assert_refunded(accounts: Any, item: Any, reply: Reply) -> int:
+    """The request reserved credits and got all of them back: a reserve and a refund that cancel out, nothing settled.
+
+    Returns how many credits the reservation held.
+    """
+    entries = accounts.request_entries(item, reply.request_id)
+    assert set(entries) == {"reserve", "refund"}, entries
+    reserved = -int(entries["reserve"]["credits"])
+    assert reserved >= 1 and int(entries["refund"]["credits"]) == reserved
+    assert int(entries["refund"]["balance_after"]) == int(entries["reserve"]["balance_after"]) + reserved
+    assert entries["reserve"]["entry_id"] == f"{reply.request_id}#reserve"
+    assert entries["refund"]["entry_id"] == f"{reply.request_id}#refund"
+    return reserved

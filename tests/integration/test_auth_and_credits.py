@@ -1,20 +1,29 @@
-"""Who may call, and what a call costs: keys, balances and the ledger through the real handler."""
+"""Who may call, and what a call costs: keys, balances and the ledger through the real handler.
+
+A transcription reserves an upper bound of its cost before inference (402 when the balance is below it), and
+settles to the real cost after; the 11.7 s clip the tests send declares its duration, so it reserves 3 credits.
+"""
 
 from __future__ import annotations
 
 import base64
 import json
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
-from infery.keys import hash_api_key, key_id_for
+from infery.keys import generate_api_key, hash_api_key, key_id_for
 
-from tests.integration.support import assert_error, assert_ok
+from tests.integration.support import MODEL_NAME, assert_error, assert_ok, assert_refunded
 from tests.unit.builders import inference_result, multipart_body, segment
 
 MODEL_ERROR_500 = {"Message": "Received server error (500) from primary", "OriginalStatusCode": 500,
                    "OriginalMessage": json.dumps({"error": "boom", "code": "inference_failed"})}
 MODEL_ERROR_HEADERS = {"x-amzn-ErrorType": "ModelError"}
+CLIP_RESERVATION = 3  # what the 11.7 s clip reserves: ceil((11.7 * 1.02 + 0.5) / 5)
+A_KEY_WITH_A_TYPO = generate_api_key()[:-1] + "#"
+_generated = generate_api_key()
+A_KEY_WITH_A_BAD_CHECKSUM = _generated[:-1] + ("A" if _generated[-1] != "A" else "B")
 
 
 def model_answer(duration: float) -> dict:
@@ -30,6 +39,10 @@ def boom(fake_runtime, load_api):
     return load_api(url), fake
 
 
+ROUTES = (("POST", "/v1/audio/transcriptions"), ("POST", "/v1/audio/translations"), ("GET", "/v1/models"),
+          ("GET", "/v1/models/whisper-1"), ("GET", "/v1/usage"))
+
+
 @pytest.mark.parametrize(("authorization", "code"), [
     (None, "missing_api_key"),
     ("", "missing_api_key"),
@@ -38,13 +51,15 @@ def boom(fake_runtime, load_api):
     ("Bearer not-an-infery-key", "invalid_api_key"),
     ("Bearer sk-proj-abcdefghijklmnopqrstuvwxyz0123", "invalid_api_key"),
     ("Bearer inf_neverissuedneverissuedneverissued", "invalid_api_key"),
-], ids=["no-header", "empty-header", "basic-auth", "bearer-without-key", "not-a-key", "openai-key", "unknown-key"])
+    (f"Bearer {A_KEY_WITH_A_BAD_CHECKSUM}", "invalid_api_key"),
+    (f"Bearer {A_KEY_WITH_A_TYPO}", "invalid_api_key"),
+], ids=["no-header", "empty-header", "basic-auth", "bearer-without-key", "not-a-key", "openai-key", "unknown-key",
+        "bad-checksum", "typo"])
 def test_missing_malformed_or_unknown_keys_are_401_and_cost_nothing(boom, accounts, wav, authorization, code):
     api, fake = boom
     headers = [] if authorization is None else [("Authorization", authorization)]
     ledger_before = accounts.ledger_size()
-    for method, path in (("POST", "/v1/audio/transcriptions"), ("POST", "/v1/audio/translations"),
-                         ("GET", "/v1/models"), ("GET", "/v1/models/whisper-1")):
+    for method, path in ROUTES:
         reply = api.call(method, path, headers=headers, body=wav if method == "POST" else b"",
                          content_type="multipart/form-data; boundary=x" if method == "POST" else None)
         error = assert_error(reply, 401, code, error_type="invalid_request_error")
@@ -62,14 +77,83 @@ def test_an_unknown_key_gets_no_ledger_entry(boom, accounts, wav):
     assert entries["Items"] == []
 
 
+def test_a_bad_checksum_is_refused_by_its_message(boom, wav):
+    api, _ = boom
+    error = assert_error(api.transcribe(A_KEY_WITH_A_BAD_CHECKSUM, wav), 401, "invalid_api_key")
+    assert "checksum" in error["message"] and A_KEY_WITH_A_BAD_CHECKSUM not in error["message"]
+
+
 def test_a_revoked_key_is_401_and_cost_nothing(boom, accounts, wav):
     api, fake = boom
     api_key, item = accounts.new_key(100)
     accounts.revoke(item)
-    assert_error(api.transcribe(api_key, wav), 401, "invalid_api_key")
-    assert_error(api.call("GET", "/v1/models", api_key=api_key), 401, "invalid_api_key")
+    for method, path in ROUTES:
+        error = assert_error(api.call(method, path, api_key=api_key, body=wav if method == "POST" else b"",
+                                      content_type="multipart/form-data; boundary=x" if method == "POST" else None),
+                             401, "revoked_api_key", error_type="invalid_request_error")
+        assert api_key not in error["message"] and "revoked" in error["message"]
     assert fake.calls == 0
     accounts.assert_untouched(item, 100)
+    assert accounts.ledger(item, "reserve") == []
+
+
+@pytest.mark.parametrize("expires_in", [timedelta(seconds=-1), timedelta(days=-400)], ids=["just-now", "last-year"])
+def test_an_expired_key_is_401_and_costs_nothing(boom, accounts, wav, expires_in):
+    api, fake = boom
+    expires_at = (datetime.now(UTC) + expires_in).isoformat(timespec="milliseconds")
+    api_key, item = accounts.new_key(100, expires_at=expires_at)
+    for method, path in ROUTES:
+        error = assert_error(api.call(method, path, api_key=api_key, body=wav if method == "POST" else b"",
+                                      content_type="multipart/form-data; boundary=x" if method == "POST" else None),
+                             401, "expired_api_key")
+        assert expires_at in error["message"]
+    assert fake.calls == 0
+    accounts.assert_untouched(item, 100)
+    assert accounts.ledger(item, "reserve") == []
+
+
+def test_a_key_that_expires_later_works_until_then(fake_runtime, load_api, accounts, wav):
+    url, fake = fake_runtime(200, model_answer(4.2))
+    expires_at = (datetime.now(UTC) + timedelta(days=1)).isoformat(timespec="milliseconds")
+    api_key, item = accounts.new_key(10, expires_at=expires_at)
+    assert_ok(load_api(url).transcribe(api_key, wav))
+    assert fake.calls == 1 and accounts.balance(item) == 9
+
+
+@pytest.mark.parametrize(("allowed", "requested"), [
+    (["whisper-1"], "whisper-1"),
+    ([MODEL_NAME], MODEL_NAME),
+    ([MODEL_NAME], "whisper-1"),  # the alias resolves to an allowed model
+])
+def test_a_key_may_use_the_models_it_is_allowed(fake_runtime, load_api, accounts, wav, allowed, requested):
+    url, fake = fake_runtime(200, model_answer(4.2))
+    api_key, item = accounts.new_key(10, allowed_models=allowed)
+    reply = load_api(url).transcribe(api_key, wav, model=requested)
+    assert_ok(reply)
+    assert fake.calls == 1 and accounts.balance(item) == 9
+
+
+@pytest.mark.parametrize("requested", ["whisper-1", MODEL_NAME])
+def test_a_model_the_key_is_not_allowed_is_403_before_any_reservation(boom, accounts, wav, requested):
+    allowed = ["some-other-model", "whisper-2"]
+    api, fake = boom
+    api_key, item = accounts.new_key(10, allowed_models=allowed)
+    ledger_before = accounts.ledger_size()
+    for path in ("/v1/audio/transcriptions", "/v1/audio/translations"):
+        error = assert_error(api.transcribe(api_key, wav, path=path, model=requested), 403, "model_not_allowed",
+                             param="model")
+        assert requested in error["message"] and allowed[0] in error["message"]
+    assert fake.calls == 0
+    accounts.assert_untouched(item, 10)
+    assert accounts.ledger_size() == ledger_before
+
+
+def test_an_unknown_model_is_400_even_for_a_restricted_key(boom, accounts, wav):
+    api, fake = boom
+    api_key, item = accounts.new_key(10, allowed_models=["whisper-1"])
+    assert_error(api.transcribe(api_key, wav, model="whisper-9"), 400, "model_not_found", param="model")
+    assert fake.calls == 0
+    accounts.assert_untouched(item, 10)
 
 
 def test_lower_case_header_names_are_accepted(fake_runtime, load_api, accounts, wav):
@@ -95,16 +179,19 @@ def test_an_empty_balance_is_402_before_the_model_is_called(boom, accounts, wav)
     assert accounts.balance(item) == 0 and accounts.ledger_size() == ledger_before
 
 
-def test_a_balance_short_of_the_real_price_is_402_and_never_negative(api, accounts, wav):
-    api_key, item = accounts.new_key(1)  # the 11.7 s clip costs 3 credits; the price is known only after inference
+@pytest.mark.parametrize("balance", [1, CLIP_RESERVATION - 1])
+def test_a_balance_short_of_the_reservation_is_402_before_inference(boom, accounts, wav, balance):
+    api, fake = boom
+    api_key, item = accounts.new_key(balance)
     ledger_before = accounts.ledger_size()
     reply = api.transcribe(api_key, wav)
     error = assert_error(reply, 402, "insufficient_credits", error_type="insufficient_quota")
-    assert "3" in error["message"]
-    assert reply.header("x-infery-credits-balance") == "1"
-    accounts.assert_untouched(item, 1)
+    assert f"{CLIP_RESERVATION} credits" in error["message"] and str(balance) in error["message"]
+    assert reply.header("x-infery-credits-balance") == str(balance)
+    assert fake.calls == 0  # the GPU is never used for a request the balance cannot cover
+    accounts.assert_untouched(item, balance)
     assert accounts.ledger_size() == ledger_before
-    assert int(accounts.stored_key(item)["credits"]) == 1
+    assert int(accounts.stored_key(item)["credits"]) == balance
 
 
 def test_a_balance_of_exactly_the_price_is_spent_to_zero(fake_runtime, load_api, accounts, wav):
@@ -113,9 +200,42 @@ def test_a_balance_of_exactly_the_price_is_spent_to_zero(fake_runtime, load_api,
     reply = load_api(url).transcribe(api_key, wav)
     assert_ok(reply)
     assert reply.header("x-infery-credits-used") == "3" and reply.header("x-infery-credits-balance") == "0"
-    [charge] = accounts.ledger(item, "charge")
-    assert (int(charge["credits"]), int(charge["balance_after"])) == (-3, 0)
-    assert accounts.balance(item) == 0
+    entries = accounts.request_entries(item, reply.request_id)
+    assert set(entries) == {"reserve", "settle"}
+    assert (int(entries["reserve"]["credits"]), int(entries["reserve"]["balance_after"])) == (-3, 0)
+    settle = entries["settle"]
+    assert (int(settle["credits"]), int(settle["balance_after"]), int(settle["billed_credits"])) == (0, 0, 3)
+    assert accounts.balance(item) == 0 == accounts.ledger_sum(item)
+
+
+def test_a_reservation_above_the_real_cost_is_given_back_when_it_settles(fake_runtime, load_api, accounts, wav):
+    url, _ = fake_runtime(200, model_answer(0.3))  # the model heard 0.3 s: 1 credit of the 3 reserved
+    api_key, item = accounts.new_key(10)
+    reply = load_api(url).transcribe(api_key, wav)
+    assert_ok(reply)
+    assert reply.header("x-infery-credits-used") == "1" and reply.header("x-infery-credits-balance") == "9"
+    entries = accounts.request_entries(item, reply.request_id)
+    assert int(entries["reserve"]["credits"]) == -CLIP_RESERVATION
+    assert int(entries["settle"]["credits"]) == CLIP_RESERVATION - 1  # positive: given back
+    assert int(entries["settle"]["billed_credits"]) == 1
+    assert accounts.balance(item) == 9 == accounts.ledger_sum(item)
+    assert accounts.open_reservations(item) == []
+
+
+def test_a_real_cost_above_the_reservation_takes_the_rest_but_never_goes_negative(fake_runtime, load_api, accounts,
+                                                                                   wav):
+    """The container said 11.7 s, the model heard 60 s (12 credits): the settle takes what the balance has left."""
+    url, _ = fake_runtime(200, model_answer(60.0))
+    api_key, item = accounts.new_key(5)
+    reply = load_api(url).transcribe(api_key, wav)
+    assert_ok(reply)
+    assert reply.header("x-infery-credits-used") == "12"  # the price of what was transcribed
+    assert reply.header("x-infery-credits-balance") == "0"
+    settle = accounts.request_entries(item, reply.request_id)["settle"]
+    assert int(settle["credits"]) == -2  # 3 reserved, then the 2 that were left
+    assert int(settle["billed_credits"]) == 5 and int(settle["unpaid_credits"]) == 7
+    assert int(settle["balance_after"]) == 0
+    assert accounts.balance(item) == 0 == accounts.ledger_sum(item)
 
 
 @pytest.mark.parametrize(("duration", "expected"), [(0.3, 1), (5.0, 1), (5.01, 2), (10.0, 2), (60.0, 12)])
@@ -126,16 +246,28 @@ def test_the_price_is_one_credit_per_started_five_seconds(fake_runtime, load_api
     reply = load_api(url).transcribe(api_key, wav)
     assert_ok(reply)
     assert reply.json()["credits_used"] == expected == int(reply.header("x-infery-credits-used"))
-    assert accounts.balance(item) == 50 - expected
+    assert accounts.balance(item) == 50 - expected == int(reply.header("x-infery-credits-balance"))
+    settle = accounts.request_entries(item, reply.request_id)["settle"]
+    assert int(settle["billed_credits"]) == expected and float(settle["audio_seconds"]) == duration
 
 
-def test_a_key_revoked_while_the_model_runs_is_not_charged(fake_runtime, load_api, accounts, wav):
+def test_a_key_revoked_while_the_model_runs_is_billed_once_and_refused_next(fake_runtime, load_api, accounts, wav):
+    """The request was authorised when it started: it completes and is settled; the key's next request is 401."""
     api_key, item = accounts.new_key(100)
     url, fake = fake_runtime(200, model_answer(12.0), on_request=lambda: accounts.revoke(item))
-    reply = load_api(url).transcribe(api_key, wav)
-    assert_error(reply, 401, "invalid_api_key")
+    api = load_api(url)
+    reply = api.transcribe(api_key, wav)
+    assert_ok(reply)
+    assert reply.json()["credits_used"] == 3 and reply.header("x-infery-credits-balance") == "97"
     assert fake.calls == 1
-    accounts.assert_untouched(item, 100)
+    assert accounts.fresh(item).status == "revoked"
+    entries = accounts.request_entries(item, reply.request_id)
+    assert set(entries) == {"reserve", "settle"} and int(entries["settle"]["billed_credits"]) == 3
+    assert accounts.balance(item) == 97 == accounts.ledger_sum(item)
+
+    assert_error(api.transcribe(api_key, wav), 401, "revoked_api_key")
+    assert fake.calls == 1
+    assert accounts.balance(item) == 97 and len(accounts.ledger(item, "reserve")) == 1
 
 
 def test_a_top_up_during_inference_is_kept_and_the_charge_still_lands(fake_runtime, load_api, accounts, wav):
@@ -147,11 +279,12 @@ def test_a_top_up_during_inference_is_kept_and_the_charge_still_lands(fake_runti
     url, _ = fake_runtime(200, model_answer(12.0), on_request=top_up_meanwhile)
     reply = load_api(url).transcribe(api_key, wav)
     assert_ok(reply)
-    assert reply.header("x-infery-credits-balance") == "12"  # 10 + 5 - 3: the balance read at auth was stale
+    assert reply.header("x-infery-credits-balance") == "12"  # 10 - 3 reserved + 5 topped up, settled at 3
     assert accounts.balance(item) == 12
-    [charge] = accounts.ledger(item, "charge")
-    assert int(charge["balance_after"]) == 12
-    assert sum(int(entry["credits"]) for entry in accounts.ledger(item)) == 12
+    entries = accounts.request_entries(item, reply.request_id)
+    assert int(entries["reserve"]["balance_after"]) == 7 and int(entries["settle"]["balance_after"]) == 12
+    assert [int(entry["credits"]) for entry in accounts.ledger(item, "topup")] == [10, 5]
+    assert accounts.ledger_sum(item) == 12
 
 
 def test_a_request_sends_the_audio_and_options_to_the_endpoint(fake_runtime, load_api, accounts, wav):
@@ -166,7 +299,7 @@ def test_a_request_sends_the_audio_and_options_to_the_endpoint(fake_runtime, loa
     sent = json.loads(request["body"])
     assert base64.b64decode(sent.pop("audio")) == wav
     assert sent == {"task": "transcribe", "language": "en", "prompt": "Fox.", "temperature": 0.2,
-                    "word_timestamps": True}
+                    "word_timestamps": True, "audio_s3_uri": None}  # the audio is in the body, not in S3
 
 
 @pytest.mark.parametrize(("environment", "duration", "expected"), [
@@ -183,6 +316,18 @@ def test_pricing_comes_from_the_function_environment(fake_runtime, load_api, acc
     assert accounts.balance(item) == 20 - expected
 
 
+def test_model_prices_come_from_the_function_environment(fake_runtime, load_api, accounts, wav):
+    url, fake = fake_runtime(200, model_answer(12.0))
+    api_key, item = accounts.new_key(20)
+    prices = json.dumps({MODEL_NAME: {"seconds_per_credit": 2.5, "min_credits_per_request": 2}})
+    reply = load_api(url, MODEL_PRICES=prices).transcribe(api_key, wav)
+    assert_ok(reply)
+    assert reply.header("x-infery-credits-used") == "5"  # ceil(12 / 2.5), whisper-1 being this model
+    entries = accounts.request_entries(item, reply.request_id)
+    assert int(entries["reserve"]["credits"]) == -5  # ceil(12.43 / 2.5): reserved at the model's price too
+    assert accounts.balance(item) == 15
+
+
 def test_a_minimum_price_above_the_balance_is_refused_before_inference(fake_runtime, load_api, accounts, wav):
     url, fake = fake_runtime(200, model_answer(1.0))
     api_key, item = accounts.new_key(1)
@@ -192,34 +337,33 @@ def test_a_minimum_price_above_the_balance_is_refused_before_inference(fake_runt
     accounts.assert_untouched(item, 1)
 
 
-def test_the_same_event_handled_twice_is_charged_once(fake_runtime, load_api, accounts, wav):
-    """A redelivered event has the same API Gateway request id: it runs again but is not charged again."""
+@pytest.mark.parametrize("seeded", [10, 4], ids=["balance-left", "balance-now-below-the-price"])
+def test_the_same_event_handled_twice_is_billed_once(fake_runtime, load_api, accounts, wav, seeded):
+    """A redelivered event has the same API Gateway request id: its reservation was made and closed already, so
+    it neither reaches the model again nor changes the ledger, and it is not refused as unpaid (402) either."""
     url, fake = fake_runtime(200, model_answer(12.0))
-    api_key, item = accounts.new_key(10)
-    api = load_api(url)
-    content_type, payload = multipart_body(wav, model="whisper-1")
-    first = api.call("POST", "/v1/audio/transcriptions", body=payload, content_type=content_type, api_key=api_key)
-    again = api.replay(first)
-    for reply in (first, again):
-        assert_ok(reply)
-        assert reply.header("x-infery-credits-balance") == "7"
-    assert fake.calls == 2
-    assert accounts.balance(item) == 7 and len(accounts.ledger(item, "charge")) == 1
-
-
-@pytest.mark.xfail(strict=True, reason="BUG: layers/common/python/infery/credits.py:89-92 (see "
-                   "test_credit_store.py): a redelivered, already charged event is refused with 402 once the "
-                   "balance left is below its price, instead of being answered without a second charge")
-def test_a_redelivered_event_is_not_refused_after_it_was_paid(fake_runtime, load_api, accounts, wav):
-    url, _ = fake_runtime(200, model_answer(12.0))
-    api_key, item = accounts.new_key(4)
+    api_key, item = accounts.new_key(seeded)
     api = load_api(url)
     first = api.transcribe(api_key, wav)
     assert_ok(first)
-    assert accounts.balance(item) == 1
+    ledger_before = accounts.ledger(item)
     again = api.replay(first)
-    assert accounts.balance(item) == 1 and len(accounts.ledger(item, "charge")) == 1
-    assert_ok(again)
+    error = assert_error(again, 500, error_type="server_error")
+    assert "nothing more was charged" in error["message"] and first.request_id in error["message"]
+    assert fake.calls == 1
+    assert accounts.ledger(item) == ledger_before
+    assert accounts.balance(item) == seeded - 3 == accounts.ledger_sum(item)
+    assert set(accounts.request_entries(item, first.request_id)) == {"reserve", "settle"}
+
+
+def test_a_refused_request_is_refunded_in_full(boom, accounts, wav):
+    api, fake = boom
+    api_key, item = accounts.new_key(10)
+    reply = api.transcribe(api_key, wav)
+    assert_error(reply, 502, "model_error")
+    assert fake.calls == 1
+    assert assert_refunded(accounts, item, reply) == CLIP_RESERVATION
+    accounts.assert_untouched(item, 10)
 
 
 def test_dynamodb_down_is_a_500_in_openai_shape_that_never_reaches_the_model(fake_runtime, load_api, accounts, wav,

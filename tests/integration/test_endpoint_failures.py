@@ -1,7 +1,9 @@
 """When the SageMaker endpoint fails, the client gets a clear 4xx/5xx and is never charged.
 
-The stand-ins answer as the SageMaker runtime does for failures a real model cannot produce on demand; the
-client-side model errors (corrupt audio, a language the model cannot do) come from the real Whisper server.
+A request that reaches the endpoint has reserved its credits first, so a failure leaves two ledger entries, a
+reserve and a refund of the same amount, and the balance as it was. The stand-ins answer as the SageMaker runtime
+does for failures a real model cannot produce on demand; the client-side model errors (corrupt audio, a language
+the model cannot do) come from the real Whisper server.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import struct
 
 import pytest
 
-from tests.integration.support import assert_error
+from tests.integration.support import assert_error, assert_refunded
 
 MODEL_ERROR_500 = {"Message": "Received server error (500) from primary with message \"boom\".",
                    "OriginalStatusCode": 500,
@@ -41,25 +43,30 @@ def test_endpoint_failures_are_5xx_and_charge_nothing(fake_runtime, load_api, ac
     assert "boom" not in error["message"]  # the model's internals stay in its logs
     assert fake.calls == 1  # never retried by the SDK: a retry could run, and charge, the audio twice
     accounts.assert_untouched(item, SEEDED)
-    assert accounts.ledger_size() == ledger_before
+    assert assert_refunded(accounts, item, reply) == 3  # the 11.7 s clip's reservation, all of it back
+    assert accounts.ledger_size() == ledger_before + 2
 
 
 def test_a_refused_connection_is_503_and_charges_nothing(load_api, closed_port_url, accounts, wav):
     api = load_api(closed_port_url)
     api_key, item = accounts.new_key(SEEDED)
     ledger_before = accounts.ledger_size()
-    error = assert_error(api.transcribe(api_key, wav), 503, "model_unavailable", error_type="server_error")
+    reply = api.transcribe(api_key, wav)
+    error = assert_error(reply, 503, "model_unavailable", error_type="server_error")
     assert "nothing was charged" in error["message"]
     accounts.assert_untouched(item, SEEDED)
-    assert accounts.ledger_size() == ledger_before
+    assert_refunded(accounts, item, reply)
+    assert accounts.ledger_size() == ledger_before + 2
 
 
 def test_an_endpoint_name_the_runtime_does_not_know_is_503(load_api, model_server_url, accounts, wav):
     """The real server answers a wrong endpoint name as SageMaker does: 400 ValidationError."""
     api = load_api(model_server_url, SAGEMAKER_ENDPOINT_NAME="infery-it-NotDeployed")
     api_key, item = accounts.new_key(SEEDED)
-    assert_error(api.transcribe(api_key, wav), 503, "model_unavailable", error_type="server_error")
+    reply = api.transcribe(api_key, wav)
+    assert_error(reply, 503, "model_unavailable", error_type="server_error")
     accounts.assert_untouched(item, SEEDED)
+    assert_refunded(accounts, item, reply)
 
 
 def test_a_response_cut_off_mid_body_is_an_endpoint_error(fake_runtime, load_api, accounts, wav):
@@ -67,7 +74,8 @@ def test_a_response_cut_off_mid_body_is_an_endpoint_error(fake_runtime, load_api
     api_key, item = accounts.new_key(SEEDED)
     reply = load_api(url).transcribe(api_key, wav)
     assert fake.calls == 1
-    accounts.assert_untouched(item, SEEDED)  # holds today too: nothing is charged either way
+    accounts.assert_untouched(item, SEEDED)
+    assert_refunded(accounts, item, reply)
     assert reply.status in (502, 503), reply.text
     error = assert_error(reply, reply.status, error_type="server_error")
     assert error["code"] in ("model_error", "model_unavailable")
@@ -88,16 +96,19 @@ def empty_wav() -> bytes:
 def test_audio_the_model_cannot_decode_is_the_clients_400(api, accounts, audio):
     api_key, item = accounts.new_key(SEEDED)
     ledger_before = accounts.ledger_size()
-    error = assert_error(api.transcribe(api_key, audio), 400, "undecodable_audio", param="file",
-                         error_type="invalid_request_error")
+    reply = api.transcribe(api_key, audio)
+    error = assert_error(reply, 400, "undecodable_audio", param="file", error_type="invalid_request_error")
     assert "decode" in error["message"] or "no audio" in error["message"]
     accounts.assert_untouched(item, SEEDED)
-    assert accounts.ledger_size() == ledger_before
+    # the container declares no usable duration: the reservation is bounded by the size at 16 kbit/s, 1 credit
+    assert assert_refunded(accounts, item, reply) == 1
+    assert accounts.ledger_size() == ledger_before + 2
 
 
 def test_a_language_the_english_only_model_cannot_do_is_400(api, accounts, wav):
     api_key, item = accounts.new_key(SEEDED)
-    error = assert_error(api.transcribe(api_key, wav, language="fr"), 400, "unsupported_language",
-                         param="language", error_type="invalid_request_error")
+    reply = api.transcribe(api_key, wav, language="fr")
+    error = assert_error(reply, 400, "unsupported_language", param="language", error_type="invalid_request_error")
     assert "'fr'" in error["message"]
     accounts.assert_untouched(item, SEEDED)
+    assert_refunded(accounts, item, reply)  # only the model knows what it can do: reserved, then refunded

@@ -29,19 +29,28 @@ def seconds_per_credit(function_environment) -> float:
 
 
 def assert_charged_once(accounts, item, reply, seconds_per_credit: float, seeded: int = SEEDED) -> dict:
-    """One charge of ceil(audio seconds / seconds per credit), in the balance, the headers and the ledger."""
+    """Billed once, ceil(audio seconds / seconds per credit): a reserve and a settle in the ledger, the headers,
+    the balance, and no reservation left open. Returns the settle entry."""
     credits_used = int(reply.header("x-infery-credits-used"))
-    [charge] = accounts.ledger(item, "charge")
-    audio_seconds = float(charge["audio_seconds"])
+    entries = accounts.request_entries(item, reply.request_id)  # the API Gateway request id names the entries
+    assert set(entries) == {"reserve", "settle"}, entries
+    reserve, settle = entries["reserve"], entries["settle"]
+    assert [entry["request_id"] for entry in accounts.ledger(item) if entry["kind"] != "topup"] == \
+        [reply.request_id] * 2  # nothing else was reserved or settled for this key
+    audio_seconds = float(settle["audio_seconds"])
     assert credits_used == math.ceil(audio_seconds / seconds_per_credit) >= 1
+    assert int(settle["billed_credits"]) == credits_used and "unpaid_credits" not in settle
+    # the reservation was an upper bound; the settle gives back what it held beyond the real cost
+    reserved = -int(reserve["credits"])
+    assert reserved >= credits_used
+    assert int(settle["credits"]) == reserved - credits_used
     balance = accounts.balance(item)
     assert balance == seeded - credits_used == int(reply.header("x-infery-credits-balance"))
-    assert int(charge["credits"]) == -credits_used
-    assert int(charge["balance_after"]) == balance
-    assert charge["request_id"] == reply.request_id  # the API Gateway request id: one charge per request
-    assert charge["model"] == MODEL_NAME
-    assert sum(int(entry["credits"]) for entry in accounts.ledger(item)) == balance
-    return charge
+    assert int(reserve["balance_after"]) == seeded - reserved and int(settle["balance_after"]) == balance
+    assert reserve["model"] == settle["model"] == MODEL_NAME
+    assert accounts.ledger_sum(item) == balance
+    assert accounts.open_reservations(item) == []
+    return settle
 
 
 def test_multipart_wav_is_transcribed_and_charged_once(api, accounts, wav, wav_seconds, seconds_per_credit):
@@ -155,4 +164,7 @@ def test_the_sample_events_run_against_the_handler(api, accounts, event_file, ch
     reply = Reply(api.handler(event, LambdaContext()), event["requestContext"]["requestId"], event)
     assert_ok(reply)
     assert accounts.balance(item) == SEEDED - charged
-    assert len(accounts.ledger(item, "charge")) == charged
+    assert len(accounts.ledger(item, "settle")) == len(accounts.ledger(item, "reserve")) == (1 if charged else 0)
+    if charged:
+        assert reply.header("x-infery-credits-used") == str(charged)
+        assert_charged_once(accounts, item, reply, 5.0)

@@ -163,8 +163,9 @@ class CreditStore:
         """The key's ledger entries in time order, optionally from ``since`` up to (excluding) ``until``."""
         condition, values = "key_id = :key_id", {":key_id": key_id}
         if since or until:
+            # ISO timestamps start with a digit: "0" sorts before every one, "~" after (DynamoDB refuses "")
             condition += " AND created_at BETWEEN :since AND :until"
-            values |= {":since": since or "", ":until": until or "~"}
+            values |= {":since": since or "0", ":until": until or "~"}
         arguments: dict[str, Any] = {"TableName": self._ledger_table, "IndexName": LEDGER_TIME_INDEX,
                                      "KeyConditionExpression": condition,
                                      "ExpressionAttributeValues": _serialize(values)}
@@ -178,6 +179,14 @@ class CreditStore:
         if until:
             entries = [entry for entry in entries if entry.created_at < until]
         return entries
+
+    def entries_for_request(self, key_id: str, request_id_prefix: str) -> list[LedgerEntry]:
+        """Every ledger entry of the key whose request id starts with this prefix (a job's attempts)."""
+        page = self._client.query(TableName=self._ledger_table, ConsistentRead=True,
+                                  KeyConditionExpression="key_id = :key_id AND begins_with(entry_id, :prefix)",
+                                  ExpressionAttributeValues=_serialize({":key_id": key_id,
+                                                                        ":prefix": request_id_prefix}))
+        return [LedgerEntry.model_validate(deserialize(item)) for item in page["Items"]]
 
     def open_reservations(self, *, older_than_epoch: int) -> list[Reservation]:
         arguments: dict[str, Any] = {"TableName": self._reservations_table,
@@ -322,6 +331,9 @@ class CreditStore:
                 time.sleep(random.uniform(0, min(0.25, 0.005 * 2 ** attempt)))
         raise InternalError("The credit balance is too contended to update right now; nothing was charged. "
                             "Retry the request.")
+
+    def has_entry(self, key_id: str, request_id: str, kind: LedgerKind) -> bool:
+        return self._ledger_has(key_id, f"{request_id}#{kind.value}")
 
     def _ledger_has(self, key_id: str, entry_id: str) -> bool:
         return "Item" in self._client.get_item(TableName=self._ledger_table,

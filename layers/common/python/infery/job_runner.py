@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from .credits import ReservationClosed
+from .credits import LedgerEntry, LedgerKind
 from .errors import AuthenticationFailed, Conflict, InferyError, InvalidRequest
 from .formats import render_transcript
 from .jobs import Job, JobError, JobStatus, JobStore, job_id_for_object, job_id_for_upload, new_job
-from .keys import ApiKeyItem, KeyStore
+from .keys import ApiKeyItem, KeyStore, ensure_usable
 from .observability import logger
 from .service import TranscriptionService
 from .storage import AudioStore, StoredObject, parse_object_key
@@ -28,6 +28,7 @@ class JobRunner:
     store: AudioStore
     keys: KeyStore
     lease_seconds: int
+    allow_private_webhooks: bool = False
 
     def job_for_object(self, stored: StoredObject) -> str | None:
         """The job an arriving object belongs to (created for inbox drops), or None when none should run."""
@@ -74,31 +75,42 @@ class JobRunner:
         if job.source_uri is None:
             raise InvalidRequest("The job has no audio.", code="missing_audio")
         bucket, _, object_key = job.source_uri.removeprefix("s3://").partition("/")
-        stored = parse_object_key(bucket, object_key, 0)
+        stored = parse_object_key(bucket, object_key, 0)  # as stored on the job: already decoded
         if stored is None or stored.key_id != job.key_id:
             raise InvalidRequest("The job's audio is outside its key's prefix.", code="invalid_source")
         audio, uri = self.store.load(stored)
         request = TranscriptionRequest(**job.options.model_dump(), filename=job.filename).with_stored_audio(audio, uri)
         self.jobs.set_progress(job.job_id, 0.2)
         result_key = self._result_key(job)
-        try:
-            outcome = self.service.transcribe(
-                key, request, request_id=job.job_id,
-                before_settle=lambda result: self.store.put_result(job.key_id, job.job_id, result))
-        except ReservationClosed:
-            # a previous attempt settled the charge, then crashed before marking the job: finish it from its result
+        earlier_settle = self._earlier_settle(job)
+        if earlier_settle is not None:
+            # an earlier attempt was charged, then crashed before marking the job: finish it, never charge again
             result = self.store.load_result(result_key)
-            model = self.service.catalog.resolve(job.options.model)
             return self.jobs.succeed(job.job_id, result_key=result_key, audio_seconds=result.duration,
-                                     credits_used=self.service.pricing.credits_for(result.duration, model))
+                                     credits_used=earlier_settle.billed_credits or 0)
+        outcome = self.service.transcribe(
+            key, request, request_id=self._credit_request_id(job),
+            before_settle=lambda result: self.store.put_result(job.key_id, job.job_id, result))
         return self.jobs.succeed(job.job_id, result_key=result_key, credits_used=outcome.credits_used,
                                  audio_seconds=outcome.audio_seconds)
 
+    @staticmethod
+    def _credit_request_id(job: Job) -> str:
+        """The first attempt's credits go under the job id; an attempt after a refunded one needs an id of its own
+        (a request id is reserved once), and the settle check above keeps the job charged once across them."""
+        return job.job_id if job.attempts <= 1 else f"{job.job_id}.{job.attempts}"
+
+    def _earlier_settle(self, job: Job) -> LedgerEntry | None:
+        if job.attempts <= 1:
+            return None
+        entries = self.service.credits.entries_for_request(job.key_id, job.job_id)
+        return next((entry for entry in entries if entry.kind is LedgerKind.SETTLE), None)
+
     def _key(self, job: Job) -> ApiKeyItem:
         key = self.keys.get_by_hash(job.key_hash)
-        if key is None or key.status != "active":
-            raise AuthenticationFailed("The key that owns this job was revoked; nothing was charged.",
-                                       code="revoked_api_key")
+        if key is None:
+            raise AuthenticationFailed("The key that owns this job no longer exists; nothing was charged.")
+        ensure_usable(key, key.key_id)
         return key
 
     def _result_key(self, job: Job) -> str:
@@ -109,7 +121,8 @@ class JobRunner:
             return
         body = json.dumps(self.job_view(job)).encode()
         delivered = deliver(job.webhook_url, body, job.webhook_secret,
-                            record=lambda attempt: self.jobs.record_webhook_attempt(job.job_id, attempt))
+                            record=lambda attempt: self.jobs.record_webhook_attempt(job.job_id, attempt),
+                            allow_private_addresses=self.allow_private_webhooks)
         if not delivered:
             logger.warning("webhook not delivered", extra={"job_id": job.job_id})
 

@@ -16,6 +16,7 @@ import re
 import secrets
 import string
 import zlib
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -142,11 +143,7 @@ class KeyStore:
         if item is None or not hmac.compare_digest(str(item.get("key_hash", "")), key_hash):
             raise AuthenticationFailed(f"Incorrect API key provided: {mask_api_key(api_key)}.")
         key = ApiKeyItem.model_validate(item)
-        if key.status != "active":
-            raise AuthenticationFailed(f"The API key {mask_api_key(api_key)} was revoked.", code="revoked_api_key")
-        if key.expires_at and parse_timestamp(key.expires_at) <= datetime.now(UTC):
-            raise AuthenticationFailed(f"The API key {mask_api_key(api_key)} expired at {key.expires_at}.",
-                                       code="expired_api_key")
+        ensure_usable(key, mask_api_key(api_key))
         return key
 
     def create(self, name: str, credits: int = 0, api_key: str | None = None, *, expires_at: str | None = None,
@@ -206,7 +203,20 @@ class KeyStore:
         return ApiKeyItem.model_validate(updated["Attributes"])
 
 
-def check_model_allowed(key: ApiKeyItem, requested: str, resolved: str) -> None:
-    if key.allowed_models and requested not in key.allowed_models and resolved not in key.allowed_models:
+def ensure_usable(key: ApiKeyItem, shown_as: str) -> None:
+    """Refuse a revoked or expired key (401), naming it as ``shown_as`` (masked, or its key_id)."""
+    if key.status != "active":
+        raise AuthenticationFailed(f"The API key {shown_as} was revoked.", code="revoked_api_key")
+    if key.expires_at and parse_timestamp(key.expires_at) <= datetime.now(UTC):
+        raise AuthenticationFailed(f"The API key {shown_as} expired at {key.expires_at}.", code="expired_api_key")
+
+
+def check_model_allowed(key: ApiKeyItem, requested: str, resolved: str,
+                        canonical: Callable[[str], str] = lambda name: name) -> None:
+    """403 unless the key may use the model; an alias and the model it names count as one (``canonical``)."""
+    if not key.allowed_models:
+        return
+    allowed = set(key.allowed_models) | {canonical(name) for name in key.allowed_models}
+    if requested not in allowed and resolved not in allowed:
         raise PermissionDenied(f"This key may not use the model '{requested}'. Allowed: "
                                f"{', '.join(key.allowed_models)}.", param="model", code="model_not_allowed")

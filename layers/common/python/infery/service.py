@@ -45,6 +45,10 @@ class ModelCatalog:
             f"The model '{requested}' does not exist on this deployment. Available models: "
             f"{', '.join(self.names())}.", param="model", code="model_not_found")
 
+    def canonical(self, name: str) -> str:
+        """The deployed model a name stands for (itself when it is no name of ours)."""
+        return self.default_model if name in self.names() else name
+
     def describe(self, name: str) -> dict[str, Any]:
         self.resolve(name)  # raises for unknown names
         return {"id": name, "object": "model", "created": 0, "owned_by": "infery"}
@@ -65,7 +69,7 @@ class TranscriptionService:
         """Reserve, infer, settle. ``before_settle`` (a job storing its result) runs before the charge is final:
         if it fails, the reservation is refunded like any other failure."""
         model = self.catalog.resolve(request.model)
-        check_model_allowed(key, request.model, model)
+        check_model_allowed(key, request.model, model, self.catalog.canonical)
         if request.audio_format is None:
             raise InternalError("The request's audio was not loaded before transcription.")
         declared_seconds = probe_duration(request.audio, request.audio_format)

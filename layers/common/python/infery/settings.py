@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     # and stopped waiting: a request still running then is refunded, never settled. A little under its 29 s.
     api_deadline_seconds: float = Field(default=28.5, gt=0)
 
+    # Webhooks to loopback/private/link-local addresses are refused (SSRF); the local stack allows them.
+    webhook_allow_private_addresses: bool = False
+
     # Below API Gateway's 29 s integration timeout, so our 504 reaches the client before the gateway's.
     endpoint_timeout_seconds: float = Field(default=27.0, gt=0)
 

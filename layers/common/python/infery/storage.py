@@ -46,9 +46,13 @@ def new_upload_id() -> str:
     return "upl_" + secrets.token_hex(16)
 
 
+def object_key_from_event(encoded_key: str) -> str:
+    """S3 event notifications URL-encode object keys ('+' for a space)."""
+    return unquote_plus(encoded_key)
+
+
 def parse_object_key(bucket: str, key: str, size: int, etag: str = "") -> StoredObject | None:
-    """The object's owner from its prefix; None for objects outside uploads/ and inbox/ (ignored)."""
-    key = unquote_plus(key)  # S3 event notifications URL-encode object keys
+    """The object's owner from its prefix (``key`` decoded); None for objects outside uploads/ and inbox/."""
     match = _OBJECT_KEY.fullmatch(key)
     if not match:
         return None

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
+import socket
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 
@@ -40,9 +43,33 @@ def verify(body: bytes, signature_header: str, secret: str, *, tolerance_seconds
     return hmac.compare_digest(sign(body, secret, timestamp), f"t={timestamp},v1={parts.get('v1', '')}")
 
 
+def private_address_of(url: str) -> str | None:
+    """The first loopback, private, link-local or otherwise internal address the URL's host resolves to, if any.
+
+    Webhooks are sent from inside our network: without this check a job could make the worker POST to
+    internal services (the instance metadata endpoint 169.254.169.254, a VPC database's admin port ...).
+    """
+    host = urllib.parse.urlsplit(url).hostname or ""
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except (socket.gaierror, UnicodeError):
+        return None  # unresolvable: the delivery attempt itself reports it
+    for address in sorted(addresses):
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+        if not ip.is_global:
+            return address
+    return None
+
+
 def deliver(url: str, body: bytes, secret: str, *, record: Callable[[WebhookAttempt], None],
-            sleep: Callable[[float], None] = time.sleep, timeout_seconds: float = 10.0) -> bool:
+            sleep: Callable[[float], None] = time.sleep, timeout_seconds: float = 10.0,
+            allow_private_addresses: bool = False) -> bool:
     """POST the notification, retrying with backoff on errors and non-2xx answers; every attempt is recorded."""
+    internal = None if allow_private_addresses else private_address_of(url)
+    if internal is not None:
+        record(WebhookAttempt(at=now_iso(), error=f"refused: the webhook host resolves to an internal address "
+                                                  f"({internal})"))
+        return False
     for delay in (0.0, *RETRY_DELAYS_SECONDS):
         if delay:
             sleep(delay)

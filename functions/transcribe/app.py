@@ -202,7 +202,7 @@ def create_upload() -> Response:
     if upload.start_job:
         job = new_job(job_id=job_id_for_upload(upload_id), key_id=key.key_id, key_hash=key.key_hash,
                       options=upload.job.options(), status=JobStatus.AWAITING_UPLOAD,
-                      source_uri=f"s3://{audio_store.bucket}/{audio_store.upload_key(key.key_id, upload_id)}",
+                      source_uri=audio_store.upload_uri(key.key_id, upload_id),
                       upload_id=upload_id, filename=upload.filename, webhook_url=upload.job.webhook_url)
         jobs.create(job)
         body |= {"job_id": job.job_id, "webhook_secret": job.webhook_secret}
@@ -216,7 +216,7 @@ def _create_job(task: Task) -> Response:
         max_audio_bytes=settings.max_sync_audio_bytes, max_upload_bytes=settings.max_upload_bytes, for_job=True)
     service.catalog.resolve(request.model)
     if request.upload_id:
-        _, source_uri = audio_store.load_upload(key.key_id, request.upload_id)  # 404 unless it arrived
+        source_uri = audio_store.check_upload(key.key_id, request.upload_id)  # 404 unless it arrived
     else:
         source_uri = audio_store.put_upload(key.key_id, new_upload_id(), request.audio).uri
     job = new_job(job_id=new_job_id(), key_id=key.key_id, key_hash=key.key_hash, options=request.options(),

@@ -78,9 +78,6 @@ class JobRunner:
         stored = parse_object_key(bucket, object_key, 0)  # as stored on the job: already decoded
         if stored is None or stored.key_id != job.key_id:
             raise InvalidRequest("The job's audio is outside its key's prefix.", code="invalid_source")
-        audio, uri = self.store.load(stored)
-        request = TranscriptionRequest(**job.options.model_dump(), filename=job.filename).with_stored_audio(audio, uri)
-        self.jobs.set_progress(job.job_id, 0.2)
         result_key = self._result_key(job)
         earlier_settle = self._earlier_settle(job)
         if earlier_settle is not None:
@@ -88,6 +85,9 @@ class JobRunner:
             result = self.store.load_result(result_key)
             return self.jobs.succeed(job.job_id, result_key=result_key, audio_seconds=result.duration,
                                      credits_used=earlier_settle.billed_credits or 0)
+        audio, uri = self.store.load(stored)
+        request = TranscriptionRequest(**job.options.model_dump(), filename=job.filename).with_stored_audio(audio, uri)
+        self.jobs.set_progress(job.job_id, 0.2)
         outcome = self.service.transcribe(
             key, request, request_id=self._credit_request_id(job),
             before_settle=lambda result: self.store.put_result(job.key_id, job.job_id, result))
@@ -136,8 +136,6 @@ class JobRunner:
     def render_result(self, job: Job, response_format: ResponseFormat | None = None):
         if job.status is not JobStatus.SUCCEEDED or not job.result_key:
             raise Conflict(f"The job is {job.status.value}; it has no result yet.", code="job_not_finished")
-        options = job.options
-        response_format = response_format or options.response_format
-        include_words = response_format is ResponseFormat.VERBOSE_JSON and "word" in options.timestamp_granularities
-        return render_transcript(self.store.load_result(job.result_key), response_format, task=options.task,
-                                 credits_used=job.credits_used or 0, include_words=include_words)
+        options = job.options.model_copy(update={"response_format": response_format or job.options.response_format})
+        return render_transcript(self.store.load_result(job.result_key), options.response_format, task=options.task,
+                                 credits_used=job.credits_used or 0, include_words=options.word_timestamps)

@@ -25,7 +25,6 @@ class TranscriptionOutcome:
     credits_used: int
     balance_after: int
     audio_seconds: float
-    result: InferenceResult
 
 
 class ModelCatalog:
@@ -100,7 +99,7 @@ class TranscriptionService:
         if charge.unpaid_credits:
             logger.warning("settled below the real cost", extra={"unpaid_credits": charge.unpaid_credits,
                                                                   "reserved": reservation.credits})
-        return TranscriptionOutcome(rendered, credits_used, charge.balance_after, result.duration, result)
+        return TranscriptionOutcome(rendered, credits_used, charge.balance_after, result.duration)
 
     def _refund(self, reservation: Reservation, failure: BaseException) -> None:
         try:

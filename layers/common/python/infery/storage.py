@@ -81,12 +81,29 @@ class AudioStore:
         self._client.put_object(Bucket=self.bucket, Key=key, Body=audio)
         return StoredObject(self.bucket, key, key_id, "uploads", upload_id, len(audio))
 
+    def _upload_object(self, key_id: str, upload_id: str) -> StoredObject:
+        return StoredObject(self.bucket, self.upload_key(key_id, upload_id), key_id, "uploads", upload_id, 0)
+
+    def upload_uri(self, key_id: str, upload_id: str) -> str:
+        return self._upload_object(key_id, upload_id).uri
+
     def load_upload(self, key_id: str, upload_id: str) -> tuple[bytes, str]:
         """The bytes of this key's upload and its s3:// URI; 404 when it is not there (or is another key's)."""
-        return self.load(StoredObject(self.bucket, self.upload_key(key_id, upload_id), key_id, "uploads",
-                                      upload_id, 0))
+        return self.load(self._upload_object(key_id, upload_id))
+
+    def check_upload(self, key_id: str, upload_id: str) -> str:
+        """The s3:// URI of this key's upload once it has arrived, checked as ``load`` checks it, without reading it."""
+        stored = self._upload_object(key_id, upload_id)
+        self._check(stored)
+        return stored.uri
 
     def load(self, stored: StoredObject) -> tuple[bytes, str]:
+        self._check(stored)
+        body = self._client.get_object(Bucket=stored.bucket, Key=stored.key)["Body"].read()
+        return body, stored.uri
+
+    def _check(self, stored: StoredObject) -> None:
+        """404 unless the object is there; 413 over the upload limit; 400 when empty."""
         try:
             head = self._client.head_object(Bucket=stored.bucket, Key=stored.key)
         except ClientError as exc:
@@ -100,8 +117,6 @@ class AudioStore:
                                   code="audio_too_large")
         if head["ContentLength"] == 0:
             raise InvalidRequest("The uploaded file is empty.", param="upload_id", code="empty_file")
-        body = self._client.get_object(Bucket=stored.bucket, Key=stored.key)["Body"].read()
-        return body, stored.uri
 
     def result_key(self, key_id: str, job_id: str) -> str:
         return f"{RESULTS_PREFIX}{key_id}/{job_id}.json"

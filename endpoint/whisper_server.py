@@ -5,9 +5,10 @@
   the SageMaker runtime front end answers it (model errors wrapped as ``ModelError``), so the local
   stack points ``AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME`` here and the Lambda code path stays the same.
 
-The model is loaded once at start-up. Requests run in parallel threads: CTranslate2 runs up to
-``num_workers`` transcriptions at once, with no lock of ours that would serialise them. Each
-request is decoded in full, without voice-activity filtering, so no speech is dropped to go faster.
+The model is loaded once at start-up. Each request runs in its own thread: it decodes its audio once
+(bounded: audio_input.py), and the batched engine (engine.py) decodes its 30-second windows together
+with the windows of every other request in flight. Every sample is decoded: voice-activity detection
+only places the cuts between windows. A request whose caller has gone stops being decoded.
 """
 
 from __future__ import annotations
@@ -15,25 +16,27 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
-import io
 import json
 import logging
 import os
 import re
+import select
+import socket
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from faster_whisper import WhisperModel, decode_audio
+from audio_input import DEFAULT_MAX_AUDIO_SECONDS, SAMPLE_RATE, AudioLimits, AudioRefused, decode
+from engine import BatchedEngine, Cancelled, DecodeOptions, WindowResult
+from faster_whisper import WhisperModel
 from infery.inference import InferenceRequest, InferenceResult, Segment, Task, Word
 from pydantic import ValidationError
 
 logger = logging.getLogger("whisper_server")
-SAMPLE_RATE = 16_000
-# Whisper's own fallback schedule: temperature 0 first, hotter only when decoding fails its checks.
-FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 _RUNTIME_PATH = re.compile(r"^/endpoints/([^/]+)/invocations$")
 
 
@@ -56,6 +59,9 @@ class ServerConfig:
     num_workers: int = 2
     cpu_threads: int = 0
     beam_size: int = 5
+    batch_size: int = 8
+    max_wait_ms: float = 10.0
+    max_audio_seconds: float = DEFAULT_MAX_AUDIO_SECONDS
     host: str = "0.0.0.0"
     port: int = 8080
     endpoint_name: str | None = None
@@ -66,46 +72,87 @@ class WhisperTranscriber:
         self.model = WhisperModel(config.model_dir, device=config.device, compute_type=config.compute_type,
                                   num_workers=config.num_workers, cpu_threads=config.cpu_threads,
                                   local_files_only=True)
-        self.beam_size = config.beam_size
+        self.engine = BatchedEngine(self.model, batch_size=config.batch_size, max_wait_ms=config.max_wait_ms,
+                                    beam_size=config.beam_size)
+        self.limits = AudioLimits(max_seconds=config.max_audio_seconds)
 
     @property
     def multilingual(self) -> bool:
         return bool(self.model.model.is_multilingual)
 
-    def transcribe(self, request: InferenceRequest) -> InferenceResult:
+    def transcribe(self, request: InferenceRequest, *, cancelled: Callable[[], bool] = lambda: False,
+                   on_window: Callable[[WindowResult], None] | None = None) -> InferenceResult:
+        """The whole transcript; ``on_window`` sees each window's segments as soon as they are final."""
         if request.language and request.language != "en" and not self.multilingual:
             raise InferenceFailure(400, "unsupported_language",
                                    f"This deployment's model is English-only; it cannot transcribe language "
                                    f"'{request.language}'.")
-        audio = _decode(_audio_bytes(request))
-        temperature = FALLBACK_TEMPERATURES if not request.temperature else (request.temperature,)
-        segments_iter, info = self.model.transcribe(
-            audio,
-            task=request.task.value if self.multilingual else Task.TRANSCRIBE.value,
-            language=request.language or ("en" if not self.multilingual else None),
-            initial_prompt=request.prompt or None,
-            temperature=list(temperature),
-            beam_size=self.beam_size,
-            word_timestamps=request.word_timestamps,
-            vad_filter=False,
-        )
+        try:
+            audio = decode(_audio_bytes(request), self.limits)
+        except AudioRefused as refused:
+            raise InferenceFailure(400, refused.code, refused.message) from refused
+        options = DecodeOptions(language=self._language(request, audio),
+                                task=request.task.value if self.multilingual else Task.TRANSCRIBE.value,
+                                initial_prompt=request.prompt or None,
+                                # 0 or unset: Whisper's schedule, temperature 0 with fallback to hotter ones
+                                temperature=request.temperature or None,
+                                word_timestamps=request.word_timestamps)
         segments: list[Segment] = []
         words: list[Word] = []
-        for index, segment in enumerate(segments_iter):
-            segments.append(Segment(
-                id=index, seek=segment.seek, start=round(float(segment.start), 3), end=round(float(segment.end), 3),
-                text=segment.text, tokens=list(segment.tokens), temperature=float(segment.temperature or 0.0),
-                avg_logprob=float(segment.avg_logprob), compression_ratio=float(segment.compression_ratio),
-                no_speech_prob=float(segment.no_speech_prob)))
-            words.extend(Word(word=word.word.strip(), start=round(float(word.start), 3),
-                              end=round(float(word.end), 3)) for word in segment.words or [])
+        try:
+            for window in self.engine.stream(audio, options, cancelled=cancelled):
+                for decoded in window.segments:
+                    segments.append(Segment(
+                        id=len(segments), seek=decoded.seek, start=decoded.start, end=decoded.end,
+                        text=decoded.text, tokens=decoded.tokens, temperature=decoded.temperature,
+                        avg_logprob=decoded.avg_logprob, compression_ratio=decoded.compression_ratio,
+                        no_speech_prob=decoded.no_speech_prob))
+                    words.extend(Word(word=word["word"].strip(), start=round(word["start"], 3),
+                                      end=round(word["end"], 3)) for word in decoded.words)
+                if on_window is not None:
+                    on_window(window)
+        except Cancelled as exc:
+            raise InferenceFailure(499, "cancelled", "The caller stopped waiting; the rest was not decoded.") \
+                from exc
         return InferenceResult(
             text="".join(segment.text for segment in segments).strip(),
-            language=info.language,
-            duration=round(float(info.duration), 3),
+            language=options.language,
+            duration=round(len(audio) / SAMPLE_RATE, 3),
             segments=segments,
             words=words if request.word_timestamps else None,
         )
+
+    def _language(self, request: InferenceRequest, audio: Any) -> str:
+        if not self.multilingual:
+            return "en"
+        if request.language:
+            return request.language
+        language, _, _ = self.model.detect_language(audio=audio[: 30 * SAMPLE_RATE])
+        return str(language)
+
+
+class ProgressReporter:
+    """Writes a job's progress next to its output, at most every few seconds, for the API to show."""
+
+    def __init__(self, uri: str, every_seconds: float = 2.0) -> None:
+        self.uri = uri
+        self.every_seconds = every_seconds
+        self._last = 0.0
+
+    def __call__(self, window: WindowResult) -> None:
+        now = time.monotonic()
+        last_window = window.window.index + 1 == window.windows_total
+        if now - self._last < self.every_seconds or last_window:
+            return
+        self._last = now
+        bucket, _, key = self.uri.removeprefix("s3://").partition("/")
+        progress = {"windows_done": window.window.index + 1, "windows_total": window.windows_total,
+                    "seconds_done": round(window.window.end / SAMPLE_RATE, 3)}
+        try:
+            _s3_client().put_object(Bucket=bucket, Key=key, Body=json.dumps(progress).encode(),
+                                    ContentType="application/json")
+        except Exception:  # progress is a courtesy: never fail a transcription over it
+            logger.warning("progress not written", exc_info=True)
 
 
 def _audio_bytes(request: InferenceRequest) -> bytes:
@@ -133,21 +180,14 @@ def _read_s3_object(uri: str) -> bytes:
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
         if code in ("NoSuchKey", "404", "NoSuchBucket", "AccessDenied", "403"):
-            raise InferenceFailure(400, "invalid_request", f"The audio object {uri} cannot be read ({code}).") \
+            logger.warning("audio object %s unreadable: %s", uri, code)
+            raise InferenceFailure(400, "invalid_request", "The audio object cannot be read; upload it again.") \
                 from exc
-        raise InferenceFailure(503, "storage_unavailable", f"S3 failed while reading {uri}: {code}") from exc
+        logger.warning("S3 failed while reading %s: %s", uri, code)
+        raise InferenceFailure(503, "storage_unavailable", "Storage failed while reading the audio.") from exc
     except BotoCoreError as exc:
-        raise InferenceFailure(503, "storage_unavailable", f"S3 cannot be reached: {exc}") from exc
-
-
-def _decode(data: bytes) -> Any:
-    try:
-        samples = decode_audio(io.BytesIO(data), sampling_rate=SAMPLE_RATE)
-    except Exception as exc:  # PyAV raises many error types for corrupt or unsupported input
-        raise InferenceFailure(400, "undecodable_audio", f"The audio could not be decoded: {exc}") from exc
-    if samples.size == 0:
-        raise InferenceFailure(400, "undecodable_audio", "The audio file contains no audio samples.")
-    return samples
+        logger.warning("S3 cannot be reached: %s", exc)
+        raise InferenceFailure(503, "storage_unavailable", "Storage cannot be reached right now.") from exc
 
 
 class InferenceHandler(BaseHTTPRequestHandler):
@@ -175,10 +215,19 @@ class InferenceHandler(BaseHTTPRequestHandler):
             return
         self._send(404, b'{"error": "not found", "code": "not_found"}')
 
+    def _client_gone(self) -> bool:
+        """True once the caller closed its connection (a timeout or a disconnect): nobody waits for the rest."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
+
     def _invoke(self, body: bytes) -> tuple[int, bytes]:
         try:
             request = InferenceRequest.model_validate_json(body)
-            result = self.server.transcriber.transcribe(request)
+            progress = ProgressReporter(request.progress_s3_uri) if request.progress_s3_uri else None
+            result = self.server.transcriber.transcribe(request, cancelled=self._client_gone, on_window=progress)
             return 200, result.model_dump_json().encode()
         except ValidationError as exc:
             return 400, InferenceFailure(400, "invalid_request", f"Invalid inference request: {exc}").to_json()
@@ -236,6 +285,13 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
     parser.add_argument("--num-workers", type=int, default=int(env("WHISPER_NUM_WORKERS", "2")))
     parser.add_argument("--cpu-threads", type=int, default=int(env("WHISPER_CPU_THREADS", "0")))
     parser.add_argument("--beam-size", type=int, default=int(env("WHISPER_BEAM_SIZE", "5")))
+    parser.add_argument("--batch-size", type=int, default=int(env("WHISPER_BATCH_SIZE", "8")),
+                        help="windows decoded together, across requests")
+    parser.add_argument("--max-wait-ms", type=float, default=float(env("WHISPER_MAX_WAIT_MS", "10")),
+                        help="how long a batch waits for more windows before it is decoded")
+    parser.add_argument("--max-audio-seconds", type=float,
+                        default=float(env("WHISPER_MAX_AUDIO_SECONDS", str(DEFAULT_MAX_AUDIO_SECONDS))),
+                        help="longer audio is refused before it is decoded")
     parser.add_argument("--host", default=env("WHISPER_HOST", "0.0.0.0"))
     parser.add_argument("--port", type=int, default=int(env("SAGEMAKER_BIND_TO_PORT", env("WHISPER_PORT", "8080"))))
     parser.add_argument("--endpoint-name", default=env("SAGEMAKER_ENDPOINT_NAME"),

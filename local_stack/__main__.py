@@ -19,9 +19,19 @@ from infery.credits import CreditStore
 from infery.keys import KeyStore
 
 from .api_gateway import LocalApiGateway, LocalApiServer
+from .async_inference import LocalAsyncInference
 from .queue_poller import LocalQueuePoller
 from .scheduler import LocalScheduler
-from .template import TEMPLATE_PATH, LocalTemplate, create_buckets, create_queues, create_tables, load_template
+from .template import (
+    TEMPLATE_PATH,
+    LocalTemplate,
+    async_endpoints,
+    create_buckets,
+    create_queues,
+    create_tables,
+    create_topics,
+    load_template,
+)
 
 ROOT = TEMPLATE_PATH.parent
 # Where a running local stack says how to reach it: the operator's tool (`infery --local`) reads it.
@@ -107,6 +117,7 @@ def main() -> None:
         "AWS_ENDPOINT_URL_DYNAMODB": f"http://127.0.0.1:{moto_port}",
         "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{moto_port}",
         "AWS_ENDPOINT_URL_SQS": f"http://127.0.0.1:{moto_port}",
+        "AWS_ENDPOINT_URL_SNS": f"http://127.0.0.1:{moto_port}",
         "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": f"http://127.0.0.1:{model_port}",
         "POWERTOOLS_METRICS_DISABLED": "false",
         # webhook receivers on this machine are the point locally; on AWS internal addresses are refused
@@ -127,6 +138,7 @@ def main() -> None:
         _wait_until(lambda: _http_ok(f"http://127.0.0.1:{moto_port}/moto-api/"), "moto server", 60, moto)
         create_tables(local, boto3.client("dynamodb"))
         create_queues(local, boto3.client("sqs"))
+        create_topics(local, boto3.client("sns"))
         create_buckets(local, boto3.client("s3"))
         dev_key = _seed_dev_key(local, args.dev_key, args.dev_credits)
         _wait_until(lambda: _http_ok(f"http://127.0.0.1:{model_port}/ping"), "Whisper model server", 180,
@@ -138,7 +150,12 @@ def main() -> None:
         scheduler = LocalScheduler(local, aws_environment)
         stack.callback(scheduler.close)
         scheduler.start()
-        poller = LocalQueuePoller(local, aws_environment)
+        # the asynchronous endpoint (jobs) is emulated in front of the same model server; only the worker calls it
+        async_inference = LocalAsyncInference(async_endpoints(local), f"http://127.0.0.1:{model_port}",
+                                              boto3.client("s3"), boto3.client("sns"), local.region)
+        stack.callback(async_inference.close)
+        async_inference.start()
+        poller = LocalQueuePoller(local, {**aws_environment, "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": async_inference.url})
         stack.callback(poller.close)
         poller.start()
         server = LocalApiServer((args.host, args.port), gateway, verbose=not args.quiet)

@@ -65,6 +65,8 @@ class LocalTemplate:
         name = self.physical_name(logical_id)
         if self.resources[logical_id]["Type"] == "AWS::SQS::Queue":
             return f"https://sqs.{self.region}.amazonaws.com/{ACCOUNT_ID}/{name}"
+        if self.resources[logical_id]["Type"] == "AWS::SNS::Topic":
+            return f"arn:aws:sns:{self.region}:{ACCOUNT_ID}:{name}"
         return name
 
     def get_att(self, logical_id: str, attribute: str) -> str:
@@ -212,6 +214,50 @@ def create_queues(local: LocalTemplate, sqs_client: Any) -> list[str]:
         sqs_client.create_queue(QueueName=local.physical_name(logical_id), Attributes=attributes)
         created.append(local.physical_name(logical_id))
     return created
+
+
+def create_topics(local: LocalTemplate, sns_client: Any) -> list[str]:
+    """Create every AWS::SNS::Topic and its AWS::SNS::Subscription to a queue (moto delivers to SQS)."""
+    created = []
+    for logical_id in local.resources_of_type("AWS::SNS::Topic"):
+        sns_client.create_topic(Name=local.physical_name(logical_id))
+        created.append(local.physical_name(logical_id))
+    for body in local.resources_of_type("AWS::SNS::Subscription").values():
+        properties = local.resolve(body["Properties"])
+        attributes = {"RawMessageDelivery": "true"} if properties.get("RawMessageDelivery") in (True, "true") else {}
+        sns_client.subscribe(TopicArn=properties["TopicArn"], Protocol=properties["Protocol"],
+                             Endpoint=properties["Endpoint"], Attributes=attributes)
+    return created
+
+
+@dataclass(frozen=True)
+class AsyncEndpointConfig:
+    """An asynchronous SageMaker endpoint as its EndpointConfig declares it."""
+
+    endpoint_name: str
+    output_path: str
+    failure_path: str
+    success_topic: str | None
+    error_topic: str | None
+    max_concurrent_invocations: int
+
+
+def async_endpoints(local: LocalTemplate) -> list[AsyncEndpointConfig]:
+    endpoints = []
+    for logical_id, body in local.resources_of_type("AWS::SageMaker::Endpoint").items():
+        config_id = body["Properties"]["EndpointConfigName"]["Fn::GetAtt"][0]
+        config = local.resolve(local.resources[config_id]["Properties"]).get("AsyncInferenceConfig")
+        if not config:
+            continue
+        output = config["OutputConfig"]
+        notifications = output.get("NotificationConfig", {})
+        endpoints.append(AsyncEndpointConfig(
+            endpoint_name=local.physical_name(logical_id), output_path=output["S3OutputPath"],
+            failure_path=output.get("S3FailurePath", output["S3OutputPath"]),
+            success_topic=notifications.get("SuccessTopic"), error_topic=notifications.get("ErrorTopic"),
+            max_concurrent_invocations=int(config.get("ClientConfig", {}).get("MaxConcurrentInvocationsPerInstance",
+                                                                              4))))
+    return endpoints
 
 
 def create_buckets(local: LocalTemplate, s3_client: Any) -> list[str]:

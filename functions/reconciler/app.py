@@ -17,9 +17,10 @@ credit_store = CreditStore(boto3.client("dynamodb"), settings.keys_table_name, s
 
 
 def release_stale_reservations(now: float | None = None) -> int:
-    cutoff = int((now or time.time()) - settings.reservation_grace_seconds)
+    now = now or time.time()
+    cutoff = int(now - settings.reservation_grace_seconds)
     released = 0
-    for reservation in credit_store.open_reservations(older_than_epoch=cutoff):
+    for reservation in credit_store.open_reservations(older_than_epoch=cutoff, now_epoch=int(now)):
         # a request still running would have closed its reservation long before the grace period ends
         if credit_store.refund(reservation, reason="released: the request never settled",
                           kind=LedgerKind.RELEASE) is not None:

@@ -21,12 +21,13 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
+from infery.async_inference import ProgressReader
 from infery.credits import CreditStore
 from infery.endpoint_client import WhisperEndpoint
 from infery.errors import Conflict, InferyError, InvalidRequest, ModelTimeout, NotFound
 from infery.http_errors import JSON_CONTENT_TYPE, error_response, unexpected_error_response
 from infery.inference import Task
-from infery.job_runner import JobRunner
+from infery.job_views import JobPresenter
 from infery.jobs import Job, JobStatus, JobStore, job_id_for_upload, new_job, new_job_id
 from infery.keys import ApiKeyItem, KeyStore
 from infery.observability import logger, metrics
@@ -54,10 +55,11 @@ service = TranscriptionService(
     WhisperEndpoint(boto3.client("sagemaker-runtime", config=_runtime_config), settings.sagemaker_endpoint_name),
 )
 
-audio_store = AudioStore(boto3.client("s3"), settings.audio_bucket_name, max_upload_bytes=settings.max_upload_bytes,
+_s3 = boto3.client("s3")
+audio_store = AudioStore(_s3, settings.audio_bucket_name, max_upload_bytes=settings.max_upload_bytes,
                          upload_expiry_seconds=settings.upload_expiry_seconds)
 jobs = JobStore(boto3.resource("dynamodb").Table(settings.jobs_table_name))
-job_views = JobRunner(service, jobs, audio_store, service.keys, lease_seconds=settings.worker_lease_seconds)
+job_views = JobPresenter(audio_store, model_progress=ProgressReader(_s3, settings.audio_bucket_name))
 _sqs = boto3.client("sqs")
 rate_limiter = RateLimiter(boto3.resource("dynamodb").Table(settings.rate_limits_table_name))
 # A retried request with the same Idempotency-Key (per key) gets the first answer back and is charged once.
@@ -224,7 +226,7 @@ def _create_job(task: Task) -> Response:
                   filename=request.filename, webhook_url=request.webhook_url)
     jobs.create(job)
     _sqs.send_message(QueueUrl=settings.jobs_queue_url, MessageBody=json.dumps({"job_id": job.job_id}))
-    return _json_response(202, {**job_views.job_view(job), "webhook_secret": job.webhook_secret},
+    return _json_response(202, {**job_views.view(job), "webhook_secret": job.webhook_secret},
                           rate_limit_headers)
 
 
@@ -259,7 +261,7 @@ def _response_format_query() -> ResponseFormat | None:
 @app.get("/v1/jobs/<job_id>")
 def get_job(job_id: str) -> Response:
     key, rate_limit_headers = _authenticate()
-    return _json_response(200, job_views.job_view(_own_job(key, job_id), _response_format_query()),
+    return _json_response(200, job_views.view(_own_job(key, job_id), _response_format_query()),
                           rate_limit_headers)
 
 

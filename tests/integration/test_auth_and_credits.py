@@ -299,7 +299,8 @@ def test_a_request_sends_the_audio_and_options_to_the_endpoint(fake_runtime, loa
     sent = json.loads(request["body"])
     assert base64.b64decode(sent.pop("audio")) == wav
     assert sent == {"task": "transcribe", "language": "en", "prompt": "Fox.", "temperature": 0.2,
-                    "word_timestamps": True, "audio_s3_uri": None}  # the audio is in the body, not in S3
+                    "word_timestamps": True, "audio_s3_uri": None,  # the audio is in the body, not in S3
+                    "progress_s3_uri": None}  # a sync call has no job to report progress on
 
 
 @pytest.mark.parametrize(("environment", "duration", "expected"), [

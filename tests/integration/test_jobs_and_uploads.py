@@ -34,8 +34,9 @@ from infery import job_runner, webhooks
 from infery.jobs import Job, JobStatus
 from infery.settings import get_settings
 
+from local_stack.async_inference import LocalAsyncInference
 from local_stack.queue_poller import sqs_event
-from local_stack.template import LocalTemplate, create_buckets, create_queues
+from local_stack.template import LocalTemplate, async_endpoints, create_buckets, create_queues, create_topics
 from tests.integration.support import (
     ROOT,
     TRANSCRIPTIONS,
@@ -79,10 +80,13 @@ def audio_resources(moto_url: str, local_template: LocalTemplate) -> dict[str, s
     existing_buckets = {entry["Name"] for entry in s3.list_buckets().get("Buckets", [])}
     if bucket not in existing_buckets:  # another fixture of the session may have made them already
         create_queues(local_template, sqs)
+        create_topics(local_template, boto3.client("sns", **credentials))
         create_buckets(local_template, s3)
     environment = local_template.function_environment("WorkerFunction")
     return {"bucket": environment["AUDIO_BUCKET_NAME"], "queue_url": environment["JOBS_QUEUE_URL"],
             "queue_arn": local_template.get_att("JobsQueue", "Arn"),
+            "results_queue_url": local_template.resolve({"Ref": "InferenceResultsQueue"}),
+            "results_queue_arn": local_template.get_att("InferenceResultsQueue", "Arn"),
             "jobs_table": environment["JOBS_TABLE_NAME"],
             "reservations_table": environment["RESERVATIONS_TABLE_NAME"],
             "ledger_table": environment["LEDGER_TABLE_NAME"]}
@@ -94,7 +98,21 @@ def storage_endpoints(monkeypatch: pytest.MonkeyPatch, aws_environment: None, mo
     """S3 and SQS at moto, for the handlers and for the model server (which reads audio_s3_uri with boto3)."""
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto_url)
     monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", moto_url)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SNS", moto_url)
     whisper_server._s3_client.cache_clear()  # built on first use, from the environment of that moment
+
+
+@pytest.fixture(scope="session")
+def async_inference(model_server_url: str, moto_url: str, local_template: LocalTemplate,
+                    audio_resources: dict[str, str]) -> Iterator[LocalAsyncInference]:
+    """The local stack's asynchronous endpoint (local_stack/async_inference.py) in front of the real model server."""
+    credentials = {"endpoint_url": moto_url, "region_name": local_template.region,
+                   "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+    server = LocalAsyncInference(async_endpoints(local_template), model_server_url, boto3.client("s3", **credentials),
+                                 boto3.client("sns", **credentials), local_template.region)
+    server.start()
+    yield server
+    server.close()
 
 
 @pytest.fixture
@@ -177,13 +195,44 @@ def store(s3: Any, audio_resources: dict[str, str]) -> Store:
 
 @dataclass
 class Worker:
-    """One cold-started functions/worker/app.py, called with SQS events as the event source mapping sends them."""
+    """One cold-started functions/worker/app.py, called with SQS events as the event source mapping sends them.
+
+    After job messages, ``deliver`` waits for the asynchronous endpoint to finish what they submitted and hands
+    its notifications (SNS -> the results queue) to the worker too, so a test sees each job to its end.
+    """
 
     module: Any
     queue_arn: str
+    async_inference: LocalAsyncInference | None = None
+    results_queue_url: str = ""
+    results_queue_arn: str = ""
+    notifications: list[dict[str, Any]] = field(default_factory=list)
 
     def deliver(self, messages: list[dict[str, Any]], receive_count: int | None = None) -> dict[str, Any]:
-        event = sqs_event(messages, self.queue_arn, "us-east-1")
+        response = self._handle(sqs_event(messages, self.queue_arn, "us-east-1"), receive_count)
+        self.finish_submitted()
+        return response
+
+    def finish_submitted(self, timeout: float = 300) -> None:
+        if self.async_inference is None:
+            return
+        assert self.async_inference.wait_until_idle(timeout), "the asynchronous endpoint did not finish in time"
+        sqs = boto3.client("sqs")
+        while True:
+            messages = sqs.receive_message(QueueUrl=self.results_queue_url, MaxNumberOfMessages=10,
+                                           WaitTimeSeconds=0, AttributeNames=["All"]).get("Messages", [])
+            if not messages:
+                return
+            self.notifications.extend(json.loads(message["Body"]) for message in messages)
+            response = self._handle(sqs_event(messages, self.results_queue_arn, "us-east-1"), None)
+            failed = {failure["itemIdentifier"] for failure in response.get("batchItemFailures", [])}
+            for message in messages:
+                if message["MessageId"] not in failed:
+                    sqs.delete_message(QueueUrl=self.results_queue_url, ReceiptHandle=message["ReceiptHandle"])
+            if failed:
+                return  # left on the queue, as SQS would redeliver it; the test decides what comes next
+
+    def _handle(self, event: dict[str, Any], receive_count: int | None) -> dict[str, Any]:
         if receive_count is not None:
             for record in event["Records"]:
                 record["attributes"] = {**record["attributes"], "ApproximateReceiveCount": str(receive_count)}
@@ -198,10 +247,15 @@ LoadWorker = Callable[..., Worker]
 
 @pytest.fixture
 def load_worker(monkeypatch: pytest.MonkeyPatch, storage_endpoints: None, local_template: LocalTemplate,
-                audio_resources: dict[str, str]) -> Iterator[LoadWorker]:
-    """Import the worker's app.py afresh (a new Lambda instance) with the environment template.yaml gives it."""
+                audio_resources: dict[str, str], async_inference: LocalAsyncInference,
+                model_server_url: str) -> Iterator[LoadWorker]:
+    """Import the worker's app.py afresh (a new Lambda instance) with the environment template.yaml gives it.
+    The real model server is reached as the worker reaches it: through the asynchronous endpoint."""
 
     def load(runtime_url: str, **environment: str) -> Worker:
+        emulated = runtime_url == model_server_url or runtime_url in ASYNC_PROXIES
+        if runtime_url == model_server_url:
+            runtime_url = async_inference.url
         worker_environment = {name: value for name, value in local_template.function_environment("WorkerFunction")
                               .items() if not name.startswith("POWERTOOLS_METRICS")}
         # the webhook receivers of these tests listen on 127.0.0.1, which a deployed worker refuses (SSRF)
@@ -213,7 +267,8 @@ def load_worker(monkeypatch: pytest.MonkeyPatch, storage_endpoints: None, local_
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-        return Worker(module, audio_resources["queue_arn"])
+        return Worker(module, audio_resources["queue_arn"], async_inference if emulated else None,
+                      audio_resources["results_queue_url"], audio_resources["results_queue_arn"])
 
     yield load
     get_settings.cache_clear()
@@ -283,11 +338,17 @@ def webhook_sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     return sleeps
 
 
+# runtime URLs that reach the real model through the asynchronous endpoint (the worker's path to it)
+ASYNC_PROXIES: set[str] = set()
+
+
 @pytest.fixture
-def model_proxy(model_server_url: str) -> Iterator[Callable[[Callable[[bytes], None]], str]]:
-    """The real model server behind a proxy that calls ``on_request(body)`` before forwarding each invocation."""
+def model_proxy(async_inference: LocalAsyncInference, model_server_url: str,
+                s3: Any) -> Iterator[Callable[[Callable[[bytes], None]], str]]:
+    """The real model (real-time, or the asynchronous endpoint in front of it) behind a proxy that calls
+    ``on_request(body)`` with each invocation's request body before forwarding it; an asynchronous invocation's
+    body is the S3 object it names."""
     servers: list[ThreadingHTTPServer] = []
-    target = urlsplit(model_server_url)
 
     def start(on_request: Callable[[bytes], None]) -> str:
         class Handler(BaseHTTPRequestHandler):
@@ -298,10 +359,19 @@ def model_proxy(model_server_url: str) -> Iterator[Callable[[Callable[[bytes], N
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                on_request(body)
+                input_location = self.headers.get("X-Amzn-SageMaker-InputLocation")
+                if input_location:
+                    bucket, _, key = input_location.removeprefix("s3://").partition("/")
+                    on_request(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+                    target = urlsplit(async_inference.url)
+                else:
+                    on_request(body)
+                    target = urlsplit(model_server_url)
                 connection = HTTPConnection(target.hostname, target.port, timeout=120)
                 connection.request("POST", self.path, body=body,
-                                    headers={"Content-Type": self.headers.get("Content-Type", "application/json")})
+                                    headers={name: value for name, value in self.headers.items()
+                                             if name.lower().startswith("x-amzn-sagemaker")
+                                             or name.lower() == "content-type"})
                 answer = connection.getresponse()
                 payload = answer.read()
                 self.send_response(answer.status)
@@ -317,6 +387,7 @@ def model_proxy(model_server_url: str) -> Iterator[Callable[[Callable[[bytes], N
         server.daemon_threads = True
         threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         servers.append(server)
+        ASYNC_PROXIES.add(f"http://127.0.0.1:{server.server_port}")
         return f"http://127.0.0.1:{server.server_port}"
 
     yield start

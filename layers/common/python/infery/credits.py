@@ -111,6 +111,8 @@ class Reservation(BaseModel):
     credits: int = Field(ge=0)
     created_at: str
     created_epoch: int
+    # a job on the asynchronous endpoint legitimately runs longer than the reconciler's grace period
+    hold_until_epoch: int | None = None
 
 
 class SettledCharge(BaseModel):
@@ -188,10 +190,15 @@ class CreditStore:
                                                                         ":prefix": request_id_prefix}))
         return [LedgerEntry.model_validate(deserialize(item)) for item in page["Items"]]
 
-    def open_reservations(self, *, older_than_epoch: int) -> list[Reservation]:
+    def open_reservations(self, *, older_than_epoch: int, now_epoch: int | None = None) -> list[Reservation]:
+        """Reservations created before ``older_than_epoch`` whose hold (if any) has passed."""
+        now = int(time.time()) if now_epoch is None else now_epoch
         arguments: dict[str, Any] = {"TableName": self._reservations_table,
-                                     "FilterExpression": "created_epoch < :cutoff",
-                                     "ExpressionAttributeValues": _serialize({":cutoff": older_than_epoch}),
+                                     "FilterExpression": "created_epoch < :cutoff AND "
+                                                         "(attribute_not_exists(hold_until_epoch) OR "
+                                                         "hold_until_epoch < :now)",
+                                     "ExpressionAttributeValues": _serialize({":cutoff": older_than_epoch,
+                                                                              ":now": now}),
                                      "ConsistentRead": True}
         reservations = []
         while True:
@@ -213,11 +220,14 @@ class CreditStore:
         except _AlreadyApplied:
             return self.balance(key.key_hash)
 
-    def reserve(self, key: ApiKeyItem, credits: int, *, request_id: str, model: str) -> Reservation:
-        """Take ``credits`` from the available balance for a request about to run; 402 if the balance is short."""
+    def reserve(self, key: ApiKeyItem, credits: int, *, request_id: str, model: str,
+                hold_seconds: int | None = None) -> Reservation:
+        """Take ``credits`` from the available balance for a request about to run; 402 if the balance is short.
+        ``hold_seconds``: how long the reconciler must leave it alone (a job longer than its grace period)."""
         created_epoch = int(time.time())
         reservation = Reservation(request_id=request_id, key_hash=key.key_hash, key_id=key.key_id, model=model,
-                                  credits=credits, created_at=now_iso(), created_epoch=created_epoch)
+                                  credits=credits, created_at=now_iso(), created_epoch=created_epoch,
+                                  hold_until_epoch=created_epoch + hold_seconds if hold_seconds else None)
 
         def take(current: int) -> tuple[int, dict[str, Any]]:
             if current < credits:

@@ -32,6 +32,31 @@ _SEGMENT, _INFO, _CLUSTER = 0x18538067, 0x1549A966, 0x1F43B675
 _TIMECODE_SCALE, _DURATION = 0x2AD7B1, 0x4489
 
 
+def probe_sample_rate(audio: bytes, audio_format: AudioFormat) -> int | None:
+    """The sample rate the container declares, or None when it does not say (WebM, damaged headers)."""
+    try:
+        if audio_format is AudioFormat.WAV:
+            info = WAVE(io.BytesIO(audio)).info
+        elif audio_format is AudioFormat.OGG:
+            info = next((kind(io.BytesIO(audio)).info for kind in _OGG_KINDS if _opens(kind, audio)), None)
+        elif audio_format in _MUTAGEN_KINDS:
+            info = _MUTAGEN_KINDS[audio_format](io.BytesIO(audio)).info
+        else:
+            return None
+    except (MutagenError, ValueError, struct.error, IndexError, ZeroDivisionError):
+        return None
+    rate = getattr(info, "sample_rate", None)
+    return int(rate) if isinstance(rate, int | float) and rate > 0 else None
+
+
+def _opens(kind: type[OggFileType], audio: bytes) -> bool:
+    try:
+        kind(io.BytesIO(audio))
+    except MutagenError:
+        return False
+    return True
+
+
 def probe_duration(audio: bytes, audio_format: AudioFormat) -> float | None:
     """Seconds of audio the container declares, or None when it does not say (or cannot be read)."""
     try:

@@ -21,8 +21,9 @@ from .errors import InvalidRequest, ModelFailed, ModelTimeout, ModelUnavailable
 from .inference import InferenceError, InferenceRequest, InferenceResult
 
 # What the model server says about the audio, passed on to the client as its own mistake (4xx).
-_CLIENT_ERROR_CODES = {"undecodable_audio", "unsupported_language", "invalid_request"}
-_UNAVAILABLE_CODES = {"ServiceUnavailable", "ModelNotReadyException", "ThrottlingException",
+CLIENT_ERROR_CODES = {"undecodable_audio", "unsupported_language", "invalid_request", "audio_too_long",
+                       "sample_rate_too_low"}
+UNAVAILABLE_CODES = {"ServiceUnavailable", "ModelNotReadyException", "ThrottlingException",
                       "InternalDependencyException", "ValidationError"}
 
 
@@ -63,11 +64,11 @@ def _error_from_client_error(exc: ClientError) -> Exception:
     if code == "ModelError":
         status = int(exc.response.get("OriginalStatusCode") or 500)
         model_error = _parse_model_error(exc.response.get("OriginalMessage"))
-        if 400 <= status < 500 and model_error and model_error.code in _CLIENT_ERROR_CODES:
+        if 400 <= status < 500 and model_error and model_error.code in CLIENT_ERROR_CODES:
             param = "language" if model_error.code == "unsupported_language" else "file"
             return InvalidRequest(model_error.error, param=param, code=model_error.code)
         return ModelFailed("The model failed to transcribe this audio; nothing was charged.")
-    if code in _UNAVAILABLE_CODES:
+    if code in UNAVAILABLE_CODES:
         return ModelUnavailable("The model endpoint is not available right now; nothing was charged. "
                                 "Retry in a moment.")
     return ModelFailed("The model endpoint returned an error; nothing was charged.")

@@ -30,6 +30,8 @@ class InferenceRequest(BaseModel):
     prompt: str | None = None
     temperature: float | None = Field(default=None, ge=0, le=1)
     word_timestamps: bool = False
+    # where the model writes its progress while it works (jobs); the API shows it on GET /v1/jobs/{id}
+    progress_s3_uri: str | None = Field(default=None, pattern=r"^s3://[^/]+/.+")
 
     @model_validator(mode="after")
     def _one_audio_source(self) -> InferenceRequest:

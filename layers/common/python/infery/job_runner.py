@@ -1,13 +1,25 @@
-"""The worker's use case: turn an arriving S3 object or a queued job into a finished, charged-once job."""
+"""The worker's use case: turn an arriving S3 object or a queued job into a finished, charged-once job.
+
+A job runs in two steps, because the model may take longer than any one function invocation:
+1. ``run`` (a job message): claim the job, check its audio, reserve its credits, submit it to the
+   asynchronous endpoint, and hold the job's lease until the outcome can no longer arrive;
+2. ``complete`` (the endpoint's notification): settle the credits from the real duration and store the
+   result, or refund them, then notify the job's webhook.
+Each step is idempotent: a repeated message or notification changes nothing that was already done.
+"""
 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
+from typing import Protocol
 
+from .async_inference import AsyncNotification, AsyncSubmission
 from .credits import LedgerEntry, LedgerKind
-from .errors import AuthenticationFailed, Conflict, InferyError, InvalidRequest
-from .formats import render_transcript
+from .errors import AuthenticationFailed, InferyError, InvalidRequest
+from .inference import InferenceRequest, InferenceResult, Task
+from .job_views import JobPresenter
 from .jobs import Job, JobError, JobStatus, JobStore, job_id_for_object, job_id_for_upload, new_job
 from .keys import ApiKeyItem, KeyStore, ensure_usable
 from .observability import logger
@@ -15,6 +27,12 @@ from .service import TranscriptionService
 from .storage import AudioStore, StoredObject, parse_object_key
 from .transcription_request import ResponseFormat, TranscriptionOptions, TranscriptionRequest
 from .webhooks import deliver
+
+
+class AsyncEndpoint(Protocol):
+    def submit(self, request: InferenceRequest, *, key_id: str, inference_id: str) -> AsyncSubmission: ...
+    def result(self, notification: AsyncNotification) -> InferenceResult: ...
+    def progress_uri(self, key_id: str, inference_id: str) -> str: ...
 
 
 class RetryLater(Exception):
@@ -27,7 +45,12 @@ class JobRunner:
     jobs: JobStore
     store: AudioStore
     keys: KeyStore
+    endpoint: AsyncEndpoint
+    presenter: JobPresenter
     lease_seconds: int
+    # how long a submitted attempt holds its lease and its reservation (queue wait + run + grace)
+    hold_seconds: int
+    max_attempts: int = 3
     allow_private_webhooks: bool = False
 
     def job_for_object(self, stored: StoredObject) -> str | None:
@@ -42,35 +65,44 @@ class JobRunner:
             logger.warning("object under the prefix of an unknown key", extra={"object_key": stored.key})
             return None
         job_id = job_id_for_object(stored.bucket, stored.key, stored.etag)
-        options = TranscriptionOptions(task="transcribe", model=self.service.catalog.default_model,
+        options = TranscriptionOptions(task=Task.TRANSCRIBE, model=self.service.catalog.default_model,
                                        response_format=ResponseFormat.JSON)
         self.jobs.create(new_job(job_id=job_id, key_id=key.key_id, key_hash=key.key_hash, options=options,
                                  status=JobStatus.QUEUED, source_uri=stored.uri, filename=stored.name))
         return job_id
 
     def run(self, job_id: str, *, final_attempt: bool) -> Job | None:
-        """Process the job once. Raises RetryLater for a transient failure unless this is the final attempt."""
+        """Start the job on the asynchronous endpoint. Raises RetryLater for a transient failure unless this is
+        the final attempt; a job that cannot start is failed (and refunded) here."""
         job = self.jobs.claim(job_id, self.lease_seconds)
         if job is None:
             return None  # finished already, or another worker holds a live lease: a duplicate delivery
         try:
-            finished = self._transcribe(job)
-        except InferyError as error:
-            if error.status_code >= 500 and not final_attempt:
-                self.jobs.release(job_id)
-                raise RetryLater(error.message) from error
-            finished = self.jobs.fail(job_id, JobError(code=error.code or "error", message=error.message))
+            return self._start(job)
         except Exception as error:
-            logger.exception("job failed unexpectedly", extra={"job_id": job_id})
-            if not final_attempt:
-                self.jobs.release(job_id)
-                raise RetryLater(str(error)) from error
-            finished = self.jobs.fail(job_id, JobError(code="internal_error",
-                                                       message="The job failed on our side; nothing was charged."))
+            return self._failed(job, error, retry=not final_attempt)
+
+    def complete(self, notification: AsyncNotification) -> Job | None:
+        """Finish the job whose asynchronous invocation ended: settle and store, or refund and fail."""
+        job = self.jobs.get(job_id_of_inference(notification.inference_id))
+        if job is None or job.status is not JobStatus.RUNNING or job.inference_id != notification.inference_id:
+            logger.info("notification for no running attempt ignored",
+                        extra={"inference_id": notification.inference_id})
+            return None  # a repeated notification, or one of an attempt that was given up
+        try:
+            result = self.endpoint.result(notification)
+            finished = self._settle(job, result)
+        except Exception as error:
+            reservation = self.service.credits.reservation(notification.inference_id)
+            if reservation is not None:
+                self.service.refund(reservation, error)
+            if self._earlier_settle(job) is not None:
+                raise  # charged already (crashed after the settle): a redelivery finishes the job
+            return self._failed(job, error, retry=job.attempts < self.max_attempts, resubmit=True)
         self._notify(finished)
         return finished
 
-    def _transcribe(self, job: Job) -> Job:
+    def _start(self, job: Job) -> Job:
         key = self._key(job)
         if job.source_uri is None:
             raise InvalidRequest("The job has no audio.", code="missing_audio")
@@ -78,31 +110,75 @@ class JobRunner:
         stored = parse_object_key(bucket, object_key, 0)  # as stored on the job: already decoded
         if stored is None or stored.key_id != job.key_id:
             raise InvalidRequest("The job's audio is outside its key's prefix.", code="invalid_source")
-        result_key = self._result_key(job)
         earlier_settle = self._earlier_settle(job)
         if earlier_settle is not None:
             # an earlier attempt was charged, then crashed before marking the job: finish it, never charge again
+            result_key = self.store.result_key(job.key_id, job.job_id)
             result = self.store.load_result(result_key)
-            return self.jobs.succeed(job.job_id, result_key=result_key, audio_seconds=result.duration,
-                                     credits_used=earlier_settle.billed_credits or 0)
+            finished = self.jobs.succeed(job.job_id, result_key=result_key, audio_seconds=result.duration,
+                                         credits_used=earlier_settle.billed_credits or 0)
+            self._notify(finished)
+            return finished
         audio, uri = self.store.load(stored)
         request = TranscriptionRequest(**job.options.model_dump(), filename=job.filename).with_stored_audio(audio, uri)
-        self.jobs.set_progress(job.job_id, 0.2)
-        outcome = self.service.transcribe(
-            key, request, request_id=self._credit_request_id(job),
-            before_settle=lambda result: self.store.put_result(job.key_id, job.job_id, result))
-        return self.jobs.succeed(job.job_id, result_key=result_key, credits_used=outcome.credits_used,
-                                 audio_seconds=outcome.audio_seconds)
+        inference_id = self._inference_id(job)
+        reservation = self.service.reserve(key, request, request_id=inference_id, hold_seconds=self.hold_seconds)
+        try:
+            self.endpoint.submit(self.service.inference_request(
+                request, progress_s3_uri=self.endpoint.progress_uri(job.key_id, inference_id)),
+                key_id=job.key_id, inference_id=inference_id)
+            return self.jobs.submitted(job.job_id, inference_id=inference_id,
+                                       lease_until=int(time.time()) + self.hold_seconds)
+        except BaseException as failure:
+            self.service.refund(reservation, failure)
+            raise
+
+    def _settle(self, job: Job, result: InferenceResult) -> Job:
+        assert job.inference_id is not None
+        reservation = self.service.credits.reservation(job.inference_id)
+        if reservation is None:
+            earlier_settle = self._earlier_settle(job)
+            if earlier_settle is None:
+                raise InvalidRequest("The job's credit reservation was released before it finished (it ran past "
+                                     "its time limit); nothing was charged.", code="job_expired")
+            # settled by an earlier delivery that crashed before marking the job
+            return self.jobs.succeed(job.job_id, result_key=self.store.result_key(job.key_id, job.job_id),
+                                     credits_used=earlier_settle.billed_credits or 0, audio_seconds=result.duration)
+        outcome = self.service.settle(
+            reservation, job.options, result,
+            before_settle=lambda stored: self.store.put_result(job.key_id, job.job_id, stored))
+        return self.jobs.succeed(job.job_id, result_key=self.store.result_key(job.key_id, job.job_id),
+                                 credits_used=outcome.credits_used, audio_seconds=outcome.audio_seconds)
+
+    def _failed(self, job: Job, error: Exception, *, retry: bool, resubmit: bool = False) -> Job | None:
+        """A transient failure of ours goes back to the queue while attempts remain; the rest fail the job."""
+        transient = not isinstance(error, InferyError) or error.status_code >= 500
+        if transient and retry:
+            self.jobs.release(job.job_id)
+            if resubmit:
+                raise ResubmitJob(job.job_id) from error
+            raise RetryLater(str(error)) from error
+        if isinstance(error, InferyError) and transient:
+            job_error = JobError(code=error.code or "error",
+                                 message=f"{error.message} The job was tried {job.attempts} times; "
+                                         "send it again later.")
+        elif isinstance(error, InferyError):
+            job_error = JobError(code=error.code or "error", message=error.message)
+        else:
+            logger.exception("job failed unexpectedly", extra={"job_id": job.job_id})
+            job_error = JobError(code="internal_error", message="The job failed on our side; nothing was charged.")
+        finished = self.jobs.fail(job.job_id, job_error)
+        self._notify(finished)
+        return finished
 
     @staticmethod
-    def _credit_request_id(job: Job) -> str:
-        """The first attempt's credits go under the job id; an attempt after a refunded one needs an id of its own
-        (a request id is reserved once), and the settle check above keeps the job charged once across them."""
+    def _inference_id(job: Job) -> str:
+        """The attempt's id: its credits are reserved under it, and its notification names it. The first attempt
+        uses the job id; a later one needs its own (a request id is reserved once), and the settle check keeps
+        the job charged once across them."""
         return job.job_id if job.attempts <= 1 else f"{job.job_id}.{job.attempts}"
 
     def _earlier_settle(self, job: Job) -> LedgerEntry | None:
-        if job.attempts <= 1:
-            return None
         entries = self.service.credits.entries_for_request(job.key_id, job.job_id)
         return next((entry for entry in entries if entry.kind is LedgerKind.SETTLE), None)
 
@@ -113,29 +189,24 @@ class JobRunner:
         ensure_usable(key, key.key_id)
         return key
 
-    def _result_key(self, job: Job) -> str:
-        return self.store.result_key(job.key_id, job.job_id)
-
     def _notify(self, job: Job) -> None:
         if not job.webhook_url or not job.webhook_secret:
             return
-        body = json.dumps(self.job_view(job)).encode()
+        body = json.dumps(self.presenter.view(job)).encode()
         delivered = deliver(job.webhook_url, body, job.webhook_secret,
                             record=lambda attempt: self.jobs.record_webhook_attempt(job.job_id, attempt),
                             allow_private_addresses=self.allow_private_webhooks)
         if not delivered:
             logger.warning("webhook not delivered", extra={"job_id": job.job_id})
 
-    def job_view(self, job: Job, response_format: ResponseFormat | None = None) -> dict:
-        """The job as the API shows it, with its result rendered in the job's (or the asked) format."""
-        view = job.public_view()
-        if job.status is JobStatus.SUCCEEDED and job.result_key:
-            view["result"] = self.render_result(job, response_format).body
-        return view
 
-    def render_result(self, job: Job, response_format: ResponseFormat | None = None):
-        if job.status is not JobStatus.SUCCEEDED or not job.result_key:
-            raise Conflict(f"The job is {job.status.value}; it has no result yet.", code="job_not_finished")
-        options = job.options.model_copy(update={"response_format": response_format or job.options.response_format})
-        return render_transcript(self.store.load_result(job.result_key), options.response_format, task=options.task,
-                                 credits_used=job.credits_used or 0, include_words=options.word_timestamps)
+class ResubmitJob(RetryLater):
+    """The endpoint failed a job transiently after it was submitted: the job goes back on the jobs queue."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id} is resubmitted")
+        self.job_id = job_id
+
+
+def job_id_of_inference(inference_id: str) -> str:
+    return inference_id.split(".", 1)[0]

@@ -63,6 +63,8 @@ class Job(BaseModel):
     audio_seconds: float | None = None
     attempts: int = 0
     lease_until: int = 0
+    # the asynchronous invocation running this attempt (also the id its credits are reserved under)
+    inference_id: str | None = None
     created_at: str
     updated_at: str
     expires_at: int
@@ -70,7 +72,7 @@ class Job(BaseModel):
     def public_view(self) -> dict[str, Any]:
         """What GET /v1/jobs/{id} shows: no key hash, no secret, no lease bookkeeping."""
         view = self.model_dump(mode="json", exclude={"key_hash", "webhook_secret", "lease_until", "result_key",
-                                                     "source_uri", "job_id"})
+                                                     "source_uri", "job_id", "inference_id"})
         return {"id": self.job_id, "object": "transcription.job", **view}
 
 
@@ -145,6 +147,11 @@ class JobStore:
                 return None
             raise
         return Job.model_validate(updated["Attributes"])
+
+    def submitted(self, job_id: str, *, inference_id: str, lease_until: int) -> Job:
+        """The attempt is on the asynchronous endpoint: hold the lease until its outcome can no longer arrive."""
+        return self._update(job_id, {"inference_id": inference_id, "lease_until": lease_until, "progress": 0.1},
+                            only_while_running=True)
 
     def set_progress(self, job_id: str, progress: float) -> None:
         self._update(job_id, {"progress": round(progress, 3)}, only_while_running=True)

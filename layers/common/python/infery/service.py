@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .credits import CreditStore, Pricing, Reservation
-from .duration import probe_duration
+from .duration import probe_duration, probe_sample_rate
 from .endpoint_client import WhisperEndpoint
 from .errors import InternalError, InvalidRequest
 from .formats import RenderedTranscript, render_transcript
@@ -16,7 +16,7 @@ from .inference import InferenceRequest, InferenceResult
 from .keys import ApiKeyItem, KeyStore, check_model_allowed
 from .observability import logger
 from .settings import Settings
-from .transcription_request import TranscriptionRequest
+from .transcription_request import TranscriptionOptions, TranscriptionRequest
 
 
 @dataclass(frozen=True)
@@ -62,38 +62,74 @@ class TranscriptionService:
         self.pricing = Pricing(seconds_per_credit=settings.seconds_per_credit,
                                min_credits_per_request=settings.min_credits_per_request,
                                model_prices=settings.model_prices)
+        self.max_audio_seconds = settings.max_audio_seconds
+        self.min_audio_sample_rate = settings.min_audio_sample_rate
 
     def transcribe(self, key: ApiKeyItem, request: TranscriptionRequest, *, request_id: str,
                    before_settle: Callable[[InferenceResult], None] | None = None) -> TranscriptionOutcome:
         """Reserve, infer, settle. ``before_settle`` (a job storing its result) runs before the charge is final:
         if it fails, the reservation is refunded like any other failure."""
+        reservation = self.reserve(key, request, request_id=request_id)
+        try:
+            result = self.endpoint.infer(self.inference_request(request))
+        except BaseException as failure:
+            self.refund(reservation, failure)
+            raise
+        return self.settle(reservation, request, result, before_settle=before_settle)
+
+    def reserve(self, key: ApiKeyItem, request: TranscriptionRequest, *, request_id: str,
+                hold_seconds: int | None = None) -> Reservation:
+        """Check what can be checked before inference (model, audio limits), then hold an upper bound of its cost."""
         model = self.catalog.resolve(request.model)
         check_model_allowed(key, request.model, model, self.catalog.canonical)
         if request.audio_format is None:
             raise InternalError("The request's audio was not loaded before transcription.")
         declared_seconds = probe_duration(request.audio, request.audio_format)
-        reservation = self.credits.reserve(
+        self._check_limits(request, declared_seconds)
+        return self.credits.reserve(
             key, self.pricing.reservation_for(len(request.audio), declared_seconds, model),
-            request_id=request_id, model=model)
+            request_id=request_id, model=model, hold_seconds=hold_seconds)
+
+    def _check_limits(self, request: TranscriptionRequest, declared_seconds: float | None) -> None:
+        """Refuse, before any credit is held, audio that would make the model work without end: a header that
+        says 1 Hz turns 4 KB into 2,000 s, and no file may be longer than the deployment transcribes."""
+        assert request.audio_format is not None
+        sample_rate = probe_sample_rate(request.audio, request.audio_format)
+        if sample_rate is not None and sample_rate < self.min_audio_sample_rate:
+            raise InvalidRequest(f"The audio's sample rate is {sample_rate} Hz; at least "
+                                 f"{self.min_audio_sample_rate} Hz is needed to transcribe speech.",
+                                 param="file", code="sample_rate_too_low")
+        if declared_seconds is not None and declared_seconds > self.max_audio_seconds:
+            raise InvalidRequest(f"The audio lasts {declared_seconds / 60:.0f} minutes; this deployment "
+                                 f"transcribes at most {self.max_audio_seconds / 60:.0f} minutes per file.",
+                                 param="file", code="audio_too_long")
+
+    @staticmethod
+    def inference_request(request: TranscriptionRequest, *, progress_s3_uri: str | None = None) -> InferenceRequest:
+        return InferenceRequest(
+            # by reference when the audio is in S3: the endpoint's 6 MB body limit does not apply then
+            audio=None if request.audio_s3_uri else base64.b64encode(request.audio).decode(),
+            audio_s3_uri=request.audio_s3_uri,
+            task=request.task,
+            language=request.language,
+            prompt=request.prompt,
+            temperature=request.temperature,
+            word_timestamps=request.word_timestamps,
+            progress_s3_uri=progress_s3_uri,
+        )
+
+    def settle(self, reservation: Reservation, options: TranscriptionOptions, result: InferenceResult, *,
+               before_settle: Callable[[InferenceResult], None] | None = None) -> TranscriptionOutcome:
+        """Charge the real duration of a finished inference (refunded instead if rendering or storing fails)."""
         try:
-            result = self.endpoint.infer(InferenceRequest(
-                # by reference when the audio is in S3: the endpoint's 6 MB body limit does not apply then
-                audio=None if request.audio_s3_uri else base64.b64encode(request.audio).decode(),
-                audio_s3_uri=request.audio_s3_uri,
-                task=request.task,
-                language=request.language,
-                prompt=request.prompt,
-                temperature=request.temperature,
-                word_timestamps=request.word_timestamps,
-            ))
-            credits_used = self.pricing.credits_for(result.duration, model)
+            credits_used = self.pricing.credits_for(result.duration, reservation.model)
             # rendered before settling, so a failure here costs the client nothing
-            rendered = render_transcript(result, request.response_format, task=request.task,
-                                         credits_used=credits_used, include_words=request.word_timestamps)
+            rendered = render_transcript(result, options.response_format, task=options.task,
+                                         credits_used=credits_used, include_words=options.word_timestamps)
             if before_settle is not None:
                 before_settle(result)
         except BaseException as failure:
-            self._refund(reservation, failure)
+            self.refund(reservation, failure)
             raise
         charge = self.credits.settle(reservation, credits_used, audio_seconds=result.duration)
         if charge.unpaid_credits:
@@ -101,7 +137,7 @@ class TranscriptionService:
                                                                   "reserved": reservation.credits})
         return TranscriptionOutcome(rendered, credits_used, charge.balance_after, result.duration)
 
-    def _refund(self, reservation: Reservation, failure: BaseException) -> None:
+    def refund(self, reservation: Reservation, failure: BaseException) -> None:
         try:
             self.credits.refund(reservation, reason=f"{type(failure).__name__}: {getattr(failure, 'code', '')}")
         except Exception:

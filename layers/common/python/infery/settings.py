@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     audio_bucket_name: str = Field(description="S3 bucket of uploads, batch drops (inbox/) and job results")
     jobs_table_name: str = Field(description="DynamoDB table of transcription jobs")
     jobs_queue_url: str = Field(description="SQS queue the worker reads (S3 events and job requests)")
+    # Jobs run on this endpoint (SageMaker asynchronous inference: same model and container, no 60 s limit).
+    sagemaker_async_endpoint_name: str = Field(description="SageMaker asynchronous endpoint that runs jobs")
 
     default_model: str = "whisper-large-v3"
     # OpenAI's model name, so unmodified clients that ask for it get the default model.
@@ -53,8 +55,15 @@ class Settings(BaseSettings):
 
     # How long a presigned upload URL stays valid.
     upload_expiry_seconds: int = Field(default=900, gt=0, le=7 * 24 * 3600)
-    # The worker calls the real-time endpoint, whose own limit is 60 s.
-    worker_endpoint_timeout_seconds: float = Field(default=65.0, gt=0)
+    # Audio longer than this is refused before any credit is reserved (what 25 MB holds at a low bitrate);
+    # the model container has the same limit (WHISPER_MAX_AUDIO_SECONDS) for what reaches it anyway.
+    max_audio_seconds: float = Field(default=4 * 3600.0, gt=0)
+    # Below this a header lies (1 Hz turns 4 KB into 2,000 s) or the speech is not intelligible.
+    min_audio_sample_rate: int = Field(default=8_000, gt=0)
+    # An asynchronous invocation may run this long (SageMaker's maximum is 3,600 s) ...
+    async_invocation_timeout_seconds: int = Field(default=3600, ge=60, le=3600)
+    # ... after waiting this long at most in the endpoint's queue (RequestTTLSeconds, 60 to 21,600 s).
+    async_request_ttl_seconds: int = Field(default=3600, ge=60, le=21600)
     # A worker that crashed lets another take its job after this long (longer than the worker's timeout).
     worker_lease_seconds: int = Field(default=360, gt=0)
     # The queue's maxReceiveCount: on the last delivery a failing job is failed (and refunded), not retried.
@@ -69,6 +78,13 @@ class Settings(BaseSettings):
 
     # Below API Gateway's 29 s integration timeout, so our 504 reaches the client before the gateway's.
     endpoint_timeout_seconds: float = Field(default=27.0, gt=0)
+
+
+    @property
+    def async_job_hold_seconds(self) -> int:
+        """How long a submitted job's lease and reservation last: its queue wait and run, with a grace period
+        (after it the reconciler gives the credits back and another worker may resubmit the job)."""
+        return self.async_request_ttl_seconds + self.async_invocation_timeout_seconds + self.reservation_grace_seconds
 
 
 @lru_cache(maxsize=1)

@@ -1,0 +1,416 @@
+"""The batched Whisper engine: decode once, cut at pauses, decode windows in batches, stitch, stream.
+
+Whisper reads 30-second windows. Sequential decoding (faster-whisper's ``WhisperModel.transcribe``)
+decodes them one after another; batching the windows, those of one long file and those of concurrent
+requests, is where throughput comes from. This engine:
+
+1. plans windows of at most 30 s that cover the whole audio, end to end: Silero VAD (shipped with
+   faster-whisper) only chooses *where* to cut (in the middle of the longest pause near a window's
+   end), never what to keep, so quiet speech the VAD misjudges is still decoded;
+2. hands each window to one shared :class:`WindowBatcher`, a thread that gathers windows of compatible
+   requests up to ``batch_size`` or ``max_wait_ms``, whichever comes first, taking them round-robin
+   across requests so a short request is not queued behind a long file;
+3. keeps every token the model wrote: where a window ends inside an unfinished segment, faster-whisper's
+   batched path drops that tail (its sequential path re-decodes it); here it becomes the last segment;
+4. re-decodes a window sequentially with Whisper's temperature fallback when its batched decode failed
+   Whisper's own checks (repetition loops, very low confidence);
+5. yields each window's segments, on the original timeline, as soon as they and all before them are
+   final, so progress and a later streaming API need no redesign; a cancelled request's remaining
+   windows are dropped from the batcher.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from math import ceil
+
+import ctranslate2
+import numpy as np
+from faster_whisper import WhisperModel
+from faster_whisper.audio import pad_or_trim
+from faster_whisper.tokenizer import Tokenizer
+from faster_whisper.transcribe import get_compression_ratio, get_suppressed_tokens
+from faster_whisper.vad import get_vad_model
+
+logger = logging.getLogger("whisper_engine")
+
+SAMPLE_RATE = 16_000
+WINDOW_SECONDS = 30.0
+# A cut is placed in the last third of a window: windows stay long (fewer of them), and a pause is found.
+SEARCH_FROM_SECONDS = 20.0
+VAD_FRAME = 512  # samples per Silero VAD probability (32 ms)
+SILENCE_PROBABILITY = 0.3
+# Whisper's own fallback rules (openai/whisper transcribe.py): a decode this repetitive or this unsure is redone.
+COMPRESSION_RATIO_THRESHOLD = 2.4
+LOG_PROB_THRESHOLD = -1.0
+NO_SPEECH_THRESHOLD = 0.6
+FALLBACK_TEMPERATURES = (0.2, 0.4, 0.6, 0.8, 1.0)
+PREPEND_PUNCTUATIONS = "\"'“¿([{-"
+APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
+
+
+class Cancelled(Exception):
+    """The caller went away (or its deadline passed): the request's remaining windows were dropped."""
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """What must be equal for two windows to share a batch."""
+
+    language: str
+    task: str = "transcribe"
+    initial_prompt: str | None = None
+    temperature: float | None = None  # None: 0, with Whisper's fallback to hotter temperatures
+    word_timestamps: bool = False
+
+
+@dataclass
+class Window:
+    index: int
+    start: int  # sample offsets into the request's audio
+    end: int
+
+    @property
+    def offset(self) -> float:
+        return self.start / SAMPLE_RATE
+
+    @property
+    def duration(self) -> float:
+        return (self.end - self.start) / SAMPLE_RATE
+
+
+@dataclass
+class DecodedSegment:
+    start: float
+    end: float
+    text: str
+    tokens: list[int]
+    seek: int
+    avg_logprob: float
+    compression_ratio: float
+    no_speech_prob: float
+    temperature: float
+    words: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class WindowResult:
+    window: Window
+    segments: list[DecodedSegment]
+    windows_total: int
+
+
+def plan_windows(audio: np.ndarray, speech_probabilities: Callable[[np.ndarray], np.ndarray] | None = None
+                 ) -> list[Window]:
+    """Windows of at most 30 s that together cover every sample, each cut in the middle of a pause."""
+    total = len(audio)
+    window_samples = int(WINDOW_SECONDS * SAMPLE_RATE)
+    if total <= window_samples:
+        return [Window(0, 0, total)]
+    probabilities = (speech_probabilities or silero_speech_probabilities)(audio)
+    windows: list[Window] = []
+    start = 0
+    while total - start > window_samples:
+        end = _cut_point(probabilities, start, start + window_samples)
+        windows.append(Window(len(windows), start, end))
+        start = end
+    windows.append(Window(len(windows), start, total))
+    return windows
+
+
+def silero_speech_probabilities(audio: np.ndarray) -> np.ndarray:
+    """One speech probability per 32 ms frame."""
+    padded = np.pad(audio, (0, -len(audio) % VAD_FRAME))
+    return np.asarray(get_vad_model()(padded)).reshape(-1)
+
+
+def _cut_point(probabilities: np.ndarray, start: int, limit: int) -> int:
+    """The middle of the longest pause in [start + 20 s, limit); the quietest frame when none is silent."""
+    first = -(-(start + int(SEARCH_FROM_SECONDS * SAMPLE_RATE)) // VAD_FRAME)
+    last = limit // VAD_FRAME  # a frame must end before the limit
+    region = probabilities[first:last]
+    if len(region) == 0:
+        return limit
+    # smoothed over ~100 ms, so a single quiet frame inside a word is not taken for a pause
+    smoothed = np.convolve(region, np.ones(3) / 3, mode="same")
+    silent = smoothed < SILENCE_PROBABILITY
+    best_start, best_length, run_start = -1, 0, None
+    for position, is_silent in enumerate(itertools.chain(silent, [False])):
+        if is_silent and run_start is None:
+            run_start = position
+        elif not is_silent and run_start is not None:
+            if position - run_start >= best_length:  # ties go to the later pause: longer windows
+                best_start, best_length = run_start, position - run_start
+            run_start = None
+    # no pause at all: the quietest frame, the latest of equals
+    frame = best_start + best_length // 2 if best_length else len(smoothed) - 1 - int(np.argmin(smoothed[::-1]))
+    return min(limit, (first + frame) * VAD_FRAME)
+
+
+@dataclass
+class _Ticket:
+    """One request's windows in the batcher, and what came back for them."""
+
+    audio: np.ndarray
+    options: DecodeOptions
+    tokenizer: Tokenizer
+    pending: deque[Window]
+    results: dict[int, list[DecodedSegment] | BaseException] = field(default_factory=dict)
+    cancelled: bool = False
+    done: threading.Condition = field(default_factory=threading.Condition)
+
+
+class WindowBatcher:
+    """A thread that decodes windows in batches, across requests, with one model."""
+
+    def __init__(self, model: WhisperModel, *, batch_size: int = 8, max_wait_ms: float = 10.0,
+                 beam_size: int = 1) -> None:
+        self.model = model
+        self.batch_size = batch_size
+        self.max_wait = max_wait_ms / 1000
+        self.beam_size = beam_size
+        self._tickets: OrderedDict[int, _Ticket] = OrderedDict()
+        self._arrived = threading.Condition()
+        self._ids = itertools.count()
+        self._stopped = False
+        self.batches_decoded = 0
+        self.windows_decoded = 0
+        self._thread = threading.Thread(target=self._run, name="window-batcher", daemon=True)
+        self._thread.start()
+
+    def submit(self, ticket: _Ticket) -> None:
+        with self._arrived:
+            self._tickets[next(self._ids)] = ticket
+            self._arrived.notify()
+
+    def stop(self) -> None:
+        with self._arrived:
+            self._stopped = True
+            self._arrived.notify()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while True:
+            batch = self._next_batch()
+            if batch is None:
+                return
+            try:
+                decoded = self._decode(batch)
+            except Exception as exc:  # one bad batch fails its windows, not the server
+                logger.exception("batch decode failed")
+                decoded = [exc] * len(batch)
+            self.batches_decoded += 1
+            self.windows_decoded += len(batch)
+            for (ticket, window), result in zip(batch, decoded, strict=True):
+                with ticket.done:
+                    ticket.results[window.index] = result
+                    ticket.done.notify_all()
+
+    def _next_batch(self) -> list[tuple[_Ticket, Window]] | None:
+        with self._arrived:
+            while not self._stopped and not self._has_work():
+                self._arrived.wait()
+            if self._stopped:
+                return None
+            # wait a few milliseconds for windows of other requests, unless a full batch is already here
+            deadline = time.monotonic() + self.max_wait
+            while self._waiting_windows() < self.batch_size and time.monotonic() < deadline:
+                self._arrived.wait(max(0.0, deadline - time.monotonic()))
+            return self._take_round_robin()
+
+    def _has_work(self) -> bool:
+        self._drop_finished()
+        return bool(self._tickets)
+
+    def _waiting_windows(self) -> int:
+        return sum(len(ticket.pending) for ticket in self._tickets.values() if not ticket.cancelled)
+
+    def _drop_finished(self) -> None:
+        for ticket_id in [tid for tid, ticket in self._tickets.items() if ticket.cancelled or not ticket.pending]:
+            del self._tickets[ticket_id]
+
+    def _take_round_robin(self) -> list[tuple[_Ticket, Window]]:
+        """Up to batch_size windows sharing the oldest request's options, one per request per round."""
+        self._drop_finished()
+        head = next(iter(self._tickets.values()))
+        compatible = [ticket for ticket in self._tickets.values() if ticket.options == head.options]
+        batch: list[tuple[_Ticket, Window]] = []
+        while len(batch) < self.batch_size and any(ticket.pending for ticket in compatible):
+            for ticket in compatible:
+                if ticket.pending and len(batch) < self.batch_size:
+                    batch.append((ticket, ticket.pending.popleft()))
+        # the request served first goes to the back, so the next batch starts with another one
+        for ticket_id, ticket in list(self._tickets.items()):
+            if ticket is head:
+                self._tickets.move_to_end(ticket_id)
+                break
+        return batch
+
+    def _decode(self, batch: list[tuple[_Ticket, Window]]) -> list[list[DecodedSegment]]:
+        ticket = batch[0][0]
+        options, tokenizer = ticket.options, ticket.tokenizer
+        model = self.model
+        features = np.stack([
+            pad_or_trim(model.feature_extractor(owner.audio[window.start:window.end])[..., :-1])
+            for owner, window in batch])
+        prompt = model.get_prompt(tokenizer, previous_tokens=(tokenizer.encode(" " + options.initial_prompt.strip())
+                                                              if options.initial_prompt else []),
+                                  without_timestamps=False)
+        encoder_output = model.encode(features)
+        temperature = options.temperature or 0.0
+        sampling = temperature > 0  # CTranslate2 samples with one hypothesis only
+        results = model.model.generate(
+            encoder_output, [list(prompt) for _ in batch], beam_size=1 if sampling else self.beam_size,
+            patience=1, length_penalty=1, max_length=model.max_length, suppress_blank=True,
+            suppress_tokens=get_suppressed_tokens(tokenizer, [-1]), return_scores=True, return_no_speech_prob=True,
+            sampling_temperature=temperature if sampling else 1.0,
+            sampling_topk=0 if sampling else 1)
+        decoded = []
+        for (_, window), result in zip(batch, results, strict=True):
+            tokens = result.sequences_ids[0]
+            avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)  # as faster-whisper computes it
+            decoded.append(split_window(model, tokenizer, tokens, window, avg_logprob=avg_logprob,
+                                        no_speech_prob=result.no_speech_prob, temperature=temperature))
+        if options.word_timestamps:
+            _add_words(model, tokenizer, encoder_output, batch, decoded)
+        return decoded
+
+
+def split_window(model: WhisperModel, tokenizer: Tokenizer, tokens: list[int], window: Window, *,
+                 avg_logprob: float, no_speech_prob: float, temperature: float) -> list[DecodedSegment]:
+    """A window's tokens as timed segments on the original timeline, the unfinished last one included."""
+    begin = tokenizer.timestamp_begin
+    offset, seek = window.offset, int(window.offset * model.frames_per_second)
+
+    def segment(piece: list[int], start: float, end: float) -> DecodedSegment | None:
+        text_tokens = [token for token in piece if token < tokenizer.eot]
+        text = tokenizer.decode(text_tokens)
+        if not text.strip():
+            return None
+        return DecodedSegment(start=round(offset + start, 3), end=round(offset + min(end, window.duration), 3),
+                              text=text, tokens=piece, seek=seek, avg_logprob=float(avg_logprob),
+                              compression_ratio=get_compression_ratio(text),
+                              no_speech_prob=float(no_speech_prob), temperature=temperature)
+
+    segments: list[DecodedSegment | None] = []
+    last_time = 0.0
+    piece: list[int] = []
+    piece_start = 0.0
+    for token in tokens:
+        if token >= begin:
+            time_at = (token - begin) * model.time_precision
+            if piece and any(t < begin for t in piece):
+                # a timestamp after text closes the segment
+                segments.append(segment(piece + [token], piece_start, time_at))
+                piece = []
+            if not piece:
+                piece_start = time_at
+                piece = [token]
+            last_time = time_at
+        else:
+            piece.append(token)
+    if any(t < begin for t in piece):
+        # the model stopped inside a segment (the window ended mid-sentence): keep it, up to the window's end
+        segments.append(segment(piece, piece_start, max(window.duration, last_time)))
+    return [s for s in segments if s is not None]
+
+
+def _add_words(model: WhisperModel, tokenizer: Tokenizer, encoder_output: ctranslate2.StorageView,
+               batch: list[tuple[_Ticket, Window]], decoded: list[list[DecodedSegment]]) -> None:
+    """Word timings by cross-attention alignment, as faster-whisper's batched path does, skipping empty windows."""
+    with_text = [position for position, segments in enumerate(decoded) if segments]
+    if not with_text:
+        return
+    if len(with_text) < len(decoded):
+        host = encoder_output
+        if encoder_output.device != "cpu":
+            host = encoder_output.to_device(ctranslate2.Device.cpu)
+        encoder_output = ctranslate2.StorageView.from_array(np.array(host)[with_text])
+    segments_as_dicts = [[{"seek": segment.seek, "start": segment.start, "end": segment.end,
+                           "tokens": segment.tokens} for segment in decoded[position]] for position in with_text]
+    sizes = [int(ceil(batch[position][1].duration) * model.frames_per_second) for position in with_text]
+    model.add_word_timestamps(segments_as_dicts, tokenizer, encoder_output, sizes, PREPEND_PUNCTUATIONS,
+                              APPEND_PUNCTUATIONS, 0.0)
+    for position, dicts in zip(with_text, segments_as_dicts, strict=True):
+        for segment, as_dict in zip(decoded[position], dicts, strict=True):
+            segment.words = [{"word": word["word"], "start": float(word["start"]), "end": float(word["end"]),
+                              "probability": float(word["probability"])} for word in as_dict.get("words", [])]
+            if segment.words:
+                segment.start, segment.end = float(as_dict["start"]), float(as_dict["end"])
+
+
+class BatchedEngine:
+    """Transcribes requests through one :class:`WindowBatcher`; safe to call from many threads."""
+
+    def __init__(self, model: WhisperModel, *, batch_size: int = 8, max_wait_ms: float = 10.0,
+                 beam_size: int = 1) -> None:
+        self.model = model
+        self.beam_size = beam_size
+        self.batcher = WindowBatcher(model, batch_size=batch_size, max_wait_ms=max_wait_ms, beam_size=beam_size)
+
+    def close(self) -> None:
+        self.batcher.stop()
+
+    def stream(self, audio: np.ndarray, options: DecodeOptions, *,
+               cancelled: Callable[[], bool] = lambda: False, poll_seconds: float = 0.25) -> Iterator[WindowResult]:
+        """Each window's segments, in order, as soon as they and every window before them are final."""
+        windows = plan_windows(audio)
+        tokenizer = Tokenizer(self.model.hf_tokenizer, self.model.model.is_multilingual, task=options.task,
+                              language=options.language)
+        ticket = _Ticket(audio=audio, options=options, tokenizer=tokenizer, pending=deque(windows))
+        self.batcher.submit(ticket)
+        try:
+            for window in windows:
+                result = self._wait_for(ticket, window, cancelled, poll_seconds)
+                if isinstance(result, BaseException):
+                    raise result
+                if self._needs_fallback(result, options):
+                    result = self._redecode(audio, window, options)
+                yield WindowResult(window, result, len(windows))
+        finally:
+            ticket.cancelled = True  # a consumer that stops early (or failed) frees the batcher of the rest
+
+    @staticmethod
+    def _wait_for(ticket: _Ticket, window: Window, cancelled: Callable[[], bool], poll_seconds: float
+                  ) -> list[DecodedSegment] | BaseException:
+        with ticket.done:
+            while window.index not in ticket.results:
+                if cancelled():
+                    ticket.cancelled = True
+                    raise Cancelled("the caller is no longer waiting")
+                ticket.done.wait(poll_seconds)
+            return ticket.results.pop(window.index)
+
+    @staticmethod
+    def _needs_fallback(segments: list[DecodedSegment], options: DecodeOptions) -> bool:
+        if options.temperature is not None or not segments:
+            return False
+        text = "".join(segment.text for segment in segments)
+        first = segments[0]
+        if get_compression_ratio(text) > COMPRESSION_RATIO_THRESHOLD:
+            return True
+        silence = first.no_speech_prob > NO_SPEECH_THRESHOLD
+        return first.avg_logprob < LOG_PROB_THRESHOLD and not silence
+
+    def _redecode(self, audio: np.ndarray, window: Window, options: DecodeOptions) -> list[DecodedSegment]:
+        """Whisper's sequential decode with temperature fallback, for the one window the batch got wrong."""
+        segments, _ = self.model.transcribe(
+            audio[window.start:window.end], language=options.language, task=options.task,
+            initial_prompt=options.initial_prompt, temperature=list(FALLBACK_TEMPERATURES),
+            beam_size=max(self.beam_size, 5), best_of=5, word_timestamps=options.word_timestamps,
+            vad_filter=False, condition_on_previous_text=False)
+        seek = int(window.offset * self.model.frames_per_second)
+        return [DecodedSegment(
+            start=round(window.offset + segment.start, 3), end=round(window.offset + segment.end, 3),
+            text=segment.text, tokens=list(segment.tokens), seek=seek, avg_logprob=segment.avg_logprob,
+            compression_ratio=segment.compression_ratio, no_speech_prob=segment.no_speech_prob,
+            temperature=float(segment.temperature or 0.0),
+            words=[{"word": word.word, "start": window.offset + word.start, "end": window.offset + word.end,
+                    "probability": word.probability} for word in segment.words or []])
+            for segment in segments]

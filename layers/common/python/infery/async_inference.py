@@ -1,0 +1,170 @@
+"""Jobs on SageMaker Asynchronous Inference: submit by S3 reference, learn the outcome from SNS.
+
+A real-time invocation ends after 60 s, and 25 MB of low-bitrate audio holds hours of speech. The
+asynchronous endpoint runs the same model and container without that limit (up to an hour per
+invocation): the request body is an S3 object, the response is written to S3, and SageMaker
+publishes a notification (success or failure) that reaches the worker through SNS and SQS.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .endpoint_client import CLIENT_ERROR_CODES, UNAVAILABLE_CODES
+from .errors import InvalidRequest, ModelFailed, ModelTimeout, ModelUnavailable
+from .inference import InferenceError, InferenceRequest, InferenceResult
+
+ASYNC_INPUTS_PREFIX = "async-inputs/"
+PROGRESS_PREFIX = "progress/"
+
+
+class AsyncSubmission(BaseModel):
+    inference_id: str
+    output_location: str | None = None
+    failure_location: str | None = None
+
+
+class _RequestParameters(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+    endpoint_name: str | None = Field(default=None, alias="endpointName")
+    input_location: str | None = Field(default=None, alias="inputLocation")
+
+
+class _ResponseParameters(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+    output_location: str | None = Field(default=None, alias="outputLocation")
+    failure_location: str | None = Field(default=None, alias="failureLocation")
+
+
+class AsyncNotification(BaseModel):
+    """What SageMaker publishes when an asynchronous invocation ends (the SNS message's body)."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+    inference_id: str = Field(alias="inferenceId")
+    invocation_status: str = Field(alias="invocationStatus")  # "Completed" or "Failed"
+    failure_reason: str | None = Field(default=None, alias="failureReason")
+    request_parameters: _RequestParameters = Field(default_factory=_RequestParameters, alias="requestParameters")
+    response_parameters: _ResponseParameters = Field(default_factory=_ResponseParameters,
+                                                     alias="responseParameters")
+
+    @property
+    def succeeded(self) -> bool:
+        return self.invocation_status == "Completed"
+
+    @classmethod
+    def from_message_body(cls, body: str) -> AsyncNotification | None:
+        """The notification in an SQS message body (raw delivery, or wrapped in SNS's envelope); None if not one."""
+        try:
+            payload = json.loads(body)
+            if isinstance(payload, dict) and payload.get("Type") == "Notification" and "Message" in payload:
+                payload = json.loads(payload["Message"])
+            if not isinstance(payload, dict) or payload.get("eventSource") != "aws:sagemaker":
+                return None
+            return cls.model_validate(payload)
+        except (ValueError, ValidationError):
+            return None
+
+
+def progress_uri(bucket: str, key_id: str, inference_id: str) -> str:
+    """Where the model reports its progress through a job's audio (written by endpoint/whisper_server.py)."""
+    return f"s3://{bucket}/{PROGRESS_PREFIX}{key_id}/{inference_id}.json"
+
+
+class ProgressReader:
+    """How far the model is through a job's audio (0..1), when it has said."""
+
+    def __init__(self, s3_client: Any, bucket: str) -> None:
+        self._s3 = s3_client
+        self.bucket = bucket
+
+    def __call__(self, key_id: str, inference_id: str) -> float | None:
+        bucket, key = _split_uri(progress_uri(self.bucket, key_id, inference_id))
+        try:
+            report = json.loads(self._s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+            return min(1.0, max(0.0, report["windows_done"] / report["windows_total"]))
+        except (ClientError, BotoCoreError, ValueError, KeyError, TypeError, ZeroDivisionError):
+            return None
+
+
+def _split_uri(uri: str) -> tuple[str, str]:
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    return bucket, key
+
+
+class AsyncWhisperEndpoint:
+    def __init__(self, runtime_client: Any, s3_client: Any, endpoint_name: str, bucket: str, *,
+                 invocation_timeout_seconds: int, request_ttl_seconds: int) -> None:
+        self._runtime = runtime_client
+        self._s3 = s3_client
+        self.endpoint_name = endpoint_name
+        self.bucket = bucket
+        self.invocation_timeout_seconds = invocation_timeout_seconds
+        self.request_ttl_seconds = request_ttl_seconds
+
+    def progress_uri(self, key_id: str, inference_id: str) -> str:
+        return progress_uri(self.bucket, key_id, inference_id)
+
+    def submit(self, request: InferenceRequest, *, key_id: str, inference_id: str) -> AsyncSubmission:
+        """Write the request body to S3 and queue it on the endpoint; the outcome arrives as a notification."""
+        input_key = f"{ASYNC_INPUTS_PREFIX}{key_id}/{inference_id}.json"
+        try:
+            self._s3.put_object(Bucket=self.bucket, Key=input_key, Body=request.model_dump_json().encode(),
+                                ContentType="application/json")
+            response = self._runtime.invoke_endpoint_async(
+                EndpointName=self.endpoint_name, ContentType="application/json", Accept="application/json",
+                InferenceId=inference_id, InputLocation=f"s3://{self.bucket}/{input_key}",
+                RequestTTLSeconds=self.request_ttl_seconds,
+                InvocationTimeoutSeconds=self.invocation_timeout_seconds)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in UNAVAILABLE_CODES:
+                raise ModelUnavailable("The model endpoint is not available right now; nothing was charged.") \
+                    from exc
+            raise ModelFailed("The model endpoint refused the job; nothing was charged.") from exc
+        except BotoCoreError as exc:
+            raise ModelUnavailable("The model endpoint cannot be reached right now; nothing was charged.") from exc
+        return AsyncSubmission(inference_id=response.get("InferenceId") or inference_id,
+                               output_location=response.get("OutputLocation"),
+                               failure_location=response.get("FailureLocation"))
+
+    def result(self, notification: AsyncNotification) -> InferenceResult:
+        """The transcript of a finished invocation, or the job-worded error it failed with."""
+        if not notification.succeeded:
+            raise self._failure(notification)
+        location = notification.response_parameters.output_location
+        if not location:
+            raise ModelFailed("The model finished without a result; nothing was charged.")
+        try:
+            bucket, key = _split_uri(location)
+            body = self._s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+            return InferenceResult.model_validate_json(body)
+        except (ClientError, BotoCoreError) as exc:
+            raise ModelUnavailable("The job's result could not be read from storage; nothing was charged.") from exc
+        except ValidationError as exc:
+            raise ModelFailed("The model returned a result that could not be read; nothing was charged.") from exc
+
+    def _failure(self, notification: AsyncNotification) -> Exception:
+        model_error = self._model_error(notification.response_parameters.failure_location)
+        if model_error is not None and model_error.code in CLIENT_ERROR_CODES:
+            return InvalidRequest(model_error.error, param="file", code=model_error.code)
+        reason = (notification.failure_reason or "").lower()
+        if "timeout" in reason or "timed out" in reason:
+            return ModelTimeout("The transcription ran past the job time limit "
+                                f"({self.invocation_timeout_seconds // 60} minutes); nothing was charged.")
+        if "ttl" in reason or "expired" in reason:
+            return ModelUnavailable("The job waited too long for a free model instance; nothing was charged.")
+        return ModelFailed("The model failed while transcribing this job; nothing was charged.")
+
+    def _model_error(self, failure_location: str | None) -> InferenceError | None:
+        if not failure_location:
+            return None
+        try:
+            bucket, key = _split_uri(failure_location)
+            body = self._s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+            return InferenceError.model_validate(json.loads(body))
+        except (ClientError, BotoCoreError, ValueError, ValidationError):
+            return None

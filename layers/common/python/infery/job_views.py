@@ -1,0 +1,42 @@
+"""How a job looks from outside (GET /v1/jobs/{id}, its result, its webhook): one presenter for API and worker."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import Conflict
+from .formats import RenderedTranscript, render_transcript
+from .jobs import Job, JobStatus
+from .storage import AudioStore
+from .transcription_request import ResponseFormat
+
+# Progress a running job shows: claimed and submitted, then the model's share of windows decoded, then settling.
+SUBMITTED_PROGRESS = 0.1
+MODEL_SHARE_OF_PROGRESS = 0.85
+
+
+@dataclass
+class JobPresenter:
+    store: AudioStore
+    # (key_id, inference_id) -> the model's progress through the audio (0..1), when it has reported one
+    model_progress: Callable[[str, str], float | None] | None = None
+
+    def view(self, job: Job, response_format: ResponseFormat | None = None) -> dict[str, Any]:
+        """The job as the API shows it, with its result rendered in the job's (or the asked) format."""
+        view = job.public_view()
+        if job.status is JobStatus.RUNNING and job.inference_id and self.model_progress is not None:
+            done = self.model_progress(job.key_id, job.inference_id)
+            if done is not None:
+                view["progress"] = round(max(job.progress, SUBMITTED_PROGRESS + MODEL_SHARE_OF_PROGRESS * done), 3)
+        if job.status is JobStatus.SUCCEEDED and job.result_key:
+            view["result"] = self.render_result(job, response_format).body
+        return view
+
+    def render_result(self, job: Job, response_format: ResponseFormat | None = None) -> RenderedTranscript:
+        if job.status is not JobStatus.SUCCEEDED or not job.result_key:
+            raise Conflict(f"The job is {job.status.value}; it has no result yet.", code="job_not_finished")
+        options = job.options.model_copy(update={"response_format": response_format or job.options.response_format})
+        return render_transcript(self.store.load_result(job.result_key), options.response_format, task=options.task,
+                                 credits_used=job.credits_used or 0, include_words=options.word_timestamps)

@@ -1,0 +1,1 @@
+"""Benchmarks of the engine and the job path; see benchmarks/README.md."""

@@ -73,9 +73,9 @@ def test_language_is_normalised_to_lower_case(wav, spelling):
     ("verbose_json", ["segment", "word"], True),
     ("verbose_json", ["segment"], False),
     ("verbose_json", None, False),
-    ("json", ["word"], False),
-    ("srt", ["word"], False),
-    ("text", ["word", "segment"], False),
+    ("json", ["segment"], False),
+    ("srt", None, False),
+    # "word" with any other format is a 400: tests/unit/test_request_limits.py
 ])
 def test_word_timestamps_only_for_verbose_json_with_word_granularity(wav, response_format, granularities,
                                                                      expected):

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import json
+import math
 import re
+import unicodedata
+import urllib.parse
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
-from requests_toolbelt.multipart.decoder import (
-    ImproperBodyPartContentException,
-    MultipartDecoder,
-    NonMultipartContentTypeException,
-)
+from requests_toolbelt.multipart.decoder import MultipartDecoder
 
 from .audio import AudioFormat, sniff_audio_format
 from .errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
@@ -23,6 +24,15 @@ from .languages import WHISPER_LANGUAGE_CODES
 
 UPLOAD_FLOW_HINT = "POST /v1/uploads"
 UPLOAD_ID_PATTERN = re.compile(r"upl_[0-9a-f]{32}")
+
+# Limits on the fields a request may carry, checked before anything is stored (a DynamoDB item holds 400 KB).
+# OpenAI reads at most 224 tokens of prompt; 1,000 characters is about that much English.
+PROMPT_MAX_CHARACTERS = 1000
+FILENAME_MAX_CHARACTERS = 255
+WEBHOOK_URL_MAX_CHARACTERS = 2048
+MODEL_MAX_CHARACTERS = 256
+# how much of a client's value a message may quote
+_QUOTED_MAX_CHARACTERS = 40
 
 
 class ResponseFormat(StrEnum):
@@ -54,8 +64,27 @@ class TranscriptionOptions(BaseModel):
             return None
         code = value.strip().lower()
         if code not in WHISPER_LANGUAGE_CODES:
-            raise ValueError(f"'{value}' is not a supported ISO-639-1 language code (for example 'en', 'de', 'ja')")
+            raise ValueError(f"{_quoted(value)} is not a supported ISO-639-1 language code (for example 'en', 'de', "
+                             "'ja')")
         return code
+
+    @field_validator("temperature", mode="before")
+    @classmethod
+    def _temperature_number(cls, value: Any) -> Any:
+        """A number from 0 to 1: not a boolean (JSON's true is not 1.0), not NaN, not infinite."""
+        if value is None:
+            return None
+        number: float | None = None
+        if isinstance(value, int | float | Decimal) and not isinstance(value, bool):  # Decimal: a stored job
+            number = float(value)
+        elif isinstance(value, str):
+            try:
+                number = float(value.strip())
+            except ValueError:
+                number = None
+        if number is None or not math.isfinite(number) or not 0 <= number <= 1:
+            raise ValueError("must be a number between 0 and 1")
+        return number
 
     @property
     def word_timestamps(self) -> bool:
@@ -107,11 +136,87 @@ def allowed_fields(task: Task, body_kind: str, for_job: bool = False) -> frozens
     return fields | _TRANSCRIPTION_ONLY_FIELDS if task is Task.TRANSCRIBE else fields
 
 
-def _reject_unknown(fields: dict[str, Any], task: Task, body_kind: str, for_job: bool) -> None:
-    unknown = sorted(set(fields) - allowed_fields(task, body_kind, for_job))
+def _quoted(value: Any) -> str:
+    """A client's value as a message may quote it: in quotes, and cut short (a 400 KB value is not echoed back)."""
+    text = str(value)
+    return repr(text if len(text) <= _QUOTED_MAX_CHARACTERS else text[:_QUOTED_MAX_CHARACTERS] + "...")
+
+
+def _reject_unknown(fields: dict[str, Any], allowed: frozenset[str]) -> None:
+    unknown = sorted(set(fields) - allowed)
     if unknown:
-        raise InvalidRequest(f"Unrecognized request argument supplied: {unknown[0]}", param=unknown[0],
-                             code="unknown_parameter")
+        name = unknown[0] if len(unknown[0]) <= 64 else unknown[0][:61] + "..."
+        raise InvalidRequest(f"Unrecognized request argument supplied: {name}", param=name, code="unknown_parameter")
+
+
+def _invalid(param: str, message: str) -> InvalidRequest:
+    return InvalidRequest(f"Invalid value for '{param}': {message}", param=param, code="invalid_value")
+
+
+def _check_text(param: str, value: Any, max_characters: int) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise _invalid(param, "must be a string.")
+    if len(value) > max_characters:
+        raise _invalid(param, f"it is {len(value):,} characters long; at most {max_characters:,} are accepted.")
+
+
+def _check_filename(value: Any) -> None:
+    _check_text("filename", value, FILENAME_MAX_CHARACTERS)
+    if value is not None and any(unicodedata.category(character) == "Cc" for character in value):
+        raise _invalid("filename", "must not contain control characters (NUL, line breaks, escapes).")
+
+
+def check_webhook_url(value: Any, *, allow_private_addresses: bool) -> None:
+    """A URL the worker will POST to: https on port 443 to a public host, unless private addresses are allowed
+    (the local stack, whose receivers run on loopback over http). The worker checks the address it connects to
+    again at delivery (infery.webhooks): a name's DNS answer may change after this."""
+    if value is None:
+        return
+    _check_text("webhook_url", value, WEBHOOK_URL_MAX_CHARACTERS)
+    schemes = ("https", "http") if allow_private_addresses else ("https",)
+    expected = "an http:// or https:// URL" if allow_private_addresses else "an https:// URL on port 443"
+    if not re.fullmatch(r"https?://[^\s/?#]+([/?#]\S*)?", value):
+        raise _invalid("webhook_url", f"must be {expected}.")
+    try:
+        parts = urllib.parse.urlsplit(value)
+        port = parts.port
+    except ValueError:
+        raise _invalid("webhook_url", f"must be {expected}; its port is not a number from 1 to 65535.") from None
+    if parts.scheme not in schemes or not parts.hostname:
+        raise _invalid("webhook_url", f"must be {expected}.")
+    if parts.username is not None or parts.password is not None:
+        raise _invalid("webhook_url", "must not contain a user name or password: put a secret in the path or "
+                                      "check the Infery-Signature header instead.")
+    if allow_private_addresses:
+        return
+    if port not in (None, 443):
+        raise _invalid("webhook_url", f"must be {expected}; webhooks are sent to port 443 only.")
+    try:
+        address = ipaddress.ip_address(parts.hostname)
+    except ValueError:
+        return  # a name: its addresses are checked when the notification is sent
+    if not address.is_global:
+        raise _invalid("webhook_url", "points to an internal address; webhooks are sent to public hosts only.")
+
+
+def _check_limits(fields: dict[str, Any], filename: Any, *, allow_private_webhooks: bool) -> None:
+    """Every free-text field within its limit, before any model is built or anything stored."""
+    _check_text("model", fields.get("model"), MODEL_MAX_CHARACTERS)
+    _check_text("prompt", fields.get("prompt"), PROMPT_MAX_CHARACTERS)
+    language = fields.get("language")
+    if isinstance(language, str) and len(language) > 16:  # no language code is this long: say so without echoing it
+        raise _invalid("language", "must be an ISO-639-1 language code such as 'en', 'de' or 'ja'.")
+    _check_filename(filename)
+    check_webhook_url(fields.get("webhook_url"), allow_private_addresses=allow_private_webhooks)
+
+
+def _check_word_timestamps(request: TranscriptionOptions) -> None:
+    """OpenAI refuses word timestamps in any format but verbose_json; they were silently dropped before."""
+    if "word" in request.timestamp_granularities and request.response_format is not ResponseFormat.VERBOSE_JSON:
+        raise _invalid("timestamp_granularities", "word timestamps are only returned with "
+                                                   "response_format=verbose_json.")
 
 
 def _check_size(size: int, max_bytes: int, max_upload_bytes: int, allowance: int = 0) -> None:
@@ -143,13 +248,60 @@ def _field_text(name: str, content: bytes) -> str:
                              code="invalid_value") from exc
 
 
+# RFC 2046: a boundary is 1 to 70 characters, and does not end with a space
+_BOUNDARY_PATTERN = re.compile(r"[\x21-\x7e ]{0,69}[\x21-\x7e]")
+_MULTIPART_HELP = "Send the form as multipart/form-data with its boundary, as HTTP clients and the openai SDK do."
+
+
+def _multipart_boundary(content_type: str) -> bytes:
+    for parameter in content_type.split(";")[1:]:
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "boundary":
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] == '"':
+                value = value[1:-1]
+            if not _BOUNDARY_PATTERN.fullmatch(value):
+                raise InvalidRequest("The multipart boundary in the Content-Type must be 1 to 70 characters. "
+                                     + _MULTIPART_HELP, code="invalid_multipart")
+            return value.encode("ascii")
+    raise InvalidRequest("The multipart Content-Type has no boundary parameter. " + _MULTIPART_HELP,
+                         code="invalid_multipart")
+
+
+def _whole_multipart_body(body: bytes, boundary: bytes) -> bytes:
+    """The body from its first boundary to its closing one (``--boundary--``), both included.
+
+    A body without the closing boundary was cut off (a client or proxy gave up part way): its last part would be
+    a truncated file, so it is refused rather than transcribed and billed. What follows the closing boundary is
+    the epilogue, which RFC 2046 says to ignore: nothing there becomes a field.
+    """
+    delimiter = b"--" + boundary
+    if body.startswith(delimiter):
+        start = 0
+    else:  # a preamble before the first boundary (allowed, and ignored)
+        start = body.find(b"\r\n" + delimiter)
+        if start < 0:
+            raise InvalidRequest("The multipart body does not contain the boundary its Content-Type names. "
+                                 + _MULTIPART_HELP, code="invalid_multipart")
+        start += 2
+    if body.startswith(delimiter + b"--", start):  # a form without parts
+        return body[start:start + len(delimiter) + 2]
+    closing = b"\r\n" + delimiter + b"--"
+    end = body.find(closing, start)
+    if end < 0:
+        raise InvalidRequest("The multipart body is incomplete: its closing boundary is missing, so the upload was "
+                             "probably cut off. Send the whole request again.", code="invalid_multipart")
+    return body[start:end + len(closing)]
+
+
 def _fields_from_multipart(body: bytes, content_type: str) -> tuple[dict[str, Any], bytes | None, str | None]:
+    boundary = _multipart_boundary(content_type)
+    whole = _whole_multipart_body(body, boundary)
     try:
-        decoder = MultipartDecoder(body, content_type)
-    except (NonMultipartContentTypeException, ImproperBodyPartContentException, ValueError, IndexError,
-            AttributeError) as exc:  # AttributeError: a multipart Content-Type without a boundary
-        raise InvalidRequest(f"The multipart body could not be parsed: {exc or 'no boundary'}",
-                             code="invalid_multipart") from exc
+        decoder = MultipartDecoder(whole, f"multipart/form-data; boundary={boundary.decode()}")
+    except Exception as exc:  # the library's words ("content does not contain CR-LF-CR-LF") mean nothing to a client
+        raise InvalidRequest("A part of the multipart body is malformed: each part needs headers, a blank line, "
+                             "then its content. " + _MULTIPART_HELP, code="invalid_multipart") from exc
     fields: dict[str, Any] = {}
     audio: bytes | None = None
     filename: str | None = None
@@ -174,8 +326,12 @@ def _fields_from_multipart(body: bytes, content_type: str) -> tuple[dict[str, An
 def _fields_from_json(body: bytes) -> tuple[dict[str, Any], bytes | None, str | None]:
     try:
         fields = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: absurd nesting
-        raise InvalidRequest(f"The request body is not valid JSON: {exc}", code="invalid_json") from exc
+    except json.JSONDecodeError as exc:
+        raise InvalidRequest(f"The request body is not valid JSON: {exc.msg} (line {exc.lineno}, column "
+                             f"{exc.colno}).", code="invalid_json") from exc
+    except (UnicodeDecodeError, RecursionError) as exc:  # RecursionError: absurd nesting
+        raise InvalidRequest("The request body is not valid JSON: it must be a UTF-8 encoded JSON object of "
+                             "reasonable depth.", code="invalid_json") from exc
     if not isinstance(fields, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
     if "audio" in fields and "file_base64" in fields:
@@ -194,7 +350,9 @@ def _media_type(content_type: str) -> str:
 
 
 def parse_transcription_request(task: Task, content_type: str | None, body: bytes, *, max_audio_bytes: int,
-                                max_upload_bytes: int, for_job: bool = False) -> TranscriptionRequest:
+                                max_upload_bytes: int, for_job: bool = False,
+                                allow_http_webhooks: bool = False) -> TranscriptionRequest:
+    """The request, validated; ``allow_http_webhooks``: the deployment allows webhooks to private addresses."""
     media_type = _media_type(content_type or "")
     if media_type == "multipart/form-data":
         body_kind = "multipart"
@@ -209,7 +367,8 @@ def parse_transcription_request(task: Task, content_type: str | None, body: byte
             f"Content-Type must be multipart/form-data or application/json, not '{media_type or 'none'}'.",
             code="unsupported_content_type")
 
-    _reject_unknown(fields, task, body_kind, for_job)
+    _reject_unknown(fields, allowed_fields(task, body_kind, for_job))
+    _check_limits(fields, filename, allow_private_webhooks=allow_http_webhooks)
     upload_id = fields.get("upload_id")
     audio_param = "file" if body_kind == "multipart" else "audio"
     if upload_id is not None:
@@ -231,10 +390,12 @@ def parse_transcription_request(task: Task, content_type: str | None, body: byte
 
     values = {key: value for key, value in fields.items() if key not in _AUDIO_FIELDS[body_kind]}
     try:
-        return TranscriptionRequest(task=task, audio=audio or b"", audio_format=audio_format, filename=filename,
-                                    upload_id=upload_id, **values)
+        request = TranscriptionRequest(task=task, audio=audio or b"", audio_format=audio_format, filename=filename,
+                                       upload_id=upload_id, **values)
     except ValidationError as exc:
         raise _as_invalid_request(exc) from exc
+    _check_word_timestamps(request)
+    return request
 
 
 def _as_invalid_request(exc: ValidationError) -> InvalidRequest:
@@ -253,26 +414,28 @@ class UploadRequest(BaseModel):
     """POST /v1/uploads: where to upload, and (unless start_job is false) the job to run once the file lands."""
 
     start_job: bool = True
-    filename: str | None = Field(default=None, max_length=255)
+    filename: str | None = Field(default=None, max_length=FILENAME_MAX_CHARACTERS)
     job: TranscriptionRequest
 
 
-def parse_upload_request(content_type: str | None, body: bytes, default_model: str) -> UploadRequest:
+def parse_upload_request(content_type: str | None, body: bytes, default_model: str, *,
+                         allow_http_webhooks: bool = False) -> UploadRequest:
+    """POST /v1/uploads' body, with the same limits as a job request's fields."""
     fields: dict[str, Any] = {}
     if body.strip():
         if _media_type(content_type or "") != "application/json":
             raise UnsupportedMediaType("POST /v1/uploads takes a JSON body (or none).",
                                        code="unsupported_content_type")
         fields, _, _ = _fields_from_json(body)
-    unknown = sorted(set(fields) - _UPLOAD_FIELDS)
-    if unknown:
-        raise InvalidRequest(f"Unrecognized request argument supplied: {unknown[0]}", param=unknown[0],
-                             code="unknown_parameter")
+    _reject_unknown(fields, _UPLOAD_FIELDS)
+    _check_limits(fields, fields.get("filename"), allow_private_webhooks=allow_http_webhooks)
     if not isinstance(fields.get("start_job", True), bool):
         raise InvalidRequest("'start_job' must be true or false.", param="start_job", code="invalid_value")
     job_fields = {name: value for name, value in fields.items() if name not in ("start_job", "filename")}
     try:
         job = TranscriptionRequest(task=Task.TRANSCRIBE, **{"model": default_model, **job_fields})
-        return UploadRequest(start_job=fields.get("start_job", True), filename=fields.get("filename"), job=job)
+        upload = UploadRequest(start_job=fields.get("start_job", True), filename=fields.get("filename"), job=job)
     except ValidationError as exc:
         raise _as_invalid_request(exc) from exc
+    _check_word_timestamps(upload.job)
+    return upload

@@ -173,10 +173,11 @@ def add_operator_commands(commands: argparse._SubParsersAction) -> None:
     create = keys.add_parser("create", help="create a key and print it (once)")
     create.add_argument("--name", required=True, help="who the key is for")
     create.add_argument("--credits", type=int, default=0, help="credits to start with (a ledgered top-up)")
-    create.add_argument("--rate-limit", type=int, help="requests per minute (default: the deployment's)")
+    create.add_argument("--rate-limit", type=int, help="requests per minute, at least 1 (default: the deployment's)")
     create.add_argument("--models", help="comma-separated models the key may use (default: all)")
     create.add_argument("--expires", help="'30d' from now, or an ISO date")
-    create.add_argument("--key", help="use this inf_ key instead of generating one (imports, tests)")
+    create.add_argument("--key", help="use this inf_ key instead of generating one (imports): it must be a key "
+                                      "infery generated, with its checksum")
     create.set_defaults(run=keys_create)
     listing = keys.add_parser("list", help="every key, without secrets")
     listing.add_argument("--json", action="store_true")

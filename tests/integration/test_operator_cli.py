@@ -16,11 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from infery.keys import generate_api_key
 from infery.usage import CSV_COLUMNS
 from infery_cli.__main__ import main
 
 from tests.integration.support import MODEL_NAME, assert_error, assert_ok
 from tests.integration.test_auth_and_credits import MODEL_ERROR_500, MODEL_ERROR_HEADERS, model_answer
+from tests.unit.test_keys import spec_checksum
 
 KEY_PATTERN = re.compile(r"^\s+(inf_[0-9A-Za-z]{46})$", re.MULTILINE)
 
@@ -153,7 +155,7 @@ def test_a_key_that_expires_later_is_refused_once_expired(infery, accounts, fake
 
 def test_a_key_brought_by_the_operator_works_and_cannot_be_created_twice(infery, accounts, load_api,
                                                                          closed_port_url):
-    own_key = f"inf_imported_{uuid.uuid4().hex}"
+    own_key = generate_api_key()  # made elsewhere by infery: an operator's own key must be of the generated shape
     result = infery("keys", "create", "--name", "imported", "--key", own_key, "--credits", "3")
     assert result.code == 0 and own_key in result.out
     assert_ok(load_api(closed_port_url).call("GET", "/v1/models", api_key=own_key))
@@ -192,8 +194,12 @@ def test_a_retried_top_up_says_it_added_nothing(infery):
     ("keys", "create", "--name", "bad-key", "--key", "inf_short"),
     ("keys", "create", "--name", "bad-key", "--key", "sk-notinfery0123456789"),
     ("keys", "create", "--name", "bad-limit", "--rate-limit", "-1"),
+    ("keys", "create", "--name", "zero-limit", "--rate-limit", "0"),
+    ("keys", "create", "--name", "own-shape-key", "--key", "inf_my_local_key_0123456789"),
+    ("keys", "create", "--name", "weak-key", "--key", "inf_" + "0" * 40 + spec_checksum("0" * 40)),
 ], ids=["unknown-key-top-up", "zero-credits", "negative-credits", "unknown-key-show", "unknown-key-revoke",
-        "unknown-key-usage", "bad-since", "bad-until", "bad-expiry", "short-key", "foreign-key", "negative-limit"])
+        "unknown-key-usage", "bad-since", "bad-until", "bad-expiry", "short-key", "foreign-key", "negative-limit",
+        "zero-limit", "own-shape-key", "weak-key"])
 def test_operator_mistakes_exit_1_with_a_message_and_change_nothing(infery, accounts, argv):
     _, key_id = create_key(infery, "--credits", "10")
     keys_before, ledger_before = key_count(accounts), accounts.ledger_size()

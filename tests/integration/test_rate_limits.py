@@ -143,16 +143,27 @@ def test_the_deployments_default_applies_only_to_keys_without_their_own(limited,
     assert_error(api.call("GET", "/v1/models", api_key=generous_key), 429, "rate_limit_exceeded")
 
 
-@pytest.mark.parametrize(("environment", "key_limit"), [({"DEFAULT_RATE_LIMIT_PER_MINUTE": "1"}, 0),
-                                                        ({"DEFAULT_RATE_LIMIT_PER_MINUTE": "0"}, None)],
-                         ids=["key-without-limit", "deployment-without-limit"])
-def test_a_limit_of_zero_means_no_limit(limited, accounts, environment, key_limit):
-    api, _ = limited(**environment)
-    api_key, _ = accounts.new_key(10, rate_limit_per_minute=key_limit)
+def test_a_deployment_default_of_zero_means_no_limit(limited, accounts):
+    api, _ = limited(DEFAULT_RATE_LIMIT_PER_MINUTE="0")
+    api_key, _ = accounts.new_key(10)
     for _ in range(4):
         reply = api.call("GET", "/v1/models", api_key=api_key)
         assert_ok(reply)
         assert limits(reply) == (None, None, None)
+
+
+def test_a_keys_own_limit_of_zero_is_refused_and_one_stored_before_means_the_default(limited, accounts):
+    # a key's own 0 used to mean "unlimited": it is refused at creation now (tests/unit/test_key_rules.py) ...
+    with pytest.raises(ValueError, match="at least 1 request per minute"):
+        accounts.new_key(10, rate_limit_per_minute=0)
+    # ... and a 0 stored before gets the deployment's default, not unlimited
+    api, _ = limited(DEFAULT_RATE_LIMIT_PER_MINUTE="1")
+    api_key, item = accounts.new_key(10)
+    accounts.keys_table.update_item(Key={"key_hash": item.key_hash},
+                                    UpdateExpression="SET rate_limit_per_minute = :zero",
+                                    ExpressionAttributeValues={":zero": 0})
+    assert_ok(api.call("GET", "/v1/models", api_key=api_key))
+    assert_error(api.call("GET", "/v1/models", api_key=api_key), 429, "rate_limit_exceeded")
 
 
 def test_unauthenticated_requests_are_401_not_counted(limited, accounts):

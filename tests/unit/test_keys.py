@@ -140,9 +140,11 @@ def test_given_a_malformed_key_or_a_wrong_checksum_when_authenticating_then_401_
     "inf_" + "a" * 45 + "-",  # 46 characters, but '-' is not base62: not the generated shape
     "inf_" + "_" + "b" * 45,
 ])
-def test_given_an_operators_own_key_of_another_shape_then_it_is_accepted_without_a_checksum(key):
-    check_key_format(key)
+def test_given_an_operators_own_key_of_another_shape_then_it_authenticates_but_can_no_longer_be_created(key):
+    # keys of other shapes made before every new key had to be of the generated shape keep working
     assert api_key_from_authorization(f"Bearer {key}") == key
+    with pytest.raises(ValueError, match="40 random"):
+        check_key_format(key)  # tests/unit/test_key_rules.py
 
 
 @pytest.mark.parametrize("key", [
@@ -152,7 +154,7 @@ def test_given_an_operators_own_key_of_another_shape_then_it_is_accepted_without
     "inf_" + "é" * 20,
 ])
 def test_given_a_key_outside_the_format_then_check_key_format_raises(key):
-    with pytest.raises(ValueError, match="16 to 128"):
+    with pytest.raises(ValueError, match="40 random"):
         check_key_format(key)
 
 
@@ -327,13 +329,14 @@ def test_given_an_unknown_key_with_a_valid_checksum_then_401_invalid_api_key_aft
 def test_given_a_revoked_key_then_401_revoked_api_key_with_the_key_masked():
     table = _FakeKeysTable()
     store = KeyStore(table)
-    api_key, item = store.create("ci", 10, api_key=GOOD_KEY)
+    own_key = generate_api_key()  # an operator's own key is of the generated shape
+    api_key, item = store.create("ci", 10, api_key=own_key)
     revoked = store.revoke(item.key_id)
     assert revoked.status == "revoked" and revoked.revoked_at is not None
     assert revoked.credits == 10  # revoking keeps the balance for the record
     error = _auth_error(store, api_key)
     assert (error.status_code, error.code) == (401, "revoked_api_key")
-    assert GOOD_KEY not in error.message and mask_api_key(GOOD_KEY) in error.message
+    assert own_key not in error.message and mask_api_key(own_key) in error.message
 
 
 def test_given_a_key_whose_expiry_has_passed_then_401_expired_api_key():
@@ -368,10 +371,11 @@ def test_given_an_expiry_that_is_not_a_utc_timestamp_then_the_key_is_refused_at_
 def test_given_a_key_that_exists_already_then_create_refuses_it_and_leaves_the_stored_one_alone():
     table = _FakeKeysTable()
     store = KeyStore(table)
-    store.create("first", 10, api_key=GOOD_KEY)
+    own_key = generate_api_key()
+    store.create("first", 10, api_key=own_key)
     with pytest.raises(ValueError, match="exists already"):
-        store.create("second", 99, api_key=GOOD_KEY)
-    stored = table.items[hash_api_key(GOOD_KEY)]
+        store.create("second", 99, api_key=own_key)
+    stored = table.items[hash_api_key(own_key)]
     assert (stored["name"], stored["credits"]) == ("first", 10)
 
 
@@ -389,7 +393,7 @@ def test_given_another_dynamodb_error_on_create_then_it_is_not_disguised_as_a_du
                                      GOOD_KEY + "\n"])
 def test_given_a_chosen_key_that_could_never_authenticate_then_create_refuses_it(bad_key):
     table = _FakeKeysTable()
-    with pytest.raises(ValueError, match="16 to 128"):
+    with pytest.raises(ValueError, match="40 random"):
         KeyStore(table).create("dev", 0, api_key=bad_key)
     assert table.items == {}
 

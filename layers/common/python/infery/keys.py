@@ -2,7 +2,9 @@
 
 Generated keys are ``inf_`` + 40 random base62 characters (238 bits) + a 6-character CRC-32
 checksum, so a mistyped key is refused without a database read. Only a SHA-256 hash of a key
-is stored: with that much randomness a fast hash is safe (no password stretching needed).
+is stored: with that much randomness a fast hash is safe (no password stretching needed). A key an
+operator brings (INFERY_DEV_KEY, ``infery keys create --key``) must be one of these too: the same
+shape, checksum and random-looking content, so no key is weaker than a generated one.
 
 Keys are read with a consistent read on every request, never cached, so a revoked key is
 refused from the next request on.
@@ -22,7 +24,7 @@ from typing import Any, Literal
 
 from boto3.dynamodb.conditions import Attr
 from botocore.exceptions import ClientError
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from .errors import AuthenticationFailed, NotFound, PermissionDenied
 
@@ -30,10 +32,17 @@ KEY_PREFIX = "inf_"
 _BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
 _RANDOM_LENGTH = 40
 _CHECKSUM_LENGTH = 6
-# Keys an operator brings (INFERY_DEV_KEY, `infery keys create --key`) only need this shape.
+# What authentication accepts: generated keys, and keys of other shapes that operators could create before
+# every new key had to be of the generated shape (they keep working until revoked).
 _KEY_PATTERN = re.compile(r"inf_[A-Za-z0-9_-]{16,128}")  # used with fullmatch: "$" would allow a final "\n"
-# The shape of every key infery generates: such a key must carry a valid checksum.
+# The shape of every key infery generates (and of every key it creates): it must carry a valid checksum.
 _GENERATED_KEY_PATTERN = re.compile(rf"inf_[0-9A-Za-z]{{{_RANDOM_LENGTH + _CHECKSUM_LENGTH}}}")
+# What 40 random base62 characters look like, with a margin no generated key misses (each check fails a random
+# key with a probability under 1e-7): at least 16 different characters (29.8 on average), no character more
+# than 5 times in a row, fewer than 12 neighbours one apart in the alphabet ("abc", "321": 1.3 on average).
+_MIN_DISTINCT_CHARACTERS = 16
+_MAX_RUN = 5
+_MAX_ALPHABET_STEPS = 11
 _BEARER_PATTERN = re.compile(r"^\s*Bearer\s+(\S+)\s*$", re.IGNORECASE)
 KEY_ID_INDEX = "ByKeyId"
 
@@ -49,8 +58,14 @@ class ApiKeyItem(BaseModel):
     created_at: str
     revoked_at: str | None = None
     expires_at: str | None = None
-    rate_limit_per_minute: int | None = Field(default=None, ge=0)
+    rate_limit_per_minute: int | None = Field(default=None, ge=1)
     allowed_models: list[str] | None = None
+
+    @field_validator("rate_limit_per_minute", mode="before")
+    @classmethod
+    def _zero_is_the_default(cls, value: Any) -> Any:
+        """A 0 stored before 0 was refused (it meant "unlimited"): the deployment's default applies instead."""
+        return None if value is not None and not isinstance(value, bool) and value == 0 else value
 
     def public_view(self) -> dict[str, Any]:
         """Everything about the key except its hash."""
@@ -69,9 +84,24 @@ def _checksum(random_part: str) -> str:
     return _base62(zlib.crc32(random_part.encode()), _CHECKSUM_LENGTH)
 
 
+def _looks_random(random_part: str) -> bool:
+    if len(set(random_part)) < _MIN_DISTINCT_CHARACTERS:
+        return False
+    run = 1
+    for previous, current in zip(random_part, random_part[1:], strict=False):
+        run = run + 1 if current == previous else 1
+        if run > _MAX_RUN:
+            return False
+    steps = sum(abs(_BASE62.index(current) - _BASE62.index(previous)) == 1
+                for previous, current in zip(random_part, random_part[1:], strict=False))
+    return steps <= _MAX_ALPHABET_STEPS
+
+
 def generate_api_key() -> str:
-    random_part = "".join(secrets.choice(_BASE62) for _ in range(_RANDOM_LENGTH))
-    return KEY_PREFIX + random_part + _checksum(random_part)
+    while True:
+        random_part = "".join(secrets.choice(_BASE62) for _ in range(_RANDOM_LENGTH))
+        if _looks_random(random_part):  # practically always: see the thresholds
+            return KEY_PREFIX + random_part + _checksum(random_part)
 
 
 def has_valid_checksum(api_key: str) -> bool:
@@ -106,11 +136,16 @@ def parse_timestamp(value: str) -> datetime:
 
 
 def check_key_format(api_key: str) -> None:
-    """Raise ValueError unless ``api_key`` is a key infery would accept."""
-    if not _KEY_PATTERN.fullmatch(api_key):
-        raise ValueError("an infery key is 'inf_' followed by 16 to 128 letters, digits, '-' or '_'")
-    if _GENERATED_KEY_PATTERN.fullmatch(api_key) and not has_valid_checksum(api_key):
-        raise ValueError("a key of the generated shape (inf_ + 46 letters and digits) needs a valid checksum")
+    """Raise ValueError unless ``api_key`` may be created: a key as infery generates it, whoever made it."""
+    if not _GENERATED_KEY_PATTERN.fullmatch(api_key):
+        raise ValueError("an infery key is 'inf_' followed by 40 random letters and digits and a 6-character "
+                         "checksum; let infery generate it (`infery keys create` without --key)")
+    if not has_valid_checksum(api_key):
+        raise ValueError("the key's checksum (its last 6 characters) does not match: check it for a typo, or let "
+                         "infery generate the key")
+    if not _looks_random(api_key[len(KEY_PREFIX):len(KEY_PREFIX) + _RANDOM_LENGTH]):
+        raise ValueError("the key's 40 characters do not look random (too few different characters, long runs or "
+                         "alphabet sequences): let infery generate the key")
 
 
 def api_key_from_authorization(authorization: str | None) -> str:
@@ -155,6 +190,9 @@ class KeyStore:
         """
         api_key = api_key or generate_api_key()
         check_key_format(api_key)
+        if rate_limit_per_minute is not None and rate_limit_per_minute < 1:
+            raise ValueError("a key's own rate limit must be at least 1 request per minute; leave it out to use the "
+                             "deployment's default (DefaultRateLimitPerMinute)")
         if expires_at is not None:
             expires_at = parse_timestamp(expires_at).isoformat(timespec="milliseconds")
         key_hash = hash_api_key(api_key)

@@ -24,6 +24,8 @@ from .languages import WHISPER_LANGUAGE_CODES
 
 UPLOAD_FLOW_HINT = "POST /v1/uploads"
 UPLOAD_ID_PATTERN = re.compile(r"upl_[0-9a-f]{32}")
+# every job id: job_ + 32 lower-case hex digits (infery.jobs makes them)
+JOB_ID_PATTERN = re.compile(r"job_[0-9a-f]{32}")
 
 # Limits on the fields a request may carry, checked before anything is stored (a DynamoDB item holds 400 KB).
 # OpenAI reads at most 224 tokens of prompt; 1,000 characters is about that much English.
@@ -168,6 +170,25 @@ def _check_filename(value: Any) -> None:
         raise _invalid("filename", "must not contain control characters (NUL, line breaks, escapes).")
 
 
+# IPv6 prefixes that carry an IPv4 address inside (NAT64): an internal one inside is internal.
+_NAT64_PREFIXES = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+
+
+def is_public_address(address: str) -> bool:
+    """Whether a webhook may be sent to this IP address: a global unicast one, also inside IPv6 wrappings of IPv4
+    (mapped, 6to4, NAT64), so 169.254.169.254 is refused however it is written."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if not ip.is_global or ip.is_multicast:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = ip.ipv4_mapped or ip.sixtofour
+        if embedded is None and any(ip in prefix for prefix in _NAT64_PREFIXES):
+            embedded = ipaddress.IPv4Address(ip.packed[-4:])
+        if embedded is not None and not is_public_address(str(embedded)):
+            return False
+    return True
+
+
 def check_webhook_url(value: Any, *, allow_private_addresses: bool) -> None:
     """A URL the worker will POST to: https on port 443 to a public host, unless private addresses are allowed
     (the local stack, whose receivers run on loopback over http). The worker checks the address it connects to
@@ -194,10 +215,10 @@ def check_webhook_url(value: Any, *, allow_private_addresses: bool) -> None:
     if port not in (None, 443):
         raise _invalid("webhook_url", f"must be {expected}; webhooks are sent to port 443 only.")
     try:
-        address = ipaddress.ip_address(parts.hostname)
+        public = is_public_address(parts.hostname)
     except ValueError:
         return  # a name: its addresses are checked when the notification is sent
-    if not address.is_global:
+    if not public:
         raise _invalid("webhook_url", "points to an internal address; webhooks are sent to public hosts only.")
 
 

@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
+import http.client
 import socket
+import ssl
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from .jobs import WebhookAttempt
 from .keys import now_iso
+from .transcription_request import is_public_address
 
 SIGNATURE_HEADER = "Infery-Signature"
 DEFAULT_TOLERANCE_SECONDS = 300
@@ -43,45 +44,135 @@ def verify(body: bytes, signature_header: str, secret: str, *, tolerance_seconds
     return hmac.compare_digest(sign(body, secret, timestamp), f"t={timestamp},v1={parts.get('v1', '')}")
 
 
-def private_address_of(url: str) -> str | None:
-    """The first loopback, private, link-local or otherwise internal address the URL's host resolves to, if any.
+# Where a notification may go on AWS: https, to port 443. The local stack allows private addresses (its
+# receivers run on loopback, often over http) and with them any scheme of the two and any port.
+WEBHOOK_PORT = 443
+# What an attempt that reached nothing records: no system text or internal status code reaches the client.
+UNREACHABLE = "unreachable"
+# A receiver's answer body is read this far and dropped: only its status code counts.
+_RESPONSE_READ_LIMIT = 64 * 1024
 
-    Webhooks are sent from inside our network: without this check a job could make the worker POST to
-    internal services (the instance metadata endpoint 169.254.169.254, a VPC database's admin port ...).
-    """
-    host = urllib.parse.urlsplit(url).hostname or ""
+
+class _Refused(Exception):
+    """This URL is never sent to: recorded once, not retried."""
+
+
+@dataclass(frozen=True)
+class _Target:
+    scheme: str
+    host: str  # as sent in Host and SNI (IDNA-encoded)
+    port: int
+    path: str
+
+
+def _target(url: str, allow_private_addresses: bool) -> _Target:
     try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
-    except (socket.gaierror, UnicodeError):
-        return None  # unresolvable: the delivery attempt itself reports it
-    for address in sorted(addresses):
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-        if not ip.is_global:
-            return address
-    return None
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+        host = (parts.hostname or "").encode("idna").decode("ascii")
+    except (ValueError, UnicodeError):
+        raise _Refused("refused: the webhook URL cannot be parsed") from None
+    if parts.scheme not in ("https", "http") or not host:
+        raise _Refused("refused: the webhook URL must be an https:// URL")
+    if not allow_private_addresses and (parts.scheme != "https" or port not in (None, WEBHOOK_PORT)):
+        raise _Refused(f"refused: webhooks are sent over https to port {WEBHOOK_PORT} only")
+    default_port = WEBHOOK_PORT if parts.scheme == "https" else 80
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return _Target(parts.scheme, host, port or default_port, path)
+
+
+def _resolve(target: _Target, allow_private_addresses: bool) -> list[str]:
+    """The host's addresses, looked up once for this attempt; refused when any of them is internal."""
+    infos = socket.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
+    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+    if not addresses:
+        raise OSError("no address")
+    if not allow_private_addresses and not all(is_public_address(address) for address in addresses):
+        raise _Refused("refused: the webhook host resolves to an internal address")
+    return addresses
+
+
+def _connect(addresses: list[str], port: int, timeout: float) -> socket.socket:
+    """A connection to one of the addresses that were checked (never to the name: it would be resolved again)."""
+    failure: OSError = OSError("no address")
+    for address in addresses:
+        try:
+            return socket.create_connection((address, port), timeout)
+        except OSError as exc:
+            failure = exc
+    raise failure
+
+
+class _PinnedHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, target: _Target, addresses: list[str], timeout: float) -> None:
+        super().__init__(target.host, target.port, timeout=timeout)
+        self._addresses = addresses
+
+    def connect(self) -> None:
+        self.sock = _connect(self._addresses, self.port, self.timeout)
+
+
+class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+    """https to a checked address; the certificate is verified against the name, which SNI carries."""
+
+    def __init__(self, target: _Target, addresses: list[str], timeout: float, context: ssl.SSLContext) -> None:
+        super().__init__(target.host, target.port, timeout=timeout, context=context)
+        self._addresses = addresses
+
+    def connect(self) -> None:
+        sock = _connect(self._addresses, self.port, self.timeout)
+        try:
+            self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+        except BaseException:
+            sock.close()
+            raise
+
+
+def _post(target: _Target, addresses: list[str], body: bytes, headers: dict[str, str], timeout: float,
+          tls_context: ssl.SSLContext) -> int:
+    """POST once, following nothing; the receiver's status code."""
+    connection: http.client.HTTPConnection
+    if target.scheme == "https":
+        connection = _PinnedHTTPSConnection(target, addresses, timeout, tls_context)
+    else:
+        connection = _PinnedHTTPConnection(target, addresses, timeout)
+    try:
+        connection.request("POST", target.path, body=body, headers=headers)
+        response = connection.getresponse()
+        response.read(_RESPONSE_READ_LIMIT)
+        return response.status
+    finally:
+        connection.close()
 
 
 def deliver(url: str, body: bytes, secret: str, *, record: Callable[[WebhookAttempt], None],
             sleep: Callable[[float], None] = time.sleep, timeout_seconds: float = 10.0,
-            allow_private_addresses: bool = False) -> bool:
-    """POST the notification, retrying with backoff on errors and non-2xx answers; every attempt is recorded."""
-    internal = None if allow_private_addresses else private_address_of(url)
-    if internal is not None:
-        record(WebhookAttempt(at=now_iso(), error=f"refused: the webhook host resolves to an internal address "
-                                                  f"({internal})"))
-        return False
-    for delay in (0.0, *RETRY_DELAYS_SECONDS):
-        if delay:
-            sleep(delay)
-        request = urllib.request.Request(url, data=body, method="POST", headers={  # noqa: S310 - http(s) only
-            "Content-Type": "application/json", "User-Agent": "infery-webhooks/1",
-            SIGNATURE_HEADER: sign(body, secret, int(time.time()))})
-        try:
-            with urllib.request.urlopen(request, timeout=timeout_seconds) as response:  # noqa: S310
-                record(WebhookAttempt(at=now_iso(), status_code=response.status))
+            allow_private_addresses: bool = False, tls_context: ssl.SSLContext | None = None) -> bool:
+    """POST the notification, retrying with backoff on errors and non-2xx answers; every attempt is recorded.
+
+    Each attempt resolves the host once and connects to an address it checked (so a DNS answer that changes
+    after the check cannot point the worker inside); redirects are not followed (a 3xx is the receiver's
+    answer, like any other non-2xx). Unless ``allow_private_addresses`` (the local stack), only https to port
+    443 of a host whose every address is public is sent to.
+    """
+    context = tls_context or ssl.create_default_context()
+    try:
+        target = _target(url, allow_private_addresses)
+        for delay in (0.0, *RETRY_DELAYS_SECONDS):
+            if delay:
+                sleep(delay)
+            headers = {"Content-Type": "application/json", "User-Agent": "infery-webhooks/1",
+                       SIGNATURE_HEADER: sign(body, secret, int(time.time()))}
+            try:
+                status = _post(target, _resolve(target, allow_private_addresses), body, headers, timeout_seconds,
+                               context)
+            except (OSError, http.client.HTTPException, UnicodeError, ValueError):
+                # refused, reset, timed out, TLS failed, no such name: said the same way whatever answered
+                record(WebhookAttempt(at=now_iso(), error=UNREACHABLE))
+                continue
+            record(WebhookAttempt(at=now_iso(), status_code=status))
+            if 200 <= status < 300:
                 return True
-        except urllib.error.HTTPError as exc:
-            record(WebhookAttempt(at=now_iso(), status_code=exc.code))
-        except (urllib.error.URLError, OSError) as exc:
-            record(WebhookAttempt(at=now_iso(), error=str(getattr(exc, "reason", exc))[:200]))
+    except _Refused as refusal:
+        record(WebhookAttempt(at=now_iso(), error=str(refusal)))
     return False

@@ -6,7 +6,25 @@ bodies themselves, so the status codes and the shape stay in one place.
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+# Text written for operators that must never reach a client, whichever component wrote the message: errno
+# prefixes (FFmpeg's "[Errno 1094995529] Invalid data ..."), our buckets' object URIs and our resources' ARNs.
+_INTERNAL_TEXT = (
+    (re.compile(r"\[Errno -?\d+\]\s*"), ""),
+    (re.compile(r"(['\"])s3://[^'\"]*\1"), r"\1(the stored file)\1"),
+    (re.compile(r"s3://[^\s'\"<>]+"), "(the stored file)"),
+    (re.compile(r"(['\"])arn:aws[\w-]*:[^'\"]*\1"), r"\1(an AWS resource)\1"),
+    (re.compile(r"arn:aws[\w-]*:[^\s'\"<>]+"), "(an AWS resource)"),
+)
+
+
+def public_message(message: str) -> str:
+    """``message`` without the internal details a client must not see (see _INTERNAL_TEXT)."""
+    for pattern, replacement in _INTERNAL_TEXT:
+        message = pattern.sub(replacement, message)
+    return message
 
 
 class InferyError(Exception):
@@ -16,6 +34,7 @@ class InferyError(Exception):
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None,
                  headers: dict[str, str] | None = None) -> None:
+        message = public_message(message)  # clients see it: the API's answers, a job's error
         super().__init__(message)
         self.message = message
         self.param = param

@@ -24,7 +24,7 @@ from botocore.config import Config
 from infery.async_inference import ProgressReader
 from infery.credits import CreditStore
 from infery.endpoint_client import WhisperEndpoint
-from infery.errors import Conflict, InferyError, InvalidRequest, ModelTimeout, NotFound
+from infery.errors import Conflict, InferyError, InsufficientCredits, InvalidRequest, ModelTimeout, NotFound
 from infery.http_errors import JSON_CONTENT_TYPE, error_response, unexpected_error_response
 from infery.inference import Task
 from infery.job_views import JobPresenter
@@ -36,6 +36,7 @@ from infery.service import TranscriptionService
 from infery.settings import get_settings
 from infery.storage import AudioStore, new_upload_id
 from infery.transcription_request import (
+    JOB_ID_PATTERN,
     ResponseFormat,
     TranscriptionRequest,
     parse_transcription_request,
@@ -189,13 +190,24 @@ def _json_response(status: int, body: dict, headers: dict[str, str]) -> Response
     return Response(status, JSON_CONTENT_TYPE, json.dumps(body), headers=headers)
 
 
+def _require_minimum_credit(key: ApiKeyItem, model: str) -> None:
+    """402 unless the key's balance covers the smallest charge a request can have: an upload or a job made
+    without it would only fail later, in the worker."""
+    minimum = max(1, service.pricing.credits_for(0, model))
+    if key.credits < minimum:
+        raise InsufficientCredits(
+            f"This key's balance is {key.credits} credits; an upload or a job needs at least {minimum}. Top up the "
+            "key's credits to continue.", headers={"x-infery-credits-balance": str(key.credits)})
+
+
 @app.post("/v1/uploads")
 def create_upload() -> Response:
     """A presigned POST into the key's own prefix; unless start_job is false, the file starts a job on arrival."""
     key, rate_limit_headers = _authenticate()
     upload = parse_upload_request(app.current_event.headers.get("content-type"), _body_bytes(),
-                                  service.catalog.default_model)
-    service.catalog.resolve(upload.job.model)
+                                  service.catalog.default_model,
+                                  allow_http_webhooks=settings.webhook_allow_private_addresses)
+    _require_minimum_credit(key, service.catalog.resolve(upload.job.model))
     upload_id = new_upload_id()
     presigned = audio_store.presigned_upload(key.key_id, upload_id)
     body = {"id": upload_id, "object": "upload", "method": "POST", "upload_url": presigned["url"],
@@ -215,8 +227,9 @@ def _create_job(task: Task) -> Response:
     key, rate_limit_headers = _authenticate()
     request = parse_transcription_request(
         task, app.current_event.headers.get("content-type"), _body_bytes(),
-        max_audio_bytes=settings.max_sync_audio_bytes, max_upload_bytes=settings.max_upload_bytes, for_job=True)
-    service.catalog.resolve(request.model)
+        max_audio_bytes=settings.max_sync_audio_bytes, max_upload_bytes=settings.max_upload_bytes, for_job=True,
+        allow_http_webhooks=settings.webhook_allow_private_addresses)
+    _require_minimum_credit(key, service.catalog.resolve(request.model))
     if request.upload_id:
         source_uri = audio_store.check_upload(key.key_id, request.upload_id)  # 404 unless it arrived
     else:
@@ -241,9 +254,11 @@ def create_translation_job() -> Response:
 
 
 def _own_job(key: ApiKeyItem, job_id: str) -> Job:
-    job = jobs.get(job_id) if job_id.startswith("job_") else None
+    # an id of another shape is no job: not looked up (a DynamoDB key past 2 KB would fail the read)
+    job = jobs.get(job_id) if JOB_ID_PATTERN.fullmatch(job_id) else None
     if job is None or job.key_id != key.key_id:  # another key's job is as invisible as a missing one
-        raise NotFound(f"No job with id '{job_id}'.", param="job_id", code="job_not_found")
+        shown = job_id if len(job_id) <= 40 else job_id[:40] + "..."
+        raise NotFound(f"No job with id '{shown}'.", param="job_id", code="job_not_found")
     return job
 
 

@@ -76,6 +76,9 @@ def aws_environment(monkeypatch: pytest.MonkeyPatch, moto_url: str, function_env
         "AWS_REGION": "us-east-1",
         "AWS_ENDPOINT_URL_DYNAMODB": moto_url,
         "POWERTOOLS_METRICS_NAMESPACE": "InferyIntegrationTests",
+        # as the local stack does: the tests' webhook receivers listen on 127.0.0.1 over http, which a deployment
+        # refuses (tests that check the refusal load the handler with "false")
+        "WEBHOOK_ALLOW_PRIVATE_ADDRESSES": "true",
     }
     for name, value in environment.items():
         monkeypatch.setenv(name, value)

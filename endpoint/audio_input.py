@@ -44,8 +44,13 @@ class AudioLimits:
     def check_duration(self, seconds: float) -> None:
         if seconds > self.max_seconds:
             raise AudioRefused("audio_too_long",
-                               f"The audio lasts {seconds / 60:.0f} minutes; this deployment transcribes at most "
-                               f"{self.max_seconds / 60:.0f} minutes per file.")
+                               f"The audio lasts {_minutes(seconds)}; this deployment transcribes at most "
+                               f"{_minutes(self.max_seconds)} per file.")
+
+
+def _minutes(seconds: float) -> str:
+    count = max(1, round(seconds / 60))
+    return f"{count} minute{'s' if count != 1 else ''}"
 
 
 def decode(data: bytes, limits: AudioLimits) -> np.ndarray:

@@ -50,7 +50,12 @@ SILENCE_PROBABILITY = 0.3
 COMPRESSION_RATIO_THRESHOLD = 2.4
 LOG_PROB_THRESHOLD = -1.0
 NO_SPEECH_THRESHOLD = 0.6
-FALLBACK_TEMPERATURES = (0.2, 0.4, 0.6, 0.8, 1.0)
+FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+# Speech after a window's last segment, longer than this, was not transcribed: Whisper stopped early (it often
+# does before a sentence that ends near a window's edge). Sequential decoding would seek back and decode it again;
+# the engine re-decodes that tail.
+UNTRANSCRIBED_TAIL_SECONDS = 1.0
+SPEECH_PROBABILITY = 0.5
 PREPEND_PUNCTUATIONS = "\"'“¿([{-"
 APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
 
@@ -305,13 +310,13 @@ def split_window(model: WhisperModel, tokenizer: Tokenizer, tokens: list[int], w
     for token in tokens:
         if token >= begin:
             time_at = (token - begin) * model.time_precision
-            if piece and any(t < begin for t in piece):
-                # a timestamp after text closes the segment
+            if any(t < begin for t in piece):
+                # a timestamp after text closes the segment; the next one opens the next segment
                 segments.append(segment(piece + [token], piece_start, time_at))
-                piece = []
-            if not piece:
-                piece_start = time_at
                 piece = [token]
+            else:
+                piece = [token]  # the latest timestamp before any text is where the segment starts
+            piece_start = time_at
             last_time = time_at
         else:
             piece.append(token)
@@ -345,6 +350,23 @@ def _add_words(model: WhisperModel, tokenizer: Tokenizer, encoder_output: ctrans
                 segment.start, segment.end = float(as_dict["start"]), float(as_dict["end"])
 
 
+class _LazySpeech:
+    """Speech probabilities of one request's audio, computed once and only when something needs them."""
+
+    def __init__(self, audio: np.ndarray) -> None:
+        self._audio = audio
+        self._probabilities: np.ndarray | None = None
+
+    def probabilities(self, audio: np.ndarray) -> np.ndarray:
+        if self._probabilities is None:
+            self._probabilities = silero_speech_probabilities(self._audio)
+        return self._probabilities
+
+    def has_speech(self, start: int, end: int, min_seconds: float) -> bool:
+        frames = self.probabilities(self._audio)[start // VAD_FRAME: -(-end // VAD_FRAME)]
+        return float(np.sum(frames >= SPEECH_PROBABILITY)) * VAD_FRAME / SAMPLE_RATE >= min_seconds
+
+
 class BatchedEngine:
     """Transcribes requests through one :class:`WindowBatcher`; safe to call from many threads."""
 
@@ -360,7 +382,8 @@ class BatchedEngine:
     def stream(self, audio: np.ndarray, options: DecodeOptions, *,
                cancelled: Callable[[], bool] = lambda: False, poll_seconds: float = 0.25) -> Iterator[WindowResult]:
         """Each window's segments, in order, as soon as they and every window before them are final."""
-        windows = plan_windows(audio)
+        speech = _LazySpeech(audio)
+        windows = plan_windows(audio, speech.probabilities)
         tokenizer = Tokenizer(self.model.hf_tokenizer, self.model.model.is_multilingual, task=options.task,
                               language=options.language)
         ticket = _Ticket(audio=audio, options=options, tokenizer=tokenizer, pending=deque(windows))
@@ -371,7 +394,8 @@ class BatchedEngine:
                 if isinstance(result, BaseException):
                     raise result
                 if self._needs_fallback(result, options):
-                    result = self._redecode(audio, window, options)
+                    result = self._redecode(audio, window, options, keep_if_empty=result)
+                result = result + self._untranscribed_tail(audio, window, result, options, speech)
                 yield WindowResult(window, result, len(windows))
         finally:
             ticket.cancelled = True  # a consumer that stops early (or failed) frees the batcher of the rest
@@ -389,28 +413,51 @@ class BatchedEngine:
 
     @staticmethod
     def _needs_fallback(segments: list[DecodedSegment], options: DecodeOptions) -> bool:
+        """Whisper's rules for a failed decode, per segment: a window of many similar sentences compresses well
+        as a whole without being a loop, while a loop shows in the segment that repeats, or as repeated segments."""
         if options.temperature is not None or not segments:
             return False
-        text = "".join(segment.text for segment in segments)
-        first = segments[0]
-        if get_compression_ratio(text) > COMPRESSION_RATIO_THRESHOLD:
+        if any(segment.compression_ratio > COMPRESSION_RATIO_THRESHOLD for segment in segments):
             return True
+        texts = [segment.text.strip().lower() for segment in segments]
+        if any(texts[index] == texts[index + 1] == texts[index + 2] for index in range(len(texts) - 2)):
+            return True
+        first = segments[0]
         silence = first.no_speech_prob > NO_SPEECH_THRESHOLD
         return first.avg_logprob < LOG_PROB_THRESHOLD and not silence
 
-    def _redecode(self, audio: np.ndarray, window: Window, options: DecodeOptions) -> list[DecodedSegment]:
-        """Whisper's sequential decode with temperature fallback, for the one window the batch got wrong."""
+    def _untranscribed_tail(self, audio: np.ndarray, window: Window, segments: list[DecodedSegment],
+                            options: DecodeOptions, speech: _LazySpeech) -> list[DecodedSegment]:
+        """The speech after the window's last segment, decoded on its own when the model stopped before it."""
+        last_end = max((segment.end for segment in segments), default=window.offset)
+        tail_start = int(max(window.offset, last_end) * SAMPLE_RATE)
+        if (window.end - tail_start) / SAMPLE_RATE < UNTRANSCRIBED_TAIL_SECONDS:
+            return []
+        if not speech.has_speech(tail_start, window.end, UNTRANSCRIBED_TAIL_SECONDS / 2):
+            return []  # silence after the last words: nothing was missed
+        tail = Window(window.index, tail_start, window.end)
+        return self._redecode(audio, tail, options)
+
+    def _redecode(self, audio: np.ndarray, window: Window, options: DecodeOptions,
+                  keep_if_empty: list[DecodedSegment] | None = None) -> list[DecodedSegment]:
+        """Whisper's sequential decode with temperature fallback, for a window (or its tail) the batch got wrong.
+        Its no-speech rule is off: a window is only re-decoded because it holds words."""
         segments, _ = self.model.transcribe(
             audio[window.start:window.end], language=options.language, task=options.task,
             initial_prompt=options.initial_prompt, temperature=list(FALLBACK_TEMPERATURES),
             beam_size=max(self.beam_size, 5), best_of=5, word_timestamps=options.word_timestamps,
-            vad_filter=False, condition_on_previous_text=False)
+            vad_filter=False, condition_on_previous_text=False, no_speech_threshold=None)
+        decoded = self._on_timeline(list(segments), window)
+        return decoded if decoded or keep_if_empty is None else keep_if_empty
+
+    def _on_timeline(self, segments: list, window: Window) -> list[DecodedSegment]:
         seek = int(window.offset * self.model.frames_per_second)
         return [DecodedSegment(
-            start=round(window.offset + segment.start, 3), end=round(window.offset + segment.end, 3),
+            start=round(window.offset + float(segment.start), 3), end=round(window.offset + float(segment.end), 3),
             text=segment.text, tokens=list(segment.tokens), seek=seek, avg_logprob=segment.avg_logprob,
             compression_ratio=segment.compression_ratio, no_speech_prob=segment.no_speech_prob,
             temperature=float(segment.temperature or 0.0),
-            words=[{"word": word.word, "start": window.offset + word.start, "end": window.offset + word.end,
-                    "probability": word.probability} for word in segment.words or []])
+            words=[{"word": word.word, "start": window.offset + float(word.start),
+                    "end": window.offset + float(word.end), "probability": float(word.probability)}
+                   for word in segment.words or []])
             for segment in segments]

@@ -6,10 +6,12 @@ import io
 import re
 import shutil
 import subprocess
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
 import av
+import numpy as np
 
 SCRIPT = ("The quick brown fox jumps over the lazy dog. Speech recognition turns spoken words into written text. "
           "Please send the quarterly report to the finance team by Friday.")
@@ -103,3 +105,92 @@ def large_wav(min_bytes: int, text: str = LONG_SCRIPT) -> bytes:
         target.setframerate(48_000)
         target.writeframes(bytes(pcm) * repeats)
     return output.getvalue()
+
+
+# --- long recordings with known timings: each sentence said separately, then laid out on one timeline -------
+
+TIMED_SAMPLE_RATE = 16_000
+# "finance team" in espeak-ng's voice is heard as "fire and steam" by tiny.en: a recognition error, not a loss
+_TEAMS = ("security", "engineering", "support", "marketing", "sales", "design", "legal", "research")
+_THINGS = ("budget", "report", "schedule", "contract", "proposal", "roadmap", "invoice", "website")
+_DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+
+
+@dataclass(frozen=True)
+class TimedSentence:
+    text: str
+    key_words: tuple[str, ...]
+    start: float  # seconds on the recording's timeline
+    end: float
+
+
+def distinct_sentences(count: int) -> list[tuple[str, tuple[str, ...]]]:
+    """``count`` different sentences (team x document x day), each with the three words that identify it."""
+    combinations = [(team, thing, day) for day in _DAYS for thing in _THINGS for team in _TEAMS]
+    # a fixed stride through the combinations, so neighbouring sentences differ in every word
+    ordered = [combinations[(index * 37) % len(combinations)] for index in range(len(combinations))]
+    return [(f"The {team} team will review the {thing} on {day}.", (team, thing, day.lower()))
+            for team, thing, day in ordered[:count]]
+
+
+def _pcm16k(wav: bytes) -> np.ndarray:
+    """espeak-ng's WAV as 16 kHz mono float samples, without the silence it puts around the words."""
+    samples = []
+    with av.open(io.BytesIO(wav)) as source:
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=TIMED_SAMPLE_RATE)
+        for frame in source.decode(audio=0):
+            samples.extend(resampled.to_ndarray().reshape(-1) for resampled in resampler.resample(frame))
+        samples.extend(resampled.to_ndarray().reshape(-1) for resampled in resampler.resample(None))
+    audio = np.concatenate(samples).astype(np.float32) / 32768.0
+    loud = np.flatnonzero(np.abs(audio) > 0.01)
+    return audio[loud[0]: loud[-1] + 1] if len(loud) else audio
+
+
+def timed_speech(sentences: list[tuple[str, tuple[str, ...]]], *, gap_seconds: float = 0.6,
+                 quiet: frozenset[int] = frozenset(), quiet_gain: float = 0.05,
+                 lead_seconds: float = 0.3) -> tuple[bytes, list[TimedSentence]]:
+    """One 16 kHz mono WAV saying every sentence in order, ``gap_seconds`` of silence between them (none after
+    the last: the file ends with its last word), sentences at positions in ``quiet`` at ``quiet_gain`` volume."""
+    import wave
+
+    pieces: list[np.ndarray] = [np.zeros(int(lead_seconds * TIMED_SAMPLE_RATE), dtype=np.float32)]
+    timeline: list[TimedSentence] = []
+    position = len(pieces[0])
+    gap = np.zeros(int(gap_seconds * TIMED_SAMPLE_RATE), dtype=np.float32)
+    for index, (text, key_words) in enumerate(sentences):
+        said = _pcm16k(synthesize_wav(text)) * (quiet_gain if index in quiet else 1.0)
+        if index:
+            pieces.append(gap)
+            position += len(gap)
+        timeline.append(TimedSentence(text, key_words, position / TIMED_SAMPLE_RATE,
+                                      (position + len(said)) / TIMED_SAMPLE_RATE))
+        pieces.append(said)
+        position += len(said)
+    pcm = (np.clip(np.concatenate(pieces), -1, 1) * 32767).astype("<i2").tobytes()
+    output = io.BytesIO()
+    with wave.open(output, "wb") as target:
+        target.setnchannels(1)
+        target.setsampwidth(2)
+        target.setframerate(TIMED_SAMPLE_RATE)
+        target.writeframes(pcm)
+    return output.getvalue(), timeline
+
+
+def sentences_missing(timeline: list[TimedSentence], segments: list[dict], *, slack_seconds: float = 1.0,
+                      min_recall: float = 0.6) -> list[TimedSentence]:
+    """The sentences whose key words are not (mostly) in the segments transcribed around their own time."""
+    missing = []
+    for sentence in timeline:
+        around = " ".join(segment["text"] for segment in segments
+                          if segment["end"] >= sentence.start - slack_seconds
+                          and segment["start"] <= sentence.end + slack_seconds)
+        if _stem_recall(around, sentence.key_words) < min_recall:
+            missing.append(sentence)
+    return missing
+
+
+def _stem_recall(transcript: str, expected: tuple[str, ...]) -> float:
+    """Like word_recall, but a word heard with another ending or split in two counts ("scheduled" for "schedule",
+    "road map" for "roadmap"): the sentence was transcribed, if not perfectly; a lost one has none of its words."""
+    heard = "".join(re.findall(r"[a-z]+", transcript.lower()))  # "road map" is "roadmap"
+    return sum(word[:6] in heard for word in expected) / len(expected)

@@ -11,7 +11,6 @@ import json
 import os
 import queue
 import re
-import secrets
 import shutil
 import signal
 import socket
@@ -30,6 +29,7 @@ import openai
 import pytest
 import requests
 from boto3.dynamodb.types import TypeDeserializer
+from infery.keys import generate_api_key
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_LINE = "infery local stack is ready"
@@ -145,7 +145,7 @@ def _kill_group(process: subprocess.Popen) -> None:
 
 def start_stack(credits: int, timeout: float = 240, concurrency: int = 3,
                 extra_environment: dict[str, str] | None = None) -> tuple[subprocess.Popen, RunningStack]:
-    api_key = "inf_e2e_" + secrets.token_urlsafe(24)
+    api_key = generate_api_key()  # an operator's own key must have the generated shape and checksum
     port = _free_port()
     state_file = Path(tempfile.mkdtemp(prefix="infery-e2e-")) / "local-stack.json"
     environment = {**os.environ, "INFERY_DEV_KEY": api_key, "INFERY_DEV_CREDITS": str(credits),

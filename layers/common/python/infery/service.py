@@ -27,6 +27,11 @@ class TranscriptionOutcome:
     audio_seconds: float
 
 
+def minutes(seconds: float) -> str:
+    count = max(1, round(seconds / 60))
+    return f"{count} minute{'s' if count != 1 else ''}"
+
+
 class ModelCatalog:
     """The models this deployment serves: its default model, and aliases such as OpenAI's ``whisper-1``."""
 
@@ -100,8 +105,8 @@ class TranscriptionService:
                                  f"{self.min_audio_sample_rate} Hz is needed to transcribe speech.",
                                  param="file", code="sample_rate_too_low")
         if declared_seconds is not None and declared_seconds > self.max_audio_seconds:
-            raise InvalidRequest(f"The audio lasts {declared_seconds / 60:.0f} minutes; this deployment "
-                                 f"transcribes at most {self.max_audio_seconds / 60:.0f} minutes per file.",
+            raise InvalidRequest(f"The audio lasts {minutes(declared_seconds)}; this deployment transcribes at most "
+                                 f"{minutes(self.max_audio_seconds)} per file.",
                                  param="file", code="audio_too_long")
 
     @staticmethod

@@ -1,0 +1,122 @@
+"""Long audio at the limits we promise, end to end through the local stack and `infery transcribe`.
+
+Each recording is said sentence by sentence (espeak-ng) and laid out on a timeline we know, so every sentence is
+checked where it was said: a window dropped, a word cut at a window edge or a last sentence lost fails the test
+even when the same words are said elsewhere. Jobs run on the (emulated) asynchronous endpoint, so nothing here
+depends on one 60-second invocation.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.e2e.conftest import RunningStack, start_stack, stop_stack
+from tests.e2e.test_large_files_e2e import cli, create_upload, credits_for, ledger_entries, upload_file, usage, \
+    wait_for_job
+from tests.speech import TIMED_SAMPLE_RATE, distinct_sentences, sentences_missing, timed_speech
+
+pytestmark = pytest.mark.e2e
+
+TEN_MINUTES = 600.0
+
+
+@pytest.fixture(scope="module")
+def long_stack() -> Iterator[RunningStack]:
+    process, running = start_stack(credits=100_000)
+    try:
+        yield running
+    finally:
+        stop_stack(process)
+
+
+def _transcribe_verbose(stack: RunningStack, path: Path, *extra: str) -> dict[str, Any]:
+    result = cli(stack, "transcribe", str(path), "--format", "verbose_json", *extra)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout)
+
+
+def _settled_request(stack: RunningStack, balance_before: int) -> dict[str, Any]:
+    """The one request settled since ``balance_before`` was read, and the usage report that shows it."""
+    report = usage(stack)
+    newest = report["recent_requests"][0]
+    assert newest["status"] == "settled", report["recent_requests"][:3]
+    assert report["balance"] == balance_before - newest["credits"], (balance_before, report["balance"], newest)
+    return newest
+
+
+def test_a_ten_minute_recording_through_infery_transcribe_keeps_every_sentence_and_is_charged_once(
+        long_stack: RunningStack, tmp_path: Path) -> None:
+    wav, timeline = timed_speech(distinct_sentences(175))
+    assert timeline[-1].end >= TEN_MINUTES, timeline[-1].end
+    assert len(wav) <= 25_000_000  # what the upload flow promises
+    path = tmp_path / "ten-minutes.wav"
+    path.write_bytes(wav)
+    before = usage(long_stack)
+
+    transcript = _transcribe_verbose(long_stack, path)  # over the sync limit: upload, job, asynchronous endpoint
+
+    missing = sentences_missing(timeline, transcript["segments"])
+    assert missing == [], f"{len(missing)} of {len(timeline)} sentences lost, first: {missing[:3]}"
+    assert transcript["duration"] == pytest.approx(len(wav[44:]) / 2 / TIMED_SAMPLE_RATE, abs=0.1)
+    request = _settled_request(long_stack, before["balance"])
+    assert request["credits"] == credits_for(transcript["duration"]) == transcript["credits_used"]
+    entries = ledger_entries(long_stack, before["key_id"], request["request_id"])
+    assert Counter(entry["kind"] for entry in entries) == Counter({"reserve": 1, "settle": 1}), entries
+    assert sum(entry["credits"] for entry in entries) == -request["credits"]
+
+
+@pytest.mark.parametrize("path_flag", ["--job", None], ids=["job", "sync"])
+def test_silence_between_sentences_and_quiet_speech_lose_nothing(long_stack: RunningStack, tmp_path: Path,
+                                                                  path_flag: str | None) -> None:
+    # 5 s pauses put window cuts in silence; three sentences are whispered at 5% of the others' volume
+    wav, timeline = timed_speech(distinct_sentences(14), gap_seconds=5.0, quiet=frozenset({2, 6, 11}))
+    assert timeline[-1].end > 60  # several windows
+    path = tmp_path / "pauses.wav"
+    path.write_bytes(wav)
+    transcript = _transcribe_verbose(long_stack, path, *([path_flag] if path_flag else []))
+    assert sentences_missing(timeline, transcript["segments"]) == []
+
+
+@pytest.mark.parametrize("path_flag", ["--job", None], ids=["job", "sync"])
+def test_the_last_sentence_ending_at_the_very_end_of_the_file_comes_back(long_stack: RunningStack, tmp_path: Path,
+                                                                         path_flag: str | None) -> None:
+    wav, timeline = timed_speech(distinct_sentences(20))
+    assert len(wav[44:]) / 2 / TIMED_SAMPLE_RATE == pytest.approx(timeline[-1].end, abs=0.01)  # no silence after
+    path = tmp_path / "ends-mid-breath.wav"
+    path.write_bytes(wav)
+    transcript = _transcribe_verbose(long_stack, path, *([path_flag] if path_flag else []))
+    assert sentences_missing(timeline, transcript["segments"]) == []
+    last_words = timeline[-1].key_words
+    assert all(word in transcript["text"].lower() for word in last_words), (last_words, transcript["text"][-200:])
+
+
+def _one_hertz_wav(data_bytes: int) -> bytes:
+    """A WAV header that says 1 sample per second: a few KB that would decode to thousands of seconds."""
+    header = b"RIFF" + struct.pack("<I", 36 + data_bytes) + b"WAVEfmt " + struct.pack("<IHHIIHH", 16, 1, 1, 1, 2, 2, 16)
+    return header + b"data" + struct.pack("<I", data_bytes) + bytes(data_bytes)
+
+
+def test_a_duration_bomb_is_refused_before_any_credit_is_reserved_sync_and_job(long_stack: RunningStack) -> None:
+    bomb = _one_hertz_wav(4000)
+    before = usage(long_stack)
+    reply = requests.post(f"{long_stack.base_url}/audio/transcriptions", headers=long_stack.headers(),
+                          data={"model": "whisper-1"}, files={"file": ("bomb.wav", bomb, "audio/wav")}, timeout=60)
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["error"]["code"] == "sample_rate_too_low", reply.text
+
+    upload = create_upload(long_stack, filename="bomb.wav", model="whisper-1")
+    upload_file(upload, "bomb.wav", bomb)
+    job = wait_for_job(long_stack, upload["job_id"])
+    assert job["status"] == "failed" and job["error"]["code"] == "sample_rate_too_low", job
+    assert "8000 Hz" in job["error"]["message"], job
+    after = usage(long_stack)
+    assert after["balance"] == before["balance"]
+    assert ledger_entries(long_stack, before["key_id"], upload["job_id"]) == []  # nothing reserved, nothing refunded

@@ -1,0 +1,74 @@
+"""Audio that would make the model work without end is refused by the API before any credit is held.
+
+A WAV header that says 1 Hz turns 4 KB into 2,000 s of decoded audio; audio longer than the deployment's maximum
+would occupy the model for hours. Both are 400s, before the endpoint is called and before anything is reserved.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import wave
+
+import pytest
+
+from tests.integration.support import assert_error
+
+SEEDED = 500
+
+
+def one_hertz_wav(data_bytes: int = 4000) -> bytes:
+    return (b"RIFF" + struct.pack("<I", 36 + data_bytes) + b"WAVEfmt " + struct.pack("<IHHIIHH", 16, 1, 1, 1, 2, 2, 16)
+            + b"data" + struct.pack("<I", data_bytes) + bytes(data_bytes))
+
+
+def silent_wav(sample_rate: int, seconds: float) -> bytes:
+    output = io.BytesIO()
+    with wave.open(output, "wb") as target:
+        target.setnchannels(1)
+        target.setsampwidth(2)
+        target.setframerate(sample_rate)
+        target.writeframes(bytes(int(sample_rate * seconds) * 2))
+    return output.getvalue()
+
+
+@pytest.fixture
+def refusing_endpoint(fake_runtime, accounts):
+    url, fake = fake_runtime(424, {"Message": "boom", "OriginalStatusCode": 500,
+                                   "OriginalMessage": json.dumps({"error": "boom", "code": "inference_failed"})},
+                             {"x-amzn-ErrorType": "ModelError"})
+    api_key, item = accounts.new_key(SEEDED)
+    ledger_before = accounts.ledger_size()
+    yield url, api_key
+    assert fake.calls == 0, "a refused request reached the model"
+    accounts.assert_untouched(item, SEEDED)
+    assert accounts.ledger_size() == ledger_before
+
+
+@pytest.mark.parametrize(("audio", "filename"), [
+    pytest.param(one_hertz_wav(), "bomb.wav", id="4-KB-WAV-saying-1-Hz"),
+    pytest.param(one_hertz_wav(8000), "bomb.wav", id="8-KB-WAV-saying-1-Hz"),
+    pytest.param(silent_wav(4000, 3), "phone.wav", id="4-kHz-WAV"),
+])
+def test_a_sample_rate_under_8_khz_is_400_before_anything_is_reserved(refusing_endpoint, load_api, audio, filename):
+    url, api_key = refusing_endpoint
+    reply = load_api(url).transcribe(api_key, audio, filename=filename)
+    assert_error(reply, 400, "sample_rate_too_low", param="file", error_type="invalid_request_error")
+    assert "8000 Hz" in reply.json()["error"]["message"]
+
+
+def test_audio_longer_than_the_maximum_is_400_before_anything_is_reserved(refusing_endpoint, load_api):
+    url, api_key = refusing_endpoint
+    api = load_api(url, MAX_AUDIO_SECONDS="60")
+    reply = api.transcribe(api_key, silent_wav(8000, 61), filename="long.wav")
+    assert_error(reply, 400, "audio_too_long", param="file", error_type="invalid_request_error")
+    assert "at most 1 minute per file" in reply.json()["error"]["message"]
+
+
+def test_audio_at_exactly_8_khz_and_the_maximum_duration_reaches_the_model(fake_runtime, load_api, accounts):
+    url, fake = fake_runtime(200, {"text": "", "language": "en", "duration": 60.0, "segments": []})
+    api_key, _ = accounts.new_key(SEEDED)
+    reply = load_api(url, MAX_AUDIO_SECONDS="60").transcribe(api_key, silent_wav(8000, 60), filename="limit.wav")
+    assert reply.status == 200, reply.text
+    assert fake.calls == 1

@@ -1,0 +1,206 @@
+"""The batched engine's pure parts: where windows are cut, how a window's tokens become segments, batch order,
+and the bounds on decoding. The model itself is exercised by the integration and end-to-end suites."""
+
+from __future__ import annotations
+
+import io
+import struct
+import threading
+import wave
+from collections import deque
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from audio_input import AudioLimits, AudioRefused, decode
+from engine import (
+    SAMPLE_RATE,
+    VAD_FRAME,
+    WINDOW_SECONDS,
+    DecodeOptions,
+    Window,
+    WindowBatcher,
+    _Ticket,
+    plan_windows,
+    split_window,
+)
+
+# --- plan_windows ----------------------------------------------------------------------------------------------
+
+
+def _speech_with_pauses(total_seconds: float, pauses: list[tuple[float, float]]):
+    """Audio of the given length, and a VAD stand-in that calls everything speech except the pauses."""
+    audio = np.zeros(int(total_seconds * SAMPLE_RATE), dtype=np.float32)
+
+    def probabilities(samples: np.ndarray) -> np.ndarray:
+        frames = -(-len(samples) // VAD_FRAME)
+        times = (np.arange(frames) * VAD_FRAME + VAD_FRAME / 2) / SAMPLE_RATE
+        silent = np.zeros(frames, dtype=bool)
+        for start, end in pauses:
+            silent |= (times >= start) & (times < end)
+        return np.where(silent, 0.02, 0.95)
+
+    return audio, probabilities
+
+
+def _assert_covers_everything(windows: list[Window], total_samples: int) -> None:
+    assert windows[0].start == 0 and windows[-1].end == total_samples
+    for earlier, later in zip(windows, windows[1:], strict=False):
+        assert earlier.end == later.start  # contiguous: no sample dropped, none decoded twice
+    assert all(0 < window.end - window.start <= WINDOW_SECONDS * SAMPLE_RATE for window in windows)
+    assert [window.index for window in windows] == list(range(len(windows)))
+
+
+def test_short_audio_is_one_window_without_running_the_vad() -> None:
+    audio = np.zeros(int(29.9 * SAMPLE_RATE), dtype=np.float32)
+
+    def no_vad(_: np.ndarray) -> np.ndarray:
+        raise AssertionError("the VAD is not needed for one window")
+
+    assert plan_windows(audio, no_vad) == [Window(0, 0, len(audio))]
+
+
+def test_windows_are_cut_in_the_middle_of_the_pauses() -> None:
+    audio, vad = _speech_with_pauses(95, [(24.0, 25.0), (50.0, 52.0), (77.0, 77.6)])
+    windows = plan_windows(audio, vad)
+    _assert_covers_everything(windows, len(audio))
+    cuts = [window.end / SAMPLE_RATE for window in windows[:-1]]
+    assert cuts == pytest.approx([24.5, 51.0, 77.3], abs=0.07)
+
+
+def test_the_longest_pause_wins_and_a_later_one_breaks_a_tie() -> None:
+    audio, vad = _speech_with_pauses(45, [(21.0, 21.3), (23.0, 24.0), (27.0, 28.0)])
+    first_cut = plan_windows(audio, vad)[0].end / SAMPLE_RATE
+    assert first_cut == pytest.approx(27.5, abs=0.07)
+
+
+def test_speech_without_any_pause_is_still_covered_in_windows_of_at_most_30_s() -> None:
+    audio, vad = _speech_with_pauses(100, [])
+    windows = plan_windows(audio, vad)
+    _assert_covers_everything(windows, len(audio))
+    assert len(windows) == 4
+
+
+def test_a_pause_before_the_search_region_is_not_used() -> None:
+    # a pause at 5 s would give a 5-second window: cuts are looked for in a window's last third only
+    audio, vad = _speech_with_pauses(50, [(5.0, 7.0)])
+    windows = plan_windows(audio, vad)
+    _assert_covers_everything(windows, len(audio))
+    assert windows[0].end / SAMPLE_RATE >= 20
+
+
+# --- split_window ----------------------------------------------------------------------------------------------
+
+BEGIN, EOT = 1000, 999
+WORDS = {1: " Hello", 2: " world.", 3: " And", 4: " more"}
+
+
+def _tokenizer() -> SimpleNamespace:
+    return SimpleNamespace(timestamp_begin=BEGIN, eot=EOT,
+                           decode=lambda tokens: "".join(WORDS[token] for token in tokens))
+
+
+MODEL = SimpleNamespace(frames_per_second=100, time_precision=0.02)
+
+
+def _ts(seconds: float) -> int:
+    return BEGIN + round(seconds / 0.02)
+
+
+def _split(tokens: list[int], window: Window):
+    return split_window(MODEL, _tokenizer(), tokens, window, avg_logprob=-0.2, no_speech_prob=0.01,
+                        temperature=0.0)
+
+
+def test_segments_are_placed_on_the_original_timeline() -> None:
+    window = Window(2, 60 * SAMPLE_RATE, 85 * SAMPLE_RATE)
+    segments = _split([_ts(0.0), 1, 2, _ts(2.4), _ts(3.0), 3, 4, _ts(5.0)], window)
+    assert [(segment.start, segment.end, segment.text) for segment in segments] == \
+        [(60.0, 62.4, " Hello world."), (63.0, 65.0, " And more")]
+    assert all(segment.seek == 6000 for segment in segments)
+
+
+def test_the_unfinished_last_segment_of_a_window_is_kept_to_the_windows_end() -> None:
+    # faster-whisper's batched path drops the tokens after the last closing timestamp; sequential decoding
+    # would decode them again from there. Here they are the last segment.
+    window = Window(0, 0, 30 * SAMPLE_RATE)
+    segments = _split([_ts(0.0), 1, 2, _ts(2.4), _ts(28.5), 3, 4], window)
+    assert [segment.text for segment in segments] == [" Hello world.", " And more"]
+    assert (segments[-1].start, segments[-1].end) == (28.5, 30.0)
+
+
+def test_text_without_any_timestamp_is_one_segment_over_the_whole_window() -> None:
+    window = Window(0, 0, 12 * SAMPLE_RATE)
+    segments = _split([1, 2, 3], window)
+    assert [(segment.start, segment.end, segment.text) for segment in segments] == [(0.0, 12.0, " Hello world. And")]
+
+
+def test_a_window_of_silence_gives_no_segment() -> None:
+    assert _split([_ts(0.0), _ts(30.0)], Window(0, 0, 30 * SAMPLE_RATE)) == []
+
+
+# --- the batcher's order -----------------------------------------------------------------------------------------
+
+
+def _ticket(windows: int, options: DecodeOptions) -> _Ticket:
+    return _Ticket(audio=np.zeros(1, dtype=np.float32), options=options, tokenizer=None,  # type: ignore[arg-type]
+                   pending=deque(Window(index, 0, 1) for index in range(windows)), done=threading.Condition())
+
+
+def test_a_batch_takes_windows_round_robin_across_requests_with_the_same_options() -> None:
+    batcher = WindowBatcher(SimpleNamespace(), batch_size=4)  # type: ignore[arg-type]
+    batcher.stop()  # its thread is not needed to see the order it would decode in
+    english = DecodeOptions(language="en")
+    long_file, short_request, other_options = _ticket(10, english), _ticket(1, english), \
+        _ticket(2, DecodeOptions(language="en", word_timestamps=True))
+    for ticket in (long_file, short_request, other_options):
+        batcher._tickets[id(ticket)] = ticket
+    first = batcher._take_round_robin()
+    assert [(ticket is short_request, window.index) for ticket, window in first] == \
+        [(False, 0), (True, 0), (False, 1), (False, 2)]
+    # the long file was served first, so the next batch starts with the next request in line
+    second = batcher._take_round_robin()
+    assert {ticket.options for ticket, _ in second} == {other_options.options}
+    assert len(second) == 2
+
+
+# --- bounded decoding --------------------------------------------------------------------------------------------
+
+
+def _wav(sample_rate: int, seconds: float) -> bytes:
+    output = io.BytesIO()
+    with wave.open(output, "wb") as target:
+        target.setnchannels(1)
+        target.setsampwidth(2)
+        target.setframerate(sample_rate)
+        target.writeframes(bytes(int(sample_rate * seconds) * 2))
+    return output.getvalue()
+
+
+def test_a_wav_that_says_1_hz_is_refused_before_decoding() -> None:
+    data = 4000
+    bomb = (b"RIFF" + struct.pack("<I", 36 + data) + b"WAVEfmt " + struct.pack("<IHHIIHH", 16, 1, 1, 1, 2, 2, 16)
+            + b"data" + struct.pack("<I", data) + bytes(data))
+    with pytest.raises(AudioRefused) as refused:
+        decode(bomb, AudioLimits())
+    assert refused.value.code == "sample_rate_too_low"
+    assert "8000 Hz" in refused.value.message
+
+
+def test_audio_over_the_maximum_duration_is_refused() -> None:
+    with pytest.raises(AudioRefused) as refused:
+        decode(_wav(8000, 12), AudioLimits(max_seconds=10))
+    assert refused.value.code == "audio_too_long"
+
+
+def test_audio_at_the_limits_is_decoded_to_16_khz() -> None:
+    samples = decode(_wav(8000, 10), AudioLimits(max_seconds=10))
+    assert len(samples) == pytest.approx(10 * SAMPLE_RATE, abs=SAMPLE_RATE * 0.05)
+    assert samples.dtype == np.float32
+
+
+def test_bytes_that_are_not_audio_are_refused_without_pyavs_own_words() -> None:
+    with pytest.raises(AudioRefused) as refused:
+        decode(b"this is not audio at all " * 50, AudioLimits())
+    assert refused.value.code == "undecodable_audio"
+    assert "Errno" not in refused.value.message and "[" not in refused.value.message

@@ -19,8 +19,15 @@ import pytest
 import requests
 
 from tests.e2e.conftest import RunningStack, start_stack, stop_stack
-from tests.e2e.test_large_files_e2e import cli, create_upload, credits_for, ledger_entries, upload_file, usage, \
-    wait_for_job
+from tests.e2e.test_large_files_e2e import (
+    cli,
+    create_upload,
+    credits_for,
+    ledger_entries,
+    upload_file,
+    usage,
+    wait_for_job,
+)
 from tests.speech import TIMED_SAMPLE_RATE, distinct_sentences, sentences_missing, timed_speech
 
 pytestmark = pytest.mark.e2e

@@ -13,6 +13,8 @@ import requests
 from requests_toolbelt.multipart.encoder import MultipartEncoder, MultipartEncoderMonitor
 from tqdm import tqdm
 
+from .local_state import local_state_file, running_local_stack
+
 DEFAULT_BASE_URL = "http://127.0.0.1:3000/v1"
 # the synchronous path's limit (MaxSyncAudioBytes): anything larger goes through an upload and a job
 SYNC_LIMIT_BYTES = 4 * 1024 * 1024
@@ -112,11 +114,24 @@ def add_client_commands(commands: argparse._SubParsersAction) -> None:
     command.add_argument("--output", "-o", type=Path, help="write the transcript here instead of to stdout")
     command.add_argument("--api-key", default=os.environ.get("INFERY_API_KEY"),
                          help="default: $INFERY_API_KEY")
-    command.add_argument("--base-url", default=os.environ.get("INFERY_BASE_URL", DEFAULT_BASE_URL),
-                         help=f"default: $INFERY_BASE_URL or {DEFAULT_BASE_URL}")
+    command.add_argument("--base-url", help="default: $INFERY_BASE_URL, else the running local stack's (its state "
+                                            f"file, $INFERY_STATE_FILE), else {DEFAULT_BASE_URL}")
     command.add_argument("--job", action="store_true", help="use the upload and job flow even for a small file")
     command.add_argument("--no-progress", action="store_true")
     command.set_defaults(run_client=run_transcribe)
+
+
+def resolve_base_url(given: str | None) -> tuple[str, str]:
+    """The API's base URL and where it came from: --base-url, $INFERY_BASE_URL, the running local stack, or the
+    local stack's default address."""
+    if given:
+        return given, "--base-url"
+    if os.environ.get("INFERY_BASE_URL"):
+        return os.environ["INFERY_BASE_URL"], "INFERY_BASE_URL"
+    state = running_local_stack()
+    if state is not None:
+        return str(state["base_url"]), f"the local stack's state file {local_state_file()}"
+    return DEFAULT_BASE_URL, "the default; no local stack's state file was found"
 
 
 def run_transcribe(args: argparse.Namespace) -> None:
@@ -124,6 +139,8 @@ def run_transcribe(args: argparse.Namespace) -> None:
         raise ClientError("no API key: set INFERY_API_KEY or pass --api-key")
     if not args.file.is_file():
         raise ClientError(f"{args.file} is not a file")
+    args.base_url, source = resolve_base_url(args.base_url)
+    print(f"infery: using {args.base_url} ({source})", file=sys.stderr)
     client = InferyClient(args.base_url, args.api_key, show_progress=not args.no_progress)
     try:
         transcript = client.transcribe(args.file, response_format=args.response_format, language=args.language,

@@ -23,11 +23,8 @@ from infery.errors import InferyError
 from infery.keys import ApiKeyItem, KeyStore, parse_timestamp
 from infery.usage import ledger_csv, period, usage_report
 
+from .local_state import local_state_file
 
-def local_state_file() -> Path:
-    """Written by `make serve` (python -m local_stack); INFERY_STATE_FILE moves it."""
-    return Path(os.environ.get("INFERY_STATE_FILE") or
-                Path(__file__).resolve().parents[2] / ".infery" / "local-stack.json")
 _TABLE_OUTPUTS = {"KEYS_TABLE_NAME": "KeysTableName", "LEDGER_TABLE_NAME": "LedgerTableName",
                   "RESERVATIONS_TABLE_NAME": "ReservationsTableName"}
 

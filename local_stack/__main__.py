@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import warnings
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -99,8 +100,26 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--model-dir", default=os.environ.get("INFERY_MODEL_DIR"))
     parser.add_argument("--concurrency", type=int, default=int(os.environ.get("INFERY_LAMBDA_CONCURRENCY", "4")),
                         help="Lambda execution environments to keep warm")
-    parser.add_argument("--quiet", action="store_true", help="do not log every request")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no line per API request either: only the banner, warnings and errors")
+    parser.add_argument("--verbose", action="store_true",
+                        help="log everything: moto's and the model server's requests, the handlers' INFO logs and "
+                             "metrics, powertools' warnings")
     return parser.parse_args()
+
+
+# powertools warns after every request that published no metric (a models list, a refused request)
+_EMPTY_METRICS_WARNING = "No application metrics to publish"
+
+
+def quiet_environment(verbose: bool) -> dict[str, str]:
+    """What the stack's processes need to keep `make serve` readable: the handlers log warnings and errors only
+    and print no metrics; --verbose leaves every log on."""
+    if verbose:
+        return {"POWERTOOLS_METRICS_DISABLED": "false", "INFERY_LOCAL_VERBOSE": "1"}
+    # the warning filter also reaches interpreters started later (spawned pool workers): PYTHONWARNINGS
+    return {"POWERTOOLS_METRICS_DISABLED": "true", "POWERTOOLS_LOG_LEVEL": "WARNING",
+            "PYTHONWARNINGS": f"ignore:{_EMPTY_METRICS_WARNING}:UserWarning", "INFERY_LOCAL_VERBOSE": "0"}
 
 
 def main() -> None:
@@ -109,6 +128,8 @@ def main() -> None:
     # because a shell starting us in the background hands it down ignored
     signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
     signal.signal(signal.SIGINT, _stop_like_ctrl_c)
+    if not args.verbose:  # the handlers' processes are forked from this one: they inherit the filter
+        warnings.filterwarnings("ignore", message=_EMPTY_METRICS_WARNING, category=UserWarning)
     local = LocalTemplate(load_template(), parameter_overrides={"ModelName": LOCAL_MODEL_NAME})
     moto_port, model_port = _free_port(), _free_port()
     aws_environment = {
@@ -119,7 +140,7 @@ def main() -> None:
         "AWS_ENDPOINT_URL_SQS": f"http://127.0.0.1:{moto_port}",
         "AWS_ENDPOINT_URL_SNS": f"http://127.0.0.1:{moto_port}",
         "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": f"http://127.0.0.1:{model_port}",
-        "POWERTOOLS_METRICS_DISABLED": "false",
+        **quiet_environment(args.verbose),
         # webhook receivers on this machine are the point locally; on AWS internal addresses are refused
         "WEBHOOK_ALLOW_PRIVATE_ADDRESSES": "true",
     }
@@ -128,10 +149,10 @@ def main() -> None:
     endpoint_name = local.function_environment("TranscribeFunction")["SAGEMAKER_ENDPOINT_NAME"]
 
     with ExitStack() as stack:
-        moto = _start(stack, [sys.executable, "-m", "local_stack.moto_server", "-H", "127.0.0.1", "-p", str(moto_port)],
-                      child_environment)
+        moto = _start(stack, [sys.executable, "-m", "local_stack.moto_server", "-H", "127.0.0.1", "-p", str(moto_port),
+                              *(["--verbose"] if args.verbose else [])], child_environment)
         model_server = _start(stack, [
-            sys.executable, str(ROOT / "endpoint" / "whisper_server.py"),
+            sys.executable, "-m", "local_stack.model_server",
             "--model-dir", args.model_dir or _default_model_dir(), "--device", "cpu", "--compute-type", "int8",
             "--host", "127.0.0.1", "--port", str(model_port), "--endpoint-name", endpoint_name,
         ], child_environment)
@@ -158,7 +179,7 @@ def main() -> None:
         poller = LocalQueuePoller(local, {**aws_environment, "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": async_inference.url})
         stack.callback(poller.close)
         poller.start()
-        server = LocalApiServer((args.host, args.port), gateway, verbose=not args.quiet)
+        server = LocalApiServer((args.host, args.port), gateway, log_requests=not args.quiet, verbose=args.verbose)
         stack.callback(server.server_close)
         base_url = f"http://{args.host}:{server.server_port}/v1"
         _write_state(stack, base_url, {**aws_environment, **local.function_environment("TranscribeFunction")},

@@ -209,12 +209,27 @@ class GatewayRequestHandler(BaseHTTPRequestHandler):
         if self.server.verbose:
             super().log_message(format, *args)
 
+    def log_error(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        super().log_message(format, *args)  # errors are shown whatever the verbosity
+
+    def _log_request_line(self, status: int, headers: dict[str, str]) -> None:
+        """One line per API request: time, method, path, status, milliseconds, and the credits it cost."""
+        if not self.server.log_requests:
+            return
+        elapsed_ms = (time.monotonic() - getattr(self, "_started", time.monotonic())) * 1000
+        used = next((value for name, value in headers.items() if name.lower() == "x-infery-credits-used"), None)
+        line = f"{time.strftime('%H:%M:%S')} {self.command} {urlsplit(self.path).path} {status} {elapsed_ms:.0f} ms"
+        if used is not None:
+            line += f" {used} credit{'' if used == '1' else 's'}"
+        print(line, flush=True)
+
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         self._proxy()
 
     do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_GET
 
     def _proxy(self) -> None:
+        self._started = time.monotonic()
         gateway = self.server.gateway
         request_id = str(uuid.uuid4())
         path = urlsplit(self.path).path
@@ -270,6 +285,7 @@ class GatewayRequestHandler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(payload)
+        self._log_request_line(status, headers)
 
 
 class LocalApiServer(ThreadingHTTPServer):
@@ -277,7 +293,9 @@ class LocalApiServer(ThreadingHTTPServer):
     # socketserver's default of 5 makes the kernel reset connections when clients arrive in a burst
     request_queue_size = 128
 
-    def __init__(self, address: tuple[str, int], gateway: LocalApiGateway, verbose: bool = True) -> None:
+    def __init__(self, address: tuple[str, int], gateway: LocalApiGateway, *, log_requests: bool = True,
+                 verbose: bool = False) -> None:
         self.gateway = gateway
-        self.verbose = verbose
+        self.log_requests = log_requests  # one line per request (method, path, status, ms, credits)
+        self.verbose = verbose  # and http.server's own access line too
         super().__init__(address, GatewayRequestHandler)

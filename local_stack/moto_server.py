@@ -9,6 +9,7 @@ the local stack serialises moto's requests to keep DynamoDB's atomicity, which t
 from __future__ import annotations
 
 import argparse
+import logging
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -51,7 +52,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-H", "--host", default="127.0.0.1")
     parser.add_argument("-p", "--port", type=int, default=5000)
+    parser.add_argument("--verbose", action="store_true", help="log every request (werkzeug's request lines)")
     arguments = parser.parse_args()
+    # the local stack's pollers call SQS several times a second: one line per call hides everything else
+    logging.getLogger("werkzeug").setLevel(logging.INFO if arguments.verbose else logging.WARNING)
     server = make_moto_server(arguments.host, arguments.port)
     try:
         server.serve_forever()

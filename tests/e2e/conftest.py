@@ -144,7 +144,9 @@ def _kill_group(process: subprocess.Popen) -> None:
 
 
 def start_stack(credits: int, timeout: float = 240, concurrency: int = 3,
-                extra_environment: dict[str, str] | None = None) -> tuple[subprocess.Popen, RunningStack]:
+                extra_environment: dict[str, str] | None = None,
+                flags: tuple[str, ...] = ("--quiet",)) -> tuple[subprocess.Popen, RunningStack]:
+    """Start `python -m local_stack FLAGS` (by default --quiet: the banner, warnings and errors only)."""
     api_key = generate_api_key()  # an operator's own key must have the generated shape and checksum
     port = _free_port()
     state_file = Path(tempfile.mkdtemp(prefix="infery-e2e-")) / "local-stack.json"
@@ -153,7 +155,7 @@ def start_stack(credits: int, timeout: float = 240, concurrency: int = 3,
                    "INFERY_LAMBDA_CONCURRENCY": str(concurrency), "PYTHONUNBUFFERED": "1",
                    "INFERY_STATE_FILE": str(state_file), **(extra_environment or {})}
     # a session of its own: the stack is stopped with its whole process group if it does not stop cleanly
-    process = subprocess.Popen([sys.executable, "-m", "local_stack", "--quiet"], cwd=ROOT, env=environment,
+    process = subprocess.Popen([sys.executable, "-m", "local_stack", *flags], cwd=ROOT, env=environment,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     process.infery_state_file = state_file  # type: ignore[attr-defined] - for stop_stack's clean-up
     lines: queue.Queue[str | None] = queue.Queue()

@@ -34,6 +34,11 @@ class AudioRefused(Exception):
 class AudioLimits:
     max_seconds: float = DEFAULT_MAX_AUDIO_SECONDS
     min_sample_rate: int = MIN_SAMPLE_RATE
+    # the seconds the caller's reservation pays for (from the file's header): more was not paid for
+    paid_seconds: float | None = None
+
+    def for_request(self, paid_seconds: float | None) -> AudioLimits:
+        return AudioLimits(self.max_seconds, self.min_sample_rate, paid_seconds)
 
     def check_sample_rate(self, sample_rate: int | None) -> None:
         if sample_rate is not None and 0 < sample_rate < self.min_sample_rate:
@@ -42,6 +47,10 @@ class AudioLimits:
                                "is needed to transcribe speech.")
 
     def check_duration(self, seconds: float) -> None:
+        if self.paid_seconds is not None and seconds > self.paid_seconds and self.paid_seconds < self.max_seconds:
+            raise AudioRefused("audio_longer_than_declared",
+                               f"The audio is longer than its header declares ({self.paid_seconds:.0f} s, with a "
+                               "margin); nothing was charged. Re-encode the file so its header tells its length.")
         if seconds > self.max_seconds:
             raise AudioRefused("audio_too_long",
                                f"The audio lasts {_minutes(seconds)}; this deployment transcribes at most "
@@ -55,7 +64,7 @@ def _minutes(seconds: float) -> str:
 
 def decode(data: bytes, limits: AudioLimits) -> np.ndarray:
     """Mono float32 samples at 16 kHz, refusing audio past ``limits`` before and while decoding."""
-    max_samples = int(limits.max_seconds * SAMPLE_RATE)
+    max_samples = int(min(limits.max_seconds, limits.paid_seconds or limits.max_seconds) * SAMPLE_RATE)
     pcm = bytearray()
     try:
         with av.open(io.BytesIO(data), mode="r", metadata_errors="ignore") as container:

@@ -88,7 +88,7 @@ class WhisperTranscriber:
                                    f"This deployment's model is English-only; it cannot transcribe language "
                                    f"'{request.language}'.")
         try:
-            audio = decode(_audio_bytes(request), self.limits)
+            audio = decode(_audio_bytes(request), self.limits.for_request(request.max_audio_seconds))
         except AudioRefused as refused:
             raise InferenceFailure(400, refused.code, refused.message) from refused
         options = DecodeOptions(language=self._language(request, audio),
@@ -157,7 +157,7 @@ class ProgressReporter:
 
 def _audio_bytes(request: InferenceRequest) -> bytes:
     if request.audio_s3_uri:
-        return _read_s3_object(request.audio_s3_uri)
+        return _read_s3_object(request.audio_s3_uri, request.audio_s3_etag)
     try:
         return base64.b64decode(request.audio or "", validate=True)
     except (binascii.Error, ValueError) as exc:
@@ -171,14 +171,18 @@ def _s3_client() -> Any:
     return boto3.client("s3")
 
 
-def _read_s3_object(uri: str) -> bytes:
+def _read_s3_object(uri: str, etag: str | None) -> bytes:
     from botocore.exceptions import BotoCoreError, ClientError
 
     bucket, _, key = uri.removeprefix("s3://").partition("/")
     try:
-        return _s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
+        # only the version that was checked and priced: an upload slot written again is refused, not transcribed
+        return _s3_client().get_object(Bucket=bucket, Key=key, **({"IfMatch": etag} if etag else {}))["Body"].read()
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
+        if code in ("PreconditionFailed", "412"):
+            raise InferenceFailure(400, "audio_changed", "The uploaded file changed after it was checked; nothing "
+                                   "was charged. Upload it again with a new upload.") from exc
         if code in ("NoSuchKey", "404", "NoSuchBucket", "AccessDenied", "403"):
             logger.warning("audio object %s unreadable: %s", uri, code)
             raise InferenceFailure(400, "invalid_request", "The audio object cannot be read; upload it again.") \

@@ -7,8 +7,10 @@ settles to the real cost after; the 11.7 s clip the tests send declares its dura
 from __future__ import annotations
 
 import base64
+import io
 import json
 import uuid
+import wave
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -298,9 +300,11 @@ def test_a_request_sends_the_audio_and_options_to_the_endpoint(fake_runtime, loa
     assert request["path"].endswith("/invocations")
     sent = json.loads(request["body"])
     assert base64.b64decode(sent.pop("audio")) == wav
+    # the model is told how many seconds the reservation pays for: the WAV's declared duration and a margin
+    assert wav_duration(wav) < sent.pop("max_audio_seconds") <= wav_duration(wav) * 1.02 + 0.5 + 1e-3
     assert sent == {"task": "transcribe", "language": "en", "prompt": "Fox.", "temperature": 0.2,
                     "word_timestamps": True, "audio_s3_uri": None,  # the audio is in the body, not in S3
-                    "progress_s3_uri": None}  # a sync call has no job to report progress on
+                    "audio_s3_etag": None, "progress_s3_uri": None}  # no object to pin, no job to report on
 
 
 @pytest.mark.parametrize(("environment", "duration", "expected"), [
@@ -377,3 +381,9 @@ def test_dynamodb_down_is_a_500_in_openai_shape_that_never_reaches_the_model(fak
     assert reply.request_id in error["message"] and "nothing was charged" in error["message"]
     assert fake.calls == 0
     accounts.assert_untouched(item, 10)
+
+
+def wav_duration(data: bytes) -> float:
+    """What the bytes hold (espeak-ng writes a streaming WAV whose header declares 0x7ffff000 bytes of data)."""
+    with wave.open(io.BytesIO(data)) as reader:
+        return (len(data) - 44) / (reader.getframerate() * reader.getsampwidth() * reader.getnchannels())

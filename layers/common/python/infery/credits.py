@@ -65,15 +65,18 @@ class Pricing(BaseModel):
         started_blocks = math.ceil(audio_seconds / seconds_per_credit - 1e-6)
         return max(minimum, started_blocks)
 
+    def seconds_to_reserve(self, audio_bytes: int, declared_seconds: float | None) -> float:
+        """The seconds of audio a reservation pays for, taken before inference; the model refuses audio longer.
+
+        The header's duration when it declares one (silence compresses far below any bitrate, so the file's size
+        says nothing then); else a bound from the size at the lowest bitrate speech is encoded at."""
+        if declared_seconds is not None:
+            return declared_seconds * _DURATION_MARGIN_RATIO + _DURATION_MARGIN_SECONDS
+        return audio_bytes * 8 / self.min_bits_per_second_for_unknown_duration
+
     def reservation_for(self, audio_bytes: int, declared_seconds: float | None, model: str | None = None) -> int:
         """An upper bound of what the audio will cost, taken before inference."""
-        # no speech is encoded below this bitrate, so no file is longer than this, whatever its header says
-        bound_from_size = audio_bytes * 8 / self.min_bits_per_second_for_unknown_duration
-        if declared_seconds is not None:
-            seconds = min(declared_seconds * _DURATION_MARGIN_RATIO + _DURATION_MARGIN_SECONDS, bound_from_size)
-        else:
-            seconds = bound_from_size
-        return max(1, self.credits_for(seconds, model))
+        return max(1, self.credits_for(self.seconds_to_reserve(audio_bytes, declared_seconds), model))
 
 
 class LedgerKind(StrEnum):
@@ -113,6 +116,8 @@ class Reservation(BaseModel):
     created_epoch: int
     # a job on the asynchronous endpoint legitimately runs longer than the reconciler's grace period
     hold_until_epoch: int | None = None
+    # the seconds of audio these credits pay for; the model is told to refuse more
+    covered_seconds: float | None = None
 
 
 class SettledCharge(BaseModel):
@@ -221,13 +226,14 @@ class CreditStore:
             return self.balance(key.key_hash)
 
     def reserve(self, key: ApiKeyItem, credits: int, *, request_id: str, model: str,
-                hold_seconds: int | None = None) -> Reservation:
+                hold_seconds: int | None = None, covered_seconds: float | None = None) -> Reservation:
         """Take ``credits`` from the available balance for a request about to run; 402 if the balance is short.
         ``hold_seconds``: how long the reconciler must leave it alone (a job longer than its grace period)."""
         created_epoch = int(time.time())
         reservation = Reservation(request_id=request_id, key_hash=key.key_hash, key_id=key.key_id, model=model,
                                   credits=credits, created_at=now_iso(), created_epoch=created_epoch,
-                                  hold_until_epoch=created_epoch + hold_seconds if hold_seconds else None)
+                                  hold_until_epoch=created_epoch + hold_seconds if hold_seconds else None,
+                                  covered_seconds=round(covered_seconds, 3) if covered_seconds else None)
 
         def take(current: int) -> tuple[int, dict[str, Any]]:
             if current < credits:

@@ -22,7 +22,7 @@ from .inference import InferenceError, InferenceRequest, InferenceResult
 
 # What the model server says about the audio, passed on to the client as its own mistake (4xx).
 CLIENT_ERROR_CODES = {"undecodable_audio", "unsupported_language", "invalid_request", "audio_too_long",
-                       "sample_rate_too_low"}
+                      "sample_rate_too_low", "audio_longer_than_declared", "audio_changed"}
 UNAVAILABLE_CODES = {"ServiceUnavailable", "ModelNotReadyException", "ThrottlingException",
                       "InternalDependencyException", "ValidationError"}
 

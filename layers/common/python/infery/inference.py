@@ -30,6 +30,10 @@ class InferenceRequest(BaseModel):
     prompt: str | None = None
     temperature: float | None = Field(default=None, ge=0, le=1)
     word_timestamps: bool = False
+    # by reference, the version that was checked and priced: a changed object is refused, not transcribed
+    audio_s3_etag: str | None = None
+    # how many seconds of audio the credits reserved for this request pay for: longer audio is refused
+    max_audio_seconds: float | None = Field(default=None, gt=0)
     # where the model writes its progress while it works (jobs); the API shows it on GET /v1/jobs/{id}
     progress_s3_uri: str | None = Field(default=None, pattern=r"^s3://[^/]+/.+")
 

@@ -119,13 +119,13 @@ class JobRunner:
                                          credits_used=earlier_settle.billed_credits or 0)
             self._notify(finished)
             return finished
-        audio, uri = self.store.load(stored)
-        request = TranscriptionRequest(**job.options.model_dump(), filename=job.filename).with_stored_audio(audio, uri)
+        request = TranscriptionRequest(**job.options.model_dump(), filename=job.filename).with_stored_audio(
+            *self.store.load(stored))
         inference_id = self._inference_id(job)
         reservation = self.service.reserve(key, request, request_id=inference_id, hold_seconds=self.hold_seconds)
         try:
             self.endpoint.submit(self.service.inference_request(
-                request, progress_s3_uri=self.endpoint.progress_uri(job.key_id, inference_id)),
+                request, reservation, progress_s3_uri=self.endpoint.progress_uri(job.key_id, inference_id)),
                 key_id=job.key_id, inference_id=inference_id)
             return self.jobs.submitted(job.job_id, inference_id=inference_id,
                                        lease_until=int(time.time()) + self.hold_seconds)

@@ -76,7 +76,7 @@ class TranscriptionService:
         if it fails, the reservation is refunded like any other failure."""
         reservation = self.reserve(key, request, request_id=request_id)
         try:
-            result = self.endpoint.infer(self.inference_request(request))
+            result = self.endpoint.infer(self.inference_request(request, reservation))
         except BaseException as failure:
             self.refund(reservation, failure)
             raise
@@ -91,9 +91,12 @@ class TranscriptionService:
             raise InternalError("The request's audio was not loaded before transcription.")
         declared_seconds = probe_duration(request.audio, request.audio_format)
         self._check_limits(request, declared_seconds)
-        return self.credits.reserve(
-            key, self.pricing.reservation_for(len(request.audio), declared_seconds, model),
-            request_id=request_id, model=model, hold_seconds=hold_seconds)
+        covered_seconds = self.pricing.seconds_to_reserve(len(request.audio), declared_seconds)
+        if covered_seconds > self.max_audio_seconds:
+            # a file whose header does not say, so large it could hold more than the deployment transcribes
+            covered_seconds = self.max_audio_seconds
+        return self.credits.reserve(key, self.pricing.credits_for(covered_seconds, model), request_id=request_id,
+                                    model=model, hold_seconds=hold_seconds, covered_seconds=covered_seconds)
 
     def _check_limits(self, request: TranscriptionRequest, declared_seconds: float | None) -> None:
         """Refuse, before any credit is held, audio that would make the model work without end: a header that
@@ -110,11 +113,16 @@ class TranscriptionService:
                                  param="file", code="audio_too_long")
 
     @staticmethod
-    def inference_request(request: TranscriptionRequest, *, progress_s3_uri: str | None = None) -> InferenceRequest:
+    def inference_request(request: TranscriptionRequest, reservation: Reservation, *,
+                          progress_s3_uri: str | None = None) -> InferenceRequest:
+        """The model's request: the audio (inline, or by reference to the version that was checked), and no more
+        seconds of it than the reservation pays for, so a settle never needs more than was reserved."""
         return InferenceRequest(
             # by reference when the audio is in S3: the endpoint's 6 MB body limit does not apply then
             audio=None if request.audio_s3_uri else base64.b64encode(request.audio).decode(),
             audio_s3_uri=request.audio_s3_uri,
+            audio_s3_etag=request.audio_s3_etag if request.audio_s3_uri else None,
+            max_audio_seconds=reservation.covered_seconds,
             task=request.task,
             language=request.language,
             prompt=request.prompt,

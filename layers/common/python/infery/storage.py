@@ -87,8 +87,8 @@ class AudioStore:
     def upload_uri(self, key_id: str, upload_id: str) -> str:
         return self._upload_object(key_id, upload_id).uri
 
-    def load_upload(self, key_id: str, upload_id: str) -> tuple[bytes, str]:
-        """The bytes of this key's upload and its s3:// URI; 404 when it is not there (or is another key's)."""
+    def load_upload(self, key_id: str, upload_id: str) -> tuple[bytes, str, str]:
+        """The bytes of this key's upload, its s3:// URI and ETag; 404 when it is not there (or is another key's)."""
         return self.load(self._upload_object(key_id, upload_id))
 
     def check_upload(self, key_id: str, upload_id: str) -> str:
@@ -97,10 +97,12 @@ class AudioStore:
         self._check(stored)
         return stored.uri
 
-    def load(self, stored: StoredObject) -> tuple[bytes, str]:
+    def load(self, stored: StoredObject) -> tuple[bytes, str, str]:
+        """The object's bytes, URI and ETag. The model reads the object again by URI, only if its ETag is still this
+        one: what was checked and priced is what is transcribed, even if the upload slot is written again."""
         self._check(stored)
-        body = self._client.get_object(Bucket=stored.bucket, Key=stored.key)["Body"].read()
-        return body, stored.uri
+        response = self._client.get_object(Bucket=stored.bucket, Key=stored.key)
+        return response["Body"].read(), stored.uri, response["ETag"].strip('"')
 
     def _check(self, stored: StoredObject) -> None:
         """404 unless the object is there; 413 over the upload limit; 400 when empty."""

@@ -106,6 +106,8 @@ class TranscriptionRequest(TranscriptionOptions):
     filename: str | None = None
     upload_id: str | None = None
     audio_s3_uri: str | None = None
+    # the ETag the audio had when it was checked and priced; the model reads only that version
+    audio_s3_etag: str | None = None
     webhook_url: str | None = None
 
     @field_validator("webhook_url")
@@ -118,9 +120,10 @@ class TranscriptionRequest(TranscriptionOptions):
     def options(self) -> TranscriptionOptions:
         return TranscriptionOptions.model_validate(self.model_dump(include=set(TranscriptionOptions.model_fields)))
 
-    def with_stored_audio(self, audio: bytes, audio_s3_uri: str) -> TranscriptionRequest:
+    def with_stored_audio(self, audio: bytes, audio_s3_uri: str, audio_s3_etag: str | None = None
+                          ) -> TranscriptionRequest:
         return self.model_copy(update={"audio": audio, "audio_format": sniff_audio_format(audio),
-                                       "audio_s3_uri": audio_s3_uri})
+                                       "audio_s3_uri": audio_s3_uri, "audio_s3_etag": audio_s3_etag})
 
 
 _COMMON_FIELDS = frozenset({"model", "prompt", "response_format", "temperature"})

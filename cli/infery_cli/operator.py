@@ -151,6 +151,11 @@ def usage(backend: Backend, args: argparse.Namespace) -> None:
     key = backend.keys.get(args.key_id)
     since, until = period(days=args.days, since=_iso_time(args.since, "--since"),
                           until=_iso_time(args.until, "--until"))
+    if parse_timestamp(since) >= parse_timestamp(until):
+        # --until is exclusive, so a one-day period ends on the next day: --since 2026-11-01 --until 2026-12-01 is
+        # November, and the months of a year add up without an entry counted twice
+        raise OperatorError(f"the period from {since} up to {until} is empty: --until is exclusive (entries before "
+                            "it are counted, not at it); to include a whole day, pass the next day as --until")
     entries = backend.credits.ledger(key.key_id, since=since, until=until)
     if args.csv:
         text = ledger_csv(entries)
@@ -158,7 +163,8 @@ def usage(backend: Backend, args: argparse.Namespace) -> None:
             sys.stdout.write(text)
         else:
             Path(args.csv).write_text(text)
-            print(f"wrote {len(entries)} ledger entries of {key.key_id} to {args.csv}")
+            print(f"wrote {len(entries)} ledger entries of {key.key_id} from {since} up to (not including) "
+                  f"{until} to {args.csv}")
         return
     report = usage_report(entries, balance=backend.credits.balance(key.key_hash), since=since, until=until)
     print(json.dumps({"key_id": key.key_id, "name": key.name, **report}, indent=2))
@@ -196,8 +202,9 @@ def add_operator_commands(commands: argparse._SubParsersAction) -> None:
     report = commands.add_parser("usage", help="a key's usage for a period; --csv exports its ledger")
     report.add_argument("key_id")
     report.add_argument("--days", type=int, help="the last N days (default 30)")
-    report.add_argument("--since", help="ISO date or time, inclusive")
-    report.add_argument("--until", help="ISO date or time, exclusive")
+    report.add_argument("--since", help="ISO date or time (UTC unless it says otherwise), inclusive")
+    report.add_argument("--until", help="ISO date or time, exclusive: --since 2026-11-01 --until 2026-12-01 is "
+                                        "November (default: now)")
     report.add_argument("--csv", metavar="FILE", help="write the ledger entries as CSV to FILE ('-' for stdout)")
     report.set_defaults(run=usage)
 

@@ -288,7 +288,9 @@ def get_job_result(job_id: str) -> Response:
     rendered = job_views.render_result(job, _response_format_query())
     body = rendered.body
     return Response(200, rendered.content_type, body if isinstance(body, str) else json.dumps(body),
-                    headers={**rate_limit_headers, "x-infery-credits-used": str(job.credits_used or 0)})
+                    headers={**rate_limit_headers, "x-infery-credits-used": str(job.credits_used or 0),
+                             # the key's balance as read (consistently) when it was authenticated, moments ago
+                             "x-infery-credits-balance": str(key.credits)})
 
 
 @app.get("/v1/models")

@@ -126,6 +126,7 @@ def test_a_key_that_expires_later_works_until_then(fake_runtime, load_api, accou
     (["whisper-1"], "whisper-1"),
     ([MODEL_NAME], MODEL_NAME),
     ([MODEL_NAME], "whisper-1"),  # the alias resolves to an allowed model
+    (["whisper-1"], MODEL_NAME),  # and the model's own name is the model the alias allows
 ])
 def test_a_key_may_use_the_models_it_is_allowed(fake_runtime, load_api, accounts, wav, allowed, requested):
     url, fake = fake_runtime(200, model_answer(4.2))

@@ -13,6 +13,7 @@ import os
 import re
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -235,3 +236,20 @@ def test_local_reads_the_state_file_that_make_serve_writes(infery, accounts, mon
     monkeypatch.setenv("INFERY_STATE_FILE", str(Path(tmp_path / "missing.json")))
     missing = infery("--local", "keys", "list")
     assert missing.code == 1 and "make serve" in missing.err
+
+
+def test_until_is_exclusive_says_so_and_an_empty_period_is_refused(infery, tmp_path):
+    _, key_id = create_key(infery, "--credits", "10")  # a top-up entry, made today
+    today = datetime.now(UTC).date()
+    tomorrow = today + timedelta(days=1)
+    empty = infery("usage", key_id, "--since", str(today), "--until", str(today))
+    assert empty.code == 1 and "--until is exclusive" in empty.err and "pass the next day" in empty.err
+
+    before_today = infery("usage", key_id, "--until", str(today), "--csv", str(tmp_path / "before.csv"))
+    assert before_today.code == 0, before_today.err
+    assert "wrote 0 ledger entries" in before_today.out and "up to (not including)" in before_today.out
+
+    with_today = infery("usage", key_id, "--since", str(today), "--until", str(tomorrow),
+                        "--csv", str(tmp_path / "today.csv"))
+    assert with_today.code == 0 and "wrote 1 ledger entries" in with_today.out
+    assert list(csv.DictReader(io.StringIO((tmp_path / "today.csv").read_text())))[0]["kind"] == "topup"

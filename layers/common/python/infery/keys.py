@@ -148,6 +148,19 @@ def check_key_format(api_key: str) -> None:
                          "alphabet sequences): let infery generate the key")
 
 
+def _shape_problem(api_key: str) -> str:
+    """Why a key cannot be an infery key, in words that do not repeat it."""
+    if not api_key.startswith(KEY_PREFIX):
+        return "this one does not start with 'inf_'."
+    body = api_key[len(KEY_PREFIX):]
+    if not re.fullmatch(r"[A-Za-z0-9_-]*", body):
+        return "this one has other characters after 'inf_'."
+    expected = _RANDOM_LENGTH + _CHECKSUM_LENGTH
+    if len(body) < expected:
+        return f"this one has only {len(body)} characters after 'inf_': check that the whole key was copied."
+    return f"this one has {len(body)} characters after 'inf_': check that nothing was pasted after the key."
+
+
 def api_key_from_authorization(authorization: str | None) -> str:
     if not authorization:
         raise AuthenticationFailed(
@@ -158,8 +171,9 @@ def api_key_from_authorization(authorization: str | None) -> str:
         raise AuthenticationFailed("The Authorization header must be 'Bearer inf_...'.", code="invalid_api_key")
     api_key = match.group(1)
     if not _KEY_PATTERN.fullmatch(api_key):
-        raise AuthenticationFailed(f"Incorrect API key provided: {mask_api_key(api_key)}. infery keys look like "
-                                   "'inf_' followed by letters, digits, '-' and '_'.", code="invalid_api_key")
+        raise AuthenticationFailed(f"Incorrect API key provided: {mask_api_key(api_key)}. An infery key is 'inf_' "
+                                   f"followed by {_RANDOM_LENGTH + _CHECKSUM_LENGTH} letters and digits; "
+                                   f"{_shape_problem(api_key)}", code="invalid_api_key")
     if _GENERATED_KEY_PATTERN.fullmatch(api_key) and not has_valid_checksum(api_key):
         raise AuthenticationFailed(f"Incorrect API key provided: {mask_api_key(api_key)}. Its checksum does not "
                                    "match: check it for a typo.", code="invalid_api_key")
@@ -251,7 +265,9 @@ def ensure_usable(key: ApiKeyItem, shown_as: str) -> None:
 
 def check_model_allowed(key: ApiKeyItem, requested: str, resolved: str,
                         canonical: Callable[[str], str] = lambda name: name) -> None:
-    """403 unless the key may use the model; an alias and the model it names count as one (``canonical``)."""
+    """403 unless the key may use the model. A restriction is about models, not spellings: an alias and the model
+    it names count as one (``canonical``), so a key allowed ``whisper-1`` may name the deployed model too, and the
+    other way round (README, "Keys")."""
     if not key.allowed_models:
         return
     allowed = set(key.allowed_models) | {canonical(name) for name in key.allowed_models}

@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import time
+from collections.abc import Callable
 
 import boto3
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
@@ -17,6 +19,7 @@ from aws_lambda_powertools.utilities.idempotency import (
 )
 from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyAlreadyInProgressError,
+    IdempotencyPersistenceLayerError,
     IdempotencyValidationError,
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -24,7 +27,15 @@ from botocore.config import Config
 from infery.async_inference import ProgressReader
 from infery.credits import CreditStore
 from infery.endpoint_client import WhisperEndpoint
-from infery.errors import Conflict, InferyError, InsufficientCredits, InvalidRequest, ModelTimeout, NotFound
+from infery.errors import (
+    Conflict,
+    InferyError,
+    InsufficientCredits,
+    InternalError,
+    InvalidRequest,
+    ModelTimeout,
+    NotFound,
+)
 from infery.http_errors import JSON_CONTENT_TYPE, error_response, unexpected_error_response
 from infery.inference import Task
 from infery.job_views import JobPresenter
@@ -32,17 +43,18 @@ from infery.jobs import Job, JobStatus, JobStore, job_id_for_upload, new_job, ne
 from infery.keys import ApiKeyItem, KeyStore
 from infery.observability import logger, metrics
 from infery.rate_limits import RateLimiter
-from infery.service import TranscriptionService
+from infery.service import TranscriptionService, idempotency_id
 from infery.settings import get_settings
 from infery.storage import AudioStore, new_upload_id
 from infery.transcription_request import (
     JOB_ID_PATTERN,
     ResponseFormat,
     TranscriptionRequest,
+    UploadRequest,
     parse_transcription_request,
     parse_upload_request,
 )
-from infery.usage import period, usage_report
+from infery.usage import ledger_csv, period, usage_report
 
 settings = get_settings()
 # Inference must not be retried by the SDK: a retry would run (and risk charging) the audio twice.
@@ -125,18 +137,33 @@ def _check_client_still_waiting(*_: object) -> None:
                            "send long audio through POST /v1/uploads as a job.", code="timeout")
 
 
-def _run_transcription(key: ApiKeyItem, request: TranscriptionRequest) -> dict:
+# An Idempotency-Key's record is a DynamoDB item (400 KB at most): a larger answer is rendered again on replay
+# from the result stored in S3 before the charge, not stored in the record.
+_INLINE_ANSWER_CHARACTERS = 256 * 1024
+
+
+def _run_transcription(key: ApiKeyItem, request: TranscriptionRequest, idempotency_key: str | None) -> dict:
     _check_client_still_waiting()  # it may have queued for a worker so long that the gateway answered already
     if request.upload_id:
         # the audio is in S3: the model reads it from there, so a file past the 6 MB invocation body fits
         request = request.with_stored_audio(*audio_store.load_upload(key.key_id, request.upload_id))
-    outcome = service.transcribe(key, request, request_id=_request_id(), before_settle=_check_client_still_waiting)
+    if idempotency_key is None:
+        outcome = service.transcribe(key, request, request_id=_request_id(),
+                                     before_settle=_check_client_still_waiting)
+    else:
+        charge_id = idempotency_id(key.key_id, idempotency_key)
+        outcome = service.transcribe_once(
+            key, request, idempotency_id=charge_id,
+            store_result=lambda result: audio_store.put_result(key.key_id, charge_id, result),
+            load_result=lambda: audio_store.find_result(audio_store.result_key(key.key_id, charge_id)),
+            before_settle=_check_client_still_waiting)
     metrics.add_metric(name="AudioSeconds", unit=MetricUnit.Seconds, value=outcome.audio_seconds)
     metrics.add_metric(name="CreditsCharged", unit=MetricUnit.Count, value=outcome.credits_used)
-    logger.info("transcribed", extra={"task": request.task.value, "audio_format": request.audio_format.value,
+    logger.info("transcribed", extra={"task": request.task.value, "audio_format": request.audio_format.value
+                                      if request.audio_format else None,
                                       "audio_seconds": outcome.audio_seconds, "credits_used": outcome.credits_used})
     body = outcome.rendered.body
-    return {"content_type": outcome.rendered.content_type,
+    return {"status": 200, "content_type": outcome.rendered.content_type,
             "body": body if isinstance(body, str) else json.dumps(body),
             "headers": {"x-infery-credits-used": str(outcome.credits_used),
                         "x-infery-credits-balance": str(outcome.balance_after)}}
@@ -144,8 +171,49 @@ def _run_transcription(key: ApiKeyItem, request: TranscriptionRequest) -> dict:
 
 @idempotent_function(data_keyword_argument="idempotent_request", persistence_store=idempotency_store,
                      config=idempotency_config)
-def _run_transcription_once(idempotent_request: dict, key: ApiKeyItem, request: TranscriptionRequest) -> dict:
-    return {**_run_transcription(key, request), "request_id": _request_id()}
+def _execute_once(idempotent_request: dict, run: Callable[[], dict]) -> dict:
+    answer = run()
+    if len(answer.get("body", "")) > _INLINE_ANSWER_CHARACTERS:
+        app.append_context(large_answer_body=answer["body"])  # this response sends it; the record does not keep it
+        answer = {**answer, "body": None}
+    return {**answer, "request_id": _request_id()}
+
+
+def _once(key: ApiKeyItem, fingerprint: str, run: Callable[[], dict]) -> tuple[dict, dict[str, str]]:
+    """``run()``'s answer, once per (key, Idempotency-Key) when the header is sent: a retry gets the first answer
+    back, with headers that say it is a replay, and changes nothing."""
+    idempotency_key = _idempotency_key()
+    if idempotency_key is None:
+        return run(), {}
+    try:
+        answer = _execute_once(idempotent_request={"key_id": key.key_id, "idempotency_key": idempotency_key,
+                                                   "request_sha256": fingerprint}, run=run)
+    except IdempotencyAlreadyInProgressError as exc:
+        raise Conflict("A request with this Idempotency-Key is still running. Retry once it has finished.",
+                       param="Idempotency-Key", code="idempotency_key_in_progress") from exc
+    except IdempotencyValidationError as exc:
+        raise InvalidRequest("This Idempotency-Key was used with a different request. Use a new key for a "
+                             "new request.", param="Idempotency-Key", code="idempotency_key_reused") from exc
+    except IdempotencyPersistenceLayerError as exc:
+        if "to success" not in str(exc):
+            raise
+        # the work was done (and a transcription charged) but its answer could not be recorded: say so, not
+        # "nothing was charged"; a retry with the same key is charged nothing more
+        raise InternalError("The request was processed, but its answer could not be saved. Retry with the same "
+                            "Idempotency-Key in a minute to get it; you will not be charged again.",
+                            code="answer_not_saved") from exc
+    if answer["request_id"] == _request_id():
+        return answer, {}
+    # the first answer, replayed: this request changed nothing
+    return answer, {"idempotent-replayed": "true", "x-infery-original-request-id": answer["request_id"]}
+
+
+def _route_fingerprint(*parts: str | bytes) -> str:
+    """What makes two requests the same: the route and what was asked, however it was encoded."""
+    digest = hashlib.sha256(app.current_event.path.encode())
+    for part in parts:
+        digest.update(b"\0" + (part if isinstance(part, bytes) else part.encode()))
+    return digest.hexdigest()
 
 
 def _transcribe(task: Task) -> Response:
@@ -154,26 +222,15 @@ def _transcribe(task: Task) -> Response:
         task, app.current_event.headers.get("content-type"), _body_bytes(),
         max_audio_bytes=settings.max_sync_audio_bytes, max_upload_bytes=settings.max_upload_bytes)
     idempotency_key = _idempotency_key()
-    if idempotency_key is None:
-        result = _run_transcription(key, request)
-    else:
-        try:
-            result = _run_transcription_once(
-                idempotent_request={"key_id": key.key_id, "idempotency_key": idempotency_key,
-                                    "request_sha256": _fingerprint(request)},
-                key=key, request=request)
-        except IdempotencyAlreadyInProgressError as exc:
-            raise Conflict("A request with this Idempotency-Key is still running. Retry once it has finished.",
-                           param="Idempotency-Key", code="idempotency_key_in_progress") from exc
-        except IdempotencyValidationError as exc:
-            raise InvalidRequest("This Idempotency-Key was used with a different request. Use a new key for a "
-                                 "new request.", param="Idempotency-Key", code="idempotency_key_reused") from exc
-        if result["request_id"] != _request_id():
-            # the first answer, replayed: this request changed nothing
-            rate_limit_headers = {**rate_limit_headers, "idempotent-replayed": "true",
-                                  "x-infery-original-request-id": result["request_id"]}
-    return Response(status_code=200, content_type=result["content_type"], body=result["body"],
-                    headers={**result["headers"], **rate_limit_headers})
+    answer, replay_headers = _once(key, _fingerprint(request),
+                                   lambda: _run_transcription(key, request, idempotency_key))
+    body = answer["body"]
+    if body is None:
+        body = app.context.get("large_answer_body")
+    if body is None:  # a replay of an answer too large for its record: rendered again from the stored result
+        body = _run_transcription(key, request, idempotency_key)["body"]
+    return Response(status_code=200, content_type=answer["content_type"], body=body,
+                    headers={**answer["headers"], **rate_limit_headers, **replay_headers})
 
 
 @app.post("/v1/audio/transcriptions")
@@ -208,6 +265,11 @@ def create_upload() -> Response:
                                   service.catalog.default_model,
                                   allow_http_webhooks=settings.webhook_allow_private_addresses)
     _require_minimum_credit(key, service.catalog.resolve(upload.job.model))
+    answer, replay_headers = _once(key, _route_fingerprint(upload.model_dump_json()), lambda: _new_upload(key, upload))
+    return _json_response(answer["status"], answer["body"], {**rate_limit_headers, **replay_headers})
+
+
+def _new_upload(key: ApiKeyItem, upload: UploadRequest) -> dict:
     upload_id = new_upload_id()
     presigned = audio_store.presigned_upload(key.key_id, upload_id)
     body = {"id": upload_id, "object": "upload", "method": "POST", "upload_url": presigned["url"],
@@ -220,7 +282,7 @@ def create_upload() -> Response:
                       upload_id=upload_id, filename=upload.filename, webhook_url=upload.job.webhook_url)
         jobs.create(job)
         body |= {"job_id": job.job_id, "webhook_secret": job.webhook_secret}
-    return _json_response(201, body, rate_limit_headers)
+    return {"status": 201, "body": body}
 
 
 def _create_job(task: Task) -> Response:
@@ -230,6 +292,13 @@ def _create_job(task: Task) -> Response:
         max_audio_bytes=settings.max_sync_audio_bytes, max_upload_bytes=settings.max_upload_bytes, for_job=True,
         allow_http_webhooks=settings.webhook_allow_private_addresses)
     _require_minimum_credit(key, service.catalog.resolve(request.model))
+    if not request.upload_id:  # the file is here: a header that says 1 Hz or ten hours is refused before it is stored
+        service.check_audio_limits(request)
+    answer, replay_headers = _once(key, _route_fingerprint(_fingerprint(request)), lambda: _new_job(key, request))
+    return _json_response(answer["status"], answer["body"], {**rate_limit_headers, **replay_headers})
+
+
+def _new_job(key: ApiKeyItem, request: TranscriptionRequest) -> dict:
     if request.upload_id:
         source_uri = audio_store.check_upload(key.key_id, request.upload_id)  # 404 unless it arrived
     else:
@@ -239,8 +308,7 @@ def _create_job(task: Task) -> Response:
                   filename=request.filename, webhook_url=request.webhook_url)
     jobs.create(job)
     _sqs.send_message(QueueUrl=settings.jobs_queue_url, MessageBody=json.dumps({"job_id": job.job_id}))
-    return _json_response(202, {**job_views.view(job), "webhook_secret": job.webhook_secret},
-                          rate_limit_headers)
+    return {"status": 202, "body": {**job_views.view(job), "webhook_secret": job.webhook_secret}}
 
 
 @app.post("/v1/audio/transcriptions/jobs")
@@ -293,6 +361,20 @@ def get_job_result(job_id: str) -> Response:
                              "x-infery-credits-balance": str(key.credits)})
 
 
+@app.get("/v1/jobs")
+def list_jobs() -> Response:
+    """The calling key's most recent jobs, newest first, without their transcripts (GET /v1/jobs/{id}/result)."""
+    key, rate_limit_headers = _authenticate()
+    value = (app.current_event.query_string_parameters or {}).get("limit", "20")
+    limit = int(value) if value.isdigit() and len(value) <= 3 else 0
+    if not 1 <= limit <= 100:
+        raise InvalidRequest("'limit' must be a whole number from 1 to 100.", param="limit", code="invalid_value")
+    found, has_more = jobs.list_for_key(key.key_id, limit)
+    # a listing reads no transcript from S3: each job's view without its result
+    data = [job_views.view(job.model_copy(update={"result_key": None})) for job in found]
+    return _json_response(200, {"object": "list", "data": data, "has_more": has_more}, rate_limit_headers)
+
+
 @app.get("/v1/models")
 def list_models() -> Response:
     _, rate_limit_headers = _authenticate()
@@ -322,11 +404,63 @@ def get_usage() -> Response:
         days = 0
     if not 1 <= days <= 366:
         raise InvalidRequest("'days' must be a whole number from 1 to 366.", param="days", code="invalid_days")
+    usage_format = query.get("format", "json")
+    if usage_format not in ("json", "csv"):
+        raise InvalidRequest("'format' must be json or csv.", param="format", code="invalid_value")
     since, until = period(days=days)
     entries = service.credits.ledger(key.key_id, since=since, until=until)
+    if usage_format == "csv":  # the period's ledger entries, as the operator's `infery usage --csv` writes them
+        filename = f"infery-usage-{key.key_id}-{days}d.csv"
+        return Response(200, "text/csv; charset=utf-8", ledger_csv(entries), headers={
+            **rate_limit_headers, "Content-Disposition": f'attachment; filename="{filename}"'})
     report = usage_report(entries, balance=service.credits.balance(key.key_hash), since=since, until=until)
     return Response(200, JSON_CONTENT_TYPE, json.dumps({"key_id": key.key_id, "name": key.name, **report}),
                     headers=rate_limit_headers)
+
+
+# The web console: static files shipped with this function (functions/transcribe/console/), read at cold start.
+# No key is needed to load them; the page calls the API with the key its user pastes.
+_CONSOLE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "console")
+_CONSOLE_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+                  ".css": "text/css; charset=utf-8"}
+# its own script and style only; it talks to this API and to the bucket's presigned upload URL (large files)
+_CONSOLE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                               "media-src 'self' blob:; connect-src 'self' https: http://127.0.0.1:* "
+                               "http://localhost:*; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "Cache-Control": "no-cache"}
+
+
+def _load_console() -> dict[str, tuple[str, str]]:
+    files: dict[str, tuple[str, str]] = {}
+    for name in sorted(os.listdir(_CONSOLE_DIR)) if os.path.isdir(_CONSOLE_DIR) else []:
+        content_type = _CONSOLE_TYPES.get(os.path.splitext(name)[1])
+        if content_type:
+            with open(os.path.join(_CONSOLE_DIR, name), encoding="utf-8") as file:
+                files[name] = (content_type, file.read())
+    return files
+
+
+_console_files = _load_console()
+
+
+def _console_file(name: str) -> Response:
+    found = _console_files.get(name)
+    if found is None:
+        shown = name if len(name) <= 40 else name[:40] + "..."
+        raise NotFound(f"Unknown request URL: GET /console/{shown}.", code="unknown_url")
+    content_type, body = found
+    return Response(200, content_type, body, headers=_CONSOLE_HEADERS)
+
+
+@app.get("/console")
+def console_page() -> Response:
+    return _console_file("index.html")
+
+
+@app.get("/console/<asset>")
+def console_asset(asset: str) -> Response:
+    return _console_file(asset)
 
 
 @app.exception_handler(InferyError)

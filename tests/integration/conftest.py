@@ -35,7 +35,14 @@ from infery.settings import get_settings
 from whisper_server import ServerConfig, WhisperHTTPServer, WhisperTranscriber
 
 from local_stack.moto_server import BackgroundMotoServer
-from local_stack.template import LocalTemplate, create_tables, load_template
+from local_stack.template import (
+    LocalTemplate,
+    create_buckets,
+    create_queues,
+    create_tables,
+    create_topics,
+    load_template,
+)
 from tests.integration.support import MODEL_NAME, ROOT, Api, free_port
 
 APP_SOURCE = ROOT / "functions" / "transcribe" / "app.py"
@@ -60,6 +67,12 @@ def moto_url(local_template: LocalTemplate) -> Iterator[str]:
     client = boto3.client("dynamodb", endpoint_url=server.url, region_name="us-east-1",
                           aws_access_key_id="testing", aws_secret_access_key="testing")  # noqa: S106
     create_tables(local_template, client)  # the tables as template.yaml defines them, never a copy
+    # the queues, topic and bucket too (the API stores an Idempotency-Key request's result before charging it)
+    credentials = {"endpoint_url": server.url, "region_name": "us-east-1", "aws_access_key_id": "testing",
+                   "aws_secret_access_key": "testing"}
+    create_queues(local_template, boto3.client("sqs", **credentials))
+    create_topics(local_template, boto3.client("sns", **credentials))
+    create_buckets(local_template, boto3.client("s3", **credentials))
     yield server.url
     server.stop()
 
@@ -75,6 +88,9 @@ def aws_environment(monkeypatch: pytest.MonkeyPatch, moto_url: str, function_env
         "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_REGION": "us-east-1",
         "AWS_ENDPOINT_URL_DYNAMODB": moto_url,
+        "AWS_ENDPOINT_URL_S3": moto_url,
+        "AWS_ENDPOINT_URL_SQS": moto_url,
+        "AWS_ENDPOINT_URL_SNS": moto_url,
         "POWERTOOLS_METRICS_NAMESPACE": "InferyIntegrationTests",
         # as the local stack does: the tests' webhook receivers listen on 127.0.0.1 over http, which a deployment
         # refuses (tests that check the refusal load the handler with "false")

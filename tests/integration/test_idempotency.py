@@ -8,11 +8,13 @@ from __future__ import annotations
 import json
 import uuid
 
+import boto3
 import pytest
+from infery.service import idempotency_id
 
 from tests.integration.support import TRANSCRIPTIONS, assert_error, assert_ok
 from tests.integration.test_auth_and_credits import MODEL_ERROR_500, MODEL_ERROR_HEADERS, model_answer
-from tests.unit.builders import multipart_body, toolbelt_multipart_body
+from tests.unit.builders import inference_result, multipart_body, segment, toolbelt_multipart_body
 
 
 def idempotency_key() -> list[tuple[str, str]]:
@@ -47,7 +49,9 @@ def test_a_retry_with_the_same_key_gets_the_first_answer_and_is_billed_once(mode
     for name in ("x-infery-credits-used", "x-infery-credits-balance"):
         assert retry.header(name) == first.header(name)
     assert fake.calls == 1
-    assert non_topup_entries(accounts, item) == [(first.request_id, "reserve"), (first.request_id, "settle")]
+    # charged under the (key, Idempotency-Key) pair, not a gateway request id: a retry after any failure finds it
+    charge_id = idempotency_id(item.key_id, headers[0][1])
+    assert non_topup_entries(accounts, item) == [(charge_id, "reserve"), (charge_id, "settle")]
     assert accounts.balance(item) == 7 == accounts.ledger_sum(item)
 
 
@@ -126,9 +130,9 @@ def test_a_failed_first_attempt_is_not_kept_and_the_retry_runs(fake_runtime, loa
     assert_ok(retry)
     assert retry.header("idempotent-replayed") is None  # it ran: a failure is never replayed
     assert (failing.calls, working.calls) == (1, 1)
+    charge_id = idempotency_id(item.key_id, headers[0][1])  # the retry is the pair's second attempt
     assert non_topup_entries(accounts, item) == sorted([
-        (first.request_id, "reserve"), (first.request_id, "refund"),
-        (retry.request_id, "reserve"), (retry.request_id, "settle")])
+        (charge_id, "reserve"), (charge_id, "refund"), (f"{charge_id}.2", "reserve"), (f"{charge_id}.2", "settle")])
     assert accounts.balance(item) == 7 == accounts.ledger_sum(item)
 
 
@@ -185,7 +189,8 @@ def test_a_retry_while_the_first_attempt_runs_is_409(fake_runtime, load_api, acc
     [retry] = retries
     assert_error(retry, 409, "idempotency_key_in_progress", param="Idempotency-Key")
     assert fake.calls == 1
-    assert non_topup_entries(accounts, item) == [(first.request_id, "reserve"), (first.request_id, "settle")]
+    charge_id = idempotency_id(item.key_id, headers[0][1])
+    assert non_topup_entries(accounts, item) == [(charge_id, "reserve"), (charge_id, "settle")]
     assert accounts.balance(item) == 7
 
 
@@ -226,3 +231,95 @@ def test_the_results_are_stored_in_the_templates_idempotency_table(model, accoun
     newest = max(items, key=lambda item: int(item["expiration"]))
     assert newest["status"] == "COMPLETED" and json.loads(newest["data"])["request_id"]
     assert api_key not in json.dumps(items, default=str)  # never the key itself
+
+
+# --- issue 9: an Idempotency-Key on every POST, and charged at most once after any failure -------------------
+
+
+def test_an_answer_lost_after_the_charge_is_replayed_on_retry_without_a_second_charge(model, accounts, wav,
+                                                                                        monkeypatch):
+    """Found by reading the code: the reservation was keyed by the gateway's request id, so when powertools could not
+    store the answer after the settle (an answer over 400 KB), the client got a 500 "nothing was charged" after it
+    was charged, and its retry was charged again."""
+    api, fake = model
+    api_key, item = accounts.new_key(10)
+    headers = idempotency_key()
+    store = api.module.idempotency_store
+
+    def lost(*_: object, **__: object) -> None:
+        raise RuntimeError("the idempotency record could not be written")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(store, "save_success", lost)
+        first = api.transcribe(api_key, wav, headers=headers, response_format="verbose_json")
+    assert_error(first, 500, "answer_not_saved")
+    assert "you will not be charged again" in first.json()["error"]["message"]
+    assert accounts.balance(item) == 7  # it was charged: the model had answered
+    # the record stays "in progress" until the Lambda's timeout has passed; then a retry runs again
+    table = boto3.resource("dynamodb").Table(api.module.settings.idempotency_table_name)
+    for record in table.scan(ConsistentRead=True)["Items"]:
+        if record.get("status") == "INPROGRESS":
+            table.update_item(Key={"id": record["id"]}, UpdateExpression="SET in_progress_expiration = :past",
+                              ExpressionAttributeValues={":past": 1})
+
+    retry = api.transcribe(api_key, wav, headers=headers, response_format="verbose_json")
+    assert_ok(retry)
+    assert retry.json()["text"] == "Hello there." and retry.json()["credits_used"] == 3
+    assert retry.header("x-infery-credits-used") == "3"
+    assert fake.calls == 1  # the stored result, rendered again: the model was not asked twice
+    charge_id = idempotency_id(item.key_id, headers[0][1])
+    assert non_topup_entries(accounts, item) == [(charge_id, "reserve"), (charge_id, "settle")]
+    assert accounts.balance(item) == 7 == accounts.ledger_sum(item)
+
+
+def test_an_answer_too_large_for_its_record_is_replayed_from_the_stored_result(fake_runtime, load_api, accounts,
+                                                                                 wav):
+    many = [segment(index, index * 0.5, index * 0.5 + 0.5, " " + "word " * 60) for index in range(1200)]
+    url, fake = fake_runtime(200, json.loads(inference_result("many words", many, duration=600.0).model_dump_json()))
+    api = load_api(url)
+    api_key, item = accounts.new_key(1000)
+    headers = idempotency_key()
+    first = api.transcribe(api_key, wav, headers=headers, response_format="verbose_json")
+    assert_ok(first)
+    assert len(first.text) > 400_000  # more than a DynamoDB item holds
+    retry = api.transcribe(api_key, wav, headers=headers, response_format="verbose_json")
+    assert_ok(retry)
+    assert retry.header("idempotent-replayed") == "true"
+    assert retry.json() == first.json()
+    assert fake.calls == 1
+
+
+def _job_request(api, api_key, wav, headers):
+    content_type, payload = multipart_body(wav, filename="meeting.wav", model="whisper-1")
+    return api.call("POST", "/v1/audio/transcriptions/jobs", body=payload, content_type=content_type,
+                    api_key=api_key, headers=headers)
+
+
+def test_the_same_idempotency_key_on_a_job_request_creates_one_job(model, accounts, wav):
+    """Found by the security review: the same Idempotency-Key created two jobs and charged twice."""
+    api, _ = model
+    api_key, item = accounts.new_key(10)
+    headers = idempotency_key()
+    first = _job_request(api, api_key, wav, headers)
+    retry = _job_request(api, api_key, wav, headers)
+    assert first.status == retry.status == 202, (first.text, retry.text)
+    assert retry.json()["id"] == first.json()["id"]
+    assert retry.header("idempotent-replayed") == "true"
+    other = _job_request(api, api_key, wav, idempotency_key())
+    assert other.json()["id"] != first.json()["id"]  # a new key is a new job
+
+
+def test_the_same_idempotency_key_on_an_upload_gives_the_same_upload(model, accounts):
+    api, _ = model
+    api_key, _ = accounts.new_key(10)
+    headers = idempotency_key()
+    body = json.dumps({"filename": "meeting.mp3", "model": "whisper-1"}).encode()
+    first = api.call("POST", "/v1/uploads", body=body, content_type="application/json", api_key=api_key,
+                     headers=headers)
+    retry = api.call("POST", "/v1/uploads", body=body, content_type="application/json", api_key=api_key,
+                     headers=headers)
+    assert first.status == retry.status == 201, (first.text, retry.text)
+    assert (retry.json()["id"], retry.json()["job_id"]) == (first.json()["id"], first.json()["job_id"])
+    reused = api.call("POST", "/v1/uploads", body=json.dumps({"filename": "other.mp3"}).encode(),
+                      content_type="application/json", api_key=api_key, headers=headers)
+    assert_error(reused, 400, "idempotency_key_reused", param="Idempotency-Key")

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .credits import CreditStore, Pricing, Reservation
+from .credits import CreditStore, LedgerKind, Pricing, Reservation
 from .duration import probe_duration, probe_sample_rate
 from .endpoint_client import WhisperEndpoint
 from .errors import InternalError, InvalidRequest
@@ -25,6 +26,11 @@ class TranscriptionOutcome:
     credits_used: int
     balance_after: int
     audio_seconds: float
+
+
+def idempotency_id(key_id: str, idempotency_key: str) -> str:
+    """The id a request sent with an Idempotency-Key is charged under: the same for every retry of it."""
+    return "idem_" + hashlib.sha256(f"{key_id}\n{idempotency_key}".encode()).hexdigest()[:32]
 
 
 def minutes(seconds: float) -> str:
@@ -82,15 +88,42 @@ class TranscriptionService:
             raise
         return self.settle(reservation, request, result, before_settle=before_settle)
 
+    def transcribe_once(self, key: ApiKeyItem, request: TranscriptionRequest, *, idempotency_id: str,
+                        store_result: Callable[[InferenceResult], None],
+                        load_result: Callable[[], InferenceResult | None],
+                        before_settle: Callable[[InferenceResult], None] | None = None) -> TranscriptionOutcome:
+        """``transcribe`` for a request sent with an Idempotency-Key: its credits are reserved under the key's
+        ``idempotency_id``, not under the gateway's request id, so a retry after any failure is charged at most once.
+
+        Charged already (the answer was lost after the settle): the stored result is rendered again, nothing is
+        charged. Refunded before (the model failed): the retry runs again under a new attempt's id."""
+        entries = self.credits.entries_for_request(key.key_id, idempotency_id)
+        settled = next((entry for entry in entries if entry.kind is LedgerKind.SETTLE), None)
+        if settled is not None:
+            result = load_result()
+            if result is None:
+                raise InternalError("This request was charged, but its result was lost; contact the operator with "
+                                    "its Idempotency-Key.")
+            credits_used = settled.billed_credits or 0
+            rendered = render_transcript(result, request.response_format, task=request.task,
+                                         credits_used=credits_used, include_words=request.word_timestamps)
+            return TranscriptionOutcome(rendered, credits_used, self.credits.balance(key.key_hash), result.duration)
+        attempts = sum(1 for entry in entries if entry.kind is LedgerKind.RESERVE)
+        request_id = idempotency_id if attempts == 0 else f"{idempotency_id}.{attempts + 1}"
+
+        def store_then(result: InferenceResult) -> None:
+            store_result(result)  # before the settle: a charged request always has its result to replay
+            if before_settle is not None:
+                before_settle(result)
+
+        return self.transcribe(key, request, request_id=request_id, before_settle=store_then)
+
     def reserve(self, key: ApiKeyItem, request: TranscriptionRequest, *, request_id: str,
                 hold_seconds: int | None = None) -> Reservation:
         """Check what can be checked before inference (model, audio limits), then hold an upper bound of its cost."""
         model = self.catalog.resolve(request.model)
         check_model_allowed(key, request.model, model, self.catalog.canonical)
-        if request.audio_format is None:
-            raise InternalError("The request's audio was not loaded before transcription.")
-        declared_seconds = probe_duration(request.audio, request.audio_format)
-        self._check_limits(request, declared_seconds)
+        declared_seconds = self.check_audio_limits(request)
         covered_seconds = self.pricing.seconds_to_reserve(len(request.audio), declared_seconds)
         if covered_seconds > self.max_audio_seconds:
             # a file whose header does not say, so large it could hold more than the deployment transcribes
@@ -98,10 +131,13 @@ class TranscriptionService:
         return self.credits.reserve(key, self.pricing.credits_for(covered_seconds, model), request_id=request_id,
                                     model=model, hold_seconds=hold_seconds, covered_seconds=covered_seconds)
 
-    def _check_limits(self, request: TranscriptionRequest, declared_seconds: float | None) -> None:
+    def check_audio_limits(self, request: TranscriptionRequest) -> float | None:
         """Refuse, before any credit is held, audio that would make the model work without end: a header that
-        says 1 Hz turns 4 KB into 2,000 s, and no file may be longer than the deployment transcribes."""
-        assert request.audio_format is not None
+        says 1 Hz turns 4 KB into 2,000 s, and no file may be longer than the deployment transcribes.
+        Returns the duration the header declares (None when it does not say)."""
+        if request.audio_format is None:
+            raise InternalError("The request's audio was not loaded before it was checked.")
+        declared_seconds = probe_duration(request.audio, request.audio_format)
         sample_rate = probe_sample_rate(request.audio, request.audio_format)
         if sample_rate is not None and sample_rate < self.min_audio_sample_rate:
             raise InvalidRequest(f"The audio's sample rate is {sample_rate} Hz; at least "
@@ -111,6 +147,7 @@ class TranscriptionService:
             raise InvalidRequest(f"The audio lasts {minutes(declared_seconds)}; this deployment transcribes at most "
                                  f"{minutes(self.max_audio_seconds)} per file.",
                                  param="file", code="audio_too_long")
+        return declared_seconds
 
     @staticmethod
     def inference_request(request: TranscriptionRequest, reservation: Reservation, *,

@@ -129,6 +129,15 @@ class AudioStore:
                                 ContentType="application/json")
         return key
 
+    def find_result(self, result_key: str) -> InferenceResult | None:
+        """The stored result, or None when there is none under this key."""
+        try:
+            return self.load_result(result_key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise
+
     def load_result(self, result_key: str) -> InferenceResult:
         body = self._client.get_object(Bucket=self.bucket, Key=result_key)["Body"].read()
         return InferenceResult.model_validate_json(body)

@@ -13,26 +13,20 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import Protocol
 
-from .async_inference import AsyncNotification, AsyncSubmission
+from .async_inference import AsyncNotification
 from .credits import LedgerEntry, LedgerKind
 from .errors import AuthenticationFailed, InferyError, InvalidRequest
-from .inference import InferenceRequest, InferenceResult, Task
+from .inference import InferenceResult, Task
 from .job_views import JobPresenter
-from .jobs import Job, JobError, JobStatus, JobStore, job_id_for_object, job_id_for_upload, new_job
-from .keys import ApiKeyItem, KeyStore, ensure_usable
+from .jobs import Job, JobError, JobStatus, job_id_for_object, job_id_for_upload, new_job
+from .keys import ApiKeyItem, ensure_usable
 from .observability import logger
+from .ports import AsyncEndpoint, AudioObjects, Jobs, Keys
 from .service import TranscriptionService
-from .storage import AudioStore, StoredObject, parse_object_key
+from .storage import StoredObject, parse_object_key
 from .transcription_request import ResponseFormat, TranscriptionOptions, TranscriptionRequest
 from .webhooks import deliver
-
-
-class AsyncEndpoint(Protocol):
-    def submit(self, request: InferenceRequest, *, key_id: str, inference_id: str) -> AsyncSubmission: ...
-    def result(self, notification: AsyncNotification) -> InferenceResult: ...
-    def progress_uri(self, key_id: str, inference_id: str) -> str: ...
 
 
 class RetryLater(Exception):
@@ -42,9 +36,9 @@ class RetryLater(Exception):
 @dataclass
 class JobRunner:
     service: TranscriptionService
-    jobs: JobStore
-    store: AudioStore
-    keys: KeyStore
+    jobs: Jobs
+    store: AudioObjects
+    keys: Keys
     endpoint: AsyncEndpoint
     presenter: JobPresenter
     lease_seconds: int

@@ -9,7 +9,7 @@ from typing import Any
 from .errors import Conflict
 from .formats import RenderedTranscript, render_transcript
 from .jobs import Job, JobStatus
-from .storage import AudioStore
+from .ports import AudioObjects
 from .transcription_request import ResponseFormat
 
 # Progress a running job shows: claimed and submitted, then the model's share of windows decoded, then settling.
@@ -19,7 +19,7 @@ MODEL_SHARE_OF_PROGRESS = 0.85
 
 @dataclass
 class JobPresenter:
-    store: AudioStore
+    store: AudioObjects
     # (key_id, inference_id) -> the model's progress through the audio (0..1), when it has reported one
     model_progress: Callable[[str, str], float | None] | None = None
 

@@ -8,14 +8,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .credits import CreditStore, LedgerKind, Pricing, Reservation
+from .credits import LedgerKind, Pricing, Reservation
 from .duration import probe_duration, probe_sample_rate
-from .endpoint_client import WhisperEndpoint
 from .errors import InternalError, InvalidRequest
 from .formats import RenderedTranscript, render_transcript
 from .inference import InferenceRequest, InferenceResult
 from .keys import ApiKeyItem, KeyStore, check_model_allowed
 from .observability import logger
+from .ports import Credits, RealTimeEndpoint
 from .settings import Settings
 from .transcription_request import TranscriptionOptions, TranscriptionRequest
 
@@ -65,7 +65,7 @@ class ModelCatalog:
 
 
 class TranscriptionService:
-    def __init__(self, settings: Settings, keys: KeyStore, credits: CreditStore, endpoint: WhisperEndpoint) -> None:
+    def __init__(self, settings: Settings, keys: KeyStore, credits: Credits, endpoint: RealTimeEndpoint) -> None:
         self.keys = keys
         self.credits = credits
         self.endpoint = endpoint

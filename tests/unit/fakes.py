@@ -1,0 +1,205 @@
+"""In-memory stand-ins for the ports of infery.ports: the use cases run on them without AWS or a model server.
+
+They keep the rules the real stores enforce with conditional writes (a request id is reserved once, a reservation
+is closed once, the balance never goes below zero, a job is claimed only while queued or when its lease ran out),
+so a use case that breaks one of them fails here as it would on AWS.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from infery.async_inference import AsyncNotification, AsyncSubmission
+from infery.credits import LedgerEntry, LedgerKind, Reservation, ReservationClosed, SettledCharge
+from infery.errors import InsufficientCredits, NotFound
+from infery.inference import InferenceRequest, InferenceResult
+from infery.jobs import Job, JobError, JobStatus, WebhookAttempt
+from infery.keys import ApiKeyItem, now_iso
+from infery.storage import StoredObject
+
+_clock = itertools.count(1_800_000_000)
+
+
+@dataclass
+class FakeCredits:
+    balances: dict[str, int] = field(default_factory=dict)  # key_hash -> available credits
+    entries: list[LedgerEntry] = field(default_factory=list)
+    open: dict[str, Reservation] = field(default_factory=dict)
+
+    def balance(self, key_hash: str) -> int:
+        return self.balances[key_hash]
+
+    def entries_for_request(self, key_id: str, request_id_prefix: str) -> list[LedgerEntry]:
+        return [entry for entry in self.entries
+                if entry.key_id == key_id and entry.entry_id.startswith(request_id_prefix)]
+
+    def _entry(self, key: str, key_id: str, kind: LedgerKind, request_id: str, credits: int, **fields) -> None:
+        self.balances[key] += credits
+        self.entries.append(LedgerEntry(key_id=key_id, entry_id=f"{request_id}#{kind.value}", kind=kind,
+                                        request_id=request_id, credits=credits, balance_after=self.balances[key],
+                                        created_at=now_iso(), **fields))
+
+    def _has(self, request_id: str, kind: LedgerKind) -> bool:
+        return any(entry.entry_id == f"{request_id}#{kind.value}" for entry in self.entries)
+
+    def reserve(self, key: ApiKeyItem, credits: int, *, request_id: str, model: str,
+                hold_seconds: int | None = None, covered_seconds: float | None = None) -> Reservation:
+        if self._has(request_id, LedgerKind.RESERVE):
+            if request_id in self.open:
+                return self.open[request_id]
+            raise ReservationClosed(f"Request {request_id} was already reserved and closed.")
+        if self.balances[key.key_hash] < credits:
+            raise InsufficientCredits(f"needs {credits}, has {self.balances[key.key_hash]}")
+        epoch = next(_clock)
+        reservation = Reservation(request_id=request_id, key_hash=key.key_hash, key_id=key.key_id, model=model,
+                                  credits=credits, created_at=now_iso(), created_epoch=epoch,
+                                  hold_until_epoch=epoch + hold_seconds if hold_seconds else None,
+                                  covered_seconds=covered_seconds)
+        self._entry(key.key_hash, key.key_id, LedgerKind.RESERVE, request_id, -credits, model=model)
+        self.open[request_id] = reservation
+        return reservation
+
+    def reservation(self, request_id: str) -> Reservation | None:
+        return self.open.get(request_id)
+
+    def settle(self, reservation: Reservation, credits_used: int, *, audio_seconds: float) -> SettledCharge:
+        if self.open.pop(reservation.request_id, None) is None:
+            return SettledCharge(billed_credits=credits_used, balance_after=self.balance(reservation.key_hash))
+        extra = credits_used - reservation.credits
+        collectable = min(extra, self.balances[reservation.key_hash]) if extra > 0 else extra
+        unpaid = extra - collectable if extra > 0 else 0
+        self._entry(reservation.key_hash, reservation.key_id, LedgerKind.SETTLE, reservation.request_id,
+                    -collectable, billed_credits=reservation.credits + collectable, audio_seconds=audio_seconds,
+                    unpaid_credits=unpaid or None)
+        return SettledCharge(billed_credits=reservation.credits + collectable,
+                             balance_after=self.balances[reservation.key_hash], unpaid_credits=unpaid)
+
+    def refund(self, reservation: Reservation, *, reason: str) -> int | None:
+        if self.open.pop(reservation.request_id, None) is None:
+            return None
+        self._entry(reservation.key_hash, reservation.key_id, LedgerKind.REFUND, reservation.request_id,
+                    reservation.credits, note=reason)
+        return self.balances[reservation.key_hash]
+
+    def charged(self, key_id: str) -> int:
+        """What the key paid in all: the sum of its reserve, settle and refund entries, negated."""
+        return -sum(entry.credits for entry in self.entries if entry.key_id == key_id)
+
+
+@dataclass
+class FakeKeys:
+    keys: dict[str, ApiKeyItem] = field(default_factory=dict)  # key_hash -> key
+
+    def add(self, key: ApiKeyItem) -> ApiKeyItem:
+        self.keys[key.key_hash] = key
+        return key
+
+    def get(self, key_id: str) -> ApiKeyItem:
+        for key in self.keys.values():
+            if key.key_id == key_id:
+                return key
+        raise NotFound(f"No key {key_id}.")
+
+    def get_by_hash(self, key_hash: str) -> ApiKeyItem | None:
+        return self.keys.get(key_hash)
+
+
+@dataclass
+class FakeJobs:
+    jobs: dict[str, Job] = field(default_factory=dict)
+    # the runner computes leases from time.time(), as the DynamoDB store compares them with it
+    now: Callable[[], int] = lambda: int(time.time())
+
+    def create(self, job: Job) -> bool:
+        if job.job_id in self.jobs:
+            return False
+        self.jobs[job.job_id] = job
+        return True
+
+    def get(self, job_id: str) -> Job | None:
+        return self.jobs.get(job_id)
+
+    def _update(self, job_id: str, **changes) -> Job:
+        self.jobs[job_id] = self.jobs[job_id].model_copy(update=changes)
+        return self.jobs[job_id]
+
+    def claim(self, job_id: str, lease_seconds: int) -> Job | None:
+        job = self.jobs.get(job_id)
+        now = self.now()
+        if job is None or not (job.status in (JobStatus.QUEUED, JobStatus.AWAITING_UPLOAD)
+                               or (job.status is JobStatus.RUNNING and job.lease_until < now)):
+            return None
+        return self._update(job_id, status=JobStatus.RUNNING, lease_until=now + lease_seconds, progress=0.05,
+                            attempts=job.attempts + 1)
+
+    def submitted(self, job_id: str, *, inference_id: str, lease_until: int) -> Job:
+        return self._update(job_id, inference_id=inference_id, lease_until=lease_until, progress=0.1)
+
+    def release(self, job_id: str) -> None:
+        if self.jobs[job_id].status is JobStatus.RUNNING:
+            self._update(job_id, status=JobStatus.QUEUED, lease_until=0)
+
+    def succeed(self, job_id: str, *, result_key: str, credits_used: int, audio_seconds: float) -> Job:
+        return self._update(job_id, status=JobStatus.SUCCEEDED, progress=1.0, result_key=result_key,
+                            credits_used=credits_used, audio_seconds=audio_seconds)
+
+    def fail(self, job_id: str, error: JobError) -> Job:
+        return self._update(job_id, status=JobStatus.FAILED, error=error)
+
+    def record_webhook_attempt(self, job_id: str, attempt: WebhookAttempt) -> None:
+        self._update(job_id, webhook_attempts=[*self.jobs[job_id].webhook_attempts, attempt])
+
+
+@dataclass
+class FakeAudio:
+    objects: dict[str, bytes] = field(default_factory=dict)  # object key -> bytes
+    results: dict[str, InferenceResult] = field(default_factory=dict)
+    fail_put_result: bool = False
+
+    def load(self, stored: StoredObject) -> tuple[bytes, str, str]:
+        return self.objects[stored.key], stored.uri, "etag-1"
+
+    def result_key(self, key_id: str, job_id: str) -> str:
+        return f"results/{key_id}/{job_id}.json"
+
+    def put_result(self, key_id: str, job_id: str, result: InferenceResult) -> str:
+        if self.fail_put_result:
+            raise OSError("S3 is down")
+        self.results[self.result_key(key_id, job_id)] = result
+        return self.result_key(key_id, job_id)
+
+    def load_result(self, result_key: str) -> InferenceResult:
+        return self.results[result_key]
+
+
+@dataclass
+class FakeAsyncEndpoint:
+    """Records submissions; the test decides each one's outcome and builds the notification SageMaker would send."""
+
+    submitted: list[tuple[str, InferenceRequest]] = field(default_factory=list)
+    outcomes: dict[str, InferenceResult | Exception] = field(default_factory=dict)
+    refuse_submit: Exception | None = None
+
+    def submit(self, request: InferenceRequest, *, key_id: str, inference_id: str) -> AsyncSubmission:
+        if self.refuse_submit is not None:
+            raise self.refuse_submit
+        self.submitted.append((inference_id, request))
+        return AsyncSubmission(inference_id=inference_id, output_location=f"s3://b/async-outputs/{inference_id}.out")
+
+    def result(self, notification: AsyncNotification) -> InferenceResult:
+        outcome = self.outcomes[notification.inference_id]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def progress_uri(self, key_id: str, inference_id: str) -> str:
+        return f"s3://b/progress/{key_id}/{inference_id}.json"
+
+    @staticmethod
+    def notification(inference_id: str, succeeded: bool = True) -> AsyncNotification:
+        return AsyncNotification.model_validate({
+            "inferenceId": inference_id, "invocationStatus": "Completed" if succeeded else "Failed",
+            "eventSource": "aws:sagemaker"})

@@ -30,12 +30,15 @@ $(SAM_STAMP):
 	$(SAM_VENV)/bin/pip install --quiet aws-sam-cli==1.170.0
 	touch $@
 
-# The end-to-end tests speak with espeak-ng, then encode that speech to every audio format.
+# The end-to-end tests speak with espeak-ng, then encode that speech to every audio format; the web console's
+# tests drive a headless Chromium (Debian's chromium and chromium-driver).
 system-deps:
-	@command -v espeak-ng >/dev/null 2>&1 || { \
+	@missing=""; for tool in espeak-ng chromium chromedriver; do \
+	  command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null; \
-	  else echo "espeak-ng is needed for the tests: sudo apt-get install espeak-ng (or brew install espeak-ng)"; exit 1; fi; }
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng chromium chromium-driver >/dev/null; \
+	  else echo "needed for the tests:$$missing: sudo apt-get install espeak-ng chromium chromium-driver (or brew install espeak-ng chromium chromedriver)"; exit 1; fi; fi
 
 serve: $(DEPS_STAMP)
 	$(PY) -m local_stack

@@ -184,7 +184,9 @@ def main() -> None:
         base_url = f"http://{args.host}:{server.server_port}/v1"
         _write_state(stack, base_url, {**aws_environment, **local.function_environment("TranscribeFunction")},
                      model_server.pid)
-        print(f"\ninfery local stack is ready\n  base URL: {base_url}\n  API key:  {dev_key}\n"
+        console_url = base_url.removesuffix("/v1") + "/console"
+        print(f"\ninfery local stack is ready\n  base URL: {base_url}\n  console:  {console_url}\n"
+              f"  API key:  {dev_key}\n"
               f"  credits:  {args.dev_credits}\n  model:    {LOCAL_MODEL_NAME} (alias whisper-1)\n"
               f"Try: curl -H 'Authorization: Bearer {dev_key}' {base_url}/models\nCtrl-C stops everything.\n",
               flush=True)

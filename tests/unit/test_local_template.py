@@ -108,6 +108,9 @@ def test_the_transcribe_functions_environment_is_resolved_from_the_template(temp
 
 def test_the_api_routes_are_the_functions_api_events(local):
     assert sorted(local.api_routes()) == [
+        ("GET", "/console", "TranscribeFunction"),
+        ("GET", "/console/{asset}", "TranscribeFunction"),
+        ("GET", "/v1/jobs", "TranscribeFunction"),
         ("GET", "/v1/jobs/{job_id}", "TranscribeFunction"),
         ("GET", "/v1/jobs/{job_id}/result", "TranscribeFunction"),
         ("GET", "/v1/models", "TranscribeFunction"),

@@ -262,3 +262,11 @@ def test_given_zero_days_then_the_period_is_not_silently_thirty_days():
     except ValueError:
         return  # refusing it is right too
     assert _parse(end) - _parse(start) < timedelta(days=1)
+
+
+def test_given_a_month_then_each_day_is_split_by_model_too(month):
+    split = report(month)["by_day_and_model"]
+    assert [(row["date"], row["model"], row["requests"], row["credits"]) for row in split] == [
+        ("2026-11-02", LARGE, 1, 3), ("2026-11-02", TINY, 1, 3), ("2026-11-03", TINY, 1, 4)]
+    for day in report(month)["by_day"]:  # the split adds up to each day's totals
+        assert sum(row["credits"] for row in split if row["date"] == day["date"]) == day["credits"]

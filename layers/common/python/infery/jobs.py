@@ -15,7 +15,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from boto3.dynamodb.conditions import Attr
+from boto3.dynamodb.conditions import Attr, Key
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, Field
 
@@ -23,6 +23,8 @@ from .keys import now_iso
 from .transcription_request import TranscriptionOptions
 
 JOB_RETENTION_SECONDS = 30 * 24 * 3600
+# template.yaml's index of the jobs table by key, newest first: GET /v1/jobs lists a key's own jobs
+JOBS_BY_KEY_INDEX = "ByKey"
 
 
 class JobStatus(StrEnum):
@@ -126,6 +128,14 @@ class JobStore:
     def get(self, job_id: str) -> Job | None:
         item = self._table.get_item(Key={"job_id": job_id}, ConsistentRead=True).get("Item")
         return Job.model_validate(item) if item else None
+
+    def list_for_key(self, key_id: str, limit: int = 20) -> tuple[list[Job], bool]:
+        """The key's most recent jobs, newest first, and whether it has older ones. The index is eventually
+        consistent: a job created a moment ago may be missing for a moment (GET /v1/jobs/{id} reads the row)."""
+        response = self._table.query(IndexName=JOBS_BY_KEY_INDEX, KeyConditionExpression=Key("key_id").eq(key_id),
+                                     ScanIndexForward=False, Limit=limit + 1)
+        items = response["Items"]
+        return [Job.model_validate(item) for item in items[:limit]], len(items) > limit
 
     def claim(self, job_id: str, lease_seconds: int) -> Job | None:
         """Take the job for this worker, or None when it is finished or another worker holds it."""

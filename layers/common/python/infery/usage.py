@@ -75,10 +75,12 @@ def usage_report(entries: list[LedgerEntry], *, balance: int, since: str, until:
     requests = _collect_requests(entries)
     billed = [request for request in requests if request.status == "settled"]
     total, per_day, per_model = UsageTotals(), defaultdict(UsageTotals), defaultdict(UsageTotals)
+    per_day_model: dict[str, dict[str, UsageTotals]] = defaultdict(lambda: defaultdict(UsageTotals))
     for request in billed:
         _add(total, request)
         _add(per_day[request.created_at[:10]], request)
         _add(per_model[request.model or "unknown"], request)
+        _add(per_day_model[request.created_at[:10]][request.model or "unknown"], request)
     return {
         "object": "usage",
         "balance": balance,
@@ -87,6 +89,10 @@ def usage_report(entries: list[LedgerEntry], *, balance: int, since: str, until:
         "total": total.model_dump(),
         "by_day": [{"date": day, **totals.model_dump()} for day, totals in sorted(per_day.items())],
         "by_model": [{"model": model, **totals.model_dump()} for model, totals in sorted(per_model.items())],
+        # each day's totals split by model (the web console's chart)
+        "by_day_and_model": [{"date": day, "model": model, **totals.model_dump()}
+                             for day, models in sorted(per_day_model.items())
+                             for model, totals in sorted(models.items())],
         "recent_requests": [request.model_dump() for request in reversed(requests[-recent:])] if recent > 0 else [],
     }
 

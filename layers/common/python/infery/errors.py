@@ -20,11 +20,17 @@ _INTERNAL_TEXT = (
 )
 
 
+# C0 and C1 control characters and unpaired surrogates: a message that quotes a client's value (a key's first
+# characters, a model name, a field name) shows them escaped (\x00, \n, \ud800), never as raw bytes.
+_CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
 def public_message(message: str) -> str:
-    """``message`` without the internal details a client must not see (see _INTERNAL_TEXT)."""
+    """``message`` without the internal details a client must not see (see _INTERNAL_TEXT), and with any control
+    character a quoted value brought in written out."""
     for pattern, replacement in _INTERNAL_TEXT:
         message = pattern.sub(replacement, message)
-    return message
+    return _CONTROL_CHARACTERS.sub(lambda found: repr(found.group(0))[1:-1], message)
 
 
 class InferyError(Exception):

@@ -165,6 +165,11 @@ def _check_text(param: str, value: Any, max_characters: int) -> None:
         raise _invalid(param, "must be a string.")
     if len(value) > max_characters:
         raise _invalid(param, f"it is {len(value):,} characters long; at most {max_characters:,} are accepted.")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a JSON escape such as \ud800 alone: no UTF-8 text, nothing can store or send it
+        raise _invalid(param, "must be valid Unicode text; it contains an unpaired surrogate (\\ud800-\\udfff).") \
+            from None
 
 
 def _check_filename(value: Any) -> None:
@@ -388,7 +393,7 @@ def parse_transcription_request(task: Task, content_type: str | None, body: byte
         fields, audio, filename = _fields_from_json(body)
     else:
         raise UnsupportedMediaType(
-            f"Content-Type must be multipart/form-data or application/json, not '{media_type or 'none'}'.",
+            f"Content-Type must be multipart/form-data or application/json, not {_quoted(media_type or 'none')}.",
             code="unsupported_content_type")
 
     _reject_unknown(fields, allowed_fields(task, body_kind, for_job))

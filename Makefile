@@ -16,6 +16,8 @@ help:
 	@echo "make serve   run the local stack on http://127.0.0.1:$${INFERY_PORT:-3000}/v1"
 	@echo "make test    lint (ruff, cfn-lint, sam validate --lint) and run every test"
 	@echo "make unit | integration | e2e   one test layer"
+	@echo "make build   sam build with Python 3.12 (the functions' runtime) into .aws-sam/build"
+	@echo "make build-check   make build, then import and run each built function's handler on Python 3.12"
 
 $(DEPS_STAMP): requirements-dev.txt pyproject.toml functions/*/requirements.txt endpoint/requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -59,6 +61,46 @@ integration: $(DEPS_STAMP)
 
 e2e: $(DEPS_STAMP) system-deps
 	$(PY) -m pytest tests/e2e
+
+# The deployable artifact. `sam build` installs each function's requirements with the functions' runtime, Python 3.12,
+# which it looks for as python3.12 on PATH. FIND_PYTHON312 prints one: $(PYTHON312) if set, python3.12 on PATH, a
+# pyenv install, or one uv manages; it fails when there is none.
+BUILD_DIR := .aws-sam/build
+LAMBDA_RUNTIME_DIR := .aws-sam/lambda-runtime
+# stands in for the boto3 the Lambda runtime provides (the functions do not ship it): the version the tests use
+LAMBDA_RUNTIME_BOTO3 := boto3==1.44.8
+FIND_PYTHON312 = for candidate in "$(PYTHON312)" "$$(command -v python3.12 2>/dev/null)" \
+	    $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.12*/bin/python3.12 \
+	    "$$(command -v uv >/dev/null 2>&1 && uv python find 3.12 2>/dev/null)"; do \
+	  if [ -n "$$candidate" ] && [ -x "$$candidate" ] \
+	     && "$$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' 2>/dev/null; then \
+	    echo "$$candidate"; exit 0; fi; \
+	done; exit 1
+NO_PYTHON312 = echo "make build: no Python 3.12, the functions' runtime (python3.12 on PATH, pyenv or uv). Install one \
+(pyenv install 3.12; uv python install 3.12; Debian 13 or Ubuntu 24.04: apt-get install python3.12-venv; \
+macOS: brew install python@3.12) or name it (make build PYTHON312=/path/to/python3.12), or build in \
+AWS's build image with Docker instead: make build-container" >&2; exit 1
+
+.PHONY: build build-container build-check
+
+build: $(SAM_STAMP)
+	@python312=$$($(FIND_PYTHON312)) || { $(NO_PYTHON312); }; \
+	echo "sam build with $$python312"; \
+	PATH="$$(dirname "$$python312"):$$PATH" AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} \
+	  $(SAM_VENV)/bin/sam build --build-dir $(BUILD_DIR) $(SAM_BUILD_FLAGS)
+
+# the same build inside AWS's SAM build image (needs Docker and access to public.ecr.aws)
+build-container: $(SAM_STAMP)
+	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} \
+	  $(SAM_VENV)/bin/sam build --use-container --build-dir $(BUILD_DIR) $(SAM_BUILD_FLAGS)
+
+# each built function imports and runs its handler on Python 3.12 with only its artifact and the layer on the path
+build-check: build $(DEPS_STAMP)
+	@python312=$$($(FIND_PYTHON312)) || { $(NO_PYTHON312); }; \
+	"$$python312" -m pip install --quiet --disable-pip-version-check --upgrade --target $(LAMBDA_RUNTIME_DIR) \
+	  $(LAMBDA_RUNTIME_BOTO3) && \
+	INFERY_BUILD_DIR=$(BUILD_DIR) INFERY_BUILD_PYTHON="$$python312" INFERY_LAMBDA_RUNTIME_DIR=$(LAMBDA_RUNTIME_DIR) \
+	  $(PY) -m pytest tests/artifact -q -p no:cacheprovider
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) .pytest_cache .ruff_cache .aws-sam

@@ -168,6 +168,8 @@ class _Ticket:
     pending: deque[Window]
     results: dict[int, list[DecodedSegment] | BaseException] = field(default_factory=dict)
     cancelled: bool = False
+    # asked by the batcher too: the request's thread may be busy (re-decoding a window) when its caller hangs up
+    caller_gone: Callable[[], bool] = lambda: False
     done: threading.Condition = field(default_factory=threading.Condition)
 
 
@@ -198,7 +200,7 @@ class WindowBatcher:
         with self._arrived:
             self._stopped = True
             self._arrived.notify()
-        self._thread.join(timeout=5)
+        self._thread.join(timeout=120)  # the batch being decoded finishes first: a model freed under it aborts
 
     def _run(self) -> None:
         while True:
@@ -237,8 +239,11 @@ class WindowBatcher:
         return sum(len(ticket.pending) for ticket in self._tickets.values() if not ticket.cancelled)
 
     def _drop_finished(self) -> None:
-        for ticket_id in [tid for tid, ticket in self._tickets.items() if ticket.cancelled or not ticket.pending]:
-            del self._tickets[ticket_id]
+        for ticket_id, ticket in list(self._tickets.items()):
+            if not ticket.cancelled and ticket.pending and ticket.caller_gone():
+                ticket.cancelled = True
+            if ticket.cancelled or not ticket.pending:
+                del self._tickets[ticket_id]
 
     def _take_round_robin(self) -> list[tuple[_Ticket, Window]]:
         """Up to batch_size windows sharing the oldest request's options, one per request per round."""
@@ -375,24 +380,49 @@ class BatchedEngine:
         self.model = model
         self.beam_size = beam_size
         self.batcher = WindowBatcher(model, batch_size=batch_size, max_wait_ms=max_wait_ms, beam_size=beam_size)
+        self._closed = False
+        self._streams = 0
+        self._streams_done = threading.Condition()
 
-    def close(self) -> None:
+    def close(self, timeout: float = 120) -> None:
+        """Stop taking work and wait for the requests in flight to stop: the model must outlive every call into it
+        (CTranslate2 aborts the process when a model is freed under a running decode)."""
+        self._closed = True
+        with self._streams_done:
+            self._streams_done.wait_for(lambda: self._streams == 0, timeout)
         self.batcher.stop()
 
     def stream(self, audio: np.ndarray, options: DecodeOptions, *,
                cancelled: Callable[[], bool] = lambda: False, poll_seconds: float = 0.25) -> Iterator[WindowResult]:
         """Each window's segments, in order, as soon as they and every window before them are final."""
+        if self._closed:
+            raise Cancelled("the engine is shutting down")
+        with self._streams_done:
+            self._streams += 1
+        try:
+            yield from self._stream(audio, options, cancelled=lambda: self._closed or cancelled(),
+                                    poll_seconds=poll_seconds)
+        finally:
+            with self._streams_done:
+                self._streams -= 1
+                self._streams_done.notify_all()
+
+    def _stream(self, audio: np.ndarray, options: DecodeOptions, *, cancelled: Callable[[], bool],
+                poll_seconds: float) -> Iterator[WindowResult]:
         speech = _LazySpeech(audio)
         windows = plan_windows(audio, speech.probabilities)
         tokenizer = Tokenizer(self.model.hf_tokenizer, self.model.model.is_multilingual, task=options.task,
                               language=options.language)
-        ticket = _Ticket(audio=audio, options=options, tokenizer=tokenizer, pending=deque(windows))
+        ticket = _Ticket(audio=audio, options=options, tokenizer=tokenizer, pending=deque(windows),
+                         caller_gone=cancelled)
         self.batcher.submit(ticket)
         try:
             for window in windows:
                 result = self._wait_for(ticket, window, cancelled, poll_seconds)
                 if isinstance(result, BaseException):
                     raise result
+                if cancelled():
+                    raise Cancelled("the caller is no longer waiting")
                 if self._needs_fallback(result, options):
                     result = self._redecode(audio, window, options, keep_if_empty=result)
                 result = result + self._untranscribed_tail(audio, window, result, options, speech)

@@ -262,7 +262,14 @@ class InferenceHandler(BaseHTTPRequestHandler):
         self._send(424, json.dumps(wrapped).encode(), {"x-amzn-ErrorType": "ModelError"})
 
     def _send(self, status: int, payload: bytes, headers: dict[str, str] | None = None) -> None:
-        self.send_response(status, HTTPStatus(status).phrase)
+        try:
+            self._write(status, payload, headers)
+        except (BrokenPipeError, ConnectionResetError):
+            logger.info("the caller left before its answer was sent")
+
+    def _write(self, status: int, payload: bytes, headers: dict[str, str] | None) -> None:
+        # 499 (the caller closed the connection) is nginx's, not in HTTPStatus: nobody reads it anyway
+        self.send_response(status, HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "")
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
         for name, value in (headers or {}).items():
@@ -314,6 +321,7 @@ def serve(config: ServerConfig) -> None:
         logger.info("stopping")
     finally:
         server.server_close()
+        transcriber.engine.close(timeout=10)  # let a decode in flight end before the model is freed
 
 
 if __name__ == "__main__":

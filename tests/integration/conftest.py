@@ -118,7 +118,8 @@ def model_server_url(function_environment: dict[str, str]) -> Iterator[str]:
     server.shutdown()
     server.server_close()
     # free CTranslate2's model now: destroyed during interpreter shutdown, it aborts the process (exit 134)
-    del server, transcriber.model
+    transcriber.engine.close()
+    del server, transcriber.model, transcriber.engine
     gc.collect()
 
 

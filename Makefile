@@ -10,12 +10,13 @@ SAM_STAMP := $(SAM_VENV)/.deps-installed
 export PYTHONPATH := layers/common/python
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: serve test lint unit integration e2e system-deps clean help
+.PHONY: serve test lint unit integration e2e openapi system-deps clean help
 
 help:
 	@echo "make serve   run the local stack on http://127.0.0.1:$${INFERY_PORT:-3000}/v1"
 	@echo "make test    lint (ruff, cfn-lint, sam validate --lint) and run every test"
 	@echo "make unit | integration | e2e   one test layer"
+	@echo "make openapi  regenerate openapi.json from the code (a unit test fails while it is stale)"
 	@echo "make build   sam build with Python 3.12 (the functions' runtime) into .aws-sam/build"
 	@echo "make build-check   make build, then import and run each built function's handler on Python 3.12"
 
@@ -101,6 +102,11 @@ build-check: build $(DEPS_STAMP)
 	  $(LAMBDA_RUNTIME_BOTO3) && \
 	INFERY_BUILD_DIR=$(BUILD_DIR) INFERY_BUILD_PYTHON="$$python312" INFERY_LAMBDA_RUNTIME_DIR=$(LAMBDA_RUNTIME_DIR) \
 	  $(PY) -m pytest tests/artifact -q -p no:cacheprovider
+
+# The API contract, generated from the handler's routes and infery/openapi.py; tests/unit/test_openapi.py fails
+# while the committed file differs from it.
+openapi: $(DEPS_STAMP)
+	$(PY) -m tools.generate_openapi
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) .pytest_cache .ruff_cache .aws-sam

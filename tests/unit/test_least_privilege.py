@@ -24,32 +24,39 @@ ROOT = TEMPLATE_PATH.parent
 LAYER = ROOT / "layers" / "common" / "python"
 DATA_SERVICES = {"s3", "dynamodb", "sqs", "sns", "sagemaker", "kms"}
 
-# Every action a policy may allow, and the calls (boto3 method names, or a TransactWriteItems item) that need it.
-# An action missing here cannot be allowed: add it with the calls that need it.
+# Every action a policy may allow, and the calls that need it: a boto3 method called, or passed on to be called
+# (``all_items(client.scan, ...)``), or a TransactWriteItems item. An action missing here cannot be allowed: add it
+# with the calls that need it.
+
+
+def method(*names: str) -> tuple[str, ...]:
+    return tuple(rf"\.{name}\s*[(,)]" for name in names)
+
+
 ACTION_CALLS: dict[str, tuple[str, ...]] = {
-    "dynamodb:GetItem": (r"\.get_item\(",),
+    "dynamodb:GetItem": method("get_item"),
     # a TransactWriteItems call is authorized item by item, as the item's own action
-    "dynamodb:PutItem": (r"\.put_item\(", r"[\"']Put[\"']\s*:"),
-    "dynamodb:UpdateItem": (r"\.update_item\(", r"[\"']Update[\"']\s*:"),
-    "dynamodb:DeleteItem": (r"\.delete_item\(", r"[\"']Delete[\"']\s*:"),
+    "dynamodb:PutItem": (*method("put_item"), r"[\"']Put[\"']\s*:"),
+    "dynamodb:UpdateItem": (*method("update_item"), r"[\"']Update[\"']\s*:"),
+    "dynamodb:DeleteItem": (*method("delete_item"), r"[\"']Delete[\"']\s*:"),
     "dynamodb:ConditionCheckItem": (r"[\"']ConditionCheck[\"']\s*:",),
-    "dynamodb:Query": (r"\.query\(",),
-    "dynamodb:Scan": (r"\.scan\(",),
-    "dynamodb:BatchGetItem": (r"\.batch_get_item\(",),
-    "dynamodb:BatchWriteItem": (r"\.batch_write_item\(", r"\.batch_writer\("),
+    "dynamodb:Query": method("query"),
+    "dynamodb:Scan": method("scan"),
+    "dynamodb:BatchGetItem": method("batch_get_item"),
+    "dynamodb:BatchWriteItem": method("batch_write_item", "batch_writer"),
     # head_object is authorized as GetObject
-    "s3:GetObject": (r"\.get_object\(", r"\.head_object\(", r"\.download_file(obj)?\("),
+    "s3:GetObject": method("get_object", "head_object", "download_file", "download_fileobj"),
     # a presigned POST is authorized as the signer's PutObject when the client sends it
-    "s3:PutObject": (r"\.put_object\(", r"\.upload_file(obj)?\(", r"\.generate_presigned_post\("),
+    "s3:PutObject": method("put_object", "upload_file", "upload_fileobj", "generate_presigned_post"),
     # listing, or telling a missing object (404, NoSuchKey) apart: without ListBucket S3 answers 403 instead
-    "s3:ListBucket": (r"\.list_objects(_v2)?\(", r"[\"'](NoSuchKey|404|NotFound)[\"']"),
-    "s3:DeleteObject": (r"\.delete_objects?\(",),
-    "sqs:SendMessage": (r"\.send_message(_batch)?\(",),
-    "sqs:ReceiveMessage": (r"\.receive_message\(",),
-    "sqs:DeleteMessage": (r"\.delete_message(_batch)?\(",),
-    "sns:Publish": (r"\.publish\(",),
-    "sagemaker:InvokeEndpoint": (r"\.invoke_endpoint\(",),
-    "sagemaker:InvokeEndpointAsync": (r"\.invoke_endpoint_async\(",),
+    "s3:ListBucket": (*method("list_objects", "list_objects_v2"), r"[\"'](NoSuchKey|404|NotFound)[\"']"),
+    "s3:DeleteObject": method("delete_object", "delete_objects"),
+    "sqs:SendMessage": method("send_message", "send_message_batch"),
+    "sqs:ReceiveMessage": method("receive_message"),
+    "sqs:DeleteMessage": method("delete_message", "delete_message_batch"),
+    "sns:Publish": method("publish"),
+    "sagemaker:InvokeEndpoint": method("invoke_endpoint"),
+    "sagemaker:InvokeEndpointAsync": method("invoke_endpoint_async"),
 }
 
 # Library code that makes calls with a function's permissions: when the function's code names the marker, the

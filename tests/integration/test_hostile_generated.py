@@ -212,7 +212,7 @@ def target(fake_runtime, load_api, accounts, hostile_storage, storage_endpoints)
 # --- the generated requests ------------------------------------------------------------------------------------------
 # Strategies need the key, which exists only once the fixture has run: each test draws with st.data().
 
-@settings(max_examples=140, **PROFILE)
+@settings(max_examples=130, **PROFILE)
 @given(data=st.data())
 def test_random_bytes_to_every_post(target, data):
     target.send(data.draw(random_bodies(target.api_key)))
@@ -254,7 +254,7 @@ def test_audio_whose_header_lies_is_refused_before_any_credit_is_held(target, da
     target.send(data.draw(audio_with_lying_headers(target.api_key)))
 
 
-@settings(max_examples=200, **PROFILE)
+@settings(max_examples=170, **PROFILE)
 @given(data=st.data())
 def test_unicode_and_nul_in_every_field_with_one_bad_field(target, data):
     target.send(data.draw(poisoned_forms(target.api_key)))

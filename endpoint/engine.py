@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import itertools
 import logging
+import re
 import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from math import ceil
+from typing import Any
 
 import ctranslate2
 import numpy as np
@@ -47,7 +49,6 @@ SEARCH_FROM_SECONDS = 20.0
 VAD_FRAME = 512  # samples per Silero VAD probability (32 ms)
 SILENCE_PROBABILITY = 0.3
 # Whisper's own fallback rules (openai/whisper transcribe.py): a decode this repetitive or this unsure is redone.
-COMPRESSION_RATIO_THRESHOLD = 2.4
 LOG_PROB_THRESHOLD = -1.0
 NO_SPEECH_THRESHOLD = 0.6
 FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
@@ -207,8 +208,9 @@ class WindowBatcher:
             batch = self._next_batch()
             if batch is None:
                 return
+            decoded: list[list[DecodedSegment] | BaseException]
             try:
-                decoded = self._decode(batch)
+                decoded = list(self._decode(batch))
             except Exception as exc:  # one bad batch fails its windows, not the server
                 logger.exception("batch decode failed")
                 decoded = [exc] * len(batch)
@@ -342,8 +344,9 @@ def _add_words(model: WhisperModel, tokenizer: Tokenizer, encoder_output: ctrans
         if encoder_output.device != "cpu":
             host = encoder_output.to_device(ctranslate2.Device.cpu)
         encoder_output = ctranslate2.StorageView.from_array(np.array(host)[with_text])
-    segments_as_dicts = [[{"seek": segment.seek, "start": segment.start, "end": segment.end,
-                           "tokens": segment.tokens} for segment in decoded[position]] for position in with_text]
+    segments_as_dicts: list[list[dict[str, Any]]] = [
+        [{"seek": segment.seek, "start": segment.start, "end": segment.end, "tokens": segment.tokens}
+         for segment in decoded[position]] for position in with_text]
     sizes = [int(ceil(batch[position][1].duration) * model.frames_per_second) for position in with_text]
     model.add_word_timestamps(segments_as_dicts, tokenizer, encoder_output, sizes, PREPEND_PUNCTUATIONS,
                               APPEND_PUNCTUATIONS, 0.0)
@@ -353,6 +356,20 @@ def _add_words(model: WhisperModel, tokenizer: Tokenizer, encoder_output: ctrans
                               "probability": float(word["probability"])} for word in as_dict.get("words", [])]
             if segment.words:
                 segment.start, segment.end = float(as_dict["start"]), float(as_dict["end"])
+
+
+def repeats_in_a_row(text: str, *, min_word_repeats: int = 5, min_phrase_repeats: int = 3,
+                     longest_phrase: int = 8) -> bool:
+    """True when a word comes min_word_repeats times in a row, or a phrase of 2 to ``longest_phrase`` words
+    min_phrase_repeats times in a row: how a decoding loop looks ("Phi Phi Phi Phi Phi", a sentence over and over)."""
+    words = re.findall(r"[\w']+", text.lower())
+    for length in range(1, longest_phrase + 1):
+        needed = min_word_repeats if length == 1 else min_phrase_repeats
+        for start in range(len(words) - length * needed + 1):
+            phrase = words[start:start + length]
+            if all(words[start + k * length: start + (k + 1) * length] == phrase for k in range(1, needed)):
+                return True
+    return False
 
 
 class _LazySpeech:
@@ -443,14 +460,14 @@ class BatchedEngine:
 
     @staticmethod
     def _needs_fallback(segments: list[DecodedSegment], options: DecodeOptions) -> bool:
-        """Whisper's rules for a failed decode, per segment: a window of many similar sentences compresses well
-        as a whole without being a loop, while a loop shows in the segment that repeats, or as repeated segments."""
+        """A failed decode by Whisper's standards: a repetition loop, or very low confidence outside silence.
+
+        Whisper's own loop test, a gzip compression ratio over 2.4, misfires here: a 30-second window of similar
+        sentences merged into one segment compresses that well without any loop, and the sampled re-decode then
+        loses words. So a loop is looked for directly: a phrase said again and again in a row."""
         if options.temperature is not None or not segments:
             return False
-        if any(segment.compression_ratio > COMPRESSION_RATIO_THRESHOLD for segment in segments):
-            return True
-        texts = [segment.text.strip().lower() for segment in segments]
-        if any(texts[index] == texts[index + 1] == texts[index + 2] for index in range(len(texts) - 2)):
+        if repeats_in_a_row(" ".join(segment.text for segment in segments)):
             return True
         first = segments[0]
         silence = first.no_speech_prob > NO_SPEECH_THRESHOLD
@@ -478,7 +495,12 @@ class BatchedEngine:
             beam_size=max(self.beam_size, 5), best_of=5, word_timestamps=options.word_timestamps,
             vad_filter=False, condition_on_previous_text=False, no_speech_threshold=None)
         decoded = self._on_timeline(list(segments), window)
-        return decoded if decoded or keep_if_empty is None else keep_if_empty
+        if keep_if_empty is None:
+            return decoded
+        # a re-decode that is no better (nothing, or a loop again) does not replace what the batch heard
+        if not decoded or repeats_in_a_row(" ".join(segment.text for segment in decoded)):
+            return keep_if_empty
+        return decoded
 
     def _on_timeline(self, segments: list, window: Window) -> list[DecodedSegment]:
         seek = int(window.offset * self.model.frames_per_second)

@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 import openai
 import pytest
 import requests
+from infery.service import idempotency_id
 
 from tests.e2e.conftest import RunningStack, start_stack, stop_stack
 from tests.speech import SCRIPT, encode, synthesize_wav, word_recall
@@ -366,7 +367,8 @@ def test_sdk_retry_with_the_same_idempotency_key_is_answered_once_and_charged_on
     assert retry.parse().text == first.parse().text and word_recall(first.parse().text) >= 0.7
     used = int(first.headers["x-infery-credits-used"])
     assert used == 3 and retry.headers["x-infery-credits-used"] == first.headers["x-infery-credits-used"]
-    _assert_charged_once(stack, key_id, api_key, first.headers["x-request-id"], used)
+    # charged under the (key, Idempotency-Key) pair, so that any retry finds the charge
+    _assert_charged_once(stack, key_id, api_key, idempotency_id(key_id, idempotency["Idempotency-Key"]), used)
 
     # the same key for other audio is refused, and costs nothing
     with pytest.raises(openai.BadRequestError) as raised:
@@ -375,7 +377,8 @@ def test_sdk_retry_with_the_same_idempotency_key_is_answered_once_and_charged_on
     assert raised.value.status_code == 400
     assert raised.value.response.json()["error"]["code"] == "idempotency_key_reused"
     assert raised.value.response.json()["error"]["param"] == "Idempotency-Key"
-    _assert_charged_once(stack, key_id, api_key, first.headers["x-request-id"], used)
+    # charged under the (key, Idempotency-Key) pair, so that any retry finds the charge
+    _assert_charged_once(stack, key_id, api_key, idempotency_id(key_id, idempotency["Idempotency-Key"]), used)
 
 
 def test_raw_http_retry_with_the_same_idempotency_key_is_answered_once_and_charged_once(stack, fresh_key,
@@ -389,7 +392,7 @@ def test_raw_http_retry_with_the_same_idempotency_key_is_answered_once_and_charg
     assert retry.json() == first.json()
     assert first.json()["credits_used"] == 1
     assert retry.headers["x-infery-original-request-id"] == first.headers["x-request-id"]
-    _assert_charged_once(stack, key_id, api_key, first.headers["x-request-id"], 1)
+    _assert_charged_once(stack, key_id, api_key, idempotency_id(key_id, idempotency["Idempotency-Key"]), 1)
 
     # a different file, or the same file with other options, under the same key: 400, and nothing charged
     other_file = post_wav(stack, speech_files["wav"].read_bytes(), api_key, idempotency,
@@ -397,7 +400,7 @@ def test_raw_http_retry_with_the_same_idempotency_key_is_answered_once_and_charg
     assert_openai_error(other_file, 400, "idempotency_key_reused")
     other_options = post_wav(stack, short_wav, api_key, idempotency, response_format="text")
     assert_openai_error(other_options, 400, "idempotency_key_reused")
-    _assert_charged_once(stack, key_id, api_key, first.headers["x-request-id"], 1)
+    _assert_charged_once(stack, key_id, api_key, idempotency_id(key_id, idempotency["Idempotency-Key"]), 1)
 
     # a new key is a new request, charged again
     fresh = post_wav(stack, short_wav, api_key, {"Idempotency-Key": f"retry-{uuid.uuid4()}"})

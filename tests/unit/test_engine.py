@@ -22,6 +22,7 @@ from engine import (
     WindowBatcher,
     _Ticket,
     plan_windows,
+    repeats_in_a_row,
     split_window,
 )
 
@@ -204,3 +205,26 @@ def test_bytes_that_are_not_audio_are_refused_without_pyavs_own_words() -> None:
         decode(b"this is not audio at all " * 50, AudioLimits())
     assert refused.value.code == "undecodable_audio"
     assert "Errno" not in refused.value.message and "[" not in refused.value.message
+
+
+# --- what counts as a decoding loop -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", [
+    "Please send the report to the Phi Phi Phi Phi Phi.",
+    "We will meet on Friday. We will meet on Friday. We will meet on Friday.",
+    "thank you thank you thank you",
+])
+def test_a_phrase_said_again_and_again_in_a_row_is_a_loop(text):
+    assert repeats_in_a_row(text)
+
+
+@pytest.mark.parametrize("text", [
+    # similar sentences compress well (Whisper's 2.4 ratio trips on them) but are not a loop
+    "The security team will review the budget on Monday, the design team will review the proposal on Monday, "
+    "the support team will review the report on Tuesday, the sales team will review the roadmap on Tuesday.",
+    "We will meet on Friday. We will meet on Friday.",  # said twice, as people do
+    "no no no no",
+])
+def test_similar_or_twice_said_sentences_are_not_a_loop(text):
+    assert not repeats_in_a_row(text)

@@ -19,6 +19,7 @@ help:
 	@echo "make openapi  regenerate openapi.json from the code (a unit test fails while it is stale)"
 	@echo "make build   sam build with Python 3.12 (the functions' runtime) into .aws-sam/build"
 	@echo "make build-check   make build, then import and run each built function's handler on Python 3.12"
+	@echo "make load | load-model-restart | load-dynamodb-throttle   a bounded load test of the local stack, alone or under a fault"
 
 $(DEPS_STAMP): requirements-dev.txt pyproject.toml functions/*/requirements.txt endpoint/requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -107,6 +108,20 @@ build-check: build $(DEPS_STAMP)
 # while the committed file differs from it.
 openapi: $(DEPS_STAMP)
 	$(PY) -m tools.generate_openapi
+
+# Bounded load tests of the local stack (loopback only; each starts its own stack and stops by itself), alone and
+# under a fault; each prints throughput, latency percentiles and answers by code, then checks that the books balance.
+# LOAD_ARGS passes options: make load LOAD_ARGS="--clients 8 --seconds 120".
+.PHONY: load load-model-restart load-dynamodb-throttle
+
+load: $(DEPS_STAMP) system-deps
+	$(PY) -m tests.load $(LOAD_ARGS)
+
+load-model-restart: $(DEPS_STAMP) system-deps
+	$(PY) -m tests.load --fault model-restart $(LOAD_ARGS)
+
+load-dynamodb-throttle: $(DEPS_STAMP) system-deps
+	$(PY) -m tests.load --fault dynamodb-throttle $(LOAD_ARGS)
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) .pytest_cache .ruff_cache .aws-sam

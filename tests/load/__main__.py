@@ -26,6 +26,7 @@ import importlib.util
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -366,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         if fault is not None:
             fault.close()
         stop_stack(process)
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 if __name__ == "__main__":

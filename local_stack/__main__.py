@@ -16,8 +16,8 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import boto3
-from infery.credits import CreditStore
-from infery.keys import KeyStore
+from infery.settings import AccountTables
+from infery.wiring import AccountsWiring
 
 from .api_gateway import LocalApiGateway, LocalApiServer
 from .async_inference import LocalAsyncInference
@@ -205,15 +205,15 @@ def _write_state(stack: ExitStack, base_url: str, environment: dict[str, str], m
 
 def _seed_dev_key(local: LocalTemplate, dev_key: str | None, credits: int) -> str:
     environment = local.function_environment("TranscribeFunction")
-    keys = KeyStore(boto3.resource("dynamodb").Table(environment["KEYS_TABLE_NAME"]))
+    accounts = AccountsWiring(AccountTables(keys_table_name=environment["KEYS_TABLE_NAME"],
+                                            ledger_table_name=environment["LEDGER_TABLE_NAME"],
+                                            reservations_table_name=environment["RESERVATIONS_TABLE_NAME"]))
     try:
-        clear_key, item = keys.create("development", 0, api_key=dev_key)
+        clear_key, item = accounts.keys.create("development", 0, api_key=dev_key)
     except ValueError as exc:
         raise SystemExit(f"INFERY_DEV_KEY is not usable: {exc}") from exc
-    credit_store = CreditStore(boto3.client("dynamodb"), environment["KEYS_TABLE_NAME"],
-                               environment["LEDGER_TABLE_NAME"], environment["RESERVATIONS_TABLE_NAME"])
     if credits > 0:
-        credit_store.top_up(item, credits, request_id="local-stack-seed", note="INFERY_DEV_CREDITS")
+        accounts.credits.top_up(item, credits, request_id="local-stack-seed", note="INFERY_DEV_CREDITS")
     return clear_key
 
 

@@ -10,15 +10,18 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from infery.settings import DEFAULT_MAX_SYNC_AUDIO_BYTES
+from infery.transcription import ResponseFormat
 from requests_toolbelt.multipart.encoder import MultipartEncoder, MultipartEncoderMonitor
 from tqdm import tqdm
 
 from .local_state import local_state_file, running_local_stack
 
 DEFAULT_BASE_URL = "http://127.0.0.1:3000/v1"
-# the synchronous path's limit (MaxSyncAudioBytes): anything larger goes through an upload and a job
-SYNC_LIMIT_BYTES = 4 * 1024 * 1024
-FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
+# the synchronous path's limit (MaxSyncAudioBytes, as deployed by default): anything larger goes through an upload
+# and a job
+SYNC_LIMIT_BYTES = DEFAULT_MAX_SYNC_AUDIO_BYTES
+FORMATS = tuple(response_format.value for response_format in ResponseFormat)
 
 
 class ClientError(Exception):

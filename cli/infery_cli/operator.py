@@ -12,16 +12,17 @@ import json
 import os
 import sys
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import boto3
 from botocore.exceptions import BotoCoreError, ClientError
-from infery.credits import CreditStore, LedgerKind
+from infery.clock import parse_timestamp
+from infery.credits import LedgerKind
 from infery.errors import InferyError
-from infery.keys import ApiKeyItem, KeyStore, parse_timestamp
+from infery.keys import ApiKeyItem
+from infery.settings import AccountTables
 from infery.usage import ledger_csv, period, usage_report
+from infery.wiring import AccountsWiring, stack_outputs
 
 from .local_state import local_state_file
 
@@ -33,26 +34,20 @@ class OperatorError(Exception):
     """A mistake the operator can fix; printed without a traceback."""
 
 
-@dataclass
-class Backend:
-    keys: KeyStore
-    credits: CreditStore
-
-
 def _table_names_from_stack(stack_name: str) -> dict[str, str]:
     try:
-        stacks = boto3.client("cloudformation").describe_stacks(StackName=stack_name)["Stacks"]
+        outputs = stack_outputs(stack_name)
     except Exception as exc:  # no credentials, no such stack: say which, not a traceback
         raise OperatorError(f"cannot read the CloudFormation stack '{stack_name}': {exc}. Pass --stack NAME, "
                             "or --local for the local stack.") from exc
-    outputs = {output["OutputKey"]: output["OutputValue"] for output in stacks[0].get("Outputs", [])}
     missing = [output for output in _TABLE_OUTPUTS.values() if output not in outputs]
     if missing:
         raise OperatorError(f"the stack '{stack_name}' has no outputs {', '.join(missing)}: is it an infery stack?")
     return {variable: outputs[output] for variable, output in _TABLE_OUTPUTS.items()}
 
 
-def connect(local: bool, stack_name: str) -> Backend:
+def connect(local: bool, stack_name: str) -> AccountsWiring:
+    """The keys and credits of the local stack, of the stack named, or of the tables the environment names."""
     if local:
         state_file = local_state_file()
         if not state_file.exists():
@@ -63,11 +58,9 @@ def connect(local: bool, stack_name: str) -> Backend:
         names = {variable: os.environ[variable] for variable in _TABLE_OUTPUTS}
     else:
         names = _table_names_from_stack(stack_name)
-    return Backend(
-        KeyStore(boto3.resource("dynamodb").Table(names["KEYS_TABLE_NAME"])),
-        CreditStore(boto3.client("dynamodb"), names["KEYS_TABLE_NAME"], names["LEDGER_TABLE_NAME"],
-                    names["RESERVATIONS_TABLE_NAME"]),
-    )
+    return AccountsWiring(AccountTables(keys_table_name=names["KEYS_TABLE_NAME"],
+                                        ledger_table_name=names["LEDGER_TABLE_NAME"],
+                                        reservations_table_name=names["RESERVATIONS_TABLE_NAME"]))
 
 
 def _iso_time(value: str | None, what: str) -> str | None:
@@ -99,7 +92,7 @@ def _print_key(key: ApiKeyItem, balance: int | None = None) -> None:
             print(f"{name:>22}: {value}")
 
 
-def keys_create(backend: Backend, args: argparse.Namespace) -> None:
+def keys_create(backend: AccountsWiring, args: argparse.Namespace) -> None:
     models = [model.strip() for model in args.models.split(",") if model.strip()] if args.models else None
     try:
         api_key, key = backend.keys.create(args.name, 0, args.key, expires_at=_expiry(args.expires),
@@ -115,7 +108,7 @@ def keys_create(backend: Backend, args: argparse.Namespace) -> None:
     print("This is the only time the key is shown: only its hash is stored.", file=sys.stderr)
 
 
-def keys_list(backend: Backend, args: argparse.Namespace) -> None:
+def keys_list(backend: AccountsWiring, args: argparse.Namespace) -> None:
     keys = backend.keys.list()
     if args.json:
         print(json.dumps([key.public_view() for key in keys], indent=2))
@@ -125,16 +118,16 @@ def keys_list(backend: Backend, args: argparse.Namespace) -> None:
         print(f"{key.key_id:<22} {key.name[:20]:<20} {key.status:<8} {key.credits:>10}  {key.created_at}")
 
 
-def keys_show(backend: Backend, args: argparse.Namespace) -> None:
+def keys_show(backend: AccountsWiring, args: argparse.Namespace) -> None:
     _print_key(backend.keys.get(args.key_id))
 
 
-def keys_revoke(backend: Backend, args: argparse.Namespace) -> None:
+def keys_revoke(backend: AccountsWiring, args: argparse.Namespace) -> None:
     key = backend.keys.revoke(args.key_id)
     print(f"revoked {key.key_id} ({key.name}) at {key.revoked_at}; it is refused from its next request on")
 
 
-def credits_add(backend: Backend, args: argparse.Namespace) -> None:
+def credits_add(backend: AccountsWiring, args: argparse.Namespace) -> None:
     if args.credits <= 0:
         raise OperatorError("credits to add must be a positive number")
     key = backend.keys.get(args.key_id)
@@ -147,7 +140,7 @@ def credits_add(backend: Backend, args: argparse.Namespace) -> None:
     print(f"added {args.credits} credits to {key.key_id} ({key.name}): balance {balance}")
 
 
-def usage(backend: Backend, args: argparse.Namespace) -> None:
+def usage(backend: AccountsWiring, args: argparse.Namespace) -> None:
     key = backend.keys.get(args.key_id)
     since, until = period(days=args.days, since=_iso_time(args.since, "--since"),
                           until=_iso_time(args.until, "--until"))

@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import time
 
-import boto3
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from infery.credits import CreditStore, LedgerKind
+from infery.credits import LedgerKind
 from infery.observability import logger, metrics
 from infery.settings import get_settings
+from infery.wiring import Wiring
 
 settings = get_settings()
-credit_store = CreditStore(boto3.client("dynamodb"), settings.keys_table_name, settings.ledger_table_name,
-                           settings.reservations_table_name)
+wiring = Wiring(settings)
 
 
 def release_stale_reservations(now: float | None = None) -> int:
     now = now or time.time()
     cutoff = int(now - settings.reservation_grace_seconds)
     released = 0
+    credit_store = wiring.credits
     for reservation in credit_store.open_reservations(older_than_epoch=cutoff, now_epoch=int(now)):
         # a request still running would have closed its reservation long before the grace period ends
         if credit_store.refund(reservation, reason="released: the request never settled",

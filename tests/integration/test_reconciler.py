@@ -120,7 +120,7 @@ def test_a_request_whose_refund_failed_is_made_whole_by_the_reconciler(fake_runt
     def refund_fails(*args, **kwargs):
         raise ClientError({"Error": {"Code": "InternalServerError", "Message": "try again"}}, "TransactWriteItems")
 
-    monkeypatch.setattr(api.module.service.credits, "refund", refund_fails)
+    monkeypatch.setattr(api.module.wiring.credits, "refund", refund_fails)
     reply = api.transcribe(api_key, wav)
     assert_error(reply, 502, "model_error")
     assert fake.calls == 1

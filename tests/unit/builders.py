@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from infery.inference import InferenceResult, Segment, Word
+from infery.transcription import TranscriptionRequest
 from requests_toolbelt import MultipartEncoder
 from urllib3 import encode_multipart_formdata
 
@@ -71,6 +72,12 @@ def ebml_header(doctype: bytes) -> bytes:
     """A Matroska/WebM EBML header: EBMLVersion 1, then DocType with a one-byte size."""
     elements = b"\x42\x86\x81\x01" + b"\x42\x82" + bytes([0x80 | len(doctype)]) + doctype
     return b"\x1a\x45\xdf\xa3" + bytes([0x80 | len(elements)]) + elements
+
+
+def audio_of(request: TranscriptionRequest) -> bytes:
+    """The bytes of the audio a parsed request carries (it has some: it named no upload)."""
+    assert request.audio is not None, request
+    return request.audio.data
 
 
 def segment(index: int, start: float, end: float, text: str) -> Segment:

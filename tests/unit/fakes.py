@@ -11,13 +11,15 @@ import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from infery.async_inference import AsyncNotification, AsyncSubmission
+from infery.clock import now_iso
 from infery.credits import LedgerEntry, LedgerKind, Reservation, ReservationClosed, SettledCharge
-from infery.errors import InsufficientCredits, NotFound
+from infery.errors import InsufficientCredits, InvalidRequest, NotFound
 from infery.inference import InferenceRequest, InferenceResult
 from infery.jobs import Job, JobError, JobStatus, WebhookAttempt
-from infery.keys import ApiKeyItem, now_iso
+from infery.keys import ApiKeyItem
 from infery.storage import StoredObject
 
 _clock = itertools.count(1_800_000_000)
@@ -122,6 +124,11 @@ class FakeJobs:
     def get(self, job_id: str) -> Job | None:
         return self.jobs.get(job_id)
 
+    def list_for_key(self, key_id: str, limit: int = 20) -> tuple[list[Job], bool]:
+        own = sorted((job for job in self.jobs.values() if job.key_id == key_id), key=lambda job: job.created_at,
+                     reverse=True)
+        return own[:limit], len(own) > limit
+
     def _update(self, job_id: str, **changes) -> Job:
         self.jobs[job_id] = self.jobs[job_id].model_copy(update=changes)
         return self.jobs[job_id]
@@ -138,9 +145,10 @@ class FakeJobs:
     def submitted(self, job_id: str, *, inference_id: str, lease_until: int) -> Job:
         return self._update(job_id, inference_id=inference_id, lease_until=lease_until, progress=0.1)
 
-    def release(self, job_id: str) -> None:
+    def release(self, job_id: str) -> Job:
         if self.jobs[job_id].status is JobStatus.RUNNING:
             self._update(job_id, status=JobStatus.QUEUED, lease_until=0)
+        return self.jobs[job_id]
 
     def succeed(self, job_id: str, *, result_key: str, credits_used: int, audio_seconds: float) -> Job:
         return self._update(job_id, status=JobStatus.SUCCEEDED, progress=1.0, result_key=result_key,
@@ -154,10 +162,44 @@ class FakeJobs:
 
 
 @dataclass
+class FakeQueue:
+    """The jobs queue: what was sent, in order."""
+
+    sent: list[str] = field(default_factory=list)
+
+    def send(self, job_id: str) -> None:
+        self.sent.append(job_id)
+
+
+@dataclass
 class FakeAudio:
+    bucket: str = "audio-bucket"
     objects: dict[str, bytes] = field(default_factory=dict)  # object key -> bytes
     results: dict[str, InferenceResult] = field(default_factory=dict)
     fail_put_result: bool = False
+
+    @staticmethod
+    def upload_key(key_id: str, upload_id: str) -> str:
+        return f"uploads/{key_id}/{upload_id}"
+
+    def presigned_upload(self, key_id: str, upload_id: str) -> dict[str, Any]:
+        return {"url": f"https://{self.bucket}.s3.example/", "fields": {"key": self.upload_key(key_id, upload_id)}}
+
+    def upload_uri(self, key_id: str, upload_id: str) -> str:
+        return f"s3://{self.bucket}/{self.upload_key(key_id, upload_id)}"
+
+    def put_upload(self, key_id: str, upload_id: str, audio: bytes) -> StoredObject:
+        key = self.upload_key(key_id, upload_id)
+        self.objects[key] = audio
+        return StoredObject(self.bucket, key, key_id, "uploads", upload_id, len(audio))
+
+    def check_upload(self, key_id: str, upload_id: str) -> str:
+        key = self.upload_key(key_id, upload_id)
+        if key not in self.objects:
+            raise NotFound("No upload with this id has arrived for this key.", code="upload_not_found")
+        if not self.objects[key]:
+            raise InvalidRequest("The uploaded file is empty.", code="empty_file")
+        return self.upload_uri(key_id, upload_id)
 
     def load(self, stored: StoredObject) -> tuple[bytes, str, str]:
         return self.objects[stored.key], stored.uri, "etag-1"

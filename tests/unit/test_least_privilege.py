@@ -164,6 +164,39 @@ def _imported_layer_modules(source: Path) -> set[str]:
     return names
 
 
+WIRING = LAYER / "infery" / "wiring.py"
+
+
+def _wired_modules(app: Path) -> set[str]:
+    """The layer modules behind the collaborators the function takes from infery.wiring (``wiring.<name>``).
+
+    The wiring module builds every collaborator of every function, each on first use; a function runs only those it
+    asks for, and those they are built from (``self.<name>`` inside a property).
+    """
+    tree = ast.parse(WIRING.read_text())
+    imported = {alias.asname or alias.name: f"infery.{node.module}" for node in tree.body
+                if isinstance(node, ast.ImportFrom) and node.level == 1 for alias in node.names}
+    members = {member.name: member for node in tree.body if isinstance(node, ast.ClassDef)
+               for member in node.body if isinstance(member, ast.FunctionDef)}
+    pending = [node.attr for node in ast.walk(ast.parse(app.read_text()))
+               if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "wiring"]
+    assert pending, f"{app} imports infery.wiring but uses none of its collaborators"
+    modules: set[str] = set()
+    seen: set[str] = set()
+    while pending:
+        name = pending.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        assert name in members or name in ("settings", "tables"), f"wiring has no collaborator {name!r}"
+        for node in ast.walk(members[name]) if name in members else ():
+            if isinstance(node, ast.Name) and node.id in imported:
+                modules.add(imported[node.id])
+            elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "self":
+                pending.append(node.attr)
+    return modules
+
+
 @cache
 def function_code(code_uri: str) -> str:
     """The function's app.py, every layer module it reaches, and the library modules that act for it."""
@@ -175,7 +208,8 @@ def function_code(code_uri: str) -> str:
         if source in seen:
             continue
         seen.add(source)
-        for module in _imported_layer_modules(source):
+        modules = _imported_layer_modules(source) if source != WIRING else _wired_modules(app)
+        for module in modules:
             path = LAYER.joinpath(*module.split(".")).with_suffix(".py")
             if path.is_file():
                 pending.append(path)

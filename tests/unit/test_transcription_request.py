@@ -11,7 +11,14 @@ from infery.errors import InferyError, InvalidRequest, PayloadTooLarge, Unsuppor
 from infery.inference import Task
 from infery.transcription_request import ResponseFormat, TranscriptionRequest, parse_transcription_request
 
-from tests.unit.builders import SDK_BOUNDARY, json_body, multipart_body, raw_multipart, toolbelt_multipart_body
+from tests.unit.builders import (
+    SDK_BOUNDARY,
+    audio_of,
+    json_body,
+    multipart_body,
+    raw_multipart,
+    toolbelt_multipart_body,
+)
 
 MAX_AUDIO_BYTES = 4 * 1024 * 1024  # the Settings default
 MAX_UPLOAD_BYTES = 25_000_000
@@ -48,7 +55,8 @@ def test_every_multipart_field_lands_in_the_request(wav, build):
     request = parse(content_type, body)
     # Then each field is in the model, typed
     assert request.task is Task.TRANSCRIBE
-    assert request.audio == wav and request.audio_format is AudioFormat.WAV and request.filename == "meeting.wav"
+    assert request.audio is not None and request.audio.data == wav and request.audio.format is AudioFormat.WAV
+    assert request.filename == "meeting.wav"
     assert (request.model, request.language, request.prompt) == ("whisper-1", "de", "Quartalsbericht, Umsatz")
     assert request.response_format is ResponseFormat.VERBOSE_JSON
     assert request.temperature == pytest.approx(0.2)
@@ -98,7 +106,7 @@ def test_json_body_with_base64_audio_in_either_spelling(wav, spelling):
     content_type, body = json_body(wav, spelling, model="whisper-1", filename="meeting.wav", language="EN",
                                    response_format="vtt", timestamp_granularities=["segment"], temperature=0.5)
     request = parse(content_type, body)
-    assert request.audio == wav and request.audio_format is AudioFormat.WAV
+    assert request.audio is not None and request.audio.data == wav and request.audio.format is AudioFormat.WAV
     assert (request.filename, request.model, request.language) == ("meeting.wav", "whisper-1", "en")
     assert (request.response_format, request.temperature) == (ResponseFormat.VTT, 0.5)
 
@@ -107,12 +115,12 @@ def test_json_accepts_a_data_url_prefix_and_line_wrapped_base64(wav):
     wrapped = base64.encodebytes(wav).decode()  # 76-character lines, as `base64` without -w0 prints
     assert "\n" in wrapped
     body = json.dumps({"model": "whisper-1", "audio": f"data:audio/wav;base64,{wrapped}"}).encode()
-    assert parse("application/json; charset=utf-8", body).audio == wav
+    assert audio_of(parse("application/json; charset=utf-8", body)) == wav
 
 
 def test_content_type_parameters_and_case_do_not_matter(wav):
     content_type, body = multipart_body(wav, model="whisper-1")
-    assert parse(content_type.replace("multipart/form-data", "Multipart/Form-Data"), body).audio == wav
+    assert audio_of(parse(content_type.replace("multipart/form-data", "Multipart/Form-Data"), body)) == wav
 
 
 # --- bad requests ----------------------------------------------------------------------------------------------------
@@ -275,7 +283,7 @@ def test_the_413_names_the_default_limit():
 
 @pytest.mark.parametrize("build", [multipart_body, json_body])
 def test_audio_of_exactly_the_limit_is_accepted_and_one_byte_more_is_not(build):
-    assert len(parse(*build(_wav_of(1_000_000), model="whisper-1"), max_audio_bytes=1_000_000).audio) == 1_000_000
+    assert len(audio_of(parse(*build(_wav_of(1_000_000), model="whisper-1"), max_audio_bytes=1_000_000))) == 1_000_000
     error = refused(*build(_wav_of(1_000_001), model="whisper-1"), max_audio_bytes=1_000_000)
     assert isinstance(error, PayloadTooLarge)
 

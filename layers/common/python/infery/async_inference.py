@@ -85,7 +85,7 @@ class ProgressReader:
         bucket, key = _split_uri(progress_uri(self.bucket, key_id, inference_id))
         try:
             report = json.loads(self._s3.get_object(Bucket=bucket, Key=key)["Body"].read())
-            return min(1.0, max(0.0, report["windows_done"] / report["windows_total"]))
+            return min(1.0, max(0.0, float(report["windows_done"]) / float(report["windows_total"])))
         except (ClientError, BotoCoreError, ValueError, KeyError, TypeError, ZeroDivisionError):
             return None
 

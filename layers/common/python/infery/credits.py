@@ -1,4 +1,4 @@
-"""Pricing, and every change of a key's credits: top-up, reserve, settle, refund, release.
+"""Every change of a key's credits: top-up, reserve, settle, refund, release.
 
 Each change is one DynamoDB transaction that updates the balance on the key item and appends its
 ledger entry, so the ledger and the balance can never disagree. The balance update is conditional
@@ -12,72 +12,22 @@ can be closed once and only once.
 
 from __future__ import annotations
 
-import math
 import random
 import time
-from decimal import Decimal
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Any
 
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, Field
 
+from .clock import now_iso
+from .dynamodb import TRANSACTION_CANCELED, all_items, cancellation_codes, deserialize, error_code, serialize
 from .errors import AuthenticationFailed, InsufficientCredits, InternalError, NotFound
-from .keys import ApiKeyItem, now_iso
+from .keys import ApiKeyItem
 
-_serializer = TypeSerializer()
-_deserializer = TypeDeserializer()
 _MAX_ATTEMPTS = 40
 LEDGER_TIME_INDEX = "ByTime"
-
-# Whisper's decoded duration differs from a container's by a few frames (MP3 padding, AAC priming):
-# the reservation covers that, so settling almost never needs more than was reserved.
-_DURATION_MARGIN_RATIO = 1.02
-_DURATION_MARGIN_SECONDS = 0.5
-
-
-class ModelPrice(BaseModel):
-    seconds_per_credit: float = Field(gt=0)
-    min_credits_per_request: int | None = Field(default=None, ge=0)
-
-
-class Pricing(BaseModel):
-    """1 credit per started ``seconds_per_credit`` of audio, at least a minimum; models may be priced apart."""
-
-    seconds_per_credit: float = Field(gt=0)
-    min_credits_per_request: int = Field(ge=0)
-    model_prices: dict[str, ModelPrice] = Field(default_factory=dict)
-    # The slowest bitrate we expect speech to be encoded at; bounds the duration of a file that does not declare it.
-    min_bits_per_second_for_unknown_duration: int = Field(default=16_000, gt=0)
-
-    def _price(self, model: str | None) -> tuple[float, int]:
-        price = self.model_prices.get(model or "")
-        if price is None:
-            return self.seconds_per_credit, self.min_credits_per_request
-        minimum = self.min_credits_per_request if price.min_credits_per_request is None else \
-            price.min_credits_per_request
-        return price.seconds_per_credit, minimum
-
-    def credits_for(self, audio_seconds: float, model: str | None = None) -> int:
-        seconds_per_credit, minimum = self._price(model)
-        # a small tolerance so 10.0000001 s of float noise is not billed as a started third block
-        started_blocks = math.ceil(audio_seconds / seconds_per_credit - 1e-6)
-        return max(minimum, started_blocks)
-
-    def seconds_to_reserve(self, audio_bytes: int, declared_seconds: float | None) -> float:
-        """The seconds of audio a reservation pays for, taken before inference; the model refuses audio longer.
-
-        The header's duration when it declares one (silence compresses far below any bitrate, so the file's size
-        says nothing then); else a bound from the size at the lowest bitrate speech is encoded at."""
-        if declared_seconds is not None:
-            return declared_seconds * _DURATION_MARGIN_RATIO + _DURATION_MARGIN_SECONDS
-        return audio_bytes * 8 / self.min_bits_per_second_for_unknown_duration
-
-    def reservation_for(self, audio_bytes: int, declared_seconds: float | None, model: str | None = None) -> int:
-        """An upper bound of what the audio will cost, taken before inference."""
-        return max(1, self.credits_for(self.seconds_to_reserve(audio_bytes, declared_seconds), model))
-
 
 class LedgerKind(StrEnum):
     TOPUP = "topup"
@@ -126,21 +76,8 @@ class SettledCharge(BaseModel):
     unpaid_credits: int = 0
 
 
-def _dynamodb_value(value: Any) -> Any:
-    # DynamoDB numbers are decimals; str() keeps a float's shortest exact spelling (12.5, not 12.4999...)
-    return Decimal(str(value)) if isinstance(value, float) else value
-
-
-def _serialize(item: dict[str, Any]) -> dict[str, Any]:
-    return {name: _serializer.serialize(_dynamodb_value(value)) for name, value in item.items() if value is not None}
-
-
-def deserialize(item: dict[str, Any]) -> dict[str, Any]:
-    return {name: _deserializer.deserialize(value) for name, value in item.items()}
-
-
-def _cancellation_codes(error: ClientError) -> list[str]:
-    return [reason.get("Code", "") for reason in error.response.get("CancellationReasons", [])]
+# A change's arithmetic: the balance read -> (the change to it, the ledger entry's other fields).
+Change = Callable[[int], tuple[int, dict[str, Any]]]
 
 
 class ReservationClosed(InternalError):
@@ -173,16 +110,9 @@ class CreditStore:
             # ISO timestamps start with a digit: "0" sorts before every one, "~" after (DynamoDB refuses "")
             condition += " AND created_at BETWEEN :since AND :until"
             values |= {":since": since or "0", ":until": until or "~"}
-        arguments: dict[str, Any] = {"TableName": self._ledger_table, "IndexName": LEDGER_TIME_INDEX,
-                                     "KeyConditionExpression": condition,
-                                     "ExpressionAttributeValues": _serialize(values)}
-        entries = []
-        while True:
-            page = self._client.query(**arguments)
-            entries.extend(LedgerEntry.model_validate(deserialize(item)) for item in page["Items"])
-            if "LastEvaluatedKey" not in page:
-                break
-            arguments["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        items = all_items(self._client.query, TableName=self._ledger_table, IndexName=LEDGER_TIME_INDEX,
+                          KeyConditionExpression=condition, ExpressionAttributeValues=serialize(values))
+        entries = [LedgerEntry.model_validate(deserialize(item)) for item in items]
         if until:
             entries = [entry for entry in entries if entry.created_at < until]
         return entries
@@ -191,27 +121,19 @@ class CreditStore:
         """Every ledger entry of the key whose request id starts with this prefix (a job's attempts)."""
         page = self._client.query(TableName=self._ledger_table, ConsistentRead=True,
                                   KeyConditionExpression="key_id = :key_id AND begins_with(entry_id, :prefix)",
-                                  ExpressionAttributeValues=_serialize({":key_id": key_id,
+                                  ExpressionAttributeValues=serialize({":key_id": key_id,
                                                                         ":prefix": request_id_prefix}))
         return [LedgerEntry.model_validate(deserialize(item)) for item in page["Items"]]
 
     def open_reservations(self, *, older_than_epoch: int, now_epoch: int | None = None) -> list[Reservation]:
         """Reservations created before ``older_than_epoch`` whose hold (if any) has passed."""
         now = int(time.time()) if now_epoch is None else now_epoch
-        arguments: dict[str, Any] = {"TableName": self._reservations_table,
-                                     "FilterExpression": "created_epoch < :cutoff AND "
-                                                         "(attribute_not_exists(hold_until_epoch) OR "
-                                                         "hold_until_epoch < :now)",
-                                     "ExpressionAttributeValues": _serialize({":cutoff": older_than_epoch,
-                                                                              ":now": now}),
-                                     "ConsistentRead": True}
-        reservations = []
-        while True:
-            page = self._client.scan(**arguments)
-            reservations.extend(Reservation.model_validate(deserialize(item)) for item in page["Items"])
-            if "LastEvaluatedKey" not in page:
-                return reservations
-            arguments["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        items = all_items(self._client.scan, TableName=self._reservations_table,
+                          FilterExpression="created_epoch < :cutoff AND (attribute_not_exists(hold_until_epoch) OR "
+                                           "hold_until_epoch < :now)",
+                          ExpressionAttributeValues=serialize({":cutoff": older_than_epoch, ":now": now}),
+                          ConsistentRead=True)
+        return [Reservation.model_validate(deserialize(item)) for item in items]
 
     # changes
 
@@ -243,7 +165,7 @@ class CreditStore:
             return -credits, {"model": model}
 
         put_reservation = {"Put": {"TableName": self._reservations_table,
-                                   "Item": _serialize(reservation.model_dump()),
+                                   "Item": serialize(reservation.model_dump()),
                                    "ConditionExpression": "attribute_not_exists(request_id)"}}
         try:
             self._apply(key.key_hash, key.key_id, LedgerKind.RESERVE, request_id, take,
@@ -257,7 +179,7 @@ class CreditStore:
         return reservation
 
     def reservation(self, request_id: str) -> Reservation | None:
-        item = self._client.get_item(TableName=self._reservations_table, Key=_serialize({"request_id": request_id}),
+        item = self._client.get_item(TableName=self._reservations_table, Key=serialize({"request_id": request_id}),
                                      ConsistentRead=True).get("Item")
         return Reservation.model_validate(deserialize(item)) if item else None
 
@@ -289,15 +211,15 @@ class CreditStore:
         except _AlreadyApplied:
             return None
 
-    def _close(self, reservation: Reservation, kind: LedgerKind, compute) -> int:
+    def _close(self, reservation: Reservation, kind: LedgerKind, compute: Change) -> int:
         delete_reservation = {"Delete": {"TableName": self._reservations_table,
-                                         "Key": _serialize({"request_id": reservation.request_id}),
+                                         "Key": serialize({"request_id": reservation.request_id}),
                                          "ConditionExpression": "attribute_exists(request_id)"}}
         # a key revoked while its request ran still gets its unused credits back
         return self._apply(reservation.key_hash, reservation.key_id, kind, reservation.request_id, compute,
                            extra_items=[delete_reservation])
 
-    def _apply(self, key_hash: str, key_id: str, kind: LedgerKind, request_id: str, compute,
+    def _apply(self, key_hash: str, key_id: str, kind: LedgerKind, request_id: str, compute: Change,
                *, extra_items: list[dict[str, Any]] | None = None, require_active: bool = False) -> int:
         """Apply ``compute(current_balance) -> (delta, ledger fields)`` once; return the balance after."""
         entry_id = f"{request_id}#{kind.value}"
@@ -322,14 +244,14 @@ class CreditStore:
             items = [
                 {"Update": {
                     "TableName": self._keys_table,
-                    "Key": _serialize({"key_hash": key_hash}),
+                    "Key": serialize({"key_hash": key_hash}),
                     "UpdateExpression": "SET credits = :new_balance",
                     "ConditionExpression": "credits = :seen_balance",
-                    "ExpressionAttributeValues": _serialize({":new_balance": new_balance, ":seen_balance": current}),
+                    "ExpressionAttributeValues": serialize({":new_balance": new_balance, ":seen_balance": current}),
                 }},
                 {"Put": {
                     "TableName": self._ledger_table,
-                    "Item": _serialize(entry.model_dump(mode="json")),
+                    "Item": serialize(entry.model_dump(mode="json")),
                     "ConditionExpression": "attribute_not_exists(entry_id)",
                 }},
                 *(extra_items or []),
@@ -338,9 +260,9 @@ class CreditStore:
                 self._client.transact_write_items(TransactItems=items)
                 return new_balance
             except ClientError as error:
-                if error.response["Error"]["Code"] != "TransactionCanceledException":
+                if error_code(error) != TRANSACTION_CANCELED:
                     raise
-                codes = _cancellation_codes(error)
+                codes = cancellation_codes(error)
                 if "ConditionalCheckFailed" in codes[1:]:
                     raise _AlreadyApplied from None  # this change was made already: never twice
                 # another request changed the balance since we read it, or the transactions conflicted
@@ -353,11 +275,11 @@ class CreditStore:
 
     def _ledger_has(self, key_id: str, entry_id: str) -> bool:
         return "Item" in self._client.get_item(TableName=self._ledger_table,
-                                               Key=_serialize({"key_id": key_id, "entry_id": entry_id}),
+                                               Key=serialize({"key_id": key_id, "entry_id": entry_id}),
                                                ConsistentRead=True, ProjectionExpression="entry_id")
 
     def _key_row(self, key_hash: str) -> dict[str, Any]:
-        item = self._client.get_item(TableName=self._keys_table, Key=_serialize({"key_hash": key_hash}),
+        item = self._client.get_item(TableName=self._keys_table, Key=serialize({"key_hash": key_hash}),
                                      ConsistentRead=True).get("Item")
         if not item:
             raise NotFound("This key does not exist.", code="key_not_found")

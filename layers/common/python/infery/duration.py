@@ -10,6 +10,8 @@ from __future__ import annotations
 import io
 import math
 import struct
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from mutagen import MutagenError
 from mutagen.flac import FLAC
@@ -25,6 +27,8 @@ from mutagen.wave import WAVE
 
 from .audio import AudioFormat
 
+# mutagen's file types are not annotated: what they read is taken as Any, and every value is checked before use
+
 _OGG_KINDS: tuple[type[OggFileType], ...] = (OggOpus, OggVorbis, OggFLAC, OggSpeex, OggTheora)
 _MUTAGEN_KINDS = {AudioFormat.MP3: MP3, AudioFormat.MP4: MP4, AudioFormat.M4A: MP4, AudioFormat.FLAC: FLAC}
 
@@ -36,11 +40,11 @@ def probe_sample_rate(audio: bytes, audio_format: AudioFormat) -> int | None:
     """The sample rate the container declares, or None when it does not say (WebM, damaged headers)."""
     try:
         if audio_format is AudioFormat.WAV:
-            info = WAVE(io.BytesIO(audio)).info
+            info = _info(WAVE, audio)
         elif audio_format is AudioFormat.OGG:
-            info = next((kind(io.BytesIO(audio)).info for kind in _OGG_KINDS if _opens(kind, audio)), None)
+            info = next((_info(kind, audio) for kind in _OGG_KINDS if _opens(kind, audio)), None)
         elif audio_format in _MUTAGEN_KINDS:
-            info = _MUTAGEN_KINDS[audio_format](io.BytesIO(audio)).info
+            info = _info(_MUTAGEN_KINDS[audio_format], audio)
         else:
             return None
     except (MutagenError, ValueError, struct.error, IndexError, ZeroDivisionError):
@@ -49,9 +53,14 @@ def probe_sample_rate(audio: bytes, audio_format: AudioFormat) -> int | None:
     return int(rate) if isinstance(rate, int | float) and rate > 0 else None
 
 
+def _info(kind: Callable[..., Any], audio: bytes) -> Any:
+    """The stream information mutagen reads from the file's headers (raises MutagenError when it cannot)."""
+    return kind(io.BytesIO(audio)).info
+
+
 def _opens(kind: type[OggFileType], audio: bytes) -> bool:
     try:
-        kind(io.BytesIO(audio))
+        _info(kind, audio)
     except MutagenError:
         return False
     return True
@@ -67,7 +76,7 @@ def probe_duration(audio: bytes, audio_format: AudioFormat) -> float | None:
         elif audio_format is AudioFormat.WAV:
             seconds = _wav_duration(audio)
         else:
-            seconds = _MUTAGEN_KINDS[audio_format](io.BytesIO(audio)).info.length
+            seconds = _info(_MUTAGEN_KINDS[audio_format], audio).length
     except (MutagenError, ValueError, struct.error, IndexError, ZeroDivisionError):
         return None
     # a header can claim anything (0, NaN, infinity): only a finite, positive duration is believed
@@ -75,16 +84,17 @@ def probe_duration(audio: bytes, audio_format: AudioFormat) -> float | None:
 
 
 def _wav_duration(audio: bytes) -> float:
-    info = WAVE(io.BytesIO(audio)).info
+    info = _info(WAVE, audio)
     # a WAV written as a stream declares a data size of 0xFFFFFFFF: the bytes present are the truth
     bytes_per_second = info.sample_rate * info.channels * max(1, info.bits_per_sample // 8)
-    return min(info.length, len(audio) / bytes_per_second) if bytes_per_second else info.length
+    length = float(info.length)
+    return min(length, len(audio) / bytes_per_second) if bytes_per_second else length
 
 
 def _ogg_duration(audio: bytes) -> float | None:
     for kind in _OGG_KINDS:
         try:
-            return kind(io.BytesIO(audio)).info.length
+            return float(_info(kind, audio).length)
         except MutagenError:
             continue
     return None
@@ -103,7 +113,7 @@ def _read_vint(data: bytes, position: int, keep_marker: bool) -> tuple[int, int]
     return value, position + length
 
 
-def _elements(data: bytes, start: int, end: int):
+def _elements(data: bytes, start: int, end: int) -> Iterator[tuple[int, int, int]]:
     position = start
     while position < min(end, len(data)):
         element_id, position = _read_vint(data, position, keep_marker=True)

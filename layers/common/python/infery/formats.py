@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .inference import InferenceResult, Segment, Task
-from .transcription_request import ResponseFormat
+from .transcription import ResponseFormat
 
 TEXT_CONTENT_TYPE = "text/plain; charset=utf-8"
 JSON_CONTENT_TYPE = "application/json"

@@ -10,7 +10,7 @@ from .errors import Conflict
 from .formats import RenderedTranscript, render_transcript
 from .jobs import Job, JobStatus
 from .ports import AudioObjects
-from .transcription_request import ResponseFormat
+from .transcription import ResponseFormat
 
 # Progress a running job shows: claimed and submitted, then the model's share of windows decoded, then settling.
 SUBMITTED_PROGRESS = 0.1

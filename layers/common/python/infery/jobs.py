@@ -8,9 +8,8 @@ id) a job is processed and charged once however often its event arrives.
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 import time
+from collections.abc import Callable
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
@@ -19,8 +18,10 @@ from boto3.dynamodb.conditions import Attr, Key
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, Field
 
-from .keys import now_iso
-from .transcription_request import TranscriptionOptions
+from .clock import now_iso
+from .dynamodb import is_conditional_check_failure, to_dynamodb
+from .ids import new_webhook_secret
+from .transcription import TranscriptionOptions
 
 JOB_RETENTION_SECONDS = 30 * 24 * 3600
 # template.yaml's index of the jobs table by key, newest first: GET /v1/jobs lists a key's own jobs
@@ -78,40 +79,13 @@ class Job(BaseModel):
         return {"id": self.job_id, "object": "transcription.job", **view}
 
 
-def job_id_for_upload(upload_id: str) -> str:
-    return "job_" + upload_id.removeprefix("upl_")
-
-
-def job_id_for_object(bucket: str, key: str, etag: str) -> str:
-    """The same object delivered twice is the same job; a new version of it (new ETag) is a new one."""
-    return "job_" + hashlib.sha256(f"{bucket}/{key}#{etag}".encode()).hexdigest()[:32]
-
-
-def new_job_id() -> str:
-    return "job_" + secrets.token_hex(16)
-
-
-def new_webhook_secret() -> str:
-    return "whsec_" + secrets.token_urlsafe(32)
-
-
-def _dynamodb(value: Any) -> Any:
-    """DynamoDB numbers are Decimals; str() keeps a float's shortest spelling (0.2, not 0.2000000000000000111)."""
-    if isinstance(value, float):
-        return Decimal(str(value))
-    if isinstance(value, dict):
-        return {name: _dynamodb(item) for name, item in value.items() if item is not None}
-    if isinstance(value, list):
-        return [_dynamodb(item) for item in value]
-    return value
-
-
 def _to_item(job: Job) -> dict[str, Any]:
-    return _dynamodb(job.model_dump(mode="json"))
+    item: dict[str, Any] = to_dynamodb(job.model_dump(mode="json"))
+    return item
 
 
 class JobStore:
-    def __init__(self, table: Any, clock=time.time) -> None:
+    def __init__(self, table: Any, clock: Callable[[], float] = time.time) -> None:
         self._table = table
         self._clock = clock
 
@@ -120,7 +94,7 @@ class JobStore:
         try:
             self._table.put_item(Item=_to_item(job), ConditionExpression=Attr("job_id").not_exists())
         except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+            if is_conditional_check_failure(exc):
                 return False
             raise
         return True
@@ -153,7 +127,7 @@ class JobStore:
                                            ":progress": Decimal("0.05"), ":one": 1},
                 ReturnValues="ALL_NEW")
         except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+            if is_conditional_check_failure(exc):
                 return None
             raise
         return Job.model_validate(updated["Attributes"])
@@ -166,9 +140,9 @@ class JobStore:
     def set_progress(self, job_id: str, progress: float) -> None:
         self._update(job_id, {"progress": round(progress, 3)}, only_while_running=True)
 
-    def release(self, job_id: str) -> None:
-        """Hand a running job back to the queue (a transient failure: the message will be retried)."""
-        self._update(job_id, {"status": JobStatus.QUEUED.value, "lease_until": 0}, only_while_running=True)
+    def release(self, job_id: str) -> Job:
+        """Hand a running job back to the queue (a transient failure: it will be tried again)."""
+        return self._update(job_id, {"status": JobStatus.QUEUED.value, "lease_until": 0}, only_while_running=True)
 
     def succeed(self, job_id: str, *, result_key: str, credits_used: int, audio_seconds: float) -> Job:
         return self._update(job_id, {"status": JobStatus.SUCCEEDED.value, "progress": 1.0,
@@ -191,7 +165,7 @@ class JobStore:
             "Key": {"job_id": job_id},
             "UpdateExpression": "SET " + ", ".join(f"#{name} = :{name}" for name in values),
             "ExpressionAttributeNames": names,
-            "ExpressionAttributeValues": {f":{name}": _dynamodb(value) for name, value in values.items()},
+            "ExpressionAttributeValues": {f":{name}": to_dynamodb(value) for name, value in values.items()},
             "ReturnValues": "ALL_NEW",
         }
         if only_while_running:
@@ -201,7 +175,7 @@ class JobStore:
         try:
             return Job.model_validate(self._table.update_item(**arguments)["Attributes"])
         except ClientError as exc:
-            if only_while_running and exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+            if only_while_running and is_conditional_check_failure(exc):
                 job = self.get(job_id)
                 assert job is not None
                 return job

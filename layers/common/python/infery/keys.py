@@ -19,14 +19,16 @@ import secrets
 import string
 import zlib
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 from boto3.dynamodb.conditions import Attr
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, Field, field_validator
 
+from .clock import now_iso, parse_timestamp, utc_now
+from .dynamodb import all_items, is_conditional_check_failure
 from .errors import AuthenticationFailed, NotFound, PermissionDenied
+from .ids import key_id_for
 
 KEY_PREFIX = "inf_"
 _BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
@@ -113,26 +115,8 @@ def hash_api_key(api_key: str) -> str:
     return hashlib.sha256(api_key.encode()).hexdigest()
 
 
-def key_id_for(key_hash: str) -> str:
-    """A public, non-secret name for a key, safe for logs, the ledger and invoices."""
-    return "key_" + key_hash[:16]
-
-
 def mask_api_key(api_key: str) -> str:
     return api_key[:8] + "***" + api_key[-4:] if len(api_key) > 16 else "inf_***"
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-def parse_timestamp(value: str) -> datetime:
-    """An ISO 8601 time as an aware UTC datetime (a time without an offset is taken as UTC)."""
-    try:
-        moment = datetime.fromisoformat(value)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"not an ISO 8601 time: {value!r}") from exc
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 def check_key_format(api_key: str) -> None:
@@ -217,7 +201,7 @@ class KeyStore:
             self._table.put_item(Item=item.model_dump(exclude_none=True),
                                  ConditionExpression=Attr("key_hash").not_exists())
         except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+            if is_conditional_check_failure(exc):
                 raise ValueError("this key exists already") from exc
             raise
         return api_key, item
@@ -236,14 +220,7 @@ class KeyStore:
         return ApiKeyItem.model_validate(item) if item else None
 
     def list(self) -> list[ApiKeyItem]:
-        items: list[dict[str, Any]] = []
-        arguments: dict[str, Any] = {}
-        while True:
-            page = self._table.scan(**arguments)
-            items.extend(page["Items"])
-            if "LastEvaluatedKey" not in page:
-                break
-            arguments["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        items = all_items(self._table.scan)
         return sorted((ApiKeyItem.model_validate(item) for item in items), key=lambda key: key.created_at)
 
     def revoke(self, key_id: str) -> ApiKeyItem:
@@ -259,7 +236,7 @@ def ensure_usable(key: ApiKeyItem, shown_as: str) -> None:
     """Refuse a revoked or expired key (401), naming it as ``shown_as`` (masked, or its key_id)."""
     if key.status != "active":
         raise AuthenticationFailed(f"The API key {shown_as} was revoked.", code="revoked_api_key")
-    if key.expires_at and parse_timestamp(key.expires_at) <= datetime.now(UTC):
+    if key.expires_at and parse_timestamp(key.expires_at) <= utc_now():
         raise AuthenticationFailed(f"The API key {shown_as} expired at {key.expires_at}.", code="expired_api_key")
 
 

@@ -1,4 +1,4 @@
-"""What the use cases (TranscriptionService, JobRunner) need from the outside world, as typing Protocols.
+"""What the use cases (TranscriptionService, JobService) need from the outside world, as typing Protocols.
 
 The DynamoDB, S3 and SageMaker classes satisfy them on AWS and locally; the unit tests give the use cases
 in-memory fakes (tests/unit/fakes.py) that satisfy them too, so refunds, retries and charged-once recovery are
@@ -7,7 +7,7 @@ tested without moto or a model server.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from .async_inference import AsyncNotification, AsyncSubmission
 from .credits import LedgerEntry, Reservation, SettledCharge
@@ -55,11 +55,13 @@ class Jobs(Protocol):
 
     def get(self, job_id: str) -> Job | None: ...
 
+    def list_for_key(self, key_id: str, limit: int = 20) -> tuple[list[Job], bool]: ...
+
     def claim(self, job_id: str, lease_seconds: int) -> Job | None: ...
 
     def submitted(self, job_id: str, *, inference_id: str, lease_until: int) -> Job: ...
 
-    def release(self, job_id: str) -> None: ...
+    def release(self, job_id: str) -> Job: ...
 
     def succeed(self, job_id: str, *, result_key: str, credits_used: int, audio_seconds: float) -> Job: ...
 
@@ -68,7 +70,21 @@ class Jobs(Protocol):
     def record_webhook_attempt(self, job_id: str, attempt: WebhookAttempt) -> None: ...
 
 
+class JobQueue(Protocol):
+    """Where a job waits for a worker to run it (the jobs queue)."""
+
+    def send(self, job_id: str) -> None: ...
+
+
 class AudioObjects(Protocol):
+    def presigned_upload(self, key_id: str, upload_id: str) -> dict[str, Any]: ...
+
+    def upload_uri(self, key_id: str, upload_id: str) -> str: ...
+
+    def put_upload(self, key_id: str, upload_id: str, audio: bytes) -> StoredObject: ...
+
+    def check_upload(self, key_id: str, upload_id: str) -> str: ...
+
     def load(self, stored: StoredObject) -> tuple[bytes, str, str]: ...
 
     def result_key(self, key_id: str, job_id: str) -> str: ...

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import ClientError
 
+from .dynamodb import is_conditional_check_failure
 from .errors import RateLimited
 
 WINDOW_SECONDS = 60
@@ -32,7 +34,7 @@ class RateLimitState:
 
 
 class RateLimiter:
-    def __init__(self, table: Any, clock=time.time) -> None:
+    def __init__(self, table: Any, clock: Callable[[], float] = time.time) -> None:
         self._table = table
         self._clock = clock
 
@@ -52,7 +54,7 @@ class RateLimiter:
                                            ":expires_at": window_start + WINDOW_SECONDS * 2},
                 ReturnValues="UPDATED_NEW")
         except ClientError as exc:
-            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+            if not is_conditional_check_failure(exc):
                 raise
             state = RateLimitState(limit, 0, reset_seconds)
             raise RateLimited(

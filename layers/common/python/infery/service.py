@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .credits import LedgerKind, Pricing, Reservation
+from .credits import LedgerKind, Reservation
 from .duration import probe_duration, probe_sample_rate
 from .errors import InternalError, InvalidRequest
 from .formats import RenderedTranscript, render_transcript
+from .ids import attempt_id
 from .inference import InferenceRequest, InferenceResult
-from .keys import ApiKeyItem, KeyStore, check_model_allowed
+from .keys import ApiKeyItem, check_model_allowed
 from .observability import logger
 from .ports import Credits, RealTimeEndpoint
+from .pricing import Pricing
 from .settings import Settings
-from .transcription_request import TranscriptionOptions, TranscriptionRequest
+from .transcription import LoadedAudio, TranscriptionOptions
 
 
 @dataclass(frozen=True)
@@ -26,11 +27,6 @@ class TranscriptionOutcome:
     credits_used: int
     balance_after: int
     audio_seconds: float
-
-
-def idempotency_id(key_id: str, idempotency_key: str) -> str:
-    """The id a request sent with an Idempotency-Key is charged under: the same for every retry of it."""
-    return "idem_" + hashlib.sha256(f"{key_id}\n{idempotency_key}".encode()).hexdigest()[:32]
 
 
 def minutes(seconds: float) -> str:
@@ -44,6 +40,10 @@ class ModelCatalog:
     def __init__(self, default_model: str, aliases: tuple[str, ...]) -> None:
         self.default_model = default_model
         self.aliases = aliases
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ModelCatalog:
+        return cls(settings.default_model, settings.model_aliases)
 
     def names(self) -> list[str]:
         return [self.default_model, *self.aliases]
@@ -65,33 +65,33 @@ class ModelCatalog:
 
 
 class TranscriptionService:
-    def __init__(self, settings: Settings, keys: KeyStore, credits: Credits, endpoint: RealTimeEndpoint) -> None:
-        self.keys = keys
+    def __init__(self, settings: Settings, credits: Credits, endpoint: RealTimeEndpoint) -> None:
         self.credits = credits
         self.endpoint = endpoint
-        self.catalog = ModelCatalog(settings.default_model, settings.model_aliases)
+        self.catalog = ModelCatalog.from_settings(settings)
         self.pricing = Pricing(seconds_per_credit=settings.seconds_per_credit,
                                min_credits_per_request=settings.min_credits_per_request,
                                model_prices=settings.model_prices)
         self.max_audio_seconds = settings.max_audio_seconds
         self.min_audio_sample_rate = settings.min_audio_sample_rate
 
-    def transcribe(self, key: ApiKeyItem, request: TranscriptionRequest, *, request_id: str,
-                   before_settle: Callable[[InferenceResult], None] | None = None) -> TranscriptionOutcome:
-        """Reserve, infer, settle. ``before_settle`` (a job storing its result) runs before the charge is final:
-        if it fails, the reservation is refunded like any other failure."""
-        reservation = self.reserve(key, request, request_id=request_id)
+    def transcribe(self, key: ApiKeyItem, options: TranscriptionOptions, audio: LoadedAudio, *, request_id: str,
+                   before_settle: Callable[[InferenceResult], object] | None = None) -> TranscriptionOutcome:
+        """Reserve, infer, settle. ``before_settle`` (storing the result) runs before the charge is final: if it
+        fails, the reservation is refunded like any other failure."""
+        reservation = self.reserve(key, options.model, audio, request_id=request_id)
         try:
-            result = self.endpoint.infer(self.inference_request(request, reservation))
+            result = self.endpoint.infer(self.inference_request(options, audio, reservation))
         except BaseException as failure:
             self.refund(reservation, failure)
             raise
-        return self.settle(reservation, request, result, before_settle=before_settle)
+        return self.settle(reservation, options, result, before_settle=before_settle)
 
-    def transcribe_once(self, key: ApiKeyItem, request: TranscriptionRequest, *, idempotency_id: str,
-                        store_result: Callable[[InferenceResult], None],
+    def transcribe_once(self, key: ApiKeyItem, options: TranscriptionOptions, audio: LoadedAudio, *,
+                        idempotency_id: str,
+                        store_result: Callable[[InferenceResult], object],
                         load_result: Callable[[], InferenceResult | None],
-                        before_settle: Callable[[InferenceResult], None] | None = None) -> TranscriptionOutcome:
+                        before_settle: Callable[[InferenceResult], object] | None = None) -> TranscriptionOutcome:
         """``transcribe`` for a request sent with an Idempotency-Key: its credits are reserved under the key's
         ``idempotency_id``, not under the gateway's request id, so a retry after any failure is charged at most once.
 
@@ -105,40 +105,38 @@ class TranscriptionService:
                 raise InternalError("This request was charged, but its result was lost; contact the operator with "
                                     "its Idempotency-Key.")
             credits_used = settled.billed_credits or 0
-            rendered = render_transcript(result, request.response_format, task=request.task,
-                                         credits_used=credits_used, include_words=request.word_timestamps)
+            rendered = render_transcript(result, options.response_format, task=options.task,
+                                         credits_used=credits_used, include_words=options.word_timestamps)
             return TranscriptionOutcome(rendered, credits_used, self.credits.balance(key.key_hash), result.duration)
         attempts = sum(1 for entry in entries if entry.kind is LedgerKind.RESERVE)
-        request_id = idempotency_id if attempts == 0 else f"{idempotency_id}.{attempts + 1}"
+        request_id = attempt_id(idempotency_id, attempts + 1)
 
         def store_then(result: InferenceResult) -> None:
             store_result(result)  # before the settle: a charged request always has its result to replay
             if before_settle is not None:
                 before_settle(result)
 
-        return self.transcribe(key, request, request_id=request_id, before_settle=store_then)
+        return self.transcribe(key, options, audio, request_id=request_id, before_settle=store_then)
 
-    def reserve(self, key: ApiKeyItem, request: TranscriptionRequest, *, request_id: str,
+    def reserve(self, key: ApiKeyItem, requested_model: str, audio: LoadedAudio, *, request_id: str,
                 hold_seconds: int | None = None) -> Reservation:
         """Check what can be checked before inference (model, audio limits), then hold an upper bound of its cost."""
-        model = self.catalog.resolve(request.model)
-        check_model_allowed(key, request.model, model, self.catalog.canonical)
-        declared_seconds = self.check_audio_limits(request)
-        covered_seconds = self.pricing.seconds_to_reserve(len(request.audio), declared_seconds)
+        model = self.catalog.resolve(requested_model)
+        check_model_allowed(key, requested_model, model, self.catalog.canonical)
+        declared_seconds = self.check_audio_limits(audio)
+        covered_seconds = self.pricing.seconds_to_reserve(len(audio.data), declared_seconds)
         if covered_seconds > self.max_audio_seconds:
             # a file whose header does not say, so large it could hold more than the deployment transcribes
             covered_seconds = self.max_audio_seconds
         return self.credits.reserve(key, self.pricing.credits_for(covered_seconds, model), request_id=request_id,
                                     model=model, hold_seconds=hold_seconds, covered_seconds=covered_seconds)
 
-    def check_audio_limits(self, request: TranscriptionRequest) -> float | None:
+    def check_audio_limits(self, audio: LoadedAudio) -> float | None:
         """Refuse, before any credit is held, audio that would make the model work without end: a header that
         says 1 Hz turns 4 KB into 2,000 s, and no file may be longer than the deployment transcribes.
         Returns the duration the header declares (None when it does not say)."""
-        if request.audio_format is None:
-            raise InternalError("The request's audio was not loaded before it was checked.")
-        declared_seconds = probe_duration(request.audio, request.audio_format)
-        sample_rate = probe_sample_rate(request.audio, request.audio_format)
+        declared_seconds = probe_duration(audio.data, audio.format)
+        sample_rate = probe_sample_rate(audio.data, audio.format)
         if sample_rate is not None and sample_rate < self.min_audio_sample_rate:
             raise InvalidRequest(f"The audio's sample rate is {sample_rate} Hz; at least "
                                  f"{self.min_audio_sample_rate} Hz is needed to transcribe speech.",
@@ -150,26 +148,26 @@ class TranscriptionService:
         return declared_seconds
 
     @staticmethod
-    def inference_request(request: TranscriptionRequest, reservation: Reservation, *,
+    def inference_request(options: TranscriptionOptions, audio: LoadedAudio, reservation: Reservation, *,
                           progress_s3_uri: str | None = None) -> InferenceRequest:
         """The model's request: the audio (inline, or by reference to the version that was checked), and no more
         seconds of it than the reservation pays for, so a settle never needs more than was reserved."""
         return InferenceRequest(
             # by reference when the audio is in S3: the endpoint's 6 MB body limit does not apply then
-            audio=None if request.audio_s3_uri else base64.b64encode(request.audio).decode(),
-            audio_s3_uri=request.audio_s3_uri,
-            audio_s3_etag=request.audio_s3_etag if request.audio_s3_uri else None,
+            audio=None if audio.s3_uri else base64.b64encode(audio.data).decode(),
+            audio_s3_uri=audio.s3_uri,
+            audio_s3_etag=audio.s3_etag if audio.s3_uri else None,
             max_audio_seconds=reservation.covered_seconds,
-            task=request.task,
-            language=request.language,
-            prompt=request.prompt,
-            temperature=request.temperature,
-            word_timestamps=request.word_timestamps,
+            task=options.task,
+            language=options.language,
+            prompt=options.prompt,
+            temperature=options.temperature,
+            word_timestamps=options.word_timestamps,
             progress_s3_uri=progress_s3_uri,
         )
 
     def settle(self, reservation: Reservation, options: TranscriptionOptions, result: InferenceResult, *,
-               before_settle: Callable[[InferenceResult], None] | None = None) -> TranscriptionOutcome:
+               before_settle: Callable[[InferenceResult], object] | None = None) -> TranscriptionOutcome:
         """Charge the real duration of a finished inference (refunded instead if rendering or storing fails)."""
         try:
             credits_used = self.pricing.credits_for(result.duration, reservation.model)

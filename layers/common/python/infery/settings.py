@@ -11,17 +11,27 @@ from functools import lru_cache
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .credits import ModelPrice
+from .pricing import ModelPrice
 
 MIB = 1024 * 1024
+# Raw audio the sync path takes. Base64 makes it 4/3 larger; 4 MiB -> 5.6 MB keeps both the Lambda request
+# (6,291,456 bytes) and the SageMaker body (6 MB) under their hard limits. The CLI sends larger files as jobs.
+DEFAULT_MAX_SYNC_AUDIO_BYTES = 4 * MIB
 
 
-class Settings(BaseSettings):
+class AccountTables(BaseSettings):
+    """The tables of keys and credits: all the operator's tool needs (it has no function's environment)."""
+
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
 
     keys_table_name: str = Field(description="DynamoDB table of API keys and their credit balances")
     ledger_table_name: str = Field(description="DynamoDB table of every credit change")
     reservations_table_name: str = Field(description="DynamoDB table of credits held by requests in flight")
+
+
+class Settings(AccountTables):
+    """Everything a function reads from its environment."""
+
     rate_limits_table_name: str = Field(description="DynamoDB table of per-key request counters")
     idempotency_table_name: str = Field(description="DynamoDB table of Idempotency-Key results (powertools)")
     sagemaker_endpoint_name: str = Field(description="SageMaker endpoint running the Whisper container")
@@ -47,9 +57,8 @@ class Settings(BaseSettings):
     # How long a result is replayed for a retried Idempotency-Key.
     idempotency_ttl_seconds: int = Field(default=24 * 3600, gt=0)
 
-    # Raw audio the sync path takes. Base64 makes it 4/3 larger; 4 MiB -> 5.6 MB keeps both the
-    # Lambda request (6,291,456 bytes) and the SageMaker body (6 MB) under their hard limits.
-    max_sync_audio_bytes: int = Field(default=4 * MIB, gt=0)
+    # Raw audio the sync path takes (template.yaml's MaxSyncAudioBytes).
+    max_sync_audio_bytes: int = Field(default=DEFAULT_MAX_SYNC_AUDIO_BYTES, gt=0)
     # What the upload flow takes; named in the 413 so the client knows where to go.
     max_upload_bytes: int = Field(default=25 * 1000 * 1000, gt=0)
 
@@ -79,7 +88,6 @@ class Settings(BaseSettings):
     # Below API Gateway's 29 s integration timeout, so our 504 reaches the client before the gateway's.
     endpoint_timeout_seconds: float = Field(default=27.0, gt=0)
 
-
     @property
     def async_job_hold_seconds(self) -> int:
         """How long a submitted job's lease and reservation last: its queue wait and run, with a grace period
@@ -89,4 +97,4 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()  # type: ignore[call-arg]  # required values come from the environment
+    return Settings()  # the required values come from the environment

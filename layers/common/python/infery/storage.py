@@ -9,7 +9,6 @@ Layout (one bucket, lifecycle rules in template.yaml expire each prefix):
 from __future__ import annotations
 
 import re
-import secrets
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus
@@ -17,12 +16,13 @@ from urllib.parse import unquote_plus
 from botocore.exceptions import ClientError
 
 from .errors import InvalidRequest, NotFound, PayloadTooLarge
+from .ids import KEY_ID_PATTERN
 from .inference import InferenceResult
 
 UPLOADS_PREFIX = "uploads/"
 INBOX_PREFIX = "inbox/"
 RESULTS_PREFIX = "results/"
-_OBJECT_KEY = re.compile(r"(?P<area>uploads|inbox)/(?P<key_id>key_[0-9a-f]{16})/(?P<name>.+)")
+_OBJECT_KEY = re.compile(rf"(?P<area>uploads|inbox)/(?P<key_id>{KEY_ID_PATTERN.pattern})/(?P<name>.+)")
 
 
 @dataclass(frozen=True)
@@ -40,10 +40,6 @@ class StoredObject:
     @property
     def uri(self) -> str:
         return f"s3://{self.bucket}/{self.key}"
-
-
-def new_upload_id() -> str:
-    return "upl_" + secrets.token_hex(16)
 
 
 def object_key_from_event(encoded_key: str) -> str:
@@ -71,10 +67,11 @@ class AudioStore:
 
     def presigned_upload(self, key_id: str, upload_id: str) -> dict[str, Any]:
         """A presigned POST for exactly this key's upload slot; S3 refuses bodies over the limit."""
-        return self._client.generate_presigned_post(
+        presigned: dict[str, Any] = self._client.generate_presigned_post(
             Bucket=self.bucket, Key=self.upload_key(key_id, upload_id),
             Conditions=[["content-length-range", 1, self.max_upload_bytes]],
             ExpiresIn=self.upload_expiry_seconds)
+        return presigned
 
     def put_upload(self, key_id: str, upload_id: str, audio: bytes) -> StoredObject:
         key = self.upload_key(key_id, upload_id)

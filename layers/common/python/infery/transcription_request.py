@@ -4,126 +4,33 @@ from __future__ import annotations
 
 import base64
 import binascii
-import ipaddress
 import json
-import math
 import re
 import unicodedata
 import urllib.parse
-from decimal import Decimal
-from enum import StrEnum
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import ValidationError
 from requests_toolbelt.multipart.decoder import MultipartDecoder
 
-from .audio import AudioFormat, sniff_audio_format
+from .addresses import is_public_address
 from .errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+from .ids import UPLOAD_ID_PATTERN
 from .inference import Task
-from .languages import WHISPER_LANGUAGE_CODES
+
+# The request's types live in transcription.py: the job store and the worker use them without this parser. The
+# names re-exported here ("as") are for the modules that import them from the parser.
+from .transcription import FILENAME_MAX_CHARACTERS as FILENAME_MAX_CHARACTERS
+from .transcription import MODEL_MAX_CHARACTERS as MODEL_MAX_CHARACTERS
+from .transcription import PROMPT_MAX_CHARACTERS as PROMPT_MAX_CHARACTERS
+from .transcription import WEBHOOK_URL_MAX_CHARACTERS as WEBHOOK_URL_MAX_CHARACTERS
+from .transcription import JobOptions, LoadedAudio, quoted
+from .transcription import ResponseFormat as ResponseFormat
+from .transcription import TranscriptionOptions as TranscriptionOptions
+from .transcription import TranscriptionRequest as TranscriptionRequest
+from .transcription import UploadRequest as UploadRequest
 
 UPLOAD_FLOW_HINT = "POST /v1/uploads"
-UPLOAD_ID_PATTERN = re.compile(r"upl_[0-9a-f]{32}")
-# every job id: job_ + 32 lower-case hex digits (infery.jobs makes them)
-JOB_ID_PATTERN = re.compile(r"job_[0-9a-f]{32}")
-
-# Limits on the fields a request may carry, checked before anything is stored (a DynamoDB item holds 400 KB).
-# OpenAI reads at most 224 tokens of prompt; 1,000 characters is about that much English.
-PROMPT_MAX_CHARACTERS = 1000
-FILENAME_MAX_CHARACTERS = 255
-WEBHOOK_URL_MAX_CHARACTERS = 2048
-MODEL_MAX_CHARACTERS = 256
-# how much of a client's value a message may quote
-_QUOTED_MAX_CHARACTERS = 40
-
-
-class ResponseFormat(StrEnum):
-    JSON = "json"
-    TEXT = "text"
-    SRT = "srt"
-    VERBOSE_JSON = "verbose_json"
-    VTT = "vtt"
-
-
-TimestampGranularity = Literal["word", "segment"]
-
-
-class TranscriptionOptions(BaseModel):
-    """How to transcribe: everything a request says except the audio (a job stores just this)."""
-
-    task: Task
-    model: str = Field(min_length=1)
-    language: str | None = None
-    prompt: str | None = None
-    response_format: ResponseFormat = ResponseFormat.JSON
-    temperature: float | None = Field(default=None, ge=0, le=1)
-    timestamp_granularities: list[TimestampGranularity] = Field(default_factory=lambda: ["segment"])
-
-    @field_validator("language")
-    @classmethod
-    def _known_language(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        code = value.strip().lower()
-        if code not in WHISPER_LANGUAGE_CODES:
-            raise ValueError(f"{_quoted(value)} is not a supported ISO-639-1 language code (for example 'en', 'de', "
-                             "'ja')")
-        return code
-
-    @field_validator("temperature", mode="before")
-    @classmethod
-    def _temperature_number(cls, value: Any) -> Any:
-        """A number from 0 to 1: not a boolean (JSON's true is not 1.0), not NaN, not infinite."""
-        if value is None:
-            return None
-        number: float | None = None
-        if isinstance(value, int | float | Decimal) and not isinstance(value, bool):  # Decimal: a stored job
-            number = float(value)
-        elif isinstance(value, str):
-            try:
-                number = float(value.strip())
-            except ValueError:
-                number = None
-        if number is None or not math.isfinite(number) or not 0 <= number <= 1:
-            raise ValueError("must be a number between 0 and 1")
-        return number
-
-    @property
-    def word_timestamps(self) -> bool:
-        return self.response_format is ResponseFormat.VERBOSE_JSON and "word" in self.timestamp_granularities
-
-
-class TranscriptionRequest(TranscriptionOptions):
-    """What the client asked for, with the audio decoded and its container recognised.
-
-    A request that names an upload (``upload_id``) has no audio until the handler loads it from S3
-    (``with_stored_audio``); its ``audio_s3_uri`` then lets the model read the object itself, so
-    files past the 6 MB invocation limit reach it.
-    """
-
-    audio: bytes = Field(default=b"", repr=False)
-    audio_format: AudioFormat | None = None
-    filename: str | None = None
-    upload_id: str | None = None
-    audio_s3_uri: str | None = None
-    # the ETag the audio had when it was checked and priced; the model reads only that version
-    audio_s3_etag: str | None = None
-    webhook_url: str | None = None
-
-    @field_validator("webhook_url")
-    @classmethod
-    def _http_url(cls, value: str | None) -> str | None:
-        if value is not None and (not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value) or len(value) > 2048):
-            raise ValueError("must be an http:// or https:// URL of at most 2048 characters")
-        return value
-
-    def options(self) -> TranscriptionOptions:
-        return TranscriptionOptions.model_validate(self.model_dump(include=set(TranscriptionOptions.model_fields)))
-
-    def with_stored_audio(self, audio: bytes, audio_s3_uri: str, audio_s3_etag: str | None = None
-                          ) -> TranscriptionRequest:
-        return self.model_copy(update={"audio": audio, "audio_format": sniff_audio_format(audio),
-                                       "audio_s3_uri": audio_s3_uri, "audio_s3_etag": audio_s3_etag})
 
 
 _COMMON_FIELDS = frozenset({"model", "prompt", "response_format", "temperature"})
@@ -139,12 +46,6 @@ _DATA_URL_PREFIX = re.compile(r"^data:[\w.+/-]*;base64,")
 def allowed_fields(task: Task, body_kind: str, for_job: bool = False) -> frozenset[str]:
     fields = _COMMON_FIELDS | _AUDIO_FIELDS[body_kind] | (_JOB_FIELDS if for_job else frozenset())
     return fields | _TRANSCRIPTION_ONLY_FIELDS if task is Task.TRANSCRIBE else fields
-
-
-def _quoted(value: Any) -> str:
-    """A client's value as a message may quote it: in quotes, and cut short (a 400 KB value is not echoed back)."""
-    text = str(value)
-    return repr(text if len(text) <= _QUOTED_MAX_CHARACTERS else text[:_QUOTED_MAX_CHARACTERS] + "...")
 
 
 def _reject_unknown(fields: dict[str, Any], allowed: frozenset[str]) -> None:
@@ -176,25 +77,6 @@ def _check_filename(value: Any) -> None:
     _check_text("filename", value, FILENAME_MAX_CHARACTERS)
     if value is not None and any(unicodedata.category(character) == "Cc" for character in value):
         raise _invalid("filename", "must not contain control characters (NUL, line breaks, escapes).")
-
-
-# IPv6 prefixes that carry an IPv4 address inside (NAT64): an internal one inside is internal.
-_NAT64_PREFIXES = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
-
-
-def is_public_address(address: str) -> bool:
-    """Whether a webhook may be sent to this IP address: a global unicast one, also inside IPv6 wrappings of IPv4
-    (mapped, 6to4, NAT64), so 169.254.169.254 is refused however it is written."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if not ip.is_global or ip.is_multicast:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address):
-        embedded = ip.ipv4_mapped or ip.sixtofour
-        if embedded is None and any(ip in prefix for prefix in _NAT64_PREFIXES):
-            embedded = ipaddress.IPv4Address(ip.packed[-4:])
-        if embedded is not None and not is_public_address(str(embedded)):
-            return False
-    return True
 
 
 def check_webhook_url(value: Any, *, allow_private_addresses: bool) -> None:
@@ -393,7 +275,7 @@ def parse_transcription_request(task: Task, content_type: str | None, body: byte
         fields, audio, filename = _fields_from_json(body)
     else:
         raise UnsupportedMediaType(
-            f"Content-Type must be multipart/form-data or application/json, not {_quoted(media_type or 'none')}.",
+            f"Content-Type must be multipart/form-data or application/json, not {quoted(media_type or 'none')}.",
             code="unsupported_content_type")
 
     _reject_unknown(fields, allowed_fields(task, body_kind, for_job))
@@ -407,20 +289,19 @@ def parse_transcription_request(task: Task, content_type: str | None, body: byte
         if not isinstance(upload_id, str) or not UPLOAD_ID_PATTERN.fullmatch(upload_id):
             raise InvalidRequest("'upload_id' must be an id that POST /v1/uploads returned (upl_...).",
                                  param="upload_id", code="invalid_upload_id")
-        audio_format = None
+        loaded = None
     elif audio is None:
         raise InvalidRequest(f"Missing required parameter: '{audio_param}' (or 'upload_id').", param=audio_param,
                              code="missing_audio")
     else:
         _check_size(len(audio), max_audio_bytes, max_upload_bytes)
-        audio_format = sniff_audio_format(audio)
+        loaded = LoadedAudio.inline(audio)
     if "model" not in fields:
         raise InvalidRequest("Missing required parameter: 'model'.", param="model", code="missing_model")
 
     values = {key: value for key, value in fields.items() if key not in _AUDIO_FIELDS[body_kind]}
     try:
-        request = TranscriptionRequest(task=task, audio=audio or b"", audio_format=audio_format, filename=filename,
-                                       upload_id=upload_id, **values)
+        request = TranscriptionRequest(task=task, audio=loaded, filename=filename, upload_id=upload_id, **values)
     except ValidationError as exc:
         raise _as_invalid_request(exc) from exc
     _check_word_timestamps(request)
@@ -439,14 +320,6 @@ def _as_invalid_request(exc: ValidationError) -> InvalidRequest:
 _UPLOAD_FIELDS = frozenset({"filename", "start_job", "webhook_url"}) | _COMMON_FIELDS | _TRANSCRIPTION_ONLY_FIELDS
 
 
-class UploadRequest(BaseModel):
-    """POST /v1/uploads: where to upload, and (unless start_job is false) the job to run once the file lands."""
-
-    start_job: bool = True
-    filename: str | None = Field(default=None, max_length=FILENAME_MAX_CHARACTERS)
-    job: TranscriptionRequest
-
-
 def parse_upload_request(content_type: str | None, body: bytes, default_model: str, *,
                          allow_http_webhooks: bool = False) -> UploadRequest:
     """POST /v1/uploads' body, with the same limits as a job request's fields."""
@@ -462,7 +335,7 @@ def parse_upload_request(content_type: str | None, body: bytes, default_model: s
         raise InvalidRequest("'start_job' must be true or false.", param="start_job", code="invalid_value")
     job_fields = {name: value for name, value in fields.items() if name not in ("start_job", "filename")}
     try:
-        job = TranscriptionRequest(task=Task.TRANSCRIBE, **{"model": default_model, **job_fields})
+        job = JobOptions(task=Task.TRANSCRIBE, **{"model": default_model, **job_fields})
         upload = UploadRequest(start_job=fields.get("start_job", True), filename=fields.get("filename"), job=job)
     except ValidationError as exc:
         raise _as_invalid_request(exc) from exc

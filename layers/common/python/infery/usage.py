@@ -74,7 +74,9 @@ def usage_report(entries: list[LedgerEntry], *, balance: int, since: str, until:
                  recent: int = 20) -> dict[str, Any]:
     requests = _collect_requests(entries)
     billed = [request for request in requests if request.status == "settled"]
-    total, per_day, per_model = UsageTotals(), defaultdict(UsageTotals), defaultdict(UsageTotals)
+    total = UsageTotals()
+    per_day: dict[str, UsageTotals] = defaultdict(UsageTotals)
+    per_model: dict[str, UsageTotals] = defaultdict(UsageTotals)
     per_day_model: dict[str, dict[str, UsageTotals]] = defaultdict(lambda: defaultdict(UsageTotals))
     for request in billed:
         _add(total, request)

@@ -16,9 +16,9 @@ import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .addresses import is_public_address
+from .clock import now_iso
 from .jobs import WebhookAttempt
-from .keys import now_iso
-from .transcription_request import is_public_address
 
 SIGNATURE_HEADER = "Infery-Signature"
 DEFAULT_TOLERANCE_SECONDS = 300
@@ -92,7 +92,7 @@ def _resolve(target: _Target, allow_private_addresses: bool) -> list[str]:
     return addresses
 
 
-def _connect(addresses: list[str], port: int, timeout: float) -> socket.socket:
+def _connect(addresses: list[str], port: int, timeout: float | None) -> socket.socket:
     """A connection to one of the addresses that were checked (never to the name: it would be resolved again)."""
     failure: OSError = OSError("no address")
     for address in addresses:
@@ -118,11 +118,12 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
     def __init__(self, target: _Target, addresses: list[str], timeout: float, context: ssl.SSLContext) -> None:
         super().__init__(target.host, target.port, timeout=timeout, context=context)
         self._addresses = addresses
+        self._tls_context = context
 
     def connect(self) -> None:
         sock = _connect(self._addresses, self.port, self.timeout)
         try:
-            self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+            self.sock = self._tls_context.wrap_socket(sock, server_hostname=self.host)
         except BaseException:
             sock.close()
             raise

@@ -1,0 +1,286 @@
+"""The job use case: one owner for a job's whole life, from the request that creates it to its webhook.
+
+1. Created, by one of three doors, never anywhere else:
+   - ``create_upload`` (POST /v1/uploads): a presigned upload slot, and a job that waits for its file;
+   - ``create_job`` (POST /v1/audio/{transcriptions,translations}/jobs): the audio stored (or an arrived upload
+     named), the job queued;
+   - ``job_for_object`` (S3 says a file arrived): the waiting job of an upload, or a new job for a file dropped
+     into a key's inbox/.
+2. Run (``run``, a job message from the jobs queue): claim the job, check its audio, reserve its credits, submit
+   it to the asynchronous endpoint, and hold the job's lease until the outcome can no longer arrive.
+3. Completed (``complete``, the endpoint's notification): settle the credits from the real duration and store the
+   result, or refund them; a transient failure goes back on the queue while attempts remain, the rest fail the job.
+4. Notified (``_notify``): the job's webhook, signed with the job's own secret.
+
+A job runs in two steps (2 and 3) because the model may take longer than any one function invocation. Each step is
+idempotent: a repeated message or notification changes nothing that was already done, and a job is charged once.
+The API reads jobs through ``own_job`` and ``list_jobs`` and shows them through the presenter (job_views.py).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from .async_inference import AsyncNotification
+from .credits import LedgerEntry, LedgerKind
+from .errors import AuthenticationFailed, InferyError, InsufficientCredits, InvalidRequest, NotFound
+from .ids import (
+    JOB_ID_PATTERN,
+    attempt_id,
+    job_id_for_object,
+    job_id_for_upload,
+    job_id_of_attempt,
+    new_job_id,
+    new_upload_id,
+)
+from .inference import InferenceResult, Task
+from .job_views import JobPresenter
+from .jobs import Job, JobError, JobStatus, new_job
+from .keys import ApiKeyItem, ensure_usable
+from .observability import logger
+from .ports import AsyncEndpoint, AudioObjects, JobQueue, Jobs, Keys
+from .service import TranscriptionService
+from .storage import StoredObject, parse_object_key
+from .transcription import LoadedAudio, ResponseFormat, TranscriptionOptions, TranscriptionRequest, UploadRequest
+from .webhooks import deliver
+
+
+class RetryLater(Exception):
+    """A failure of ours that may pass (endpoint busy, S3 hiccup): the message goes back to the queue."""
+
+
+@dataclass(frozen=True)
+class NewUpload:
+    """An upload slot: where the client uploads its file, and the job that starts when it arrives (if any)."""
+
+    upload_id: str
+    presigned_post: dict[str, Any]
+    job: Job | None
+
+
+@dataclass
+class JobService:
+    transcription: TranscriptionService
+    jobs: Jobs
+    store: AudioObjects
+    keys: Keys
+    queue: JobQueue
+    endpoint: AsyncEndpoint
+    presenter: JobPresenter
+    lease_seconds: int
+    # how long a submitted attempt holds its lease and its reservation (queue wait + run + grace)
+    hold_seconds: int
+    max_attempts: int = 3
+    allow_private_webhooks: bool = False
+
+    # --- 1. created --------------------------------------------------------------------------------------------
+
+    def admit(self, key: ApiKeyItem, requested_model: str, audio: LoadedAudio | None = None) -> None:
+        """Refuse, before anything is stored, what could only fail later in the worker: an unknown model, a balance
+        under the smallest charge a request can have (402), audio whose header says 1 Hz or ten hours."""
+        model = self.transcription.catalog.resolve(requested_model)
+        minimum = max(1, self.transcription.pricing.credits_for(0, model))
+        if key.credits < minimum:
+            raise InsufficientCredits(
+                f"This key's balance is {key.credits} credits; an upload or a job needs at least {minimum}. Top up "
+                "the key's credits to continue.", headers={"x-infery-credits-balance": str(key.credits)})
+        if audio is not None:
+            self.transcription.check_audio_limits(audio)
+
+    def create_upload(self, key: ApiKeyItem, upload: UploadRequest) -> NewUpload:
+        """A presigned POST into the key's own prefix; unless start_job is false, a job that runs on arrival."""
+        upload_id = new_upload_id()
+        presigned_post = self.store.presigned_upload(key.key_id, upload_id)
+        if not upload.start_job:
+            return NewUpload(upload_id, presigned_post, None)
+        job = new_job(job_id=job_id_for_upload(upload_id), key_id=key.key_id, key_hash=key.key_hash,
+                      options=upload.job.options(), status=JobStatus.AWAITING_UPLOAD,
+                      source_uri=self.store.upload_uri(key.key_id, upload_id), upload_id=upload_id,
+                      filename=upload.filename, webhook_url=upload.job.webhook_url)
+        self.jobs.create(job)
+        return NewUpload(upload_id, presigned_post, job)
+
+    def create_job(self, key: ApiKeyItem, request: TranscriptionRequest) -> Job:
+        """A queued job for the request's audio: stored now (inline audio), or the upload it names (404 unless that
+        upload has arrived)."""
+        if request.audio is not None:
+            source_uri = self.store.put_upload(key.key_id, new_upload_id(), request.audio.data).uri
+        else:
+            assert request.upload_id is not None  # a request has its audio or names an upload
+            source_uri = self.store.check_upload(key.key_id, request.upload_id)
+        job = new_job(job_id=new_job_id(), key_id=key.key_id, key_hash=key.key_hash, options=request.options(),
+                      status=JobStatus.QUEUED, source_uri=source_uri, upload_id=request.upload_id,
+                      filename=request.filename, webhook_url=request.webhook_url)
+        self.jobs.create(job)
+        self.queue.send(job.job_id)
+        return job
+
+    def job_for_object(self, stored: StoredObject) -> str | None:
+        """The job an arriving object belongs to (created for inbox drops), or None when none should run."""
+        if stored.area == "uploads":
+            job_id = job_id_for_upload(stored.name)
+            # an upload made without a job (for a sync call or a later job request) starts nothing
+            return job_id if self.jobs.get(job_id) is not None else None
+        try:
+            key = self.keys.get(stored.key_id)
+        except InferyError:
+            logger.warning("object under the prefix of an unknown key", extra={"object_key": stored.key})
+            return None
+        job_id = job_id_for_object(stored.bucket, stored.key, stored.etag)
+        options = TranscriptionOptions(task=Task.TRANSCRIBE, model=self.transcription.catalog.default_model,
+                                       response_format=ResponseFormat.JSON)
+        self.jobs.create(new_job(job_id=job_id, key_id=key.key_id, key_hash=key.key_hash, options=options,
+                                 status=JobStatus.QUEUED, source_uri=stored.uri, filename=stored.name))
+        return job_id
+
+    # --- read by its key ---------------------------------------------------------------------------------------
+
+    def own_job(self, key: ApiKeyItem, job_id: str) -> Job:
+        """The key's job; 404 for a job of another key, as for one that does not exist."""
+        # an id of another shape is no job: not looked up (a DynamoDB key past 2 KB would fail the read)
+        job = self.jobs.get(job_id) if JOB_ID_PATTERN.fullmatch(job_id) else None
+        if job is None or job.key_id != key.key_id:
+            shown = job_id if len(job_id) <= 40 else job_id[:40] + "..."
+            raise NotFound(f"No job with id '{shown}'.", param="job_id", code="job_not_found")
+        return job
+
+    def list_jobs(self, key: ApiKeyItem, limit: int) -> tuple[list[Job], bool]:
+        """The key's most recent jobs, newest first, and whether it has older ones."""
+        return self.jobs.list_for_key(key.key_id, limit)
+
+    # --- 2. run ------------------------------------------------------------------------------------------------
+
+    def run(self, job_id: str, *, final_attempt: bool) -> Job | None:
+        """Start the job on the asynchronous endpoint. Raises RetryLater for a transient failure unless this is
+        the final attempt; a job that cannot start is failed (and refunded) here."""
+        job = self.jobs.claim(job_id, self.lease_seconds)
+        if job is None:
+            return None  # finished already, or another worker holds a live lease: a duplicate delivery
+        try:
+            return self._start(job)
+        except Exception as error:
+            return self._failed(job, error, retry=not final_attempt)
+
+    def _start(self, job: Job) -> Job:
+        key = self._key(job)
+        if job.source_uri is None:
+            raise InvalidRequest("The job has no audio.", code="missing_audio")
+        bucket, _, object_key = job.source_uri.removeprefix("s3://").partition("/")
+        stored = parse_object_key(bucket, object_key, 0)  # as stored on the job: already decoded
+        if stored is None or stored.key_id != job.key_id:
+            raise InvalidRequest("The job's audio is outside its key's prefix.", code="invalid_source")
+        earlier_settle = self._earlier_settle(job)
+        if earlier_settle is not None:
+            # an earlier attempt was charged, then crashed before marking the job: finish it, never charge again
+            result_key = self.store.result_key(job.key_id, job.job_id)
+            result = self.store.load_result(result_key)
+            finished = self.jobs.succeed(job.job_id, result_key=result_key, audio_seconds=result.duration,
+                                         credits_used=earlier_settle.billed_credits or 0)
+            self._notify(finished)
+            return finished
+        audio = LoadedAudio.stored(*self.store.load(stored))
+        # the attempt's id: its credits are reserved under it, and its notification names it; the settle check
+        # keeps the job charged once across attempts
+        inference_id = attempt_id(job.job_id, job.attempts)
+        reservation = self.transcription.reserve(key, job.options.model, audio, request_id=inference_id,
+                                                 hold_seconds=self.hold_seconds)
+        try:
+            self.endpoint.submit(self.transcription.inference_request(
+                job.options, audio, reservation, progress_s3_uri=self.endpoint.progress_uri(job.key_id, inference_id)),
+                key_id=job.key_id, inference_id=inference_id)
+            return self.jobs.submitted(job.job_id, inference_id=inference_id,
+                                       lease_until=int(time.time()) + self.hold_seconds)
+        except BaseException as failure:
+            self.transcription.refund(reservation, failure)
+            raise
+
+    # --- 3. completed ------------------------------------------------------------------------------------------
+
+    def complete(self, notification: AsyncNotification) -> Job | None:
+        """Finish the job whose asynchronous invocation ended: settle and store, or refund and fail (or, for a
+        transient failure while attempts remain, put the job back on the queue)."""
+        job = self.jobs.get(job_id_of_attempt(notification.inference_id))
+        if job is None or job.status is not JobStatus.RUNNING or job.inference_id != notification.inference_id:
+            logger.info("notification for no running attempt ignored",
+                        extra={"inference_id": notification.inference_id})
+            return None  # a repeated notification, or one of an attempt that was given up
+        try:
+            result = self.endpoint.result(notification)
+            finished = self._settle(job, result)
+        except Exception as error:
+            reservation = self.transcription.credits.reservation(notification.inference_id)
+            if reservation is not None:
+                self.transcription.refund(reservation, error)
+            if self._earlier_settle(job) is not None:
+                raise  # charged already (crashed after the settle): a redelivery finishes the job
+            return self._failed(job, error, retry=job.attempts < self.max_attempts, resubmit=True)
+        self._notify(finished)
+        return finished
+
+    def _settle(self, job: Job, result: InferenceResult) -> Job:
+        assert job.inference_id is not None  # a running job was submitted under its attempt's id
+        reservation = self.transcription.credits.reservation(job.inference_id)
+        if reservation is None:
+            earlier_settle = self._earlier_settle(job)
+            if earlier_settle is None:
+                raise InvalidRequest("The job's credit reservation was released before it finished (it ran past "
+                                     "its time limit); nothing was charged.", code="job_expired")
+            # settled by an earlier delivery that crashed before marking the job
+            return self.jobs.succeed(job.job_id, result_key=self.store.result_key(job.key_id, job.job_id),
+                                     credits_used=earlier_settle.billed_credits or 0, audio_seconds=result.duration)
+        outcome = self.transcription.settle(
+            reservation, job.options, result,
+            before_settle=lambda stored: self.store.put_result(job.key_id, job.job_id, stored))
+        return self.jobs.succeed(job.job_id, result_key=self.store.result_key(job.key_id, job.job_id),
+                                 credits_used=outcome.credits_used, audio_seconds=outcome.audio_seconds)
+
+    def _failed(self, job: Job, error: Exception, *, retry: bool, resubmit: bool = False) -> Job | None:
+        """A transient failure of ours goes back to the queue while attempts remain; the rest fail the job.
+
+        ``resubmit``: the attempt failed on the endpoint's side after its job message was taken off the queue, so
+        a new job message starts the next attempt; otherwise the message itself is retried (RetryLater)."""
+        transient = not isinstance(error, InferyError) or error.status_code >= 500
+        if transient and retry:
+            released = self.jobs.release(job.job_id)
+            if resubmit:
+                self.queue.send(job.job_id)
+                return released
+            raise RetryLater(str(error)) from error
+        if isinstance(error, InferyError) and transient:
+            job_error = JobError(code=error.code or "error",
+                                 message=f"{error.message} The job was tried {job.attempts} times; "
+                                         "send it again later.")
+        elif isinstance(error, InferyError):
+            job_error = JobError(code=error.code or "error", message=error.message)
+        else:
+            logger.exception("job failed unexpectedly", extra={"job_id": job.job_id})
+            job_error = JobError(code="internal_error", message="The job failed on our side; nothing was charged.")
+        finished = self.jobs.fail(job.job_id, job_error)
+        self._notify(finished)
+        return finished
+
+    def _earlier_settle(self, job: Job) -> LedgerEntry | None:
+        entries = self.transcription.credits.entries_for_request(job.key_id, job.job_id)
+        return next((entry for entry in entries if entry.kind is LedgerKind.SETTLE), None)
+
+    def _key(self, job: Job) -> ApiKeyItem:
+        key = self.keys.get_by_hash(job.key_hash)
+        if key is None:
+            raise AuthenticationFailed("The key that owns this job no longer exists; nothing was charged.")
+        ensure_usable(key, key.key_id)
+        return key
+
+    # --- 4. notified -------------------------------------------------------------------------------------------
+
+    def _notify(self, job: Job) -> None:
+        if not job.webhook_url or not job.webhook_secret:
+            return
+        body = json.dumps(self.presenter.view(job)).encode()
+        delivered = deliver(job.webhook_url, body, job.webhook_secret,
+                            record=lambda attempt: self.jobs.record_webhook_attempt(job.job_id, attempt),
+                            allow_private_addresses=self.allow_private_webhooks)
+        if not delivered:
+            logger.warning("webhook not delivered", extra={"job_id": job.job_id})

@@ -1,0 +1,160 @@
+"""What a transcription request is, apart from how it is parsed: its options, its audio, and a job's request.
+
+The domain's types, with no parsing library behind them: the job store and the worker use these without loading
+the multipart parser (transcription_request.py), which builds them from a request's body.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from .audio import AudioFormat, sniff_audio_format
+from .inference import Task
+from .languages import WHISPER_LANGUAGE_CODES
+
+# Limits on the fields a request may carry, checked before anything is stored (a DynamoDB item holds 400 KB).
+# OpenAI reads at most 224 tokens of prompt; 1,000 characters is about that much English.
+PROMPT_MAX_CHARACTERS = 1000
+FILENAME_MAX_CHARACTERS = 255
+WEBHOOK_URL_MAX_CHARACTERS = 2048
+MODEL_MAX_CHARACTERS = 256
+# how much of a client's value a message may quote
+_QUOTED_MAX_CHARACTERS = 40
+
+
+def quoted(value: Any) -> str:
+    """A client's value as a message may quote it: in quotes, and cut short (a 400 KB value is not echoed back)."""
+    text = str(value)
+    return repr(text if len(text) <= _QUOTED_MAX_CHARACTERS else text[:_QUOTED_MAX_CHARACTERS] + "...")
+
+
+class ResponseFormat(StrEnum):
+    JSON = "json"
+    TEXT = "text"
+    SRT = "srt"
+    VERBOSE_JSON = "verbose_json"
+    VTT = "vtt"
+
+
+TimestampGranularity = Literal["word", "segment"]
+
+
+def _segments_only() -> list[TimestampGranularity]:
+    return ["segment"]
+
+
+class TranscriptionOptions(BaseModel):
+    """How to transcribe: everything a request says except the audio (a job stores just this)."""
+
+    task: Task
+    model: str = Field(min_length=1)
+    language: str | None = None
+    prompt: str | None = None
+    response_format: ResponseFormat = ResponseFormat.JSON
+    temperature: float | None = Field(default=None, ge=0, le=1)
+    timestamp_granularities: list[TimestampGranularity] = Field(default_factory=_segments_only)
+
+    @field_validator("language")
+    @classmethod
+    def _known_language(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        code = value.strip().lower()
+        if code not in WHISPER_LANGUAGE_CODES:
+            raise ValueError(f"{quoted(value)} is not a supported ISO-639-1 language code (for example 'en', 'de', "
+                             "'ja')")
+        return code
+
+    @field_validator("temperature", mode="before")
+    @classmethod
+    def _temperature_number(cls, value: Any) -> Any:
+        """A number from 0 to 1: not a boolean (JSON's true is not 1.0), not NaN, not infinite."""
+        if value is None:
+            return None
+        number: float | None = None
+        if isinstance(value, int | float | Decimal) and not isinstance(value, bool):  # Decimal: a stored job
+            number = float(value)
+        elif isinstance(value, str):
+            try:
+                number = float(value.strip())
+            except ValueError:
+                number = None
+        if number is None or not math.isfinite(number) or not 0 <= number <= 1:
+            raise ValueError("must be a number between 0 and 1")
+        return number
+
+    @property
+    def word_timestamps(self) -> bool:
+        return self.response_format is ResponseFormat.VERBOSE_JSON and "word" in self.timestamp_granularities
+
+    def options(self) -> TranscriptionOptions:
+        """Just the options (what a job stores), without what a subclass adds."""
+        return TranscriptionOptions.model_validate(self.model_dump(include=set(TranscriptionOptions.model_fields)))
+
+
+@dataclass(frozen=True)
+class LoadedAudio:
+    """Audio whose bytes are here and whose container was recognised: what is checked, priced and transcribed.
+
+    ``s3_uri`` and ``s3_etag`` say where it is stored and which version was read: the model reads that object
+    itself (so files past the 6 MB invocation limit reach it), and only if it is still that version.
+    """
+
+    data: bytes = field(repr=False)
+    format: AudioFormat
+    s3_uri: str | None = None
+    s3_etag: str | None = None
+
+    @classmethod
+    def inline(cls, data: bytes) -> LoadedAudio:
+        """Audio sent in the request's body; 400/415 unless it is one of the supported formats."""
+        return cls(data, sniff_audio_format(data))
+
+    @classmethod
+    def stored(cls, data: bytes, s3_uri: str, s3_etag: str | None = None) -> LoadedAudio:
+        """Audio read from the bucket, as ``AudioStore.load`` returns it (bytes, URI, ETag)."""
+        return cls(data, sniff_audio_format(data), s3_uri, s3_etag)
+
+
+class JobOptions(TranscriptionOptions):
+    """A job's options: how to transcribe, and where to say that it finished."""
+
+    webhook_url: str | None = None
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and (not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value)
+                                  or len(value) > WEBHOOK_URL_MAX_CHARACTERS):
+            raise ValueError("must be an http:// or https:// URL of at most 2048 characters")
+        return value
+
+
+class TranscriptionRequest(JobOptions):
+    """What the client asked for, with its audio: sent in the request (``audio``, decoded and its container
+    recognised) or already uploaded (``upload_id``), exactly one of them."""
+
+    audio: LoadedAudio | None = Field(default=None, repr=False)
+    upload_id: str | None = None
+    filename: str | None = None
+
+    @model_validator(mode="after")
+    def _one_audio_source(self) -> TranscriptionRequest:
+        if (self.audio is None) == (self.upload_id is None):
+            raise ValueError("a request has its audio or names an upload, exactly one of them")
+        return self
+
+
+class UploadRequest(BaseModel):
+    """POST /v1/uploads: where to upload, and (unless start_job is false) the job to run once the file lands."""
+
+    start_job: bool = True
+    filename: str | None = Field(default=None, max_length=FILENAME_MAX_CHARACTERS)
+    job: JobOptions

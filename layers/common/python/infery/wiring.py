@@ -1,0 +1,174 @@
+"""Every collaborator of the functions, the operator's tool and the local stack, built from the settings.
+
+The one place that constructs AWS clients, stores, endpoints and use cases; handlers and tests ask it. Each is
+built on its first use and kept (a cached property), not at import: a function's cold start pays only for what
+its first request needs (GET /v1/models builds no S3, SQS or SageMaker client), and a test can replace one
+(``wiring.rate_limiter = ...``) before anything uses it.
+
+A boto3 client reads its endpoint (AWS_ENDPOINT_URL_*) from the environment when it is built, that is, on first
+use. A function's environment never changes after its cold start, so that is the environment it started with.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from botocore.config import Config
+
+from .async_inference import AsyncWhisperEndpoint, ProgressReader
+from .credits import CreditStore
+from .endpoint_client import WhisperEndpoint
+from .job_queue import SqsJobQueue
+from .job_service import JobService
+from .job_views import JobPresenter
+from .jobs import JobStore
+from .keys import KeyStore
+from .rate_limits import RateLimiter
+from .service import ModelCatalog, TranscriptionService
+from .settings import AccountTables, Settings
+from .storage import AudioStore
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer, IdempotencyConfig
+
+# Submitting a job is quick; a retry of the submit must not queue the audio twice (the inference id guards it).
+_JOB_SUBMIT_READ_TIMEOUT_SECONDS = 30
+_CONNECT_TIMEOUT_SECONDS = 3
+
+
+def stack_outputs(stack_name: str) -> dict[str, str]:
+    """A deployed CloudFormation stack's outputs (the operator's tool finds its tables there)."""
+    stacks = boto3.client("cloudformation").describe_stacks(StackName=stack_name)["Stacks"]
+    return {output["OutputKey"]: output["OutputValue"] for output in stacks[0].get("Outputs", [])}
+
+
+class AccountsWiring:
+    """The keys and their credits: what the operator's tool and the local stack's seeding need."""
+
+    def __init__(self, tables: AccountTables) -> None:
+        self.tables = tables
+
+    @cached_property
+    def dynamodb_client(self) -> Any:
+        return boto3.client("dynamodb")
+
+    @cached_property
+    def dynamodb(self) -> Any:
+        """The DynamoDB resource (tables that read and write plain Python values)."""
+        return boto3.resource("dynamodb")
+
+    @cached_property
+    def keys(self) -> KeyStore:
+        return KeyStore(self.dynamodb.Table(self.tables.keys_table_name))
+
+    @cached_property
+    def credits(self) -> CreditStore:
+        return CreditStore(self.dynamodb_client, self.tables.keys_table_name, self.tables.ledger_table_name,
+                           self.tables.reservations_table_name)
+
+
+class Wiring(AccountsWiring):
+    """Everything a function uses, from the settings of its environment."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.settings = settings
+
+    # --- AWS clients -------------------------------------------------------------------------------------------
+
+    @cached_property
+    def s3(self) -> Any:
+        return boto3.client("s3")
+
+    @cached_property
+    def sqs(self) -> Any:
+        return boto3.client("sqs")
+
+    @cached_property
+    def sagemaker_runtime(self) -> Any:
+        """For real-time inference. Never retried by the SDK: a retry would run (and risk charging) the audio
+        twice; it gives up before API Gateway does, so our 504 reaches the client before the gateway's."""
+        return boto3.client("sagemaker-runtime", config=Config(
+            read_timeout=self.settings.endpoint_timeout_seconds, connect_timeout=_CONNECT_TIMEOUT_SECONDS,
+            retries={"total_max_attempts": 1}))
+
+    @cached_property
+    def sagemaker_runtime_for_jobs(self) -> Any:
+        """For submitting jobs to the asynchronous endpoint: quick calls, never retried by the SDK."""
+        return boto3.client("sagemaker-runtime", config=Config(
+            read_timeout=_JOB_SUBMIT_READ_TIMEOUT_SECONDS, connect_timeout=_CONNECT_TIMEOUT_SECONDS,
+            retries={"total_max_attempts": 1}))
+
+    # --- stores, endpoints, the queue --------------------------------------------------------------------------
+
+    @cached_property
+    def audio_store(self) -> AudioStore:
+        return AudioStore(self.s3, self.settings.audio_bucket_name, max_upload_bytes=self.settings.max_upload_bytes,
+                          upload_expiry_seconds=self.settings.upload_expiry_seconds)
+
+    @cached_property
+    def job_store(self) -> JobStore:
+        return JobStore(self.dynamodb.Table(self.settings.jobs_table_name))
+
+    @cached_property
+    def job_queue(self) -> SqsJobQueue:
+        return SqsJobQueue(self.sqs, self.settings.jobs_queue_url)
+
+    @cached_property
+    def rate_limiter(self) -> RateLimiter:
+        return RateLimiter(self.dynamodb.Table(self.settings.rate_limits_table_name))
+
+    @cached_property
+    def realtime_endpoint(self) -> WhisperEndpoint:
+        return WhisperEndpoint(self.sagemaker_runtime, self.settings.sagemaker_endpoint_name)
+
+    @cached_property
+    def async_endpoint(self) -> AsyncWhisperEndpoint:
+        return AsyncWhisperEndpoint(self.sagemaker_runtime_for_jobs, self.s3,
+                                    self.settings.sagemaker_async_endpoint_name, self.settings.audio_bucket_name,
+                                    invocation_timeout_seconds=self.settings.async_invocation_timeout_seconds,
+                                    request_ttl_seconds=self.settings.async_request_ttl_seconds)
+
+    # --- use cases ---------------------------------------------------------------------------------------------
+
+    @cached_property
+    def catalog(self) -> ModelCatalog:
+        """The models this deployment serves (GET /v1/models reads it without building the rest)."""
+        return ModelCatalog.from_settings(self.settings)
+
+    @cached_property
+    def transcription(self) -> TranscriptionService:
+        return TranscriptionService(self.settings, self.credits, self.realtime_endpoint)
+
+    @cached_property
+    def job_presenter(self) -> JobPresenter:
+        return JobPresenter(self.audio_store,
+                            model_progress=ProgressReader(self.s3, self.settings.audio_bucket_name))
+
+    @cached_property
+    def job_service(self) -> JobService:
+        return JobService(self.transcription, self.job_store, self.audio_store, self.keys, self.job_queue,
+                          self.async_endpoint, self.job_presenter, lease_seconds=self.settings.worker_lease_seconds,
+                          hold_seconds=self.settings.async_job_hold_seconds,
+                          max_attempts=self.settings.worker_max_receives,
+                          allow_private_webhooks=self.settings.webhook_allow_private_addresses)
+
+    # --- Idempotency-Key (powertools) --------------------------------------------------------------------------
+
+    @cached_property
+    def idempotency_config(self) -> IdempotencyConfig:
+        """A retried request with the same Idempotency-Key (per key) gets the first answer back, charged once."""
+        from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig
+
+        return IdempotencyConfig(event_key_jmespath="[key_id, idempotency_key]",
+                                 payload_validation_jmespath="request_sha256",
+                                 expires_after_seconds=self.settings.idempotency_ttl_seconds)
+
+    @cached_property
+    def idempotency_store(self) -> DynamoDBPersistenceLayer:
+        from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
+
+        return DynamoDBPersistenceLayer(table_name=self.settings.idempotency_table_name,
+                                        boto3_client=self.dynamodb_client)

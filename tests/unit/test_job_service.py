@@ -1,0 +1,346 @@
+"""The job use case (infery.job_service.JobService) through in-memory fakes: created (from an upload, a job request,
+an inbox drop), started, settled or refunded, retried through the queue, and charged exactly once whatever is
+delivered twice, late or out of order. No AWS, no model server."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import wave
+
+import pytest
+from infery import job_service
+from infery.clock import now_iso
+from infery.credits import LedgerKind
+from infery.errors import InsufficientCredits, InvalidRequest, ModelFailed, ModelUnavailable, NotFound
+from infery.ids import job_id_for_object, job_id_for_upload
+from infery.inference import Task
+from infery.job_service import JobService, RetryLater
+from infery.job_views import JobPresenter
+from infery.jobs import Job, JobStatus, new_job
+from infery.keys import ApiKeyItem
+from infery.service import TranscriptionService
+from infery.settings import Settings
+from infery.storage import StoredObject
+from infery.transcription import JobOptions, LoadedAudio, TranscriptionOptions, TranscriptionRequest, UploadRequest
+
+from tests.unit.builders import inference_result, segment
+from tests.unit.fakes import FakeAsyncEndpoint, FakeAudio, FakeCredits, FakeJobs, FakeKeys, FakeQueue
+
+BUCKET = "audio-bucket"
+KEY = ApiKeyItem(key_hash="h" * 64, key_id="key_0123456789abcdef", name="tests", credits=100, created_at=now_iso())
+HOLD_SECONDS = 9000
+
+
+def wav(seconds: float, sample_rate: int = 16_000) -> bytes:
+    output = io.BytesIO()
+    with wave.open(output, "wb") as target:
+        target.setnchannels(1)
+        target.setsampwidth(2)
+        target.setframerate(sample_rate)
+        target.writeframes(bytes(int(seconds * sample_rate) * 2))
+    return output.getvalue()
+
+
+def one_hertz_wav() -> bytes:
+    data = 4000
+    return (b"RIFF" + struct.pack("<I", 36 + data) + b"WAVEfmt " + struct.pack("<IHHIIHH", 16, 1, 1, 1, 2, 2, 16)
+            + b"data" + struct.pack("<I", data) + bytes(data))
+
+
+class World:
+    def __init__(self, balance: int = 100, audio: bytes | None = None) -> None:
+        settings = Settings(keys_table_name="keys", ledger_table_name="ledger", reservations_table_name="holds",
+                            rate_limits_table_name="limits", idempotency_table_name="idem",
+                            sagemaker_endpoint_name="rt", audio_bucket_name=BUCKET, jobs_table_name="jobs",
+                            jobs_queue_url="https://sqs/jobs", sagemaker_async_endpoint_name="async")
+        self.credits = FakeCredits(balances={KEY.key_hash: balance})
+        self.keys = FakeKeys()
+        self.keys.add(KEY.model_copy(update={"credits": balance}))
+        self.jobs = FakeJobs()
+        self.audio = FakeAudio(bucket=BUCKET)
+        self.queue = FakeQueue()
+        self.endpoint = FakeAsyncEndpoint()
+        self.service = TranscriptionService(settings, self.credits, endpoint=None)  # type: ignore[arg-type]
+        self.runner = JobService(self.service, self.jobs, self.audio, self.keys, self.queue, self.endpoint,
+                                 presenter=JobPresenter(self.audio), lease_seconds=360, hold_seconds=HOLD_SECONDS,
+                                 max_attempts=3)
+        object_key = f"uploads/{KEY.key_id}/upl_0123456789abcdef0123456789abcdef"
+        self.audio.objects[object_key] = wav(12.0) if audio is None else audio
+        self.job = new_job(job_id="job_0123456789abcdef0123456789abcdef", key_id=KEY.key_id, key_hash=KEY.key_hash,
+                           options=TranscriptionOptions(task=Task.TRANSCRIBE, model="whisper-large-v3"),
+                           status=JobStatus.QUEUED, source_uri=f"s3://{BUCKET}/{object_key}")
+        self.jobs.create(self.job)
+
+    @property
+    def job_now(self) -> Job:
+        job = self.jobs.get(self.job.job_id)
+        assert job is not None
+        return job
+
+    def balance(self) -> int:
+        return self.credits.balance(KEY.key_hash)
+
+    def kinds(self) -> list[tuple[str, str]]:
+        return [(entry.request_id, entry.kind.value) for entry in self.credits.entries]
+
+
+RESULT_12S = inference_result("Hello there.", [segment(0, 0.0, 12.0, " Hello there.")], duration=12.0)
+
+
+def test_a_job_is_reserved_submitted_then_settled_to_its_real_duration_once():
+    world = World()
+    started = world.runner.run(world.job.job_id, final_attempt=False)
+    assert started is not None and started.status is JobStatus.RUNNING
+    assert started.inference_id == world.job.job_id and started.lease_until >= HOLD_SECONDS
+    [(inference_id, request)] = world.endpoint.submitted
+    assert request.audio_s3_uri and request.audio_s3_etag == "etag-1"  # the version that was checked
+    assert request.max_audio_seconds == pytest.approx(12.0 * 1.02 + 0.5)  # no more than the reservation pays for
+    assert world.credits.open[inference_id].hold_until_epoch is not None  # the reconciler leaves it alone
+    assert world.balance() == 100 - 3  # 12.74 s reserved: 3 credits
+
+    world.endpoint.outcomes[inference_id] = RESULT_12S
+    finished = world.runner.complete(world.endpoint.notification(inference_id))
+    assert finished is not None and finished.status is JobStatus.SUCCEEDED and finished.credits_used == 3
+    assert world.balance() == 97 and world.credits.charged(KEY.key_id) == 3
+    assert world.kinds() == [(inference_id, "reserve"), (inference_id, "settle")]
+    assert world.audio.results[finished.result_key or ""] == RESULT_12S
+
+
+def test_a_repeated_notification_changes_nothing():
+    world = World()
+    world.runner.run(world.job.job_id, final_attempt=False)
+    world.endpoint.outcomes[world.job.job_id] = RESULT_12S
+    notification = world.endpoint.notification(world.job.job_id)
+    world.runner.complete(notification)
+    assert world.runner.complete(notification) is None
+    assert world.credits.charged(KEY.key_id) == 3 and len(world.credits.entries) == 2
+
+
+def test_a_transient_model_failure_refunds_and_resubmits_and_the_next_attempt_is_charged_once():
+    world = World()
+    world.runner.run(world.job.job_id, final_attempt=False)
+    world.endpoint.outcomes[world.job.job_id] = ModelFailed("The model failed; nothing was charged.")
+    resubmitted = world.runner.complete(world.endpoint.notification(world.job.job_id, succeeded=False))
+    assert resubmitted is not None and resubmitted.status is JobStatus.QUEUED and world.balance() == 100
+    assert world.queue.sent == [world.job.job_id]  # a new job message starts the next attempt
+
+    retried = world.runner.run(world.job.job_id, final_attempt=False)
+    assert retried is not None
+    second = f"{world.job.job_id}.2"  # a request id is reserved once: the new attempt has its own
+    assert retried.inference_id == second
+    world.endpoint.outcomes[second] = RESULT_12S
+    world.runner.complete(world.endpoint.notification(second))
+    assert world.job_now.status is JobStatus.SUCCEEDED
+    assert world.credits.charged(KEY.key_id) == 3
+    assert world.kinds() == [(world.job.job_id, "reserve"), (world.job.job_id, "refund"),
+                             (second, "reserve"), (second, "settle")]
+
+
+def test_a_late_notification_of_a_given_up_attempt_is_ignored():
+    world = World()
+    world.runner.run(world.job.job_id, final_attempt=False)
+    world.endpoint.outcomes[world.job.job_id] = ModelFailed("boom")
+    world.runner.complete(world.endpoint.notification(world.job.job_id, succeeded=False))
+    assert world.queue.sent == [world.job.job_id]
+    world.runner.run(world.job.job_id, final_attempt=False)
+    world.endpoint.outcomes[world.job.job_id] = RESULT_12S  # attempt 1 "succeeds" after all, too late
+    assert world.runner.complete(world.endpoint.notification(world.job.job_id)) is None
+    assert world.credits.charged(KEY.key_id) == 3  # only attempt 2's reservation, still open
+    assert world.job_now.status is JobStatus.RUNNING
+
+
+def test_on_the_last_attempt_a_transient_failure_fails_the_job_and_refunds_it():
+    world = World()
+    for attempt in (1, 2, 3):
+        world.runner.run(world.job.job_id, final_attempt=False)
+        inference_id = world.job_now.inference_id or ""
+        world.endpoint.outcomes[inference_id] = ModelFailed("The model failed while transcribing; nothing was charged.")
+        outcome = world.runner.complete(world.endpoint.notification(inference_id, succeeded=False))
+        assert outcome is not None and outcome.status is (JobStatus.QUEUED if attempt < 3 else JobStatus.FAILED)
+        failed = outcome
+    assert len(world.queue.sent) == 2  # resubmitted after attempts 1 and 2, not after the last
+    assert failed.error is not None and "tried 3 times" in failed.error.message
+    assert world.balance() == 100 and world.credits.charged(KEY.key_id) == 0
+
+
+def test_a_clients_audio_problem_fails_the_job_at_once_and_refunds_it():
+    world = World()
+    world.runner.run(world.job.job_id, final_attempt=False)
+    world.endpoint.outcomes[world.job.job_id] = InvalidRequest("The audio is longer than its header declares.",
+                                                               code="audio_longer_than_declared")
+    failed = world.runner.complete(world.endpoint.notification(world.job.job_id, succeeded=False))
+    assert failed is not None and failed.status is JobStatus.FAILED
+    assert failed.error is not None and failed.error.code == "audio_longer_than_declared"
+    assert "tried" not in failed.error.message  # not retried: retrying would fail the same way
+    assert world.balance() == 100
+
+
+def test_a_result_that_cannot_be_stored_is_refunded_not_charged():
+    world = World()
+    world.runner.run(world.job.job_id, final_attempt=False)
+    world.endpoint.outcomes[world.job.job_id] = RESULT_12S
+    world.audio.fail_put_result = True
+    resubmitted = world.runner.complete(world.endpoint.notification(world.job.job_id))
+    assert resubmitted is not None and resubmitted.status is JobStatus.QUEUED and world.queue.sent == [world.job.job_id]
+    assert world.balance() == 100 and world.kinds()[-1] == (world.job.job_id, "refund")
+
+
+def test_a_crash_after_the_settle_finishes_the_job_on_redelivery_without_charging_again(monkeypatch):
+    world = World()
+    world.runner.run(world.job.job_id, final_attempt=False)
+    world.endpoint.outcomes[world.job.job_id] = RESULT_12S
+    real_succeed = world.jobs.succeed
+
+    def crash(*_: object, **__: object) -> Job:
+        raise ConnectionError("DynamoDB went away after the settle")
+
+    monkeypatch.setattr(world.jobs, "succeed", crash)
+    with pytest.raises(ConnectionError):
+        world.runner.complete(world.endpoint.notification(world.job.job_id))
+    assert world.balance() == 97  # the settle happened
+    monkeypatch.setattr(world.jobs, "succeed", real_succeed)
+
+    finished = world.runner.complete(world.endpoint.notification(world.job.job_id))  # SQS delivers it again
+    assert finished is not None and finished.status is JobStatus.SUCCEEDED and finished.credits_used == 3
+    assert world.balance() == 97
+    assert [kind for _, kind in world.kinds()] == ["reserve", "settle"]
+
+
+def test_an_endpoint_that_refuses_the_submission_refunds_and_retries_later_then_fails_on_the_last_delivery():
+    world = World()
+    world.endpoint.refuse_submit = ModelUnavailable("The model endpoint is not available right now.")
+    with pytest.raises(RetryLater):
+        world.runner.run(world.job.job_id, final_attempt=False)
+    assert world.balance() == 100 and world.job_now.status is JobStatus.QUEUED
+    failed = world.runner.run(world.job.job_id, final_attempt=True)
+    assert failed is not None and failed.status is JobStatus.FAILED and world.balance() == 100
+
+
+def test_a_key_without_the_credits_fails_the_job_before_anything_is_submitted():
+    world = World(balance=2)  # 12 s needs 3
+    failed = world.runner.run(world.job.job_id, final_attempt=False)
+    assert failed is not None and failed.status is JobStatus.FAILED
+    assert failed.error is not None and failed.error.code == "insufficient_credits"
+    assert world.endpoint.submitted == [] and world.credits.entries == []
+
+
+def test_a_duration_bomb_fails_the_job_before_any_credit_is_reserved():
+    world = World(audio=one_hertz_wav())
+    failed = world.runner.run(world.job.job_id, final_attempt=False)
+    assert failed is not None and failed.error is not None and failed.error.code == "sample_rate_too_low"
+    assert world.endpoint.submitted == [] and world.credits.entries == []
+
+
+def test_a_job_claimed_by_another_worker_is_left_alone():
+    world = World()
+    world.runner.run(world.job.job_id, final_attempt=False)
+    assert world.runner.run(world.job.job_id, final_attempt=False) is None  # a duplicate job message
+    assert len(world.endpoint.submitted) == 1
+    assert [kind for _, kind in world.kinds()] == [LedgerKind.RESERVE.value]
+
+
+# --- creation: the three doors a job comes in by -----------------------------------------------------------------
+
+OTHER = ApiKeyItem(key_hash="o" * 64, key_id="key_fedcba9876543210", name="other", credits=100, created_at=now_iso())
+
+
+def test_an_upload_with_a_job_waits_for_its_file_and_its_arrival_runs_it_to_a_signed_webhook(monkeypatch):
+    # Given a key that asks for an upload whose job reports to a webhook
+    world = World()
+    sent: list[tuple[str, bytes, str]] = []
+    monkeypatch.setattr(job_service, "deliver", lambda url, body, secret, **_: sent.append((url, body, secret)) or True)
+    upload = UploadRequest(job=JobOptions(task=Task.TRANSCRIBE, model="whisper-1",
+                                          webhook_url="https://hooks.example/infery"), filename="talk.wav")
+    created = world.runner.create_upload(KEY, upload)
+    # Then a job waits for the file, under the upload's own id, with a secret of its own
+    assert created.job is not None and created.job.job_id == job_id_for_upload(created.upload_id)
+    assert created.job.status is JobStatus.AWAITING_UPLOAD and created.job.webhook_secret
+    assert created.presigned_post["fields"]["key"] == f"uploads/{KEY.key_id}/{created.upload_id}"
+    assert world.queue.sent == []  # nothing runs before the file is there
+    # When the file arrives
+    world.audio.put_upload(KEY.key_id, created.upload_id, wav(12.0))
+    arrived = StoredObject(BUCKET, f"uploads/{KEY.key_id}/{created.upload_id}", KEY.key_id, "uploads",
+                           created.upload_id, 0, "etag-1")
+    job_id = world.runner.job_for_object(arrived)
+    assert job_id == created.job.job_id
+    started = world.runner.run(job_id, final_attempt=False)
+    assert started is not None and started.status is JobStatus.RUNNING
+    world.endpoint.outcomes[job_id] = RESULT_12S
+    finished = world.runner.complete(world.endpoint.notification(job_id))
+    # Then it is charged once and its webhook is told, signed with the job's secret
+    assert finished is not None and finished.status is JobStatus.SUCCEEDED and world.credits.charged(KEY.key_id) == 3
+    [(url, body, secret)] = sent
+    assert url == "https://hooks.example/infery" and secret == created.job.webhook_secret
+    assert json.loads(body)["status"] == "succeeded" and json.loads(body)["id"] == job_id
+
+
+def test_an_upload_without_a_job_starts_nothing_when_it_arrives():
+    world = World()
+    created = world.runner.create_upload(KEY, UploadRequest(start_job=False, job=JobOptions(task=Task.TRANSCRIBE,
+                                                                                            model="whisper-1")))
+    assert created.job is None
+    arrived = StoredObject(BUCKET, f"uploads/{KEY.key_id}/{created.upload_id}", KEY.key_id, "uploads",
+                           created.upload_id, 0)
+    assert world.runner.job_for_object(arrived) is None
+
+
+def test_a_job_with_its_audio_stores_it_and_is_queued_once():
+    world = World()
+    request = TranscriptionRequest(task=Task.TRANSCRIBE, model="whisper-1", audio=LoadedAudio.inline(wav(12.0)),
+                                   filename="meeting.wav")
+    job = world.runner.create_job(KEY, request)
+    assert job.status is JobStatus.QUEUED and world.queue.sent == [job.job_id]
+    assert job.source_uri is not None and job.source_uri.startswith(f"s3://{BUCKET}/uploads/{KEY.key_id}/upl_")
+    assert world.balance() == 100  # charged when it runs, not before
+
+
+def test_a_job_naming_an_upload_that_has_not_arrived_is_404_and_creates_nothing():
+    world = World()
+    request = TranscriptionRequest(task=Task.TRANSCRIBE, model="whisper-1", upload_id="upl_" + "a" * 32)
+    with pytest.raises(NotFound):
+        world.runner.create_job(KEY, request)
+    assert world.queue.sent == [] and list(world.jobs.jobs) == [world.job.job_id]
+
+
+def test_an_inbox_drop_becomes_one_job_per_version_of_the_file():
+    world = World()
+    dropped = StoredObject(BUCKET, f"inbox/{KEY.key_id}/call.wav", KEY.key_id, "inbox", "call.wav", 10, "v1")
+    job_id = world.runner.job_for_object(dropped)
+    assert job_id == job_id_for_object(BUCKET, dropped.key, "v1")
+    assert world.runner.job_for_object(dropped) == job_id  # delivered twice: the same job
+    assert world.jobs.jobs[job_id].options.model == "whisper-large-v3"  # the deployment's default model
+    rewritten = StoredObject(BUCKET, dropped.key, KEY.key_id, "inbox", "call.wav", 10, "v2")
+    assert world.runner.job_for_object(rewritten) != job_id
+
+
+def test_a_drop_under_an_unknown_keys_prefix_starts_nothing():
+    world = World()
+    dropped = StoredObject(BUCKET, f"inbox/{OTHER.key_id}/call.wav", OTHER.key_id, "inbox", "call.wav", 10, "v1")
+    assert world.runner.job_for_object(dropped) is None
+    assert list(world.jobs.jobs) == [world.job.job_id]
+
+
+def test_admission_refuses_what_could_only_fail_in_the_worker():
+    world = World()
+    with pytest.raises(InvalidRequest, match="does not exist"):
+        world.runner.admit(KEY, "whisper-9")
+    with pytest.raises(InsufficientCredits):
+        world.runner.admit(KEY.model_copy(update={"credits": 0}), "whisper-1")
+    with pytest.raises(InvalidRequest) as refused:
+        world.runner.admit(KEY, "whisper-1", LoadedAudio.inline(one_hertz_wav()))
+    assert refused.value.code == "sample_rate_too_low"
+    world.runner.admit(KEY, "whisper-1", LoadedAudio.inline(wav(1.0)))
+
+
+@pytest.mark.parametrize("job_id", ["job_0123456789abcdef0123456789abcdef", "job_x", "job_" + "0" * 5000])
+def test_a_job_is_seen_only_by_its_own_key(job_id):
+    world = World()
+    with pytest.raises(NotFound) as refused:
+        world.runner.own_job(OTHER, job_id)
+    assert refused.value.code == "job_not_found" and len(refused.value.message) < 80
+    if job_id == world.job.job_id:
+        assert world.runner.own_job(KEY, job_id) == world.job_now
+        assert world.runner.list_jobs(KEY, 10) == ([world.job_now], False)
+        assert world.runner.list_jobs(OTHER, 10) == ([], False)

@@ -14,7 +14,7 @@ export SAM_CLI_TELEMETRY := 0
 
 help:
 	@echo "make serve   run the local stack on http://127.0.0.1:$${INFERY_PORT:-3000}/v1"
-	@echo "make test    lint (ruff, cfn-lint, sam validate --lint) and run every test"
+	@echo "make test    lint (ruff, mypy, cfn-lint, sam validate --lint) and run every test"
 	@echo "make unit | integration | e2e   one test layer"
 	@echo "make openapi  regenerate openapi.json from the code (a unit test fails while it is stale)"
 	@echo "make build   sam build with Python 3.12 (the functions' runtime) into .aws-sam/build"
@@ -47,8 +47,11 @@ system-deps:
 serve: $(DEPS_STAMP)
 	$(PY) -m local_stack
 
+# ruff and mypy check for Python 3.12, the functions' runtime (pyproject.toml), whatever Python the venv runs;
+# mypy is strict on the layer (layers/common/python/infery) and normal elsewhere.
 lint: $(DEPS_STAMP) $(SAM_STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 	$(VENV)/bin/cfn-lint template.yaml
 	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} $(SAM_VENV)/bin/sam validate --lint
 

@@ -55,7 +55,7 @@ class LocalAsyncInference(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host.decode() if isinstance(host, bytes) else host}:{port}"
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self.serve_forever, name="local-async-inference", daemon=True)

@@ -27,22 +27,23 @@ import pytest
 from infery.keys import generate_api_key
 from infery.observability import logger as infery_logger
 
-from tests.integration import test_jobs_and_uploads as jobs_module
+from tests.integration import job_stack
+from tests.integration.jobs import support as jobs
 from tests.integration.support import TRANSCRIPTIONS, LambdaContext, Reply, assert_error, assert_ok
 
-# the fixtures of the jobs tests (bucket, queues, asynchronous endpoint, worker, webhook receiver), used as they are
-audio_resources = jobs_module.audio_resources
-storage_endpoints = jobs_module.storage_endpoints  # autouse: S3, SQS and SNS at moto for handlers and model
-async_inference = jobs_module.async_inference
-s3 = jobs_module.s3
-jobs_queue = jobs_module.jobs_queue
-store = jobs_module.store
-load_worker = jobs_module.load_worker
-worker = jobs_module.worker
-jobs_api = jobs_module.jobs_api
-webhook_receiver = jobs_module.webhook_receiver
-webhook_sleeps = jobs_module.webhook_sleeps
-short_wav = jobs_module.short_wav
+# the jobs tests' fixtures (bucket, queues, asynchronous endpoint, worker, webhook receiver), used as they are
+audio_resources = job_stack.audio_resources
+storage_endpoints = job_stack.storage_endpoints  # autouse: S3, SQS and SNS at moto for handlers and model
+async_inference = job_stack.async_inference
+s3 = job_stack.s3
+jobs_queue = job_stack.jobs_queue
+store = job_stack.store
+load_worker = job_stack.load_worker
+worker = job_stack.worker
+jobs_api = job_stack.jobs_api
+webhook_receiver = job_stack.webhook_receiver
+webhook_sleeps = job_stack.webhook_sleeps
+short_wav = job_stack.short_wav
 
 PROMPT = "Quokka glossary: Zarathustra, Vexillology, Oddfellows."
 BASE64_WINDOW = 24  # characters of an audio's base64 that would give it away (18 bytes of audio)
@@ -181,26 +182,26 @@ def test_a_full_run_logs_no_key_no_audio_and_no_transcript(captured, jobs_api, l
 
     # a job with a webhook, through the worker and the asynchronous endpoint; its result in another format
     receiver = webhook_receiver()
-    created = captured.sent(api.transcribe(api_key, short_wav, path=jobs_module.TRANSCRIPTION_JOBS,
+    created = captured.sent(api.transcribe(api_key, short_wav, path=jobs.TRANSCRIPTION_JOBS,
                                            webhook_url=receiver.url, response_format="verbose_json"))
     assert created.status == 202, created.text
     captured.secrets.append(created.json()["webhook_secret"])
-    jobs_module.assert_no_batch_failures(worker.deliver(jobs_queue.drain()))
+    jobs.assert_no_batch_failures(worker.deliver(jobs_queue.drain()))
     job_id = created.json()["id"]
-    finished = jobs_module.get_job(api, api_key, job_id)
+    finished = jobs.get_job(api, api_key, job_id)
     assert_ok(finished)
     assert finished.json()["status"] == "succeeded", finished.json()
     captured.texts.append(finished.json()["result"]["text"])
-    srt = jobs_module.get_job(api, api_key, job_id, result=True, query="?response_format=srt")
+    srt = jobs.get_job(api, api_key, job_id, result=True, query="?response_format=srt")
     assert_ok(srt)
     assert len(receiver.requests) == 1
 
     # an upload through its presigned POST, transcribed as a job on arrival
-    upload = jobs_module.post_upload(api, api_key, {"filename": "board.wav"}).json()
-    jobs_module.upload_to_s3(upload, wav)
-    jobs_module.assert_no_batch_failures(
-        worker.deliver(jobs_module.event_for(jobs_queue.drain(), upload["fields"]["key"])))
-    uploaded = jobs_module.get_job(api, api_key, upload["job_id"])
+    upload = jobs.post_upload(api, api_key, {"filename": "board.wav"}).json()
+    jobs.upload_to_s3(upload, wav)
+    jobs.assert_no_batch_failures(
+        worker.deliver(jobs.event_for(jobs_queue.drain(), upload["fields"]["key"])))
+    uploaded = jobs.get_job(api, api_key, upload["job_id"])
     assert uploaded.json()["status"] == "succeeded", uploaded.json()
     captured.texts.append(uploaded.json()["result"]["text"])
 

@@ -1,0 +1,95 @@
+"""Issue 9: what was checked and priced is what is transcribed and billed."""
+
+from __future__ import annotations
+
+from tests.integration.job_stack import (
+    SHORT_SCRIPT,
+)
+from tests.integration.jobs.support import (
+    SEEDED,
+    post_upload,
+    upload_to_s3,
+)
+from tests.integration.support import (
+    assert_error,
+    assert_ok,
+)
+from tests.speech import encode, synthesize_wav
+
+
+def test_an_upload_swapped_during_the_call_is_refused_and_nothing_is_charged(
+        load_api, model_proxy, worker, store, jobs_queue, accounts, short_wav, s3):
+    """Found by the security review: re-uploading to the same slot while the call ran got 180 s transcribed on a
+    1-credit reservation. The model now reads only the ETag that was checked."""
+    long_audio = synthesize_wav(" ".join([SHORT_SCRIPT] * 12))
+    api_key, item = accounts.new_key(SEEDED)
+    upload = post_upload(load_api(model_proxy(lambda body: None)), api_key, {"start_job": False}).json()
+    upload_to_s3(upload, short_wav)
+    object_key = f"uploads/{item.key_id}/{upload['id']}"
+    jobs_queue.drain()
+
+    def swap(_: bytes) -> None:  # between the API's check and the model's read, as the attacker did
+        s3.put_object(Bucket=store.bucket, Key=object_key, Body=long_audio)
+
+    reply = load_api(model_proxy(swap)).transcribe(api_key, None, upload_id=upload["id"])
+    assert_error(reply, 400, "audio_changed", param="file")
+    assert accounts.balance(item) == SEEDED and accounts.ledger_sum(item) == SEEDED
+    assert set(accounts.request_entries(item, reply.request_id)) == {"reserve", "refund"}
+
+
+def _silent_flac(seconds: float) -> bytes:
+    """Silence as FLAC: a few KB declaring minutes, as in the review's 38 KB, 3-minute file."""
+    import io as _io
+    from fractions import Fraction
+
+    import av
+    import numpy as np
+    output = _io.BytesIO()
+    with av.open(output, "w", format="flac") as target:
+        stream = target.add_stream("flac", rate=16_000)
+        stream.layout = "mono"
+        samples = np.zeros((1, 16_000), dtype=np.int16)
+        for second in range(int(seconds)):
+            frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
+            frame.sample_rate, frame.pts, frame.time_base = 16_000, second * 16_000, Fraction(1, 16_000)
+            target.mux(stream.encode(frame))
+        target.mux(stream.encode(None))
+    return output.getvalue()
+
+
+def test_a_small_file_declaring_minutes_reserves_minutes_and_credits_used_agree_everywhere(jobs_api, accounts):
+    """Found by the review: 38 KB of FLAC silence on a 15-credit key reserved 4, billed 15, left 21 unpaid, and the
+    body said 36. The reservation now pays for the declared duration: 402 when it cannot, else one number."""
+    flac = _silent_flac(180)
+    assert len(flac) < 60_000
+    poor_key, poor = accounts.new_key(15)
+    assert_error(jobs_api.transcribe(poor_key, flac, filename="silence.flac"), 402, "insufficient_credits")
+    accounts.assert_untouched(poor, 15)
+
+    api_key, item = accounts.new_key(SEEDED)
+    reply = jobs_api.transcribe(api_key, flac, filename="silence.flac")
+    assert_ok(reply)
+    entries = accounts.request_entries(item, reply.request_id)
+    billed = int(entries["settle"]["billed_credits"])
+    assert billed == 36 == reply.json()["credits_used"] == int(reply.header("x-infery-credits-used"))
+    assert not entries["settle"].get("unpaid_credits")
+    assert accounts.balance(item) == SEEDED - billed == accounts.ledger_sum(item)
+
+
+def _mp3_declaring(audio: bytes, declared_frames: int) -> bytes:
+    """An MP3 whose Xing/Info header claims ``declared_frames`` frames: mutagen believes it, the decoder does not."""
+    mp3 = bytearray(encode(audio, "mp3"))
+    tag = max(mp3.find(b"Xing"), mp3.find(b"Info"))
+    assert tag > 0, "libmp3lame wrote no Xing/Info header"
+    assert int.from_bytes(mp3[tag + 4: tag + 8], "big") & 1, "the header carries no frame count"
+    mp3[tag + 8: tag + 12] = declared_frames.to_bytes(4, "big")
+    return bytes(mp3)
+
+
+def test_audio_longer_than_its_header_declares_is_refused_by_the_model_and_nothing_is_charged(jobs_api, accounts):
+    long_speech = synthesize_wav(" ".join([SHORT_SCRIPT] * 8))  # about 25 s
+    lying = _mp3_declaring(long_speech, declared_frames=60)  # about 1.5 s
+    api_key, item = accounts.new_key(SEEDED)
+    reply = jobs_api.transcribe(api_key, lying, filename="lying.mp3")
+    assert_error(reply, 400, "audio_longer_than_declared", param="file")
+    assert accounts.balance(item) == SEEDED == accounts.ledger_sum(item)

@@ -64,8 +64,29 @@ def word_recall(transcript: str, expected: tuple[str, ...] = KEY_WORDS) -> float
     return sum(word in words for word in expected) / len(expected)
 
 
-def write_all_formats(directory: Path) -> dict[str, Path]:
-    wav = synthesize_wav()
+# espeak-ng's header when it writes to stdout: 22,050 Hz, 16-bit mono, RIFF and data sizes as a stream's placeholders
+# (tests/integration/test_speech_fixtures.py checks that espeak-ng still writes it)
+ESPEAK_NG_STREAMED_HEADER = bytes.fromhex("5249464624f0ff7f57415645666d742010000000010001002256000044ac0000020010006461"
+                                          "746100f0ff7f")
+
+
+def streamed_tone_wav(seconds: float = 11.7, sample_rate: int = 22_050) -> bytes:
+    """A gliding tone as a WAV with the header espeak-ng writes to stdout: 16-bit mono, and RIFF and data sizes that
+    are a stream's placeholders (0x7FFFF024, 0x7FFFF000), not the bytes that follow. For tests that need real
+    encoders' containers of a known length rather than speech: no espeak-ng needed (the unit tests)."""
+    times = np.arange(int(seconds * sample_rate)) / sample_rate
+    signal = 0.3 * np.sin(2 * np.pi * (220 + 40 * times) * times) * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * times))
+    samples = (signal * 32767).astype("<i2").tobytes()
+    header = (b"RIFF" + (0x7FFFF024).to_bytes(4, "little") + b"WAVEfmt " + (16).to_bytes(4, "little")
+              + (1).to_bytes(2, "little") + (1).to_bytes(2, "little") + sample_rate.to_bytes(4, "little")
+              + (sample_rate * 2).to_bytes(4, "little") + (2).to_bytes(2, "little") + (16).to_bytes(2, "little")
+              + b"data" + (0x7FFFF000).to_bytes(4, "little"))
+    return header + samples
+
+
+def write_all_formats(directory: Path, wav: bytes | None = None) -> dict[str, Path]:
+    """``wav`` (by default the test script spoken by espeak-ng) in every supported format, written to ``directory``."""
+    wav = synthesize_wav() if wav is None else wav
     paths = {}
     for audio_format, (_, _, suffix) in ENCODINGS.items():
         path = directory / f"speech{suffix}"

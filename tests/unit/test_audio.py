@@ -14,9 +14,9 @@ from tests.unit.builders import ebml_header, ftyp_box, id3_tag, multipart_body
 
 
 @pytest.mark.parametrize("audio_format", list(AudioFormat))
-def test_every_supported_format_is_recognised_from_a_real_encoded_file(speech_files, audio_format):
-    # Given speech encoded by a real encoder (espeak-ng + PyAV) in this format
-    data = speech_files[audio_format.value].read_bytes()
+def test_every_supported_format_is_recognised_from_a_real_encoded_file(encoded_audio, audio_format):
+    # Given audio encoded by a real encoder (PyAV) in this format
+    data = encoded_audio[audio_format.value].read_bytes()
     # Then the sniffer names exactly that format
     assert sniff_audio_format(data) is audio_format
 
@@ -25,9 +25,9 @@ def test_every_supported_format_is_recognised_from_a_real_encoded_file(speech_fi
     ("m4a", b"isom", AudioFormat.MP4),
     ("mp4", b"M4A ", AudioFormat.M4A),
 ])
-def test_mp4_and_m4a_are_told_apart_by_the_ftyp_major_brand_alone(speech_files, file_key, new_brand, expected):
+def test_mp4_and_m4a_are_told_apart_by_the_ftyp_major_brand_alone(encoded_audio, file_key, new_brand, expected):
     # Given a real file whose ftyp major brand is swapped for the other format's
-    data = speech_files[file_key].read_bytes()
+    data = encoded_audio[file_key].read_bytes()
     assert data[4:8] == b"ftyp" and data[8:12] != new_brand
     rebranded = data[:8] + new_brand + data[12:]
     # Then the brand, not the rest of the file, decides
@@ -45,22 +45,22 @@ def test_ftyp_brands(brand, expected):
     assert sniff_audio_format(ftyp_box(brand, b"isom") + bytes(64)) is expected
 
 
-def test_an_mp3_behind_an_id3_tag_larger_than_the_sniffing_window_is_mp3(speech_files):
+def test_an_mp3_behind_an_id3_tag_larger_than_the_sniffing_window_is_mp3(encoded_audio):
     # Given an MP3 with 200 kB of cover art in its ID3v2 tag (far past the 4096-byte sniffing window)
-    tagged = id3_tag(200_000) + speech_files["mp3"].read_bytes()
+    tagged = id3_tag(200_000) + encoded_audio["mp3"].read_bytes()
     assert tagged[:3] == b"ID3" and tagged[4096:4100] == bytes(4)
     # Then the tag is skipped and the first MPEG frame found
     assert sniff_audio_format(tagged) is AudioFormat.MP3
 
 
-def test_id3_tags_with_a_footer_and_stacked_tags_are_skipped(speech_files):
-    mp3 = speech_files["mp3"].read_bytes()
+def test_id3_tags_with_a_footer_and_stacked_tags_are_skipped(encoded_audio):
+    mp3 = encoded_audio["mp3"].read_bytes()
     assert sniff_audio_format(id3_tag(10_000, footer=True) + mp3) is AudioFormat.MP3
     assert sniff_audio_format(id3_tag(300) + id3_tag(5_000) + mp3) is AudioFormat.MP3
 
 
-def test_a_flac_behind_an_id3_tag_is_flac(speech_files):
-    assert sniff_audio_format(id3_tag(8_000) + speech_files["flac"].read_bytes()) is AudioFormat.FLAC
+def test_a_flac_behind_an_id3_tag_is_flac(encoded_audio):
+    assert sniff_audio_format(id3_tag(8_000) + encoded_audio["flac"].read_bytes()) is AudioFormat.FLAC
 
 
 def test_a_webm_ebml_header_is_webm():

@@ -13,7 +13,7 @@ import pytest
 from infery.audio import AudioFormat
 from infery.duration import probe_duration
 
-from tests.speech import synthesize_wav
+from tests.speech import ESPEAK_NG_STREAMED_HEADER
 from tests.unit.builders import ebml_header
 
 # A container's duration differs from the PCM's by encoder delay and padding (MP3 frames, AAC priming, Opus pre-skip):
@@ -29,8 +29,8 @@ def decoded_seconds(wav: bytes) -> float:
 
 
 @pytest.fixture(scope="module")
-def true_seconds(speech_files: dict[str, Path]) -> float:
-    seconds = decoded_seconds(speech_files["wav"].read_bytes())
+def true_seconds(encoded_audio: dict[str, Path]) -> float:
+    seconds = decoded_seconds(encoded_audio["wav"].read_bytes())
     assert 5 < seconds < 30  # the test script spoken: a plausible length, so the checks below mean something
     return seconds
 
@@ -40,8 +40,8 @@ def true_seconds(speech_files: dict[str, Path]) -> float:
 
 @pytest.mark.parametrize("audio_format", list(AudioFormat))
 def test_given_real_speech_in_each_format_then_the_probed_duration_is_the_wavs_true_length(
-        speech_files, true_seconds, audio_format):
-    audio = speech_files[audio_format.value].read_bytes()
+        encoded_audio, true_seconds, audio_format):
+    audio = encoded_audio[audio_format.value].read_bytes()
     seconds = probe_duration(audio, audio_format)
     assert isinstance(seconds, float)
     assert seconds == pytest.approx(true_seconds, abs=TOLERANCE_SECONDS)
@@ -60,10 +60,10 @@ def _byte_rate(wav: bytes) -> int:
     return struct.unpack("<I", wav[position + 16: position + 20])[0]
 
 
-def test_given_espeak_ngs_own_streamed_wav_then_the_duration_is_what_its_bytes_hold_not_its_header(
-        speech_files, true_seconds):
-    wav = speech_files["wav"].read_bytes()
-    # Given espeak-ng's output as written to stdout: its header claims far more data than follows
+def test_given_a_streamed_wav_as_espeak_ng_writes_it_then_the_duration_is_what_its_bytes_hold_not_its_header(
+        encoded_audio, true_seconds):
+    wav = encoded_audio["wav"].read_bytes()
+    # Given a WAV as espeak-ng writes it to stdout: its header claims far more data than follows
     assert _data_size_field(wav) > 100 * len(wav)
     assert _data_size_field(wav) / _byte_rate(wav) > 3600  # an hour and more, taken at its word
     # Then the length is the samples present
@@ -71,16 +71,16 @@ def test_given_espeak_ngs_own_streamed_wav_then_the_duration_is_what_its_bytes_h
 
 
 def test_given_a_wav_whose_riff_and_data_sizes_are_0xffffffff_then_the_duration_is_what_its_bytes_hold(
-        speech_files, true_seconds):
-    wav = speech_files["wav"].read_bytes()
+        encoded_audio, true_seconds):
+    wav = encoded_audio["wav"].read_bytes()
     data = wav.index(b"data")
     streamed = b"RIFF" + b"\xff\xff\xff\xff" + wav[8:data + 4] + b"\xff\xff\xff\xff" + wav[data + 8:]
     assert len(streamed) == len(wav) and _data_size_field(streamed) == 0xFFFFFFFF
     assert probe_duration(streamed, AudioFormat.WAV) == pytest.approx(true_seconds, abs=0.01)
 
 
-def test_given_a_streamed_wav_cut_in_half_then_the_duration_is_the_half_present(speech_files, true_seconds):
-    wav = speech_files["wav"].read_bytes()
+def test_given_a_streamed_wav_cut_in_half_then_the_duration_is_the_half_present(encoded_audio, true_seconds):
+    wav = encoded_audio["wav"].read_bytes()
     half = wav[:len(wav) // 2]
     assert probe_duration(half, AudioFormat.WAV) == pytest.approx(len(wav) // 2 / _byte_rate(wav), abs=0.01)
     assert probe_duration(half, AudioFormat.WAV) < true_seconds / 2 + 0.01
@@ -116,8 +116,8 @@ def _encode_live_webm(wav: bytes) -> bytes:
     return output.getvalue()
 
 
-def test_given_a_live_webm_without_a_duration_then_none(speech_files):
-    webm = _encode_live_webm(speech_files["wav"].read_bytes())
+def test_given_a_live_webm_without_a_duration_then_none(encoded_audio):
+    webm = _encode_live_webm(encoded_audio["wav"].read_bytes())
     assert webm[:4] == b"\x1a\x45\xdf\xa3" and b"\x44\x89" not in webm[:1000]  # no Duration element up front
     assert probe_duration(webm, AudioFormat.WEBM) is None
 
@@ -130,8 +130,8 @@ def _duration_element(webm: bytes) -> tuple[int, int]:
     return position, 3 + size
 
 
-def test_given_a_webm_whose_duration_is_overwritten_with_a_void_element_then_none(speech_files):
-    webm = speech_files["webm"].read_bytes()
+def test_given_a_webm_whose_duration_is_overwritten_with_a_void_element_then_none(encoded_audio):
+    webm = encoded_audio["webm"].read_bytes()
     position, length = _duration_element(webm)
     void = b"\xec" + bytes([0x80 | (length - 2)]) + bytes(length - 2)  # EBML Void, same length
     without_duration = webm[:position] + void + webm[position + length:]
@@ -139,8 +139,8 @@ def test_given_a_webm_whose_duration_is_overwritten_with_a_void_element_then_non
     assert probe_duration(without_duration, AudioFormat.WEBM) is None
 
 
-def test_given_a_webm_with_a_coarser_timecode_scale_then_its_duration_scales_with_it(speech_files, true_seconds):
-    webm = speech_files["webm"].read_bytes()
+def test_given_a_webm_with_a_coarser_timecode_scale_then_its_duration_scales_with_it(encoded_audio, true_seconds):
+    webm = encoded_audio["webm"].read_bytes()
     # TimecodeScale (2A D7 B1), one byte of size, 1 000 000 ns in three bytes (0F 42 40)
     scale = b"\x2a\xd7\xb1\x83\x0f\x42\x40"
     assert webm.count(scale) == 1
@@ -225,24 +225,24 @@ def test_given_bytes_that_are_not_audio_then_none(audio_format, data):
 
 
 @pytest.mark.parametrize("audio_format", list(AudioFormat))
-def test_given_a_file_cut_inside_its_header_then_none(speech_files, audio_format):
-    audio = speech_files[audio_format.value].read_bytes()
+def test_given_a_file_cut_inside_its_header_then_none(encoded_audio, audio_format):
+    audio = encoded_audio[audio_format.value].read_bytes()
     for length in (1, 4, 8, 12, 16, 24, 32, 40):  # every container's first header is longer than 40 bytes
         assert probe_duration(audio[:length], audio_format) is None, length
 
 
 @pytest.mark.parametrize("audio_format", list(AudioFormat))
 def test_given_a_file_cut_anywhere_then_probing_never_raises_and_never_claims_more_than_the_whole(
-        speech_files, true_seconds, audio_format):
-    audio = speech_files[audio_format.value].read_bytes()
+        encoded_audio, true_seconds, audio_format):
+    audio = encoded_audio[audio_format.value].read_bytes()
     for length in sorted({*range(0, 2048, 61), len(audio) // 3, len(audio) // 2, len(audio) - 1}):
         seconds = probe_duration(audio[:length], audio_format)
         assert seconds is None or 0 < seconds <= true_seconds + TOLERANCE_SECONDS, (length, seconds)
 
 
 @pytest.mark.parametrize("audio_format", list(AudioFormat))
-def test_given_a_file_with_corrupted_bytes_then_probing_never_raises(speech_files, audio_format):
-    audio = speech_files[audio_format.value].read_bytes()[:6000]
+def test_given_a_file_with_corrupted_bytes_then_probing_never_raises(encoded_audio, audio_format):
+    audio = encoded_audio[audio_format.value].read_bytes()[:6000]
     rng = random.Random(audio_format.value)
     for _ in range(150):
         corrupted = bytearray(audio)
@@ -255,10 +255,10 @@ def test_given_a_file_with_corrupted_bytes_then_probing_never_raises(speech_file
 @pytest.mark.parametrize(("actual", "claimed"), [("wav", AudioFormat.FLAC), ("flac", AudioFormat.MP4),
                                                   ("webm", AudioFormat.OGG), ("ogg", AudioFormat.WEBM),
                                                   ("mp4", AudioFormat.WAV), ("m4a", AudioFormat.FLAC)])
-def test_given_a_file_probed_as_another_format_then_none(speech_files, actual, claimed):
-    assert probe_duration(speech_files[actual].read_bytes(), claimed) is None
+def test_given_a_file_probed_as_another_format_then_none(encoded_audio, actual, claimed):
+    assert probe_duration(encoded_audio[actual].read_bytes(), claimed) is None
 
 
-def test_synthesize_wav_is_the_speech_the_fixture_holds(speech_files):
-    # the fixture files are espeak-ng's output as is: the streamed-WAV tests above are about espeak-ng's real header
-    assert speech_files["wav"].read_bytes()[:44] == synthesize_wav()[:44]
+def test_the_fixture_wav_has_espeak_ngs_streamed_header(encoded_audio):
+    # the streamed-WAV tests above are about the header espeak-ng really writes
+    assert encoded_audio["wav"].read_bytes()[:44] == ESPEAK_NG_STREAMED_HEADER

@@ -26,8 +26,8 @@ GRANULARITIES = "timestamp_granularities[]"
 
 
 @pytest.fixture(scope="module")
-def wav(speech_files) -> bytes:
-    return speech_files["wav"].read_bytes()
+def wav(encoded_audio) -> bytes:
+    return encoded_audio["wav"].read_bytes()
 
 
 def parse(content_type: str | None, body: bytes, task: Task = Task.TRANSCRIBE,

@@ -21,7 +21,7 @@ help:
 	@echo "make build-check   make build, then import and run each built function's handler on Python 3.12"
 	@echo "make load | load-model-restart | load-dynamodb-throttle   a bounded load test of the local stack, alone or under a fault"
 
-$(DEPS_STAMP): requirements-dev.txt pyproject.toml functions/*/requirements.txt endpoint/requirements.txt
+$(DEPS_STAMP): requirements-dev.txt pyproject.toml layers/common/python/requirements.txt endpoint/requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
@@ -67,7 +67,7 @@ integration: $(DEPS_STAMP)
 e2e: $(DEPS_STAMP) system-deps
 	$(PY) -m pytest tests/e2e
 
-# The deployable artifact. `sam build` installs each function's requirements with the functions' runtime, Python 3.12,
+# The deployable artifact. `sam build` installs the layer's requirements with the functions' runtime, Python 3.12,
 # which it looks for as python3.12 on PATH. FIND_PYTHON312 prints one: $(PYTHON312) if set, python3.12 on PATH, a
 # pyenv install, or one uv manages; it fails when there is none.
 BUILD_DIR := .aws-sam/build

@@ -166,8 +166,13 @@ class LocalTemplate:
         return TEMPLATE_PATH.parent / properties["CodeUri"] / f"{module}.py", handler
 
     def layer_python_paths(self) -> list[str]:
-        layers = self.resources_of_type("AWS::Serverless::LayerVersion").values()
-        return [str(TEMPLATE_PATH.parent / layer["Properties"]["ContentUri"] / "python") for layer in layers]
+        """Where each layer's Python code is (Lambda's /opt/python): a layer that `sam build` builds (a BuildMethod)
+        has it at its ContentUri, and the build puts it in python/; a layer taken as it is has its own python/."""
+        paths = []
+        for layer in self.resources_of_type("AWS::Serverless::LayerVersion").values():
+            content = TEMPLATE_PATH.parent / layer["Properties"]["ContentUri"]
+            paths.append(str(content if layer.get("Metadata", {}).get("BuildMethod") else content / "python"))
+        return paths
 
     def gateway_responses(self) -> dict[str, Any]:
         return self.resources["InferyApi"]["Properties"].get("GatewayResponses", {})

@@ -41,6 +41,7 @@ CONCURRENT_TARGET = 6.0
 @dataclass
 class Attempt:
     """One run of one configuration: the audio it transcribed, how long it took, what came back."""
+
     audio_seconds: float
     wall_seconds: float | None = None
     transcripts: list[str] = field(default_factory=list)
@@ -96,8 +97,7 @@ def in_process_configurations(batch_size: int) -> list[Configuration]:
     def sequential(recording: Recording) -> Attempt:
         attempt = Attempt(recording.duration)
         started = time.perf_counter()
-        segments, _ = model.transcribe(io.BytesIO(recording.audio), beam_size=5, word_timestamps=True,
-                                       vad_filter=False)
+        segments, _ = model.transcribe(io.BytesIO(recording.audio), beam_size=5, word_timestamps=True, vad_filter=False)
         text = " ".join(segment.text for segment in segments)  # the generator decodes as it is read
         attempt.wall_seconds = time.perf_counter() - started
         attempt.transcripts.append(text)
@@ -107,17 +107,21 @@ def in_process_configurations(batch_size: int) -> list[Configuration]:
         def run(recording: Recording) -> Attempt:
             attempt = Attempt(recording.duration)
             started = time.perf_counter()
-            segments, _ = batched.transcribe(io.BytesIO(recording.audio), batch_size=batch_size,
-                                             beam_size=beam_size, word_timestamps=True)
+            segments, _ = batched.transcribe(
+                io.BytesIO(recording.audio), batch_size=batch_size, beam_size=beam_size, word_timestamps=True
+            )
             text = " ".join(segment.text for segment in segments)
             attempt.wall_seconds = time.perf_counter() - started
             attempt.transcripts.append(text)
             return attempt
+
         return run
 
-    return [Configuration("faster-whisper sequential, beam 5 (baseline)", sequential),
-            Configuration(f"BatchedInferencePipeline batch {batch_size}, beam 5", batched_run(5)),
-            Configuration(f"BatchedInferencePipeline batch {batch_size}, beam 1", batched_run(1))]
+    return [
+        Configuration("faster-whisper sequential, beam 5 (baseline)", sequential),
+        Configuration(f"BatchedInferencePipeline batch {batch_size}, beam 5", batched_run(5)),
+        Configuration(f"BatchedInferencePipeline batch {batch_size}, beam 1", batched_run(1)),
+    ]
 
 
 def stack_configurations(stack: LocalStack, concurrency: int, timeout: float) -> list[Configuration]:
@@ -127,8 +131,11 @@ def stack_configurations(stack: LocalStack, concurrency: int, timeout: float) ->
 
     def request(recording: Recording) -> tuple[str, int]:
         answer = client.audio.transcriptions.create(
-            model="whisper-1", file=(recording.filename, recording.audio), response_format="verbose_json",
-            timestamp_granularities=["word"])
+            model="whisper-1",
+            file=(recording.filename, recording.audio),
+            response_format="verbose_json",
+            timestamp_granularities=["word"],
+        )
         return answer.text, len(getattr(answer, "words", None) or [])
 
     def concurrent(count: int) -> Callable[[Recording], Attempt]:
@@ -160,10 +167,13 @@ def stack_configurations(stack: LocalStack, concurrency: int, timeout: float) ->
                 if not stack.alive():
                     attempt.error += f"\nthe stack has exited:\n{stack.tail()}"
             return attempt
+
         return run
 
-    return [Configuration("local stack, 1 request", concurrent(1)),
-            Configuration(f"local stack, {concurrency} concurrent requests", concurrent(concurrency))]
+    return [
+        Configuration("local stack, 1 request", concurrent(1)),
+        Configuration(f"local stack, {concurrency} concurrent requests", concurrent(concurrency)),
+    ]
 
 
 def _describe(exc: Exception) -> str:
@@ -207,13 +217,13 @@ def print_table(configurations: list[Configuration], baseline: Configuration) ->
     for configuration in configurations:
         median = configuration.median()
         ratio = f"{median / base:.1f}x" if median and base else "-"
-        print(f"{configuration.name:<46} {_format_speed(configuration):>27} {ratio:>11}  "
-              f"{_format_wers(configuration)}")
+        print(f"{configuration.name:<46} {_format_speed(configuration):>27} {ratio:>11}  {_format_wers(configuration)}")
     print("(for concurrent requests, a run's WER is that of its worst request)")
 
 
-def print_targets(baseline: Configuration, batched: list[Configuration], one: Configuration | None,
-                  many: Configuration | None) -> bool:
+def print_targets(
+    baseline: Configuration, batched: list[Configuration], one: Configuration | None, many: Configuration | None
+) -> bool:
     print("\ntargets")
     base = baseline.median()
     all_met = True
@@ -232,25 +242,39 @@ def print_targets(baseline: Configuration, batched: list[Configuration], one: Co
         return False
     for configuration, target in ((one, ONE_REQUEST_TARGET), (many, CONCURRENT_TARGET)):
         median = configuration.median()
-        verdict(f"{configuration.name}: x sequential baseline (median)",
-                median / base if median and base else None, target, len(configuration.failed()))
+        verdict(
+            f"{configuration.name}: x sequential baseline (median)",
+            median / base if median and base else None,
+            target,
+            len(configuration.failed()),
+        )
     for configuration in (one, many):
         for reference in batched:
-            verdict(f"{configuration.name} vs {reference.name.replace('BatchedInferencePipeline', 'BIP')}",
-                    configuration.median(), reference.median(), len(configuration.failed()), unit=" s/s")
+            verdict(
+                f"{configuration.name} vs {reference.name.replace('BatchedInferencePipeline', 'BIP')}",
+                configuration.median(),
+                reference.median(),
+                len(configuration.failed()),
+                unit=" s/s",
+            )
     for configuration in (one, many):
         worst = max(configuration.wers, default=None)
         met = worst is not None and worst <= WER_TARGET and not configuration.failed()
         all_met = all_met and met
         shown = "-" if worst is None else f"{worst:.3f}"
-        print(f"  {configuration.name + ': WER of every run':<66} {shown:>9} (needs <= {WER_TARGET:.2f}): "
-              f"{'met' if met else 'NOT met'}")
+        print(
+            f"  {configuration.name + ': WER of every run':<66} {shown:>9} (needs <= {WER_TARGET:.2f}): "
+            f"{'met' if met else 'NOT met'}"
+        )
     return all_met
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.engine_throughput", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.engine_throughput",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--runs", type=int, default=3, help="runs of every configuration (default 3)")
     parser.add_argument("--batch-size", type=int, default=8, help="BatchedInferencePipeline's batch size (4..8)")
     parser.add_argument("--concurrency", type=int, default=4, help="concurrent requests to the stack (default 4)")
@@ -260,11 +284,19 @@ def main(argv: list[str] | None = None) -> int:
     stop_on_sigterm()
 
     clip = meeting_clip()
-    warm_up_clip = Recording("warm-up", wav_bytes(pcm16k(speak("Hello, this is a short warm up."))), ".wav",
-                             "Hello, this is a short warm up.", 2.0)
-    print(f"clip: {clip.duration:.1f} s of English (espeak-ng), {len(clip.reference.split())} words, with repeated "
-          f"sentences; model tiny.en int8 on the CPU ({os.cpu_count()} cores, {_cpu_name()}); "
-          f"{args.runs} run(s)", flush=True)
+    warm_up_clip = Recording(
+        "warm-up",
+        wav_bytes(pcm16k(speak("Hello, this is a short warm up."))),
+        ".wav",
+        "Hello, this is a short warm up.",
+        2.0,
+    )
+    print(
+        f"clip: {clip.duration:.1f} s of English (espeak-ng), {len(clip.reference.split())} words, with repeated "
+        f"sentences; model tiny.en int8 on the CPU ({os.cpu_count()} cores, {_cpu_name()}); "
+        f"{args.runs} run(s)",
+        flush=True,
+    )
 
     stack: LocalStack | None = None
     stack_error = None
@@ -293,14 +325,20 @@ def main(argv: list[str] | None = None) -> int:
                     configuration.wers.append(attempt.wer)
                 configuration.attempts.append(attempt)
                 speed = f"{attempt.speed:.1f} audio s/s" if attempt.speed else "FAILED"
-                print(f"  run {run}: {configuration.name:<46} {speed:>16}  "
-                      f"WER {' '.join(f'{score:.3f}' for score in scores) or '-'}", flush=True)
+                print(
+                    f"  run {run}: {configuration.name:<46} {speed:>16}  "
+                    f"WER {' '.join(f'{score:.3f}' for score in scores) or '-'}",
+                    flush=True,
+                )
                 if attempt.error:
                     print(f"    error: {attempt.error}", flush=True)
                 for note in sorted(set(attempt.notes)):
                     print(f"    note: {note}", flush=True)
-                seen = collections.Counter(difference for text in attempt.transcripts
-                                           for difference in differences(clip.reference, text, limit=6))
+                seen = collections.Counter(
+                    difference
+                    for text in attempt.transcripts
+                    for difference in differences(clip.reference, text, limit=6)
+                )
                 for difference, count in seen.items():
                     print(f"    {difference}" + (f" (x{count})" if count > 1 else ""), flush=True)
     finally:

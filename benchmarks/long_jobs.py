@@ -70,25 +70,33 @@ def run_job(stack: LocalStack, recording: Recording, timeout: float, poll_second
     balance_before = _balance(session, base)
     started = time.perf_counter()
     try:
-        upload = _answer(session.post(f"{base}/uploads", json={"filename": recording.filename,
-                                                               "response_format": "json"}, timeout=60), step)
+        upload = _answer(
+            session.post(
+                f"{base}/uploads", json={"filename": recording.filename, "response_format": "json"}, timeout=60
+            ),
+            step,
+        )
         outcome.job_id = upload.get("job_id") or ""
         if not outcome.job_id:
             raise JobFailed(f"POST /v1/uploads gave no job_id: {upload}")
         if len(recording.audio) > int(upload.get("max_bytes") or 0):
-            raise JobFailed(f"the file is {len(recording.audio):,} bytes, over the upload's max_bytes "
-                            f"{upload.get('max_bytes')}")
+            raise JobFailed(
+                f"the file is {len(recording.audio):,} bytes, over the upload's max_bytes {upload.get('max_bytes')}"
+            )
         step = "the presigned POST to S3"
         form = MultipartEncoder(fields={**upload["fields"], "file": (recording.filename, recording.audio)})
         # the presigned URL carries its own authorisation: no API key goes to S3
-        response = requests.post(upload["upload_url"], data=form, headers={"Content-Type": form.content_type},
-                                 timeout=600)
+        response = requests.post(
+            upload["upload_url"], data=form, headers={"Content-Type": form.content_type}, timeout=600
+        )
         if not response.ok:
             raise JobFailed(f"the presigned POST to S3 answered {response.status_code}: {response.text[:500]}")
         uploaded = time.perf_counter()
         outcome.upload_seconds = uploaded - started
-        print(f"  uploaded {len(recording.audio) / 1e6:.1f} MB in {outcome.upload_seconds:.1f} s; job "
-              f"{outcome.job_id}", flush=True)
+        print(
+            f"  uploaded {len(recording.audio) / 1e6:.1f} MB in {outcome.upload_seconds:.1f} s; job {outcome.job_id}",
+            flush=True,
+        )
 
         step = f"GET /v1/jobs/{outcome.job_id}"
         last_shown, last_print = None, 0.0
@@ -103,8 +111,9 @@ def run_job(stack: LocalStack, recording: Recording, timeout: float, poll_second
             if job.get("status") in ("succeeded", "failed"):
                 break
             if now - started > timeout:
-                raise JobFailed(f"the job was still {job.get('status')} (progress {job.get('progress')}) after "
-                                f"{timeout:.0f} s")
+                raise JobFailed(
+                    f"the job was still {job.get('status')} (progress {job.get('progress')}) after {timeout:.0f} s"
+                )
             if not stack.alive():
                 raise JobFailed("the local stack exited while the job ran")
             time.sleep(poll_seconds)
@@ -113,19 +122,23 @@ def run_job(stack: LocalStack, recording: Recording, timeout: float, poll_second
         outcome.credits_used = job.get("credits_used")
         if job["status"] == "failed":
             error = job.get("error") or {}
-            raise JobFailed(f"the job failed after {outcome.total_seconds:.1f} s: "
-                            f"{error.get('code', '?')}: {error.get('message', 'no message')}"
-                            f" (credits_used {outcome.credits_used})")
+            raise JobFailed(
+                f"the job failed after {outcome.total_seconds:.1f} s: "
+                f"{error.get('code', '?')}: {error.get('message', 'no message')}"
+                f" (credits_used {outcome.credits_used})"
+            )
 
         step = f"GET /v1/jobs/{outcome.job_id}/result"
-        response = session.get(f"{base}/jobs/{outcome.job_id}/result", params={"response_format": "text"},
-                               timeout=120)
+        response = session.get(f"{base}/jobs/{outcome.job_id}/result", params={"response_format": "text"}, timeout=120)
         if response.status_code >= 400:
             raise JobFailed(f"{step} answered {response.status_code}: {response.text[:500]}")
         errors = word_errors(recording.reference, response.text)
         outcome.wer = errors.rate
-        print(f"  transcript: {errors.hypothesis_words} words for {errors.reference_words} in the script, "
-              f"{errors.errors} word errors", flush=True)
+        print(
+            f"  transcript: {errors.hypothesis_words} words for {errors.reference_words} in the script, "
+            f"{errors.errors} word errors",
+            flush=True,
+        )
         for difference in differences(recording.reference, response.text, limit=8):
             print(f"    {difference}", flush=True)
         balance_after = _balance(session, base)
@@ -147,11 +160,13 @@ def run_job(stack: LocalStack, recording: Recording, timeout: float, poll_second
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.long_jobs", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.long_jobs", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--minutes", type=float, nargs="+", default=[10, 60], help="lengths of the jobs (10 60)")
-    parser.add_argument("--timeout", type=float, default=None,
-                        help="seconds a job may take (default: 2 x its audio + 10 minutes)")
+    parser.add_argument(
+        "--timeout", type=float, default=None, help="seconds a job may take (default: 2 x its audio + 10 minutes)"
+    )
     args = parser.parse_args(argv)
     stop_on_sigterm()
 
@@ -160,8 +175,11 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         recording = long_recording(minutes)
         recordings.append(recording)
-        print(f"built {recording.filename}: {recording.duration / 60:.1f} min, {len(recording.audio) / 1e6:.1f} MB, "
-              f"{len(recording.reference.split())} words, in {time.perf_counter() - started:.0f} s", flush=True)
+        print(
+            f"built {recording.filename}: {recording.duration / 60:.1f} min, {len(recording.audio) / 1e6:.1f} MB, "
+            f"{len(recording.reference.split())} words, in {time.perf_counter() - started:.0f} s",
+            flush=True,
+        )
 
     outcomes: list[JobOutcome] = []
     print("starting the local stack...", flush=True)
@@ -183,20 +201,26 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stack.stop()
 
-    print(f"\n{'recording':<18} {'audio':>8} {'size':>8} {'upload':>8} {'job':>9} {'total':>9} {'audio s/s':>10} "
-          f"{'WER':>6} {'credits':>8} {'balance -':>9}")
+    print(
+        f"\n{'recording':<18} {'audio':>8} {'size':>8} {'upload':>8} {'job':>9} {'total':>9} {'audio s/s':>10} "
+        f"{'WER':>6} {'credits':>8} {'balance -':>9}"
+    )
     print("-" * 104)
     for outcome in outcomes:
         recording = outcome.recording
         if outcome.ok:
-            print(f"{recording.filename:<18} {recording.duration / 60:6.1f} m {len(recording.audio) / 1e6:6.1f}MB "
-                  f"{outcome.upload_seconds:7.1f}s {outcome.job_seconds:8.1f}s {outcome.total_seconds:8.1f}s "
-                  f"{outcome.speed:10.1f} {outcome.wer:6.3f} {outcome.credits_used!s:>8} {outcome.balance_change!s:>9}")
+            print(
+                f"{recording.filename:<18} {recording.duration / 60:6.1f} m {len(recording.audio) / 1e6:6.1f}MB "
+                f"{outcome.upload_seconds:7.1f}s {outcome.job_seconds:8.1f}s {outcome.total_seconds:8.1f}s "
+                f"{outcome.speed:10.1f} {outcome.wer:6.3f} {outcome.credits_used!s:>8} {outcome.balance_change!s:>9}"
+            )
         else:
             print(f"{recording.filename:<18} {recording.duration / 60:6.1f} m  FAILED: {outcome.failure}")
     charged_once = all(outcome.ok and outcome.credits_used == outcome.balance_change for outcome in outcomes)
-    print("\n(upload: POST /v1/uploads and the presigned POST; job: from the end of the upload until the job ended; "
-          "audio s/s: audio over total; balance -: how much the balance fell, equal to credits when charged once)")
+    print(
+        "\n(upload: POST /v1/uploads and the presigned POST; job: from the end of the upload until the job ended; "
+        "audio s/s: audio over total; balance -: how much the balance fell, equal to credits when charged once)"
+    )
     print(f"every job succeeded and was charged once: {'yes' if charged_once else 'NO'}")
     return 0 if charged_once else 1
 

@@ -43,20 +43,72 @@ MEETING_SCRIPT = (
 )
 
 # The parts of the long recordings' sentences: every sentence is a different combination.
-_SUBJECTS = ("The finance team", "Our largest customer", "The new manager", "The support group", "My colleague",
-             "The research department", "The sales director", "A small startup", "The city council",
-             "The engineering team", "Our first supplier", "The board of directors")
-_VERBS = ("approved", "reviewed", "rejected", "discussed", "postponed", "announced", "published", "signed",
-          "changed", "questioned", "welcomed", "explained")
-_OBJECTS = ("the annual budget", "a new contract", "the travel policy", "the quarterly report", "the safety rules",
-            "a marketing campaign", "the product roadmap", "the office move", "a training program",
-            "the hiring plan", "the price increase", "the customer survey")
-_TIMES = ("on Monday morning", "last week", "after a long meeting", "before the holidays", "during the summer",
-          "at the end of the year", "early this spring", "on Friday afternoon", "in the autumn",
-          "before lunch", "late in the evening", "the day before yesterday")
-_REMARKS = ("Nobody expected that.", "Everyone agreed with the decision.", "The details will follow soon.",
-            "Several people asked for more time.", "It was a difficult choice.", "The staff were pleased.",
-            "Questions can be sent by email.", "The vote was almost unanimous.")
+_SUBJECTS = (
+    "The finance team",
+    "Our largest customer",
+    "The new manager",
+    "The support group",
+    "My colleague",
+    "The research department",
+    "The sales director",
+    "A small startup",
+    "The city council",
+    "The engineering team",
+    "Our first supplier",
+    "The board of directors",
+)
+_VERBS = (
+    "approved",
+    "reviewed",
+    "rejected",
+    "discussed",
+    "postponed",
+    "announced",
+    "published",
+    "signed",
+    "changed",
+    "questioned",
+    "welcomed",
+    "explained",
+)
+_OBJECTS = (
+    "the annual budget",
+    "a new contract",
+    "the travel policy",
+    "the quarterly report",
+    "the safety rules",
+    "a marketing campaign",
+    "the product roadmap",
+    "the office move",
+    "a training program",
+    "the hiring plan",
+    "the price increase",
+    "the customer survey",
+)
+_TIMES = (
+    "on Monday morning",
+    "last week",
+    "after a long meeting",
+    "before the holidays",
+    "during the summer",
+    "at the end of the year",
+    "early this spring",
+    "on Friday afternoon",
+    "in the autumn",
+    "before lunch",
+    "late in the evening",
+    "the day before yesterday",
+)
+_REMARKS = (
+    "Nobody expected that.",
+    "Everyone agreed with the decision.",
+    "The details will follow soon.",
+    "Several people asked for more time.",
+    "It was a difficult choice.",
+    "The staff were pleased.",
+    "Questions can be sent by email.",
+    "The vote was almost unanimous.",
+)
 
 
 @dataclass(frozen=True)
@@ -121,12 +173,12 @@ def mp3_bytes(pcm: bytes, bit_rate: int = MP3_BIT_RATE) -> bytes:
         stream = target.add_stream("libmp3lame", rate=SAMPLE_RATE)
         stream.layout = "mono"
         stream.bit_rate = bit_rate
-        resampler = av.AudioResampler(format=stream.codec_context.format or "s16p", layout="mono",
-                                      rate=SAMPLE_RATE)
+        resampler = av.AudioResampler(format=stream.codec_context.format or "s16p", layout="mono", rate=SAMPLE_RATE)
         step = SAMPLE_RATE * 10
         for start in range(0, len(samples), step):
-            frame = av.AudioFrame.from_ndarray(samples[start:start + step].reshape(1, -1), format="s16",
-                                               layout="mono")
+            frame = av.AudioFrame.from_ndarray(
+                samples[start : start + step].reshape(1, -1), format="s16", layout="mono"
+            )
             frame.sample_rate = SAMPLE_RATE
             frame.pts = None
             for resampled in resampler.resample(frame):
@@ -155,8 +207,9 @@ def sentences(seed: int = 8):
             yield rng.choice(_REMARKS)
 
 
-def long_recording(minutes: float, words_per_minute: int = 150, pause_ms: tuple[int, int] = (300, 1500),
-                   seed: int = 8) -> Recording:
+def long_recording(
+    minutes: float, words_per_minute: int = 150, pause_ms: tuple[int, int] = (300, 1500), seed: int = 8
+) -> Recording:
     """At least ``minutes`` of distinct sentences with pauses of ``pause_ms`` (random, inclusive) between them.
 
     espeak-ng speaks up to 40 sentences a call (SSML, with <break/> for the pauses), until the audio is long enough.
@@ -180,10 +233,14 @@ def long_recording(minutes: float, words_per_minute: int = 150, pause_ms: tuple[
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.recordings", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--minutes", type=float, nargs="*", default=[],
-                        help="also build long recordings of these lengths")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.recordings",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--minutes", type=float, nargs="*", default=[], help="also build long recordings of these lengths"
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/recordings-out"))
     args = parser.parse_args()
     for recording in [meeting_clip()] + [long_recording(minutes) for minutes in args.minutes]:

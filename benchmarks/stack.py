@@ -71,17 +71,30 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_stack(credits: int = 1_000_000, timeout: float = 300, environment: dict[str, str] | None = None
-                ) -> LocalStack:
+def start_stack(
+    credits: int = 1_000_000, timeout: float = 300, environment: dict[str, str] | None = None
+) -> LocalStack:
     """Start the stack on a free port and wait for its ready line; raise StackFailed with its output if not."""
     state_dir = Path(tempfile.mkdtemp(prefix="infery-bench-"))
     env = {key: value for key, value in os.environ.items() if key != "INFERY_DEV_KEY"}  # the stack makes one
-    env.update({"INFERY_STATE_FILE": str(state_dir / "local-stack.json"), "INFERY_DEV_CREDITS": str(credits),
-                "PYTHONPATH": str(ROOT / "layers" / "common" / "python"), "PYTHONUNBUFFERED": "1",
-                **(environment or {})})
-    process = subprocess.Popen([sys.executable, "-m", "local_stack", "--port", str(free_port()), "--quiet"],
-                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               start_new_session=True)
+    env.update(
+        {
+            "INFERY_STATE_FILE": str(state_dir / "local-stack.json"),
+            "INFERY_DEV_CREDITS": str(credits),
+            "PYTHONPATH": str(ROOT / "layers" / "common" / "python"),
+            "PYTHONUNBUFFERED": "1",
+            **(environment or {}),
+        }
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "local_stack", "--port", str(free_port()), "--quiet"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     stack = LocalStack(process, state_dir)
     lines: queue.Queue[str | None] = queue.Queue()
 
@@ -116,6 +129,7 @@ def start_stack(credits: int = 1_000_000, timeout: float = 300, environment: dic
 
 def stop_on_sigterm() -> None:
     """Turn SIGTERM into SystemExit, so a benchmark's ``finally`` stops the stack when the benchmark is killed."""
+
     def handler(signum, frame):  # noqa: ARG001 - signal's signature
         raise SystemExit(128 + signum)
 

@@ -14,12 +14,39 @@ from dataclasses import dataclass
 
 import numpy as np
 
-ONES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
-        "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen")
+ONES = (
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+)
 TENS = ("", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety")
 NUMBER_WORDS = frozenset(ONES + TENS[2:] + ("hundred", "thousand"))
-_IRREGULAR_ORDINALS = {"one": "first", "two": "second", "three": "third", "five": "fifth", "eight": "eighth",
-                       "nine": "ninth", "twelve": "twelfth"}
+_IRREGULAR_ORDINALS = {
+    "one": "first",
+    "two": "second",
+    "three": "third",
+    "five": "fifth",
+    "eight": "eighth",
+    "nine": "ninth",
+    "twelve": "twelfth",
+}
 
 # $3.50, 1,500, 2.5, 3rd, 10%: a number with what may stick to it
 _NUMBER = re.compile(r"(?P<dollar>\$)?(?P<number>\d+(?:,\d{3})*(?:\.\d+)?)(?P<suffix>st|nd|rd|th|%)?(?![\w])")
@@ -104,9 +131,16 @@ def normalize(text: str) -> list[str]:
     text = _NUMBER.sub(_spell_number, text)
     text = text.replace("'", "").replace("\u2019", "")  # don't = dont, on both sides
     words = _NOT_A_WORD.sub(" ", text).split()
-    return [word for position, word in enumerate(words)
-            if not (word == "and" and 0 < position < len(words) - 1
-                    and words[position - 1] in NUMBER_WORDS and words[position + 1] in NUMBER_WORDS)]
+    return [
+        word
+        for position, word in enumerate(words)
+        if not (
+            word == "and"
+            and 0 < position < len(words) - 1
+            and words[position - 1] in NUMBER_WORDS
+            and words[position + 1] in NUMBER_WORDS
+        )
+    ]
 
 
 def edit_distance(reference: list[str], hypothesis: list[str]) -> int:
@@ -162,8 +196,9 @@ def differences(reference: str, hypothesis: str, limit: int = 5) -> list[str]:
         if tag == "equal":
             continue
         said, heard = " ".join(ref[ref_start:ref_end]), " ".join(hyp[hyp_start:hyp_end])
-        found.append({"replace": f"{said!r} -> {heard!r}", "delete": f"missing {said!r}",
-                      "insert": f"extra {heard!r}"}[tag])
+        found.append(
+            {"replace": f"{said!r} -> {heard!r}", "delete": f"missing {said!r}", "insert": f"extra {heard!r}"}[tag]
+        )
         if len(found) == limit:
             break
     return found

@@ -42,19 +42,25 @@ class AudioLimits:
 
     def check_sample_rate(self, sample_rate: int | None) -> None:
         if sample_rate is not None and 0 < sample_rate < self.min_sample_rate:
-            raise AudioRefused("sample_rate_too_low",
-                               f"The audio's sample rate is {sample_rate} Hz; at least {self.min_sample_rate} Hz "
-                               "is needed to transcribe speech.")
+            raise AudioRefused(
+                "sample_rate_too_low",
+                f"The audio's sample rate is {sample_rate} Hz; at least {self.min_sample_rate} Hz "
+                "is needed to transcribe speech.",
+            )
 
     def check_duration(self, seconds: float) -> None:
         if self.paid_seconds is not None and seconds > self.paid_seconds and self.paid_seconds < self.max_seconds:
-            raise AudioRefused("audio_longer_than_declared",
-                               f"The audio is longer than its header declares ({self.paid_seconds:.0f} s, with a "
-                               "margin); nothing was charged. Re-encode the file so its header tells its length.")
+            raise AudioRefused(
+                "audio_longer_than_declared",
+                f"The audio is longer than its header declares ({self.paid_seconds:.0f} s, with a "
+                "margin); nothing was charged. Re-encode the file so its header tells its length.",
+            )
         if seconds > self.max_seconds:
-            raise AudioRefused("audio_too_long",
-                               f"The audio lasts {_minutes(seconds)}; this deployment transcribes at most "
-                               f"{_minutes(self.max_seconds)} per file.")
+            raise AudioRefused(
+                "audio_too_long",
+                f"The audio lasts {_minutes(seconds)}; this deployment transcribes at most "
+                f"{_minutes(self.max_seconds)} per file.",
+            )
 
 
 def _minutes(seconds: float) -> str:
@@ -88,8 +94,11 @@ def decode(data: bytes, limits: AudioLimits) -> np.ndarray:
         raise
     except (av.FFmpegError, ValueError, IndexError, MemoryError) as exc:
         # PyAV's own text ("[Errno 1094995529] Invalid data found...") means nothing to a client
-        raise AudioRefused("undecodable_audio", "The audio could not be decoded: the file is damaged or not in "
-                           "a supported format (MP3, MP4, M4A, WAV, WebM, OGG, FLAC).") from exc
+        raise AudioRefused(
+            "undecodable_audio",
+            "The audio could not be decoded: the file is damaged or not in "
+            "a supported format (MP3, MP4, M4A, WAV, WebM, OGG, FLAC).",
+        ) from exc
     limits.check_duration(len(pcm) / 2 / SAMPLE_RATE)
     if not pcm:
         raise AudioRefused("undecodable_audio", "The audio file contains no audio samples.")

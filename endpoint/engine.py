@@ -112,8 +112,9 @@ class WindowResult:
     windows_total: int
 
 
-def plan_windows(audio: np.ndarray, speech_probabilities: Callable[[np.ndarray], np.ndarray] | None = None
-                 ) -> list[Window]:
+def plan_windows(
+    audio: np.ndarray, speech_probabilities: Callable[[np.ndarray], np.ndarray] | None = None
+) -> list[Window]:
     """Windows of at most 30 s that together cover every sample, each cut in the middle of a pause."""
     total = len(audio)
     window_samples = int(WINDOW_SECONDS * SAMPLE_RATE)
@@ -177,8 +178,9 @@ class _Ticket:
 class WindowBatcher:
     """A thread that decodes windows in batches, across requests, with one model."""
 
-    def __init__(self, model: WhisperModel, *, batch_size: int = 8, max_wait_ms: float = 10.0,
-                 beam_size: int = 1) -> None:
+    def __init__(
+        self, model: WhisperModel, *, batch_size: int = 8, max_wait_ms: float = 10.0, beam_size: int = 1
+    ) -> None:
         self.model = model
         self.batch_size = batch_size
         self.max_wait = max_wait_ms / 1000
@@ -268,34 +270,64 @@ class WindowBatcher:
         ticket = batch[0][0]
         options, tokenizer = ticket.options, ticket.tokenizer
         model = self.model
-        features = np.stack([
-            pad_or_trim(model.feature_extractor(owner.audio[window.start:window.end])[..., :-1])
-            for owner, window in batch])
-        prompt = model.get_prompt(tokenizer, previous_tokens=(tokenizer.encode(" " + options.initial_prompt.strip())
-                                                              if options.initial_prompt else []),
-                                  without_timestamps=False)
+        features = np.stack(
+            [
+                pad_or_trim(model.feature_extractor(owner.audio[window.start : window.end])[..., :-1])
+                for owner, window in batch
+            ]
+        )
+        prompt = model.get_prompt(
+            tokenizer,
+            previous_tokens=(tokenizer.encode(" " + options.initial_prompt.strip()) if options.initial_prompt else []),
+            without_timestamps=False,
+        )
         encoder_output = model.encode(features)
         temperature = options.temperature or 0.0
         sampling = temperature > 0  # CTranslate2 samples with one hypothesis only
         results = model.model.generate(
-            encoder_output, [list(prompt) for _ in batch], beam_size=1 if sampling else self.beam_size,
-            patience=1, length_penalty=1, max_length=model.max_length, suppress_blank=True,
-            suppress_tokens=get_suppressed_tokens(tokenizer, [-1]), return_scores=True, return_no_speech_prob=True,
+            encoder_output,
+            [list(prompt) for _ in batch],
+            beam_size=1 if sampling else self.beam_size,
+            patience=1,
+            length_penalty=1,
+            max_length=model.max_length,
+            suppress_blank=True,
+            suppress_tokens=get_suppressed_tokens(tokenizer, [-1]),
+            return_scores=True,
+            return_no_speech_prob=True,
             sampling_temperature=temperature if sampling else 1.0,
-            sampling_topk=0 if sampling else 1)
+            sampling_topk=0 if sampling else 1,
+        )
         decoded = []
         for (_, window), result in zip(batch, results, strict=True):
             tokens = result.sequences_ids[0]
             avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)  # as faster-whisper computes it
-            decoded.append(split_window(model, tokenizer, tokens, window, avg_logprob=avg_logprob,
-                                        no_speech_prob=result.no_speech_prob, temperature=temperature))
+            decoded.append(
+                split_window(
+                    model,
+                    tokenizer,
+                    tokens,
+                    window,
+                    avg_logprob=avg_logprob,
+                    no_speech_prob=result.no_speech_prob,
+                    temperature=temperature,
+                )
+            )
         if options.word_timestamps:
             _add_words(model, tokenizer, encoder_output, batch, decoded)
         return decoded
 
 
-def split_window(model: WhisperModel, tokenizer: Tokenizer, tokens: list[int], window: Window, *,
-                 avg_logprob: float, no_speech_prob: float, temperature: float) -> list[DecodedSegment]:
+def split_window(
+    model: WhisperModel,
+    tokenizer: Tokenizer,
+    tokens: list[int],
+    window: Window,
+    *,
+    avg_logprob: float,
+    no_speech_prob: float,
+    temperature: float,
+) -> list[DecodedSegment]:
     """A window's tokens as timed segments on the original timeline, the unfinished last one included."""
     begin = tokenizer.timestamp_begin
     offset, seek = window.offset, int(window.offset * model.frames_per_second)
@@ -305,10 +337,17 @@ def split_window(model: WhisperModel, tokenizer: Tokenizer, tokens: list[int], w
         text = tokenizer.decode(text_tokens)
         if not text.strip():
             return None
-        return DecodedSegment(start=round(offset + start, 3), end=round(offset + min(end, window.duration), 3),
-                              text=text, tokens=piece, seek=seek, avg_logprob=float(avg_logprob),
-                              compression_ratio=get_compression_ratio(text),
-                              no_speech_prob=float(no_speech_prob), temperature=temperature)
+        return DecodedSegment(
+            start=round(offset + start, 3),
+            end=round(offset + min(end, window.duration), 3),
+            text=text,
+            tokens=piece,
+            seek=seek,
+            avg_logprob=float(avg_logprob),
+            compression_ratio=get_compression_ratio(text),
+            no_speech_prob=float(no_speech_prob),
+            temperature=temperature,
+        )
 
     segments: list[DecodedSegment | None] = []
     last_time = 0.0
@@ -333,8 +372,13 @@ def split_window(model: WhisperModel, tokenizer: Tokenizer, tokens: list[int], w
     return [s for s in segments if s is not None]
 
 
-def _add_words(model: WhisperModel, tokenizer: Tokenizer, encoder_output: ctranslate2.StorageView,
-               batch: list[tuple[_Ticket, Window]], decoded: list[list[DecodedSegment]]) -> None:
+def _add_words(
+    model: WhisperModel,
+    tokenizer: Tokenizer,
+    encoder_output: ctranslate2.StorageView,
+    batch: list[tuple[_Ticket, Window]],
+    decoded: list[list[DecodedSegment]],
+) -> None:
     """Word timings by cross-attention alignment, as faster-whisper's batched path does, skipping empty windows."""
     with_text = [position for position, segments in enumerate(decoded) if segments]
     if not with_text:
@@ -345,29 +389,42 @@ def _add_words(model: WhisperModel, tokenizer: Tokenizer, encoder_output: ctrans
             host = encoder_output.to_device(ctranslate2.Device.cpu)
         encoder_output = ctranslate2.StorageView.from_array(np.array(host)[with_text])
     segments_as_dicts: list[list[dict[str, Any]]] = [
-        [{"seek": segment.seek, "start": segment.start, "end": segment.end, "tokens": segment.tokens}
-         for segment in decoded[position]] for position in with_text]
+        [
+            {"seek": segment.seek, "start": segment.start, "end": segment.end, "tokens": segment.tokens}
+            for segment in decoded[position]
+        ]
+        for position in with_text
+    ]
     sizes = [int(ceil(batch[position][1].duration) * model.frames_per_second) for position in with_text]
-    model.add_word_timestamps(segments_as_dicts, tokenizer, encoder_output, sizes, PREPEND_PUNCTUATIONS,
-                              APPEND_PUNCTUATIONS, 0.0)
+    model.add_word_timestamps(
+        segments_as_dicts, tokenizer, encoder_output, sizes, PREPEND_PUNCTUATIONS, APPEND_PUNCTUATIONS, 0.0
+    )
     for position, dicts in zip(with_text, segments_as_dicts, strict=True):
         for segment, as_dict in zip(decoded[position], dicts, strict=True):
-            segment.words = [{"word": word["word"], "start": float(word["start"]), "end": float(word["end"]),
-                              "probability": float(word["probability"])} for word in as_dict.get("words", [])]
+            segment.words = [
+                {
+                    "word": word["word"],
+                    "start": float(word["start"]),
+                    "end": float(word["end"]),
+                    "probability": float(word["probability"]),
+                }
+                for word in as_dict.get("words", [])
+            ]
             if segment.words:
                 segment.start, segment.end = float(as_dict["start"]), float(as_dict["end"])
 
 
-def repeats_in_a_row(text: str, *, min_word_repeats: int = 5, min_phrase_repeats: int = 3,
-                     longest_phrase: int = 8) -> bool:
+def repeats_in_a_row(
+    text: str, *, min_word_repeats: int = 5, min_phrase_repeats: int = 3, longest_phrase: int = 8
+) -> bool:
     """True when a word comes min_word_repeats times in a row, or a phrase of 2 to ``longest_phrase`` words
     min_phrase_repeats times in a row: how a decoding loop looks ("Phi Phi Phi Phi Phi", a sentence over and over)."""
     words = re.findall(r"[\w']+", text.lower())
     for length in range(1, longest_phrase + 1):
         needed = min_word_repeats if length == 1 else min_phrase_repeats
         for start in range(len(words) - length * needed + 1):
-            phrase = words[start:start + length]
-            if all(words[start + k * length: start + (k + 1) * length] == phrase for k in range(1, needed)):
+            phrase = words[start : start + length]
+            if all(words[start + k * length : start + (k + 1) * length] == phrase for k in range(1, needed)):
                 return True
     return False
 
@@ -385,15 +442,16 @@ class _LazySpeech:
         return self._probabilities
 
     def has_speech(self, start: int, end: int, min_seconds: float) -> bool:
-        frames = self.probabilities(self._audio)[start // VAD_FRAME: -(-end // VAD_FRAME)]
+        frames = self.probabilities(self._audio)[start // VAD_FRAME : -(-end // VAD_FRAME)]
         return float(np.sum(frames >= SPEECH_PROBABILITY)) * VAD_FRAME / SAMPLE_RATE >= min_seconds
 
 
 class BatchedEngine:
     """Transcribes requests through one :class:`WindowBatcher`; safe to call from many threads."""
 
-    def __init__(self, model: WhisperModel, *, batch_size: int = 8, max_wait_ms: float = 10.0,
-                 beam_size: int = 1) -> None:
+    def __init__(
+        self, model: WhisperModel, *, batch_size: int = 8, max_wait_ms: float = 10.0, beam_size: int = 1
+    ) -> None:
         self.model = model
         self.beam_size = beam_size
         self.batcher = WindowBatcher(model, batch_size=batch_size, max_wait_ms=max_wait_ms, beam_size=beam_size)
@@ -409,29 +467,39 @@ class BatchedEngine:
             self._streams_done.wait_for(lambda: self._streams == 0, timeout)
         self.batcher.stop()
 
-    def stream(self, audio: np.ndarray, options: DecodeOptions, *,
-               cancelled: Callable[[], bool] = lambda: False, poll_seconds: float = 0.25) -> Iterator[WindowResult]:
+    def stream(
+        self,
+        audio: np.ndarray,
+        options: DecodeOptions,
+        *,
+        cancelled: Callable[[], bool] = lambda: False,
+        poll_seconds: float = 0.25,
+    ) -> Iterator[WindowResult]:
         """Each window's segments, in order, as soon as they and every window before them are final."""
         if self._closed:
             raise Cancelled("the engine is shutting down")
         with self._streams_done:
             self._streams += 1
         try:
-            yield from self._stream(audio, options, cancelled=lambda: self._closed or cancelled(),
-                                    poll_seconds=poll_seconds)
+            yield from self._stream(
+                audio, options, cancelled=lambda: self._closed or cancelled(), poll_seconds=poll_seconds
+            )
         finally:
             with self._streams_done:
                 self._streams -= 1
                 self._streams_done.notify_all()
 
-    def _stream(self, audio: np.ndarray, options: DecodeOptions, *, cancelled: Callable[[], bool],
-                poll_seconds: float) -> Iterator[WindowResult]:
+    def _stream(
+        self, audio: np.ndarray, options: DecodeOptions, *, cancelled: Callable[[], bool], poll_seconds: float
+    ) -> Iterator[WindowResult]:
         speech = _LazySpeech(audio)
         windows = plan_windows(audio, speech.probabilities)
-        tokenizer = Tokenizer(self.model.hf_tokenizer, self.model.model.is_multilingual, task=options.task,
-                              language=options.language)
-        ticket = _Ticket(audio=audio, options=options, tokenizer=tokenizer, pending=deque(windows),
-                         caller_gone=cancelled)
+        tokenizer = Tokenizer(
+            self.model.hf_tokenizer, self.model.model.is_multilingual, task=options.task, language=options.language
+        )
+        ticket = _Ticket(
+            audio=audio, options=options, tokenizer=tokenizer, pending=deque(windows), caller_gone=cancelled
+        )
         self.batcher.submit(ticket)
         try:
             for window in windows:
@@ -448,8 +516,9 @@ class BatchedEngine:
             ticket.cancelled = True  # a consumer that stops early (or failed) frees the batcher of the rest
 
     @staticmethod
-    def _wait_for(ticket: _Ticket, window: Window, cancelled: Callable[[], bool], poll_seconds: float
-                  ) -> list[DecodedSegment] | BaseException:
+    def _wait_for(
+        ticket: _Ticket, window: Window, cancelled: Callable[[], bool], poll_seconds: float
+    ) -> list[DecodedSegment] | BaseException:
         with ticket.done:
             while window.index not in ticket.results:
                 if cancelled():
@@ -473,8 +542,14 @@ class BatchedEngine:
         silence = first.no_speech_prob > NO_SPEECH_THRESHOLD
         return first.avg_logprob < LOG_PROB_THRESHOLD and not silence
 
-    def _untranscribed_tail(self, audio: np.ndarray, window: Window, segments: list[DecodedSegment],
-                            options: DecodeOptions, speech: _LazySpeech) -> list[DecodedSegment]:
+    def _untranscribed_tail(
+        self,
+        audio: np.ndarray,
+        window: Window,
+        segments: list[DecodedSegment],
+        options: DecodeOptions,
+        speech: _LazySpeech,
+    ) -> list[DecodedSegment]:
         """The speech after the window's last segment, decoded on its own when the model stopped before it."""
         last_end = max((segment.end for segment in segments), default=window.offset)
         tail_start = int(max(window.offset, last_end) * SAMPLE_RATE)
@@ -485,15 +560,28 @@ class BatchedEngine:
         tail = Window(window.index, tail_start, window.end)
         return self._redecode(audio, tail, options)
 
-    def _redecode(self, audio: np.ndarray, window: Window, options: DecodeOptions,
-                  keep_if_empty: list[DecodedSegment] | None = None) -> list[DecodedSegment]:
+    def _redecode(
+        self,
+        audio: np.ndarray,
+        window: Window,
+        options: DecodeOptions,
+        keep_if_empty: list[DecodedSegment] | None = None,
+    ) -> list[DecodedSegment]:
         """Whisper's sequential decode with temperature fallback, for a window (or its tail) the batch got wrong.
         Its no-speech rule is off: a window is only re-decoded because it holds words."""
         segments, _ = self.model.transcribe(
-            audio[window.start:window.end], language=options.language, task=options.task,
-            initial_prompt=options.initial_prompt, temperature=list(FALLBACK_TEMPERATURES),
-            beam_size=max(self.beam_size, 5), best_of=5, word_timestamps=options.word_timestamps,
-            vad_filter=False, condition_on_previous_text=False, no_speech_threshold=None)
+            audio[window.start : window.end],
+            language=options.language,
+            task=options.task,
+            initial_prompt=options.initial_prompt,
+            temperature=list(FALLBACK_TEMPERATURES),
+            beam_size=max(self.beam_size, 5),
+            best_of=5,
+            word_timestamps=options.word_timestamps,
+            vad_filter=False,
+            condition_on_previous_text=False,
+            no_speech_threshold=None,
+        )
         decoded = self._on_timeline(list(segments), window)
         if keep_if_empty is None:
             return decoded
@@ -504,12 +592,26 @@ class BatchedEngine:
 
     def _on_timeline(self, segments: list, window: Window) -> list[DecodedSegment]:
         seek = int(window.offset * self.model.frames_per_second)
-        return [DecodedSegment(
-            start=round(window.offset + float(segment.start), 3), end=round(window.offset + float(segment.end), 3),
-            text=segment.text, tokens=list(segment.tokens), seek=seek, avg_logprob=segment.avg_logprob,
-            compression_ratio=segment.compression_ratio, no_speech_prob=segment.no_speech_prob,
-            temperature=float(segment.temperature or 0.0),
-            words=[{"word": word.word, "start": window.offset + float(word.start),
-                    "end": window.offset + float(word.end), "probability": float(word.probability)}
-                   for word in segment.words or []])
-            for segment in segments]
+        return [
+            DecodedSegment(
+                start=round(window.offset + float(segment.start), 3),
+                end=round(window.offset + float(segment.end), 3),
+                text=segment.text,
+                tokens=list(segment.tokens),
+                seek=seek,
+                avg_logprob=segment.avg_logprob,
+                compression_ratio=segment.compression_ratio,
+                no_speech_prob=segment.no_speech_prob,
+                temperature=float(segment.temperature or 0.0),
+                words=[
+                    {
+                        "word": word.word,
+                        "start": window.offset + float(word.start),
+                        "end": window.offset + float(word.end),
+                        "probability": float(word.probability),
+                    }
+                    for word in segment.words or []
+                ],
+            )
+            for segment in segments
+        ]

@@ -69,51 +69,76 @@ class ServerConfig:
 
 class WhisperTranscriber:
     def __init__(self, config: ServerConfig) -> None:
-        self.model = WhisperModel(config.model_dir, device=config.device, compute_type=config.compute_type,
-                                  num_workers=config.num_workers, cpu_threads=config.cpu_threads,
-                                  local_files_only=True)
-        self.engine = BatchedEngine(self.model, batch_size=config.batch_size, max_wait_ms=config.max_wait_ms,
-                                    beam_size=config.beam_size)
+        self.model = WhisperModel(
+            config.model_dir,
+            device=config.device,
+            compute_type=config.compute_type,
+            num_workers=config.num_workers,
+            cpu_threads=config.cpu_threads,
+            local_files_only=True,
+        )
+        self.engine = BatchedEngine(
+            self.model, batch_size=config.batch_size, max_wait_ms=config.max_wait_ms, beam_size=config.beam_size
+        )
         self.limits = AudioLimits(max_seconds=config.max_audio_seconds)
 
     @property
     def multilingual(self) -> bool:
         return bool(self.model.model.is_multilingual)
 
-    def transcribe(self, request: InferenceRequest, *, cancelled: Callable[[], bool] = lambda: False,
-                   on_window: Callable[[WindowResult], None] | None = None) -> InferenceResult:
+    def transcribe(
+        self,
+        request: InferenceRequest,
+        *,
+        cancelled: Callable[[], bool] = lambda: False,
+        on_window: Callable[[WindowResult], None] | None = None,
+    ) -> InferenceResult:
         """The whole transcript; ``on_window`` sees each window's segments as soon as they are final."""
         if request.language and request.language != "en" and not self.multilingual:
-            raise InferenceFailure(400, "unsupported_language",
-                                   f"This deployment's model is English-only; it cannot transcribe language "
-                                   f"'{request.language}'.")
+            raise InferenceFailure(
+                400,
+                "unsupported_language",
+                f"This deployment's model is English-only; it cannot transcribe language '{request.language}'.",
+            )
         try:
             audio = decode(_audio_bytes(request), self.limits.for_request(request.max_audio_seconds))
         except AudioRefused as refused:
             raise InferenceFailure(400, refused.code, refused.message) from refused
-        options = DecodeOptions(language=self._language(request, audio),
-                                task=request.task.value if self.multilingual else Task.TRANSCRIBE.value,
-                                initial_prompt=request.prompt or None,
-                                # 0 or unset: Whisper's schedule, temperature 0 with fallback to hotter ones
-                                temperature=request.temperature or None,
-                                word_timestamps=request.word_timestamps)
+        options = DecodeOptions(
+            language=self._language(request, audio),
+            task=request.task.value if self.multilingual else Task.TRANSCRIBE.value,
+            initial_prompt=request.prompt or None,
+            # 0 or unset: Whisper's schedule, temperature 0 with fallback to hotter ones
+            temperature=request.temperature or None,
+            word_timestamps=request.word_timestamps,
+        )
         segments: list[Segment] = []
         words: list[Word] = []
         try:
             for window in self.engine.stream(audio, options, cancelled=cancelled):
                 for decoded in window.segments:
-                    segments.append(Segment(
-                        id=len(segments), seek=decoded.seek, start=decoded.start, end=decoded.end,
-                        text=decoded.text, tokens=decoded.tokens, temperature=decoded.temperature,
-                        avg_logprob=decoded.avg_logprob, compression_ratio=decoded.compression_ratio,
-                        no_speech_prob=decoded.no_speech_prob))
-                    words.extend(Word(word=word["word"].strip(), start=round(word["start"], 3),
-                                      end=round(word["end"], 3)) for word in decoded.words)
+                    segments.append(
+                        Segment(
+                            id=len(segments),
+                            seek=decoded.seek,
+                            start=decoded.start,
+                            end=decoded.end,
+                            text=decoded.text,
+                            tokens=decoded.tokens,
+                            temperature=decoded.temperature,
+                            avg_logprob=decoded.avg_logprob,
+                            compression_ratio=decoded.compression_ratio,
+                            no_speech_prob=decoded.no_speech_prob,
+                        )
+                    )
+                    words.extend(
+                        Word(word=word["word"].strip(), start=round(word["start"], 3), end=round(word["end"], 3))
+                        for word in decoded.words
+                    )
                 if on_window is not None:
                     on_window(window)
         except Cancelled as exc:
-            raise InferenceFailure(499, "cancelled", "The caller stopped waiting; the rest was not decoded.") \
-                from exc
+            raise InferenceFailure(499, "cancelled", "The caller stopped waiting; the rest was not decoded.") from exc
         return InferenceResult(
             text="".join(segment.text for segment in segments).strip(),
             language=options.language,
@@ -146,11 +171,15 @@ class ProgressReporter:
             return
         self._last = now
         bucket, _, key = self.uri.removeprefix("s3://").partition("/")
-        progress = {"windows_done": window.window.index + 1, "windows_total": window.windows_total,
-                    "seconds_done": round(window.window.end / SAMPLE_RATE, 3)}
+        progress = {
+            "windows_done": window.window.index + 1,
+            "windows_total": window.windows_total,
+            "seconds_done": round(window.window.end / SAMPLE_RATE, 3),
+        }
         try:
-            _s3_client().put_object(Bucket=bucket, Key=key, Body=json.dumps(progress).encode(),
-                                    ContentType="application/json")
+            _s3_client().put_object(
+                Bucket=bucket, Key=key, Body=json.dumps(progress).encode(), ContentType="application/json"
+            )
         except Exception:  # progress is a courtesy: never fail a transcription over it
             logger.warning("progress not written", exc_info=True)
 
@@ -181,12 +210,15 @@ def _read_s3_object(uri: str, etag: str | None) -> bytes:
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
         if code in ("PreconditionFailed", "412"):
-            raise InferenceFailure(400, "audio_changed", "The uploaded file changed after it was checked; nothing "
-                                   "was charged. Upload it again with a new upload.") from exc
+            raise InferenceFailure(
+                400,
+                "audio_changed",
+                "The uploaded file changed after it was checked; nothing "
+                "was charged. Upload it again with a new upload.",
+            ) from exc
         if code in ("NoSuchKey", "404", "NoSuchBucket", "AccessDenied", "403"):
             logger.warning("audio object %s unreadable: %s", uri, code)
-            raise InferenceFailure(400, "invalid_request", "The audio object cannot be read; upload it again.") \
-                from exc
+            raise InferenceFailure(400, "invalid_request", "The audio object cannot be read; upload it again.") from exc
         logger.warning("S3 failed while reading %s: %s", uri, code)
         raise InferenceFailure(503, "storage_unavailable", "Storage failed while reading the audio.") from exc
     except BotoCoreError as exc:
@@ -244,8 +276,11 @@ class InferenceHandler(BaseHTTPRequestHandler):
     def _invoke_as_sagemaker_runtime(self, endpoint_name: str, body: bytes) -> None:
         expected = self.server.config.endpoint_name
         if expected and endpoint_name != expected:
-            self._send(400, json.dumps({"message": f"Endpoint {endpoint_name} not found."}).encode(),
-                       {"x-amzn-ErrorType": "ValidationError"})
+            self._send(
+                400,
+                json.dumps({"message": f"Endpoint {endpoint_name} not found."}).encode(),
+                {"x-amzn-ErrorType": "ValidationError"},
+            )
             return
         status, payload = self._invoke(body)
         if status == 200:
@@ -254,7 +289,7 @@ class InferenceHandler(BaseHTTPRequestHandler):
         kind = "client" if status < 500 else "server"
         wrapped = {
             "ErrorCode": f"{kind.upper()}_ERROR_FROM_MODEL",
-            "Message": f"Received {kind} error ({status}) from primary with message \"{payload.decode()}\".",
+            "Message": f'Received {kind} error ({status}) from primary with message "{payload.decode()}".',
             "OriginalMessage": payload.decode(),
             "OriginalStatusCode": status,
             "LogStreamArn": f"arn:aws:logs:local:000000000000:log-group:/aws/sagemaker/Endpoints/{endpoint_name}",
@@ -296,17 +331,31 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
     parser.add_argument("--num-workers", type=int, default=int(env("WHISPER_NUM_WORKERS", "2")))
     parser.add_argument("--cpu-threads", type=int, default=int(env("WHISPER_CPU_THREADS", "0")))
     parser.add_argument("--beam-size", type=int, default=int(env("WHISPER_BEAM_SIZE", "5")))
-    parser.add_argument("--batch-size", type=int, default=int(env("WHISPER_BATCH_SIZE", "8")),
-                        help="windows decoded together, across requests")
-    parser.add_argument("--max-wait-ms", type=float, default=float(env("WHISPER_MAX_WAIT_MS", "10")),
-                        help="how long a batch waits for more windows before it is decoded")
-    parser.add_argument("--max-audio-seconds", type=float,
-                        default=float(env("WHISPER_MAX_AUDIO_SECONDS", str(DEFAULT_MAX_AUDIO_SECONDS))),
-                        help="longer audio is refused before it is decoded")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=int(env("WHISPER_BATCH_SIZE", "8")),
+        help="windows decoded together, across requests",
+    )
+    parser.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=float(env("WHISPER_MAX_WAIT_MS", "10")),
+        help="how long a batch waits for more windows before it is decoded",
+    )
+    parser.add_argument(
+        "--max-audio-seconds",
+        type=float,
+        default=float(env("WHISPER_MAX_AUDIO_SECONDS", str(DEFAULT_MAX_AUDIO_SECONDS))),
+        help="longer audio is refused before it is decoded",
+    )
     parser.add_argument("--host", default=env("WHISPER_HOST", "0.0.0.0"))
     parser.add_argument("--port", type=int, default=int(env("SAGEMAKER_BIND_TO_PORT", env("WHISPER_PORT", "8080"))))
-    parser.add_argument("--endpoint-name", default=env("SAGEMAKER_ENDPOINT_NAME"),
-                        help="answer /endpoints/{name}/invocations only for this name, as SageMaker does")
+    parser.add_argument(
+        "--endpoint-name",
+        default=env("SAGEMAKER_ENDPOINT_NAME"),
+        help="answer /endpoints/{name}/invocations only for this name, as SageMaker does",
+    )
     return ServerConfig(**vars(parser.parse_args(argv)))
 
 

@@ -98,13 +98,21 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--dev-key", default=os.environ.get("INFERY_DEV_KEY"))
     parser.add_argument("--dev-credits", type=int, default=int(os.environ.get("INFERY_DEV_CREDITS", "10000")))
     parser.add_argument("--model-dir", default=os.environ.get("INFERY_MODEL_DIR"))
-    parser.add_argument("--concurrency", type=int, default=int(os.environ.get("INFERY_LAMBDA_CONCURRENCY", "4")),
-                        help="Lambda execution environments to keep warm")
-    parser.add_argument("--quiet", action="store_true",
-                        help="no line per API request either: only the banner, warnings and errors")
-    parser.add_argument("--verbose", action="store_true",
-                        help="log everything: moto's and the model server's requests, the handlers' INFO logs and "
-                             "metrics, powertools' warnings")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=int(os.environ.get("INFERY_LAMBDA_CONCURRENCY", "4")),
+        help="Lambda execution environments to keep warm",
+    )
+    parser.add_argument(
+        "--quiet", action="store_true", help="no line per API request either: only the banner, warnings and errors"
+    )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="log everything: moto's and the model server's requests, the handlers' INFO logs and "
+        "metrics, powertools' warnings",
+    )
     return parser.parse_args()
 
 
@@ -118,8 +126,12 @@ def quiet_environment(verbose: bool) -> dict[str, str]:
     if verbose:
         return {"POWERTOOLS_METRICS_DISABLED": "false", "INFERY_LOCAL_VERBOSE": "1"}
     # the warning filter also reaches interpreters started later (spawned pool workers): PYTHONWARNINGS
-    return {"POWERTOOLS_METRICS_DISABLED": "true", "POWERTOOLS_LOG_LEVEL": "WARNING",
-            "PYTHONWARNINGS": f"ignore:{_EMPTY_METRICS_WARNING}:UserWarning", "INFERY_LOCAL_VERBOSE": "0"}
+    return {
+        "POWERTOOLS_METRICS_DISABLED": "true",
+        "POWERTOOLS_LOG_LEVEL": "WARNING",
+        "PYTHONWARNINGS": f"ignore:{_EMPTY_METRICS_WARNING}:UserWarning",
+        "INFERY_LOCAL_VERBOSE": "0",
+    }
 
 
 def main() -> None:
@@ -133,8 +145,11 @@ def main() -> None:
     local = LocalTemplate(load_template(), parameter_overrides={"ModelName": LOCAL_MODEL_NAME})
     moto_port, model_port = _free_port(), _free_port()
     aws_environment = {
-        "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "AWS_SESSION_TOKEN": "local",
-        "AWS_DEFAULT_REGION": local.region, "AWS_REGION": local.region,
+        "AWS_ACCESS_KEY_ID": "local",
+        "AWS_SECRET_ACCESS_KEY": "local",
+        "AWS_SESSION_TOKEN": "local",
+        "AWS_DEFAULT_REGION": local.region,
+        "AWS_REGION": local.region,
         "AWS_ENDPOINT_URL_DYNAMODB": f"http://127.0.0.1:{moto_port}",
         "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{moto_port}",
         "AWS_ENDPOINT_URL_SQS": f"http://127.0.0.1:{moto_port}",
@@ -149,21 +164,48 @@ def main() -> None:
     endpoint_name = local.function_environment("TranscribeFunction")["SAGEMAKER_ENDPOINT_NAME"]
 
     with ExitStack() as stack:
-        moto = _start(stack, [sys.executable, "-m", "local_stack.moto_server", "-H", "127.0.0.1", "-p", str(moto_port),
-                              *(["--verbose"] if args.verbose else [])], child_environment)
-        model_server = _start(stack, [
-            sys.executable, "-m", "local_stack.model_server",
-            "--model-dir", args.model_dir or _default_model_dir(), "--device", "cpu", "--compute-type", "int8",
-            "--host", "127.0.0.1", "--port", str(model_port), "--endpoint-name", endpoint_name,
-        ], child_environment)
+        moto = _start(
+            stack,
+            [
+                sys.executable,
+                "-m",
+                "local_stack.moto_server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                str(moto_port),
+                *(["--verbose"] if args.verbose else []),
+            ],
+            child_environment,
+        )
+        model_server = _start(
+            stack,
+            [
+                sys.executable,
+                "-m",
+                "local_stack.model_server",
+                "--model-dir",
+                args.model_dir or _default_model_dir(),
+                "--device",
+                "cpu",
+                "--compute-type",
+                "int8",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(model_port),
+                "--endpoint-name",
+                endpoint_name,
+            ],
+            child_environment,
+        )
         _wait_until(lambda: _http_ok(f"http://127.0.0.1:{moto_port}/moto-api/"), "moto server", 60, moto)
         create_tables(local, boto3.client("dynamodb"))
         create_queues(local, boto3.client("sqs"))
         create_topics(local, boto3.client("sns"))
         create_buckets(local, boto3.client("s3"))
         dev_key = _seed_dev_key(local, args.dev_key, args.dev_credits)
-        _wait_until(lambda: _http_ok(f"http://127.0.0.1:{model_port}/ping"), "Whisper model server", 180,
-                    model_server)
+        _wait_until(lambda: _http_ok(f"http://127.0.0.1:{model_port}/ping"), "Whisper model server", 180, model_server)
 
         gateway = LocalApiGateway(local, args.concurrency, aws_environment)
         stack.callback(gateway.close)
@@ -172,8 +214,13 @@ def main() -> None:
         stack.callback(scheduler.close)
         scheduler.start()
         # the asynchronous endpoint (jobs) is emulated in front of the same model server; only the worker calls it
-        async_inference = LocalAsyncInference(async_endpoints(local), f"http://127.0.0.1:{model_port}",
-                                              boto3.client("s3"), boto3.client("sns"), local.region)
+        async_inference = LocalAsyncInference(
+            async_endpoints(local),
+            f"http://127.0.0.1:{model_port}",
+            boto3.client("s3"),
+            boto3.client("sns"),
+            local.region,
+        )
         stack.callback(async_inference.close)
         async_inference.start()
         poller = LocalQueuePoller(local, {**aws_environment, "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": async_inference.url})
@@ -182,14 +229,17 @@ def main() -> None:
         server = LocalApiServer((args.host, args.port), gateway, log_requests=not args.quiet, verbose=args.verbose)
         stack.callback(server.server_close)
         base_url = f"http://{args.host}:{server.server_port}/v1"
-        _write_state(stack, base_url, {**aws_environment, **local.function_environment("TranscribeFunction")},
-                     model_server.pid)
+        _write_state(
+            stack, base_url, {**aws_environment, **local.function_environment("TranscribeFunction")}, model_server.pid
+        )
         console_url = base_url.removesuffix("/v1") + "/console"
-        print(f"\ninfery local stack is ready\n  base URL: {base_url}\n  console:  {console_url}\n"
-              f"  API key:  {dev_key}\n"
-              f"  credits:  {args.dev_credits}\n  model:    {LOCAL_MODEL_NAME} (alias whisper-1)\n"
-              f"Try: curl -H 'Authorization: Bearer {dev_key}' {base_url}/models\nCtrl-C stops everything.\n",
-              flush=True)
+        print(
+            f"\ninfery local stack is ready\n  base URL: {base_url}\n  console:  {console_url}\n"
+            f"  API key:  {dev_key}\n"
+            f"  credits:  {args.dev_credits}\n  model:    {LOCAL_MODEL_NAME} (alias whisper-1)\n"
+            f"Try: curl -H 'Authorization: Bearer {dev_key}' {base_url}/models\nCtrl-C stops everything.\n",
+            flush=True,
+        )
         try:
             server.serve_forever()
         except KeyboardInterrupt:
@@ -198,16 +248,29 @@ def main() -> None:
 
 def _write_state(stack: ExitStack, base_url: str, environment: dict[str, str], model_server_pid: int) -> None:
     STATE_FILE.parent.mkdir(parents=True, exist_ok=True)
-    STATE_FILE.write_text(json.dumps({"base_url": base_url, "pid": os.getpid(),
-                                      "model_server_pid": model_server_pid, "environment": environment}, indent=2))
+    STATE_FILE.write_text(
+        json.dumps(
+            {
+                "base_url": base_url,
+                "pid": os.getpid(),
+                "model_server_pid": model_server_pid,
+                "environment": environment,
+            },
+            indent=2,
+        )
+    )
     stack.callback(STATE_FILE.unlink, missing_ok=True)
 
 
 def _seed_dev_key(local: LocalTemplate, dev_key: str | None, credits: int) -> str:
     environment = local.function_environment("TranscribeFunction")
-    accounts = AccountsWiring(AccountTables(keys_table_name=environment["KEYS_TABLE_NAME"],
-                                            ledger_table_name=environment["LEDGER_TABLE_NAME"],
-                                            reservations_table_name=environment["RESERVATIONS_TABLE_NAME"]))
+    accounts = AccountsWiring(
+        AccountTables(
+            keys_table_name=environment["KEYS_TABLE_NAME"],
+            ledger_table_name=environment["LEDGER_TABLE_NAME"],
+            reservations_table_name=environment["RESERVATIONS_TABLE_NAME"],
+        )
+    )
     try:
         clear_key, item = accounts.keys.create("development", 0, api_key=dev_key)
     except ValueError as exc:

@@ -81,8 +81,9 @@ def _invoke(function_name: str, event: dict[str, Any], timeout_seconds: float) -
 class LocalFunction:
     """One Lambda function: its code, environment and a pool of warm execution environments."""
 
-    def __init__(self, local: LocalTemplate, logical_id: str, concurrency: int,
-                 extra_environment: dict[str, str]) -> None:
+    def __init__(
+        self, local: LocalTemplate, logical_id: str, concurrency: int, extra_environment: dict[str, str]
+    ) -> None:
         source, handler_name = local.function_source(logical_id)
         environment = {**local.function_environment(logical_id), **extra_environment}
         properties = local.resources[logical_id]["Properties"]
@@ -90,9 +91,11 @@ class LocalFunction:
         self.timeout_seconds = float(properties.get("Timeout", globals_.get("Timeout", 3)))
         self.name = local.physical_name(logical_id)
         self.concurrency = concurrency
-        self.pool = ProcessPoolExecutor(max_workers=concurrency, initializer=_load_handler,
-                                        initargs=(environment, local.layer_python_paths(), str(source),
-                                                  handler_name))
+        self.pool = ProcessPoolExecutor(
+            max_workers=concurrency,
+            initializer=_load_handler,
+            initargs=(environment, local.layer_python_paths(), str(source), handler_name),
+        )
 
     def invoke(self, event: dict[str, Any], timeout_seconds: float) -> dict[str, Any]:
         return self.pool.submit(_invoke, self.name, event, self.timeout_seconds).result(timeout=timeout_seconds)
@@ -141,24 +144,36 @@ class LocalApiGateway:
                 return route, found.groupdict()
         return None
 
-    def gateway_response(self, kind: str, default_status: int, request_id: str, method: str, path: str,
-                         error_message: str) -> tuple[int, dict[str, str], bytes]:
+    def gateway_response(
+        self, kind: str, default_status: int, request_id: str, method: str, path: str, error_message: str
+    ) -> tuple[int, dict[str, str], bytes]:
         """Render one of template.yaml's GatewayResponses, with the $context variables we know."""
         family = "DEFAULT_5XX" if default_status >= 500 else "DEFAULT_4XX"
         definition = self.gateway_responses.get(kind) or self.gateway_responses.get(family, {})
         default_template = '{"message": $context.error.messageString}'
         template = definition.get("ResponseTemplates", {}).get("application/json", default_template)
-        body = (template.replace("$context.error.messageString", json.dumps(error_message))
-                .replace("$context.httpMethod", method).replace("$context.path", path)
-                .replace("$context.requestId", request_id))
+        body = (
+            template.replace("$context.error.messageString", json.dumps(error_message))
+            .replace("$context.httpMethod", method)
+            .replace("$context.path", path)
+            .replace("$context.requestId", request_id)
+        )
         headers = {"Content-Type": "application/json"}
         for name, value in definition.get("ResponseParameters", {}).get("Headers", {}).items():
             headers[name] = request_id if value == "context.requestId" else value.strip("'")
         return int(definition.get("StatusCode", default_status)), headers, body.encode()
 
 
-def build_event(method: str, raw_path: str, headers: list[tuple[str, str]], body: bytes, resource: str,
-                path_parameters: dict[str, str], request_id: str, source_ip: str) -> dict[str, Any]:
+def build_event(
+    method: str,
+    raw_path: str,
+    headers: list[tuple[str, str]],
+    body: bytes,
+    resource: str,
+    path_parameters: dict[str, str],
+    request_id: str,
+    source_ip: str,
+) -> dict[str, Any]:
     """The event API Gateway's REST API sends with a Lambda proxy integration (payload format 1.0)."""
     url = urlsplit(raw_path)
     multi_headers: dict[str, list[str]] = {}
@@ -236,33 +251,50 @@ class GatewayRequestHandler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         if length > API_GATEWAY_MAX_BODY_BYTES:
             self.close_connection = True  # the body is left unread, as the gateway drops it
-            self._send(*gateway.gateway_response("REQUEST_TOO_LARGE", 413, request_id, self.command, path,
-                                                 "Request Too Large"))
+            self._send(
+                *gateway.gateway_response("REQUEST_TOO_LARGE", 413, request_id, self.command, path, "Request Too Large")
+            )
             return
         body = self.rfile.read(length) if length else b""
         matched = gateway.match(self.command, path)
         if matched is None:
-            self._send(*gateway.gateway_response("MISSING_AUTHENTICATION_TOKEN", 403, request_id, self.command,
-                                                 path, "Missing Authentication Token"))
+            self._send(
+                *gateway.gateway_response(
+                    "MISSING_AUTHENTICATION_TOKEN", 403, request_id, self.command, path, "Missing Authentication Token"
+                )
+            )
             return
         route, path_parameters = matched
-        event = build_event(self.command, self.path, list(self.headers.items()), body, route.resource,
-                            path_parameters, request_id, self.client_address[0])
+        event = build_event(
+            self.command,
+            self.path,
+            list(self.headers.items()),
+            body,
+            route.resource,
+            path_parameters,
+            request_id,
+            self.client_address[0],
+        )
         if len(json.dumps(event)) > LAMBDA_MAX_REQUEST_BYTES:
             # Lambda refuses the invocation; API Gateway answers 413
-            self._send(*gateway.gateway_response("REQUEST_TOO_LARGE", 413, request_id, self.command, path,
-                                                 "Request Too Large"))
+            self._send(
+                *gateway.gateway_response("REQUEST_TOO_LARGE", 413, request_id, self.command, path, "Request Too Large")
+            )
             return
         try:
             result = route.function.invoke(event, INTEGRATION_TIMEOUT_SECONDS)
         except FutureTimeout:
-            self._send(*gateway.gateway_response("INTEGRATION_TIMEOUT", 504, request_id, self.command, path,
-                                                 "Endpoint request timed out"))
+            self._send(
+                *gateway.gateway_response(
+                    "INTEGRATION_TIMEOUT", 504, request_id, self.command, path, "Endpoint request timed out"
+                )
+            )
             return
         except Exception as exc:  # the handler crashed: API Gateway says 502
             self.log_error("handler crashed: %r", exc)
-            self._send(*gateway.gateway_response("DEFAULT_5XX", 502, request_id, self.command, path,
-                                                 "Internal server error"))
+            self._send(
+                *gateway.gateway_response("DEFAULT_5XX", 502, request_id, self.command, path, "Internal server error")
+            )
             return
         self._send_lambda_result(result)
 
@@ -293,8 +325,9 @@ class LocalApiServer(ThreadingHTTPServer):
     # socketserver's default of 5 makes the kernel reset connections when clients arrive in a burst
     request_queue_size = 128
 
-    def __init__(self, address: tuple[str, int], gateway: LocalApiGateway, *, log_requests: bool = True,
-                 verbose: bool = False) -> None:
+    def __init__(
+        self, address: tuple[str, int], gateway: LocalApiGateway, *, log_requests: bool = True, verbose: bool = False
+    ) -> None:
         self.gateway = gateway
         self.log_requests = log_requests  # one line per request (method, path, status, ms, credits)
         self.verbose = verbose  # and http.server's own access line too

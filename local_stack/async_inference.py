@@ -38,8 +38,16 @@ def _split(uri: str) -> tuple[str, str]:
 class LocalAsyncInference(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, endpoints: list[AsyncEndpointConfig], model_url: str, s3_client: Any, sns_client: Any,
-                 region: str, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        endpoints: list[AsyncEndpointConfig],
+        model_url: str,
+        s3_client: Any,
+        sns_client: Any,
+        region: str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
         self.endpoints = {endpoint.endpoint_name: endpoint for endpoint in endpoints}
         self.model_url = model_url.rstrip("/")
         self.s3 = s3_client
@@ -71,15 +79,30 @@ class LocalAsyncInference(ThreadingHTTPServer):
         with self._idle:
             return self._idle.wait_for(lambda: self._in_flight == 0, timeout)
 
-    def invoke(self, endpoint: AsyncEndpointConfig, inference_id: str, input_location: str,
-               timeout_seconds: int, content_type: str) -> tuple[str, str]:
+    def invoke(
+        self,
+        endpoint: AsyncEndpointConfig,
+        inference_id: str,
+        input_location: str,
+        timeout_seconds: int,
+        content_type: str,
+    ) -> tuple[str, str]:
         output_location = f"{endpoint.output_path.rstrip('/')}/{inference_id}.out"
         failure_location = f"{endpoint.failure_path.rstrip('/')}/{inference_id}-error.out"
         received = _now()
         with self._idle:
             self._in_flight += 1
-        self.pool.submit(self._run_counted, endpoint, inference_id, input_location, timeout_seconds, content_type,
-                         output_location, failure_location, received)
+        self.pool.submit(
+            self._run_counted,
+            endpoint,
+            inference_id,
+            input_location,
+            timeout_seconds,
+            content_type,
+            output_location,
+            failure_location,
+            received,
+        )
         return output_location, failure_location
 
     def _run_counted(self, *arguments: Any) -> None:
@@ -92,14 +115,31 @@ class LocalAsyncInference(ThreadingHTTPServer):
                 self._in_flight -= 1
                 self._idle.notify_all()
 
-    def _run(self, endpoint: AsyncEndpointConfig, inference_id: str, input_location: str, timeout_seconds: int,
-             content_type: str, output_location: str, failure_location: str, received: str) -> None:
-        request_parameters = {"contentType": content_type, "endpointName": endpoint.endpoint_name,
-                              "inputLocation": input_location}
-        notification: dict[str, Any] = {"awsRegion": self.region, "receivedTime": received,
-                                        "requestParameters": request_parameters, "inferenceId": inference_id,
-                                        "eventVersion": "1.0", "eventSource": "aws:sagemaker",
-                                        "eventName": "InferenceResult"}
+    def _run(
+        self,
+        endpoint: AsyncEndpointConfig,
+        inference_id: str,
+        input_location: str,
+        timeout_seconds: int,
+        content_type: str,
+        output_location: str,
+        failure_location: str,
+        received: str,
+    ) -> None:
+        request_parameters = {
+            "contentType": content_type,
+            "endpointName": endpoint.endpoint_name,
+            "inputLocation": input_location,
+        }
+        notification: dict[str, Any] = {
+            "awsRegion": self.region,
+            "receivedTime": received,
+            "requestParameters": request_parameters,
+            "inferenceId": inference_id,
+            "eventVersion": "1.0",
+            "eventSource": "aws:sagemaker",
+            "eventName": "InferenceResult",
+        }
         try:
             bucket, key = _split(input_location)
             body = self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
@@ -112,26 +152,38 @@ class LocalAsyncInference(ThreadingHTTPServer):
             notification["failureReason"] = f"InternalFailure: {exc}"
         if status == 200:
             self._put(output_location, payload)
-            notification.update(invocationStatus="Completed", eventTime=_now(),
-                                responseParameters={"contentType": "application/json",
-                                                    "outputLocation": output_location})
+            notification.update(
+                invocationStatus="Completed",
+                eventTime=_now(),
+                responseParameters={"contentType": "application/json", "outputLocation": output_location},
+            )
             topic = endpoint.success_topic
         else:
             if payload:
                 self._put(failure_location, payload)
             side = "client" if 400 <= status < 500 else "server"
-            notification.setdefault("failureReason", f"ClientError: Received {side} error ({status}) from model. "
-                                                     "See the endpoint's logs.")
-            notification.update(invocationStatus="Failed", eventTime=_now(),
-                                responseParameters={"contentType": "application/json",
-                                                    **({"failureLocation": failure_location} if payload else {})})
+            notification.setdefault(
+                "failureReason", f"ClientError: Received {side} error ({status}) from model. See the endpoint's logs."
+            )
+            notification.update(
+                invocationStatus="Failed",
+                eventTime=_now(),
+                responseParameters={
+                    "contentType": "application/json",
+                    **({"failureLocation": failure_location} if payload else {}),
+                },
+            )
             topic = endpoint.error_topic
         if topic:
             self.sns.publish(TopicArn=topic, Message=json.dumps(notification))
 
     def _call_model(self, body: bytes, content_type: str, timeout_seconds: int) -> tuple[int, bytes]:
-        request = urllib.request.Request(f"{self.model_url}/invocations", data=body, method="POST",  # noqa: S310
-                                         headers={"Content-Type": content_type})
+        request = urllib.request.Request(  # noqa: S310 - the model server on loopback
+            f"{self.model_url}/invocations",
+            data=body,
+            method="POST",
+            headers={"Content-Type": content_type},
+        )
         deadline = time.monotonic() + timeout_seconds
         try:
             with urllib.request.urlopen(request, timeout=timeout_seconds) as response:  # noqa: S310 - loopback
@@ -169,13 +221,24 @@ class _AsyncInvocationHandler(BaseHTTPRequestHandler):
         inference_id = self.headers.get("X-Amzn-SageMaker-Inference-Id") or f"local-{time.time_ns()}"
         timeout_seconds = int(self.headers.get("X-Amzn-SageMaker-InvocationTimeoutSeconds") or 900)
         output_location, failure_location = self.server.invoke(
-            endpoint, inference_id, input_location, timeout_seconds,
-            self.headers.get("X-Amzn-SageMaker-Content-Type") or "application/json")
-        self._send(202, {"InferenceId": inference_id}, headers={"X-Amzn-SageMaker-OutputLocation": output_location,
-                                                                 "X-Amzn-SageMaker-FailureLocation": failure_location})
+            endpoint,
+            inference_id,
+            input_location,
+            timeout_seconds,
+            self.headers.get("X-Amzn-SageMaker-Content-Type") or "application/json",
+        )
+        self._send(
+            202,
+            {"InferenceId": inference_id},
+            headers={
+                "X-Amzn-SageMaker-OutputLocation": output_location,
+                "X-Amzn-SageMaker-FailureLocation": failure_location,
+            },
+        )
 
-    def _send(self, status: int, body: dict[str, Any], error_type: str | None = None,
-              headers: dict[str, str] | None = None) -> None:
+    def _send(
+        self, status: int, body: dict[str, Any], error_type: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         payload = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")

@@ -23,17 +23,22 @@ IDLE_POLL_SECONDS = 0.5
 
 
 def sqs_event(messages: list[dict[str, Any]], queue_arn: str, region: str) -> dict[str, Any]:
-    return {"Records": [{
-        "messageId": message["MessageId"],
-        "receiptHandle": message["ReceiptHandle"],
-        "body": message["Body"],
-        "attributes": message.get("Attributes", {}),
-        "messageAttributes": message.get("MessageAttributes", {}),
-        "md5OfBody": message.get("MD5OfBody") or hashlib.md5(message["Body"].encode()).hexdigest(),  # noqa: S324
-        "eventSource": "aws:sqs",
-        "eventSourceARN": queue_arn,
-        "awsRegion": region,
-    } for message in messages]}
+    return {
+        "Records": [
+            {
+                "messageId": message["MessageId"],
+                "receiptHandle": message["ReceiptHandle"],
+                "body": message["Body"],
+                "attributes": message.get("Attributes", {}),
+                "messageAttributes": message.get("MessageAttributes", {}),
+                "md5OfBody": message.get("MD5OfBody") or hashlib.md5(message["Body"].encode()).hexdigest(),  # noqa: S324
+                "eventSource": "aws:sqs",
+                "eventSourceARN": queue_arn,
+                "awsRegion": region,
+            }
+            for message in messages
+        ]
+    }
 
 
 class LocalQueuePoller:
@@ -44,8 +49,14 @@ class LocalQueuePoller:
         for logical_id, queue_name, batch_size in local.queue_subscriptions():
             function = LocalFunction(local, logical_id, concurrency, extra_environment)
             for _ in range(concurrency):
-                self._threads.append(threading.Thread(target=self._poll, args=(function, queue_name, batch_size),
-                                                      daemon=True, name=f"sqs-{function.name}"))
+                self._threads.append(
+                    threading.Thread(
+                        target=self._poll,
+                        args=(function, queue_name, batch_size),
+                        daemon=True,
+                        name=f"sqs-{function.name}",
+                    )
+                )
 
     def start(self) -> None:
         for thread in self._threads:
@@ -57,9 +68,13 @@ class LocalQueuePoller:
         queue_arn = f"arn:aws:sqs:{self._local.region}:{ACCOUNT_ID}:{queue_name}"
         while not self._stop.is_set():
             try:
-                messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=min(batch_size, 10),
-                                               WaitTimeSeconds=0, AttributeNames=["All"],
-                                               MessageAttributeNames=["All"]).get("Messages", [])
+                messages = sqs.receive_message(
+                    QueueUrl=queue_url,
+                    MaxNumberOfMessages=min(batch_size, 10),
+                    WaitTimeSeconds=0,
+                    AttributeNames=["All"],
+                    MessageAttributeNames=["All"],
+                ).get("Messages", [])
             except Exception as exc:  # moto stopping under us at shutdown
                 if not self._stop.is_set():
                     print(f"polling {queue_name} failed: {exc!r}", flush=True)
@@ -70,19 +85,22 @@ class LocalQueuePoller:
             else:
                 self._stop.wait(IDLE_POLL_SECONDS)
 
-    def _deliver(self, sqs: Any, queue_url: str, queue_arn: str, function: LocalFunction,
-                 messages: list[dict[str, Any]]) -> None:
+    def _deliver(
+        self, sqs: Any, queue_url: str, queue_arn: str, function: LocalFunction, messages: list[dict[str, Any]]
+    ) -> None:
         try:
-            response = function.invoke(sqs_event(messages, queue_arn, self._local.region),
-                                       function.timeout_seconds + 5) or {}
+            response = (
+                function.invoke(sqs_event(messages, queue_arn, self._local.region), function.timeout_seconds + 5) or {}
+            )
             failed = {failure["itemIdentifier"] for failure in response.get("batchItemFailures", [])}
         except Exception as exc:  # the invocation itself failed: the whole batch is retried
             print(f"{function.name} failed on a batch: {exc!r}", flush=True)
             failed = {message["MessageId"] for message in messages}
         for message in messages:
             if message["MessageId"] in failed:
-                sqs.change_message_visibility(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"],
-                                              VisibilityTimeout=RETRY_DELAY_SECONDS)
+                sqs.change_message_visibility(
+                    QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=RETRY_DELAY_SECONDS
+                )
             else:
                 sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
 

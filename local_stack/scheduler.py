@@ -12,19 +12,29 @@ from .template import LocalTemplate
 
 
 def scheduled_event(function_name: str) -> dict[str, Any]:
-    return {"version": "0", "id": str(uuid.uuid4()), "detail-type": "Scheduled Event", "source": "aws.events",
-            "account": "000000000000", "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "region": "us-east-1", "resources": [f"arn:aws:events:us-east-1:000000000000:rule/{function_name}"],
-            "detail": {}}
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": "000000000000",
+        "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": "us-east-1",
+        "resources": [f"arn:aws:events:us-east-1:000000000000:rule/{function_name}"],
+        "detail": {},
+    }
 
 
 class LocalScheduler:
     def __init__(self, local: LocalTemplate, extra_environment: dict[str, str]) -> None:
         self._stop = threading.Event()
-        self.functions = [(LocalFunction(local, logical_id, 1, extra_environment), period)
-                          for logical_id, period in local.schedules()]
-        self._threads = [threading.Thread(target=self._run, args=(function, period), daemon=True,
-                                          name=f"schedule-{function.name}") for function, period in self.functions]
+        self.functions = [
+            (LocalFunction(local, logical_id, 1, extra_environment), period) for logical_id, period in local.schedules()
+        ]
+        self._threads = [
+            threading.Thread(target=self._run, args=(function, period), daemon=True, name=f"schedule-{function.name}")
+            for function, period in self.functions
+        ]
 
     def start(self) -> None:
         for thread in self._threads:

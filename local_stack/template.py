@@ -89,8 +89,13 @@ class LocalTemplate:
         return str(definition["Default"])
 
     def _ref(self, name: str) -> str:
-        pseudo = {"AWS::StackName": self.stack_name, "AWS::Region": self.region, "AWS::AccountId": ACCOUNT_ID,
-                  "AWS::Partition": "aws", "AWS::URLSuffix": "amazonaws.com"}
+        pseudo = {
+            "AWS::StackName": self.stack_name,
+            "AWS::Region": self.region,
+            "AWS::AccountId": ACCOUNT_ID,
+            "AWS::Partition": "aws",
+            "AWS::URLSuffix": "amazonaws.com",
+        }
         if name in pseudo:
             return pseudo[name]
         if name in self.resources:
@@ -108,7 +113,7 @@ class LocalTemplate:
 
     def resolve(self, value: Any) -> Any:
         if isinstance(value, dict) and len(value) == 1:
-            (function, argument), = value.items()
+            ((function, argument),) = value.items()
             if function == "Ref":
                 return self._ref(argument)
             if function == "Fn::GetAtt":
@@ -156,8 +161,9 @@ class LocalTemplate:
             for event in function["Properties"].get("Events", {}).values():
                 if event["Type"] == "SQS":
                     queue_arn = self.resolve(event["Properties"]["Queue"])
-                    subscriptions.append((logical_id, queue_arn.rsplit(":", 1)[1],
-                                          int(event["Properties"].get("BatchSize", 10))))
+                    subscriptions.append(
+                        (logical_id, queue_arn.rsplit(":", 1)[1], int(event["Properties"].get("BatchSize", 10)))
+                    )
         return subscriptions
 
     def function_source(self, logical_id: str) -> tuple[Path, str]:
@@ -193,9 +199,17 @@ def create_tables(local: LocalTemplate, dynamodb_client: Any) -> list[str]:
     created = []
     for logical_id, body in local.resources_of_type("AWS::DynamoDB::Table").items():
         properties = local.resolve(body["Properties"])
-        arguments = {name: properties[name] for name in
-                     ("AttributeDefinitions", "KeySchema", "BillingMode", "GlobalSecondaryIndexes",
-                      "LocalSecondaryIndexes") if name in properties}
+        arguments = {
+            name: properties[name]
+            for name in (
+                "AttributeDefinitions",
+                "KeySchema",
+                "BillingMode",
+                "GlobalSecondaryIndexes",
+                "LocalSecondaryIndexes",
+            )
+            if name in properties
+        }
         table_name = properties.get("TableName", local.physical_name(logical_id))
         dynamodb_client.create_table(TableName=table_name, **arguments)
         ttl = properties.get("TimeToLiveSpecification")
@@ -212,8 +226,11 @@ def create_queues(local: LocalTemplate, sqs_client: Any) -> list[str]:
     created = []
     for logical_id in ordered:
         properties = local.resolve(queues[logical_id].get("Properties", {}))
-        attributes = {name: str(properties[name]) for name in ("VisibilityTimeout", "MessageRetentionPeriod")
-                      if name in properties}
+        attributes = {
+            name: str(properties[name])
+            for name in ("VisibilityTimeout", "MessageRetentionPeriod")
+            if name in properties
+        }
         if "RedrivePolicy" in properties:
             attributes["RedrivePolicy"] = json.dumps(properties["RedrivePolicy"])
         sqs_client.create_queue(QueueName=local.physical_name(logical_id), Attributes=attributes)
@@ -230,8 +247,12 @@ def create_topics(local: LocalTemplate, sns_client: Any) -> list[str]:
     for body in local.resources_of_type("AWS::SNS::Subscription").values():
         properties = local.resolve(body["Properties"])
         attributes = {"RawMessageDelivery": "true"} if properties.get("RawMessageDelivery") in (True, "true") else {}
-        sns_client.subscribe(TopicArn=properties["TopicArn"], Protocol=properties["Protocol"],
-                             Endpoint=properties["Endpoint"], Attributes=attributes)
+        sns_client.subscribe(
+            TopicArn=properties["TopicArn"],
+            Protocol=properties["Protocol"],
+            Endpoint=properties["Endpoint"],
+            Attributes=attributes,
+        )
     return created
 
 
@@ -256,12 +277,18 @@ def async_endpoints(local: LocalTemplate) -> list[AsyncEndpointConfig]:
             continue
         output = config["OutputConfig"]
         notifications = output.get("NotificationConfig", {})
-        endpoints.append(AsyncEndpointConfig(
-            endpoint_name=local.physical_name(logical_id), output_path=output["S3OutputPath"],
-            failure_path=output.get("S3FailurePath", output["S3OutputPath"]),
-            success_topic=notifications.get("SuccessTopic"), error_topic=notifications.get("ErrorTopic"),
-            max_concurrent_invocations=int(config.get("ClientConfig", {}).get("MaxConcurrentInvocationsPerInstance",
-                                                                              4))))
+        endpoints.append(
+            AsyncEndpointConfig(
+                endpoint_name=local.physical_name(logical_id),
+                output_path=output["S3OutputPath"],
+                failure_path=output.get("S3FailurePath", output["S3OutputPath"]),
+                success_topic=notifications.get("SuccessTopic"),
+                error_topic=notifications.get("ErrorTopic"),
+                max_concurrent_invocations=int(
+                    config.get("ClientConfig", {}).get("MaxConcurrentInvocationsPerInstance", 4)
+                ),
+            )
+        )
     return endpoints
 
 
@@ -274,16 +301,38 @@ def create_buckets(local: LocalTemplate, s3_client: Any) -> list[str]:
         s3_client.create_bucket(Bucket=name)
         rules = properties.get("LifecycleConfiguration", {}).get("Rules", [])
         if rules:
-            s3_client.put_bucket_lifecycle_configuration(Bucket=name, LifecycleConfiguration={"Rules": [
-                {"ID": rule["Id"], "Filter": {"Prefix": rule.get("Prefix", "")}, "Status": rule["Status"],
-                 "Expiration": {"Days": rule["ExpirationInDays"]}} for rule in rules]})
+            s3_client.put_bucket_lifecycle_configuration(
+                Bucket=name,
+                LifecycleConfiguration={
+                    "Rules": [
+                        {
+                            "ID": rule["Id"],
+                            "Filter": {"Prefix": rule.get("Prefix", "")},
+                            "Status": rule["Status"],
+                            "Expiration": {"Days": rule["ExpirationInDays"]},
+                        }
+                        for rule in rules
+                    ]
+                },
+            )
         queue_configurations = properties.get("NotificationConfiguration", {}).get("QueueConfigurations", [])
         if queue_configurations:
-            s3_client.put_bucket_notification_configuration(Bucket=name, NotificationConfiguration={
-                "QueueConfigurations": [{
-                    "QueueArn": configuration["Queue"], "Events": [configuration["Event"]],
-                    **({"Filter": {"Key": {"FilterRules": configuration["Filter"]["S3Key"]["Rules"]}}}
-                       if "Filter" in configuration else {}),
-                } for configuration in queue_configurations]})
+            s3_client.put_bucket_notification_configuration(
+                Bucket=name,
+                NotificationConfiguration={
+                    "QueueConfigurations": [
+                        {
+                            "QueueArn": configuration["Queue"],
+                            "Events": [configuration["Event"]],
+                            **(
+                                {"Filter": {"Key": {"FilterRules": configuration["Filter"]["S3Key"]["Rules"]}}}
+                                if "Filter" in configuration
+                                else {}
+                            ),
+                        }
+                        for configuration in queue_configurations
+                    ]
+                },
+            )
         created.append(name)
     return created

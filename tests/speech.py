@@ -13,11 +13,28 @@ from pathlib import Path
 import av
 import numpy as np
 
-SCRIPT = ("The quick brown fox jumps over the lazy dog. Speech recognition turns spoken words into written text. "
-          "Please send the quarterly report to the finance team by Friday.")
+SCRIPT = (
+    "The quick brown fox jumps over the lazy dog. Speech recognition turns spoken words into written text. "
+    "Please send the quarterly report to the finance team by Friday."
+)
 # Words of SCRIPT that Whisper tiny.en gets right from espeak-ng's voice; a transcript must contain most of them.
-KEY_WORDS = ("quick", "fox", "lazy", "dog", "speech", "recognition", "spoken", "words", "written", "text",
-             "please", "send", "quarterly", "report", "friday")
+KEY_WORDS = (
+    "quick",
+    "fox",
+    "lazy",
+    "dog",
+    "speech",
+    "recognition",
+    "spoken",
+    "words",
+    "written",
+    "text",
+    "please",
+    "send",
+    "quarterly",
+    "report",
+    "friday",
+)
 
 # container, codec, file suffix; one entry per format the public doc promises
 ENCODINGS: dict[str, tuple[str, str, str]] = {
@@ -34,8 +51,9 @@ ENCODINGS: dict[str, tuple[str, str, str]] = {
 def synthesize_wav(text: str = SCRIPT, words_per_minute: int = 150) -> bytes:
     if shutil.which("espeak-ng") is None:
         raise RuntimeError("espeak-ng is not installed (apt-get install espeak-ng); `make test` installs it")
-    return subprocess.run(["espeak-ng", "-s", str(words_per_minute), "--stdout", text], check=True,
-                          capture_output=True).stdout
+    return subprocess.run(
+        ["espeak-ng", "-s", str(words_per_minute), "--stdout", text], check=True, capture_output=True
+    ).stdout
 
 
 def encode(wav: bytes, audio_format: str) -> bytes:
@@ -66,8 +84,9 @@ def word_recall(transcript: str, expected: tuple[str, ...] = KEY_WORDS) -> float
 
 # espeak-ng's header when it writes to stdout: 22,050 Hz, 16-bit mono, RIFF and data sizes as a stream's placeholders
 # (tests/integration/test_speech_fixtures.py checks that espeak-ng still writes it)
-ESPEAK_NG_STREAMED_HEADER = bytes.fromhex("5249464624f0ff7f57415645666d742010000000010001002256000044ac0000020010006461"
-                                          "746100f0ff7f")
+ESPEAK_NG_STREAMED_HEADER = bytes.fromhex(
+    "5249464624f0ff7f57415645666d742010000000010001002256000044ac0000020010006461746100f0ff7f"
+)
 
 
 def streamed_tone_wav(seconds: float = 11.7, sample_rate: int = 22_050) -> bytes:
@@ -77,10 +96,20 @@ def streamed_tone_wav(seconds: float = 11.7, sample_rate: int = 22_050) -> bytes
     times = np.arange(int(seconds * sample_rate)) / sample_rate
     signal = 0.3 * np.sin(2 * np.pi * (220 + 40 * times) * times) * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * times))
     samples = (signal * 32767).astype("<i2").tobytes()
-    header = (b"RIFF" + (0x7FFFF024).to_bytes(4, "little") + b"WAVEfmt " + (16).to_bytes(4, "little")
-              + (1).to_bytes(2, "little") + (1).to_bytes(2, "little") + sample_rate.to_bytes(4, "little")
-              + (sample_rate * 2).to_bytes(4, "little") + (2).to_bytes(2, "little") + (16).to_bytes(2, "little")
-              + b"data" + (0x7FFFF000).to_bytes(4, "little"))
+    header = (
+        b"RIFF"
+        + (0x7FFFF024).to_bytes(4, "little")
+        + b"WAVEfmt "
+        + (16).to_bytes(4, "little")
+        + (1).to_bytes(2, "little")
+        + (1).to_bytes(2, "little")
+        + sample_rate.to_bytes(4, "little")
+        + (sample_rate * 2).to_bytes(4, "little")
+        + (2).to_bytes(2, "little")
+        + (16).to_bytes(2, "little")
+        + b"data"
+        + (0x7FFFF000).to_bytes(4, "little")
+    )
     return header + samples
 
 
@@ -101,8 +130,21 @@ LONG_SCRIPT = (
     "Third, the customer support hours will be extended on weekends. "
     "Please send your questions to the operations team before Friday. Thank you for listening."
 )
-LONG_KEY_WORDS = ("quarterly", "planning", "meeting", "budget", "board", "engineering", "summer", "customer",
-                  "support", "weekends", "questions", "operations", "friday")
+LONG_KEY_WORDS = (
+    "quarterly",
+    "planning",
+    "meeting",
+    "budget",
+    "board",
+    "engineering",
+    "summer",
+    "customer",
+    "support",
+    "weekends",
+    "questions",
+    "operations",
+    "friday",
+)
 
 
 def large_wav(min_bytes: int, text: str = LONG_SCRIPT) -> bytes:
@@ -150,8 +192,10 @@ def distinct_sentences(count: int) -> list[tuple[str, tuple[str, ...]]]:
     combinations = [(team, thing, day) for day in _DAYS for thing in _THINGS for team in _TEAMS]
     # a fixed stride through the combinations, so neighbouring sentences differ in every word
     ordered = [combinations[(index * 37) % len(combinations)] for index in range(len(combinations))]
-    return [(f"The {team} team will review the {thing} on {day}.", (team, thing, day.lower()))
-            for team, thing, day in ordered[:count]]
+    return [
+        (f"The {team} team will review the {thing} on {day}.", (team, thing, day.lower()))
+        for team, thing, day in ordered[:count]
+    ]
 
 
 def _pcm16k(wav: bytes) -> np.ndarray:
@@ -164,12 +208,17 @@ def _pcm16k(wav: bytes) -> np.ndarray:
         samples.extend(resampled.to_ndarray().reshape(-1) for resampled in resampler.resample(None))
     audio = np.concatenate(samples).astype(np.float32) / 32768.0
     loud = np.flatnonzero(np.abs(audio) > 0.01)
-    return audio[loud[0]: loud[-1] + 1] if len(loud) else audio
+    return audio[loud[0] : loud[-1] + 1] if len(loud) else audio
 
 
-def timed_speech(sentences: list[tuple[str, tuple[str, ...]]], *, gap_seconds: float = 0.6,
-                 quiet: frozenset[int] = frozenset(), quiet_gain: float = 0.05,
-                 lead_seconds: float = 0.3) -> tuple[bytes, list[TimedSentence]]:
+def timed_speech(
+    sentences: list[tuple[str, tuple[str, ...]]],
+    *,
+    gap_seconds: float = 0.6,
+    quiet: frozenset[int] = frozenset(),
+    quiet_gain: float = 0.05,
+    lead_seconds: float = 0.3,
+) -> tuple[bytes, list[TimedSentence]]:
     """One 16 kHz mono WAV saying every sentence in order, ``gap_seconds`` of silence between them (none after
     the last: the file ends with its last word), sentences at positions in ``quiet`` at ``quiet_gain`` volume."""
     import wave
@@ -183,8 +232,9 @@ def timed_speech(sentences: list[tuple[str, tuple[str, ...]]], *, gap_seconds: f
         if index:
             pieces.append(gap)
             position += len(gap)
-        timeline.append(TimedSentence(text, key_words, position / TIMED_SAMPLE_RATE,
-                                      (position + len(said)) / TIMED_SAMPLE_RATE))
+        timeline.append(
+            TimedSentence(text, key_words, position / TIMED_SAMPLE_RATE, (position + len(said)) / TIMED_SAMPLE_RATE)
+        )
         pieces.append(said)
         position += len(said)
     pcm = (np.clip(np.concatenate(pieces), -1, 1) * 32767).astype("<i2").tobytes()
@@ -197,14 +247,17 @@ def timed_speech(sentences: list[tuple[str, tuple[str, ...]]], *, gap_seconds: f
     return output.getvalue(), timeline
 
 
-def sentences_missing(timeline: list[TimedSentence], segments: list[dict], *, slack_seconds: float = 1.0,
-                      min_recall: float = 0.6) -> list[TimedSentence]:
+def sentences_missing(
+    timeline: list[TimedSentence], segments: list[dict], *, slack_seconds: float = 1.0, min_recall: float = 0.6
+) -> list[TimedSentence]:
     """The sentences whose key words are not (mostly) in the segments transcribed around their own time."""
     missing = []
     for sentence in timeline:
-        around = " ".join(segment["text"] for segment in segments
-                          if segment["end"] >= sentence.start - slack_seconds
-                          and segment["start"] <= sentence.end + slack_seconds)
+        around = " ".join(
+            segment["text"]
+            for segment in segments
+            if segment["end"] >= sentence.start - slack_seconds and segment["start"] <= sentence.end + slack_seconds
+        )
         if _stem_recall(around, sentence.key_words) < min_recall:
             missing.append(sentence)
     return missing

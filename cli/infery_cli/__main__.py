@@ -13,8 +13,11 @@ from .operator import OperatorError, add_operator_commands, run_operator_command
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="infery", description="Transcribe with, and operate, an infery deployment.")
     parser.add_argument("--local", action="store_true", help="the local stack started by `make serve`")
-    parser.add_argument("--stack", default=os.environ.get("INFERY_STACK", "infery"),
-                        help="the CloudFormation stack to operate (default: $INFERY_STACK or 'infery')")
+    parser.add_argument(
+        "--stack",
+        default=os.environ.get("INFERY_STACK", "infery"),
+        help="the CloudFormation stack to operate (default: $INFERY_STACK or 'infery')",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     add_client_commands(commands)
     add_operator_commands(commands)

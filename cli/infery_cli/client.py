@@ -46,8 +46,9 @@ class InferyClient:
         self.poll_seconds = poll_seconds
         self.show_progress = show_progress
 
-    def transcribe(self, path: Path, *, response_format: str, language: str | None, model: str,
-                   force_job: bool = False) -> str:
+    def transcribe(
+        self, path: Path, *, response_format: str, language: str | None, model: str, force_job: bool = False
+    ) -> str:
         options = {"model": model, "response_format": response_format, **({"language": language} if language else {})}
         if path.stat().st_size <= SYNC_LIMIT_BYTES and not force_job:
             return self._transcribe_sync(path, options)
@@ -55,8 +56,9 @@ class InferyClient:
 
     def _transcribe_sync(self, path: Path, options: dict[str, str]) -> str:
         with path.open("rb") as audio:
-            response = self.session.post(f"{self.base_url}/audio/transcriptions", data=options,
-                                         files={"file": (path.name, audio)}, timeout=120)
+            response = self.session.post(
+                f"{self.base_url}/audio/transcriptions", data=options, files={"file": (path.name, audio)}, timeout=120
+            )
         _raise_for_error(response)
         return response.text
 
@@ -65,21 +67,35 @@ class InferyClient:
         _raise_for_error(response)
         upload = response.json()
         if path.stat().st_size > upload["max_bytes"]:
-            raise ClientError(f"{path} is {path.stat().st_size / 1e6:.1f} MB; this deployment takes files up to "
-                              f"{upload['max_bytes'] / 1e6:.0f} MB.")
+            raise ClientError(
+                f"{path} is {path.stat().st_size / 1e6:.1f} MB; this deployment takes files up to "
+                f"{upload['max_bytes'] / 1e6:.0f} MB."
+            )
         self._upload(path, upload)
         job = self._wait_for(upload["job_id"])
         if job["status"] != "succeeded":
             error = job.get("error") or {}
             raise ClientError(f"the job failed: {error.get('message', 'no reason given')}")
-        result = self.session.get(f"{self.base_url}/jobs/{job['id']}/result",
-                                  params={"response_format": options["response_format"]}, timeout=60)
+        result = self.session.get(
+            f"{self.base_url}/jobs/{job['id']}/result",
+            params={"response_format": options["response_format"]},
+            timeout=60,
+        )
         _raise_for_error(result)
         return result.text
 
     def _upload(self, path: Path, upload: dict[str, Any]) -> None:
-        with path.open("rb") as audio, tqdm(total=path.stat().st_size, unit="B", unit_scale=True,
-                                            desc="upload", disable=not self.show_progress, file=sys.stderr) as bar:
+        with (
+            path.open("rb") as audio,
+            tqdm(
+                total=path.stat().st_size,
+                unit="B",
+                unit_scale=True,
+                desc="upload",
+                disable=not self.show_progress,
+                file=sys.stderr,
+            ) as bar,
+        ):
             encoder = MultipartEncoder(fields={**upload["fields"], "file": (path.name, audio)})
             sent = [0]
 
@@ -89,14 +105,21 @@ class InferyClient:
 
             monitor = MultipartEncoderMonitor(encoder, advance)
             # the presigned URL carries its own authorisation: no API key goes to S3
-            response = requests.post(upload["upload_url"], data=monitor, timeout=600,
-                                     headers={"Content-Type": monitor.content_type})
+            response = requests.post(
+                upload["upload_url"], data=monitor, timeout=600, headers={"Content-Type": monitor.content_type}
+            )
         if not response.ok:
             raise ClientError(f"the upload failed: {response.status_code} {response.text[:300]}")
 
     def _wait_for(self, job_id: str) -> dict[str, Any]:
-        with tqdm(total=100, desc="transcribe", unit="%", disable=not self.show_progress, file=sys.stderr,
-                  bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}") as bar:
+        with tqdm(
+            total=100,
+            desc="transcribe",
+            unit="%",
+            disable=not self.show_progress,
+            file=sys.stderr,
+            bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}",
+        ) as bar:
             while True:
                 response = self.session.get(f"{self.base_url}/jobs/{job_id}", timeout=30)
                 _raise_for_error(response)
@@ -115,10 +138,12 @@ def add_client_commands(commands: argparse._SubParsersAction) -> None:
     command.add_argument("--language", help="ISO-639-1 code, e.g. en")
     command.add_argument("--model", default="whisper-1")
     command.add_argument("--output", "-o", type=Path, help="write the transcript here instead of to stdout")
-    command.add_argument("--api-key", default=os.environ.get("INFERY_API_KEY"),
-                         help="default: $INFERY_API_KEY")
-    command.add_argument("--base-url", help="default: $INFERY_BASE_URL, else the running local stack's (its state "
-                                            f"file, $INFERY_STATE_FILE), else {DEFAULT_BASE_URL}")
+    command.add_argument("--api-key", default=os.environ.get("INFERY_API_KEY"), help="default: $INFERY_API_KEY")
+    command.add_argument(
+        "--base-url",
+        help="default: $INFERY_BASE_URL, else the running local stack's (its state "
+        f"file, $INFERY_STATE_FILE), else {DEFAULT_BASE_URL}",
+    )
     command.add_argument("--job", action="store_true", help="use the upload and job flow even for a small file")
     command.add_argument("--no-progress", action="store_true")
     command.set_defaults(run_client=run_transcribe)
@@ -146,8 +171,13 @@ def run_transcribe(args: argparse.Namespace) -> None:
     print(f"infery: using {args.base_url} ({source})", file=sys.stderr)
     client = InferyClient(args.base_url, args.api_key, show_progress=not args.no_progress)
     try:
-        transcript = client.transcribe(args.file, response_format=args.response_format, language=args.language,
-                                       model=args.model, force_job=args.job)
+        transcript = client.transcribe(
+            args.file,
+            response_format=args.response_format,
+            language=args.language,
+            model=args.model,
+            force_job=args.job,
+        )
     except requests.RequestException as exc:
         raise ClientError(f"cannot reach {args.base_url}: {exc}") from exc
     if args.output:

@@ -13,8 +13,9 @@ from typing import Any
 
 
 def local_state_file() -> Path:
-    return Path(os.environ.get("INFERY_STATE_FILE") or
-                Path(__file__).resolve().parents[2] / ".infery" / "local-stack.json")
+    return Path(
+        os.environ.get("INFERY_STATE_FILE") or Path(__file__).resolve().parents[2] / ".infery" / "local-stack.json"
+    )
 
 
 def _alive(pid: Any) -> bool:

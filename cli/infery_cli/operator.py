@@ -26,8 +26,11 @@ from infery.wiring import AccountsWiring, stack_outputs
 
 from .local_state import local_state_file
 
-_TABLE_OUTPUTS = {"KEYS_TABLE_NAME": "KeysTableName", "LEDGER_TABLE_NAME": "LedgerTableName",
-                  "RESERVATIONS_TABLE_NAME": "ReservationsTableName"}
+_TABLE_OUTPUTS = {
+    "KEYS_TABLE_NAME": "KeysTableName",
+    "LEDGER_TABLE_NAME": "LedgerTableName",
+    "RESERVATIONS_TABLE_NAME": "ReservationsTableName",
+}
 
 
 class OperatorError(Exception):
@@ -38,8 +41,10 @@ def _table_names_from_stack(stack_name: str) -> dict[str, str]:
     try:
         outputs = stack_outputs(stack_name)
     except Exception as exc:  # no credentials, no such stack: say which, not a traceback
-        raise OperatorError(f"cannot read the CloudFormation stack '{stack_name}': {exc}. Pass --stack NAME, "
-                            "or --local for the local stack.") from exc
+        raise OperatorError(
+            f"cannot read the CloudFormation stack '{stack_name}': {exc}. Pass --stack NAME, "
+            "or --local for the local stack."
+        ) from exc
     missing = [output for output in _TABLE_OUTPUTS.values() if output not in outputs]
     if missing:
         raise OperatorError(f"the stack '{stack_name}' has no outputs {', '.join(missing)}: is it an infery stack?")
@@ -58,9 +63,13 @@ def connect(local: bool, stack_name: str) -> AccountsWiring:
         names = {variable: os.environ[variable] for variable in _TABLE_OUTPUTS}
     else:
         names = _table_names_from_stack(stack_name)
-    return AccountsWiring(AccountTables(keys_table_name=names["KEYS_TABLE_NAME"],
-                                        ledger_table_name=names["LEDGER_TABLE_NAME"],
-                                        reservations_table_name=names["RESERVATIONS_TABLE_NAME"]))
+    return AccountsWiring(
+        AccountTables(
+            keys_table_name=names["KEYS_TABLE_NAME"],
+            ledger_table_name=names["LEDGER_TABLE_NAME"],
+            reservations_table_name=names["RESERVATIONS_TABLE_NAME"],
+        )
+    )
 
 
 def _iso_time(value: str | None, what: str) -> str | None:
@@ -95,14 +104,19 @@ def _print_key(key: ApiKeyItem, balance: int | None = None) -> None:
 def keys_create(backend: AccountsWiring, args: argparse.Namespace) -> None:
     models = [model.strip() for model in args.models.split(",") if model.strip()] if args.models else None
     try:
-        api_key, key = backend.keys.create(args.name, 0, args.key, expires_at=_expiry(args.expires),
-                                           rate_limit_per_minute=args.rate_limit, allowed_models=models)
+        api_key, key = backend.keys.create(
+            args.name,
+            0,
+            args.key,
+            expires_at=_expiry(args.expires),
+            rate_limit_per_minute=args.rate_limit,
+            allowed_models=models,
+        )
     except ValueError as exc:
         raise OperatorError(str(exc)) from exc
     balance = 0
     if args.credits:
-        balance = backend.credits.top_up(key, args.credits, request_id=f"topup-{uuid.uuid4()}",
-                                         note="initial credits")
+        balance = backend.credits.top_up(key, args.credits, request_id=f"topup-{uuid.uuid4()}", note="initial credits")
     print(f"created {key.key_id} ({key.name}) with {balance} credits")
     print(f"\n    {api_key}\n")
     print("This is the only time the key is shown: only its hash is stored.", file=sys.stderr)
@@ -133,8 +147,10 @@ def credits_add(backend: AccountsWiring, args: argparse.Namespace) -> None:
     key = backend.keys.get(args.key_id)
     request_id = args.request_id or f"topup-{uuid.uuid4()}"
     if backend.credits.has_entry(key.key_id, request_id, LedgerKind.TOPUP):
-        print(f"nothing added: the top-up {request_id} was made before; {key.key_id} ({key.name}) has balance "
-              f"{backend.credits.balance(key.key_hash)}")
+        print(
+            f"nothing added: the top-up {request_id} was made before; {key.key_id} ({key.name}) has balance "
+            f"{backend.credits.balance(key.key_hash)}"
+        )
         return
     balance = backend.credits.top_up(key, args.credits, request_id=request_id, note=args.note)
     print(f"added {args.credits} credits to {key.key_id} ({key.name}): balance {balance}")
@@ -142,13 +158,16 @@ def credits_add(backend: AccountsWiring, args: argparse.Namespace) -> None:
 
 def usage(backend: AccountsWiring, args: argparse.Namespace) -> None:
     key = backend.keys.get(args.key_id)
-    since, until = period(days=args.days, since=_iso_time(args.since, "--since"),
-                          until=_iso_time(args.until, "--until"))
+    since, until = period(
+        days=args.days, since=_iso_time(args.since, "--since"), until=_iso_time(args.until, "--until")
+    )
     if parse_timestamp(since) >= parse_timestamp(until):
         # --until is exclusive, so a one-day period ends on the next day: --since 2026-11-01 --until 2026-12-01 is
         # November, and the months of a year add up without an entry counted twice
-        raise OperatorError(f"the period from {since} up to {until} is empty: --until is exclusive (entries before "
-                            "it are counted, not at it); to include a whole day, pass the next day as --until")
+        raise OperatorError(
+            f"the period from {since} up to {until} is empty: --until is exclusive (entries before "
+            "it are counted, not at it); to include a whole day, pass the next day as --until"
+        )
     entries = backend.credits.ledger(key.key_id, since=since, until=until)
     if args.csv:
         text = ledger_csv(entries)
@@ -156,8 +175,10 @@ def usage(backend: AccountsWiring, args: argparse.Namespace) -> None:
             sys.stdout.write(text)
         else:
             Path(args.csv).write_text(text)
-            print(f"wrote {len(entries)} ledger entries of {key.key_id} from {since} up to (not including) "
-                  f"{until} to {args.csv}")
+            print(
+                f"wrote {len(entries)} ledger entries of {key.key_id} from {since} up to (not including) "
+                f"{until} to {args.csv}"
+            )
         return
     report = usage_report(entries, balance=backend.credits.balance(key.key_hash), since=since, until=until)
     print(json.dumps({"key_id": key.key_id, "name": key.name, **report}, indent=2))
@@ -165,15 +186,19 @@ def usage(backend: AccountsWiring, args: argparse.Namespace) -> None:
 
 def add_operator_commands(commands: argparse._SubParsersAction) -> None:
     keys = commands.add_parser("keys", help="create, list, show and revoke API keys").add_subparsers(
-        dest="keys_command", required=True)
+        dest="keys_command", required=True
+    )
     create = keys.add_parser("create", help="create a key and print it (once)")
     create.add_argument("--name", required=True, help="who the key is for")
     create.add_argument("--credits", type=int, default=0, help="credits to start with (a ledgered top-up)")
     create.add_argument("--rate-limit", type=int, help="requests per minute, at least 1 (default: the deployment's)")
     create.add_argument("--models", help="comma-separated models the key may use (default: all)")
     create.add_argument("--expires", help="'30d' from now, or an ISO date")
-    create.add_argument("--key", help="use this inf_ key instead of generating one (imports): it must be a key "
-                                      "infery generated, with its checksum")
+    create.add_argument(
+        "--key",
+        help="use this inf_ key instead of generating one (imports): it must be a key "
+        "infery generated, with its checksum",
+    )
     create.set_defaults(run=keys_create)
     listing = keys.add_parser("list", help="every key, without secrets")
     listing.add_argument("--json", action="store_true")
@@ -183,8 +208,9 @@ def add_operator_commands(commands: argparse._SubParsersAction) -> None:
         command.add_argument("key_id", help="the key's id, key_...")
         command.set_defaults(run=run)
 
-    credit_commands = commands.add_parser("credits", help="top up a key").add_subparsers(dest="credits_command",
-                                                                                         required=True)
+    credit_commands = commands.add_parser("credits", help="top up a key").add_subparsers(
+        dest="credits_command", required=True
+    )
     add = credit_commands.add_parser("add", help="add credits to a key (a ledgered top-up)")
     add.add_argument("key_id")
     add.add_argument("credits", type=int)
@@ -196,8 +222,9 @@ def add_operator_commands(commands: argparse._SubParsersAction) -> None:
     report.add_argument("key_id")
     report.add_argument("--days", type=int, help="the last N days (default 30)")
     report.add_argument("--since", help="ISO date or time (UTC unless it says otherwise), inclusive")
-    report.add_argument("--until", help="ISO date or time, exclusive: --since 2026-11-01 --until 2026-12-01 is "
-                                        "November (default: now)")
+    report.add_argument(
+        "--until", help="ISO date or time, exclusive: --since 2026-11-01 --until 2026-12-01 is November (default: now)"
+    )
     report.add_argument("--csv", metavar="FILE", help="write the ledger entries as CSV to FILE ('-' for stdout)")
     report.set_defaults(run=usage)
 

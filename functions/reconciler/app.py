@@ -22,12 +22,19 @@ def release_stale_reservations(now: float | None = None) -> int:
     credit_store = wiring.credits
     for reservation in credit_store.open_reservations(older_than_epoch=cutoff, now_epoch=int(now)):
         # a request still running would have closed its reservation long before the grace period ends
-        if credit_store.refund(reservation, reason="released: the request never settled",
-                          kind=LedgerKind.RELEASE) is not None:
+        if (
+            credit_store.refund(reservation, reason="released: the request never settled", kind=LedgerKind.RELEASE)
+            is not None
+        ):
             released += 1
-            logger.warning("released a stale reservation", extra={"request_id": reservation.request_id,
-                                                                   "key_id": reservation.key_id,
-                                                                   "credits": reservation.credits})
+            logger.warning(
+                "released a stale reservation",
+                extra={
+                    "request_id": reservation.request_id,
+                    "key_id": reservation.key_id,
+                    "credits": reservation.credits,
+                },
+            )
     return released
 
 

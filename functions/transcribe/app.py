@@ -71,8 +71,11 @@ def _idempotency_key() -> str | None:
     if value is None:
         return None
     if not 1 <= len(value) <= 255 or not value.isprintable():
-        raise InvalidRequest("The Idempotency-Key header must be 1 to 255 printable characters.",
-                             param="Idempotency-Key", code="invalid_idempotency_key")
+        raise InvalidRequest(
+            "The Idempotency-Key header must be 1 to 255 printable characters.",
+            param="Idempotency-Key",
+            code="invalid_idempotency_key",
+        )
     return value
 
 
@@ -80,8 +83,11 @@ def _fingerprint(request: TranscriptionRequest) -> str:
     """What makes two requests the same, independent of how they were encoded (multipart boundaries differ)."""
     options = request.model_dump(exclude={"audio"}, mode="json")
     # the fields a fingerprint has had since the first deployment, so a retry sent across a deployment still matches
-    options |= {"audio_format": request.audio.format.value if request.audio else None, "audio_s3_uri": None,
-                "audio_s3_etag": None}
+    options |= {
+        "audio_format": request.audio.format.value if request.audio else None,
+        "audio_s3_uri": None,
+        "audio_s3_etag": None,
+    }
     digest = hashlib.sha256(request.audio.data if request.audio else b"")
     digest.update(json.dumps(options, sort_keys=True).encode())
     return digest.hexdigest()
@@ -96,8 +102,11 @@ def _check_client_still_waiting(*_: object) -> None:
     waited_seconds = time.time() - started_ms / 1000 if started_ms else 0.0
     # an event much older than any gateway waits is a recorded one replayed (sam local invoke, tests): no deadline
     if settings.api_deadline_seconds < waited_seconds < _REPLAYED_EVENT_SECONDS:
-        raise ModelTimeout("The request took longer than the API's time limit; nothing was charged. Retry, or "
-                           "send long audio through POST /v1/uploads as a job.", code="timeout")
+        raise ModelTimeout(
+            "The request took longer than the API's time limit; nothing was charged. Retry, or "
+            "send long audio through POST /v1/uploads as a job.",
+            code="timeout",
+        )
 
 
 # An Idempotency-Key's record is a DynamoDB item (400 KB at most): a larger answer is rendered again on replay
@@ -119,24 +128,41 @@ def _run_transcription(key: ApiKeyItem, request: TranscriptionRequest, idempoten
     audio = _audio(key, request)
     store = wiring.audio_store
     if idempotency_key is None:
-        outcome = wiring.transcription.transcribe(key, request, audio, request_id=_request_id(),
-                                                  before_settle=_check_client_still_waiting)
+        outcome = wiring.transcription.transcribe(
+            key, request, audio, request_id=_request_id(), before_settle=_check_client_still_waiting
+        )
     else:
         charge_id = idempotency_id(key.key_id, idempotency_key)
         outcome = wiring.transcription.transcribe_once(
-            key, request, audio, idempotency_id=charge_id,
+            key,
+            request,
+            audio,
+            idempotency_id=charge_id,
             store_result=lambda result: store.put_result(key.key_id, charge_id, result),
             load_result=lambda: store.find_result(store.result_key(key.key_id, charge_id)),
-            before_settle=_check_client_still_waiting)
+            before_settle=_check_client_still_waiting,
+        )
     metrics.add_metric(name="AudioSeconds", unit=MetricUnit.Seconds, value=outcome.audio_seconds)
     metrics.add_metric(name="CreditsCharged", unit=MetricUnit.Count, value=outcome.credits_used)
-    logger.info("transcribed", extra={"task": request.task.value, "audio_format": audio.format.value,
-                                      "audio_seconds": outcome.audio_seconds, "credits_used": outcome.credits_used})
+    logger.info(
+        "transcribed",
+        extra={
+            "task": request.task.value,
+            "audio_format": audio.format.value,
+            "audio_seconds": outcome.audio_seconds,
+            "credits_used": outcome.credits_used,
+        },
+    )
     body = outcome.rendered.body
-    return {"status": 200, "content_type": outcome.rendered.content_type,
-            "body": body if isinstance(body, str) else json.dumps(body),
-            "headers": {"x-infery-credits-used": str(outcome.credits_used),
-                        "x-infery-credits-balance": str(outcome.balance_after)}}
+    return {
+        "status": 200,
+        "content_type": outcome.rendered.content_type,
+        "body": body if isinstance(body, str) else json.dumps(body),
+        "headers": {
+            "x-infery-credits-used": str(outcome.credits_used),
+            "x-infery-credits-balance": str(outcome.balance_after),
+        },
+    }
 
 
 def _execute_once(idempotent_request: dict, run: Callable[[], dict]) -> dict:
@@ -150,8 +176,11 @@ def _execute_once(idempotent_request: dict, run: Callable[[], dict]) -> dict:
 @cache
 def _idempotent_execute_once() -> Callable[..., dict]:
     """``_execute_once``, once per (key, Idempotency-Key); built on first use, with its DynamoDB store."""
-    return idempotent_function(data_keyword_argument="idempotent_request", persistence_store=wiring.idempotency_store,
-                               config=wiring.idempotency_config)(_execute_once)
+    return idempotent_function(
+        data_keyword_argument="idempotent_request",
+        persistence_store=wiring.idempotency_store,
+        config=wiring.idempotency_config,
+    )(_execute_once)
 
 
 def _once(key: ApiKeyItem, fingerprint: str, run: Callable[[], dict]) -> tuple[dict, dict[str, str]]:
@@ -164,19 +193,27 @@ def _once(key: ApiKeyItem, fingerprint: str, run: Callable[[], dict]) -> tuple[d
         request = {"key_id": key.key_id, "idempotency_key": idempotency_key, "request_sha256": fingerprint}
         answer = _idempotent_execute_once()(idempotent_request=request, run=run)
     except IdempotencyAlreadyInProgressError as exc:
-        raise Conflict("A request with this Idempotency-Key is still running. Retry once it has finished.",
-                       param="Idempotency-Key", code="idempotency_key_in_progress") from exc
+        raise Conflict(
+            "A request with this Idempotency-Key is still running. Retry once it has finished.",
+            param="Idempotency-Key",
+            code="idempotency_key_in_progress",
+        ) from exc
     except IdempotencyValidationError as exc:
-        raise InvalidRequest("This Idempotency-Key was used with a different request. Use a new key for a "
-                             "new request.", param="Idempotency-Key", code="idempotency_key_reused") from exc
+        raise InvalidRequest(
+            "This Idempotency-Key was used with a different request. Use a new key for a new request.",
+            param="Idempotency-Key",
+            code="idempotency_key_reused",
+        ) from exc
     except IdempotencyPersistenceLayerError as exc:
         if "to success" not in str(exc):
             raise
         # the work was done (and a transcription charged) but its answer could not be recorded: say so, not
         # "nothing was charged"; a retry with the same key is charged nothing more
-        raise InternalError("The request was processed, but its answer could not be saved. Retry with the same "
-                            "Idempotency-Key in a minute to get it; you will not be charged again.",
-                            code="answer_not_saved") from exc
+        raise InternalError(
+            "The request was processed, but its answer could not be saved. Retry with the same "
+            "Idempotency-Key in a minute to get it; you will not be charged again.",
+            code="answer_not_saved",
+        ) from exc
     if answer["request_id"] == _request_id():
         return answer, {}
     # the first answer, replayed: this request changed nothing
@@ -194,18 +231,27 @@ def _route_fingerprint(*parts: str | bytes) -> str:
 def _transcribe(task: Task) -> Response:
     key, rate_limit_headers = _authenticate()
     request = parse_transcription_request(
-        task, app.current_event.headers.get("content-type"), _body_bytes(),
-        max_audio_bytes=settings.max_sync_audio_bytes, max_upload_bytes=settings.max_upload_bytes)
+        task,
+        app.current_event.headers.get("content-type"),
+        _body_bytes(),
+        max_audio_bytes=settings.max_sync_audio_bytes,
+        max_upload_bytes=settings.max_upload_bytes,
+    )
     idempotency_key = _idempotency_key()
-    answer, replay_headers = _once(key, _fingerprint(request),
-                                   lambda: _run_transcription(key, request, idempotency_key))
+    answer, replay_headers = _once(
+        key, _fingerprint(request), lambda: _run_transcription(key, request, idempotency_key)
+    )
     body = answer["body"]
     if body is None:
         body = app.context.get("large_answer_body")
     if body is None:  # a replay of an answer too large for its record: rendered again from the stored result
         body = _run_transcription(key, request, idempotency_key)["body"]
-    return Response(status_code=200, content_type=answer["content_type"], body=body,
-                    headers={**answer["headers"], **rate_limit_headers, **replay_headers})
+    return Response(
+        status_code=200,
+        content_type=answer["content_type"],
+        body=body,
+        headers={**answer["headers"], **rate_limit_headers, **replay_headers},
+    )
 
 
 @app.post("/v1/audio/transcriptions")
@@ -226,9 +272,12 @@ def _json_response(status: int, body: dict, headers: dict[str, str]) -> Response
 def create_upload() -> Response:
     """A presigned POST into the key's own prefix; unless start_job is false, the file starts a job on arrival."""
     key, rate_limit_headers = _authenticate()
-    upload = parse_upload_request(app.current_event.headers.get("content-type"), _body_bytes(),
-                                  wiring.catalog.default_model,
-                                  allow_http_webhooks=settings.webhook_allow_private_addresses)
+    upload = parse_upload_request(
+        app.current_event.headers.get("content-type"),
+        _body_bytes(),
+        wiring.catalog.default_model,
+        allow_http_webhooks=settings.webhook_allow_private_addresses,
+    )
     wiring.job_service.admit(key, upload.job.model)
     answer, replay_headers = _once(key, _route_fingerprint(upload.model_dump_json()), lambda: _new_upload(key, upload))
     return _json_response(answer["status"], answer["body"], {**rate_limit_headers, **replay_headers})
@@ -236,9 +285,15 @@ def create_upload() -> Response:
 
 def _new_upload(key: ApiKeyItem, upload: UploadRequest) -> dict:
     created = wiring.job_service.create_upload(key, upload)
-    body = {"id": created.upload_id, "object": "upload", "method": "POST",
-            "upload_url": created.presigned_post["url"], "fields": created.presigned_post["fields"],
-            "max_bytes": settings.max_upload_bytes, "expires_in": settings.upload_expiry_seconds}
+    body = {
+        "id": created.upload_id,
+        "object": "upload",
+        "method": "POST",
+        "upload_url": created.presigned_post["url"],
+        "fields": created.presigned_post["fields"],
+        "max_bytes": settings.max_upload_bytes,
+        "expires_in": settings.upload_expiry_seconds,
+    }
     if created.job is not None:
         body |= {"job_id": created.job.job_id, "webhook_secret": created.job.webhook_secret}
     return {"status": 201, "body": body}
@@ -247,9 +302,14 @@ def _new_upload(key: ApiKeyItem, upload: UploadRequest) -> dict:
 def _create_job(task: Task) -> Response:
     key, rate_limit_headers = _authenticate()
     request = parse_transcription_request(
-        task, app.current_event.headers.get("content-type"), _body_bytes(),
-        max_audio_bytes=settings.max_sync_audio_bytes, max_upload_bytes=settings.max_upload_bytes, for_job=True,
-        allow_http_webhooks=settings.webhook_allow_private_addresses)
+        task,
+        app.current_event.headers.get("content-type"),
+        _body_bytes(),
+        max_audio_bytes=settings.max_sync_audio_bytes,
+        max_upload_bytes=settings.max_upload_bytes,
+        for_job=True,
+        allow_http_webhooks=settings.webhook_allow_private_addresses,
+    )
     # the file, if it is here: a header that says 1 Hz or ten hours is refused before it is stored
     wiring.job_service.admit(key, request.model, request.audio)
     answer, replay_headers = _once(key, _route_fingerprint(_fingerprint(request)), lambda: _new_job(key, request))
@@ -278,16 +338,21 @@ def _response_format_query() -> ResponseFormat | None:
     try:
         return ResponseFormat(value)
     except ValueError:
-        raise InvalidRequest(f"'response_format' must be one of {', '.join(f.value for f in ResponseFormat)}.",
-                             param="response_format", code="invalid_value") from None
+        raise InvalidRequest(
+            f"'response_format' must be one of {', '.join(f.value for f in ResponseFormat)}.",
+            param="response_format",
+            code="invalid_value",
+        ) from None
 
 
 @app.get("/v1/jobs/<job_id>")
 def get_job(job_id: str) -> Response:
     key, rate_limit_headers = _authenticate()
-    return _json_response(200, wiring.job_presenter.view(wiring.job_service.own_job(key, job_id),
-                                                         _response_format_query()),
-                          rate_limit_headers)
+    return _json_response(
+        200,
+        wiring.job_presenter.view(wiring.job_service.own_job(key, job_id), _response_format_query()),
+        rate_limit_headers,
+    )
 
 
 @app.get("/v1/jobs/<job_id>/result")
@@ -297,10 +362,17 @@ def get_job_result(job_id: str) -> Response:
     job = wiring.job_service.own_job(key, job_id)
     rendered = wiring.job_presenter.render_result(job, _response_format_query())
     body = rendered.body
-    return Response(200, rendered.content_type, body if isinstance(body, str) else json.dumps(body),
-                    headers={**rate_limit_headers, "x-infery-credits-used": str(job.credits_used or 0),
-                             # the key's balance as read (consistently) when it was authenticated, moments ago
-                             "x-infery-credits-balance": str(key.credits)})
+    return Response(
+        200,
+        rendered.content_type,
+        body if isinstance(body, str) else json.dumps(body),
+        headers={
+            **rate_limit_headers,
+            "x-infery-credits-used": str(job.credits_used or 0),
+            # the key's balance as read (consistently) when it was authenticated, moments ago
+            "x-infery-credits-balance": str(key.credits),
+        },
+    )
 
 
 @app.get("/v1/jobs")
@@ -321,18 +393,17 @@ def list_jobs() -> Response:
 def list_models() -> Response:
     _, rate_limit_headers = _authenticate()
     models = [wiring.catalog.describe(name) for name in wiring.catalog.names()]
-    return Response(200, JSON_CONTENT_TYPE, json.dumps({"object": "list", "data": models}),
-                    headers=rate_limit_headers)
+    return Response(200, JSON_CONTENT_TYPE, json.dumps({"object": "list", "data": models}), headers=rate_limit_headers)
 
 
 @app.get("/v1/models/<model_id>")
 def retrieve_model(model_id: str) -> Response:
     _, rate_limit_headers = _authenticate()
     if model_id not in wiring.catalog.names():
-        raise NotFound(f"The model '{model_id}' does not exist on this deployment.", param="model",
-                       code="model_not_found")
-    return Response(200, JSON_CONTENT_TYPE, json.dumps(wiring.catalog.describe(model_id)),
-                    headers=rate_limit_headers)
+        raise NotFound(
+            f"The model '{model_id}' does not exist on this deployment.", param="model", code="model_not_found"
+        )
+    return Response(200, JSON_CONTENT_TYPE, json.dumps(wiring.catalog.describe(model_id)), headers=rate_limit_headers)
 
 
 @app.get("/v1/usage")
@@ -353,24 +424,38 @@ def get_usage() -> Response:
     entries = wiring.credits.ledger(key.key_id, since=since, until=until)
     if usage_format == "csv":  # the period's ledger entries, as the operator's `infery usage --csv` writes them
         filename = f"infery-usage-{key.key_id}-{days}d.csv"
-        return Response(200, "text/csv; charset=utf-8", ledger_csv(entries), headers={
-            **rate_limit_headers, "Content-Disposition": f'attachment; filename="{filename}"'})
+        return Response(
+            200,
+            "text/csv; charset=utf-8",
+            ledger_csv(entries),
+            headers={**rate_limit_headers, "Content-Disposition": f'attachment; filename="{filename}"'},
+        )
     report = usage_report(entries, balance=wiring.credits.balance(key.key_hash), since=since, until=until)
-    return Response(200, JSON_CONTENT_TYPE, json.dumps({"key_id": key.key_id, "name": key.name, **report}),
-                    headers=rate_limit_headers)
+    return Response(
+        200,
+        JSON_CONTENT_TYPE,
+        json.dumps({"key_id": key.key_id, "name": key.name, **report}),
+        headers=rate_limit_headers,
+    )
 
 
 # The web console: static files shipped with this function (functions/transcribe/console/), read at cold start.
 # No key is needed to load them; the page calls the API with the key its user pastes.
 _CONSOLE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "console")
-_CONSOLE_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
-                  ".css": "text/css; charset=utf-8"}
+_CONSOLE_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+}
 # its own script and style only; it talks to this API and to the bucket's presigned upload URL (large files)
 _CONSOLE_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-                               "media-src 'self' blob:; connect-src 'self' https: http://127.0.0.1:* "
-                               "http://localhost:*; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
-    "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "Cache-Control": "no-cache"}
+    "media-src 'self' blob:; connect-src 'self' https: http://127.0.0.1:* "
+    "http://localhost:*; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
 
 
 def _load_console() -> dict[str, tuple[str, str]]:
@@ -422,8 +507,9 @@ def handle_unexpected_error(error: Exception) -> Response:
 
 @app.not_found
 def handle_not_found(_: Exception) -> Response:
-    return error_response(NotFound(f"Unknown request URL: {app.current_event.http_method} "
-                                   f"{app.current_event.path}.", code="unknown_url"))
+    return error_response(
+        NotFound(f"Unknown request URL: {app.current_event.http_method} {app.current_event.path}.", code="unknown_url")
+    )
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -51,8 +51,12 @@ def handle_message(record: SQSRecord) -> None:
         if not s3_record.get("eventName", "").startswith("ObjectCreated"):
             continue
         s3 = s3_record["s3"]
-        stored = parse_object_key(s3["bucket"]["name"], object_key_from_event(s3["object"]["key"]),
-                                  int(s3["object"].get("size", 0)), s3["object"].get("eTag", ""))
+        stored = parse_object_key(
+            s3["bucket"]["name"],
+            object_key_from_event(s3["object"]["key"]),
+            int(s3["object"].get("size", 0)),
+            s3["object"].get("eTag", ""),
+        )
         if stored is None:
             logger.info("object outside uploads/ and inbox/ ignored", extra={"object_key": s3["object"]["key"]})
             continue
@@ -66,5 +70,4 @@ def handle_message(record: SQSRecord) -> None:
 @metrics.log_metrics
 def lambda_handler(event: dict, context: LambdaContext) -> PartialItemFailureResponse:
     metrics.add_metric(name="WorkerMessages", unit=MetricUnit.Count, value=len(event.get("Records", [])))
-    return process_partial_response(event=event, record_handler=handle_message, processor=processor,
-                                    context=context)
+    return process_partial_response(event=event, record_handler=handle_message, processor=processor, context=context)

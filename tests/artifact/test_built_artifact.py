@@ -51,13 +51,26 @@ print("BUILD-CHECK " + json.dumps({"version": list(sys.version_info[:2]), "origi
 
 # events the handlers answer without reaching AWS: a key of the wrong shape (refused before any lookup),
 # and the s3:TestEvent S3 sends when a bucket's notification is configured (acknowledged, nothing started)
-S3_TEST_EVENT = {"Records": [{
-    "messageId": "build-check-1", "receiptHandle": "build-check", "md5OfBody": "", "eventSource": "aws:sqs",
-    "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:infery-JobsQueue", "awsRegion": "us-east-1",
-    "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "0", "SenderId": "s3",
-                   "ApproximateFirstReceiveTimestamp": "0"},
-    "messageAttributes": {},
-    "body": json.dumps({"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": "infery-audiobucket"})}]}
+S3_TEST_EVENT = {
+    "Records": [
+        {
+            "messageId": "build-check-1",
+            "receiptHandle": "build-check",
+            "md5OfBody": "",
+            "eventSource": "aws:sqs",
+            "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:infery-JobsQueue",
+            "awsRegion": "us-east-1",
+            "attributes": {
+                "ApproximateReceiveCount": "1",
+                "SentTimestamp": "0",
+                "SenderId": "s3",
+                "ApproximateFirstReceiveTimestamp": "0",
+            },
+            "messageAttributes": {},
+            "body": json.dumps({"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": "infery-audiobucket"}),
+        }
+    ]
+}
 
 
 def _models_request_with_a_malformed_key() -> dict[str, Any]:
@@ -68,9 +81,11 @@ def _models_request_with_a_malformed_key() -> dict[str, Any]:
 
 
 def _events() -> dict[str, dict[str, Any] | None]:
-    return {"TranscribeFunction": _models_request_with_a_malformed_key(),
-            "WorkerFunction": S3_TEST_EVENT,
-            "ReconcilerFunction": None}  # it scans DynamoDB at once: imported only
+    return {
+        "TranscribeFunction": _models_request_with_a_malformed_key(),
+        "WorkerFunction": S3_TEST_EVENT,
+        "ReconcilerFunction": None,
+    }  # it scans DynamoDB at once: imported only
 
 
 @pytest.fixture(scope="module")
@@ -111,24 +126,42 @@ def test_every_function_of_the_template_was_built(build):
 
 
 @pytest.mark.parametrize("function", sorted(_events()))
-def test_the_built_function_imports_and_runs_its_handler_on_the_runtime(build, runtime_python, runtime_dir,
-                                                                        function):
+def test_the_built_function_imports_and_runs_its_handler_on_the_runtime(build, runtime_python, runtime_dir, function):
     build_dir, local = build
     properties = local.resources[function]["Properties"]
     code_dir = (build_dir / properties["CodeUri"]).resolve()
     layers = _layer_paths(build_dir, local)
     module, handler = properties["Handler"].rsplit(".", 1)
-    spec = {"path": [str(code_dir), *map(str, layers), str(runtime_dir)], "module": module, "handler": handler,
-            "function_name": function, "event": _events()[function]}
-    environment = {**local.function_environment(function), "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8",
-                   "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "build-check",
-                   "AWS_SECRET_ACCESS_KEY": "build-check", "AWS_LAMBDA_FUNCTION_NAME": function,
-                   "LAMBDA_TASK_ROOT": str(code_dir)}
-    completed = subprocess.run([runtime_python, "-I", "-S", "-c", PROBE, json.dumps(spec)], env=environment,
-                               capture_output=True, text=True, timeout=120, cwd=code_dir)
+    spec = {
+        "path": [str(code_dir), *map(str, layers), str(runtime_dir)],
+        "module": module,
+        "handler": handler,
+        "function_name": function,
+        "event": _events()[function],
+    }
+    environment = {
+        **local.function_environment(function),
+        "PATH": "/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "build-check",
+        "AWS_SECRET_ACCESS_KEY": "build-check",
+        "AWS_LAMBDA_FUNCTION_NAME": function,
+        "LAMBDA_TASK_ROOT": str(code_dir),
+    }
+    completed = subprocess.run(
+        [runtime_python, "-I", "-S", "-c", PROBE, json.dumps(spec)],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=code_dir,
+    )
     assert completed.returncode == 0, f"{function} does not import or run from its build:\n{completed.stderr}"
-    report = json.loads(next(line for line in completed.stdout.splitlines()
-                             if line.startswith("BUILD-CHECK "))[len("BUILD-CHECK "):])
+    report = json.loads(
+        next(line for line in completed.stdout.splitlines() if line.startswith("BUILD-CHECK "))[len("BUILD-CHECK ") :]
+    )
     assert report["version"] == [3, 12], report["version"]
 
     # every module came from the artifact, the layer, the runtime's boto3 or the standard library
@@ -140,8 +173,11 @@ def test_the_built_function_imports_and_runs_its_handler_on_the_runtime(build, r
     # the dependencies ship once, with the layer (layers/common/python/requirements.txt), not with each function
     assert any(origins["pydantic_core"].is_relative_to(layer) for layer in layers), origins["pydantic_core"]
     assert not (code_dir / "pydantic_core").exists(), "a function ships a dependency the layer has"
-    strays = {name: str(path) for name, path in origins.items()
-              if not any(path.is_relative_to(root) for root in allowed_roots)}
+    strays = {
+        name: str(path)
+        for name, path in origins.items()
+        if not any(path.is_relative_to(root) for root in allowed_roots)
+    }
     assert not strays, f"modules from outside the artifact: {strays}"
 
     if function == "TranscribeFunction":  # a refusal before any lookup, in OpenAI's shape

@@ -85,38 +85,61 @@ class RunningStack:
 
     def dynamodb(self):
         env = self.environment
-        return boto3.client("dynamodb", endpoint_url=env["AWS_ENDPOINT_URL_DYNAMODB"],
-                            region_name=env["AWS_DEFAULT_REGION"], aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-                            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-                            aws_session_token=env["AWS_SESSION_TOKEN"])
+        return boto3.client(
+            "dynamodb",
+            endpoint_url=env["AWS_ENDPOINT_URL_DYNAMODB"],
+            region_name=env["AWS_DEFAULT_REGION"],
+            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+            aws_session_token=env["AWS_SESSION_TOKEN"],
+        )
 
     def ledger(self, key_id: str) -> list[dict[str, Any]]:
         """Every ledger entry of ``key_id``, as stored (credits signed), in time order."""
-        pages = self.dynamodb().get_paginator("query").paginate(
-            TableName=self.environment["LEDGER_TABLE_NAME"], KeyConditionExpression="key_id = :key_id",
-            ExpressionAttributeValues={":key_id": {"S": key_id}}, ConsistentRead=True)
+        pages = (
+            self.dynamodb()
+            .get_paginator("query")
+            .paginate(
+                TableName=self.environment["LEDGER_TABLE_NAME"],
+                KeyConditionExpression="key_id = :key_id",
+                ExpressionAttributeValues={":key_id": {"S": key_id}},
+                ConsistentRead=True,
+            )
+        )
         entries = [_deserialize(item) for page in pages for item in page["Items"]]
         return sorted(entries, key=lambda entry: entry["created_at"])
 
     def key_row(self, key_id: str) -> dict[str, Any]:
-        pages = self.dynamodb().get_paginator("scan").paginate(
-            TableName=self.environment["KEYS_TABLE_NAME"], ConsistentRead=True)
+        pages = (
+            self.dynamodb()
+            .get_paginator("scan")
+            .paginate(TableName=self.environment["KEYS_TABLE_NAME"], ConsistentRead=True)
+        )
         rows = [_deserialize(item) for page in pages for item in page["Items"]]
         matching = [row for row in rows if row["key_id"] == key_id]
         assert len(matching) == 1, f"{len(matching)} keys have the id {key_id}"
         return matching[0]
 
     def open_reservations(self) -> list[dict[str, Any]]:
-        pages = self.dynamodb().get_paginator("scan").paginate(
-            TableName=self.environment["RESERVATIONS_TABLE_NAME"], ConsistentRead=True)
+        pages = (
+            self.dynamodb()
+            .get_paginator("scan")
+            .paginate(TableName=self.environment["RESERVATIONS_TABLE_NAME"], ConsistentRead=True)
+        )
         return [_deserialize(item) for page in pages for item in page["Items"]]
 
     # the operator's tool, run as an operator runs it: the console script, pointed at this stack's state file
 
     def infery(self, *arguments: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         environment = {**os.environ, "INFERY_STATE_FILE": str(self.state_file)}
-        result = subprocess.run([str(INFERY_COMMAND), "--local", *arguments], env=environment, cwd=ROOT,
-                                capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            [str(INFERY_COMMAND), "--local", *arguments],
+            env=environment,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         if check:
             assert result.returncode == 0, f"infery {' '.join(arguments)} failed:\n{result.stdout}{result.stderr}"
         return result
@@ -143,20 +166,38 @@ def _kill_group(process: subprocess.Popen) -> None:
     process.wait(timeout=30)
 
 
-def start_stack(credits: int, timeout: float = 240, concurrency: int = 3,
-                extra_environment: dict[str, str] | None = None,
-                flags: tuple[str, ...] = ("--quiet",)) -> tuple[subprocess.Popen, RunningStack]:
+def start_stack(
+    credits: int,
+    timeout: float = 240,
+    concurrency: int = 3,
+    extra_environment: dict[str, str] | None = None,
+    flags: tuple[str, ...] = ("--quiet",),
+) -> tuple[subprocess.Popen, RunningStack]:
     """Start `python -m local_stack FLAGS` (by default --quiet: the banner, warnings and errors only)."""
     api_key = generate_api_key()  # an operator's own key must have the generated shape and checksum
     port = _free_port()
     state_file = Path(tempfile.mkdtemp(prefix="infery-e2e-")) / "local-stack.json"
-    environment = {**os.environ, "INFERY_DEV_KEY": api_key, "INFERY_DEV_CREDITS": str(credits),
-                   "INFERY_PORT": str(port), "PYTHONPATH": str(ROOT / "layers" / "common" / "python"),
-                   "INFERY_LAMBDA_CONCURRENCY": str(concurrency), "PYTHONUNBUFFERED": "1",
-                   "INFERY_STATE_FILE": str(state_file), **(extra_environment or {})}
+    environment = {
+        **os.environ,
+        "INFERY_DEV_KEY": api_key,
+        "INFERY_DEV_CREDITS": str(credits),
+        "INFERY_PORT": str(port),
+        "PYTHONPATH": str(ROOT / "layers" / "common" / "python"),
+        "INFERY_LAMBDA_CONCURRENCY": str(concurrency),
+        "PYTHONUNBUFFERED": "1",
+        "INFERY_STATE_FILE": str(state_file),
+        **(extra_environment or {}),
+    }
     # a session of its own: the stack is stopped with its whole process group if it does not stop cleanly
-    process = subprocess.Popen([sys.executable, "-m", "local_stack", *flags], cwd=ROOT, env=environment,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "local_stack", *flags],
+        cwd=ROOT,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     process.infery_state_file = state_file  # type: ignore[attr-defined] - for stop_stack's clean-up
     lines: queue.Queue[str | None] = queue.Queue()
     output: list[str] = []

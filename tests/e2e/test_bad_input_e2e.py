@@ -18,8 +18,14 @@ pytestmark = pytest.mark.e2e
 def _wav_of_size(total_bytes: int) -> bytes:
     """A valid 16 kHz mono WAV of silence, ``total_bytes`` long."""
     data_size = total_bytes - 44
-    header = b"RIFF" + struct.pack("<I", 36 + data_size) + b"WAVEfmt " + struct.pack(
-        "<IHHIIHH", 16, 1, 1, 16000, 32000, 2, 16) + b"data" + struct.pack("<I", data_size)
+    header = (
+        b"RIFF"
+        + struct.pack("<I", 36 + data_size)
+        + b"WAVEfmt "
+        + struct.pack("<IHHIIHH", 16, 1, 1, 16000, 32000, 2, 16)
+        + b"data"
+        + struct.pack("<I", data_size)
+    )
     return header + bytes(data_size)
 
 
@@ -43,8 +49,13 @@ def _auth(stack: RunningStack) -> dict[str, str]:
 
 
 def _multipart(stack, files=None, data=None, headers=None, path="/audio/transcriptions"):
-    return requests.post(f"{stack.base_url}{path}", files=files, data=data, timeout=60,
-                         headers=_auth(stack) if headers is None else headers)
+    return requests.post(
+        f"{stack.base_url}{path}",
+        files=files,
+        data=data,
+        timeout=60,
+        headers=_auth(stack) if headers is None else headers,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -52,12 +63,15 @@ def wav_bytes(speech_files) -> bytes:
     return speech_files["wav"].read_bytes()
 
 
-@pytest.mark.parametrize(("headers", "code"), [
-    ({}, "missing_api_key"),
-    ({"Authorization": "Basic dXNlcjpwYXNz"}, "invalid_api_key"),
-    ({"Authorization": "Bearer sk-proj-abcdefghijklmnopqrstuvwxyz"}, "invalid_api_key"),
-    ({"Authorization": "Bearer inf_thiskeywasneverissuedbyanyone0000"}, "invalid_api_key"),
-])
+@pytest.mark.parametrize(
+    ("headers", "code"),
+    [
+        ({}, "missing_api_key"),
+        ({"Authorization": "Basic dXNlcjpwYXNz"}, "invalid_api_key"),
+        ({"Authorization": "Bearer sk-proj-abcdefghijklmnopqrstuvwxyz"}, "invalid_api_key"),
+        ({"Authorization": "Bearer inf_thiskeywasneverissuedbyanyone0000"}, "invalid_api_key"),
+    ],
+)
 def test_missing_or_wrong_key_is_401(stack, wav_bytes, headers, code):
     response = _multipart(stack, files={"file": ("a.wav", wav_bytes)}, data={"model": "whisper-1"}, headers=headers)
     error = _assert_openai_error(response, 401, code)
@@ -66,20 +80,22 @@ def test_missing_or_wrong_key_is_401(stack, wav_bytes, headers, code):
 
 def test_sdk_raises_authentication_error_for_a_wrong_key(stack, speech_files):
     with pytest.raises(openai.AuthenticationError) as raised, speech_files["wav"].open("rb") as audio:
-        stack.client(api_key="inf_wrongwrongwrongwrongwrong").audio.transcriptions.create(model="whisper-1",
-                                                                                          file=audio)
+        stack.client(api_key="inf_wrongwrongwrongwrongwrong").audio.transcriptions.create(model="whisper-1", file=audio)
     assert raised.value.status_code == 401
 
 
-@pytest.mark.parametrize(("fields", "status", "code", "param"), [
-    ({"model": "gpt-4o-transcribe"}, 400, "model_not_found", "model"),
-    ({"model": "whisper-1", "language": "xx"}, 400, "invalid_value", "language"),
-    ({"model": "whisper-1", "language": "fr"}, 400, "unsupported_language", "language"),  # tiny.en is English-only
-    ({"model": "whisper-1", "response_format": "xml"}, 400, "invalid_value", "response_format"),
-    ({"model": "whisper-1", "temperature": "7"}, 400, "invalid_value", "temperature"),
-    ({"model": "whisper-1", "stream": "true"}, 400, "unknown_parameter", "stream"),
-    ({}, 400, "missing_model", "model"),
-])
+@pytest.mark.parametrize(
+    ("fields", "status", "code", "param"),
+    [
+        ({"model": "gpt-4o-transcribe"}, 400, "model_not_found", "model"),
+        ({"model": "whisper-1", "language": "xx"}, 400, "invalid_value", "language"),
+        ({"model": "whisper-1", "language": "fr"}, 400, "unsupported_language", "language"),  # tiny.en is English-only
+        ({"model": "whisper-1", "response_format": "xml"}, 400, "invalid_value", "response_format"),
+        ({"model": "whisper-1", "temperature": "7"}, 400, "invalid_value", "temperature"),
+        ({"model": "whisper-1", "stream": "true"}, 400, "unknown_parameter", "stream"),
+        ({}, 400, "missing_model", "model"),
+    ],
+)
 def test_bad_fields_are_400(stack, wav_bytes, fields, status, code, param):
     response = _multipart(stack, files={"file": ("speech.wav", wav_bytes)}, data=fields)
     _assert_openai_error(response, status, code, param)
@@ -95,12 +111,15 @@ def test_empty_file_is_400(stack):
     _assert_openai_error(response, 400, "empty_file", "file")
 
 
-@pytest.mark.parametrize(("filename", "content"), [
-    ("notes.mp3", b"these are meeting notes, not audio at all" * 20),
-    ("picture.wav", b"\x89PNG\r\n\x1a\n" + bytes(400)),
-    ("paper.m4a", b"%PDF-1.7\n" + bytes(400)),
-    ("stream.aac", bytes([0xFF, 0xF1, 0x50, 0x80]) + bytes(400)),  # ADTS AAC: audio, but not a supported format
-])
+@pytest.mark.parametrize(
+    ("filename", "content"),
+    [
+        ("notes.mp3", b"these are meeting notes, not audio at all" * 20),
+        ("picture.wav", b"\x89PNG\r\n\x1a\n" + bytes(400)),
+        ("paper.m4a", b"%PDF-1.7\n" + bytes(400)),
+        ("stream.aac", bytes([0xFF, 0xF1, 0x50, 0x80]) + bytes(400)),  # ADTS AAC: audio, but not a supported format
+    ],
+)
 def test_bytes_that_are_not_supported_audio_are_415_whatever_the_name(stack, filename, content):
     response = _multipart(stack, files={"file": (filename, content)}, data={"model": "whisper-1"})
     _assert_openai_error(response, 415, "unsupported_audio_format", "file")
@@ -112,29 +131,40 @@ def test_corrupt_audio_with_a_valid_header_is_400_not_500(stack):
     _assert_openai_error(response, 400, "undecodable_audio", "file")
 
 
-@pytest.mark.parametrize(("body", "code", "param"), [
-    ({"model": "whisper-1", "audio": "this is not base64!!"}, "invalid_base64", "audio"),
-    ({"model": "whisper-1", "file_base64": "@@@@", "filename": "a.mp3"}, "invalid_base64", "file_base64"),
-    ({"model": "whisper-1", "audio": 12345}, "invalid_base64", "audio"),
-    ({"model": "whisper-1"}, "missing_audio", "audio"),
-    ({"model": "whisper-1", "audio": ""}, "empty_file", "file"),
-    ({"model": "whisper-1", "audio": "QUJD", "file_base64": "QUJD"}, "ambiguous_audio", "audio"),
-])
+@pytest.mark.parametrize(
+    ("body", "code", "param"),
+    [
+        ({"model": "whisper-1", "audio": "this is not base64!!"}, "invalid_base64", "audio"),
+        ({"model": "whisper-1", "file_base64": "@@@@", "filename": "a.mp3"}, "invalid_base64", "file_base64"),
+        ({"model": "whisper-1", "audio": 12345}, "invalid_base64", "audio"),
+        ({"model": "whisper-1"}, "missing_audio", "audio"),
+        ({"model": "whisper-1", "audio": ""}, "empty_file", "file"),
+        ({"model": "whisper-1", "audio": "QUJD", "file_base64": "QUJD"}, "ambiguous_audio", "audio"),
+    ],
+)
 def test_bad_json_base64_bodies_are_400(stack, body, code, param):
     response = requests.post(f"{stack.base_url}/audio/transcriptions", json=body, headers=_auth(stack), timeout=30)
     _assert_openai_error(response, 400, code, param)
 
 
 def test_malformed_json_is_400(stack):
-    response = requests.post(f"{stack.base_url}/audio/transcriptions", data=b'{"model": "whisper-1", "audio": ',
-                             headers={**_auth(stack), "Content-Type": "application/json"}, timeout=30)
+    response = requests.post(
+        f"{stack.base_url}/audio/transcriptions",
+        data=b'{"model": "whisper-1", "audio": ',
+        headers={**_auth(stack), "Content-Type": "application/json"},
+        timeout=30,
+    )
     _assert_openai_error(response, 400, "invalid_json")
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "audio/mpeg"])
 def test_wrong_content_type_is_415(stack, wav_bytes, content_type):
-    response = requests.post(f"{stack.base_url}/audio/transcriptions", data=wav_bytes,
-                             headers={**_auth(stack), "Content-Type": content_type}, timeout=30)
+    response = requests.post(
+        f"{stack.base_url}/audio/transcriptions",
+        data=wav_bytes,
+        headers={**_auth(stack), "Content-Type": content_type},
+        timeout=30,
+    )
     _assert_openai_error(response, 415, "unsupported_content_type")
 
 
@@ -153,15 +183,20 @@ def test_request_over_the_api_gateway_limit_is_413_in_openai_shape(stack):
 
 def test_json_body_over_the_lambda_payload_limit_is_413(stack):
     encoded = base64.b64encode(_wav_of_size(4_800_000)).decode()  # 6.4 MB of JSON
-    response = requests.post(f"{stack.base_url}/audio/transcriptions", json={"model": "whisper-1", "audio": encoded},
-                             headers=_auth(stack), timeout=60)
+    response = requests.post(
+        f"{stack.base_url}/audio/transcriptions",
+        json={"model": "whisper-1", "audio": encoded},
+        headers=_auth(stack),
+        timeout=60,
+    )
     _assert_openai_error(response, 413, "audio_too_large")
 
 
 def test_sdk_surfaces_413_as_an_api_status_error(stack):
     with pytest.raises(openai.APIStatusError) as raised:
-        stack.client().audio.transcriptions.create(model="whisper-1",
-                                                   file=("long.wav", io.BytesIO(_wav_of_size(4_300_000))))
+        stack.client().audio.transcriptions.create(
+            model="whisper-1", file=("long.wav", io.BytesIO(_wav_of_size(4_300_000)))
+        )
     assert raised.value.status_code == 413
 
 
@@ -177,9 +212,12 @@ def test_unknown_model_id_is_404(stack):
 
 
 def test_language_is_refused_on_translations(stack, wav_bytes):
-    response = _multipart(stack, files={"file": ("speech.wav", wav_bytes)}, data={"model": "whisper-1",
-                                                                                  "language": "en"},
-                          path="/audio/translations")
+    response = _multipart(
+        stack,
+        files={"file": ("speech.wav", wav_bytes)},
+        data={"model": "whisper-1", "language": "en"},
+        path="/audio/translations",
+    )
     _assert_openai_error(response, 400, "unknown_parameter", "language")
 
 
@@ -194,9 +232,13 @@ def test_a_key_short_of_credits_gets_402_and_keeps_its_balance(speech_files):
         assert body["type"] == "insufficient_quota" and body["code"] == "insufficient_credits"
         assert raised.value.response.headers["x-infery-credits-balance"] == "2"
         # a short clip (1 credit) still goes through, and the balance ends at exactly 1
-        response = requests.post(f"{poor.base_url}/audio/transcriptions", timeout=60,
-                                 headers={"Authorization": f"Bearer {poor.api_key}"},
-                                 files={"file": ("short.wav", _wav_of_size(64_044))}, data={"model": "whisper-1"})
+        response = requests.post(
+            f"{poor.base_url}/audio/transcriptions",
+            timeout=60,
+            headers={"Authorization": f"Bearer {poor.api_key}"},
+            files={"file": ("short.wav", _wav_of_size(64_044))},
+            data={"model": "whisper-1"},
+        )
         assert response.status_code == 200, response.text
         assert response.headers["x-infery-credits-used"] == "1"
         assert response.headers["x-infery-credits-balance"] == "1"

@@ -67,15 +67,21 @@ def long_wav() -> bytes:
     return wav
 
 
-def post_wav(stack: RunningStack, wav: bytes, api_key: str | None = None, headers: dict[str, str] | None = None,
-             **fields: str) -> requests.Response:
-    return requests.post(f"{stack.base_url}/audio/transcriptions", timeout=180,
-                         headers={**stack.headers(api_key), **(headers or {})},
-                         files={"file": ("speech.wav", wav)}, data={"model": "whisper-1", **fields})
+def post_wav(
+    stack: RunningStack, wav: bytes, api_key: str | None = None, headers: dict[str, str] | None = None, **fields: str
+) -> requests.Response:
+    return requests.post(
+        f"{stack.base_url}/audio/transcriptions",
+        timeout=180,
+        headers={**stack.headers(api_key), **(headers or {})},
+        files={"file": ("speech.wav", wav)},
+        data={"model": "whisper-1", **fields},
+    )
 
 
-def assert_openai_error(response: requests.Response, status: int | tuple[int, ...], code: str | None = None,
-                        error_type: str | None = None) -> dict:
+def assert_openai_error(
+    response: requests.Response, status: int | tuple[int, ...], code: str | None = None, error_type: str | None = None
+) -> dict:
     statuses = status if isinstance(status, tuple) else (status,)
     assert response.status_code in statuses, response.text
     assert response.headers["content-type"].startswith("application/json")
@@ -148,7 +154,8 @@ def test_concurrent_requests_never_overspend_the_balance(poor_stack: RunningStac
 
     statuses = Counter(response.status_code for response in responses)
     assert statuses == {200: AFFORDABLE_REQUESTS, 402: CONCURRENT_REQUESTS - AFFORDABLE_REQUESTS}, [
-        (response.status_code, response.text[:200]) for response in responses if response.status_code not in (200, 402)]
+        (response.status_code, response.text[:200]) for response in responses if response.status_code not in (200, 402)
+    ]
     succeeded = [response for response in responses if response.status_code == 200]
     refused = [response for response in responses if response.status_code == 402]
     for response in succeeded:
@@ -192,8 +199,9 @@ def _listen_backlog(port: int) -> int:
     """The accept queue a listening socket was given: `ss` shows it as the Send-Q of a LISTEN socket."""
     if shutil.which("ss") is None:
         pytest.skip("needs ss (iproute2) to read the listening socket's backlog")
-    lines = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True,
-                           check=True).stdout.split("\n")
+    lines = subprocess.run(
+        ["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True, check=True
+    ).stdout.split("\n")
     [listening] = [line.split() for line in lines if line.strip()]
     return int(listening[2])
 
@@ -286,8 +294,9 @@ def test_a_request_the_gateway_timed_out_is_not_charged(single_worker_stack, sta
     assert stalled_model["after"]["balance"] == stalled_model["before"]["balance"]
 
 
-def test_killing_the_model_server_mid_request_refunds_the_reservation(single_worker_stack: RunningStack,
-                                                                       long_wav: bytes, short_wav: bytes):
+def test_killing_the_model_server_mid_request_refunds_the_reservation(
+    single_worker_stack: RunningStack, long_wav: bytes, short_wav: bytes
+):
     stack = single_worker_stack
     before = stack.usage()
     key_id = before["key_id"]
@@ -356,9 +365,11 @@ def test_sdk_retry_with_the_same_idempotency_key_is_answered_once_and_charged_on
     idempotency = {"Idempotency-Key": f"order-{uuid.uuid4()}"}
 
     first = client.audio.transcriptions.with_raw_response.create(
-        model="whisper-1", file=("meeting.mp3", audio), extra_headers=idempotency)
+        model="whisper-1", file=("meeting.mp3", audio), extra_headers=idempotency
+    )
     retry = client.audio.transcriptions.with_raw_response.create(
-        model="whisper-1", file=("meeting.mp3", audio), extra_headers=idempotency)
+        model="whisper-1", file=("meeting.mp3", audio), extra_headers=idempotency
+    )
 
     assert "idempotent-replayed" not in first.headers
     assert retry.headers["idempotent-replayed"] == "true"
@@ -372,8 +383,9 @@ def test_sdk_retry_with_the_same_idempotency_key_is_answered_once_and_charged_on
 
     # the same key for other audio is refused, and costs nothing
     with pytest.raises(openai.BadRequestError) as raised:
-        client.audio.transcriptions.create(model="whisper-1", file=("other.flac", speech_files["flac"].read_bytes()),
-                                           extra_headers=idempotency)
+        client.audio.transcriptions.create(
+            model="whisper-1", file=("other.flac", speech_files["flac"].read_bytes()), extra_headers=idempotency
+        )
     assert raised.value.status_code == 400
     assert raised.value.response.json()["error"]["code"] == "idempotency_key_reused"
     assert raised.value.response.json()["error"]["param"] == "Idempotency-Key"
@@ -381,8 +393,9 @@ def test_sdk_retry_with_the_same_idempotency_key_is_answered_once_and_charged_on
     _assert_charged_once(stack, key_id, api_key, idempotency_id(key_id, idempotency["Idempotency-Key"]), used)
 
 
-def test_raw_http_retry_with_the_same_idempotency_key_is_answered_once_and_charged_once(stack, fresh_key,
-                                                                                         short_wav, speech_files):
+def test_raw_http_retry_with_the_same_idempotency_key_is_answered_once_and_charged_once(
+    stack, fresh_key, short_wav, speech_files
+):
     key_id, api_key = fresh_key
     idempotency = {"Idempotency-Key": f"retry-{uuid.uuid4()}"}
     first = post_wav(stack, short_wav, api_key, idempotency, response_format="verbose_json")
@@ -395,8 +408,7 @@ def test_raw_http_retry_with_the_same_idempotency_key_is_answered_once_and_charg
     _assert_charged_once(stack, key_id, api_key, idempotency_id(key_id, idempotency["Idempotency-Key"]), 1)
 
     # a different file, or the same file with other options, under the same key: 400, and nothing charged
-    other_file = post_wav(stack, speech_files["wav"].read_bytes(), api_key, idempotency,
-                          response_format="verbose_json")
+    other_file = post_wav(stack, speech_files["wav"].read_bytes(), api_key, idempotency, response_format="verbose_json")
     assert_openai_error(other_file, 400, "idempotency_key_reused")
     other_options = post_wav(stack, short_wav, api_key, idempotency, response_format="text")
     assert_openai_error(other_options, 400, "idempotency_key_reused")

@@ -38,11 +38,22 @@ SAMPLE = ROOT / "samples" / "meeting.mp3"
 # words of samples/meeting.txt that Whisper tiny.en hears in espeak-ng's voice
 SAMPLE_WORDS = ("morning", "planning", "meeting", "quarterly", "report", "finance", "friday", "credits")
 WAIT_SECONDS = 120
-CHROMIUM_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-default-apps",
-                  "--mute-audio", "--autoplay-policy=no-user-gesture-required", "--window-size=1280,1000",
-                  # a microphone that plays a tone, allowed without asking: the Record button is tested too
-                  "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream")
+CHROMIUM_FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-default-apps",
+    "--mute-audio",
+    "--autoplay-policy=no-user-gesture-required",
+    "--window-size=1280,1000",
+    # a microphone that plays a tone, allowed without asking: the Record button is tested too
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+)
 
 
 def _binary(*names: str) -> str:
@@ -50,8 +61,10 @@ def _binary(*names: str) -> str:
         found = shutil.which(name) or (f"/usr/bin/{name}" if Path(f"/usr/bin/{name}").exists() else None)
         if found:
             return found
-    pytest.fail(f"{' or '.join(names)} is needed for the browser tests: apt-get install chromium chromium-driver "
-                "(make test installs them as root on Debian)")
+    pytest.fail(
+        f"{' or '.join(names)} is needed for the browser tests: apt-get install chromium chromium-driver "
+        "(make test installs them as root on Debian)"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +87,9 @@ def browser(downloads: Path) -> Iterator[WebDriver]:
     options.binary_location = _binary("chromium", "chromium-browser")
     for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
         options.add_argument(flag)
-    options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
-                                              "download.prompt_for_download": False})
+    options.add_experimental_option(
+        "prefs", {"download.default_directory": str(downloads), "download.prompt_for_download": False}
+    )
     # a driver given by path: selenium's own driver manager never runs (it would look for downloads)
     driver = webdriver.Chrome(options=options, service=Service(_binary("chromedriver")))
     driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
@@ -108,10 +122,16 @@ def text_of(driver: WebDriver, element_id: str) -> str:
 def shoot(driver: WebDriver, folder: Path, name: str) -> Path:
     """The whole page from its top, not just the window."""
     width, height = driver.execute_script(
-        "return [document.documentElement.clientWidth, document.documentElement.scrollHeight]")
-    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
-        "format": "png", "captureBeyondViewport": True,
-        "clip": {"x": 0, "y": 0, "width": width, "height": min(height, 2400), "scale": 1}})
+        "return [document.documentElement.clientWidth, document.documentElement.scrollHeight]"
+    )
+    shot = driver.execute_cdp_cmd(
+        "Page.captureScreenshot",
+        {
+            "format": "png",
+            "captureBeyondViewport": True,
+            "clip": {"x": 0, "y": 0, "width": width, "height": min(height, 2400), "scale": 1},
+        },
+    )
     path = folder / f"{name}.png"
     path.write_bytes(base64.b64decode(shot["data"]))
     return path
@@ -136,7 +156,8 @@ def usage_credits(driver: WebDriver) -> int:
 def chart_bars(driver: WebDriver) -> list[dict[str, str]]:
     return driver.execute_script(
         "return Array.from(document.querySelectorAll('#usage-svg rect.bar')).map(bar => ({"
-        "date: bar.dataset.date, model: bar.dataset.model, credits: bar.dataset.credits}))")
+        "date: bar.dataset.date, model: bar.dataset.model, credits: bar.dataset.credits}))"
+    )
 
 
 def transcribe_sample(driver: WebDriver, *, as_job: bool) -> list[str]:
@@ -148,14 +169,18 @@ def transcribe_sample(driver: WebDriver, *, as_job: bool) -> list[str]:
     if job_box.is_selected() != as_job:
         job_box.click()
     driver.find_element(By.ID, "transcribe").click()
-    wait_for(driver, lambda: text_of(driver, "playground-status").startswith(("Done", "The transcription failed")),
-             "the transcription to finish")
+    wait_for(
+        driver,
+        lambda: text_of(driver, "playground-status").startswith(("Done", "The transcription failed")),
+        "the transcription to finish",
+    )
     assert text_of(driver, "playground-status").startswith("Done"), text_of(driver, "playground-status")
     return [word.text for word in driver.find_elements(By.CSS_SELECTOR, "#segments button.word")]
 
 
-def test_a_wrong_key_gets_a_clear_message_and_no_console(browser: WebDriver, console_url: str,
-                                                        screenshots: Path) -> None:
+def test_a_wrong_key_gets_a_clear_message_and_no_console(
+    browser: WebDriver, console_url: str, screenshots: Path
+) -> None:
     browser.get(console_url)
     assert browser.title == "infery console"
     paste_key(browser, "inf_abc")
@@ -174,8 +199,13 @@ def test_a_wrong_key_gets_a_clear_message_and_no_console(browser: WebDriver, con
 
 
 def test_a_user_transcribes_plays_a_word_sees_usage_change_and_downloads_the_csv(
-        browser: WebDriver, console_url: str, console_key: tuple[str, str], stack: RunningStack,
-        screenshots: Path, downloads: Path) -> None:
+    browser: WebDriver,
+    console_url: str,
+    console_key: tuple[str, str],
+    stack: RunningStack,
+    screenshots: Path,
+    downloads: Path,
+) -> None:
     key_id, api_key = console_key
     browser.get(console_url)
     paste_key(browser, api_key)
@@ -198,13 +228,19 @@ def test_a_user_transcribes_plays_a_word_sees_usage_change_and_downloads_the_csv
     assert text_of(browser, "key-balance") == f"{2_000 - charged:,}"
 
     # a word plays the recording from where it was said
-    target = next(word for word in browser.find_elements(By.CSS_SELECTOR, "#segments button.word")
-                  if "quarterly" in word.text.lower())
+    target = next(
+        word
+        for word in browser.find_elements(By.CSS_SELECTOR, "#segments button.word")
+        if "quarterly" in word.text.lower()
+    )
     start = float(target.get_attribute("data-start"))
     assert start > 3
     target.click()
-    wait_for(browser, lambda: browser.execute_script("return document.getElementById('player').currentTime")
-             >= start - 0.05, "the player to move to the word")
+    wait_for(
+        browser,
+        lambda: browser.execute_script("return document.getElementById('player').currentTime") >= start - 0.05,
+        "the player to move to the word",
+    )
     position = browser.execute_script("return document.getElementById('player').currentTime")
     assert start - 0.05 <= position < start + 5, (start, position)
     assert "current" in target.get_attribute("class")
@@ -262,8 +298,9 @@ def test_a_user_transcribes_plays_a_word_sees_usage_change_and_downloads_the_csv
     assert not browser.find_element(By.ID, "main").is_displayed()
 
 
-def test_the_console_is_labelled_and_works_from_the_keyboard(browser: WebDriver, console_url: str,
-                                                            console_key: tuple[str, str]) -> None:
+def test_the_console_is_labelled_and_works_from_the_keyboard(
+    browser: WebDriver, console_url: str, console_key: tuple[str, str]
+) -> None:
     browser.get(console_url)
     paste_key(browser, console_key[1])
     wait_for(browser, lambda: browser.find_element(By.ID, "main").is_displayed(), "the console")
@@ -291,30 +328,38 @@ def test_the_console_is_labelled_and_works_from_the_keyboard(browser: WebDriver,
     assert "default-src 'none'" in headers["Content-Security-Policy"]
     sources = browser.execute_script(
         "return Array.from(document.querySelectorAll('script[src], link[href], img[src]'))"
-        ".map((element) => element.src || element.href)")
+        ".map((element) => element.src || element.href)"
+    )
     assert sources and all(source.startswith(console_url.rsplit("/console", 1)[0]) for source in sources), sources
 
 
-def test_a_dropped_file_and_a_recording_can_be_transcribed(browser: WebDriver, console_url: str,
-                                                           console_key: tuple[str, str]) -> None:
+def test_a_dropped_file_and_a_recording_can_be_transcribed(
+    browser: WebDriver, console_url: str, console_key: tuple[str, str]
+) -> None:
     browser.get(console_url)
     paste_key(browser, console_key[1])
     wait_for(browser, lambda: browser.find_element(By.ID, "main").is_displayed(), "the console")
 
     # a file dropped on the drop zone, as a file manager drops it
-    browser.execute_script("""
+    browser.execute_script(
+        """
         const bytes = Uint8Array.from(atob(arguments[0]), (c) => c.charCodeAt(0));
         const transfer = new DataTransfer();
         transfer.items.add(new File([bytes], "dropped.mp3", {type: "audio/mpeg"}));
         const zone = document.getElementById("drop-zone");
         zone.dispatchEvent(new DragEvent("dragover", {dataTransfer: transfer, bubbles: true, cancelable: true}));
         zone.dispatchEvent(new DragEvent("drop", {dataTransfer: transfer, bubbles: true, cancelable: true}));
-        """, base64.b64encode(SAMPLE.read_bytes()).decode())
+        """,
+        base64.b64encode(SAMPLE.read_bytes()).decode(),
+    )
     wait_for(browser, lambda: "dropped.mp3" in text_of(browser, "file-info"), "the dropped file")
     browser.find_element(By.ID, "format").send_keys("text")  # a plain-text answer: no words to click
     browser.find_element(By.ID, "transcribe").click()
-    wait_for(browser, lambda: text_of(browser, "playground-status").startswith(("Done", "The transcription failed")),
-             "the dropped file's transcript")
+    wait_for(
+        browser,
+        lambda: text_of(browser, "playground-status").startswith(("Done", "The transcription failed")),
+        "the dropped file's transcript",
+    )
     assert text_of(browser, "playground-status").startswith("Done"), text_of(browser, "playground-status")
     assert "quarterly" in text_of(browser, "transcript-text").lower()
     assert browser.find_elements(By.CSS_SELECTOR, "#segments button.word") == []
@@ -327,6 +372,9 @@ def test_a_dropped_file_and_a_recording_can_be_transcribed(browser: WebDriver, c
     record.click()
     wait_for(browser, lambda: "recording." in text_of(browser, "file-info"), "the recording as the file")
     browser.find_element(By.ID, "transcribe").click()
-    wait_for(browser, lambda: text_of(browser, "playground-status").startswith(("Done", "The transcription failed")),
-             "the recording's transcript")
+    wait_for(
+        browser,
+        lambda: text_of(browser, "playground-status").startswith(("Done", "The transcription failed")),
+        "the recording's transcript",
+    )
     assert text_of(browser, "playground-status").startswith("Done"), text_of(browser, "playground-status")

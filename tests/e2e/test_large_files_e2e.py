@@ -137,9 +137,14 @@ def receiver() -> Iterator[WebhookReceiver]:
 def aws(stack: RunningStack, service: str):
     """A boto3 client for the stack's moto, from the environment its state file gives."""
     env = stack.environment
-    return boto3.client(service, endpoint_url=env[f"AWS_ENDPOINT_URL_{service.upper()}"],
-                        region_name=env["AWS_DEFAULT_REGION"], aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-                        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"], aws_session_token=env["AWS_SESSION_TOKEN"])
+    return boto3.client(
+        service,
+        endpoint_url=env[f"AWS_ENDPOINT_URL_{service.upper()}"],
+        region_name=env["AWS_DEFAULT_REGION"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        aws_session_token=env["AWS_SESSION_TOKEN"],
+    )
 
 
 def _plain(value: Any) -> Any:
@@ -150,13 +155,24 @@ def _plain(value: Any) -> Any:
 
 def ledger_entries(stack: RunningStack, key_id: str, request_id: str) -> list[dict[str, Any]]:
     """The stored ledger entries of one request (a job's request id is its job id)."""
-    pages = aws(stack, "dynamodb").get_paginator("query").paginate(
-        TableName=stack.environment["LEDGER_TABLE_NAME"], KeyConditionExpression="key_id = :key_id",
-        ExpressionAttributeValues={":key_id": {"S": key_id}}, ConsistentRead=True)
-    entries = [{name: _plain(_deserializer.deserialize(value)) for name, value in item.items()}
-               for page in pages for item in page["Items"]]
-    return sorted((entry for entry in entries if entry["request_id"] == request_id),
-                  key=lambda entry: entry["created_at"])
+    pages = (
+        aws(stack, "dynamodb")
+        .get_paginator("query")
+        .paginate(
+            TableName=stack.environment["LEDGER_TABLE_NAME"],
+            KeyConditionExpression="key_id = :key_id",
+            ExpressionAttributeValues={":key_id": {"S": key_id}},
+            ConsistentRead=True,
+        )
+    )
+    entries = [
+        {name: _plain(_deserializer.deserialize(value)) for name, value in item.items()}
+        for page in pages
+        for item in page["Items"]
+    ]
+    return sorted(
+        (entry for entry in entries if entry["request_id"] == request_id), key=lambda entry: entry["created_at"]
+    )
 
 
 def usage(stack: RunningStack) -> dict[str, Any]:
@@ -189,8 +205,9 @@ def create_upload(stack: RunningStack, **fields: Any) -> dict[str, Any]:
 
 def upload_file(upload: dict[str, Any], filename: str, content: bytes) -> requests.Response:
     """POST the file to the presigned URL with its fields, as a browser form would; no API key goes to S3."""
-    response = requests.post(upload["upload_url"], data=upload["fields"], files={"file": (filename, content)},
-                             timeout=300)
+    response = requests.post(
+        upload["upload_url"], data=upload["fields"], files={"file": (filename, content)}, timeout=300
+    )
     assert response.ok, f"{response.status_code} {response.text[:500]}"
     return response
 
@@ -223,13 +240,22 @@ def assert_charged_once(stack: RunningStack, key_id: str, job: dict[str, Any], b
 
 def cli(stack: RunningStack, *arguments: str, api_key: str | None = "stack") -> subprocess.CompletedProcess[str]:
     """`infery ...` as a user runs it after the README: the key and base URL in the environment."""
-    environment = {name: value for name, value in os.environ.items()
-                   if name not in ("INFERY_API_KEY", "INFERY_BASE_URL", "INFERY_STATE_FILE")}
+    environment = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in ("INFERY_API_KEY", "INFERY_BASE_URL", "INFERY_STATE_FILE")
+    }
     environment["INFERY_BASE_URL"] = stack.base_url
     if api_key is not None:
         environment["INFERY_API_KEY"] = stack.api_key if api_key == "stack" else api_key
-    return subprocess.run([str(INFERY_COMMAND), *arguments], env=environment, cwd=ROOT, capture_output=True,
-                          text=True, timeout=JOB_TIMEOUT_SECONDS + 60)
+    return subprocess.run(
+        [str(INFERY_COMMAND), *arguments],
+        env=environment,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=JOB_TIMEOUT_SECONDS + 60,
+    )
 
 
 # --- 1. a 20 MB recording through a presigned upload and a job -----------------------------------------------
@@ -261,8 +287,12 @@ def test_a_20_mb_recording_uploads_transcribes_and_is_charged_once(big_stack: Ru
     assert result["credits_used"] == job["credits_used"]
     assert_charged_once(big_stack, key_id, job, before["balance"])
 
-    srt = requests.get(f"{big_stack.base_url}/jobs/{job['id']}/result", params={"response_format": "srt"},
-                       headers=big_stack.headers(), timeout=60)
+    srt = requests.get(
+        f"{big_stack.base_url}/jobs/{job['id']}/result",
+        params={"response_format": "srt"},
+        headers=big_stack.headers(),
+        timeout=60,
+    )
     assert srt.status_code == 200, srt.text
     assert srt.headers["content-type"].startswith("text/plain")
     assert srt.headers["x-infery-credits-used"] == str(job["credits_used"])
@@ -270,8 +300,12 @@ def test_a_20_mb_recording_uploads_transcribes_and_is_charged_once(big_stack: Ru
     assert len(SRT_CUE.findall(srt.text)) > 5, srt.text[:500]
     assert word_recall(srt.text, LONG_KEY_WORDS) >= MIN_LONG_RECALL
 
-    vtt = requests.get(f"{big_stack.base_url}/jobs/{job['id']}/result", params={"response_format": "vtt"},
-                       headers=big_stack.headers(), timeout=60)
+    vtt = requests.get(
+        f"{big_stack.base_url}/jobs/{job['id']}/result",
+        params={"response_format": "vtt"},
+        headers=big_stack.headers(),
+        timeout=60,
+    )
     assert vtt.status_code == 200, vtt.text
     assert vtt.headers["content-type"].startswith("text/plain")
     assert vtt.text.startswith("WEBVTT"), vtt.text[:200]
@@ -287,14 +321,19 @@ def test_a_20_mb_recording_uploads_transcribes_and_is_charged_once(big_stack: Ru
 
 
 @pytest.mark.parametrize("flow", ["jobs", "uploads"])
-def test_a_finished_job_is_notified_with_a_verifiable_signature(big_stack: RunningStack, small_wav: Path,
-                                                               receiver: WebhookReceiver, flow: str) -> None:
+def test_a_finished_job_is_notified_with_a_verifiable_signature(
+    big_stack: RunningStack, small_wav: Path, receiver: WebhookReceiver, flow: str
+) -> None:
     hook_path = f"/hooks/{flow}"
     webhook_url = receiver.url(hook_path)
     if flow == "jobs":
-        response = requests.post(f"{big_stack.base_url}/audio/transcriptions/jobs", headers=big_stack.headers(),
-                                 files={"file": ("speech.wav", small_wav.read_bytes())},
-                                 data={"model": "whisper-1", "webhook_url": webhook_url}, timeout=60)
+        response = requests.post(
+            f"{big_stack.base_url}/audio/transcriptions/jobs",
+            headers=big_stack.headers(),
+            files={"file": ("speech.wav", small_wav.read_bytes())},
+            data={"model": "whisper-1", "webhook_url": webhook_url},
+            timeout=60,
+        )
         assert response.status_code == 202, response.text
         created = response.json()
         job_id, secret = created["id"], created["webhook_secret"]
@@ -348,8 +387,9 @@ def test_infery_transcribe_uploads_a_large_file_and_shows_progress(big_stack: Ru
     assert newest["request_id"].startswith("job_") and newest["status"] == "settled", newest
     assert newest["credits"] == credits_for(newest["audio_seconds"]) == credits_for(wav_seconds(big_wav)), newest
     assert after["balance"] == before["balance"] - newest["credits"]
-    assert Counter(entry["kind"] for entry in ledger_entries(big_stack, after["key_id"], newest["request_id"])) \
-        == Counter({"reserve": 1, "settle": 1})
+    assert Counter(
+        entry["kind"] for entry in ledger_entries(big_stack, after["key_id"], newest["request_id"])
+    ) == Counter({"reserve": 1, "settle": 1})
     print(f"infery transcribe of 20 MB: {elapsed:.1f} s")
 
 
@@ -430,16 +470,21 @@ def test_an_upload_that_is_not_audio_fails_uncharged_and_leaves_no_dead_letter(b
     # the worker finished the message (a failed job is an answer): the jobs queue drains, nothing is redriven
     deadline = time.monotonic() + 30
     while True:
-        attributes = sqs.get_queue_attributes(QueueUrl=jobs_queue, AttributeNames=[
-            "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+        attributes = sqs.get_queue_attributes(
+            QueueUrl=jobs_queue, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+        )["Attributes"]
         if attributes == {"ApproximateNumberOfMessages": "0", "ApproximateNumberOfMessagesNotVisible": "0"}:
             break
         assert time.monotonic() < deadline, attributes
         time.sleep(0.5)
     dlq = sqs.get_queue_url(QueueName=dead_letters)["QueueUrl"]
     assert sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10, WaitTimeSeconds=2).get("Messages", []) == []
-    assert sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["ApproximateNumberOfMessages"])[
-        "Attributes"]["ApproximateNumberOfMessages"] == "0"
+    assert (
+        sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"][
+            "ApproximateNumberOfMessages"
+        ]
+        == "0"
+    )
     assert get_job(big_stack, job["id"])["status"] == "failed"  # still failed, never retried into success
 
 
@@ -461,13 +506,19 @@ def _wav_of_at_least(big_wav: Path, size: int) -> bytes:
 
 # 4.5 MB reaches the handler (its own 413); 5 MB, base64-encoded, is past Lambda's 6 MB (the gateway's 413)
 @pytest.mark.parametrize("size", [4_500_000, 5_000_000])
-def test_a_synchronous_request_over_the_limit_is_413_naming_the_upload_flow(big_stack: RunningStack, big_wav: Path,
-                                                                            size: int) -> None:
+def test_a_synchronous_request_over_the_limit_is_413_naming_the_upload_flow(
+    big_stack: RunningStack, big_wav: Path, size: int
+) -> None:
     before = usage(big_stack)["balance"]
     audio = _wav_of_at_least(big_wav, size)
     assert len(audio) >= size
-    response = requests.post(f"{big_stack.base_url}/audio/transcriptions", headers=big_stack.headers(),
-                             files={"file": ("meeting.wav", audio)}, data={"model": "whisper-1"}, timeout=120)
+    response = requests.post(
+        f"{big_stack.base_url}/audio/transcriptions",
+        headers=big_stack.headers(),
+        files={"file": ("meeting.wav", audio)},
+        data={"model": "whisper-1"},
+        timeout=120,
+    )
     assert response.status_code == 413, response.text[:500]
     assert response.headers["content-type"].startswith("application/json")
     assert response.headers.get("x-request-id")

@@ -18,8 +18,14 @@ pytestmark = pytest.mark.e2e
 
 def run_load(*arguments: str) -> str:
     environment = {**os.environ, "PYTHONPATH": str(ROOT / "layers" / "common" / "python")}
-    result = subprocess.run([sys.executable, "-m", "tests.load", "--clients", "3", "--seconds", "15", *arguments],
-                            cwd=ROOT, env=environment, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.load", "--clients", "3", "--seconds", "15", *arguments],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return result.stdout
 

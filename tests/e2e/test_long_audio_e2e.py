@@ -60,7 +60,8 @@ def _settled_request(stack: RunningStack, balance_before: int) -> dict[str, Any]
 
 
 def test_a_ten_minute_recording_through_infery_transcribe_keeps_every_sentence_and_is_charged_once(
-        long_stack: RunningStack, tmp_path: Path) -> None:
+    long_stack: RunningStack, tmp_path: Path
+) -> None:
     wav, timeline = timed_speech(distinct_sentences(175))
     assert timeline[-1].end >= TEN_MINUTES, timeline[-1].end
     assert len(wav) <= 25_000_000  # what the upload flow promises
@@ -81,8 +82,9 @@ def test_a_ten_minute_recording_through_infery_transcribe_keeps_every_sentence_a
 
 
 @pytest.mark.parametrize("path_flag", ["--job", None], ids=["job", "sync"])
-def test_silence_between_sentences_and_quiet_speech_lose_nothing(long_stack: RunningStack, tmp_path: Path,
-                                                                  path_flag: str | None) -> None:
+def test_silence_between_sentences_and_quiet_speech_lose_nothing(
+    long_stack: RunningStack, tmp_path: Path, path_flag: str | None
+) -> None:
     # 5 s pauses put window cuts in silence; three sentences are whispered at 5% of the others' volume
     wav, timeline = timed_speech(distinct_sentences(14), gap_seconds=5.0, quiet=frozenset({2, 6, 11}))
     assert timeline[-1].end > 60  # several windows
@@ -93,8 +95,9 @@ def test_silence_between_sentences_and_quiet_speech_lose_nothing(long_stack: Run
 
 
 @pytest.mark.parametrize("path_flag", ["--job", None], ids=["job", "sync"])
-def test_the_last_sentence_ending_at_the_very_end_of_the_file_comes_back(long_stack: RunningStack, tmp_path: Path,
-                                                                         path_flag: str | None) -> None:
+def test_the_last_sentence_ending_at_the_very_end_of_the_file_comes_back(
+    long_stack: RunningStack, tmp_path: Path, path_flag: str | None
+) -> None:
     wav, timeline = timed_speech(distinct_sentences(20))
     assert len(wav[44:]) / 2 / TIMED_SAMPLE_RATE == pytest.approx(timeline[-1].end, abs=0.01)  # no silence after
     path = tmp_path / "ends-mid-breath.wav"
@@ -114,8 +117,13 @@ def _one_hertz_wav(data_bytes: int) -> bytes:
 def test_a_duration_bomb_is_refused_before_any_credit_is_reserved_sync_and_job(long_stack: RunningStack) -> None:
     bomb = _one_hertz_wav(4000)
     before = usage(long_stack)
-    reply = requests.post(f"{long_stack.base_url}/audio/transcriptions", headers=long_stack.headers(),
-                          data={"model": "whisper-1"}, files={"file": ("bomb.wav", bomb, "audio/wav")}, timeout=60)
+    reply = requests.post(
+        f"{long_stack.base_url}/audio/transcriptions",
+        headers=long_stack.headers(),
+        data={"model": "whisper-1"},
+        files={"file": ("bomb.wav", bomb, "audio/wav")},
+        timeout=60,
+    )
     assert reply.status_code == 400, reply.text
     assert reply.json()["error"]["code"] == "sample_rate_too_low", reply.text
 

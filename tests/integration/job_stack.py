@@ -46,7 +46,6 @@ WORKER_SOURCE = ROOT / "functions" / "worker" / "app.py"
 SHORT_SCRIPT = "The quick brown fox jumps over the lazy dog."
 
 
-
 @pytest.fixture(scope="session")
 def short_wav() -> bytes:
     """About 3 s of espeak-ng speech: quick to transcribe, and one credit."""
@@ -56,8 +55,12 @@ def short_wav() -> bytes:
 @pytest.fixture(scope="session")
 def audio_resources(moto_url: str, local_template: LocalTemplate) -> dict[str, str]:
     """The template's AudioBucket, JobsQueue and JobsDeadLetterQueue on the session's moto (made once)."""
-    credentials = {"endpoint_url": moto_url, "region_name": local_template.region,
-                   "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+    credentials = {
+        "endpoint_url": moto_url,
+        "region_name": local_template.region,
+        "aws_access_key_id": "testing",
+        "aws_secret_access_key": "testing",
+    }
     s3, sqs = boto3.client("s3", **credentials), boto3.client("sqs", **credentials)
     bucket = local_template.physical_name("AudioBucket")
     existing_buckets = {entry["Name"] for entry in s3.list_buckets().get("Buckets", [])}
@@ -66,18 +69,22 @@ def audio_resources(moto_url: str, local_template: LocalTemplate) -> dict[str, s
         create_topics(local_template, boto3.client("sns", **credentials))
         create_buckets(local_template, s3)
     environment = local_template.function_environment("WorkerFunction")
-    return {"bucket": environment["AUDIO_BUCKET_NAME"], "queue_url": environment["JOBS_QUEUE_URL"],
-            "queue_arn": local_template.get_att("JobsQueue", "Arn"),
-            "results_queue_url": local_template.resolve({"Ref": "InferenceResultsQueue"}),
-            "results_queue_arn": local_template.get_att("InferenceResultsQueue", "Arn"),
-            "jobs_table": environment["JOBS_TABLE_NAME"],
-            "reservations_table": environment["RESERVATIONS_TABLE_NAME"],
-            "ledger_table": environment["LEDGER_TABLE_NAME"]}
+    return {
+        "bucket": environment["AUDIO_BUCKET_NAME"],
+        "queue_url": environment["JOBS_QUEUE_URL"],
+        "queue_arn": local_template.get_att("JobsQueue", "Arn"),
+        "results_queue_url": local_template.resolve({"Ref": "InferenceResultsQueue"}),
+        "results_queue_arn": local_template.get_att("InferenceResultsQueue", "Arn"),
+        "jobs_table": environment["JOBS_TABLE_NAME"],
+        "reservations_table": environment["RESERVATIONS_TABLE_NAME"],
+        "ledger_table": environment["LEDGER_TABLE_NAME"],
+    }
 
 
 @pytest.fixture(autouse=True)
-def storage_endpoints(monkeypatch: pytest.MonkeyPatch, aws_environment: None, moto_url: str,
-                      audio_resources: dict[str, str]) -> None:
+def storage_endpoints(
+    monkeypatch: pytest.MonkeyPatch, aws_environment: None, moto_url: str, audio_resources: dict[str, str]
+) -> None:
     """S3 and SQS at moto, for the handlers and for the model server (which reads audio_s3_uri with boto3)."""
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto_url)
     monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", moto_url)
@@ -86,13 +93,23 @@ def storage_endpoints(monkeypatch: pytest.MonkeyPatch, aws_environment: None, mo
 
 
 @pytest.fixture(scope="session")
-def async_inference(model_server_url: str, moto_url: str, local_template: LocalTemplate,
-                    audio_resources: dict[str, str]) -> Iterator[LocalAsyncInference]:
+def async_inference(
+    model_server_url: str, moto_url: str, local_template: LocalTemplate, audio_resources: dict[str, str]
+) -> Iterator[LocalAsyncInference]:
     """The local stack's asynchronous endpoint (local_stack/async_inference.py) in front of the real model server."""
-    credentials = {"endpoint_url": moto_url, "region_name": local_template.region,
-                   "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
-    server = LocalAsyncInference(async_endpoints(local_template), model_server_url, boto3.client("s3", **credentials),
-                                 boto3.client("sns", **credentials), local_template.region)
+    credentials = {
+        "endpoint_url": moto_url,
+        "region_name": local_template.region,
+        "aws_access_key_id": "testing",
+        "aws_secret_access_key": "testing",
+    }
+    server = LocalAsyncInference(
+        async_endpoints(local_template),
+        model_server_url,
+        boto3.client("s3", **credentials),
+        boto3.client("sns", **credentials),
+        local_template.region,
+    )
     server.start()
     yield server
     server.close()
@@ -112,8 +129,9 @@ class JobsQueue:
         """Every message now visible, taken off the queue (S3 notifications are sent before put_object returns)."""
         taken: list[dict[str, Any]] = []
         while True:
-            messages = self.sqs.receive_message(QueueUrl=self.url, MaxNumberOfMessages=10, WaitTimeSeconds=0,
-                                                AttributeNames=["All"]).get("Messages", [])
+            messages = self.sqs.receive_message(
+                QueueUrl=self.url, MaxNumberOfMessages=10, WaitTimeSeconds=0, AttributeNames=["All"]
+            ).get("Messages", [])
             if not messages:
                 return taken
             for message in messages:
@@ -159,8 +177,9 @@ class Store:
         return self.objects(f"results/{item.key_id}/")
 
     def open_reservations(self, item: Any) -> list[dict[str, Any]]:
-        return self.reservations_table.scan(FilterExpression=Attr("key_id").eq(item.key_id),
-                                            ConsistentRead=True)["Items"]
+        return self.reservations_table.scan(FilterExpression=Attr("key_id").eq(item.key_id), ConsistentRead=True)[
+            "Items"
+        ]
 
     def drop(self, item: Any, name: str, audio: bytes) -> str:
         """A batch user's drop: the file put straight into inbox/<key_id>/."""
@@ -172,8 +191,12 @@ class Store:
 @pytest.fixture
 def store(s3: Any, audio_resources: dict[str, str]) -> Store:
     dynamodb = boto3.resource("dynamodb")
-    return Store(dynamodb.Table(audio_resources["jobs_table"]), dynamodb.Table(audio_resources["reservations_table"]),
-                 s3, audio_resources["bucket"])
+    return Store(
+        dynamodb.Table(audio_resources["jobs_table"]),
+        dynamodb.Table(audio_resources["reservations_table"]),
+        s3,
+        audio_resources["bucket"],
+    )
 
 
 @dataclass
@@ -202,8 +225,9 @@ class Worker:
         assert self.async_inference.wait_until_idle(timeout), "the asynchronous endpoint did not finish in time"
         sqs = boto3.client("sqs")
         while True:
-            messages = sqs.receive_message(QueueUrl=self.results_queue_url, MaxNumberOfMessages=10,
-                                           WaitTimeSeconds=0, AttributeNames=["All"]).get("Messages", [])
+            messages = sqs.receive_message(
+                QueueUrl=self.results_queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0, AttributeNames=["All"]
+            ).get("Messages", [])
             if not messages:
                 return
             self.notifications.extend(json.loads(message["Body"]) for message in messages)
@@ -219,9 +243,10 @@ class Worker:
         if receive_count is not None:
             for record in event["Records"]:
                 record["attributes"] = {**record["attributes"], "ApproximateReceiveCount": str(receive_count)}
-        context = LambdaContext(function_name="infery-it-WorkerFunction",
-                                invoked_function_arn="arn:aws:lambda:us-east-1:000000000000:function:"
-                                                     "infery-it-WorkerFunction")
+        context = LambdaContext(
+            function_name="infery-it-WorkerFunction",
+            invoked_function_arn="arn:aws:lambda:us-east-1:000000000000:function:infery-it-WorkerFunction",
+        )
         return self.module.lambda_handler(event, context)
 
 
@@ -229,9 +254,14 @@ LoadWorker = Callable[..., Worker]
 
 
 @pytest.fixture
-def load_worker(monkeypatch: pytest.MonkeyPatch, storage_endpoints: None, local_template: LocalTemplate,
-                audio_resources: dict[str, str], async_inference: LocalAsyncInference,
-                model_server_url: str) -> Iterator[LoadWorker]:
+def load_worker(
+    monkeypatch: pytest.MonkeyPatch,
+    storage_endpoints: None,
+    local_template: LocalTemplate,
+    audio_resources: dict[str, str],
+    async_inference: LocalAsyncInference,
+    model_server_url: str,
+) -> Iterator[LoadWorker]:
     """Import the worker's app.py afresh (a new Lambda instance) with the environment template.yaml gives it.
     The real model server is reached as the worker reaches it: through the asynchronous endpoint."""
 
@@ -239,11 +269,18 @@ def load_worker(monkeypatch: pytest.MonkeyPatch, storage_endpoints: None, local_
         emulated = runtime_url == model_server_url or runtime_url in ASYNC_PROXIES
         if runtime_url == model_server_url:
             runtime_url = async_inference.url
-        worker_environment = {name: value for name, value in local_template.function_environment("WorkerFunction")
-                              .items() if not name.startswith("POWERTOOLS_METRICS")}
+        worker_environment = {
+            name: value
+            for name, value in local_template.function_environment("WorkerFunction").items()
+            if not name.startswith("POWERTOOLS_METRICS")
+        }
         # the webhook receivers of these tests listen on 127.0.0.1, which a deployed worker refuses (SSRF)
-        for name, value in {**worker_environment, "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": runtime_url,
-                            "WEBHOOK_ALLOW_PRIVATE_ADDRESSES": "true", **environment}.items():
+        for name, value in {
+            **worker_environment,
+            "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": runtime_url,
+            "WEBHOOK_ALLOW_PRIVATE_ADDRESSES": "true",
+            **environment,
+        }.items():
             monkeypatch.setenv(name, value)
         get_settings.cache_clear()
         spec = importlib.util.spec_from_file_location("app", WORKER_SOURCE)  # Lambda's name for the handler module
@@ -252,8 +289,13 @@ def load_worker(monkeypatch: pytest.MonkeyPatch, storage_endpoints: None, local_
         spec.loader.exec_module(module)
         # built now, from this instance's environment (clients are built on first use: see load_api)
         assert module.wiring.sagemaker_runtime_for_jobs is not None
-        return Worker(module, audio_resources["queue_arn"], async_inference if emulated else None,
-                      audio_resources["results_queue_url"], audio_resources["results_queue_arn"])
+        return Worker(
+            module,
+            audio_resources["queue_arn"],
+            async_inference if emulated else None,
+            audio_resources["results_queue_url"],
+            audio_resources["results_queue_arn"],
+        )
 
     yield load
     get_settings.cache_clear()
@@ -328,8 +370,9 @@ ASYNC_PROXIES: set[str] = set()
 
 
 @pytest.fixture
-def model_proxy(async_inference: LocalAsyncInference, model_server_url: str,
-                s3: Any) -> Iterator[Callable[[Callable[[bytes], None]], str]]:
+def model_proxy(
+    async_inference: LocalAsyncInference, model_server_url: str, s3: Any
+) -> Iterator[Callable[[Callable[[bytes], None]], str]]:
     """The real model (real-time, or the asynchronous endpoint in front of it) behind a proxy that calls
     ``on_request(body)`` with each invocation's request body before forwarding it; an asynchronous invocation's
     body is the S3 object it names."""
@@ -353,10 +396,16 @@ def model_proxy(async_inference: LocalAsyncInference, model_server_url: str,
                     on_request(body)
                     target = urlsplit(model_server_url)
                 connection = HTTPConnection(target.hostname, target.port, timeout=120)
-                connection.request("POST", self.path, body=body,
-                                    headers={name: value for name, value in self.headers.items()
-                                             if name.lower().startswith("x-amzn-sagemaker")
-                                             or name.lower() == "content-type"})
+                connection.request(
+                    "POST",
+                    self.path,
+                    body=body,
+                    headers={
+                        name: value
+                        for name, value in self.headers.items()
+                        if name.lower().startswith("x-amzn-sagemaker") or name.lower() == "content-type"
+                    },
+                )
                 answer = connection.getresponse()
                 payload = answer.read()
                 self.send_response(answer.status)

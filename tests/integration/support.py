@@ -73,7 +73,8 @@ class Reply:
 
     def multi_value_header(self, name: str) -> list[str] | None:
         return {key.lower(): value for key, value in (self.raw.get("multiValueHeaders") or {}).items()}.get(
-            name.lower())
+            name.lower()
+        )
 
 
 @dataclass
@@ -86,9 +87,17 @@ class Api:
     handler: Callable[[dict, Any], dict]
     module: Any = field(default=None, repr=False)
 
-    def call(self, method: str, path: str, *, body: bytes = b"", content_type: str | None = None,
-             api_key: str | None = None, headers: list[tuple[str, str]] | None = None,
-             resource: str | None = None) -> Reply:
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: bytes = b"",
+        content_type: str | None = None,
+        api_key: str | None = None,
+        headers: list[tuple[str, str]] | None = None,
+        resource: str | None = None,
+    ) -> Reply:
         header_list = list(headers or [])
         if api_key is not None:
             header_list.append(("Authorization", f"Bearer {api_key}"))
@@ -108,15 +117,23 @@ class Api:
         """Deliver the event behind ``reply`` again, same request id and all."""
         return Reply(self.handler(copy.deepcopy(reply.event), LambdaContext()), reply.request_id, reply.event)
 
-    def transcribe(self, api_key: str | None, audio: bytes | None, *, path: str = TRANSCRIPTIONS,
-                   filename: str = "speech.wav", headers: list[tuple[str, str]] | None = None,
-                   **fields: Any) -> Reply:
+    def transcribe(
+        self,
+        api_key: str | None,
+        audio: bytes | None,
+        *,
+        path: str = TRANSCRIPTIONS,
+        filename: str = "speech.wav",
+        headers: list[tuple[str, str]] | None = None,
+        **fields: Any,
+    ) -> Reply:
         """A multipart request, as the openai SDK sends it; ``model`` defaults to whisper-1."""
         content_type, payload = multipart_body(audio, filename=filename, **{"model": "whisper-1", **fields})
         return self.call("POST", path, body=payload, content_type=content_type, api_key=api_key, headers=headers)
 
-    def transcribe_json(self, api_key: str | None, audio: bytes | None, *, path: str = TRANSCRIPTIONS,
-                        **fields: Any) -> Reply:
+    def transcribe_json(
+        self, api_key: str | None, audio: bytes | None, *, path: str = TRANSCRIPTIONS, **fields: Any
+    ) -> Reply:
         """The JSON variant: the audio base64-encoded under ``audio``."""
         content_type, payload = json_body(audio, **{"model": "whisper-1", **fields})
         return self.call("POST", path, body=payload, content_type=content_type, api_key=api_key)
@@ -127,8 +144,9 @@ def assert_request_id(reply: Reply) -> None:
     assert reply.multi_value_header("x-request-id") == [reply.request_id], reply.raw
 
 
-def assert_error(reply: Reply, status: int, code: str | None = None, *, param: str | None = None,
-                 error_type: str | None = None) -> dict[str, Any]:
+def assert_error(
+    reply: Reply, status: int, code: str | None = None, *, param: str | None = None, error_type: str | None = None
+) -> dict[str, Any]:
     """An OpenAI-shaped error: exactly message, type, param and code, with the status and request id."""
     assert reply.status == status, reply.text
     assert_request_id(reply)

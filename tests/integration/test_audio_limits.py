@@ -19,8 +19,15 @@ SEEDED = 500
 
 
 def one_hertz_wav(data_bytes: int = 4000) -> bytes:
-    return (b"RIFF" + struct.pack("<I", 36 + data_bytes) + b"WAVEfmt " + struct.pack("<IHHIIHH", 16, 1, 1, 1, 2, 2, 16)
-            + b"data" + struct.pack("<I", data_bytes) + bytes(data_bytes))
+    return (
+        b"RIFF"
+        + struct.pack("<I", 36 + data_bytes)
+        + b"WAVEfmt "
+        + struct.pack("<IHHIIHH", 16, 1, 1, 1, 2, 2, 16)
+        + b"data"
+        + struct.pack("<I", data_bytes)
+        + bytes(data_bytes)
+    )
 
 
 def silent_wav(sample_rate: int, seconds: float) -> bytes:
@@ -35,9 +42,15 @@ def silent_wav(sample_rate: int, seconds: float) -> bytes:
 
 @pytest.fixture
 def refusing_endpoint(fake_runtime, accounts):
-    url, fake = fake_runtime(424, {"Message": "boom", "OriginalStatusCode": 500,
-                                   "OriginalMessage": json.dumps({"error": "boom", "code": "inference_failed"})},
-                             {"x-amzn-ErrorType": "ModelError"})
+    url, fake = fake_runtime(
+        424,
+        {
+            "Message": "boom",
+            "OriginalStatusCode": 500,
+            "OriginalMessage": json.dumps({"error": "boom", "code": "inference_failed"}),
+        },
+        {"x-amzn-ErrorType": "ModelError"},
+    )
     api_key, item = accounts.new_key(SEEDED)
     ledger_before = accounts.ledger_size()
     yield url, api_key
@@ -46,11 +59,14 @@ def refusing_endpoint(fake_runtime, accounts):
     assert accounts.ledger_size() == ledger_before
 
 
-@pytest.mark.parametrize(("audio", "filename"), [
-    pytest.param(one_hertz_wav(), "bomb.wav", id="4-KB-WAV-saying-1-Hz"),
-    pytest.param(one_hertz_wav(8000), "bomb.wav", id="8-KB-WAV-saying-1-Hz"),
-    pytest.param(silent_wav(4000, 3), "phone.wav", id="4-kHz-WAV"),
-])
+@pytest.mark.parametrize(
+    ("audio", "filename"),
+    [
+        pytest.param(one_hertz_wav(), "bomb.wav", id="4-KB-WAV-saying-1-Hz"),
+        pytest.param(one_hertz_wav(8000), "bomb.wav", id="8-KB-WAV-saying-1-Hz"),
+        pytest.param(silent_wav(4000, 3), "phone.wav", id="4-kHz-WAV"),
+    ],
+)
 def test_a_sample_rate_under_8_khz_is_400_before_anything_is_reserved(refusing_endpoint, load_api, audio, filename):
     url, api_key = refusing_endpoint
     reply = load_api(url).transcribe(api_key, audio, filename=filename)

@@ -19,8 +19,11 @@ from infery.keys import generate_api_key, hash_api_key, key_id_for
 from tests.integration.support import MODEL_NAME, assert_error, assert_ok, assert_refunded
 from tests.unit.builders import inference_result, multipart_body, segment
 
-MODEL_ERROR_500 = {"Message": "Received server error (500) from primary", "OriginalStatusCode": 500,
-                   "OriginalMessage": json.dumps({"error": "boom", "code": "inference_failed"})}
+MODEL_ERROR_500 = {
+    "Message": "Received server error (500) from primary",
+    "OriginalStatusCode": 500,
+    "OriginalMessage": json.dumps({"error": "boom", "code": "inference_failed"}),
+}
 MODEL_ERROR_HEADERS = {"x-amzn-ErrorType": "ModelError"}
 CLIP_RESERVATION = 3  # what the 11.7 s clip reserves: ceil((11.7 * 1.02 + 0.5) / 5)
 A_KEY_WITH_A_TYPO = generate_api_key()[:-1] + "#"
@@ -30,8 +33,11 @@ A_KEY_WITH_A_BAD_CHECKSUM = _generated[:-1] + ("A" if _generated[-1] != "A" else
 
 def model_answer(duration: float) -> dict:
     """A well-formed inference result from the stand-in endpoint, for ``duration`` seconds of audio."""
-    return json.loads(inference_result("Hello there.", [segment(0, 0.0, duration, " Hello there.")],
-                                       duration=duration).model_dump_json())
+    return json.loads(
+        inference_result(
+            "Hello there.", [segment(0, 0.0, duration, " Hello there.")], duration=duration
+        ).model_dump_json()
+    )
 
 
 @pytest.fixture
@@ -41,29 +47,52 @@ def boom(fake_runtime, load_api):
     return load_api(url), fake
 
 
-ROUTES = (("POST", "/v1/audio/transcriptions"), ("POST", "/v1/audio/translations"), ("GET", "/v1/models"),
-          ("GET", "/v1/models/whisper-1"), ("GET", "/v1/usage"))
+ROUTES = (
+    ("POST", "/v1/audio/transcriptions"),
+    ("POST", "/v1/audio/translations"),
+    ("GET", "/v1/models"),
+    ("GET", "/v1/models/whisper-1"),
+    ("GET", "/v1/usage"),
+)
 
 
-@pytest.mark.parametrize(("authorization", "code"), [
-    (None, "missing_api_key"),
-    ("", "missing_api_key"),
-    ("Basic dXNlcjpwYXNzd29yZA==", "invalid_api_key"),
-    ("Bearer", "invalid_api_key"),
-    ("Bearer not-an-infery-key", "invalid_api_key"),
-    ("Bearer sk-proj-abcdefghijklmnopqrstuvwxyz0123", "invalid_api_key"),
-    ("Bearer inf_neverissuedneverissuedneverissued", "invalid_api_key"),
-    (f"Bearer {A_KEY_WITH_A_BAD_CHECKSUM}", "invalid_api_key"),
-    (f"Bearer {A_KEY_WITH_A_TYPO}", "invalid_api_key"),
-], ids=["no-header", "empty-header", "basic-auth", "bearer-without-key", "not-a-key", "openai-key", "unknown-key",
-        "bad-checksum", "typo"])
+@pytest.mark.parametrize(
+    ("authorization", "code"),
+    [
+        (None, "missing_api_key"),
+        ("", "missing_api_key"),
+        ("Basic dXNlcjpwYXNzd29yZA==", "invalid_api_key"),
+        ("Bearer", "invalid_api_key"),
+        ("Bearer not-an-infery-key", "invalid_api_key"),
+        ("Bearer sk-proj-abcdefghijklmnopqrstuvwxyz0123", "invalid_api_key"),
+        ("Bearer inf_neverissuedneverissuedneverissued", "invalid_api_key"),
+        (f"Bearer {A_KEY_WITH_A_BAD_CHECKSUM}", "invalid_api_key"),
+        (f"Bearer {A_KEY_WITH_A_TYPO}", "invalid_api_key"),
+    ],
+    ids=[
+        "no-header",
+        "empty-header",
+        "basic-auth",
+        "bearer-without-key",
+        "not-a-key",
+        "openai-key",
+        "unknown-key",
+        "bad-checksum",
+        "typo",
+    ],
+)
 def test_missing_malformed_or_unknown_keys_are_401_and_cost_nothing(boom, accounts, wav, authorization, code):
     api, fake = boom
     headers = [] if authorization is None else [("Authorization", authorization)]
     ledger_before = accounts.ledger_size()
     for method, path in ROUTES:
-        reply = api.call(method, path, headers=headers, body=wav if method == "POST" else b"",
-                         content_type="multipart/form-data; boundary=x" if method == "POST" else None)
+        reply = api.call(
+            method,
+            path,
+            headers=headers,
+            body=wav if method == "POST" else b"",
+            content_type="multipart/form-data; boundary=x" if method == "POST" else None,
+        )
         error = assert_error(reply, 401, code, error_type="invalid_request_error")
         assert "neverissuedneverissuedneverissued" not in error["message"]  # a key is masked, never echoed
     assert fake.calls == 0
@@ -74,8 +103,9 @@ def test_an_unknown_key_gets_no_ledger_entry(boom, accounts, wav):
     api, _ = boom
     unknown = "inf_" + uuid.uuid4().hex
     assert_error(api.transcribe(unknown, wav), 401, "invalid_api_key")
-    entries = accounts.ledger_table.query(KeyConditionExpression="key_id = :k",
-                                          ExpressionAttributeValues={":k": key_id_for(hash_api_key(unknown))})
+    entries = accounts.ledger_table.query(
+        KeyConditionExpression="key_id = :k", ExpressionAttributeValues={":k": key_id_for(hash_api_key(unknown))}
+    )
     assert entries["Items"] == []
 
 
@@ -90,9 +120,18 @@ def test_a_revoked_key_is_401_and_cost_nothing(boom, accounts, wav):
     api_key, item = accounts.new_key(100)
     accounts.revoke(item)
     for method, path in ROUTES:
-        error = assert_error(api.call(method, path, api_key=api_key, body=wav if method == "POST" else b"",
-                                      content_type="multipart/form-data; boundary=x" if method == "POST" else None),
-                             401, "revoked_api_key", error_type="invalid_request_error")
+        error = assert_error(
+            api.call(
+                method,
+                path,
+                api_key=api_key,
+                body=wav if method == "POST" else b"",
+                content_type="multipart/form-data; boundary=x" if method == "POST" else None,
+            ),
+            401,
+            "revoked_api_key",
+            error_type="invalid_request_error",
+        )
         assert api_key not in error["message"] and "revoked" in error["message"]
     assert fake.calls == 0
     accounts.assert_untouched(item, 100)
@@ -105,9 +144,17 @@ def test_an_expired_key_is_401_and_costs_nothing(boom, accounts, wav, expires_in
     expires_at = (datetime.now(UTC) + expires_in).isoformat(timespec="milliseconds")
     api_key, item = accounts.new_key(100, expires_at=expires_at)
     for method, path in ROUTES:
-        error = assert_error(api.call(method, path, api_key=api_key, body=wav if method == "POST" else b"",
-                                      content_type="multipart/form-data; boundary=x" if method == "POST" else None),
-                             401, "expired_api_key")
+        error = assert_error(
+            api.call(
+                method,
+                path,
+                api_key=api_key,
+                body=wav if method == "POST" else b"",
+                content_type="multipart/form-data; boundary=x" if method == "POST" else None,
+            ),
+            401,
+            "expired_api_key",
+        )
         assert expires_at in error["message"]
     assert fake.calls == 0
     accounts.assert_untouched(item, 100)
@@ -122,12 +169,15 @@ def test_a_key_that_expires_later_works_until_then(fake_runtime, load_api, accou
     assert fake.calls == 1 and accounts.balance(item) == 9
 
 
-@pytest.mark.parametrize(("allowed", "requested"), [
-    (["whisper-1"], "whisper-1"),
-    ([MODEL_NAME], MODEL_NAME),
-    ([MODEL_NAME], "whisper-1"),  # the alias resolves to an allowed model
-    (["whisper-1"], MODEL_NAME),  # and the model's own name is the model the alias allows
-])
+@pytest.mark.parametrize(
+    ("allowed", "requested"),
+    [
+        (["whisper-1"], "whisper-1"),
+        ([MODEL_NAME], MODEL_NAME),
+        ([MODEL_NAME], "whisper-1"),  # the alias resolves to an allowed model
+        (["whisper-1"], MODEL_NAME),  # and the model's own name is the model the alias allows
+    ],
+)
 def test_a_key_may_use_the_models_it_is_allowed(fake_runtime, load_api, accounts, wav, allowed, requested):
     url, fake = fake_runtime(200, model_answer(4.2))
     api_key, item = accounts.new_key(10, allowed_models=allowed)
@@ -143,8 +193,9 @@ def test_a_model_the_key_is_not_allowed_is_403_before_any_reservation(boom, acco
     api_key, item = accounts.new_key(10, allowed_models=allowed)
     ledger_before = accounts.ledger_size()
     for path in ("/v1/audio/transcriptions", "/v1/audio/translations"):
-        error = assert_error(api.transcribe(api_key, wav, path=path, model=requested), 403, "model_not_allowed",
-                             param="model")
+        error = assert_error(
+            api.transcribe(api_key, wav, path=path, model=requested), 403, "model_not_allowed", param="model"
+        )
         assert requested in error["message"] and allowed[0] in error["message"]
     assert fake.calls == 0
     accounts.assert_untouched(item, 10)
@@ -164,8 +215,12 @@ def test_lower_case_header_names_are_accepted(fake_runtime, load_api, accounts, 
     url, fake = fake_runtime(200, model_answer(4.2))
     api_key, item = accounts.new_key(10)
     content_type, payload = multipart_body(wav, model="whisper-1")
-    reply = load_api(url).call("POST", "/v1/audio/transcriptions", body=payload,
-                               headers=[("authorization", f"Bearer {api_key}"), ("content-type", content_type)])
+    reply = load_api(url).call(
+        "POST",
+        "/v1/audio/transcriptions",
+        body=payload,
+        headers=[("authorization", f"Bearer {api_key}"), ("content-type", content_type)],
+    )
     assert_ok(reply)
     assert reply.json() == {"text": "Hello there.", "credits_used": 1}
     assert accounts.balance(item) == 9 and fake.calls == 1
@@ -225,8 +280,9 @@ def test_a_reservation_above_the_real_cost_is_given_back_when_it_settles(fake_ru
     assert accounts.open_reservations(item) == []
 
 
-def test_a_real_cost_above_the_reservation_takes_the_rest_but_never_goes_negative(fake_runtime, load_api, accounts,
-                                                                                   wav):
+def test_a_real_cost_above_the_reservation_takes_the_rest_but_never_goes_negative(
+    fake_runtime, load_api, accounts, wav
+):
     """The container said 11.7 s, the model heard 60 s (12 credits): the settle takes what the balance has left."""
     url, _ = fake_runtime(200, model_answer(60.0))
     api_key, item = accounts.new_key(5)
@@ -242,8 +298,7 @@ def test_a_real_cost_above_the_reservation_takes_the_rest_but_never_goes_negativ
 
 
 @pytest.mark.parametrize(("duration", "expected"), [(0.3, 1), (5.0, 1), (5.01, 2), (10.0, 2), (60.0, 12)])
-def test_the_price_is_one_credit_per_started_five_seconds(fake_runtime, load_api, accounts, wav, duration,
-                                                          expected):
+def test_the_price_is_one_credit_per_started_five_seconds(fake_runtime, load_api, accounts, wav, duration, expected):
     url, _ = fake_runtime(200, model_answer(duration))
     api_key, item = accounts.new_key(50)
     reply = load_api(url).transcribe(api_key, wav)
@@ -293,9 +348,15 @@ def test_a_top_up_during_inference_is_kept_and_the_charge_still_lands(fake_runti
 def test_a_request_sends_the_audio_and_options_to_the_endpoint(fake_runtime, load_api, accounts, wav):
     url, fake = fake_runtime(200, model_answer(12.0))
     api_key, _ = accounts.new_key(10)
-    reply = load_api(url).transcribe(api_key, wav, language="EN", prompt="Fox.", temperature="0.2",
-                                     response_format="verbose_json",
-                                     **{"timestamp_granularities[]": ["word", "segment"]})
+    reply = load_api(url).transcribe(
+        api_key,
+        wav,
+        language="EN",
+        prompt="Fox.",
+        temperature="0.2",
+        response_format="verbose_json",
+        **{"timestamp_granularities[]": ["word", "segment"]},
+    )
     assert_ok(reply)
     [request] = fake.requests
     assert request["path"].endswith("/invocations")
@@ -303,17 +364,28 @@ def test_a_request_sends_the_audio_and_options_to_the_endpoint(fake_runtime, loa
     assert base64.b64decode(sent.pop("audio")) == wav
     # the model is told how many seconds the reservation pays for: the WAV's declared duration and a margin
     assert wav_duration(wav) < sent.pop("max_audio_seconds") <= wav_duration(wav) * 1.02 + 0.5 + 1e-3
-    assert sent == {"task": "transcribe", "language": "en", "prompt": "Fox.", "temperature": 0.2,
-                    "word_timestamps": True, "audio_s3_uri": None,  # the audio is in the body, not in S3
-                    "audio_s3_etag": None, "progress_s3_uri": None}  # no object to pin, no job to report on
+    assert sent == {
+        "task": "transcribe",
+        "language": "en",
+        "prompt": "Fox.",
+        "temperature": 0.2,
+        "word_timestamps": True,
+        "audio_s3_uri": None,  # the audio is in the body, not in S3
+        "audio_s3_etag": None,
+        "progress_s3_uri": None,
+    }  # no object to pin, no job to report on
 
 
-@pytest.mark.parametrize(("environment", "duration", "expected"), [
-    ({"SECONDS_PER_CREDIT": "2"}, 12.0, 6),
-    ({"MIN_CREDITS_PER_REQUEST": "2"}, 0.3, 2),
-])
-def test_pricing_comes_from_the_function_environment(fake_runtime, load_api, accounts, wav, environment, duration,
-                                                     expected):
+@pytest.mark.parametrize(
+    ("environment", "duration", "expected"),
+    [
+        ({"SECONDS_PER_CREDIT": "2"}, 12.0, 6),
+        ({"MIN_CREDITS_PER_REQUEST": "2"}, 0.3, 2),
+    ],
+)
+def test_pricing_comes_from_the_function_environment(
+    fake_runtime, load_api, accounts, wav, environment, duration, expected
+):
     url, _ = fake_runtime(200, model_answer(duration))
     api_key, item = accounts.new_key(20)
     reply = load_api(url, **environment).transcribe(api_key, wav)
@@ -372,8 +444,9 @@ def test_a_refused_request_is_refunded_in_full(boom, accounts, wav):
     accounts.assert_untouched(item, 10)
 
 
-def test_dynamodb_down_is_a_500_in_openai_shape_that_never_reaches_the_model(fake_runtime, load_api, accounts, wav,
-                                                                            closed_port_url):
+def test_dynamodb_down_is_a_500_in_openai_shape_that_never_reaches_the_model(
+    fake_runtime, load_api, accounts, wav, closed_port_url
+):
     url, fake = fake_runtime(200, model_answer(12.0))
     api_key, item = accounts.new_key(10)
     api = load_api(url, AWS_ENDPOINT_URL_DYNAMODB=closed_port_url, AWS_MAX_ATTEMPTS="1")

@@ -21,13 +21,19 @@ def api(load_api, closed_port_url):
 
 
 def create_upload_job(api, api_key: str, filename: str) -> str:
-    reply = api.call("POST", "/v1/uploads", body=f'{{"filename": "{filename}"}}'.encode(),
-                     content_type="application/json", api_key=api_key)
+    reply = api.call(
+        "POST",
+        "/v1/uploads",
+        body=f'{{"filename": "{filename}"}}'.encode(),
+        content_type="application/json",
+        api_key=api_key,
+    )
     assert reply.status == 201, reply.text
     return reply.json()["job_id"]
 
 
 # --- the console ---------------------------------------------------------------------------------------------------
+
 
 def test_the_console_page_and_its_files_are_served_without_a_key(api):
     page = api.call("GET", "/console")
@@ -51,6 +57,7 @@ def test_only_the_consoles_own_files_are_served(api, name):
 
 # --- GET /v1/jobs --------------------------------------------------------------------------------------------------
 
+
 def test_a_key_lists_its_own_jobs_newest_first_without_their_secrets(api, accounts):
     api_key, _ = accounts.new_key(100)
     other_key, _ = accounts.new_key(100)
@@ -67,8 +74,11 @@ def test_a_key_lists_its_own_jobs_newest_first_without_their_secrets(api, accoun
     assert [job["id"] for job in listing["data"]] == created[::-1]
     assert others not in {job["id"] for job in listing["data"]}
     newest = listing["data"][0]
-    assert (newest["object"], newest["status"], newest["filename"]) == ("transcription.job", "awaiting_upload",
-                                                                       "third.wav")
+    assert (newest["object"], newest["status"], newest["filename"]) == (
+        "transcription.job",
+        "awaiting_upload",
+        "third.wav",
+    )
     for hidden in ("key_hash", "webhook_secret", "lease_until", "result_key", "source_uri", "result"):
         assert hidden not in newest
 
@@ -93,6 +103,7 @@ def test_listing_jobs_needs_a_key(api):
 
 
 # --- GET /v1/usage?format=csv --------------------------------------------------------------------------------------
+
 
 def test_the_usage_csv_is_the_periods_ledger(fake_runtime, load_api, accounts, wav):
     api = load_api(fake_runtime(200, model_answer(12.0))[0])

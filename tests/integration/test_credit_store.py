@@ -115,8 +115,9 @@ def test_the_same_request_id_reserved_concurrently_is_taken_once(accounts):
     _, item = accounts.new_key(10)
     request_id = f"reserve-dup-{uuid.uuid4()}"  # the reservations table is keyed by request id alone
     with ThreadPoolExecutor(max_workers=8) as pool:
-        reservations = list(pool.map(
-            lambda _: accounts.credits.reserve(item, 3, request_id=request_id, model="m"), range(8)))
+        reservations = list(
+            pool.map(lambda _: accounts.credits.reserve(item, 3, request_id=request_id, model="m"), range(8))
+        )
     assert {(reservation.request_id, reservation.credits) for reservation in reservations} == {(request_id, 3)}
     assert len({reservation.created_at for reservation in reservations}) == 1  # the one stored reservation
     assert len(accounts.ledger(item, "reserve")) == 1 and len(accounts.open_reservations(item)) == 1

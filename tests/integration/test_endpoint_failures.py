@@ -15,24 +15,39 @@ import pytest
 
 from tests.integration.support import assert_error, assert_refunded
 
-MODEL_ERROR_500 = {"Message": "Received server error (500) from primary with message \"boom\".",
-                   "OriginalStatusCode": 500,
-                   "OriginalMessage": json.dumps({"error": "boom", "code": "inference_failed"})}
+MODEL_ERROR_500 = {
+    "Message": 'Received server error (500) from primary with message "boom".',
+    "OriginalStatusCode": 500,
+    "OriginalMessage": json.dumps({"error": "boom", "code": "inference_failed"}),
+}
 SEEDED = 100
 
 
-@pytest.mark.parametrize(("status", "body", "headers", "delay", "expected_status", "expected_code"), [
-    pytest.param(424, MODEL_ERROR_500, {"x-amzn-ErrorType": "ModelError"}, 0.0, 502, "model_error",
-                 id="model-error-500"),
-    pytest.param(503, {"message": "The endpoint is busy."}, {"x-amzn-ErrorType": "ServiceUnavailable"}, 0.0, 503,
-                 "model_unavailable", id="service-unavailable"),
-    pytest.param(200, {"text": "too late"}, {}, 3.0, 504, "model_timeout", id="read-timeout"),
-    pytest.param(200, b"<html>this is not JSON</html>", {}, 0.0, 502, "model_error", id="not-json"),
-    pytest.param(200, {"text": "JSON, but not the inference contract"}, {}, 0.0, 502, "model_error",
-                 id="wrong-json"),
-])
-def test_endpoint_failures_are_5xx_and_charge_nothing(fake_runtime, load_api, accounts, wav, status, body, headers,
-                                                      delay, expected_status, expected_code):
+@pytest.mark.parametrize(
+    ("status", "body", "headers", "delay", "expected_status", "expected_code"),
+    [
+        pytest.param(
+            424, MODEL_ERROR_500, {"x-amzn-ErrorType": "ModelError"}, 0.0, 502, "model_error", id="model-error-500"
+        ),
+        pytest.param(
+            503,
+            {"message": "The endpoint is busy."},
+            {"x-amzn-ErrorType": "ServiceUnavailable"},
+            0.0,
+            503,
+            "model_unavailable",
+            id="service-unavailable",
+        ),
+        pytest.param(200, {"text": "too late"}, {}, 3.0, 504, "model_timeout", id="read-timeout"),
+        pytest.param(200, b"<html>this is not JSON</html>", {}, 0.0, 502, "model_error", id="not-json"),
+        pytest.param(
+            200, {"text": "JSON, but not the inference contract"}, {}, 0.0, 502, "model_error", id="wrong-json"
+        ),
+    ],
+)
+def test_endpoint_failures_are_5xx_and_charge_nothing(
+    fake_runtime, load_api, accounts, wav, status, body, headers, delay, expected_status, expected_code
+):
     url, fake = fake_runtime(status, body, headers, delay=delay)
     api = load_api(url, ENDPOINT_TIMEOUT_SECONDS="1")
     api_key, item = accounts.new_key(SEEDED)

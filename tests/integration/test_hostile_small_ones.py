@@ -27,11 +27,16 @@ HUGE = 450_000  # the review's 450 KB prompt and filename: past DynamoDB's 400 K
 
 # --- fixtures: the bucket and queue uploads and jobs write to, and a handler whose model must never be called ---
 
+
 @pytest.fixture(scope="session")
 def storage(moto_url: str, local_template: LocalTemplate) -> dict[str, str]:
     """The template's bucket, queues and topics on the session's moto (made once, as other modules make them)."""
-    credentials = {"endpoint_url": moto_url, "region_name": local_template.region,
-                   "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+    credentials = {
+        "endpoint_url": moto_url,
+        "region_name": local_template.region,
+        "aws_access_key_id": "testing",
+        "aws_secret_access_key": "testing",
+    }
     s3 = boto3.client("s3", **credentials)
     bucket = local_template.physical_name("AudioBucket")
     if bucket not in {entry["Name"] for entry in s3.list_buckets().get("Buckets", [])}:
@@ -39,13 +44,17 @@ def storage(moto_url: str, local_template: LocalTemplate) -> dict[str, str]:
         create_topics(local_template, boto3.client("sns", **credentials))
         create_buckets(local_template, s3)
     environment = local_template.function_environment("TranscribeFunction")
-    return {"bucket": environment["AUDIO_BUCKET_NAME"], "queue_url": environment["JOBS_QUEUE_URL"],
-            "jobs_table": environment["JOBS_TABLE_NAME"]}
+    return {
+        "bucket": environment["AUDIO_BUCKET_NAME"],
+        "queue_url": environment["JOBS_QUEUE_URL"],
+        "jobs_table": environment["JOBS_TABLE_NAME"],
+    }
 
 
 @pytest.fixture(autouse=True)
-def storage_endpoints(monkeypatch: pytest.MonkeyPatch, aws_environment: None, moto_url: str,
-                      storage: dict[str, str]) -> None:
+def storage_endpoints(
+    monkeypatch: pytest.MonkeyPatch, aws_environment: None, moto_url: str, storage: dict[str, str]
+) -> None:
     for service in ("S3", "SQS", "SNS"):
         monkeypatch.setenv(f"AWS_ENDPOINT_URL_{service}", moto_url)
 
@@ -61,8 +70,9 @@ class Leftovers:
 
     def drain(self) -> list[dict[str, Any]]:
         taken = []
-        while messages := self.sqs.receive_message(QueueUrl=self.storage["queue_url"], MaxNumberOfMessages=10,
-                                                   WaitTimeSeconds=0).get("Messages", []):
+        while messages := self.sqs.receive_message(
+            QueueUrl=self.storage["queue_url"], MaxNumberOfMessages=10, WaitTimeSeconds=0
+        ).get("Messages", []):
             for message in messages:
                 self.sqs.delete_message(QueueUrl=self.storage["queue_url"], ReceiptHandle=message["ReceiptHandle"])
             taken.extend(messages)
@@ -95,19 +105,21 @@ def untouched_model(fake_runtime, load_api) -> Callable[..., Api]:
 
 
 def post_upload(api: Api, api_key: str, body: dict[str, Any]) -> Reply:
-    return api.call("POST", UPLOADS, body=json.dumps(body).encode(), content_type="application/json",
-                    api_key=api_key)
+    return api.call("POST", UPLOADS, body=json.dumps(body).encode(), content_type="application/json", api_key=api_key)
 
 
 def create_jobs(api: Api, api_key: str, audio: bytes, **fields: Any) -> list[Reply]:
     """The same job asked for as multipart and as JSON (where a list field has no "[]" in its name)."""
     json_fields = {name.removesuffix("[]"): value for name, value in fields.items()}
     content_type, body = json_body(audio, **{"model": "whisper-1", **json_fields})
-    return [api.transcribe(api_key, audio, path=TRANSCRIPTION_JOBS, **fields),
-            api.call("POST", TRANSCRIPTION_JOBS, body=body, content_type=content_type, api_key=api_key)]
+    return [
+        api.transcribe(api_key, audio, path=TRANSCRIPTION_JOBS, **fields),
+        api.call("POST", TRANSCRIPTION_JOBS, body=body, content_type=content_type, api_key=api_key),
+    ]
 
 
 # --- item 6: a multipart body without its closing boundary -----------------------------------------------------------
+
 
 @pytest.mark.parametrize("cut", ["closing-boundary", "mid-audio"])
 def test_a_multipart_body_without_its_closing_boundary_is_400_and_not_billed(untouched_model, accounts, wav, cut):
@@ -132,13 +144,23 @@ def test_a_multipart_content_type_without_a_boundary_says_so_in_words(untouched_
 
 # --- item 6: the model's internals do not reach the client ------------------------------------------------------------
 
+
 def test_the_models_errno_text_and_our_bucket_are_not_in_the_clients_message(fake_runtime, load_api, accounts, wav):
     bucket = "infery-audio-123456789012-us-east-1"
-    refusal = {"error": f"The audio could not be decoded: [Errno 1094995529] Invalid data found when processing "
-                        f"input: 's3://{bucket}/uploads/key_0123456789abcdef/upl_0.wav'",
-               "code": "undecodable_audio"}
-    url, fake = fake_runtime(424, {"Message": "Received client error (400) from primary", "OriginalStatusCode": 400,
-                                   "OriginalMessage": json.dumps(refusal)}, {"x-amzn-ErrorType": "ModelError"})
+    refusal = {
+        "error": f"The audio could not be decoded: [Errno 1094995529] Invalid data found when processing "
+        f"input: 's3://{bucket}/uploads/key_0123456789abcdef/upl_0.wav'",
+        "code": "undecodable_audio",
+    }
+    url, fake = fake_runtime(
+        424,
+        {
+            "Message": "Received client error (400) from primary",
+            "OriginalStatusCode": 400,
+            "OriginalMessage": json.dumps(refusal),
+        },
+        {"x-amzn-ErrorType": "ModelError"},
+    )
     api_key, item = accounts.new_key(SEEDED)
     error = assert_error(load_api(url).transcribe(api_key, wav), 400, "undecodable_audio", param="file")
     assert fake.calls == 1
@@ -148,6 +170,7 @@ def test_the_models_errno_text_and_our_bucket_are_not_in_the_clients_message(fak
 
 
 # --- item 6: temperature and word timestamps --------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("temperature", [True, "NaN", "Infinity"])
 def test_a_temperature_that_is_not_a_number_between_0_and_1_is_400(untouched_model, accounts, wav, temperature):
@@ -167,10 +190,12 @@ def test_word_timestamps_without_verbose_json_are_400_on_every_path(untouched_mo
     api = untouched_model()
     api_key, item = accounts.new_key(SEEDED)
     word = {"timestamp_granularities[]": ["word"]}
-    for reply in (api.transcribe(api_key, wav, response_format="json", **word),
-                  api.transcribe(api_key, wav, **word),
-                  *create_jobs(api, api_key, wav, response_format="srt", **word),
-                  post_upload(api, api_key, {"timestamp_granularities": ["word"], "response_format": "text"})):
+    for reply in (
+        api.transcribe(api_key, wav, response_format="json", **word),
+        api.transcribe(api_key, wav, **word),
+        *create_jobs(api, api_key, wav, response_format="srt", **word),
+        post_upload(api, api_key, {"timestamp_granularities": ["word"], "response_format": "text"}),
+    ):
         error = assert_error(reply, 400, "invalid_value", param="timestamp_granularities")
         assert "verbose_json" in error["message"]
     accounts.assert_untouched(item, SEEDED)
@@ -179,16 +204,22 @@ def test_word_timestamps_without_verbose_json_are_400_on_every_path(untouched_mo
 
 # --- item 4: limits on every field of uploads and jobs ----------------------------------------------------------------
 
-@pytest.mark.parametrize(("field", "value"), [
-    ("prompt", "Quartalsbericht " * (HUGE // 16)),
-    ("prompt", "x" * 1001),
-    ("filename", "f" * HUGE + ".wav"),
-    ("filename", "f" * 252 + ".wav"),
-    ("webhook_url", "https://hooks.example.com/" + "a" * HUGE),
-    ("model", "whisper-" + "1" * HUGE),
-], ids=["prompt-450k", "prompt-1001", "filename-450k", "filename-256", "webhook-450k", "model-450k"])
-def test_an_oversized_field_on_uploads_and_jobs_is_400_and_leaves_nothing(untouched_model, accounts, leftovers, wav,
-                                                                          field, value):
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("prompt", "Quartalsbericht " * (HUGE // 16)),
+        ("prompt", "x" * 1001),
+        ("filename", "f" * HUGE + ".wav"),
+        ("filename", "f" * 252 + ".wav"),
+        ("webhook_url", "https://hooks.example.com/" + "a" * HUGE),
+        ("model", "whisper-" + "1" * HUGE),
+    ],
+    ids=["prompt-450k", "prompt-1001", "filename-450k", "filename-256", "webhook-450k", "model-450k"],
+)
+def test_an_oversized_field_on_uploads_and_jobs_is_400_and_leaves_nothing(
+    untouched_model, accounts, leftovers, wav, field, value
+):
     api = untouched_model()
     api_key, item = accounts.new_key(SEEDED)
     replies = [post_upload(api, api_key, {field: value})]
@@ -205,8 +236,7 @@ def test_an_oversized_field_on_uploads_and_jobs_is_400_and_leaves_nothing(untouc
     leftovers.assert_none(item)
 
 
-def test_a_malformed_upload_id_on_a_job_is_400_before_anything_is_read_or_written(untouched_model, accounts,
-                                                                                    leftovers):
+def test_a_malformed_upload_id_on_a_job_is_400_before_anything_is_read_or_written(untouched_model, accounts, leftovers):
     api = untouched_model()
     api_key, item = accounts.new_key(SEEDED)
     for upload_id in ("upl_" + "x" * HUGE, "../../inbox/other", "upl_" + "0" * 31):
@@ -229,10 +259,16 @@ def test_a_job_id_of_another_shape_is_404_without_a_lookup(untouched_model, acco
 def test_on_aws_a_webhook_must_be_https_on_443_to_a_public_host(untouched_model, accounts, leftovers, wav):
     api = untouched_model(WEBHOOK_ALLOW_PRIVATE_ADDRESSES="false")
     api_key, item = accounts.new_key(SEEDED)
-    for url in ("http://hooks.example.com/infery", "https://hooks.example.com:8080/infery",
-                "https://169.254.169.254/latest/meta-data/", "http://127.0.0.1:8123/hook"):
-        for reply in (post_upload(api, api_key, {"webhook_url": url}),
-                      *create_jobs(api, api_key, wav, webhook_url=url)):
+    for url in (
+        "http://hooks.example.com/infery",
+        "https://hooks.example.com:8080/infery",
+        "https://169.254.169.254/latest/meta-data/",
+        "http://127.0.0.1:8123/hook",
+    ):
+        for reply in (
+            post_upload(api, api_key, {"webhook_url": url}),
+            *create_jobs(api, api_key, wav, webhook_url=url),
+        ):
             assert_error(reply, 400, "invalid_value", param="webhook_url")
     leftovers.assert_none(item)
     assert post_upload(api, api_key, {"webhook_url": "https://hooks.example.com/infery"}).status == 201
@@ -249,14 +285,22 @@ def test_locally_a_webhook_to_loopback_over_http_is_accepted(untouched_model, ac
 
 # --- item 4: the minimum credit at creation --------------------------------------------------------------------------
 
+
 def test_uploads_and_jobs_need_the_minimum_credit_at_creation(untouched_model, accounts, leftovers, wav):
     api = untouched_model()
     api_key, item = accounts.new_key(0)
-    replies = [post_upload(api, api_key, {}), post_upload(api, api_key, {"start_job": False}),
-               *create_jobs(api, api_key, wav),
-               api.call("POST", TRANSCRIPTION_JOBS, body=json.dumps({"model": "whisper-1",
-                                                                     "upload_id": "upl_" + "0" * 32}).encode(),
-                        content_type="application/json", api_key=api_key)]
+    replies = [
+        post_upload(api, api_key, {}),
+        post_upload(api, api_key, {"start_job": False}),
+        *create_jobs(api, api_key, wav),
+        api.call(
+            "POST",
+            TRANSCRIPTION_JOBS,
+            body=json.dumps({"model": "whisper-1", "upload_id": "upl_" + "0" * 32}).encode(),
+            content_type="application/json",
+            api_key=api_key,
+        ),
+    ]
     for reply in replies:
         error = assert_error(reply, 402, "insufficient_credits", error_type="insufficient_quota")
         assert "Top up" in error["message"]

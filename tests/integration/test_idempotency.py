@@ -90,20 +90,23 @@ def test_the_same_request_encoded_differently_is_still_the_same_request(model, a
     first = api.transcribe(api_key, wav, headers=headers, language="en")
     content_type, payload = toolbelt_multipart_body(wav, model="whisper-1", language="en")
     assert content_type != multipart_body(wav, model="whisper-1", language="en")[0]  # another boundary
-    retry = api.call("POST", TRANSCRIPTIONS, body=payload, content_type=content_type, api_key=api_key,
-                     headers=headers)
+    retry = api.call("POST", TRANSCRIPTIONS, body=payload, content_type=content_type, api_key=api_key, headers=headers)
     assert_ok(retry)
     assert retry.header("idempotent-replayed") == "true" and retry.text == first.text
     assert fake.calls == 1 and accounts.balance(item) == 7
 
 
-@pytest.mark.parametrize("change", [
-    {"audio": b"other"},
-    {"response_format": "text"},
-    {"language": "de"},
-    {"model": "whisper-tiny.en"},
-    {"path": "/v1/audio/translations"},
-], ids=["other-audio", "other-format", "other-language", "other-model-name", "translation"])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"audio": b"other"},
+        {"response_format": "text"},
+        {"language": "de"},
+        {"model": "whisper-tiny.en"},
+        {"path": "/v1/audio/translations"},
+    ],
+    ids=["other-audio", "other-format", "other-language", "other-model-name", "translation"],
+)
 def test_the_same_key_for_a_different_request_is_400(model, accounts, wav, change):
     api, fake = model
     api_key, item = accounts.new_key(10)
@@ -112,8 +115,13 @@ def test_the_same_key_for_a_different_request_is_400(model, accounts, wav, chang
     assert_ok(first)
     ledger_before = accounts.ledger(item)
     audio = wav + change.pop("audio") if "audio" in change else wav  # still the same WAV, with other bytes
-    error = assert_error(api.transcribe(api_key, audio, headers=headers, **change), 400, "idempotency_key_reused",
-                         param="Idempotency-Key", error_type="invalid_request_error")
+    error = assert_error(
+        api.transcribe(api_key, audio, headers=headers, **change),
+        400,
+        "idempotency_key_reused",
+        param="Idempotency-Key",
+        error_type="invalid_request_error",
+    )
     assert "different request" in error["message"]
     assert fake.calls == 1
     assert accounts.ledger(item) == ledger_before and accounts.balance(item) == 7
@@ -131,8 +139,9 @@ def test_a_failed_first_attempt_is_not_kept_and_the_retry_runs(fake_runtime, loa
     assert retry.header("idempotent-replayed") is None  # it ran: a failure is never replayed
     assert (failing.calls, working.calls) == (1, 1)
     charge_id = idempotency_id(item.key_id, headers[0][1])  # the retry is the pair's second attempt
-    assert non_topup_entries(accounts, item) == sorted([
-        (charge_id, "reserve"), (charge_id, "refund"), (f"{charge_id}.2", "reserve"), (f"{charge_id}.2", "settle")])
+    assert non_topup_entries(accounts, item) == sorted(
+        [(charge_id, "reserve"), (charge_id, "refund"), (f"{charge_id}.2", "reserve"), (f"{charge_id}.2", "settle")]
+    )
     assert accounts.balance(item) == 7 == accounts.ledger_sum(item)
 
 
@@ -179,9 +188,11 @@ def test_a_retry_while_the_first_attempt_runs_is_409(fake_runtime, load_api, acc
     api_key, item = accounts.new_key(10)
     headers = idempotency_key()
     retries = []
-    url, fake = fake_runtime(200, model_answer(12.0),
-                             on_request=lambda: retries.append(other_instance.transcribe(api_key, wav,
-                                                                                         headers=headers)))
+    url, fake = fake_runtime(
+        200,
+        model_answer(12.0),
+        on_request=lambda: retries.append(other_instance.transcribe(api_key, wav, headers=headers)),
+    )
     first_instance = load_api(url)
     other_instance = load_api(url)
     first = first_instance.transcribe(api_key, wav, headers=headers)
@@ -194,8 +205,9 @@ def test_a_retry_while_the_first_attempt_runs_is_409(fake_runtime, load_api, acc
     assert accounts.balance(item) == 7
 
 
-@pytest.mark.parametrize("value", ["", "x" * 256, "tab\tinside", "bell\x07"],
-                         ids=["empty", "256-characters", "tab", "control-character"])
+@pytest.mark.parametrize(
+    "value", ["", "x" * 256, "tab\tinside", "bell\x07"], ids=["empty", "256-characters", "tab", "control-character"]
+)
 def test_a_malformed_idempotency_key_is_400_before_anything_is_reserved(model, accounts, wav, value):
     api, fake = model
     api_key, item = accounts.new_key(10)
@@ -236,8 +248,9 @@ def test_the_results_are_stored_in_the_templates_idempotency_table(model, accoun
 # --- issue 9: an Idempotency-Key on every POST, and charged at most once after any failure -------------------
 
 
-def test_an_answer_lost_after_the_charge_is_replayed_on_retry_without_a_second_charge(model, accounts, wav,
-                                                                                        monkeypatch):
+def test_an_answer_lost_after_the_charge_is_replayed_on_retry_without_a_second_charge(
+    model, accounts, wav, monkeypatch
+):
     """Found by reading the code: the reservation was keyed by the gateway's request id, so when powertools could not
     store the answer after the settle (an answer over 400 KB), the client got a 500 "nothing was charged" after it
     was charged, and its retry was charged again."""
@@ -259,8 +272,11 @@ def test_an_answer_lost_after_the_charge_is_replayed_on_retry_without_a_second_c
     table = boto3.resource("dynamodb").Table(api.module.wiring.settings.idempotency_table_name)
     for record in table.scan(ConsistentRead=True)["Items"]:
         if record.get("status") == "INPROGRESS":
-            table.update_item(Key={"id": record["id"]}, UpdateExpression="SET in_progress_expiration = :past",
-                              ExpressionAttributeValues={":past": 1})
+            table.update_item(
+                Key={"id": record["id"]},
+                UpdateExpression="SET in_progress_expiration = :past",
+                ExpressionAttributeValues={":past": 1},
+            )
 
     retry = api.transcribe(api_key, wav, headers=headers, response_format="verbose_json")
     assert_ok(retry)
@@ -272,8 +288,7 @@ def test_an_answer_lost_after_the_charge_is_replayed_on_retry_without_a_second_c
     assert accounts.balance(item) == 7 == accounts.ledger_sum(item)
 
 
-def test_an_answer_too_large_for_its_record_is_replayed_from_the_stored_result(fake_runtime, load_api, accounts,
-                                                                                 wav):
+def test_an_answer_too_large_for_its_record_is_replayed_from_the_stored_result(fake_runtime, load_api, accounts, wav):
     many = [segment(index, index * 0.5, index * 0.5 + 0.5, " " + "word " * 60) for index in range(1200)]
     url, fake = fake_runtime(200, json.loads(inference_result("many words", many, duration=600.0).model_dump_json()))
     api = load_api(url)
@@ -291,8 +306,14 @@ def test_an_answer_too_large_for_its_record_is_replayed_from_the_stored_result(f
 
 def _job_request(api, api_key, wav, headers):
     content_type, payload = multipart_body(wav, filename="meeting.wav", model="whisper-1")
-    return api.call("POST", "/v1/audio/transcriptions/jobs", body=payload, content_type=content_type,
-                    api_key=api_key, headers=headers)
+    return api.call(
+        "POST",
+        "/v1/audio/transcriptions/jobs",
+        body=payload,
+        content_type=content_type,
+        api_key=api_key,
+        headers=headers,
+    )
 
 
 def test_the_same_idempotency_key_on_a_job_request_creates_one_job(model, accounts, wav):
@@ -314,12 +335,20 @@ def test_the_same_idempotency_key_on_an_upload_gives_the_same_upload(model, acco
     api_key, _ = accounts.new_key(10)
     headers = idempotency_key()
     body = json.dumps({"filename": "meeting.mp3", "model": "whisper-1"}).encode()
-    first = api.call("POST", "/v1/uploads", body=body, content_type="application/json", api_key=api_key,
-                     headers=headers)
-    retry = api.call("POST", "/v1/uploads", body=body, content_type="application/json", api_key=api_key,
-                     headers=headers)
+    first = api.call(
+        "POST", "/v1/uploads", body=body, content_type="application/json", api_key=api_key, headers=headers
+    )
+    retry = api.call(
+        "POST", "/v1/uploads", body=body, content_type="application/json", api_key=api_key, headers=headers
+    )
     assert first.status == retry.status == 201, (first.text, retry.text)
     assert (retry.json()["id"], retry.json()["job_id"]) == (first.json()["id"], first.json()["job_id"])
-    reused = api.call("POST", "/v1/uploads", body=json.dumps({"filename": "other.mp3"}).encode(),
-                      content_type="application/json", api_key=api_key, headers=headers)
+    reused = api.call(
+        "POST",
+        "/v1/uploads",
+        body=json.dumps({"filename": "other.mp3"}).encode(),
+        content_type="application/json",
+        api_key=api_key,
+        headers=headers,
+    )
     assert_error(reused, 400, "idempotency_key_reused", param="Idempotency-Key")

@@ -65,8 +65,9 @@ class Captured:
 
     def text(self) -> str:
         printed = self.capsys.readouterr()
-        records = "\n".join(logging.Formatter("%(name)s %(levelname)s %(message)s").format(record)
-                            for record in self.caplog.records)
+        records = "\n".join(
+            logging.Formatter("%(name)s %(levelname)s %(message)s").format(record) for record in self.caplog.records
+        )
         return "\n".join([self.stream.getvalue(), records, printed.out, printed.err])
 
     def sent(self, reply: Reply) -> Reply:
@@ -102,7 +103,7 @@ def base64_windows(data: bytes, count: int = 12) -> set[str]:
         for index in range(count):
             start = (span // 10) + index * (span * 8 // 10) // count
             start -= start % 4  # on a quantum: the same characters wherever this alignment of the data is encoded
-            windows.add(encoded[start:start + BASE64_WINDOW])
+            windows.add(encoded[start : start + BASE64_WINDOW])
     return windows
 
 
@@ -117,7 +118,7 @@ def assert_clean(captured: Captured, logs: str) -> None:
     for body in captured.base64_bodies:
         span = len(body) - BASE64_WINDOW
         for start in range(0, span, max(4, span // 40)):
-            assert body[start:start + BASE64_WINDOW] not in logs, "a request body (base64) is in the logs"
+            assert body[start : start + BASE64_WINDOW] not in logs, "a request body (base64) is in the logs"
     lowered = logs.lower()
     for text in captured.texts:
         for phrase in transcript_phrases(text):
@@ -129,7 +130,7 @@ def assert_clean(captured: Captured, logs: str) -> None:
 def transcript_phrases(text: str) -> list[str]:
     """Every run of three words of the transcript, lower case: what a logged transcript could not avoid."""
     words = re.findall(r"[a-z']+", text.lower())
-    return [" ".join(words[index:index + 3]) for index in range(len(words) - 2)]
+    return [" ".join(words[index : index + 3]) for index in range(len(words) - 2)]
 
 
 def json_lines(stream_text: str) -> list[dict[str, Any]]:
@@ -141,9 +142,20 @@ def json_lines(stream_text: str) -> list[dict[str, Any]]:
     return lines
 
 
-def test_a_full_run_logs_no_key_no_audio_and_no_transcript(captured, jobs_api, load_api, fake_runtime, worker,
-                                                           jobs_queue, accounts, wav, short_wav, webhook_receiver,
-                                                           webhook_sleeps, load_reconciler):
+def test_a_full_run_logs_no_key_no_audio_and_no_transcript(
+    captured,
+    jobs_api,
+    load_api,
+    fake_runtime,
+    worker,
+    jobs_queue,
+    accounts,
+    wav,
+    short_wav,
+    webhook_receiver,
+    webhook_sleeps,
+    load_reconciler,
+):
     api = jobs_api
     api_key, item = accounts.new_key(200)
     poor_key, _ = accounts.new_key(0)
@@ -154,16 +166,29 @@ def test_a_full_run_logs_no_key_no_audio_and_no_transcript(captured, jobs_api, l
     captured.secrets.append(PROMPT)
 
     # synchronous: multipart with a prompt and word timestamps, JSON base64 with an Idempotency-Key and its replay
-    verbose = captured.sent(api.transcribe(api_key, wav, response_format="verbose_json", prompt=PROMPT,
-                                           **{"timestamp_granularities[]": "word"}))
+    verbose = captured.sent(
+        api.transcribe(
+            api_key, wav, response_format="verbose_json", prompt=PROMPT, **{"timestamp_granularities[]": "word"}
+        )
+    )
     assert_ok(verbose)
     captured.texts.append(verbose.json()["text"])
     captured.texts += [segment["text"] for segment in verbose.json()["segments"]]
-    plain = api.call("POST", TRANSCRIPTIONS, api_key=api_key, content_type="application/json",
-                     headers=[("Idempotency-Key", "hygiene-1")],
-                     body=json.dumps({"model": "whisper-1", "response_format": "text",
-                                      "file_base64": base64.b64encode(short_wav).decode(),
-                                      "filename": "standup.wav"}).encode())
+    plain = api.call(
+        "POST",
+        TRANSCRIPTIONS,
+        api_key=api_key,
+        content_type="application/json",
+        headers=[("Idempotency-Key", "hygiene-1")],
+        body=json.dumps(
+            {
+                "model": "whisper-1",
+                "response_format": "text",
+                "file_base64": base64.b64encode(short_wav).decode(),
+                "filename": "standup.wav",
+            }
+        ).encode(),
+    )
     assert_ok(plain)
     captured.texts.append(plain.text)
     replay = api.replay(plain)
@@ -175,15 +200,21 @@ def test_a_full_run_logs_no_key_no_audio_and_no_transcript(captured, jobs_api, l
     assert_error(captured.sent(api.transcribe(poor_key, short_wav)), 402, "insufficient_credits")
 
     # a model failure: refunded, logged as a refusal
-    model_error = {"Message": "Received server error (500) from primary.", "OriginalStatusCode": 500,
-                   "OriginalMessage": json.dumps({"error": "CUDA error", "code": "oom"})}
+    model_error = {
+        "Message": "Received server error (500) from primary.",
+        "OriginalStatusCode": 500,
+        "OriginalMessage": json.dumps({"error": "CUDA error", "code": "oom"}),
+    }
     failing_url, _ = fake_runtime(424, model_error, {"x-amzn-ErrorType": "ModelError"})
     assert_error(captured.sent(load_api(failing_url).transcribe(api_key, short_wav)), 502, "model_error")
 
     # a job with a webhook, through the worker and the asynchronous endpoint; its result in another format
     receiver = webhook_receiver()
-    created = captured.sent(api.transcribe(api_key, short_wav, path=jobs.TRANSCRIPTION_JOBS,
-                                           webhook_url=receiver.url, response_format="verbose_json"))
+    created = captured.sent(
+        api.transcribe(
+            api_key, short_wav, path=jobs.TRANSCRIPTION_JOBS, webhook_url=receiver.url, response_format="verbose_json"
+        )
+    )
     assert created.status == 202, created.text
     captured.secrets.append(created.json()["webhook_secret"])
     jobs.assert_no_batch_failures(worker.deliver(jobs_queue.drain()))
@@ -199,8 +230,7 @@ def test_a_full_run_logs_no_key_no_audio_and_no_transcript(captured, jobs_api, l
     # an upload through its presigned POST, transcribed as a job on arrival
     upload = jobs.post_upload(api, api_key, {"filename": "board.wav"}).json()
     jobs.upload_to_s3(upload, wav)
-    jobs.assert_no_batch_failures(
-        worker.deliver(jobs.event_for(jobs_queue.drain(), upload["fields"]["key"])))
+    jobs.assert_no_batch_failures(worker.deliver(jobs.event_for(jobs_queue.drain(), upload["fields"]["key"])))
     uploaded = jobs.get_job(api, api_key, upload["job_id"])
     assert uploaded.json()["status"] == "succeeded", uploaded.json()
     captured.texts.append(uploaded.json()["result"]["text"])
@@ -212,12 +242,15 @@ def test_a_full_run_logs_no_key_no_audio_and_no_transcript(captured, jobs_api, l
     logs = captured.text()
     # the capture holds the run: the functions' JSON lines, correlated by key, request and job, and the metrics
     lines = json_lines(captured.stream.getvalue())
-    assert any(line.get("message") == "transcribed" and line.get("key_id") == item.key_id
-               and line.get("function_request_id") for line in lines), lines[:5]
+    assert any(
+        line.get("message") == "transcribed" and line.get("key_id") == item.key_id and line.get("function_request_id")
+        for line in lines
+    ), lines[:5]
     assert any(line.get("message") == "request refused" and line.get("code") == "invalid_api_key" for line in lines)
     # powertools' EMF metrics of the API, the worker and the reconciler were printed and captured
-    assert '"_aws"' in logs and all(f'"{name}"' in logs for name in ("CreditsCharged", "WorkerMessages",
-                                                                      "ReservationsReleased"))
+    assert '"_aws"' in logs and all(
+        f'"{name}"' in logs for name in ("CreditsCharged", "WorkerMessages", "ReservationsReleased")
+    )
     assert all(text.strip() for text in captured.texts) and len(captured.texts) >= 5
 
     assert_clean(captured, logs)
@@ -232,9 +265,13 @@ def test_the_checks_find_what_they_look_for(captured, wav):
     captured.secrets.append(PROMPT)
     assert_clean(captured, captured.text())  # nothing logged yet: clean
     inside_a_body = base64.b64encode(b"--b\r\n" + wav).decode()  # the audio at another byte alignment
-    for leak in (f"authorization: Bearer {api_key}", f"key={api_key[:24]}", inside_a_body,
-                 "text=... jumps over the lazy ...",
-                 f"prompt: {PROMPT}"):
+    for leak in (
+        f"authorization: Bearer {api_key}",
+        f"key={api_key[:24]}",
+        inside_a_body,
+        "text=... jumps over the lazy ...",
+        f"prompt: {PROMPT}",
+    ):
         with pytest.raises(AssertionError):
             assert_clean(captured, leak)
     infery_logger.info("looked up", extra={"api_key": api_key})  # through the captured handler

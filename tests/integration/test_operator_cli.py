@@ -123,8 +123,9 @@ def test_an_operators_whole_flow(infery, api, fake_runtime, load_api, accounts, 
 def test_a_key_created_with_a_policy_is_enforced_by_the_api(infery, fake_runtime, load_api, accounts, wav):
     url, fake = fake_runtime(200, model_answer(4.2))
     api = load_api(url)
-    api_key, key_id = create_key(infery, "--credits", "5", "--rate-limit", "60", "--models", "whisper-1, other",
-                                 "--expires", "30d")
+    api_key, key_id = create_key(
+        infery, "--credits", "5", "--rate-limit", "60", "--models", "whisper-1, other", "--expires", "30d"
+    )
     details = shown(infery, key_id)
     assert details["rate_limit_per_minute"] == "60" and details["allowed_models"] == "['whisper-1', 'other']"
     assert details["expires_at"] > details["created_at"]
@@ -147,15 +148,16 @@ def test_a_key_with_an_expiry_in_the_past_is_not_created(infery, accounts):
 def test_a_key_that_expires_later_is_refused_once_expired(infery, accounts, fake_runtime, load_api, wav):
     url, fake = fake_runtime(200, model_answer(4.2))
     api_key, key_id = create_key(infery, "--credits", "5", "--expires", "30d")
-    accounts.keys_table.update_item(Key={"key_hash": accounts.keys.get(key_id).key_hash},
-                                    UpdateExpression="SET expires_at = :past",
-                                    ExpressionAttributeValues={":past": "2020-01-31T00:00:00.000+00:00"})
+    accounts.keys_table.update_item(
+        Key={"key_hash": accounts.keys.get(key_id).key_hash},
+        UpdateExpression="SET expires_at = :past",
+        ExpressionAttributeValues={":past": "2020-01-31T00:00:00.000+00:00"},
+    )
     assert_error(load_api(url).transcribe(api_key, wav), 401, "expired_api_key")
     assert fake.calls == 0
 
 
-def test_a_key_brought_by_the_operator_works_and_cannot_be_created_twice(infery, accounts, load_api,
-                                                                         closed_port_url):
+def test_a_key_brought_by_the_operator_works_and_cannot_be_created_twice(infery, accounts, load_api, closed_port_url):
     own_key = generate_api_key()  # made elsewhere by infery: an operator's own key must be of the generated shape
     result = infery("keys", "create", "--name", "imported", "--key", own_key, "--credits", "3")
     assert result.code == 0 and own_key in result.out
@@ -182,25 +184,43 @@ def test_a_retried_top_up_says_it_added_nothing(infery):
     assert "added 5 credits" not in again.out
 
 
-@pytest.mark.parametrize("argv", [
-    ("credits", "add", "key_0000000000000000", "5"),
-    ("credits", "add", "{key_id}", "0"),
-    ("credits", "add", "{key_id}", "-3"),
-    ("keys", "show", "key_0000000000000000"),
-    ("keys", "revoke", "key_0000000000000000"),
-    ("usage", "key_0000000000000000"),
-    ("usage", "{key_id}", "--since", "last tuesday"),
-    ("usage", "{key_id}", "--until", "2026-13-45"),
-    ("keys", "create", "--name", "bad-expiry", "--expires", "next year"),
-    ("keys", "create", "--name", "bad-key", "--key", "inf_short"),
-    ("keys", "create", "--name", "bad-key", "--key", "sk-notinfery0123456789"),
-    ("keys", "create", "--name", "bad-limit", "--rate-limit", "-1"),
-    ("keys", "create", "--name", "zero-limit", "--rate-limit", "0"),
-    ("keys", "create", "--name", "own-shape-key", "--key", "inf_my_local_key_0123456789"),
-    ("keys", "create", "--name", "weak-key", "--key", "inf_" + "0" * 40 + spec_checksum("0" * 40)),
-], ids=["unknown-key-top-up", "zero-credits", "negative-credits", "unknown-key-show", "unknown-key-revoke",
-        "unknown-key-usage", "bad-since", "bad-until", "bad-expiry", "short-key", "foreign-key", "negative-limit",
-        "zero-limit", "own-shape-key", "weak-key"])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("credits", "add", "key_0000000000000000", "5"),
+        ("credits", "add", "{key_id}", "0"),
+        ("credits", "add", "{key_id}", "-3"),
+        ("keys", "show", "key_0000000000000000"),
+        ("keys", "revoke", "key_0000000000000000"),
+        ("usage", "key_0000000000000000"),
+        ("usage", "{key_id}", "--since", "last tuesday"),
+        ("usage", "{key_id}", "--until", "2026-13-45"),
+        ("keys", "create", "--name", "bad-expiry", "--expires", "next year"),
+        ("keys", "create", "--name", "bad-key", "--key", "inf_short"),
+        ("keys", "create", "--name", "bad-key", "--key", "sk-notinfery0123456789"),
+        ("keys", "create", "--name", "bad-limit", "--rate-limit", "-1"),
+        ("keys", "create", "--name", "zero-limit", "--rate-limit", "0"),
+        ("keys", "create", "--name", "own-shape-key", "--key", "inf_my_local_key_0123456789"),
+        ("keys", "create", "--name", "weak-key", "--key", "inf_" + "0" * 40 + spec_checksum("0" * 40)),
+    ],
+    ids=[
+        "unknown-key-top-up",
+        "zero-credits",
+        "negative-credits",
+        "unknown-key-show",
+        "unknown-key-revoke",
+        "unknown-key-usage",
+        "bad-since",
+        "bad-until",
+        "bad-expiry",
+        "short-key",
+        "foreign-key",
+        "negative-limit",
+        "zero-limit",
+        "own-shape-key",
+        "weak-key",
+    ],
+)
 def test_operator_mistakes_exit_1_with_a_message_and_change_nothing(infery, accounts, argv):
     _, key_id = create_key(infery, "--credits", "10")
     keys_before, ledger_before = key_count(accounts), accounts.ledger_size()
@@ -211,22 +231,30 @@ def test_operator_mistakes_exit_1_with_a_message_and_change_nothing(infery, acco
     assert accounts.balance(accounts.keys.get(key_id)) == 10
 
 
-@pytest.mark.parametrize("argv", [("keys", "create"), ("credits", "add", "key_x", "five"), ("keys", "forget")],
-                         ids=["no-name", "credits-not-a-number", "unknown-command"])
+@pytest.mark.parametrize(
+    "argv",
+    [("keys", "create"), ("credits", "add", "key_x", "five"), ("keys", "forget")],
+    ids=["no-name", "credits-not-a-number", "unknown-command"],
+)
 def test_malformed_commands_are_usage_errors(infery, argv):
     with pytest.raises(SystemExit) as exited:
         infery(*argv)
     assert exited.value.code == 2
 
 
-def test_local_reads_the_state_file_that_make_serve_writes(infery, accounts, monkeypatch, tmp_path,
-                                                           function_environment):
+def test_local_reads_the_state_file_that_make_serve_writes(
+    infery, accounts, monkeypatch, tmp_path, function_environment
+):
     _, key_id = create_key(infery, "--credits", "4")
-    environment = {name: function_environment[name] for name in
-                   ("KEYS_TABLE_NAME", "LEDGER_TABLE_NAME", "RESERVATIONS_TABLE_NAME")}
+    environment = {
+        name: function_environment[name] for name in ("KEYS_TABLE_NAME", "LEDGER_TABLE_NAME", "RESERVATIONS_TABLE_NAME")
+    }
     state_file = tmp_path / "local-stack.json"
-    state_file.write_text(json.dumps({"environment": {**environment, "AWS_ENDPOINT_URL_DYNAMODB":
-                                                      os.environ["AWS_ENDPOINT_URL_DYNAMODB"]}}))
+    state_file.write_text(
+        json.dumps(
+            {"environment": {**environment, "AWS_ENDPOINT_URL_DYNAMODB": os.environ["AWS_ENDPOINT_URL_DYNAMODB"]}}
+        )
+    )
     monkeypatch.setenv("INFERY_STATE_FILE", str(state_file))
     for name in environment:
         monkeypatch.delenv(name)  # restored after the test, whatever --local put there
@@ -249,7 +277,8 @@ def test_until_is_exclusive_says_so_and_an_empty_period_is_refused(infery, tmp_p
     assert before_today.code == 0, before_today.err
     assert "wrote 0 ledger entries" in before_today.out and "up to (not including)" in before_today.out
 
-    with_today = infery("usage", key_id, "--since", str(today), "--until", str(tomorrow),
-                        "--csv", str(tmp_path / "today.csv"))
+    with_today = infery(
+        "usage", key_id, "--since", str(today), "--until", str(tomorrow), "--csv", str(tmp_path / "today.csv")
+    )
     assert with_today.code == 0 and "wrote 1 ledger entries" in with_today.out
     assert list(csv.DictReader(io.StringIO((tmp_path / "today.csv").read_text())))[0]["kind"] == "topup"

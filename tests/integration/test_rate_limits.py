@@ -60,8 +60,11 @@ def limits(reply) -> tuple[str | None, ...]:
 def test_every_answer_within_the_limit_says_how_many_are_left(limited, accounts, wav):
     api, _ = limited()
     api_key, _ = accounts.new_key(10, rate_limit_per_minute=3)
-    replies = [api.transcribe(api_key, wav), api.call("GET", "/v1/models", api_key=api_key),
-               api.call("GET", "/v1/usage", api_key=api_key)]
+    replies = [
+        api.transcribe(api_key, wav),
+        api.call("GET", "/v1/models", api_key=api_key),
+        api.call("GET", "/v1/usage", api_key=api_key),
+    ]
     for reply in replies:
         assert_ok(reply)
     assert [limits(reply) for reply in replies] == [("3", "2", "45s"), ("3", "1", "45s"), ("3", "0", "45s")]
@@ -73,10 +76,19 @@ def test_over_the_limit_is_429_before_anything_else_happens(limited, accounts, w
     for _ in range(2):
         assert_ok(api.transcribe(api_key, wav))
     ledger_before = accounts.ledger(item)
-    for method, path, body in (("POST", "/v1/audio/transcriptions", wav), ("GET", "/v1/models", b""),
-                               ("GET", "/v1/usage", b""), ("POST", "/v1/audio/translations", b"not even audio")):
-        reply = api.call(method, path, api_key=api_key, body=body,
-                         content_type="multipart/form-data; boundary=x" if method == "POST" else None)
+    for method, path, body in (
+        ("POST", "/v1/audio/transcriptions", wav),
+        ("GET", "/v1/models", b""),
+        ("GET", "/v1/usage", b""),
+        ("POST", "/v1/audio/translations", b"not even audio"),
+    ):
+        reply = api.call(
+            method,
+            path,
+            api_key=api_key,
+            body=body,
+            content_type="multipart/form-data; boundary=x" if method == "POST" else None,
+        )
         error = assert_error(reply, 429, "rate_limit_exceeded", error_type="rate_limit_error")
         assert "2 requests per minute" in error["message"]
         assert reply.header("retry-after") == "45"
@@ -159,9 +171,11 @@ def test_a_keys_own_limit_of_zero_is_refused_and_one_stored_before_means_the_def
     # ... and a 0 stored before gets the deployment's default, not unlimited
     api, _ = limited(DEFAULT_RATE_LIMIT_PER_MINUTE="1")
     api_key, item = accounts.new_key(10)
-    accounts.keys_table.update_item(Key={"key_hash": item.key_hash},
-                                    UpdateExpression="SET rate_limit_per_minute = :zero",
-                                    ExpressionAttributeValues={":zero": 0})
+    accounts.keys_table.update_item(
+        Key={"key_hash": item.key_hash},
+        UpdateExpression="SET rate_limit_per_minute = :zero",
+        ExpressionAttributeValues={":zero": 0},
+    )
     assert_ok(api.call("GET", "/v1/models", api_key=api_key))
     assert_error(api.call("GET", "/v1/models", api_key=api_key), 429, "rate_limit_exceeded")
 
@@ -204,7 +218,10 @@ def test_the_counter_holds_under_concurrent_requests(rate_limits_table, accounts
         outcomes = list(pool.map(acquire, range(10)))
     assert sorted(outcome for outcome in outcomes if outcome is not None) == [0, 1, 2, 3]
     assert outcomes.count(None) == 6
-    [counter] = [counter for counter in rate_limits_table.scan(ConsistentRead=True)["Items"]
-                 if counter["counter_id"].startswith(item.key_id)]
+    [counter] = [
+        counter
+        for counter in rate_limits_table.scan(ConsistentRead=True)["Items"]
+        if counter["counter_id"].startswith(item.key_id)
+    ]
     assert counter["counter_id"] == f"{item.key_id}#{int(WINDOW_START)}" and int(counter["requests"]) == 4
     assert int(counter["expires_at"]) == int(WINDOW_START) + 2 * WINDOW_SECONDS  # gone by TTL after the window

@@ -109,8 +109,9 @@ def test_every_stale_reservation_of_many_keys_is_released(reconciler, accounts):
         assert len(accounts.ledger(item, "release")) == 2 and accounts.open_reservations(item) == []
 
 
-def test_a_request_whose_refund_failed_is_made_whole_by_the_reconciler(fake_runtime, load_api, reconciler,
-                                                                       accounts, wav, monkeypatch):
+def test_a_request_whose_refund_failed_is_made_whole_by_the_reconciler(
+    fake_runtime, load_api, reconciler, accounts, wav, monkeypatch
+):
     """The endpoint fails and so does the refund (DynamoDB hiccups): the client still gets the endpoint's error,
     the reservation stays open, and the reconciler gives it back later."""
     url, fake = fake_runtime(424, MODEL_ERROR_500, MODEL_ERROR_HEADERS)
@@ -136,9 +137,10 @@ def test_a_request_whose_refund_failed_is_made_whole_by_the_reconciler(fake_runt
 def test_the_scheduled_handler_reports_what_it_released(reconciler, accounts):
     _, item = accounts.new_key(10)
     reservation = crashed_request(accounts, item)
-    context = LambdaContext(function_name="infery-it-ReconcilerFunction",
-                            invoked_function_arn="arn:aws:lambda:us-east-1:000000000000:function:"
-                                                 "infery-it-ReconcilerFunction")
+    context = LambdaContext(
+        function_name="infery-it-ReconcilerFunction",
+        invoked_function_arn="arn:aws:lambda:us-east-1:000000000000:function:infery-it-ReconcilerFunction",
+    )
     result = reconciler.lambda_handler({"source": "aws.events", "detail-type": "Scheduled Event"}, context)
     assert set(result) == {"released"} and isinstance(result["released"], int)
     assert accounts.credits.reservation(reservation.request_id) == reservation  # fresh: not released

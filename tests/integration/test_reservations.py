@@ -105,13 +105,17 @@ def test_replaying_a_closed_reservation_is_refused_and_changes_nothing(accounts,
     assert stored_reservation(accounts, request_id) is None
 
 
-@pytest.mark.parametrize(("reserved", "used", "settle_credits", "balance_after"), [
-    (5, 2, 3, 8),  # over-reserved: 3 come back
-    (5, 5, 0, 5),  # exactly: the settle moves nothing
-    (3, 5, -2, 5),  # under-reserved, and the balance covers the rest
-])
-def test_a_settle_closes_the_reservation_at_the_real_cost(accounts, request_id, reserved, used, settle_credits,
-                                                          balance_after):
+@pytest.mark.parametrize(
+    ("reserved", "used", "settle_credits", "balance_after"),
+    [
+        (5, 2, 3, 8),  # over-reserved: 3 come back
+        (5, 5, 0, 5),  # exactly: the settle moves nothing
+        (3, 5, -2, 5),  # under-reserved, and the balance covers the rest
+    ],
+)
+def test_a_settle_closes_the_reservation_at_the_real_cost(
+    accounts, request_id, reserved, used, settle_credits, balance_after
+):
     _, item = accounts.new_key(10)
     reservation = accounts.credits.reserve(item, reserved, request_id=request_id, model="m")
     charge = accounts.credits.settle(reservation, used, audio_seconds=12.5)
@@ -167,8 +171,10 @@ def test_a_release_is_a_refund_of_its_own_kind(accounts, request_id):
     assert kinds(accounts, item) == ["release", "reserve"]
 
 
-@pytest.mark.parametrize(("first", "then"), [("settle", "refund"), ("refund", "settle"), ("refund", "release"),
-                                             ("release", "settle"), ("settle", "release")])
+@pytest.mark.parametrize(
+    ("first", "then"),
+    [("settle", "refund"), ("refund", "settle"), ("refund", "release"), ("release", "settle"), ("settle", "release")],
+)
 def test_a_closed_reservation_cannot_be_closed_again(accounts, request_id, first, then):
     _, item = accounts.new_key(10)
     reservation = accounts.credits.reserve(item, 4, request_id=request_id, model="m")
@@ -204,18 +210,21 @@ def test_the_ledger_is_read_back_in_time_order_and_by_period(accounts):
     _, item = accounts.new_key(10)
     request_ids = [f"req-{uuid.uuid4()}" for _ in range(3)]
     for request_id in request_ids:
-        accounts.credits.settle(accounts.credits.reserve(item, 2, request_id=request_id, model="m"), 1,
-                                audio_seconds=4.0)
+        accounts.credits.settle(
+            accounts.credits.reserve(item, 2, request_id=request_id, model="m"), 1, audio_seconds=4.0
+        )
     entries = accounts.credits.ledger(item.key_id)
     assert [entry.created_at for entry in entries] == sorted(entry.created_at for entry in entries)
-    assert sorted((entry.request_id, entry.kind.value) for entry in entries if entry.kind != "topup") == \
-        sorted((request_id, kind) for request_id in request_ids for kind in ("reserve", "settle"))
+    assert sorted((entry.request_id, entry.kind.value) for entry in entries if entry.kind != "topup") == sorted(
+        (request_id, kind) for request_id in request_ids for kind in ("reserve", "settle")
+    )
     assert sorted(entry.balance_after for entry in entries) == [6, 7, 7, 8, 8, 9, 10]
     assert sum(entry.credits for entry in entries) == 7 == accounts.balance(item)
     since = entries[3].created_at
     assert accounts.credits.ledger(item.key_id, since=since) == [e for e in entries if e.created_at >= since]
-    assert accounts.credits.ledger(item.key_id, since="2000-01-01", until=since) == \
-        [e for e in entries if e.created_at < since]  # `until` is exclusive
+    assert accounts.credits.ledger(item.key_id, since="2000-01-01", until=since) == [
+        e for e in entries if e.created_at < since
+    ]  # `until` is exclusive
     assert accounts.credits.ledger(item.key_id, since="2000-01-01", until="2000-01-02") == []
 
 

@@ -35,8 +35,9 @@ def assert_charged_once(accounts, item, reply, seconds_per_credit: float, seeded
     entries = accounts.request_entries(item, reply.request_id)  # the API Gateway request id names the entries
     assert set(entries) == {"reserve", "settle"}, entries
     reserve, settle = entries["reserve"], entries["settle"]
-    assert [entry["request_id"] for entry in accounts.ledger(item) if entry["kind"] != "topup"] == \
-        [reply.request_id] * 2  # nothing else was reserved or settled for this key
+    assert [entry["request_id"] for entry in accounts.ledger(item) if entry["kind"] != "topup"] == [
+        reply.request_id
+    ] * 2  # nothing else was reserved or settled for this key
     audio_seconds = float(settle["audio_seconds"])
     assert credits_used == math.ceil(audio_seconds / seconds_per_credit) >= 1
     assert int(settle["billed_credits"]) == credits_used and "unpaid_credits" not in settle
@@ -67,8 +68,7 @@ def test_multipart_wav_is_transcribed_and_charged_once(api, accounts, wav, wav_s
     assert result["credits_used"] == 3  # the 11.7 s script: three started 5 s blocks
 
 
-def test_json_base64_mp3_is_transcribed_and_charged_once(api, accounts, speech_files, wav_seconds,
-                                                         seconds_per_credit):
+def test_json_base64_mp3_is_transcribed_and_charged_once(api, accounts, speech_files, wav_seconds, seconds_per_credit):
     api_key, item = accounts.new_key(SEEDED)
     reply = api.transcribe_json(api_key, speech_files["mp3"].read_bytes(), response_format="json")
     assert_ok(reply)
@@ -104,8 +104,7 @@ def test_verbose_json_with_word_timestamps(api, accounts, wav, seconds_per_credi
 
 
 @pytest.mark.parametrize("response_format", ["text", "srt", "vtt"])
-def test_text_formats_are_plain_text_and_still_report_credits(api, accounts, wav, seconds_per_credit,
-                                                              response_format):
+def test_text_formats_are_plain_text_and_still_report_credits(api, accounts, wav, seconds_per_credit, response_format):
     api_key, item = accounts.new_key(SEEDED)
     reply = api.transcribe(api_key, wav, response_format=response_format)
     assert_ok(reply)

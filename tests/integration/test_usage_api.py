@@ -29,11 +29,14 @@ def api(load_api, closed_port_url):
 @pytest.fixture
 def apis(fake_runtime, load_api):
     """Three handlers sharing the tables: the model hears 12 s (3 credits), 4.2 s (1 credit), or fails."""
-    return {name: load_api(fake_runtime(*answer)[0]) for name, answer in {
-        "three": (200, model_answer(12.0)),
-        "one": (200, model_answer(4.2)),
-        "failing": (424, MODEL_ERROR_500, MODEL_ERROR_HEADERS),
-    }.items()}
+    return {
+        name: load_api(fake_runtime(*answer)[0])
+        for name, answer in {
+            "three": (200, model_answer(12.0)),
+            "one": (200, model_answer(4.2)),
+            "failing": (424, MODEL_ERROR_500, MODEL_ERROR_HEADERS),
+        }.items()
+    }
 
 
 def test_usage_reports_what_the_key_did(apis, accounts, wav):
@@ -46,8 +49,9 @@ def test_usage_reports_what_the_key_did(apis, accounts, wav):
     assert_error(failed, 502, "model_error")
     assert_ok(second)
     assert_error(refused, 400, "model_not_found")
-    in_flight = accounts.credits.reserve(accounts.fresh(item), 2, request_id=f"in-flight-{uuid.uuid4()}",
-                                         model=MODEL_NAME)
+    in_flight = accounts.credits.reserve(
+        accounts.fresh(item), 2, request_id=f"in-flight-{uuid.uuid4()}", model=MODEL_NAME
+    )
 
     report = usage(apis["three"], api_key)
     assert (report["object"], report["key_id"], report["name"]) == ("usage", item.key_id, item.name)
@@ -56,15 +60,19 @@ def test_usage_reports_what_the_key_did(apis, accounts, wav):
     # settled requests only: the refunded one cost nothing, the one in flight is not billed yet
     assert report["total"] == {"requests": 2, "audio_seconds": 16.2, "credits": 4}
     assert report["by_model"] == [{"model": MODEL_NAME, "requests": 2, "audio_seconds": 16.2, "credits": 4}]
-    started = {accounts.request_entries(item, reply.request_id)["reserve"]["created_at"][:10]
-               for reply in (first, second)}
+    started = {
+        accounts.request_entries(item, reply.request_id)["reserve"]["created_at"][:10] for reply in (first, second)
+    }
     assert [day["date"] for day in report["by_day"]] == sorted(started)  # one day, unless midnight fell between
     assert sum(day["requests"] for day in report["by_day"]) == 2
     assert sum(day["credits"] for day in report["by_day"]) == 4
-    recent = [(request["request_id"], request["status"], request["credits"]) for request in
-              report["recent_requests"]]
-    assert recent == [(in_flight.request_id, "in_progress", 2), (second.request_id, "settled", 1),
-                      (failed.request_id, "refunded", 0), (first.request_id, "settled", 3)]  # newest first
+    recent = [(request["request_id"], request["status"], request["credits"]) for request in report["recent_requests"]]
+    assert recent == [
+        (in_flight.request_id, "in_progress", 2),
+        (second.request_id, "settled", 1),
+        (failed.request_id, "refunded", 0),
+        (first.request_id, "settled", 3),
+    ]  # newest first
     by_id = {request["request_id"]: request for request in report["recent_requests"]}
     assert by_id[first.request_id]["audio_seconds"] == 12.0 and by_id[first.request_id]["model"] == MODEL_NAME
     assert refused.request_id not in by_id
@@ -101,9 +109,19 @@ def test_the_period_is_the_last_n_days(api, accounts):
     long_ago = (datetime.now(UTC) - timedelta(days=3)).isoformat(timespec="milliseconds")
     request_id = f"old-{uuid.uuid4()}"
     for kind, amount, extra in (("reserve", -3, {}), ("settle", 1, {"billed_credits": 2, "audio_seconds": 9})):
-        accounts.ledger_table.put_item(Item={
-            "key_id": item.key_id, "entry_id": f"{request_id}#{kind}", "kind": kind, "request_id": request_id,
-            "model": MODEL_NAME, "credits": amount, "balance_after": 0, "created_at": long_ago, **extra})
+        accounts.ledger_table.put_item(
+            Item={
+                "key_id": item.key_id,
+                "entry_id": f"{request_id}#{kind}",
+                "kind": kind,
+                "request_id": request_id,
+                "model": MODEL_NAME,
+                "credits": amount,
+                "balance_after": 0,
+                "created_at": long_ago,
+                **extra,
+            }
+        )
 
     last_day = usage(api, api_key, "?days=1")
     assert last_day["total"]["requests"] == 0 and last_day["recent_requests"] == []
@@ -123,8 +141,10 @@ def test_days_from_1_to_366_are_accepted(api, accounts, days):
     assert timedelta(days=int(days)) <= end - start <= timedelta(days=int(days), seconds=5)
 
 
-@pytest.mark.parametrize("query", ["?days=0", "?days=367", "?days=-1", "?days=1.5", "?days=abc", "?days=",
-                                   "?days=1e2", "?days=99999999999999999999"])
+@pytest.mark.parametrize(
+    "query",
+    ["?days=0", "?days=367", "?days=-1", "?days=1.5", "?days=abc", "?days=", "?days=1e2", "?days=99999999999999999999"],
+)
 def test_other_days_are_400(api, accounts, query):
     api_key, _ = accounts.new_key(10)
     ledger_before = accounts.ledger_size()

@@ -87,13 +87,19 @@ def _one_request(session: requests.Session, base_url: str, api_key: str, kind: s
         form = {"model": "whisper-9000"}
     started = time.monotonic()
     try:
-        response = session.post(base_url + path, headers=headers, data=form, files={"file": file},
-                                 timeout=REQUEST_TIMEOUT)
+        response = session.post(
+            base_url + path, headers=headers, data=form, files={"file": file}, timeout=REQUEST_TIMEOUT
+        )
     except requests.RequestException:
         return Answer(kind, 0, "no_answer", time.monotonic() - started)
     elapsed = time.monotonic() - started
-    answer = Answer(kind, response.status_code, _code(response) if response.status_code >= 400 else None, elapsed,
-                    response.headers.get("x-request-id"))
+    answer = Answer(
+        kind,
+        response.status_code,
+        _code(response) if response.status_code >= 400 else None,
+        elapsed,
+        response.headers.get("x-request-id"),
+    )
     if response.status_code == 200:
         answer.credits_used = int(response.headers["x-infery-credits-used"])
     if kind == "job" and response.status_code == 202:
@@ -127,13 +133,15 @@ class ModelRestart:
         time.sleep(max(0.0, started + self.at - time.monotonic()))
         pid = self.stack.model_server_pid
         command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1]
-        environment = dict(entry.split(b"=", 1) for entry in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-                           if b"=" in entry)
+        environment = dict(
+            entry.split(b"=", 1) for entry in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0") if b"=" in entry
+        )
         os.kill(pid, signal.SIGKILL)
         self.log.append(f"{time.monotonic() - started:5.1f} s: model server (pid {pid}) killed")
         time.sleep(self.outage)
-        self.replacement = subprocess.Popen(command, env=environment, cwd=ROOT, stdout=subprocess.DEVNULL,
-                                            stderr=subprocess.DEVNULL)
+        self.replacement = subprocess.Popen(
+            command, env=environment, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         port = command[command.index(b"--port") + 1].decode()
         for _ in range(360):
             try:
@@ -142,8 +150,9 @@ class ModelRestart:
             except requests.RequestException:
                 pass
             time.sleep(0.5)
-        self.log.append(f"{time.monotonic() - started:5.1f} s: model server restarted (pid {self.replacement.pid}) "
-                        "and answering")
+        self.log.append(
+            f"{time.monotonic() - started:5.1f} s: model server restarted (pid {self.replacement.pid}) and answering"
+        )
 
     def close(self) -> None:
         if self.replacement is not None and self.replacement.poll() is None:
@@ -169,8 +178,10 @@ class DynamoDBThrottle:
         self.flag.unlink(missing_ok=True)
         hits = Path(f"{self.flag}.hits")
         throttled = hits.stat().st_size if hits.exists() else 0
-        self.log.append(f"{time.monotonic() - started:5.1f} s: DynamoDB throttling off; {throttled} DynamoDB calls "
-                        "were throttled (botocore retried them)")
+        self.log.append(
+            f"{time.monotonic() - started:5.1f} s: DynamoDB throttling off; {throttled} DynamoDB calls "
+            "were throttled (botocore retried them)"
+        )
 
     def close(self) -> None:
         self.flag.unlink(missing_ok=True)
@@ -225,8 +236,7 @@ def _percentile(values: list[float], share: float) -> float:
 
 
 def _report(answers: list[Answer], seconds: float) -> list[str]:
-    lines = [f"{'kind':<10} {'requests':>8} {'as expected':>11} {'req/s':>6} {'p50 ms':>7} {'p95 ms':>7} "
-             f"{'p99 ms':>7}"]
+    lines = [f"{'kind':<10} {'requests':>8} {'as expected':>11} {'req/s':>6} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7}"]
     by_kind: dict[str, list[Answer]] = defaultdict(list)
     for answer in answers:
         by_kind[answer.kind].append(answer)
@@ -236,19 +246,31 @@ def _report(answers: list[Answer], seconds: float) -> list[str]:
             continue
         latencies = [answer.seconds * 1000 for answer in group]
         expected = sum(answer.status in EXPECTED[answer.kind] for answer in group)
-        lines.append(f"{kind:<10} {len(group):>8} {expected:>11} {len(group) / seconds:>6.2f} "
-                     f"{_percentile(latencies, 0.5):>7.0f} {_percentile(latencies, 0.95):>7.0f} "
-                     f"{_percentile(latencies, 0.99):>7.0f}")
+        lines.append(
+            f"{kind:<10} {len(group):>8} {expected:>11} {len(group) / seconds:>6.2f} "
+            f"{_percentile(latencies, 0.5):>7.0f} {_percentile(latencies, 0.95):>7.0f} "
+            f"{_percentile(latencies, 0.99):>7.0f}"
+        )
     counts = Counter((answer.status, answer.code) for answer in answers)
-    lines.append("answers: " + ", ".join(f"{status}{' ' + code if code else ''}: {count}"
-                                         for (status, code), count in sorted(counts.items(),
-                                                                             key=lambda item: (item[0][0],
-                                                                                               item[0][1] or ""))))
+    lines.append(
+        "answers: "
+        + ", ".join(
+            f"{status}{' ' + code if code else ''}: {count}"
+            for (status, code), count in sorted(counts.items(), key=lambda item: (item[0][0], item[0][1] or ""))
+        )
+    )
     return lines
 
 
-def _check_books(stack: RunningStack, key_id: str, balance_before: int, seeded_entries: set[str],
-                 answers: list[Answer], jobs: dict[str, dict[str, Any]], fault: str) -> tuple[list[str], list[str]]:
+def _check_books(
+    stack: RunningStack,
+    key_id: str,
+    balance_before: int,
+    seeded_entries: set[str],
+    answers: list[Answer],
+    jobs: dict[str, dict[str, Any]],
+    fault: str,
+) -> tuple[list[str], list[str]]:
     """(figures, problems)."""
     problems: list[str] = []
     balance_after = int(stack.key_row(key_id)["credits"])
@@ -257,8 +279,10 @@ def _check_books(stack: RunningStack, key_id: str, balance_before: int, seeded_e
     sync_used = sum(answer.credits_used or 0 for answer in answers if answer.status == 200)
     job_used = sum(int(job.get("credits_used") or 0) for job in jobs.values() if job["status"] == "succeeded")
     returned = sync_used + job_used
-    figures = [f"books: ledger change {ledger_change}, balance change {balance_after - balance_before}, "
-               f"credits the API returned {returned} (sync {sync_used}, jobs {job_used})"]
+    figures = [
+        f"books: ledger change {ledger_change}, balance change {balance_after - balance_before}, "
+        f"credits the API returned {returned} (sync {sync_used}, jobs {job_used})"
+    ]
     if not ledger_change == balance_after - balance_before == -returned:
         problems.append("the books do not balance")
 
@@ -284,13 +308,19 @@ def _check_books(stack: RunningStack, key_id: str, balance_before: int, seeded_e
     if fault == "none" and failed_5xx:
         problems.append(f"{len(failed_5xx)} answers were 5xx (or none) without a fault to explain them")
     refunded = sum(1 for kinds in by_request.values() if {"refund", "release"} & set(kinds))
-    figures.append(f"5xx or no answer: {len(failed_5xx)}, each refunded or never reserved; "
-                   f"refunded reservations: {refunded}")
-    unexpected = [answer for answer in answers
-                  if answer.status not in EXPECTED[answer.kind] and answer.status < 500 and answer.status != 0]
+    figures.append(
+        f"5xx or no answer: {len(failed_5xx)}, each refunded or never reserved; refunded reservations: {refunded}"
+    )
+    unexpected = [
+        answer
+        for answer in answers
+        if answer.status not in EXPECTED[answer.kind] and answer.status < 500 and answer.status != 0
+    ]
     if unexpected:
-        problems.append(f"{len(unexpected)} answers were neither the expected status nor a 5xx: "
-                        f"{Counter((a.kind, a.status, a.code) for a in unexpected).most_common(5)}")
+        problems.append(
+            f"{len(unexpected)} answers were neither the expected status nor a 5xx: "
+            f"{Counter((a.kind, a.status, a.code) for a in unexpected).most_common(5)}"
+        )
     return figures, problems
 
 
@@ -299,8 +329,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fault", choices=["none", "model-restart", "dynamodb-throttle"], default="none")
     parser.add_argument("--clients", type=int, default=6, help="concurrent clients (default 6)")
     parser.add_argument("--seconds", type=float, default=60, help="how long the clients send (default 60)")
-    parser.add_argument("--throttle-rate", type=float, default=0.3,
-                        help="the share of DynamoDB calls throttled with --fault dynamodb-throttle (default 0.3)")
+    parser.add_argument(
+        "--throttle-rate",
+        type=float,
+        default=0.3,
+        help="the share of DynamoDB calls throttled with --fault dynamodb-throttle (default 0.3)",
+    )
     parser.add_argument("--outage", type=float, default=5, help="seconds the model server stays down (default 5)")
     parser.add_argument("--lambda-concurrency", type=int, default=4, help="the stack's handler processes")
     args = parser.parse_args(argv)
@@ -311,11 +345,16 @@ def main(argv: list[str] | None = None) -> int:
     scratch = Path(tempfile.mkdtemp(prefix="infery-load-"))
     extra: dict[str, str] = {}
     if args.fault == "dynamodb-throttle":
-        extra = {"PYTHONPATH": os.pathsep.join([str(FAULTS_DIR), str(ROOT / "layers" / "common" / "python")]),
-                 "INFERY_FAULT_THROTTLE_FILE": str(scratch / "throttle"),
-                 "INFERY_FAULT_THROTTLE_RATE": str(args.throttle_rate)}
-    print(f"infery load test: fault {args.fault}, {args.clients} clients for {args.seconds:.0f} s; starting a local "
-          "stack ...", flush=True)
+        extra = {
+            "PYTHONPATH": os.pathsep.join([str(FAULTS_DIR), str(ROOT / "layers" / "common" / "python")]),
+            "INFERY_FAULT_THROTTLE_FILE": str(scratch / "throttle"),
+            "INFERY_FAULT_THROTTLE_RATE": str(args.throttle_rate),
+        }
+    print(
+        f"infery load test: fault {args.fault}, {args.clients} clients for {args.seconds:.0f} s; starting a local "
+        "stack ...",
+        flush=True,
+    )
     process, stack = start_stack(credits=1_000_000, concurrency=args.lambda_concurrency, extra_environment=extra)
     fault: ModelRestart | DynamoDBThrottle | None = None
     try:
@@ -332,8 +371,10 @@ def main(argv: list[str] | None = None) -> int:
         if fault_thread:
             fault_thread.start()
         with ThreadPoolExecutor(max_workers=args.clients) as pool:
-            futures = [pool.submit(_client, stack.base_url, stack.api_key, audio, deadline, seed)
-                       for seed in range(args.clients)]
+            futures = [
+                pool.submit(_client, stack.base_url, stack.api_key, audio, deadline, seed)
+                for seed in range(args.clients)
+            ]
             answers = [answer for future in futures for answer in future.result()]
         sent_seconds = time.monotonic() - started
         if fault_thread:
@@ -351,8 +392,10 @@ def main(argv: list[str] | None = None) -> int:
         errors = Counter(job["error"]["code"] for job in jobs.values() if job.get("error"))
         if released:
             print(f"reservations left open (their refund failed) and released by the reconciler: {released}")
-        print(f"jobs: {len(job_ids)} created, {outcomes['succeeded']} succeeded, {outcomes['failed']} failed"
-              f"{' ' + json.dumps(dict(errors)) if errors else ''}, {len(job_ids) - len(jobs)} unfinished")
+        print(
+            f"jobs: {len(job_ids)} created, {outcomes['succeeded']} succeeded, {outcomes['failed']} failed"
+            f"{' ' + json.dumps(dict(errors)) if errors else ''}, {len(job_ids) - len(jobs)} unfinished"
+        )
         figures, problems = _check_books(stack, key_id, balance_before, seeded_entries, answers, jobs, args.fault)
         print(*figures, sep="\n")
         if len(jobs) < len(job_ids):

@@ -33,8 +33,7 @@ def multipart_body(audio: bytes | None, /, filename: str = "speech.wav", **field
     return content_type, body
 
 
-def toolbelt_multipart_body(audio: bytes | None, /, filename: str = "speech.wav",
-                            **fields: Any) -> tuple[str, bytes]:
+def toolbelt_multipart_body(audio: bytes | None, /, filename: str = "speech.wav", **fields: Any) -> tuple[str, bytes]:
     """The same form, encoded by requests_toolbelt's MultipartEncoder (what `requests` users send)."""
     encoder = MultipartEncoder(fields=_form_parts(audio, filename, fields))
     return encoder.content_type, encoder.to_string()
@@ -81,10 +80,21 @@ def audio_of(request: TranscriptionRequest) -> bytes:
 
 
 def segment(index: int, start: float, end: float, text: str) -> Segment:
-    return Segment(id=index, seek=index * 3000, start=start, end=end, text=text, tokens=[50363, 383 + index],
-                   temperature=0.0, avg_logprob=-0.25, compression_ratio=1.4, no_speech_prob=0.02)
+    return Segment(
+        id=index,
+        seek=index * 3000,
+        start=start,
+        end=end,
+        text=text,
+        tokens=[50363, 383 + index],
+        temperature=0.0,
+        avg_logprob=-0.25,
+        compression_ratio=1.4,
+        no_speech_prob=0.02,
+    )
 
 
-def inference_result(text: str, segments: list[Segment], *, words: list[Word] | None = None,
-                     language: str = "en", duration: float = 12.5) -> InferenceResult:
+def inference_result(
+    text: str, segments: list[Segment], *, words: list[Word] | None = None, language: str = "en", duration: float = 12.5
+) -> InferenceResult:
     return InferenceResult(text=text, language=language, duration=duration, segments=segments, words=words)

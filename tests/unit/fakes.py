@@ -35,20 +35,38 @@ class FakeCredits:
         return self.balances[key_hash]
 
     def entries_for_request(self, key_id: str, request_id_prefix: str) -> list[LedgerEntry]:
-        return [entry for entry in self.entries
-                if entry.key_id == key_id and entry.entry_id.startswith(request_id_prefix)]
+        return [
+            entry for entry in self.entries if entry.key_id == key_id and entry.entry_id.startswith(request_id_prefix)
+        ]
 
     def _entry(self, key: str, key_id: str, kind: LedgerKind, request_id: str, credits: int, **fields) -> None:
         self.balances[key] += credits
-        self.entries.append(LedgerEntry(key_id=key_id, entry_id=f"{request_id}#{kind.value}", kind=kind,
-                                        request_id=request_id, credits=credits, balance_after=self.balances[key],
-                                        created_at=now_iso(), **fields))
+        self.entries.append(
+            LedgerEntry(
+                key_id=key_id,
+                entry_id=f"{request_id}#{kind.value}",
+                kind=kind,
+                request_id=request_id,
+                credits=credits,
+                balance_after=self.balances[key],
+                created_at=now_iso(),
+                **fields,
+            )
+        )
 
     def _has(self, request_id: str, kind: LedgerKind) -> bool:
         return any(entry.entry_id == f"{request_id}#{kind.value}" for entry in self.entries)
 
-    def reserve(self, key: ApiKeyItem, credits: int, *, request_id: str, model: str,
-                hold_seconds: int | None = None, covered_seconds: float | None = None) -> Reservation:
+    def reserve(
+        self,
+        key: ApiKeyItem,
+        credits: int,
+        *,
+        request_id: str,
+        model: str,
+        hold_seconds: int | None = None,
+        covered_seconds: float | None = None,
+    ) -> Reservation:
         if self._has(request_id, LedgerKind.RESERVE):
             if request_id in self.open:
                 return self.open[request_id]
@@ -56,10 +74,17 @@ class FakeCredits:
         if self.balances[key.key_hash] < credits:
             raise InsufficientCredits(f"needs {credits}, has {self.balances[key.key_hash]}")
         epoch = next(_clock)
-        reservation = Reservation(request_id=request_id, key_hash=key.key_hash, key_id=key.key_id, model=model,
-                                  credits=credits, created_at=now_iso(), created_epoch=epoch,
-                                  hold_until_epoch=epoch + hold_seconds if hold_seconds else None,
-                                  covered_seconds=covered_seconds)
+        reservation = Reservation(
+            request_id=request_id,
+            key_hash=key.key_hash,
+            key_id=key.key_id,
+            model=model,
+            credits=credits,
+            created_at=now_iso(),
+            created_epoch=epoch,
+            hold_until_epoch=epoch + hold_seconds if hold_seconds else None,
+            covered_seconds=covered_seconds,
+        )
         self._entry(key.key_hash, key.key_id, LedgerKind.RESERVE, request_id, -credits, model=model)
         self.open[request_id] = reservation
         return reservation
@@ -73,17 +98,33 @@ class FakeCredits:
         extra = credits_used - reservation.credits
         collectable = min(extra, self.balances[reservation.key_hash]) if extra > 0 else extra
         unpaid = extra - collectable if extra > 0 else 0
-        self._entry(reservation.key_hash, reservation.key_id, LedgerKind.SETTLE, reservation.request_id,
-                    -collectable, billed_credits=reservation.credits + collectable, audio_seconds=audio_seconds,
-                    unpaid_credits=unpaid or None)
-        return SettledCharge(billed_credits=reservation.credits + collectable,
-                             balance_after=self.balances[reservation.key_hash], unpaid_credits=unpaid)
+        self._entry(
+            reservation.key_hash,
+            reservation.key_id,
+            LedgerKind.SETTLE,
+            reservation.request_id,
+            -collectable,
+            billed_credits=reservation.credits + collectable,
+            audio_seconds=audio_seconds,
+            unpaid_credits=unpaid or None,
+        )
+        return SettledCharge(
+            billed_credits=reservation.credits + collectable,
+            balance_after=self.balances[reservation.key_hash],
+            unpaid_credits=unpaid,
+        )
 
     def refund(self, reservation: Reservation, *, reason: str) -> int | None:
         if self.open.pop(reservation.request_id, None) is None:
             return None
-        self._entry(reservation.key_hash, reservation.key_id, LedgerKind.REFUND, reservation.request_id,
-                    reservation.credits, note=reason)
+        self._entry(
+            reservation.key_hash,
+            reservation.key_id,
+            LedgerKind.REFUND,
+            reservation.request_id,
+            reservation.credits,
+            note=reason,
+        )
         return self.balances[reservation.key_hash]
 
     def charged(self, key_id: str) -> int:
@@ -125,8 +166,9 @@ class FakeJobs:
         return self.jobs.get(job_id)
 
     def list_for_key(self, key_id: str, limit: int = 20) -> tuple[list[Job], bool]:
-        own = sorted((job for job in self.jobs.values() if job.key_id == key_id), key=lambda job: job.created_at,
-                     reverse=True)
+        own = sorted(
+            (job for job in self.jobs.values() if job.key_id == key_id), key=lambda job: job.created_at, reverse=True
+        )
         return own[:limit], len(own) > limit
 
     def _update(self, job_id: str, **changes) -> Job:
@@ -136,11 +178,14 @@ class FakeJobs:
     def claim(self, job_id: str, lease_seconds: int) -> Job | None:
         job = self.jobs.get(job_id)
         now = self.now()
-        if job is None or not (job.status in (JobStatus.QUEUED, JobStatus.AWAITING_UPLOAD)
-                               or (job.status is JobStatus.RUNNING and job.lease_until < now)):
+        if job is None or not (
+            job.status in (JobStatus.QUEUED, JobStatus.AWAITING_UPLOAD)
+            or (job.status is JobStatus.RUNNING and job.lease_until < now)
+        ):
             return None
-        return self._update(job_id, status=JobStatus.RUNNING, lease_until=now + lease_seconds, progress=0.05,
-                            attempts=job.attempts + 1)
+        return self._update(
+            job_id, status=JobStatus.RUNNING, lease_until=now + lease_seconds, progress=0.05, attempts=job.attempts + 1
+        )
 
     def submitted(self, job_id: str, *, inference_id: str, lease_until: int) -> Job:
         return self._update(job_id, inference_id=inference_id, lease_until=lease_until, progress=0.1)
@@ -151,8 +196,14 @@ class FakeJobs:
         return self.jobs[job_id]
 
     def succeed(self, job_id: str, *, result_key: str, credits_used: int, audio_seconds: float) -> Job:
-        return self._update(job_id, status=JobStatus.SUCCEEDED, progress=1.0, result_key=result_key,
-                            credits_used=credits_used, audio_seconds=audio_seconds)
+        return self._update(
+            job_id,
+            status=JobStatus.SUCCEEDED,
+            progress=1.0,
+            result_key=result_key,
+            credits_used=credits_used,
+            audio_seconds=audio_seconds,
+        )
 
     def fail(self, job_id: str, error: JobError) -> Job:
         return self._update(job_id, status=JobStatus.FAILED, error=error)
@@ -242,6 +293,10 @@ class FakeAsyncEndpoint:
 
     @staticmethod
     def notification(inference_id: str, succeeded: bool = True) -> AsyncNotification:
-        return AsyncNotification.model_validate({
-            "inferenceId": inference_id, "invocationStatus": "Completed" if succeeded else "Failed",
-            "eventSource": "aws:sagemaker"})
+        return AsyncNotification.model_validate(
+            {
+                "inferenceId": inference_id,
+                "invocationStatus": "Completed" if succeeded else "Failed",
+                "eventSource": "aws:sagemaker",
+            }
+        )

@@ -21,10 +21,13 @@ def test_every_supported_format_is_recognised_from_a_real_encoded_file(encoded_a
     assert sniff_audio_format(data) is audio_format
 
 
-@pytest.mark.parametrize(("file_key", "new_brand", "expected"), [
-    ("m4a", b"isom", AudioFormat.MP4),
-    ("mp4", b"M4A ", AudioFormat.M4A),
-])
+@pytest.mark.parametrize(
+    ("file_key", "new_brand", "expected"),
+    [
+        ("m4a", b"isom", AudioFormat.MP4),
+        ("mp4", b"M4A ", AudioFormat.M4A),
+    ],
+)
 def test_mp4_and_m4a_are_told_apart_by_the_ftyp_major_brand_alone(encoded_audio, file_key, new_brand, expected):
     # Given a real file whose ftyp major brand is swapped for the other format's
     data = encoded_audio[file_key].read_bytes()
@@ -34,13 +37,16 @@ def test_mp4_and_m4a_are_told_apart_by_the_ftyp_major_brand_alone(encoded_audio,
     assert sniff_audio_format(rebranded) is expected
 
 
-@pytest.mark.parametrize(("brand", "expected"), [
-    (b"M4A ", AudioFormat.M4A),
-    (b"M4B ", AudioFormat.M4A),  # audiobook brand
-    (b"isom", AudioFormat.MP4),
-    (b"mp42", AudioFormat.MP4),
-    (b"dash", AudioFormat.MP4),
-])
+@pytest.mark.parametrize(
+    ("brand", "expected"),
+    [
+        (b"M4A ", AudioFormat.M4A),
+        (b"M4B ", AudioFormat.M4A),  # audiobook brand
+        (b"isom", AudioFormat.MP4),
+        (b"mp42", AudioFormat.MP4),
+        (b"dash", AudioFormat.MP4),
+    ],
+)
 def test_ftyp_brands(brand, expected):
     assert sniff_audio_format(ftyp_box(brand, b"isom") + bytes(64)) is expected
 
@@ -108,8 +114,9 @@ def test_a_file_named_mp3_whose_bytes_are_text_is_refused():
     content_type, body = multipart_body(NOT_AUDIO["text"], filename="notes.mp3", model="whisper-1")
     # Then the name is not believed: the bytes decide, and they are not audio
     with pytest.raises(UnsupportedMediaType) as raised:
-        parse_transcription_request(Task.TRANSCRIBE, content_type, body, max_audio_bytes=4_194_304,
-                                    max_upload_bytes=25_000_000)
+        parse_transcription_request(
+            Task.TRANSCRIBE, content_type, body, max_audio_bytes=4_194_304, max_upload_bytes=25_000_000
+        )
     assert (raised.value.status_code, raised.value.code) == (415, "unsupported_audio_format")
 
 

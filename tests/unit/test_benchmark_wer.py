@@ -20,11 +20,22 @@ def _reference_distance(a: list[str], b: list[str]) -> int:
     return rows[-1][-1]
 
 
-@pytest.mark.parametrize(("number", "words"), [
-    (0, "zero"), (7, "seven"), (13, "thirteen"), (20, "twenty"), (42, "forty two"), (100, "one hundred"),
-    (101, "one hundred one"), (999, "nine hundred ninety nine"), (1000, "one thousand"),
-    (2024, "two thousand twenty four"), (9999, "nine thousand nine hundred ninety nine"),
-])
+@pytest.mark.parametrize(
+    ("number", "words"),
+    [
+        (0, "zero"),
+        (7, "seven"),
+        (13, "thirteen"),
+        (20, "twenty"),
+        (42, "forty two"),
+        (100, "one hundred"),
+        (101, "one hundred one"),
+        (999, "nine hundred ninety nine"),
+        (1000, "one thousand"),
+        (2024, "two thousand twenty four"),
+        (9999, "nine thousand nine hundred ninety nine"),
+    ],
+)
 def test_cardinals_up_to_9999_are_spelled_without_and(number, words):
     assert " ".join(cardinal(number)) == words
 
@@ -34,37 +45,50 @@ def test_a_cardinal_outside_0_to_9999_is_refused():
         cardinal(10_000)
 
 
-@pytest.mark.parametrize(("text", "suffix", "words"), [
-    ("1984", None, "nineteen eighty four"),
-    ("1900", None, "nineteen hundred"),
-    ("1905", None, "nineteen oh five"),
-    ("2005", None, "two thousand five"),
-    ("1500", None, "fifteen hundred"),
-    ("1,500", None, "one thousand five hundred"),
-    ("3.5", None, "three point five"),
-    ("0.25", None, "zero point two five"),
-    ("10", "%", "ten percent"),
-    ("3", "rd", "third"),
-    ("21", "st", "twenty first"),
-    ("40", "th", "fortieth"),
-    ("12", "th", "twelfth"),
-    ("5551234", None, "five five five one two three four"),
-    ("007", None, "zero zero seven"),
-])
+@pytest.mark.parametrize(
+    ("text", "suffix", "words"),
+    [
+        ("1984", None, "nineteen eighty four"),
+        ("1900", None, "nineteen hundred"),
+        ("1905", None, "nineteen oh five"),
+        ("2005", None, "two thousand five"),
+        ("1500", None, "fifteen hundred"),
+        ("1,500", None, "one thousand five hundred"),
+        ("3.5", None, "three point five"),
+        ("0.25", None, "zero point two five"),
+        ("10", "%", "ten percent"),
+        ("3", "rd", "third"),
+        ("21", "st", "twenty first"),
+        ("40", "th", "fortieth"),
+        ("12", "th", "twelfth"),
+        ("5551234", None, "five five five one two three four"),
+        ("007", None, "zero zero seven"),
+    ],
+)
 def test_numbers_are_spelled_as_they_are_said(text, suffix, words):
     assert " ".join(number_words(text, suffix)) == words
 
 
 def test_case_punctuation_and_hyphens_are_ignored():
-    assert normalize("Hello, World! It's a well-known FACT; isn't it?") == \
-        ["hello", "world", "its", "a", "well", "known", "fact", "isnt", "it"]
+    assert normalize("Hello, World! It's a well-known FACT; isn't it?") == [
+        "hello",
+        "world",
+        "its",
+        "a",
+        "well",
+        "known",
+        "fact",
+        "isnt",
+        "it",
+    ]
 
 
 def test_digits_and_spelled_numbers_match():
     assert normalize("We need 10 more chairs.") == normalize("We need ten more chairs")
     assert wer("We sold twenty-four units in 2024.", "we sold 24 units in two thousand and twenty four") == 0.0
-    assert wer("It costs $3.50, about 10% more.", "It costs three point five zero dollars about ten percent more") \
-        == 0.0
+    assert (
+        wer("It costs $3.50, about 10% more.", "It costs three point five zero dollars about ten percent more") == 0.0
+    )
     assert wer("On the 3rd of May", "on the third of may") == 0.0
 
 

@@ -40,7 +40,8 @@ def true_seconds(encoded_audio: dict[str, Path]) -> float:
 
 @pytest.mark.parametrize("audio_format", list(AudioFormat))
 def test_given_real_speech_in_each_format_then_the_probed_duration_is_the_wavs_true_length(
-        encoded_audio, true_seconds, audio_format):
+    encoded_audio, true_seconds, audio_format
+):
     audio = encoded_audio[audio_format.value].read_bytes()
     seconds = probe_duration(audio, audio_format)
     assert isinstance(seconds, float)
@@ -52,16 +53,17 @@ def test_given_real_speech_in_each_format_then_the_probed_duration_is_the_wavs_t
 
 def _data_size_field(wav: bytes) -> int:
     position = wav.index(b"data")
-    return struct.unpack("<I", wav[position + 4: position + 8])[0]
+    return struct.unpack("<I", wav[position + 4 : position + 8])[0]
 
 
 def _byte_rate(wav: bytes) -> int:
     position = wav.index(b"fmt ")
-    return struct.unpack("<I", wav[position + 16: position + 20])[0]
+    return struct.unpack("<I", wav[position + 16 : position + 20])[0]
 
 
 def test_given_a_streamed_wav_as_espeak_ng_writes_it_then_the_duration_is_what_its_bytes_hold_not_its_header(
-        encoded_audio, true_seconds):
+    encoded_audio, true_seconds
+):
     wav = encoded_audio["wav"].read_bytes()
     # Given a WAV as espeak-ng writes it to stdout: its header claims far more data than follows
     assert _data_size_field(wav) > 100 * len(wav)
@@ -71,17 +73,18 @@ def test_given_a_streamed_wav_as_espeak_ng_writes_it_then_the_duration_is_what_i
 
 
 def test_given_a_wav_whose_riff_and_data_sizes_are_0xffffffff_then_the_duration_is_what_its_bytes_hold(
-        encoded_audio, true_seconds):
+    encoded_audio, true_seconds
+):
     wav = encoded_audio["wav"].read_bytes()
     data = wav.index(b"data")
-    streamed = b"RIFF" + b"\xff\xff\xff\xff" + wav[8:data + 4] + b"\xff\xff\xff\xff" + wav[data + 8:]
+    streamed = b"RIFF" + b"\xff\xff\xff\xff" + wav[8 : data + 4] + b"\xff\xff\xff\xff" + wav[data + 8 :]
     assert len(streamed) == len(wav) and _data_size_field(streamed) == 0xFFFFFFFF
     assert probe_duration(streamed, AudioFormat.WAV) == pytest.approx(true_seconds, abs=0.01)
 
 
 def test_given_a_streamed_wav_cut_in_half_then_the_duration_is_the_half_present(encoded_audio, true_seconds):
     wav = encoded_audio["wav"].read_bytes()
-    half = wav[:len(wav) // 2]
+    half = wav[: len(wav) // 2]
     assert probe_duration(half, AudioFormat.WAV) == pytest.approx(len(wav) // 2 / _byte_rate(wav), abs=0.01)
     assert probe_duration(half, AudioFormat.WAV) < true_seconds / 2 + 0.01
 
@@ -134,7 +137,7 @@ def test_given_a_webm_whose_duration_is_overwritten_with_a_void_element_then_non
     webm = encoded_audio["webm"].read_bytes()
     position, length = _duration_element(webm)
     void = b"\xec" + bytes([0x80 | (length - 2)]) + bytes(length - 2)  # EBML Void, same length
-    without_duration = webm[:position] + void + webm[position + length:]
+    without_duration = webm[:position] + void + webm[position + length :]
     assert len(without_duration) == len(webm)
     assert probe_duration(without_duration, AudioFormat.WEBM) is None
 
@@ -166,29 +169,49 @@ def _info(*fields: bytes) -> bytes:
     return _element(INFO, b"".join(fields))
 
 
-@pytest.mark.parametrize(("info", "expected"), [
-    (_info(_element(TIMECODE_SCALE, (1_000_000).to_bytes(3, "big")), _element(DURATION, struct.pack(">d", 2500.0))),
-     2.5),
-    (_info(_element(DURATION, struct.pack(">f", 2500.0))), 2.5),  # a 4-byte float; the default scale is 1 ms
-    (_info(_element(MUXING_APP, b"test"), _element(DURATION, struct.pack(">d", 1234.5))), 1.2345),
-    (_info(_element(TIMECODE_SCALE, (1_000).to_bytes(2, "big")), _element(DURATION, struct.pack(">d", 3e6))), 3.0),
-])
+@pytest.mark.parametrize(
+    ("info", "expected"),
+    [
+        (
+            _info(
+                _element(TIMECODE_SCALE, (1_000_000).to_bytes(3, "big")), _element(DURATION, struct.pack(">d", 2500.0))
+            ),
+            2.5,
+        ),
+        (_info(_element(DURATION, struct.pack(">f", 2500.0))), 2.5),  # a 4-byte float; the default scale is 1 ms
+        (_info(_element(MUXING_APP, b"test"), _element(DURATION, struct.pack(">d", 1234.5))), 1.2345),
+        (_info(_element(TIMECODE_SCALE, (1_000).to_bytes(2, "big")), _element(DURATION, struct.pack(">d", 3e6))), 3.0),
+    ],
+)
 def test_given_a_hand_built_webm_with_a_duration_then_it_is_read(info, expected):
     assert probe_duration(_webm(_element(TRACKS, b""), info), AudioFormat.WEBM) == pytest.approx(expected)
 
 
-@pytest.mark.parametrize("segment_children", [
-    (_info(_element(TIMECODE_SCALE, (1_000_000).to_bytes(3, "big"))),),  # Info without Duration
-    (_element(CLUSTER, b"\xe7\x81\x00"), _info(_element(DURATION, struct.pack(">d", 2500.0)))),  # media before Info
-    (_element(TRACKS, b""),),  # no Info at all
-    (_info(_element(DURATION, struct.pack(">d", 0.0))),),
-    (_info(_element(DURATION, struct.pack(">d", -2500.0))),),
-    (_info(_element(DURATION, struct.pack(">d", float("nan")))),),
-    (_info(_element(DURATION, b"\x00\x00\x00")),),  # neither a 4- nor an 8-byte float
-    (_info(_element(DURATION, b"")),),
-    (_info(_element(TIMECODE_SCALE, b""), _element(DURATION, struct.pack(">d", 2500.0))),),  # a scale of 0
-], ids=["info-without-duration", "cluster-before-info", "no-info", "zero", "negative", "nan", "three-byte-float",
-        "empty-duration", "empty-timecode-scale"])
+@pytest.mark.parametrize(
+    "segment_children",
+    [
+        (_info(_element(TIMECODE_SCALE, (1_000_000).to_bytes(3, "big"))),),  # Info without Duration
+        (_element(CLUSTER, b"\xe7\x81\x00"), _info(_element(DURATION, struct.pack(">d", 2500.0)))),  # media before Info
+        (_element(TRACKS, b""),),  # no Info at all
+        (_info(_element(DURATION, struct.pack(">d", 0.0))),),
+        (_info(_element(DURATION, struct.pack(">d", -2500.0))),),
+        (_info(_element(DURATION, struct.pack(">d", float("nan")))),),
+        (_info(_element(DURATION, b"\x00\x00\x00")),),  # neither a 4- nor an 8-byte float
+        (_info(_element(DURATION, b"")),),
+        (_info(_element(TIMECODE_SCALE, b""), _element(DURATION, struct.pack(">d", 2500.0))),),  # a scale of 0
+    ],
+    ids=[
+        "info-without-duration",
+        "cluster-before-info",
+        "no-info",
+        "zero",
+        "negative",
+        "nan",
+        "three-byte-float",
+        "empty-duration",
+        "empty-timecode-scale",
+    ],
+)
 def test_given_a_webm_that_declares_no_usable_duration_then_none(segment_children):
     assert probe_duration(_webm(*segment_children), AudioFormat.WEBM) is None
 
@@ -198,12 +221,15 @@ def test_given_a_webm_that_declares_an_infinite_duration_then_none():
     assert probe_duration(webm, AudioFormat.WEBM) is None
 
 
-@pytest.mark.parametrize("data", [
-    ebml_header(b"webm") + b"\x00\x81\x00",  # an element id that is no EBML variable-length integer
-    ebml_header(b"webm") + SEGMENT + b"\x00",  # a size that is none either
-    ebml_header(b"webm") + SEGMENT + b"\x01\xff\xff\xff\xff\xff\xff\xff" + INFO + b"\x88" + DURATION,  # cut short
-    ebml_header(b"webm") + SEGMENT + b"\x81",  # a segment and nothing in it
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        ebml_header(b"webm") + b"\x00\x81\x00",  # an element id that is no EBML variable-length integer
+        ebml_header(b"webm") + SEGMENT + b"\x00",  # a size that is none either
+        ebml_header(b"webm") + SEGMENT + b"\x01\xff\xff\xff\xff\xff\xff\xff" + INFO + b"\x88" + DURATION,  # cut short
+        ebml_header(b"webm") + SEGMENT + b"\x81",  # a segment and nothing in it
+    ],
+)
 def test_given_a_broken_webm_structure_then_none(data):
     assert probe_duration(data, AudioFormat.WEBM) is None
 
@@ -217,9 +243,11 @@ def _garbage(seed: int) -> bytes:
 
 
 @pytest.mark.parametrize("audio_format", list(AudioFormat))
-@pytest.mark.parametrize("data", [b"", b"\x00", bytes(4096), b"hello, this is not audio" * 50,
-                                  *(_garbage(seed) for seed in range(5))],
-                         ids=["empty", "one-zero", "zeros", "text", *(f"random-{seed}" for seed in range(5))])
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"\x00", bytes(4096), b"hello, this is not audio" * 50, *(_garbage(seed) for seed in range(5))],
+    ids=["empty", "one-zero", "zeros", "text", *(f"random-{seed}" for seed in range(5))],
+)
 def test_given_bytes_that_are_not_audio_then_none(audio_format, data):
     assert probe_duration(data, audio_format) is None
 
@@ -233,7 +261,8 @@ def test_given_a_file_cut_inside_its_header_then_none(encoded_audio, audio_forma
 
 @pytest.mark.parametrize("audio_format", list(AudioFormat))
 def test_given_a_file_cut_anywhere_then_probing_never_raises_and_never_claims_more_than_the_whole(
-        encoded_audio, true_seconds, audio_format):
+    encoded_audio, true_seconds, audio_format
+):
     audio = encoded_audio[audio_format.value].read_bytes()
     for length in sorted({*range(0, 2048, 61), len(audio) // 3, len(audio) // 2, len(audio) - 1}):
         seconds = probe_duration(audio[:length], audio_format)
@@ -252,9 +281,17 @@ def test_given_a_file_with_corrupted_bytes_then_probing_never_raises(encoded_aud
         assert seconds is None or (isinstance(seconds, float) and seconds > 0)
 
 
-@pytest.mark.parametrize(("actual", "claimed"), [("wav", AudioFormat.FLAC), ("flac", AudioFormat.MP4),
-                                                  ("webm", AudioFormat.OGG), ("ogg", AudioFormat.WEBM),
-                                                  ("mp4", AudioFormat.WAV), ("m4a", AudioFormat.FLAC)])
+@pytest.mark.parametrize(
+    ("actual", "claimed"),
+    [
+        ("wav", AudioFormat.FLAC),
+        ("flac", AudioFormat.MP4),
+        ("webm", AudioFormat.OGG),
+        ("ogg", AudioFormat.WEBM),
+        ("mp4", AudioFormat.WAV),
+        ("m4a", AudioFormat.FLAC),
+    ],
+)
 def test_given_a_file_probed_as_another_format_then_none(encoded_audio, actual, claimed):
     assert probe_duration(encoded_audio[actual].read_bytes(), claimed) is None
 

@@ -97,8 +97,9 @@ WORDS = {1: " Hello", 2: " world.", 3: " And", 4: " more"}
 
 
 def _tokenizer() -> SimpleNamespace:
-    return SimpleNamespace(timestamp_begin=BEGIN, eot=EOT,
-                           decode=lambda tokens: "".join(WORDS[token] for token in tokens))
+    return SimpleNamespace(
+        timestamp_begin=BEGIN, eot=EOT, decode=lambda tokens: "".join(WORDS[token] for token in tokens)
+    )
 
 
 MODEL = SimpleNamespace(frames_per_second=100, time_precision=0.02)
@@ -109,15 +110,16 @@ def _ts(seconds: float) -> int:
 
 
 def _split(tokens: list[int], window: Window):
-    return split_window(MODEL, _tokenizer(), tokens, window, avg_logprob=-0.2, no_speech_prob=0.01,
-                        temperature=0.0)
+    return split_window(MODEL, _tokenizer(), tokens, window, avg_logprob=-0.2, no_speech_prob=0.01, temperature=0.0)
 
 
 def test_segments_are_placed_on_the_original_timeline() -> None:
     window = Window(2, 60 * SAMPLE_RATE, 85 * SAMPLE_RATE)
     segments = _split([_ts(0.0), 1, 2, _ts(2.4), _ts(3.0), 3, 4, _ts(5.0)], window)
-    assert [(segment.start, segment.end, segment.text) for segment in segments] == \
-        [(60.0, 62.4, " Hello world."), (63.0, 65.0, " And more")]
+    assert [(segment.start, segment.end, segment.text) for segment in segments] == [
+        (60.0, 62.4, " Hello world."),
+        (63.0, 65.0, " And more"),
+    ]
     assert all(segment.seek == 6000 for segment in segments)
 
 
@@ -144,21 +146,33 @@ def test_a_window_of_silence_gives_no_segment() -> None:
 
 
 def _ticket(windows: int, options: DecodeOptions) -> _Ticket:
-    return _Ticket(audio=np.zeros(1, dtype=np.float32), options=options, tokenizer=None,  # type: ignore[arg-type]
-                   pending=deque(Window(index, 0, 1) for index in range(windows)), done=threading.Condition())
+    return _Ticket(
+        audio=np.zeros(1, dtype=np.float32),
+        options=options,
+        tokenizer=None,  # type: ignore[arg-type]
+        pending=deque(Window(index, 0, 1) for index in range(windows)),
+        done=threading.Condition(),
+    )
 
 
 def test_a_batch_takes_windows_round_robin_across_requests_with_the_same_options() -> None:
     batcher = WindowBatcher(SimpleNamespace(), batch_size=4)  # type: ignore[arg-type]
     batcher.stop()  # its thread is not needed to see the order it would decode in
     english = DecodeOptions(language="en")
-    long_file, short_request, other_options = _ticket(10, english), _ticket(1, english), \
-        _ticket(2, DecodeOptions(language="en", word_timestamps=True))
+    long_file, short_request, other_options = (
+        _ticket(10, english),
+        _ticket(1, english),
+        _ticket(2, DecodeOptions(language="en", word_timestamps=True)),
+    )
     for ticket in (long_file, short_request, other_options):
         batcher._tickets[id(ticket)] = ticket
     first = batcher._take_round_robin()
-    assert [(ticket is short_request, window.index) for ticket, window in first] == \
-        [(False, 0), (True, 0), (False, 1), (False, 2)]
+    assert [(ticket is short_request, window.index) for ticket, window in first] == [
+        (False, 0),
+        (True, 0),
+        (False, 1),
+        (False, 2),
+    ]
     # the long file was served first, so the next batch starts with the next request in line
     second = batcher._take_round_robin()
     assert {ticket.options for ticket, _ in second} == {other_options.options}
@@ -180,8 +194,15 @@ def _wav(sample_rate: int, seconds: float) -> bytes:
 
 def test_a_wav_that_says_1_hz_is_refused_before_decoding() -> None:
     data = 4000
-    bomb = (b"RIFF" + struct.pack("<I", 36 + data) + b"WAVEfmt " + struct.pack("<IHHIIHH", 16, 1, 1, 1, 2, 2, 16)
-            + b"data" + struct.pack("<I", data) + bytes(data))
+    bomb = (
+        b"RIFF"
+        + struct.pack("<I", 36 + data)
+        + b"WAVEfmt "
+        + struct.pack("<IHHIIHH", 16, 1, 1, 1, 2, 2, 16)
+        + b"data"
+        + struct.pack("<I", data)
+        + bytes(data)
+    )
     with pytest.raises(AudioRefused) as refused:
         decode(bomb, AudioLimits())
     assert refused.value.code == "sample_rate_too_low"
@@ -210,21 +231,27 @@ def test_bytes_that_are_not_audio_are_refused_without_pyavs_own_words() -> None:
 # --- what counts as a decoding loop -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("text", [
-    "Please send the report to the Phi Phi Phi Phi Phi.",
-    "We will meet on Friday. We will meet on Friday. We will meet on Friday.",
-    "thank you thank you thank you",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Please send the report to the Phi Phi Phi Phi Phi.",
+        "We will meet on Friday. We will meet on Friday. We will meet on Friday.",
+        "thank you thank you thank you",
+    ],
+)
 def test_a_phrase_said_again_and_again_in_a_row_is_a_loop(text):
     assert repeats_in_a_row(text)
 
 
-@pytest.mark.parametrize("text", [
-    # similar sentences compress well (Whisper's 2.4 ratio trips on them) but are not a loop
-    "The security team will review the budget on Monday, the design team will review the proposal on Monday, "
-    "the support team will review the report on Tuesday, the sales team will review the roadmap on Tuesday.",
-    "We will meet on Friday. We will meet on Friday.",  # said twice, as people do
-    "no no no no",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        # similar sentences compress well (Whisper's 2.4 ratio trips on them) but are not a loop
+        "The security team will review the budget on Monday, the design team will review the proposal on Monday, "
+        "the support team will review the report on Tuesday, the sales team will review the roadmap on Tuesday.",
+        "We will meet on Friday. We will meet on Friday.",  # said twice, as people do
+        "no no no no",
+    ],
+)
 def test_similar_or_twice_said_sentences_are_not_a_loop(text):
     assert not repeats_in_a_row(text)

@@ -36,15 +36,20 @@ def test_to_body_is_exactly_openais_error_object(error_class):
     error = error_class("The audio file is empty.", param="file", code="empty_file")
     body = error.to_body()
     assert list(body) == ["error"]
-    assert body["error"] == {"message": "The audio file is empty.", "type": error.error_type, "param": "file",
-                             "code": "empty_file"}
+    assert body["error"] == {
+        "message": "The audio file is empty.",
+        "type": error.error_type,
+        "param": "file",
+        "code": "empty_file",
+    }
     assert json.loads(json.dumps(body)) == body
 
 
 def test_an_explicit_code_replaces_the_default_and_nulls_stay_null():
     assert errors.AuthenticationFailed("no key", code="missing_api_key").code == "missing_api_key"
     assert errors.InvalidRequest("bad").to_body() == {
-        "error": {"message": "bad", "type": "invalid_request_error", "param": None, "code": None}}
+        "error": {"message": "bad", "type": "invalid_request_error", "param": None, "code": None}
+    }
 
 
 def test_headers_travel_with_the_error_and_are_not_shared():
@@ -57,4 +62,5 @@ def test_headers_travel_with_the_error_and_are_not_shared():
 
 def test_error_body_builds_the_same_shape():
     assert errors.error_body("m", "server_error") == {
-        "error": {"message": "m", "type": "server_error", "param": None, "code": None}}
+        "error": {"message": "m", "type": "server_error", "param": None, "code": None}
+    }

@@ -11,26 +11,39 @@ from infery.transcription_request import ResponseFormat
 
 from tests.unit.builders import inference_result, segment
 
-OPENAI_SEGMENT_FIELDS = {"id", "seek", "start", "end", "text", "tokens", "temperature", "avg_logprob",
-                         "compression_ratio", "no_speech_prob"}
+OPENAI_SEGMENT_FIELDS = {
+    "id",
+    "seek",
+    "start",
+    "end",
+    "text",
+    "tokens",
+    "temperature",
+    "avg_logprob",
+    "compression_ratio",
+    "no_speech_prob",
+}
 
 SEGMENTS = [segment(0, 0.0, 3.16, " Hello there."), segment(1, 3.62, 3661.0075, "  A --> B, then more. \n")]
 WORDS = [Word(word=" Hello", start=0.0, end=0.42), Word(word=" there.", start=0.42, end=3.16)]
 RESULT = inference_result(" Hello there. A --> B, then more.\n", SEGMENTS, words=WORDS, duration=3662.25)
 
 
-@pytest.mark.parametrize(("seconds", "comma", "dot"), [
-    (0, "00:00:00,000", "00:00:00.000"),
-    (1.5, "00:00:01,500", "00:00:01.500"),
-    (3661.007, "01:01:01,007", "01:01:01.007"),
-    (59.9996, "00:01:00,000", "00:01:00.000"),  # rounding carries into the minutes
-    (1.0004, "00:00:01,000", "00:00:01.000"),
-    (1.0006, "00:00:01,001", "00:00:01.001"),
-    (3599.9999, "01:00:00,000", "01:00:00.000"),
-    (-0.2, "00:00:00,000", "00:00:00.000"),  # never negative
-    (-3600, "00:00:00,000", "00:00:00.000"),
-    (360_000.0, "100:00:00,000", "100:00:00.000"),
-])
+@pytest.mark.parametrize(
+    ("seconds", "comma", "dot"),
+    [
+        (0, "00:00:00,000", "00:00:00.000"),
+        (1.5, "00:00:01,500", "00:00:01.500"),
+        (3661.007, "01:01:01,007", "01:01:01.007"),
+        (59.9996, "00:01:00,000", "00:01:00.000"),  # rounding carries into the minutes
+        (1.0004, "00:00:01,000", "00:00:01.000"),
+        (1.0006, "00:00:01,001", "00:00:01.001"),
+        (3599.9999, "01:00:00,000", "01:00:00.000"),
+        (-0.2, "00:00:00,000", "00:00:00.000"),  # never negative
+        (-3600, "00:00:00,000", "00:00:00.000"),
+        (360_000.0, "100:00:00,000", "100:00:00.000"),
+    ],
+)
 def test_format_timestamp_with_both_decimal_markers(seconds, comma, dot):
     assert format_timestamp(seconds, ",") == comma
     assert format_timestamp(seconds, ".") == dot
@@ -51,14 +64,7 @@ def test_srt_numbers_cues_from_one_with_a_blank_line_after_each():
 
 def test_vtt_has_its_header_dotted_milliseconds_and_no_cue_numbers():
     assert to_vtt(SEGMENTS) == (
-        "WEBVTT\n"
-        "\n"
-        "00:00:00.000 --> 00:00:03.160\n"
-        "Hello there.\n"
-        "\n"
-        "00:00:03.620 --> 01:01:01.008\n"
-        "A -> B, then more.\n"
-        "\n"
+        "WEBVTT\n\n00:00:00.000 --> 00:00:03.160\nHello there.\n\n00:00:03.620 --> 01:01:01.008\nA -> B, then more.\n\n"
     )
 
 
@@ -67,19 +73,27 @@ def test_no_segments_are_an_empty_srt_and_a_header_only_vtt():
     assert to_vtt([]) == "WEBVTT\n\n"
 
 
-def render(response_format: ResponseFormat, *, task: Task = Task.TRANSCRIBE, credits_used: int = 3,
-           include_words: bool = False, result=RESULT):
-    return render_transcript(result, response_format, task=task, credits_used=credits_used,
-                             include_words=include_words)
+def render(
+    response_format: ResponseFormat,
+    *,
+    task: Task = Task.TRANSCRIBE,
+    credits_used: int = 3,
+    include_words: bool = False,
+    result=RESULT,
+):
+    return render_transcript(result, response_format, task=task, credits_used=credits_used, include_words=include_words)
 
 
-@pytest.mark.parametrize(("response_format", "content_type"), [
-    (ResponseFormat.JSON, "application/json"),
-    (ResponseFormat.VERBOSE_JSON, "application/json"),
-    (ResponseFormat.TEXT, "text/plain; charset=utf-8"),
-    (ResponseFormat.SRT, "text/plain; charset=utf-8"),
-    (ResponseFormat.VTT, "text/plain; charset=utf-8"),
-])
+@pytest.mark.parametrize(
+    ("response_format", "content_type"),
+    [
+        (ResponseFormat.JSON, "application/json"),
+        (ResponseFormat.VERBOSE_JSON, "application/json"),
+        (ResponseFormat.TEXT, "text/plain; charset=utf-8"),
+        (ResponseFormat.SRT, "text/plain; charset=utf-8"),
+        (ResponseFormat.VTT, "text/plain; charset=utf-8"),
+    ],
+)
 def test_each_format_has_its_content_type(response_format, content_type):
     rendered = render(response_format)
     assert rendered.content_type == content_type
@@ -89,7 +103,9 @@ def test_each_format_has_its_content_type(response_format, content_type):
 
 def test_json_is_exactly_the_stripped_text_and_the_credits_used():
     assert render(ResponseFormat.JSON, credits_used=733, include_words=True).body == {
-        "text": "Hello there. A --> B, then more.", "credits_used": 733}
+        "text": "Hello there. A --> B, then more.",
+        "credits_used": 733,
+    }
 
 
 @pytest.mark.parametrize("task", list(Task))
@@ -101,9 +117,17 @@ def test_verbose_json_has_every_openai_field(task):
     assert body["credits_used"] == 5
     assert [set(item) for item in body["segments"]] == [OPENAI_SEGMENT_FIELDS] * 2
     assert body["segments"][1] == {
-        "id": 1, "seek": 3000, "start": 3.62, "end": 3661.0075, "text": "  A --> B, then more. \n",
-        "tokens": [50363, 384], "temperature": 0.0, "avg_logprob": -0.25, "compression_ratio": 1.4,
-        "no_speech_prob": 0.02}
+        "id": 1,
+        "seek": 3000,
+        "start": 3.62,
+        "end": 3661.0075,
+        "text": "  A --> B, then more. \n",
+        "tokens": [50363, 384],
+        "temperature": 0.0,
+        "avg_logprob": -0.25,
+        "compression_ratio": 1.4,
+        "no_speech_prob": 0.02,
+    }
     json.dumps(body)  # what the handler sends must serialise as is
 
 
@@ -111,8 +135,10 @@ def test_verbose_json_has_words_only_when_asked_for():
     without = render(ResponseFormat.VERBOSE_JSON, include_words=False).body
     with_words = render(ResponseFormat.VERBOSE_JSON, include_words=True).body
     assert "words" not in without
-    assert with_words["words"] == [{"word": " Hello", "start": 0.0, "end": 0.42},
-                                   {"word": " there.", "start": 0.42, "end": 3.16}]
+    assert with_words["words"] == [
+        {"word": " Hello", "start": 0.0, "end": 0.42},
+        {"word": " there.", "start": 0.42, "end": 3.16},
+    ]
     assert list(with_words)[-2:] == ["words", "credits_used"]
 
 
@@ -127,10 +153,13 @@ def test_text_is_the_stripped_transcript_and_one_newline(text):
     assert rendered.body == "Hello there.\n"
 
 
-@pytest.mark.parametrize(("response_format", "document"), [
-    (ResponseFormat.SRT, to_srt(SEGMENTS)),
-    (ResponseFormat.VTT, to_vtt(SEGMENTS)),
-])
+@pytest.mark.parametrize(
+    ("response_format", "document"),
+    [
+        (ResponseFormat.SRT, to_srt(SEGMENTS)),
+        (ResponseFormat.VTT, to_vtt(SEGMENTS)),
+    ],
+)
 def test_subtitle_formats_render_the_segments(response_format, document):
     assert render(response_format).body == document
 

@@ -45,16 +45,31 @@ def wav(seconds: float, sample_rate: int = 16_000) -> bytes:
 
 def one_hertz_wav() -> bytes:
     data = 4000
-    return (b"RIFF" + struct.pack("<I", 36 + data) + b"WAVEfmt " + struct.pack("<IHHIIHH", 16, 1, 1, 1, 2, 2, 16)
-            + b"data" + struct.pack("<I", data) + bytes(data))
+    return (
+        b"RIFF"
+        + struct.pack("<I", 36 + data)
+        + b"WAVEfmt "
+        + struct.pack("<IHHIIHH", 16, 1, 1, 1, 2, 2, 16)
+        + b"data"
+        + struct.pack("<I", data)
+        + bytes(data)
+    )
 
 
 class World:
     def __init__(self, balance: int = 100, audio: bytes | None = None) -> None:
-        settings = Settings(keys_table_name="keys", ledger_table_name="ledger", reservations_table_name="holds",
-                            rate_limits_table_name="limits", idempotency_table_name="idem",
-                            sagemaker_endpoint_name="rt", audio_bucket_name=BUCKET, jobs_table_name="jobs",
-                            jobs_queue_url="https://sqs/jobs", sagemaker_async_endpoint_name="async")
+        settings = Settings(
+            keys_table_name="keys",
+            ledger_table_name="ledger",
+            reservations_table_name="holds",
+            rate_limits_table_name="limits",
+            idempotency_table_name="idem",
+            sagemaker_endpoint_name="rt",
+            audio_bucket_name=BUCKET,
+            jobs_table_name="jobs",
+            jobs_queue_url="https://sqs/jobs",
+            sagemaker_async_endpoint_name="async",
+        )
         self.credits = FakeCredits(balances={KEY.key_hash: balance})
         self.keys = FakeKeys()
         self.keys.add(KEY.model_copy(update={"credits": balance}))
@@ -63,14 +78,28 @@ class World:
         self.queue = FakeQueue()
         self.endpoint = FakeAsyncEndpoint()
         self.service = TranscriptionService(settings, self.credits, endpoint=None)  # type: ignore[arg-type]
-        self.runner = JobService(self.service, self.jobs, self.audio, self.keys, self.queue, self.endpoint,
-                                 presenter=JobPresenter(self.audio), lease_seconds=360, hold_seconds=HOLD_SECONDS,
-                                 max_attempts=3)
+        self.runner = JobService(
+            self.service,
+            self.jobs,
+            self.audio,
+            self.keys,
+            self.queue,
+            self.endpoint,
+            presenter=JobPresenter(self.audio),
+            lease_seconds=360,
+            hold_seconds=HOLD_SECONDS,
+            max_attempts=3,
+        )
         object_key = f"uploads/{KEY.key_id}/upl_0123456789abcdef0123456789abcdef"
         self.audio.objects[object_key] = wav(12.0) if audio is None else audio
-        self.job = new_job(job_id="job_0123456789abcdef0123456789abcdef", key_id=KEY.key_id, key_hash=KEY.key_hash,
-                           options=TranscriptionOptions(task=Task.TRANSCRIBE, model="whisper-large-v3"),
-                           status=JobStatus.QUEUED, source_uri=f"s3://{BUCKET}/{object_key}")
+        self.job = new_job(
+            job_id="job_0123456789abcdef0123456789abcdef",
+            key_id=KEY.key_id,
+            key_hash=KEY.key_hash,
+            options=TranscriptionOptions(task=Task.TRANSCRIBE, model="whisper-large-v3"),
+            status=JobStatus.QUEUED,
+            source_uri=f"s3://{BUCKET}/{object_key}",
+        )
         self.jobs.create(self.job)
 
     @property
@@ -134,8 +163,12 @@ def test_a_transient_model_failure_refunds_and_resubmits_and_the_next_attempt_is
     world.runner.complete(world.endpoint.notification(second))
     assert world.job_now.status is JobStatus.SUCCEEDED
     assert world.credits.charged(KEY.key_id) == 3
-    assert world.kinds() == [(world.job.job_id, "reserve"), (world.job.job_id, "refund"),
-                             (second, "reserve"), (second, "settle")]
+    assert world.kinds() == [
+        (world.job.job_id, "reserve"),
+        (world.job.job_id, "refund"),
+        (second, "reserve"),
+        (second, "settle"),
+    ]
 
 
 def test_a_late_notification_of_a_given_up_attempt_is_ignored():
@@ -168,8 +201,9 @@ def test_on_the_last_attempt_a_transient_failure_fails_the_job_and_refunds_it():
 def test_a_clients_audio_problem_fails_the_job_at_once_and_refunds_it():
     world = World()
     world.runner.run(world.job.job_id, final_attempt=False)
-    world.endpoint.outcomes[world.job.job_id] = InvalidRequest("The audio is longer than its header declares.",
-                                                               code="audio_longer_than_declared")
+    world.endpoint.outcomes[world.job.job_id] = InvalidRequest(
+        "The audio is longer than its header declares.", code="audio_longer_than_declared"
+    )
     failed = world.runner.complete(world.endpoint.notification(world.job.job_id, succeeded=False))
     assert failed is not None and failed.status is JobStatus.FAILED
     assert failed.error is not None and failed.error.code == "audio_longer_than_declared"
@@ -251,8 +285,10 @@ def test_an_upload_with_a_job_waits_for_its_file_and_its_arrival_runs_it_to_a_si
     world = World()
     sent: list[tuple[str, bytes, str]] = []
     monkeypatch.setattr(job_service, "deliver", lambda url, body, secret, **_: sent.append((url, body, secret)) or True)
-    upload = UploadRequest(job=JobOptions(task=Task.TRANSCRIBE, model="whisper-1",
-                                          webhook_url="https://hooks.example/infery"), filename="talk.wav")
+    upload = UploadRequest(
+        job=JobOptions(task=Task.TRANSCRIBE, model="whisper-1", webhook_url="https://hooks.example/infery"),
+        filename="talk.wav",
+    )
     created = world.runner.create_upload(KEY, upload)
     # Then a job waits for the file, under the upload's own id, with a secret of its own
     assert created.job is not None and created.job.job_id == job_id_for_upload(created.upload_id)
@@ -261,8 +297,9 @@ def test_an_upload_with_a_job_waits_for_its_file_and_its_arrival_runs_it_to_a_si
     assert world.queue.sent == []  # nothing runs before the file is there
     # When the file arrives
     world.audio.put_upload(KEY.key_id, created.upload_id, wav(12.0))
-    arrived = StoredObject(BUCKET, f"uploads/{KEY.key_id}/{created.upload_id}", KEY.key_id, "uploads",
-                           created.upload_id, 0, "etag-1")
+    arrived = StoredObject(
+        BUCKET, f"uploads/{KEY.key_id}/{created.upload_id}", KEY.key_id, "uploads", created.upload_id, 0, "etag-1"
+    )
     job_id = world.runner.job_for_object(arrived)
     assert job_id == created.job.job_id
     started = world.runner.run(job_id, final_attempt=False)
@@ -278,18 +315,21 @@ def test_an_upload_with_a_job_waits_for_its_file_and_its_arrival_runs_it_to_a_si
 
 def test_an_upload_without_a_job_starts_nothing_when_it_arrives():
     world = World()
-    created = world.runner.create_upload(KEY, UploadRequest(start_job=False, job=JobOptions(task=Task.TRANSCRIBE,
-                                                                                            model="whisper-1")))
+    created = world.runner.create_upload(
+        KEY, UploadRequest(start_job=False, job=JobOptions(task=Task.TRANSCRIBE, model="whisper-1"))
+    )
     assert created.job is None
-    arrived = StoredObject(BUCKET, f"uploads/{KEY.key_id}/{created.upload_id}", KEY.key_id, "uploads",
-                           created.upload_id, 0)
+    arrived = StoredObject(
+        BUCKET, f"uploads/{KEY.key_id}/{created.upload_id}", KEY.key_id, "uploads", created.upload_id, 0
+    )
     assert world.runner.job_for_object(arrived) is None
 
 
 def test_a_job_with_its_audio_stores_it_and_is_queued_once():
     world = World()
-    request = TranscriptionRequest(task=Task.TRANSCRIBE, model="whisper-1", audio=LoadedAudio.inline(wav(12.0)),
-                                   filename="meeting.wav")
+    request = TranscriptionRequest(
+        task=Task.TRANSCRIBE, model="whisper-1", audio=LoadedAudio.inline(wav(12.0)), filename="meeting.wav"
+    )
     job = world.runner.create_job(KEY, request)
     assert job.status is JobStatus.QUEUED and world.queue.sent == [job.job_id]
     assert job.source_uri is not None and job.source_uri.startswith(f"s3://{BUCKET}/uploads/{KEY.key_id}/upl_")

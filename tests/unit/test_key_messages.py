@@ -14,13 +14,16 @@ def refusal(api_key: str) -> str:
     return raised.value.message
 
 
-@pytest.mark.parametrize(("api_key", "problem"), [
-    ("inf_abc", "has only 3 characters after 'inf_': check that the whole key was copied"),
-    (generate_api_key()[:15], "has only 11 characters after 'inf_'"),  # a key cut short
-    ("inf_" + "a1" * 70, "has 140 characters after 'inf_': check that nothing was pasted after the key"),
-    ("sk-proj-0123456789abcdefghij", "does not start with 'inf_'"),
-    ("inf_0123456789abcdef!@#$", "has other characters after 'inf_'"),
-])
+@pytest.mark.parametrize(
+    ("api_key", "problem"),
+    [
+        ("inf_abc", "has only 3 characters after 'inf_': check that the whole key was copied"),
+        (generate_api_key()[:15], "has only 11 characters after 'inf_'"),  # a key cut short
+        ("inf_" + "a1" * 70, "has 140 characters after 'inf_': check that nothing was pasted after the key"),
+        ("sk-proj-0123456789abcdefghij", "does not start with 'inf_'"),
+        ("inf_0123456789abcdef!@#$", "has other characters after 'inf_'"),
+    ],
+)
 def test_a_key_of_the_wrong_shape_is_told_what_is_wrong(api_key, problem):
     message = refusal(api_key)
     assert "An infery key is 'inf_' followed by 46 letters and digits" in message

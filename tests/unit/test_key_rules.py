@@ -38,15 +38,18 @@ WEAK_BUT_CHECKSUMMED = {
 }
 
 
-@pytest.mark.parametrize("api_key", [
-    "inf_my_local_key_0123456789",  # README's old INFERY_DEV_KEY example
-    "inf_" + "x" * 16,  # 16 characters: the old minimum
-    "inf_e2e_" + "A1b2C3d4E5f6G7h8I9j0K1l2",
-    "inf_imported_" + "0123456789abcdef0123456789abcdef",
-    "inf_" + "a1B2-c3_D4e5F6g7h8I9j0kLmNoPqRsT",
-    "inf_" + "a" * 45 + "-",
-    "inf_" + "Q" * 128,
-])
+@pytest.mark.parametrize(
+    "api_key",
+    [
+        "inf_my_local_key_0123456789",  # README's old INFERY_DEV_KEY example
+        "inf_" + "x" * 16,  # 16 characters: the old minimum
+        "inf_e2e_" + "A1b2C3d4E5f6G7h8I9j0K1l2",
+        "inf_imported_" + "0123456789abcdef0123456789abcdef",
+        "inf_" + "a1B2-c3_D4e5F6g7h8I9j0kLmNoPqRsT",
+        "inf_" + "a" * 45 + "-",
+        "inf_" + "Q" * 128,
+    ],
+)
 def test_an_operators_key_of_another_shape_can_no_longer_be_created(api_key):
     table = _FakeKeysTable()
     with pytest.raises(ValueError, match="generate"):
@@ -82,8 +85,13 @@ def test_a_key_created_before_these_rules_still_authenticates():
     legacy = "inf_my_local_key_0123456789"
     assert api_key_from_authorization(f"Bearer {legacy}") == legacy
     table = _FakeKeysTable()
-    table.items[hash_api_key(legacy)] = {"key_hash": hash_api_key(legacy), "key_id": "key_0123456789abcdef",
-                                         "name": "legacy", "credits": 5, "created_at": "2026-01-01T00:00:00.000Z"}
+    table.items[hash_api_key(legacy)] = {
+        "key_hash": hash_api_key(legacy),
+        "key_id": "key_0123456789abcdef",
+        "name": "legacy",
+        "credits": 5,
+        "created_at": "2026-01-01T00:00:00.000Z",
+    }
     assert KeyStore(table).authenticate(f"Bearer {legacy}").name == "legacy"
 
 
@@ -95,6 +103,7 @@ def test_a_checksum_typo_in_a_generated_key_is_still_a_401_without_a_read():
 
 
 # --- rate_limit_per_minute: 0 ----------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("limit", [0, -1])
 def test_a_keys_own_rate_limit_of_zero_or_less_is_refused_with_a_clear_message(limit):
@@ -112,6 +121,12 @@ def test_a_keys_own_rate_limit_of_one_or_none_is_kept():
 
 
 def test_a_stored_limit_of_zero_from_before_means_the_deployments_default_not_unlimited():
-    item = ApiKeyItem(key_hash="h" * 64, key_id="key_0123456789abcdef", name="old", credits=1,
-                      created_at="2026-01-01T00:00:00.000Z", rate_limit_per_minute=0)
+    item = ApiKeyItem(
+        key_hash="h" * 64,
+        key_id="key_0123456789abcdef",
+        name="old",
+        credits=1,
+        created_at="2026-01-01T00:00:00.000Z",
+        rate_limit_per_minute=0,
+    )
     assert item.rate_limit_per_minute is None  # the handler then applies DefaultRateLimitPerMinute

@@ -31,7 +31,7 @@ BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
 def spec_checksum(random_part: str) -> str:
     """The documented checksum: CRC-32 of the 40 random characters, as 6 base62 digits (0-9A-Za-z), big-endian."""
     value = zlib.crc32(random_part.encode())
-    assert value < 62 ** 6  # six base62 digits hold any CRC-32
+    assert value < 62**6  # six base62 digits hold any CRC-32
     digits = ""
     for _ in range(6):
         value, remainder = divmod(value, 62)
@@ -77,7 +77,7 @@ def test_given_a_generated_key_when_any_one_character_after_the_prefix_is_mistyp
     for position in range(4, len(key)):
         index = BASE62.index(key[position])
         for replacement in (BASE62[(index + 1) % 62], BASE62[(index + 31) % 62]):
-            typo = key[:position] + replacement + key[position + 1:]
+            typo = key[:position] + replacement + key[position + 1 :]
             assert not has_valid_checksum(typo), (position, replacement)
             error = _refusal(f"Bearer {typo}")
             assert (error.status_code, error.code) == (401, "invalid_api_key")
@@ -90,17 +90,20 @@ def test_given_a_generated_key_when_two_neighbouring_characters_are_swapped_then
     for position in range(4, len(key) - 1):
         if key[position] == key[position + 1]:
             continue
-        swapped = key[:position] + key[position + 1] + key[position] + key[position + 2:]
+        swapped = key[:position] + key[position + 1] + key[position] + key[position + 2 :]
         assert not has_valid_checksum(swapped), position
         swaps += 1
     assert swaps > 30  # the loop really tried
 
 
-@pytest.mark.parametrize("key", [
-    "inf_" + "0" * 40 + "000000",  # the checksum of forty zeros is not zero
-    "inf_" + "A" * 46,
-    "inf_" + "z" * 46,
-])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "inf_" + "0" * 40 + "000000",  # the checksum of forty zeros is not zero
+        "inf_" + "A" * 46,
+        "inf_" + "z" * 46,
+    ],
+)
 def test_given_a_key_of_the_generated_shape_without_its_checksum_then_it_is_refused_everywhere(key):
     assert re.fullmatch(r"inf_[0-9A-Za-z]{46}", key)
     assert key[44:] != spec_checksum(key[4:44])
@@ -122,8 +125,9 @@ class _UntouchableTable:
         raise AssertionError(f"the keys table was used ({name}) for a key refused by its format")
 
 
-@pytest.mark.parametrize("key", [a_generated_key_with_a_wrong_checksum(), "inf_short", "sk-proj-0123456789abcdefghij",
-                                 "inf_" + "x" * 129])
+@pytest.mark.parametrize(
+    "key", [a_generated_key_with_a_wrong_checksum(), "inf_short", "sk-proj-0123456789abcdefghij", "inf_" + "x" * 129]
+)
 def test_given_a_malformed_key_or_a_wrong_checksum_when_authenticating_then_401_without_reading_the_table(key):
     with pytest.raises(AuthenticationFailed) as raised:
         KeyStore(_UntouchableTable()).authenticate(f"Bearer {key}")
@@ -131,15 +135,18 @@ def test_given_a_malformed_key_or_a_wrong_checksum_when_authenticating_then_401_
     assert key not in raised.value.message
 
 
-@pytest.mark.parametrize("key", [
-    GOOD_KEY,
-    "inf_" + "x" * 16,  # the shortest custom key
-    "inf_" + "x" * 128,  # the longest
-    "inf_" + "a" * 45,  # one short of the generated shape: no checksum needed
-    "inf_" + "a" * 47,  # one past it
-    "inf_" + "a" * 45 + "-",  # 46 characters, but '-' is not base62: not the generated shape
-    "inf_" + "_" + "b" * 45,
-])
+@pytest.mark.parametrize(
+    "key",
+    [
+        GOOD_KEY,
+        "inf_" + "x" * 16,  # the shortest custom key
+        "inf_" + "x" * 128,  # the longest
+        "inf_" + "a" * 45,  # one short of the generated shape: no checksum needed
+        "inf_" + "a" * 47,  # one past it
+        "inf_" + "a" * 45 + "-",  # 46 characters, but '-' is not base62: not the generated shape
+        "inf_" + "_" + "b" * 45,
+    ],
+)
 def test_given_an_operators_own_key_of_another_shape_then_it_authenticates_but_can_no_longer_be_created(key):
     # keys of other shapes made before every new key had to be of the generated shape keep working
     assert api_key_from_authorization(f"Bearer {key}") == key
@@ -147,12 +154,24 @@ def test_given_an_operators_own_key_of_another_shape_then_it_authenticates_but_c
         check_key_format(key)  # tests/unit/test_key_rules.py
 
 
-@pytest.mark.parametrize("key", [
-    "", "inf_", "inf_short", "inf_" + "x" * 15, "inf_" + "x" * 129, "INF_" + "x" * 20, "sk-0123456789abcdefghij",
-    "inf_" + "x" * 20 + " ", "inf_" + "x" * 20 + "\n", " inf_" + "x" * 20, "inf_" + "x" * 10 + "!" + "x" * 10,
-    "inf_" + "\u0663" * 20,  # Arabic-Indic digits are digits to Unicode, not to the key format
-    "inf_" + "é" * 20,
-])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "",
+        "inf_",
+        "inf_short",
+        "inf_" + "x" * 15,
+        "inf_" + "x" * 129,
+        "INF_" + "x" * 20,
+        "sk-0123456789abcdefghij",
+        "inf_" + "x" * 20 + " ",
+        "inf_" + "x" * 20 + "\n",
+        " inf_" + "x" * 20,
+        "inf_" + "x" * 10 + "!" + "x" * 10,
+        "inf_" + "\u0663" * 20,  # Arabic-Indic digits are digits to Unicode, not to the key format
+        "inf_" + "é" * 20,
+    ],
+)
 def test_given_a_key_outside_the_format_then_check_key_format_raises(key):
     with pytest.raises(ValueError, match="40 random"):
         check_key_format(key)
@@ -161,43 +180,50 @@ def test_given_a_key_outside_the_format_then_check_key_format_raises(key):
 # the Authorization header
 
 
-@pytest.mark.parametrize("header", [
-    f"Bearer {GOOD_KEY}",
-    f"bearer {GOOD_KEY}",
-    f"BEARER {GOOD_KEY}",
-    f"  Bearer   {GOOD_KEY} ",
-    "Bearer inf_" + "x" * 16,
-    "Bearer inf_" + "x" * 128,
-])
+@pytest.mark.parametrize(
+    "header",
+    [
+        f"Bearer {GOOD_KEY}",
+        f"bearer {GOOD_KEY}",
+        f"BEARER {GOOD_KEY}",
+        f"  Bearer   {GOOD_KEY} ",
+        "Bearer inf_" + "x" * 16,
+        "Bearer inf_" + "x" * 128,
+    ],
+)
 def test_given_a_bearer_header_then_the_key_is_read_from_it(header):
     assert api_key_from_authorization(header) == header.split()[-1]
 
 
-@pytest.mark.parametrize(("header", "code"), [
-    (None, "missing_api_key"),
-    ("", "missing_api_key"),
-    ("Basic dXNlcjpwYXNz", "invalid_api_key"),
-    (GOOD_KEY, "invalid_api_key"),  # no scheme
-    ("Bearer", "invalid_api_key"),
-    ("Bearer ", "invalid_api_key"),
-    ("Bearer sk-123", "invalid_api_key"),
-    ("Bearer sk-proj-0123456789abcdefghijklmnop", "invalid_api_key"),
-    ("Bearer inf_short", "invalid_api_key"),
-    ("Bearer inf_" + "x" * 15, "invalid_api_key"),
-    ("Bearer inf_" + "x" * 129, "invalid_api_key"),
-    ("Bearer inf_" + "x" * 15 + "!", "invalid_api_key"),
-    ("Bearer inf_" + "\u0663" * 20, "invalid_api_key"),
-    (f"Bearer {GOOD_KEY} extra", "invalid_api_key"),
-    (f"Token {GOOD_KEY}", "invalid_api_key"),
-    (f"Bearer {a_generated_key_with_a_wrong_checksum()}", "invalid_api_key"),
-])
+@pytest.mark.parametrize(
+    ("header", "code"),
+    [
+        (None, "missing_api_key"),
+        ("", "missing_api_key"),
+        ("Basic dXNlcjpwYXNz", "invalid_api_key"),
+        (GOOD_KEY, "invalid_api_key"),  # no scheme
+        ("Bearer", "invalid_api_key"),
+        ("Bearer ", "invalid_api_key"),
+        ("Bearer sk-123", "invalid_api_key"),
+        ("Bearer sk-proj-0123456789abcdefghijklmnop", "invalid_api_key"),
+        ("Bearer inf_short", "invalid_api_key"),
+        ("Bearer inf_" + "x" * 15, "invalid_api_key"),
+        ("Bearer inf_" + "x" * 129, "invalid_api_key"),
+        ("Bearer inf_" + "x" * 15 + "!", "invalid_api_key"),
+        ("Bearer inf_" + "\u0663" * 20, "invalid_api_key"),
+        (f"Bearer {GOOD_KEY} extra", "invalid_api_key"),
+        (f"Token {GOOD_KEY}", "invalid_api_key"),
+        (f"Bearer {a_generated_key_with_a_wrong_checksum()}", "invalid_api_key"),
+    ],
+)
 def test_given_a_missing_or_malformed_key_then_401(header, code):
     error = _refusal(header)
     assert (error.status_code, error.code, error.error_type) == (401, code, "invalid_request_error")
 
 
-@pytest.mark.parametrize("key", ["sk-proj-0123456789abcdefghijklmnop", "inf_" + "Z" * 200,
-                                 a_generated_key_with_a_wrong_checksum()])
+@pytest.mark.parametrize(
+    "key", ["sk-proj-0123456789abcdefghijklmnop", "inf_" + "Z" * 200, a_generated_key_with_a_wrong_checksum()]
+)
 def test_given_a_wrong_key_then_the_401_shows_it_masked(key):
     error = _refusal(f"Bearer {key}")
     assert mask_api_key(key) in error.message
@@ -227,8 +253,9 @@ def test_the_key_id_is_a_public_prefix_of_the_hash():
     assert key[4:12] not in key_id
 
 
-@pytest.mark.parametrize("key", [generate_api_key(), GOOD_KEY, "inf_" + "x" * 13, "sk-proj-0123456789abcdefghij",
-                                 "inf_" + "q" * 128])
+@pytest.mark.parametrize(
+    "key", [generate_api_key(), GOOD_KEY, "inf_" + "x" * 13, "sk-proj-0123456789abcdefghij", "inf_" + "q" * 128]
+)
 def test_masking_shows_at_most_eight_leading_and_four_trailing_characters(key):
     masked = mask_api_key(key)
     assert masked == key[:8] + "***" + key[-4:]
@@ -245,8 +272,9 @@ def test_short_keys_are_masked_entirely(key):
 
 
 def _conditional_check_failed(operation: str) -> ClientError:
-    return ClientError({"Error": {"Code": "ConditionalCheckFailedException", "Message": "The conditional request "
-                                  "failed"}}, operation)
+    return ClientError(
+        {"Error": {"Code": "ConditionalCheckFailedException", "Message": "The conditional request failed"}}, operation
+    )
 
 
 class _FakeKeysTable:
@@ -271,20 +299,31 @@ class _FakeKeysTable:
         assert (IndexName, KeyConditionExpression) == ("ByKeyId", "key_id = :key_id")
         wanted = ExpressionAttributeValues[":key_id"]
         # the index projects the keys only
-        return {"Items": [{"key_hash": item["key_hash"], "key_id": item["key_id"]} for item in self.items.values()
-                          if item["key_id"] == wanted]}
+        return {
+            "Items": [
+                {"key_hash": item["key_hash"], "key_id": item["key_id"]}
+                for item in self.items.values()
+                if item["key_id"] == wanted
+            ]
+        }
 
     def scan(self, ExclusiveStartKey: dict | None = None) -> dict:  # noqa: N803
         hashes = list(self.items)
         start = hashes.index(ExclusiveStartKey["key_hash"]) + 1 if ExclusiveStartKey else 0
-        page = hashes[start:start + self.page_size]
+        page = hashes[start : start + self.page_size]
         response: dict = {"Items": [dict(self.items[key_hash]) for key_hash in page]}
         if start + self.page_size < len(hashes):
             response["LastEvaluatedKey"] = {"key_hash": page[-1]}
         return response
 
-    def update_item(self, Key: dict, UpdateExpression: str, ExpressionAttributeNames: dict,  # noqa: N803
-                    ExpressionAttributeValues: dict, ReturnValues: str) -> dict:  # noqa: N803
+    def update_item(  # boto3's argument names
+        self,
+        Key: dict,  # noqa: N803
+        UpdateExpression: str,  # noqa: N803
+        ExpressionAttributeNames: dict,  # noqa: N803
+        ExpressionAttributeValues: dict,  # noqa: N803
+        ReturnValues: str,  # noqa: N803
+    ) -> dict:
         assert UpdateExpression.startswith("SET ") and ReturnValues == "ALL_NEW"
         item = self.items[Key["key_hash"]]
         for assignment in UpdateExpression[4:].split(","):
@@ -354,11 +393,15 @@ def test_given_a_key_that_expires_later_then_it_authenticates():
     assert store.authenticate(f"Bearer {api_key}").expires_at == expires_at
 
 
-@pytest.mark.parametrize("expires_at", [
-    # an hour ago, written in UTC+05:00: as a string it reads four hours ahead
-    (datetime.now(UTC) - timedelta(hours=1)).astimezone(timezone(timedelta(hours=5))).isoformat(),
-    "not a timestamp",
-], ids=["an-hour-ago-written-in-utc+5", "not-a-timestamp"])
+@pytest.mark.parametrize(
+    "expires_at",
+    [
+        # an hour ago, written in UTC+05:00: as a string it reads four hours ahead
+        (datetime.now(UTC) - timedelta(hours=1)).astimezone(timezone(timedelta(hours=5))).isoformat(),
+        "not a timestamp",
+    ],
+    ids=["an-hour-ago-written-in-utc+5", "not-a-timestamp"],
+)
 def test_given_an_expiry_that_is_not_a_utc_timestamp_then_the_key_is_refused_at_creation_or_as_expired(expires_at):
     store = KeyStore(_FakeKeysTable())
     try:
@@ -382,15 +425,15 @@ def test_given_a_key_that_exists_already_then_create_refuses_it_and_leaves_the_s
 def test_given_another_dynamodb_error_on_create_then_it_is_not_disguised_as_a_duplicate():
     class _Throttled(_FakeKeysTable):
         def put_item(self, Item, ConditionExpression=None):  # noqa: N803
-            raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"}},
-                              "PutItem")
+            raise ClientError(
+                {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"}}, "PutItem"
+            )
 
     with pytest.raises(ClientError, match="ProvisionedThroughputExceeded"):
         KeyStore(_Throttled()).create("ci", 0)
 
 
-@pytest.mark.parametrize("bad_key", ["inf_short", "sk-0123456789abcdefghij", "inf_" + "x" * 20 + " ",
-                                     GOOD_KEY + "\n"])
+@pytest.mark.parametrize("bad_key", ["inf_short", "sk-0123456789abcdefghij", "inf_" + "x" * 20 + " ", GOOD_KEY + "\n"])
 def test_given_a_chosen_key_that_could_never_authenticate_then_create_refuses_it(bad_key):
     table = _FakeKeysTable()
     with pytest.raises(ValueError, match="40 random"):
@@ -408,11 +451,15 @@ def test_given_a_chosen_key_of_the_generated_shape_with_a_wrong_checksum_then_cr
 def test_given_create_options_then_they_are_stored_and_read_back():
     table = _FakeKeysTable()
     store = KeyStore(table)
-    _, item = store.create("team", 0, expires_at="2999-01-01T00:00:00.000+00:00", rate_limit_per_minute=30,
-                           allowed_models=["whisper-1"])
+    _, item = store.create(
+        "team", 0, expires_at="2999-01-01T00:00:00.000+00:00", rate_limit_per_minute=30, allowed_models=["whisper-1"]
+    )
     stored = table.items[item.key_hash]
     assert (stored["expires_at"], stored["rate_limit_per_minute"], stored["allowed_models"]) == (
-        "2999-01-01T00:00:00.000+00:00", 30, ["whisper-1"])
+        "2999-01-01T00:00:00.000+00:00",
+        30,
+        ["whisper-1"],
+    )
     assert "revoked_at" not in stored  # no None attributes in DynamoDB
     assert store.get(item.key_id) == item
 
@@ -442,26 +489,38 @@ def test_given_more_keys_than_one_scan_page_then_list_returns_them_all_oldest_fi
 
 
 def _key(allowed_models: list[str] | None) -> ApiKeyItem:
-    return ApiKeyItem(key_hash="0" * 64, key_id="key_0000000000000000", name="ci", credits=0,
-                      created_at="2026-01-01T00:00:00.000+00:00", allowed_models=allowed_models)
+    return ApiKeyItem(
+        key_hash="0" * 64,
+        key_id="key_0000000000000000",
+        name="ci",
+        credits=0,
+        created_at="2026-01-01T00:00:00.000+00:00",
+        allowed_models=allowed_models,
+    )
 
 
-@pytest.mark.parametrize(("allowed", "requested", "resolved"), [
-    (None, "whisper-1", "whisper-large-v3"),
-    ([], "whisper-1", "whisper-large-v3"),
-    (["whisper-1"], "whisper-1", "whisper-large-v3"),  # the alias the client names
-    (["whisper-large-v3"], "whisper-1", "whisper-large-v3"),  # the model the alias stands for
-    (["other", "whisper-large-v3"], "whisper-large-v3", "whisper-large-v3"),
-])
+@pytest.mark.parametrize(
+    ("allowed", "requested", "resolved"),
+    [
+        (None, "whisper-1", "whisper-large-v3"),
+        ([], "whisper-1", "whisper-large-v3"),
+        (["whisper-1"], "whisper-1", "whisper-large-v3"),  # the alias the client names
+        (["whisper-large-v3"], "whisper-1", "whisper-large-v3"),  # the model the alias stands for
+        (["other", "whisper-large-v3"], "whisper-large-v3", "whisper-large-v3"),
+    ],
+)
 def test_given_a_key_allowed_the_model_then_check_model_allowed_passes(allowed, requested, resolved):
     check_model_allowed(_key(allowed), requested, resolved)
 
 
-@pytest.mark.parametrize(("allowed", "requested", "resolved"), [
-    (["whisper-large-v3"], "whisper-tiny.en", "whisper-tiny.en"),
-    (["whisper-1"], "whisper-large-v3", "whisper-large-v3"),
-    (["Whisper-1"], "whisper-1", "whisper-tiny.en"),  # names are exact
-])
+@pytest.mark.parametrize(
+    ("allowed", "requested", "resolved"),
+    [
+        (["whisper-large-v3"], "whisper-tiny.en", "whisper-tiny.en"),
+        (["whisper-1"], "whisper-large-v3", "whisper-large-v3"),
+        (["Whisper-1"], "whisper-1", "whisper-tiny.en"),  # names are exact
+    ],
+)
 def test_given_a_key_not_allowed_the_model_then_403_model_not_allowed(allowed, requested, resolved):
     with pytest.raises(PermissionDenied) as raised:
         check_model_allowed(_key(allowed), requested, resolved)

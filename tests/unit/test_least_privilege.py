@@ -70,8 +70,12 @@ LIBRARY_CALLS = {
 SAGEMAKER_PLATFORM_ACTIONS = {"s3:GetObject", "s3:PutObject", "sns:Publish"}
 
 # Actions with no resource-level permissions: the only ones a statement may allow on "*".
-NO_RESOURCE_LEVEL = {"ecr:GetAuthorizationToken", "cloudwatch:PutMetricData", "xray:PutTraceSegments",
-                     "xray:PutTelemetryRecords"}
+NO_RESOURCE_LEVEL = {
+    "ecr:GetAuthorizationToken",
+    "cloudwatch:PutMetricData",
+    "xray:PutTraceSegments",
+    "xray:PutTelemetryRecords",
+}
 
 # An S3 object resource must name a prefix of the bucket: ${Bucket.Arn}/prefix/* (never the whole bucket).
 S3_PREFIX_RESOURCE = re.compile(r"\$\{\w+\.Arn\}/[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*/\*")
@@ -91,7 +95,7 @@ def as_text(value: Any) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, dict) and len(value) == 1:
-        (function, argument), = value.items()
+        ((function, argument),) = value.items()
         if function == "Ref":
             return "${" + argument + "}"
         if function == "Fn::GetAtt":
@@ -110,24 +114,32 @@ def statements_of_function(body: dict[str, Any]) -> list[dict[str, Any]]:
     for policy in body["Properties"].get("Policies", []):
         assert isinstance(policy, dict) and set(policy) == {"Statement"}, (
             f"only inline statements, no managed policy or SAM policy template (they expand to broad actions): "
-            f"{policy!r}")
+            f"{policy!r}"
+        )
         statements.extend(policy["Statement"])
     return statements
 
 
 def statements_of_role(body: dict[str, Any]) -> list[dict[str, Any]]:
-    return [statement for policy in body["Properties"].get("Policies", [])
-            for statement in policy["PolicyDocument"]["Statement"]]
+    return [
+        statement
+        for policy in body["Properties"].get("Policies", [])
+        for statement in policy["PolicyDocument"]["Statement"]
+    ]
 
 
 def identity_statements(template: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     """Every identity-based statement of the template, by the resource (function, role, policy) that holds it."""
-    found = {name: statements_of_function(body)
-             for name, body in resources_of_type(template, "AWS::Serverless::Function").items()}
+    found = {
+        name: statements_of_function(body)
+        for name, body in resources_of_type(template, "AWS::Serverless::Function").items()
+    }
     found |= {name: statements_of_role(body) for name, body in resources_of_type(template, "AWS::IAM::Role").items()}
     for policy_type in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"):
-        found |= {name: body["Properties"]["PolicyDocument"]["Statement"]
-                  for name, body in resources_of_type(template, policy_type).items()}
+        found |= {
+            name: body["Properties"]["PolicyDocument"]["Statement"]
+            for name, body in resources_of_type(template, policy_type).items()
+        }
     return found
 
 
@@ -174,12 +186,24 @@ def _wired_modules(app: Path) -> set[str]:
     asks for, and those they are built from (``self.<name>`` inside a property).
     """
     tree = ast.parse(WIRING.read_text())
-    imported = {alias.asname or alias.name: f"infery.{node.module}" for node in tree.body
-                if isinstance(node, ast.ImportFrom) and node.level == 1 for alias in node.names}
-    members = {member.name: member for node in tree.body if isinstance(node, ast.ClassDef)
-               for member in node.body if isinstance(member, ast.FunctionDef)}
-    pending = [node.attr for node in ast.walk(ast.parse(app.read_text()))
-               if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "wiring"]
+    imported = {
+        alias.asname or alias.name: f"infery.{node.module}"
+        for node in tree.body
+        if isinstance(node, ast.ImportFrom) and node.level == 1
+        for alias in node.names
+    }
+    members = {
+        member.name: member
+        for node in tree.body
+        if isinstance(node, ast.ClassDef)
+        for member in node.body
+        if isinstance(member, ast.FunctionDef)
+    }
+    pending = [
+        node.attr
+        for node in ast.walk(ast.parse(app.read_text()))
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "wiring"
+    ]
     assert pending, f"{app} imports infery.wiring but uses none of its collaborators"
     modules: set[str] = set()
     seen: set[str] = set()
@@ -264,19 +288,23 @@ def test_no_wildcard_action_anywhere_and_no_wildcard_resource_for_a_data_service
             service = service_of(action)
             if service not in DATA_SERVICES:
                 assert resource != "*" or action in NO_RESOURCE_LEVEL, (
-                    f"{holder}: {action} on '*' although it has resource-level permissions")
+                    f"{holder}: {action} on '*' although it has resource-level permissions"
+                )
                 continue
             assert resource != "*", f"{holder}: {action} on every resource"
             if "*" in resource:
                 assert service == "s3" and S3_PREFIX_RESOURCE.fullmatch(resource), (
-                    f"{holder}: {action} on the wildcard resource {resource} (S3 objects must name a prefix)")
+                    f"{holder}: {action} on the wildcard resource {resource} (S3 objects must name a prefix)"
+                )
 
 
 def test_roles_attach_no_managed_policy_but_api_gateways_log_writer(template):
     for name, body in resources_of_type(template, "AWS::IAM::Role").items():
         managed = [as_text(arn) for arn in body["Properties"].get("ManagedPolicyArns", [])]
         assert all(arn.endswith(":policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs") for arn in managed), (
-            name, managed)
+            name,
+            managed,
+        )
 
 
 FUNCTIONS = ["TranscribeFunction", "WorkerFunction", "ReconcilerFunction"]
@@ -289,7 +317,8 @@ def test_each_function_allows_only_actions_its_code_calls(template, function):
     for action, resource in allowed(statements_of_function(body)):
         assert needed_by(action, code), (
             f"{function} allows {action} on {resource}, but neither its app.py nor the infery modules it uses "
-            f"make a call that needs it ({', '.join(ACTION_CALLS[action])})")
+            f"make a call that needs it ({', '.join(ACTION_CALLS[action])})"
+        )
 
 
 def test_every_function_is_checked(template):
@@ -298,14 +327,19 @@ def test_every_function_is_checked(template):
 
 def _grants(template: dict[str, Any], holder: str) -> set[tuple[str, str]]:
     body = template["Resources"][holder]
-    statements = (statements_of_function(body) if body["Type"] == "AWS::Serverless::Function"
-                  else statements_of_role(body))
+    statements = (
+        statements_of_function(body) if body["Type"] == "AWS::Serverless::Function" else statements_of_role(body)
+    )
     return set(allowed(statements))
 
 
 def _resources_with(template: dict[str, Any], action: str) -> set[tuple[str, str]]:
-    return {(holder, resource) for holder in identity_statements(template)
-            for granted, resource in _grants(template, holder) if granted == action}
+    return {
+        (holder, resource)
+        for holder in identity_statements(template)
+        for granted, resource in _grants(template, holder)
+        if granted == action
+    }
 
 
 def test_the_ledger_is_append_only(template):
@@ -317,12 +351,18 @@ def test_the_ledger_is_append_only(template):
 def test_deletes_scans_and_batch_writes_only_where_the_code_does_them(template):
     # a reservation is deleted when it is closed; powertools deletes an idempotency record when its request fails
     assert {resource for _, resource in _resources_with(template, "dynamodb:DeleteItem")} == {
-        "${ReservationsTable.Arn}", "${IdempotencyTable.Arn}"}
+        "${ReservationsTable.Arn}",
+        "${IdempotencyTable.Arn}",
+    }
     assert _resources_with(template, "dynamodb:Scan") == {("ReconcilerFunction", "${ReservationsTable.Arn}")}
     assert _resources_with(template, "dynamodb:BatchWriteItem") == set()
     for holder in identity_statements(template):
         assert not {action for action, _ in _grants(template, holder)} & {
-            "s3:DeleteObject", "s3:PutObjectAcl", "s3:PutLifecycleConfiguration", "s3:PutBucketPolicy"}, holder
+            "s3:DeleteObject",
+            "s3:PutObjectAcl",
+            "s3:PutLifecycleConfiguration",
+            "s3:PutBucketPolicy",
+        }, holder
 
 
 def test_the_model_reads_and_writes_only_its_prefixes(template):

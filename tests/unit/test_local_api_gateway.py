@@ -13,15 +13,19 @@ from local_stack.template import LocalTemplate, load_template
 MULTIPART = "multipart/form-data; boundary=xyz"
 
 
-def event_for(method: str = "POST", raw_path: str = "/v1/audio/transcriptions",
-              headers: list[tuple[str, str]] | None = None, body: bytes = b"",
-              resource: str = "/v1/audio/transcriptions", path_parameters: dict[str, str] | None = None) -> dict:
-    return build_event(method, raw_path, headers or [], body, resource, path_parameters or {}, "req-123",
-                       "203.0.113.9")
+def event_for(
+    method: str = "POST",
+    raw_path: str = "/v1/audio/transcriptions",
+    headers: list[tuple[str, str]] | None = None,
+    body: bytes = b"",
+    resource: str = "/v1/audio/transcriptions",
+    path_parameters: dict[str, str] | None = None,
+) -> dict:
+    return build_event(method, raw_path, headers or [], body, resource, path_parameters or {}, "req-123", "203.0.113.9")
 
 
 def test_a_multipart_body_is_base64_encoded_and_decodes_to_the_same_bytes():
-    body = b"--xyz\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\n\x00\xff\xfe RIFF\r\n--xyz--\r\n"
+    body = b'--xyz\r\nContent-Disposition: form-data; name="file"\r\n\r\n\x00\xff\xfe RIFF\r\n--xyz--\r\n'
     event = event_for(headers=[("Content-Type", MULTIPART)], body=body)
     assert event["isBase64Encoded"] is True
     assert base64.b64decode(event["body"]) == body
@@ -53,19 +57,29 @@ def test_the_query_string_is_split_into_single_and_multi_value_maps():
 
 
 def test_repeated_headers_are_kept_in_multi_value_headers():
-    event = event_for(headers=[("Content-Type", "application/json"), ("X-Trace", "1"), ("X-Trace", "2"),
-                               ("User-Agent", "OpenAI/Python 1.0")])
+    event = event_for(
+        headers=[
+            ("Content-Type", "application/json"),
+            ("X-Trace", "1"),
+            ("X-Trace", "2"),
+            ("User-Agent", "OpenAI/Python 1.0"),
+        ]
+    )
     assert event["multiValueHeaders"]["X-Trace"] == ["1", "2"]
     assert event["headers"]["X-Trace"] == "2" and event["headers"]["Content-Type"] == "application/json"
     assert event["requestContext"]["identity"] == {"sourceIp": "203.0.113.9", "userAgent": "OpenAI/Python 1.0"}
 
 
 def test_the_request_context_and_route_fields():
-    event = event_for("GET", "/v1/models/whisper-1", resource="/v1/models/{model_id}",
-                      path_parameters={"model_id": "whisper-1"})
+    event = event_for(
+        "GET", "/v1/models/whisper-1", resource="/v1/models/{model_id}", path_parameters={"model_id": "whisper-1"}
+    )
     context = event["requestContext"]
     assert (event["httpMethod"], event["resource"], event["pathParameters"]) == (
-        "GET", "/v1/models/{model_id}", {"model_id": "whisper-1"})
+        "GET",
+        "/v1/models/{model_id}",
+        {"model_id": "whisper-1"},
+    )
     assert (context["requestId"], context["stage"], context["path"]) == ("req-123", "prod", "/prod/v1/models/whisper-1")
     assert (context["httpMethod"], context["resourcePath"]) == ("GET", "/v1/models/{model_id}")
     assert isinstance(context["requestTimeEpoch"], int)
@@ -77,14 +91,17 @@ def test_the_event_is_json_serialisable_as_lambda_receives_it():
     assert json.loads(json.dumps(event)) == event
 
 
-@pytest.mark.parametrize(("path", "expected"), [
-    ("/v1/models/abc", {"model_id": "abc"}),
-    ("/v1/models/whisper-large-v3", {"model_id": "whisper-large-v3"}),
-    ("/v1/models/a/b", None),
-    ("/v1/models/", None),
-    ("/v1/models", None),
-    ("/v1/models/abc/", None),
-])
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/v1/models/abc", {"model_id": "abc"}),
+        ("/v1/models/whisper-large-v3", {"model_id": "whisper-large-v3"}),
+        ("/v1/models/a/b", None),
+        ("/v1/models/", None),
+        ("/v1/models", None),
+        ("/v1/models/abc/", None),
+    ],
+)
 def test_a_path_parameter_matches_exactly_one_segment(path, expected):
     found = _route_pattern("/v1/models/{model_id}").match(path)
     assert (found.groupdict() if found else None) == expected
@@ -105,27 +122,37 @@ def gateway() -> LocalApiGateway:
 
 
 def test_an_unknown_url_is_a_404_in_openai_error_shape(gateway):
-    status, headers, body = gateway.gateway_response("MISSING_AUTHENTICATION_TOKEN", 403, "req-9", "DELETE",
-                                                     "/v1/files/abc", "Missing Authentication Token")
+    status, headers, body = gateway.gateway_response(
+        "MISSING_AUTHENTICATION_TOKEN", 403, "req-9", "DELETE", "/v1/files/abc", "Missing Authentication Token"
+    )
     assert status == 404
     assert headers == {"Content-Type": "application/json", "x-request-id": "req-9"}
     error = json.loads(body)["error"]
-    assert error == {"message": "Unknown request URL: DELETE /v1/files/abc.", "type": "invalid_request_error",
-                     "param": None, "code": "unknown_url"}
+    assert error == {
+        "message": "Unknown request URL: DELETE /v1/files/abc.",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": "unknown_url",
+    }
 
 
-@pytest.mark.parametrize(("kind", "default_status", "status", "error_type", "code"), [
-    ("REQUEST_TOO_LARGE", 413, 413, "invalid_request_error", "audio_too_large"),
-    ("THROTTLED", 429, 429, "rate_limit_error", "rate_limited"),
-    ("INTEGRATION_TIMEOUT", 504, 504, "server_error", "timeout"),
-    ("DEFAULT_5XX", 502, 502, "server_error", None),
-    ("UNAUTHORIZED", 401, 401, "invalid_request_error", None),  # not defined: falls back to DEFAULT_4XX
-    ("AUTHORIZER_FAILURE", 500, 500, "server_error", None),  # not defined: falls back to DEFAULT_5XX
-])
-def test_each_gateway_response_is_openai_shaped_json_with_a_request_id(gateway, kind, default_status, status,
-                                                                       error_type, code):
-    got_status, headers, body = gateway.gateway_response(kind, default_status, "req-1", "POST",
-                                                         "/v1/audio/transcriptions", "Internal server error")
+@pytest.mark.parametrize(
+    ("kind", "default_status", "status", "error_type", "code"),
+    [
+        ("REQUEST_TOO_LARGE", 413, 413, "invalid_request_error", "audio_too_large"),
+        ("THROTTLED", 429, 429, "rate_limit_error", "rate_limited"),
+        ("INTEGRATION_TIMEOUT", 504, 504, "server_error", "timeout"),
+        ("DEFAULT_5XX", 502, 502, "server_error", None),
+        ("UNAUTHORIZED", 401, 401, "invalid_request_error", None),  # not defined: falls back to DEFAULT_4XX
+        ("AUTHORIZER_FAILURE", 500, 500, "server_error", None),  # not defined: falls back to DEFAULT_5XX
+    ],
+)
+def test_each_gateway_response_is_openai_shaped_json_with_a_request_id(
+    gateway, kind, default_status, status, error_type, code
+):
+    got_status, headers, body = gateway.gateway_response(
+        kind, default_status, "req-1", "POST", "/v1/audio/transcriptions", "Internal server error"
+    )
     error = json.loads(body)["error"]
     assert got_status == status and headers["x-request-id"] == "req-1"
     assert headers["Content-Type"] == "application/json"

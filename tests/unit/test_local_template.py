@@ -22,8 +22,17 @@ def local(template) -> LocalTemplate:
 def test_the_repository_template_is_loaded(template):
     assert TEMPLATE_PATH.name == "template.yaml" and TEMPLATE_PATH.is_file()
     assert template["Transform"] == "AWS::Serverless-2016-10-31"
-    assert {"InferyApi", "TranscribeFunction", "ReconcilerFunction", "KeysTable", "LedgerTable", "ReservationsTable",
-            "RateLimitsTable", "IdempotencyTable", "WhisperEndpoint"} <= set(template["Resources"])
+    assert {
+        "InferyApi",
+        "TranscribeFunction",
+        "ReconcilerFunction",
+        "KeysTable",
+        "LedgerTable",
+        "ReservationsTable",
+        "RateLimitsTable",
+        "IdempotencyTable",
+        "WhisperEndpoint",
+    } <= set(template["Resources"])
 
 
 def test_short_form_tags_become_intrinsic_functions(template):
@@ -32,10 +41,12 @@ def test_short_form_tags_become_intrinsic_functions(template):
     assert variables["DEFAULT_MODEL"] == {"Ref": "ModelName"}
     assert variables["SAGEMAKER_ENDPOINT_NAME"] == {"Fn::GetAtt": ["WhisperEndpoint", "EndpointName"]}
     assert template["Outputs"]["ApiBaseUrl"]["Value"] == {
-        "Fn::Sub": "https://${InferyApi}.execute-api.${AWS::Region}.amazonaws.com/prod/v1"}
+        "Fn::Sub": "https://${InferyApi}.execute-api.${AWS::Region}.amazonaws.com/prod/v1"
+    }
     # sequence and nested tags keep their structure
     assert template["Resources"]["WhisperModelRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"][0][
-        "Resource"]["Fn::Sub"][1]["Path"] == {"Fn::Select": [1, {"Fn::Split": ["s3://", {"Ref": "ModelDataUrl"}]}]}
+        "Resource"
+    ]["Fn::Sub"][1]["Path"] == {"Fn::Select": [1, {"Fn::Split": ["s3://", {"Ref": "ModelDataUrl"}]}]}
 
 
 def test_a_ref_to_a_resource_is_its_local_physical_name(local):
@@ -67,12 +78,15 @@ def test_sub_replaces_pseudo_parameters_resources_and_attributes(local):
     assert local.resolve({"Fn::Sub": "${AWS::StackName}/${KeysTable}"}) == "infery-local/infery-local-KeysTable"
     assert local.resolve({"Fn::Sub": "${WhisperEndpoint.EndpointName}"}) == "infery-local-WhisperEndpoint"
     assert local.resolve({"Fn::Sub": "https://${InferyApi}.execute-api.${AWS::Region}.amazonaws.com/prod/v1"}) == (
-        "https://infery-local-InferyApi.execute-api.us-east-1.amazonaws.com/prod/v1")
+        "https://infery-local-InferyApi.execute-api.us-east-1.amazonaws.com/prod/v1"
+    )
 
 
 def test_resolve_walks_nested_values_and_keeps_literals(local):
     assert local.resolve({"TableName": {"Ref": "KeysTable"}, "Tags": [{"Value": {"Ref": "LogLevel"}}, 3, None]}) == {
-        "TableName": "infery-local-KeysTable", "Tags": [{"Value": "INFO"}, 3, None]}
+        "TableName": "infery-local-KeysTable",
+        "Tags": [{"Value": "INFO"}, 3, None],
+    }
     assert local.resolve("plain") == "plain"
 
 
@@ -81,29 +95,35 @@ def test_an_unknown_ref_is_a_key_error(local):
         local.resolve({"Ref": "NoSuchThing"})
 
 
-@pytest.mark.parametrize(("sub", "expected"), [
-    (["${Greeting}-${AWS::StackName}", {"Greeting": "hi"}], "hi-infery-local"),
-    ("${!Literal}-${AWS::StackName}", "${Literal}-infery-local"),
-], ids=["variable-map", "escaped-literal"])
+@pytest.mark.parametrize(
+    ("sub", "expected"),
+    [
+        (["${Greeting}-${AWS::StackName}", {"Greeting": "hi"}], "hi-infery-local"),
+        ("${!Literal}-${AWS::StackName}", "${Literal}-infery-local"),
+    ],
+    ids=["variable-map", "escaped-literal"],
+)
 def test_sub_takes_its_variable_map_and_literal_escapes(local, sub, expected):
     assert local.resolve({"Fn::Sub": sub}) == expected
 
 
 def test_the_transcribe_functions_environment_is_resolved_from_the_template(template):
     environment = LocalTemplate(template, parameter_overrides={"ModelName": "whisper-tiny.en"}).function_environment(
-        "TranscribeFunction")
+        "TranscribeFunction"
+    )
     assert environment["KEYS_TABLE_NAME"] == "infery-local-KeysTable"
     assert environment["LEDGER_TABLE_NAME"] == "infery-local-LedgerTable"
     assert environment["SAGEMAKER_ENDPOINT_NAME"] == "infery-local-WhisperEndpoint"
     assert environment["DEFAULT_MODEL"] == "whisper-tiny.en"
     assert (environment["SECONDS_PER_CREDIT"], environment["MIN_CREDITS_PER_REQUEST"]) == ("5", "1")
     assert environment["ENDPOINT_TIMEOUT_SECONDS"] == "27"
-    assert (environment["RESERVATIONS_TABLE_NAME"], environment["RATE_LIMITS_TABLE_NAME"],
-            environment["IDEMPOTENCY_TABLE_NAME"]) == (
-        "infery-local-ReservationsTable", "infery-local-RateLimitsTable", "infery-local-IdempotencyTable")
+    assert (
+        environment["RESERVATIONS_TABLE_NAME"],
+        environment["RATE_LIMITS_TABLE_NAME"],
+        environment["IDEMPOTENCY_TABLE_NAME"],
+    ) == ("infery-local-ReservationsTable", "infery-local-RateLimitsTable", "infery-local-IdempotencyTable")
     assert (environment["MODEL_PRICES"], environment["DEFAULT_RATE_LIMIT_PER_MINUTE"]) == ("{}", "600")
-    assert all(isinstance(value, str) and "Ref" not in value and "Fn::" not in value
-               for value in environment.values())
+    assert all(isinstance(value, str) and "Ref" not in value and "Fn::" not in value for value in environment.values())
 
 
 def test_the_api_routes_are_the_functions_api_events(local):
@@ -137,35 +157,55 @@ def test_given_a_template_with_api_and_schedule_events_then_schedules_lists_only
     events["Nightly"] = {"Type": "Schedule", "Properties": {"Schedule": "rate(1 day)"}}
     events["Hourly"] = {"Type": "Schedule", "Properties": {"Schedule": " rate(2 hours) "}}
     assert sorted(LocalTemplate(edited).schedules()) == [
-        ("ReconcilerFunction", 300), ("TranscribeFunction", 7200), ("TranscribeFunction", 86400)]
+        ("ReconcilerFunction", 300),
+        ("TranscribeFunction", 7200),
+        ("TranscribeFunction", 86400),
+    ]
 
 
 def test_given_a_template_with_a_cron_schedule_then_schedules_refuses_it_rather_than_skip_it(template):
     edited = copy.deepcopy(template)
-    edited["Resources"]["ReconcilerFunction"]["Properties"]["Events"]["EveryFiveMinutes"]["Properties"][
-        "Schedule"] = "cron(0/5 * * * ? *)"
+    edited["Resources"]["ReconcilerFunction"]["Properties"]["Events"]["EveryFiveMinutes"]["Properties"]["Schedule"] = (
+        "cron(0/5 * * * ? *)"
+    )
     with pytest.raises(ValueError, match="cron"):
         LocalTemplate(edited).schedules()
 
 
-@pytest.mark.parametrize(("expression", "seconds"), [
-    ("rate(5 minutes)", 300),
-    ("rate(1 minute)", 60),
-    ("rate(1 hour)", 3600),
-    ("rate(3 hours)", 10800),
-    ("rate(1 day)", 86400),
-    ("rate(7 days)", 604800),
-    ("  rate(10 minutes)\n", 600),
-])
+@pytest.mark.parametrize(
+    ("expression", "seconds"),
+    [
+        ("rate(5 minutes)", 300),
+        ("rate(1 minute)", 60),
+        ("rate(1 hour)", 3600),
+        ("rate(3 hours)", 10800),
+        ("rate(1 day)", 86400),
+        ("rate(7 days)", 604800),
+        ("  rate(10 minutes)\n", 600),
+    ],
+)
 def test_given_a_rate_expression_then_its_period_is_in_seconds(expression, seconds):
     assert rate_seconds(expression) == seconds
 
 
-@pytest.mark.parametrize("expression", [
-    "", "rate()", "rate(5)", "rate(minutes)", "rate(5 weeks)", "rate(5 seconds)", "rate(-5 minutes)",
-    "rate(1.5 hours)", "rate 5 minutes", "rate(5 minutes", "5 minutes",
-    "cron(0/5 * * * ? *)", "rate(5 minutes) rate(1 hour)",
-])
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "",
+        "rate()",
+        "rate(5)",
+        "rate(minutes)",
+        "rate(5 weeks)",
+        "rate(5 seconds)",
+        "rate(-5 minutes)",
+        "rate(1.5 hours)",
+        "rate 5 minutes",
+        "rate(5 minutes",
+        "5 minutes",
+        "cron(0/5 * * * ? *)",
+        "rate(5 minutes) rate(1 hour)",
+    ],
+)
 def test_given_a_bad_or_unsupported_schedule_expression_then_value_error(expression):
     with pytest.raises(ValueError, match="rate"):
         rate_seconds(expression)
@@ -185,6 +225,12 @@ def test_code_and_layer_locations_exist(local):
 
 def test_gateway_responses_are_the_apis(local):
     responses = local.gateway_responses()
-    assert {"MISSING_AUTHENTICATION_TOKEN", "REQUEST_TOO_LARGE", "THROTTLED", "INTEGRATION_TIMEOUT", "DEFAULT_4XX",
-            "DEFAULT_5XX"} <= set(responses)
+    assert {
+        "MISSING_AUTHENTICATION_TOKEN",
+        "REQUEST_TOO_LARGE",
+        "THROTTLED",
+        "INTEGRATION_TIMEOUT",
+        "DEFAULT_4XX",
+        "DEFAULT_5XX",
+    } <= set(responses)
     assert responses["MISSING_AUTHENTICATION_TOKEN"]["StatusCode"] == 404

@@ -6,13 +6,16 @@ import pytest
 from infery.errors import InvalidRequest, public_message
 
 
-@pytest.mark.parametrize(("raw", "shown"), [
-    ("a\x00b", "a\\x00b"),
-    ("line\nbreak\r", "line\\nbreak\\r"),
-    ("\x1b[31mred", "\\x1b[31mred"),
-    ("del\x7f and c1\x85", "del\\x7f and c1\\x85"),
-    ("half \ud800 a character", "half \\ud800 a character"),
-])
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [
+        ("a\x00b", "a\\x00b"),
+        ("line\nbreak\r", "line\\nbreak\\r"),
+        ("\x1b[31mred", "\\x1b[31mred"),
+        ("del\x7f and c1\x85", "del\\x7f and c1\\x85"),
+        ("half \ud800 a character", "half \\ud800 a character"),
+    ],
+)
 def test_control_characters_and_unpaired_surrogates_are_written_out(raw, shown):
     assert public_message(raw) == shown
     assert InvalidRequest(f"The model '{raw}' does not exist.").message == f"The model '{shown}' does not exist."

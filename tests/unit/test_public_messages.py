@@ -13,17 +13,26 @@ from infery import errors
 BUCKET = "infery-audio-123456789012-us-east-1"
 
 
-@pytest.mark.parametrize(("message", "kept"), [
-    ("The audio could not be decoded: [Errno 1094995529] Invalid data found when processing input",
-     "The audio could not be decoded: Invalid data found when processing input"),
-    ("[Errno -11] Resource temporarily unavailable", "Resource temporarily unavailable"),
-    (f"The audio object s3://{BUCKET}/uploads/key_0123456789abcdef/upl_00.wav cannot be read.",
-     "The audio object (the stored file) cannot be read."),
-    (f"Could not read 's3://{BUCKET}/inbox/key_0/a b.wav'", "Could not read '(the stored file)'"),
-    (f"An error occurred (AccessDenied) on arn:aws:s3:::{BUCKET}/uploads/x", "An error occurred (AccessDenied) on "
-                                                                              "(an AWS resource)"),
-    ("arn:aws:sagemaker:us-east-1:123456789012:endpoint/infery-whisper is busy", "(an AWS resource) is busy"),
-])
+@pytest.mark.parametrize(
+    ("message", "kept"),
+    [
+        (
+            "The audio could not be decoded: [Errno 1094995529] Invalid data found when processing input",
+            "The audio could not be decoded: Invalid data found when processing input",
+        ),
+        ("[Errno -11] Resource temporarily unavailable", "Resource temporarily unavailable"),
+        (
+            f"The audio object s3://{BUCKET}/uploads/key_0123456789abcdef/upl_00.wav cannot be read.",
+            "The audio object (the stored file) cannot be read.",
+        ),
+        (f"Could not read 's3://{BUCKET}/inbox/key_0/a b.wav'", "Could not read '(the stored file)'"),
+        (
+            f"An error occurred (AccessDenied) on arn:aws:s3:::{BUCKET}/uploads/x",
+            "An error occurred (AccessDenied) on (an AWS resource)",
+        ),
+        ("arn:aws:sagemaker:us-east-1:123456789012:endpoint/infery-whisper is busy", "(an AWS resource) is busy"),
+    ],
+)
 def test_errno_text_s3_uris_and_arns_are_taken_out_of_every_client_message(message, kept):
     for error_class in (errors.InvalidRequest, errors.ModelFailed, errors.NotFound):
         error = error_class(message, param="file", code="undecodable_audio")

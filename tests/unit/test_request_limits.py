@@ -31,11 +31,23 @@ GRANULARITIES = "timestamp_granularities[]"
 INTERNAL_TEXT = ("MultipartDecoder", "attribute", "Errno", "CR-LF", "codec", "Traceback", "s3://", "object has no")
 
 
-def parse(content_type: str | None, body: bytes, task: Task = Task.TRANSCRIBE, *, for_job: bool = False,
-          allow_http_webhooks: bool = False):
-    return parse_transcription_request(task, content_type, body, max_audio_bytes=MAX_AUDIO_BYTES,
-                                       max_upload_bytes=MAX_UPLOAD_BYTES, for_job=for_job,
-                                       allow_http_webhooks=allow_http_webhooks)
+def parse(
+    content_type: str | None,
+    body: bytes,
+    task: Task = Task.TRANSCRIBE,
+    *,
+    for_job: bool = False,
+    allow_http_webhooks: bool = False,
+):
+    return parse_transcription_request(
+        task,
+        content_type,
+        body,
+        max_audio_bytes=MAX_AUDIO_BYTES,
+        max_upload_bytes=MAX_UPLOAD_BYTES,
+        for_job=for_job,
+        allow_http_webhooks=allow_http_webhooks,
+    )
 
 
 def refused(content_type: str | None, body: bytes, **options) -> InferyError:
@@ -46,8 +58,9 @@ def refused(content_type: str | None, body: bytes, **options) -> InferyError:
 
 def refused_upload(fields: dict, *, allow_http_webhooks: bool = False) -> InferyError:
     with pytest.raises(InferyError) as raised:
-        parse_upload_request("application/json", json.dumps(fields).encode(), "whisper-1",
-                             allow_http_webhooks=allow_http_webhooks)
+        parse_upload_request(
+            "application/json", json.dumps(fields).encode(), "whisper-1", allow_http_webhooks=allow_http_webhooks
+        )
     return _checked(raised.value)
 
 
@@ -61,12 +74,14 @@ def _checked(error: InferyError) -> InferyError:
 
 def both_bodies(**fields) -> list[tuple[str, bytes]]:
     """The same request as multipart (as the SDK sends it) and as JSON."""
-    return [multipart_body(WAV, **{"model": "whisper-1", **fields}),
-            json_body(WAV, **{"model": "whisper-1", **{name.removesuffix("[]"): value
-                                                          for name, value in fields.items()}})]
+    return [
+        multipart_body(WAV, **{"model": "whisper-1", **fields}),
+        json_body(WAV, **{"model": "whisper-1", **{name.removesuffix("[]"): value for name, value in fields.items()}}),
+    ]
 
 
 # --- item 6: a multipart body must be whole --------------------------------------------------------------------------
+
 
 def _without_closing_boundary(body: bytes) -> bytes:
     closing = f"--{SDK_BOUNDARY}--\r\n".encode()
@@ -102,24 +117,40 @@ def test_a_part_after_the_closing_boundary_is_epilogue_not_a_field():
     assert parse(content_type, smuggled + f"\r\n--{SDK_BOUNDARY}--\r\n".encode()).language is None
 
 
-@pytest.mark.parametrize(("content_type", "body"), [
-    ("multipart/form-data", None),
-    ("multipart/form-data; charset=utf-8", None),
-    ("multipart/form-data; boundary=", None),
-    ("multipart/form-data; boundary=" + "b" * 71, None),
-    (f"multipart/form-data; boundary={SDK_BOUNDARY}", b"this is not a multipart body"),
-    (f"multipart/form-data; boundary={SDK_BOUNDARY}",
-     raw_multipart(SDK_BOUNDARY, b'Content-Disposition: form-data; name="model" whisper-1')),
-    (f"multipart/form-data; boundary={SDK_BOUNDARY}",
-     raw_multipart(SDK_BOUNDARY, b'Content-Disposition: form-data; name="mod\xffel"\r\n\r\nwhisper-1')),
-], ids=["no-boundary", "other-parameter", "empty-boundary", "boundary-too-long", "garbage", "no-blank-line",
-        "header-not-utf8"])
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("multipart/form-data", None),
+        ("multipart/form-data; charset=utf-8", None),
+        ("multipart/form-data; boundary=", None),
+        ("multipart/form-data; boundary=" + "b" * 71, None),
+        (f"multipart/form-data; boundary={SDK_BOUNDARY}", b"this is not a multipart body"),
+        (
+            f"multipart/form-data; boundary={SDK_BOUNDARY}",
+            raw_multipart(SDK_BOUNDARY, b'Content-Disposition: form-data; name="model" whisper-1'),
+        ),
+        (
+            f"multipart/form-data; boundary={SDK_BOUNDARY}",
+            raw_multipart(SDK_BOUNDARY, b'Content-Disposition: form-data; name="mod\xffel"\r\n\r\nwhisper-1'),
+        ),
+    ],
+    ids=[
+        "no-boundary",
+        "other-parameter",
+        "empty-boundary",
+        "boundary-too-long",
+        "garbage",
+        "no-blank-line",
+        "header-not-utf8",
+    ],
+)
 def test_a_broken_multipart_envelope_is_told_without_the_parsers_words(content_type, body):
     error = refused(content_type, body if body is not None else multipart_body(WAV, model="whisper-1")[1])
     assert (error.status_code, error.code) == (400, "invalid_multipart")
 
 
 # --- item 6: temperature ---------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("value", [True, False, "true", [0.5], {"value": 0.5}])
 def test_a_temperature_that_is_not_a_number_is_refused(value):
@@ -132,8 +163,10 @@ def test_a_temperature_that_is_not_a_number_is_refused(value):
 def test_nan_and_infinite_temperatures_are_refused_as_not_a_number_between_0_and_1(value):
     body = json.dumps({"model": "whisper-1", "audio": "UklGRgAAAABXQVZF", "temperature": value})
     assert "NaN" in body or "Infinity" in body  # what Python's json (and JavaScript's) writes for them
-    for content_type, payload in (("application/json", body.encode()),
-                                  multipart_body(WAV, model="whisper-1", temperature=str(value))):
+    for content_type, payload in (
+        ("application/json", body.encode()),
+        multipart_body(WAV, model="whisper-1", temperature=str(value)),
+    ):
         error = refused(content_type, payload)
         assert (error.param, error.code) == ("temperature", "invalid_value")
         assert "must be a number between 0 and 1" in error.message
@@ -154,6 +187,7 @@ def test_good_temperatures_are_kept(value, expected):
 
 # --- item 6: word timestamps need verbose_json -----------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("response_format", [None, "json", "text", "srt", "vtt"])
 def test_word_timestamps_without_verbose_json_are_a_400_as_openai_answers(response_format):
     fields = {GRANULARITIES: ["word"]} | ({"response_format": response_format} if response_format else {})
@@ -163,20 +197,23 @@ def test_word_timestamps_without_verbose_json_are_a_400_as_openai_answers(respon
             assert (error.status_code, error.param, error.code) == (400, "timestamp_granularities", "invalid_value")
             assert "verbose_json" in error.message
     fields = {"timestamp_granularities": ["word", "segment"]} | (
-        {"response_format": response_format} if response_format else {})
+        {"response_format": response_format} if response_format else {}
+    )
     error = refused_upload(fields)
     assert (error.param, error.code) == ("timestamp_granularities", "invalid_value")
 
 
 def test_word_timestamps_with_verbose_json_and_segments_with_any_format_are_accepted():
-    content_type, body = multipart_body(WAV, model="whisper-1", response_format="verbose_json",
-                                        **{GRANULARITIES: ["word", "segment"]})
+    content_type, body = multipart_body(
+        WAV, model="whisper-1", response_format="verbose_json", **{GRANULARITIES: ["word", "segment"]}
+    )
     assert parse(content_type, body).word_timestamps
     content_type, body = multipart_body(WAV, model="whisper-1", response_format="srt", **{GRANULARITIES: ["segment"]})
     assert not parse(content_type, body).word_timestamps
 
 
 # --- item 4: limits on every field -----------------------------------------------------------------------------------
+
 
 def test_the_limits_are_the_documented_ones():
     assert (PROMPT_MAX_CHARACTERS, FILENAME_MAX_CHARACTERS, WEBHOOK_URL_MAX_CHARACTERS) == (1000, 255, 2048)
@@ -200,14 +237,23 @@ def test_a_prompt_of_exactly_1000_characters_is_accepted_and_counted_in_characte
     prompt = "ü" * PROMPT_MAX_CHARACTERS  # 2,000 bytes of UTF-8
     for content_type, body in both_bodies(prompt=prompt):
         assert parse(content_type, body).prompt == prompt
-    assert parse_upload_request("application/json", json.dumps({"prompt": prompt}).encode(),
-                                "whisper-1").job.prompt == prompt
+    assert (
+        parse_upload_request("application/json", json.dumps({"prompt": prompt}).encode(), "whisper-1").job.prompt
+        == prompt
+    )
 
 
-@pytest.mark.parametrize("filename", ["a" * (FILENAME_MAX_CHARACTERS - 4) + ".wav" + "x",
-                                      "x" * 450_000 + ".wav",
-                                      "meeting\x00.wav", "meeting\r\n.wav", "\x1b[31mred.wav"],
-                         ids=["256", "450k", "nul", "crlf", "escape"])
+@pytest.mark.parametrize(
+    "filename",
+    [
+        "a" * (FILENAME_MAX_CHARACTERS - 4) + ".wav" + "x",
+        "x" * 450_000 + ".wav",
+        "meeting\x00.wav",
+        "meeting\r\n.wav",
+        "\x1b[31mred.wav",
+    ],
+    ids=["256", "450k", "nul", "crlf", "escape"],
+)
 def test_a_filename_over_255_characters_or_with_control_characters_is_refused_everywhere(filename):
     # multipart (in the file part's Content-Disposition), JSON, the job endpoint and POST /v1/uploads
     if "\r" not in filename and "\x00" not in filename:
@@ -226,8 +272,10 @@ def test_a_filename_of_255_characters_is_accepted():
     filename = "ä" * (FILENAME_MAX_CHARACTERS - 4) + ".wav"
     content_type, body = multipart_body(WAV, filename=filename, model="whisper-1")
     assert parse(content_type, body).filename == filename
-    assert parse_upload_request("application/json", json.dumps({"filename": filename}).encode(),
-                                "whisper-1").filename == filename
+    assert (
+        parse_upload_request("application/json", json.dumps({"filename": filename}).encode(), "whisper-1").filename
+        == filename
+    )
 
 
 def test_a_model_name_past_256_characters_is_refused_without_being_echoed():
@@ -247,36 +295,54 @@ def test_a_huge_language_or_unknown_field_name_is_not_echoed_back():
     assert error.code == "unknown_parameter" and len(error.param or "") <= 64
 
 
-@pytest.mark.parametrize("upload_id", ["upl_" + "0" * 31, "upl_" + "0" * 33, "upl_" + "G" * 32, "job_" + "0" * 32,
-                                       "upl_" + "0" * 32 + "\n", "upl_" + "x" * 450_000, 42])
+@pytest.mark.parametrize(
+    "upload_id",
+    [
+        "upl_" + "0" * 31,
+        "upl_" + "0" * 33,
+        "upl_" + "G" * 32,
+        "job_" + "0" * 32,
+        "upl_" + "0" * 32 + "\n",
+        "upl_" + "x" * 450_000,
+        42,
+    ],
+)
 def test_an_upload_id_of_another_shape_is_refused_before_anything_is_read(upload_id):
-    for content_type, body in (multipart_body(None, model="whisper-1", upload_id=upload_id),
-                               json_body(None, model="whisper-1", upload_id=upload_id)):
+    for content_type, body in (
+        multipart_body(None, model="whisper-1", upload_id=upload_id),
+        json_body(None, model="whisper-1", upload_id=upload_id),
+    ):
         error = refused(content_type, body, for_job=True)
         assert (error.param, error.code) == ("upload_id", "invalid_upload_id")
 
 
 # --- item 4: webhook URLs --------------------------------------------------------------------------------------------
 
+
 def _webhook_refusals(url: str, *, allow_http_webhooks: bool = False) -> list[InferyError]:
-    errors = [refused(content_type, body, for_job=True, allow_http_webhooks=allow_http_webhooks)
-              for content_type, body in both_bodies(webhook_url=url)]
+    errors = [
+        refused(content_type, body, for_job=True, allow_http_webhooks=allow_http_webhooks)
+        for content_type, body in both_bodies(webhook_url=url)
+    ]
     return [*errors, refused_upload({"webhook_url": url}, allow_http_webhooks=allow_http_webhooks)]
 
 
-@pytest.mark.parametrize("url", [
-    "http://hooks.example.com/infery",  # on AWS only https
-    "https://hooks.example.com:8443/infery",  # ... on port 443
-    "https://hooks.example.com:80/infery",
-    "https://hooks.example.com:99999/infery",  # not a port at all
-    "https://user:secret@hooks.example.com/infery",  # credentials would be stored and shown in the job
-    "https://169.254.169.254/latest/meta-data/",  # an internal address, written as one
-    "https://127.0.0.1/hook",
-    "https://[::1]/hook",
-    "https://10.0.0.7/hook",
-    "https://[fd00::1]/hook",
-    "https://hooks.example.com/" + "a" * WEBHOOK_URL_MAX_CHARACTERS,
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://hooks.example.com/infery",  # on AWS only https
+        "https://hooks.example.com:8443/infery",  # ... on port 443
+        "https://hooks.example.com:80/infery",
+        "https://hooks.example.com:99999/infery",  # not a port at all
+        "https://user:secret@hooks.example.com/infery",  # credentials would be stored and shown in the job
+        "https://169.254.169.254/latest/meta-data/",  # an internal address, written as one
+        "https://127.0.0.1/hook",
+        "https://[::1]/hook",
+        "https://10.0.0.7/hook",
+        "https://[fd00::1]/hook",
+        "https://hooks.example.com/" + "a" * WEBHOOK_URL_MAX_CHARACTERS,
+    ],
+)
 def test_on_aws_a_webhook_url_must_be_https_on_443_to_a_public_host(url):
     for error in _webhook_refusals(url):
         assert (error.status_code, error.param, error.code) == (400, "webhook_url", "invalid_value")
@@ -285,19 +351,31 @@ def test_on_aws_a_webhook_url_must_be_https_on_443_to_a_public_host(url):
 def test_a_public_https_webhook_url_is_accepted_as_given():
     url = "https://hooks.example.com/infery?tenant=7"
     assert parse(*json_body(WAV, model="whisper-1", webhook_url=url), for_job=True).webhook_url == url
-    assert parse(*json_body(WAV, model="whisper-1", webhook_url="https://hooks.example.com:443/x"),
-                 for_job=True).webhook_url == "https://hooks.example.com:443/x"
-    assert parse_upload_request("application/json", json.dumps({"webhook_url": url}).encode(),
-                                "whisper-1").job.webhook_url == url
+    assert (
+        parse(
+            *json_body(WAV, model="whisper-1", webhook_url="https://hooks.example.com:443/x"), for_job=True
+        ).webhook_url
+        == "https://hooks.example.com:443/x"
+    )
+    assert (
+        parse_upload_request("application/json", json.dumps({"webhook_url": url}).encode(), "whisper-1").job.webhook_url
+        == url
+    )
 
 
 def test_where_private_addresses_are_allowed_http_to_loopback_is_accepted():
     # the local stack (WEBHOOK_ALLOW_PRIVATE_ADDRESSES=true): receivers run on the developer's machine
     url = "http://127.0.0.1:8123/hook"
-    assert parse(*json_body(WAV, model="whisper-1", webhook_url=url), for_job=True,
-                 allow_http_webhooks=True).webhook_url == url
-    assert parse_upload_request("application/json", json.dumps({"webhook_url": url}).encode(), "whisper-1",
-                                allow_http_webhooks=True).job.webhook_url == url
+    assert (
+        parse(*json_body(WAV, model="whisper-1", webhook_url=url), for_job=True, allow_http_webhooks=True).webhook_url
+        == url
+    )
+    assert (
+        parse_upload_request(
+            "application/json", json.dumps({"webhook_url": url}).encode(), "whisper-1", allow_http_webhooks=True
+        ).job.webhook_url
+        == url
+    )
     # ... but the length and the scheme are still checked
     for bad in ("ftp://127.0.0.1/hook", "http://127.0.0.1/" + "a" * WEBHOOK_URL_MAX_CHARACTERS):
         for error in _webhook_refusals(bad, allow_http_webhooks=True):

@@ -24,9 +24,18 @@ class Ledger:
     def _add(self, kind: LedgerKind, request_id: str, credits: int, at: str, **fields) -> None:
         self.balance += credits
         assert self.balance >= 0, "a ledger never goes below zero"
-        self.entries.append(LedgerEntry(key_id=KEY_ID, entry_id=f"{request_id}#{kind.value}", kind=kind,
-                                        request_id=request_id, credits=credits, balance_after=self.balance,
-                                        created_at=at, **fields))
+        self.entries.append(
+            LedgerEntry(
+                key_id=KEY_ID,
+                entry_id=f"{request_id}#{kind.value}",
+                kind=kind,
+                request_id=request_id,
+                credits=credits,
+                balance_after=self.balance,
+                created_at=at,
+                **fields,
+            )
+        )
 
     def topup(self, request_id: str, credits: int, at: str, note: str | None = None) -> Ledger:
         self._add(LedgerKind.TOPUP, request_id, credits, at, note=note)
@@ -37,8 +46,9 @@ class Ledger:
         return self
 
     def settle(self, request_id: str, reserved: int, cost: int, seconds: float, at: str, model: str = TINY) -> Ledger:
-        self._add(LedgerKind.SETTLE, request_id, reserved - cost, at, model=model, audio_seconds=seconds,
-                  billed_credits=cost)
+        self._add(
+            LedgerKind.SETTLE, request_id, reserved - cost, at, model=model, audio_seconds=seconds, billed_credits=cost
+        )
         return self
 
     def refund(self, request_id: str, reserved: int, at: str, model: str = TINY) -> Ledger:
@@ -52,8 +62,9 @@ class Ledger:
     def request(self, request_id: str, reserved: int, cost: int, seconds: float, at: str, model: str = TINY) -> Ledger:
         """A request reserved and settled a second later."""
         settled_at = at[:18] + str(int(at[18]) + 1) + at[19:]
-        return self.reserve(request_id, reserved, at, model).settle(request_id, reserved, cost, seconds, settled_at,
-                                                                   model)
+        return self.reserve(request_id, reserved, at, model).settle(
+            request_id, reserved, cost, seconds, settled_at, model
+        )
 
 
 def t(day: int, hour: int = 10, minute: int = 0, second: int = 0) -> str:
@@ -68,14 +79,18 @@ def report(ledger: Ledger, **options) -> dict:
 def month() -> Ledger:
     """A month of one key: a top-up, three settled requests over two days and two models, a refund, a release,
     and a request still running."""
-    return (Ledger()
-            .topup("topup-1", 100, t(1, 9), note="invoice 17")
-            .request("req-a", reserved=5, cost=3, seconds=12.5, at=t(2, 10))
-            .request("req-b", reserved=3, cost=3, seconds=11.0, at=t(2, 11), model=LARGE)
-            .reserve("req-c", 4, t(3, 8)).refund("req-c", 4, t(3, 8, 0, 30))
-            .request("req-d", reserved=2, cost=4, seconds=19.2, at=t(3, 9))  # settling took more than reserved
-            .reserve("req-e", 6, t(3, 10)).release("req-e", 6, t(3, 11))
-            .reserve("req-f", 7, t(4, 12)))
+    return (
+        Ledger()
+        .topup("topup-1", 100, t(1, 9), note="invoice 17")
+        .request("req-a", reserved=5, cost=3, seconds=12.5, at=t(2, 10))
+        .request("req-b", reserved=3, cost=3, seconds=11.0, at=t(2, 11), model=LARGE)
+        .reserve("req-c", 4, t(3, 8))
+        .refund("req-c", 4, t(3, 8, 0, 30))
+        .request("req-d", reserved=2, cost=4, seconds=19.2, at=t(3, 9))  # settling took more than reserved
+        .reserve("req-e", 6, t(3, 10))
+        .release("req-e", 6, t(3, 11))
+        .reserve("req-f", 7, t(4, 12))
+    )
 
 
 def test_given_a_month_then_the_totals_count_only_the_settled_requests(month):
@@ -113,7 +128,10 @@ def test_given_a_month_then_recent_requests_are_newest_first_with_their_status_a
     ]
     by_id = {r["request_id"]: r for r in recent}
     assert (by_id["req-a"]["model"], by_id["req-a"]["audio_seconds"], by_id["req-a"]["created_at"]) == (
-        TINY, 12.5, t(2, 10))  # the request's time is its reservation's
+        TINY,
+        12.5,
+        t(2, 10),
+    )  # the request's time is its reservation's
     assert by_id["req-c"]["audio_seconds"] is None and by_id["req-b"]["model"] == LARGE
     assert "topup-1" not in by_id
 
@@ -128,8 +146,9 @@ def test_given_zero_recent_requests_asked_for_then_none_are_listed(month):
 
 
 def test_given_the_period_then_the_report_names_it_and_the_balance_is_the_one_given(month):
-    usage = usage_report(month.entries, balance=12345, since="2026-11-01T00:00:00.000+00:00",
-                         until="2026-12-01T00:00:00.000+00:00")
+    usage = usage_report(
+        month.entries, balance=12345, since="2026-11-01T00:00:00.000+00:00", until="2026-12-01T00:00:00.000+00:00"
+    )
     assert usage["period"] == {"start": "2026-11-01T00:00:00.000+00:00", "end": "2026-12-01T00:00:00.000+00:00"}
     assert usage["balance"] == 12345  # the live balance, not one recomputed from a period's entries
 
@@ -147,8 +166,12 @@ def test_given_only_top_ups_then_nothing_was_spent():
 
 
 def test_given_a_request_settled_after_midnight_then_it_counts_on_the_day_it_started():
-    ledger = Ledger().topup("topup-1", 10, t(1)).reserve("req-a", 3, t(5, 23, 59, 59)).settle(
-        "req-a", 3, 2, 9.0, t(6, 0, 0, 5))
+    ledger = (
+        Ledger()
+        .topup("topup-1", 10, t(1))
+        .reserve("req-a", 3, t(5, 23, 59, 59))
+        .settle("req-a", 3, 2, 9.0, t(6, 0, 0, 5))
+    )
     assert [day["date"] for day in report(ledger)["by_day"]] == ["2026-11-05"]
 
 
@@ -160,9 +183,14 @@ def test_given_many_small_durations_then_the_seconds_total_does_not_drift():
 
 
 def test_given_a_request_reserved_before_the_period_and_closed_in_it_then_it_costs_what_it_was_billed():
-    whole = (Ledger().topup("topup-1", 100, t(1))
-             .reserve("req-a", 10, t(4, 23, 59, 59)).settle("req-a", 10, 3, 14.0, t(5, 0, 0, 2))
-             .reserve("req-b", 10, t(4, 23, 59, 58)).refund("req-b", 10, t(5, 0, 0, 1)))
+    whole = (
+        Ledger()
+        .topup("topup-1", 100, t(1))
+        .reserve("req-a", 10, t(4, 23, 59, 59))
+        .settle("req-a", 10, 3, 14.0, t(5, 0, 0, 2))
+        .reserve("req-b", 10, t(4, 23, 59, 58))
+        .refund("req-b", 10, t(5, 0, 0, 1))
+    )
     # Given the ledger of a period that starts at midnight on the 5th
     in_period = [entry for entry in whole.entries if entry.created_at >= t(5, 0)]
     usage = usage_report(in_period, balance=whole.balance, since=t(5, 0), until=t(6, 0))
@@ -185,7 +213,8 @@ def test_given_a_ledger_then_the_csv_has_the_header_and_one_row_per_entry_in_ord
     rows = _rows(text)
     assert len(rows) == len(month.entries) == 12  # a top-up, five closed requests of two, one open
     assert [(row["request_id"], row["kind"]) for row in rows] == [
-        (entry.request_id, entry.kind.value) for entry in month.entries]
+        (entry.request_id, entry.kind.value) for entry in month.entries
+    ]
     assert all(row["key_id"] == KEY_ID for row in rows)
 
 
@@ -202,7 +231,11 @@ def test_given_entries_then_each_csv_row_carries_their_fields_and_blanks_for_wha
     rows = {(row["request_id"], row["kind"]): row for row in _rows(ledger_csv(month.entries))}
     settle = rows[("req-d", "settle")]
     assert (settle["model"], settle["audio_seconds"], settle["credits"], settle["billed_credits"]) == (
-        TINY, "19.2", "-2", "4")
+        TINY,
+        "19.2",
+        "-2",
+        "4",
+    )
     assert settle["note"] == "" and settle["unpaid_credits"] == ""
     topup = rows[("topup-1", "topup")]
     assert (topup["created_at"], topup["credits"], topup["note"], topup["model"]) == (t(1, 9), "100", "invoice 17", "")
@@ -247,7 +280,9 @@ def test_given_a_number_of_days_then_the_period_starts_that_many_days_back():
 
 def test_given_since_and_until_then_they_are_the_period_whatever_the_days():
     assert period(days=7, since="2026-11-01T00:00:00.000+00:00", until="2026-12-01T00:00:00.000+00:00") == (
-        "2026-11-01T00:00:00.000+00:00", "2026-12-01T00:00:00.000+00:00")
+        "2026-11-01T00:00:00.000+00:00",
+        "2026-12-01T00:00:00.000+00:00",
+    )
 
 
 def test_given_only_since_then_the_period_runs_to_now():
@@ -267,6 +302,9 @@ def test_given_zero_days_then_the_period_is_not_silently_thirty_days():
 def test_given_a_month_then_each_day_is_split_by_model_too(month):
     split = report(month)["by_day_and_model"]
     assert [(row["date"], row["model"], row["requests"], row["credits"]) for row in split] == [
-        ("2026-11-02", LARGE, 1, 3), ("2026-11-02", TINY, 1, 3), ("2026-11-03", TINY, 1, 4)]
+        ("2026-11-02", LARGE, 1, 3),
+        ("2026-11-02", TINY, 1, 3),
+        ("2026-11-03", TINY, 1, 4),
+    ]
     for day in report(month)["by_day"]:  # the split adds up to each day's totals
         assert sum(row["credits"] for row in split if row["date"] == day["date"]) == day["credits"]

@@ -36,6 +36,7 @@ BODY = b'{"id": "job_0123", "status": "succeeded"}'
 
 # --- stand-ins: DNS, receivers, connections --------------------------------------------------------------------------
 
+
 @dataclass
 class FakeDns:
     """Answers for names: each lookup of a name takes its next answer (the last one repeats)."""
@@ -43,8 +44,15 @@ class FakeDns:
     answers: dict[str, list[list[str]]] = field(default_factory=dict)
     lookups: list[str] = field(default_factory=list)
 
-    def __call__(self, host: Any, port: Any, family: int = 0, type: int = 0, proto: int = 0,  # noqa: A002
-                 flags: int = 0) -> list[tuple]:
+    def __call__(
+        self,
+        host: Any,
+        port: Any,
+        family: int = 0,
+        type: int = 0,
+        proto: int = 0,  # noqa: A002
+        flags: int = 0,
+    ) -> list[tuple]:
         name = host.decode() if isinstance(host, bytes) else str(host)
         if name not in self.answers:
             return REAL_GETADDRINFO(host, port, family, type, proto, flags)
@@ -110,8 +118,7 @@ class Receiver:
 def receiver() -> Iterator[Callable[..., Receiver]]:
     servers: list[ThreadingHTTPServer] = []
 
-    def start(status: int = 200, headers: dict[str, str] | None = None,
-              tls: ssl.SSLContext | None = None) -> Receiver:
+    def start(status: int = 200, headers: dict[str, str] | None = None, tls: ssl.SSLContext | None = None) -> Receiver:
         requests: list[dict[str, Any]] = []
 
         class Handler(BaseHTTPRequestHandler):
@@ -122,9 +129,15 @@ def receiver() -> Iterator[Callable[..., Receiver]]:
 
             def _answer(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
-                requests.append({"method": self.command, "path": self.path, "headers": dict(self.headers),
-                                 "body": self.rfile.read(length),
-                                 "sni": getattr(self.connection, "sni", None)})
+                requests.append(
+                    {
+                        "method": self.command,
+                        "path": self.path,
+                        "headers": dict(self.headers),
+                        "body": self.rfile.read(length),
+                        "sni": getattr(self.connection, "sni", None),
+                    }
+                )
                 self.send_response(status)
                 for name, value in (headers or {}).items():
                     self.send_header(name, value)
@@ -150,13 +163,21 @@ def receiver() -> Iterator[Callable[..., Receiver]]:
 
 def deliver(url: str, *, allow_private_addresses: bool = False, **options: Any) -> tuple[bool, list[WebhookAttempt]]:
     attempts: list[WebhookAttempt] = []
-    delivered = webhooks.deliver(url, BODY, SECRET, record=attempts.append, sleep=lambda _: None,
-                                 timeout_seconds=options.pop("timeout_seconds", 2.0),
-                                 allow_private_addresses=allow_private_addresses, **options)
+    delivered = webhooks.deliver(
+        url,
+        BODY,
+        SECRET,
+        record=attempts.append,
+        sleep=lambda _: None,
+        timeout_seconds=options.pop("timeout_seconds", 2.0),
+        allow_private_addresses=allow_private_addresses,
+        **options,
+    )
     return delivered, attempts
 
 
 # --- the address checked is the address connected to -----------------------------------------------------------------
+
 
 def test_a_name_that_rebinds_to_an_internal_address_after_the_check_is_never_connected_to_there(dns, connections):
     # Given a name whose first answer is public and every later one the instance metadata address
@@ -165,8 +186,9 @@ def test_a_name_that_rebinds_to_an_internal_address_after_the_check_is_never_con
     delivered, attempts = deliver("https://hooks.attacker.example/hook")
     # Then every connection went to an address that was checked, never to the one DNS gave next
     assert not delivered
-    assert connections.opened and all(address == (PUBLIC_ADDRESS, 443) for address in connections.opened), \
+    assert connections.opened and all(address == (PUBLIC_ADDRESS, 443) for address in connections.opened), (
         connections.opened
+    )
     # and each attempt resolved once and checked what it resolved before connecting: the retry, which got the
     # internal answer, was refused without a connection
     assert connections.opened == [(PUBLIC_ADDRESS, 443)]
@@ -175,9 +197,21 @@ def test_a_name_that_rebinds_to_an_internal_address_after_the_check_is_never_con
     assert attempts[1].error.startswith("refused") and attempts[1].status_code is None
 
 
-@pytest.mark.parametrize("answer", [["10.0.0.5"], ["169.254.169.254"], [PUBLIC_ADDRESS, "127.0.0.1"], ["::1"],
-                                    ["fd00::7"], ["::ffff:169.254.169.254"], ["64:ff9b::a9fe:a9fe"],
-                                    ["2002:a9fe:a9fe::1"], ["239.1.2.3"], ["0.0.0.0"]])
+@pytest.mark.parametrize(
+    "answer",
+    [
+        ["10.0.0.5"],
+        ["169.254.169.254"],
+        [PUBLIC_ADDRESS, "127.0.0.1"],
+        ["::1"],
+        ["fd00::7"],
+        ["::ffff:169.254.169.254"],
+        ["64:ff9b::a9fe:a9fe"],
+        ["2002:a9fe:a9fe::1"],
+        ["239.1.2.3"],
+        ["0.0.0.0"],
+    ],
+)
 def test_a_name_with_any_internal_address_is_refused_without_a_connection(dns, connections, answer):
     dns.answers["hooks.example.com"] = [answer]
     delivered, attempts = deliver("https://hooks.example.com/hook")
@@ -187,7 +221,8 @@ def test_a_name_with_any_internal_address_is_refused_without_a_connection(dns, c
 
 
 def test_https_is_sent_to_the_checked_address_with_the_name_in_sni_and_host_and_its_certificate_checked(
-        dns, connections, receiver, tmp_path):
+    dns, connections, receiver, tmp_path
+):
     # Given a TLS receiver for hooks.example.com, reached through the public address DNS gives for that name
     authority, server_tls = _tls_for("hooks.example.com", tmp_path)
     tls_receiver = receiver(200, tls=server_tls)
@@ -216,9 +251,18 @@ def test_a_certificate_for_another_name_is_unreachable(dns, connections, receive
 
 # --- https on 443 only, on AWS ---------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("url", ["http://hooks.example.com/hook", "https://hooks.example.com:8443/hook",
-                                 "https://hooks.example.com:80/hook", "ftp://hooks.example.com/hook",
-                                 "https://hooks.example.com:99999/hook", "https:///hook"])
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://hooks.example.com/hook",
+        "https://hooks.example.com:8443/hook",
+        "https://hooks.example.com:80/hook",
+        "ftp://hooks.example.com/hook",
+        "https://hooks.example.com:99999/hook",
+        "https:///hook",
+    ],
+)
 def test_on_aws_only_https_on_port_443_is_sent(dns, connections, url):
     dns.answers["hooks.example.com"] = [[PUBLIC_ADDRESS]]
     delivered, attempts = deliver(url)
@@ -228,6 +272,7 @@ def test_on_aws_only_https_on_port_443_is_sent(dns, connections, url):
 
 
 # --- no redirects ----------------------------------------------------------------------------------------------------
+
 
 def test_a_redirect_is_not_followed(receiver):
     # Given a receiver that answers with a redirect to another (internal) service
@@ -244,6 +289,7 @@ def test_a_redirect_is_not_followed(receiver):
 
 # --- what is recorded ------------------------------------------------------------------------------------------------
 
+
 def test_a_receiver_that_cannot_be_reached_is_recorded_as_unreachable_without_the_systems_words(receiver):
     closed = receiver(200)
     url = closed.url
@@ -259,8 +305,9 @@ def test_a_receiver_that_never_answers_is_unreachable(monkeypatch):
     listener.bind(("127.0.0.1", 0))
     listener.listen(8)  # accepts connections, never answers
     try:
-        delivered, attempts = deliver(f"http://127.0.0.1:{listener.getsockname()[1]}/hook",
-                                      allow_private_addresses=True, timeout_seconds=0.2)
+        delivered, attempts = deliver(
+            f"http://127.0.0.1:{listener.getsockname()[1]}/hook", allow_private_addresses=True, timeout_seconds=0.2
+        )
     finally:
         listener.close()
     assert not delivered and {attempt.error for attempt in attempts} == {"unreachable"}
@@ -281,8 +328,9 @@ def test_locally_http_to_a_name_is_sent_to_the_address_resolved_once_with_the_na
     # the local stack (WEBHOOK_ALLOW_PRIVATE_ADDRESSES=true): http to a receiver on this machine keeps working
     local = receiver(204)
     dns.answers["receiver.test"] = [["127.0.0.1"], ["10.255.255.1"]]
-    delivered, attempts = deliver(f"http://receiver.test:{local.port}/hook", allow_private_addresses=True,
-                                  timeout_seconds=1.0)
+    delivered, attempts = deliver(
+        f"http://receiver.test:{local.port}/hook", allow_private_addresses=True, timeout_seconds=1.0
+    )
     assert delivered and [attempt.status_code for attempt in attempts] == [204]
     assert dns.lookups == ["receiver.test"]
     [request] = local.requests
@@ -298,29 +346,41 @@ def test_a_failing_receiver_is_retried_and_its_own_status_recorded(receiver):
 
 # --- a test certificate authority ------------------------------------------------------------------------------------
 
+
 def _tls_for(hostname: str, folder: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     """(a client context that trusts only a fresh CA, a server context with a certificate for ``hostname``);
     the server context records the SNI name each connection asked for on the connection as ``sni``."""
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "infery test CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-          .not_valid_after(now + datetime.timedelta(hours=1))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .sign(ca_key, hashes.SHA256()))
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
     key = ec.generate_private_key(ec.SECP256R1())
-    certificate = (x509.CertificateBuilder()
-                   .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)]))
-                   .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-                   .not_valid_before(now - datetime.timedelta(minutes=5))
-                   .not_valid_after(now + datetime.timedelta(hours=1))
-                   .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
-                   .sign(ca_key, hashes.SHA256()))
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
     (folder / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     (folder / "cert.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    (folder / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                       serialization.NoEncryption()))
+    (folder / "key.pem").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     client = ssl.create_default_context(cafile=str(folder / "ca.pem"))
     server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server.load_cert_chain(folder / "cert.pem", folder / "key.pem")

@@ -33,26 +33,33 @@ TEXT_CONTENT_TYPES = {"text": "text/plain", "srt": "text/plain", "vtt": "text/pl
 CORRUPT_WAV = b"RIFF" + (4000).to_bytes(4, "little") + b"WAVEfmt " + bytes(range(256)) * 16
 
 
-
-
 def hand_built_message(body: dict[str, Any] | str, receive_count: int = 1) -> dict[str, Any]:
     """An SQS message as receive_message returns it, for bodies no S3 event produces."""
-    return {"MessageId": str(uuid.uuid4()), "ReceiptHandle": uuid.uuid4().hex,
-            "Body": body if isinstance(body, str) else json.dumps(body),
-            "Attributes": {"ApproximateReceiveCount": str(receive_count), "SentTimestamp": "1795600000000"}}
+    return {
+        "MessageId": str(uuid.uuid4()),
+        "ReceiptHandle": uuid.uuid4().hex,
+        "Body": body if isinstance(body, str) else json.dumps(body),
+        "Attributes": {"ApproximateReceiveCount": str(receive_count), "SentTimestamp": "1795600000000"},
+    }
 
 
 def s3_test_event(bucket: str) -> dict[str, Any]:
     """What S3 sends once when a bucket's notification is configured."""
-    return hand_built_message({"Service": "Amazon S3", "Event": "s3:TestEvent", "Time": "2026-11-25T11:00:00.000Z",
-                               "Bucket": bucket})
+    return hand_built_message(
+        {"Service": "Amazon S3", "Event": "s3:TestEvent", "Time": "2026-11-25T11:00:00.000Z", "Bucket": bucket}
+    )
 
 
 def event_for(messages: list[dict[str, Any]], object_key: str) -> list[dict[str, Any]]:
     """The S3 event messages (from moto's notification) about ``object_key``; exactly one is expected."""
-    found = [message for message in messages
-             if any(record["s3"]["object"]["key"] == quote_plus(object_key)
-                    for record in json.loads(message["Body"]).get("Records", []))]
+    found = [
+        message
+        for message in messages
+        if any(
+            record["s3"]["object"]["key"] == quote_plus(object_key)
+            for record in json.loads(message["Body"]).get("Records", [])
+        )
+    ]
     assert len(found) == 1, [message["Body"] for message in messages]
     assert json.loads(found[0]["Body"])["Records"][0]["eventName"].startswith("ObjectCreated:")
     return found
@@ -96,8 +103,9 @@ def assert_charged_once(accounts: Any, store: Store, item: Any, request_id: str,
 
 def post_upload(api: Api, api_key: str | None, body: dict[str, Any] | None = None) -> Reply:
     payload = b"" if body is None else json.dumps(body).encode()
-    return api.call("POST", UPLOADS, body=payload, content_type="application/json" if body is not None else None,
-                    api_key=api_key)
+    return api.call(
+        "POST", UPLOADS, body=payload, content_type="application/json" if body is not None else None, api_key=api_key
+    )
 
 
 def get_job(api: Api, api_key: str | None, job_id: str, *, result: bool = False, query: str = "") -> Reply:
@@ -108,8 +116,7 @@ def get_job(api: Api, api_key: str | None, job_id: str, *, result: bool = False,
 
 def upload_to_s3(upload: dict[str, Any], audio: bytes, filename: str = "meeting.wav") -> None:
     """What a client does with POST /v1/uploads' answer: a form POST of the fields and the file to upload_url."""
-    answer = requests.post(upload["upload_url"], data=upload["fields"], files={"file": (filename, audio)},
-                           timeout=30)
+    answer = requests.post(upload["upload_url"], data=upload["fields"], files={"file": (filename, audio)}, timeout=30)
     assert answer.status_code in (200, 201, 204), answer.text
 
 

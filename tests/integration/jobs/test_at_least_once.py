@@ -18,8 +18,7 @@ from tests.integration.jobs.support import (
 )
 
 
-def test_the_same_s3_event_delivered_twice_is_one_job_and_one_charge(worker, store, jobs_queue, accounts,
-                                                                       short_wav):
+def test_the_same_s3_event_delivered_twice_is_one_job_and_one_charge(worker, store, jobs_queue, accounts, short_wav):
     api_key, item = accounts.new_key(SEEDED)
     messages = drop_and_receive(store, jobs_queue, item, "standup.wav", short_wav)
 
@@ -38,7 +37,8 @@ def test_the_same_s3_event_delivered_twice_is_one_job_and_one_charge(worker, sto
 
 
 def test_a_second_delivery_while_the_first_is_transcribing_is_acknowledged_and_charges_nothing(
-        load_worker, model_proxy, store, jobs_queue, accounts, short_wav):
+    load_worker, model_proxy, store, jobs_queue, accounts, short_wav
+):
     """Two Lambda instances get the same S3 event at once: the second arrives while the first holds the job."""
     api_key, item = accounts.new_key(SEEDED)
     messages = drop_and_receive(store, jobs_queue, item, "all-hands.wav", short_wav)
@@ -74,8 +74,9 @@ def test_a_second_delivery_while_the_first_is_transcribing_is_acknowledged_and_c
     assert_charged_once(accounts, store, item, job.job_id)
 
 
-def test_two_deliveries_started_together_make_one_job_and_one_charge(load_worker, model_server_url, store,
-                                                                      jobs_queue, accounts, short_wav):
+def test_two_deliveries_started_together_make_one_job_and_one_charge(
+    load_worker, model_server_url, store, jobs_queue, accounts, short_wav
+):
     """Both race from the start: to create the job, then to claim it."""
     api_key, item = accounts.new_key(SEEDED)
     messages = drop_and_receive(store, jobs_queue, item, "race.wav", short_wav)

@@ -18,7 +18,8 @@ from tests.speech import encode, synthesize_wav
 
 
 def test_an_upload_swapped_during_the_call_is_refused_and_nothing_is_charged(
-        load_api, model_proxy, worker, store, jobs_queue, accounts, short_wav, s3):
+    load_api, model_proxy, worker, store, jobs_queue, accounts, short_wav, s3
+):
     """Found by the security review: re-uploading to the same slot while the call ran got 180 s transcribed on a
     1-credit reservation. The model now reads only the ETag that was checked."""
     long_audio = synthesize_wav(" ".join([SHORT_SCRIPT] * 12))
@@ -44,6 +45,7 @@ def _silent_flac(seconds: float) -> bytes:
 
     import av
     import numpy as np
+
     output = _io.BytesIO()
     with av.open(output, "w", format="flac") as target:
         stream = target.add_stream("flac", rate=16_000)
@@ -81,8 +83,8 @@ def _mp3_declaring(audio: bytes, declared_frames: int) -> bytes:
     mp3 = bytearray(encode(audio, "mp3"))
     tag = max(mp3.find(b"Xing"), mp3.find(b"Info"))
     assert tag > 0, "libmp3lame wrote no Xing/Info header"
-    assert int.from_bytes(mp3[tag + 4: tag + 8], "big") & 1, "the header carries no frame count"
-    mp3[tag + 8: tag + 12] = declared_frames.to_bytes(4, "big")
+    assert int.from_bytes(mp3[tag + 4 : tag + 8], "big") & 1, "the header carries no frame count"
+    mp3[tag + 8 : tag + 12] = declared_frames.to_bytes(4, "big")
     return bytes(mp3)
 
 

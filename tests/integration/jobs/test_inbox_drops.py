@@ -26,8 +26,9 @@ def test_the_s3_test_event_is_acknowledged_and_starts_nothing(worker, store, acc
     accounts.assert_untouched(item, SEEDED)
 
 
-def test_an_inbox_drop_becomes_a_transcribed_job_charged_once(load_worker, model_proxy, store, jobs_queue, accounts,
-                                                              short_wav):
+def test_an_inbox_drop_becomes_a_transcribed_job_charged_once(
+    load_worker, model_proxy, store, jobs_queue, accounts, short_wav
+):
     inferences: list[dict[str, Any]] = []
     worker = load_worker(model_proxy(lambda body: inferences.append(json.loads(body))))
     api_key, item = accounts.new_key(SEEDED)
@@ -67,18 +68,29 @@ def test_an_inbox_drop_whose_name_has_a_plus_is_transcribed(worker, store, jobs_
 def test_objects_outside_a_known_keys_prefix_start_nothing(worker, store, jobs_queue, accounts, short_wav):
     api_key, item = accounts.new_key(SEEDED)
     ledger_before = accounts.ledger(item)
-    strays = [f"inbox/key_{'0' * 16}/nobody's.wav",  # a well-formed key id that no key has
-              f"inbox/not-a-key-id/{item.key_id}.wav",
-              f"inbox/{item.key_id}",  # the prefix itself, no file name
-              f"elsewhere/{item.key_id}/file.wav"]  # outside uploads/ and inbox/: S3 sends no event; the worker ignores
+    strays = [
+        f"inbox/key_{'0' * 16}/nobody's.wav",  # a well-formed key id that no key has
+        f"inbox/not-a-key-id/{item.key_id}.wav",
+        f"inbox/{item.key_id}",  # the prefix itself, no file name
+        f"elsewhere/{item.key_id}/file.wav",
+    ]  # outside uploads/ and inbox/: S3 sends no event; the worker ignores
     for key in strays:
         store.s3.put_object(Bucket=store.bucket, Key=key, Body=short_wav)
     messages = jobs_queue.drain()
     assert len(messages) == 3  # the template's notification filters on uploads/ and inbox/
-    hand_made = hand_built_message({"Records": [{
-        "eventName": "ObjectCreated:Put",
-        "s3": {"bucket": {"name": store.bucket}, "object": {"key": strays[3], "size": len(short_wav), "eTag": "x"}},
-    }]})
+    hand_made = hand_built_message(
+        {
+            "Records": [
+                {
+                    "eventName": "ObjectCreated:Put",
+                    "s3": {
+                        "bucket": {"name": store.bucket},
+                        "object": {"key": strays[3], "size": len(short_wav), "eTag": "x"},
+                    },
+                }
+            ]
+        }
+    )
     assert_no_batch_failures(worker.deliver([*messages, hand_made]))
     assert store.jobs_of(item) == []
     assert accounts.ledger(item) == ledger_before

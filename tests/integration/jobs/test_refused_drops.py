@@ -14,14 +14,16 @@ from tests.integration.jobs.support import (
 )
 
 
-@pytest.mark.parametrize(("audio", "code"), [
-    pytest.param(NOT_AUDIO, "unsupported_audio_format", id="text-file"),
-    pytest.param(b"\x89PNG\r\n\x1a\n" + bytes(2048), "unsupported_audio_format", id="png-image"),
-    pytest.param(b"", "empty_file", id="empty-object"),
-    pytest.param(CORRUPT_WAV, "undecodable_audio", id="wav-header-then-garbage"),
-])
-def test_a_poisoned_drop_fails_its_job_clearly_and_charges_nothing(worker, store, jobs_queue, accounts, audio,
-                                                                    code):
+@pytest.mark.parametrize(
+    ("audio", "code"),
+    [
+        pytest.param(NOT_AUDIO, "unsupported_audio_format", id="text-file"),
+        pytest.param(b"\x89PNG\r\n\x1a\n" + bytes(2048), "unsupported_audio_format", id="png-image"),
+        pytest.param(b"", "empty_file", id="empty-object"),
+        pytest.param(CORRUPT_WAV, "undecodable_audio", id="wav-header-then-garbage"),
+    ],
+)
+def test_a_poisoned_drop_fails_its_job_clearly_and_charges_nothing(worker, store, jobs_queue, accounts, audio, code):
     api_key, item = accounts.new_key(SEEDED)
     messages = drop_and_receive(store, jobs_queue, item, "poison.wav", audio)
 
@@ -41,8 +43,9 @@ def test_a_poisoned_drop_fails_its_job_clearly_and_charges_nothing(worker, store
         assert charges == []
 
 
-def test_a_drop_over_the_upload_limit_fails_as_too_large_and_charges_nothing(load_worker, fake_runtime, store,
-                                                                               jobs_queue, accounts, short_wav):
+def test_a_drop_over_the_upload_limit_fails_as_too_large_and_charges_nothing(
+    load_worker, fake_runtime, store, jobs_queue, accounts, short_wav
+):
     url, model = fake_runtime(200, {"never": "called"})
     worker = load_worker(url, MAX_UPLOAD_BYTES=str(len(short_wav) // 2))
     api_key, item = accounts.new_key(SEEDED)
@@ -53,12 +56,16 @@ def test_a_drop_over_the_upload_limit_fails_as_too_large_and_charges_nothing(loa
     accounts.assert_untouched(item, SEEDED)
 
 
-@pytest.mark.parametrize(("credits", "policy", "code"), [
-    pytest.param(0, {}, "insufficient_credits", id="no-credits"),
-    pytest.param(SEEDED, {"allowed_models": ["some-other-model"]}, "model_not_allowed", id="model-not-allowed"),
-])
-def test_a_drop_the_key_may_not_pay_for_fails_and_charges_nothing(load_worker, fake_runtime, store, jobs_queue,
-                                                                  accounts, short_wav, credits, policy, code):
+@pytest.mark.parametrize(
+    ("credits", "policy", "code"),
+    [
+        pytest.param(0, {}, "insufficient_credits", id="no-credits"),
+        pytest.param(SEEDED, {"allowed_models": ["some-other-model"]}, "model_not_allowed", id="model-not-allowed"),
+    ],
+)
+def test_a_drop_the_key_may_not_pay_for_fails_and_charges_nothing(
+    load_worker, fake_runtime, store, jobs_queue, accounts, short_wav, credits, policy, code
+):
     url, model = fake_runtime(200, {"never": "called"})
     worker = load_worker(url)
     api_key, item = accounts.new_key(credits, **policy)
@@ -69,8 +76,9 @@ def test_a_drop_the_key_may_not_pay_for_fails_and_charges_nothing(load_worker, f
     accounts.assert_untouched(item, credits)
 
 
-def test_a_revoked_keys_drop_fails_and_charges_nothing(load_worker, fake_runtime, store, jobs_queue, accounts,
-                                                       short_wav):
+def test_a_revoked_keys_drop_fails_and_charges_nothing(
+    load_worker, fake_runtime, store, jobs_queue, accounts, short_wav
+):
     url, model = fake_runtime(200, {"never": "called"})
     worker = load_worker(url)
     api_key, item = accounts.new_key(SEEDED)

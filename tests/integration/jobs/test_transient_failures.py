@@ -15,9 +15,9 @@ from tests.integration.jobs.support import (
 )
 
 
-def test_a_busy_endpoint_is_retried_by_sqs_and_the_last_delivery_fails_the_job(load_worker, fake_runtime, store,
-                                                                                jobs_queue, accounts, short_wav,
-                                                                                audio_resources):
+def test_a_busy_endpoint_is_retried_by_sqs_and_the_last_delivery_fails_the_job(
+    load_worker, fake_runtime, store, jobs_queue, accounts, short_wav, audio_resources
+):
     url, model = fake_runtime(503, *BUSY)
     worker = load_worker(url)
     assert get_settings().worker_max_receives == 3
@@ -53,7 +53,8 @@ def test_a_busy_endpoint_is_retried_by_sqs_and_the_last_delivery_fails_the_job(l
 
 
 def test_a_job_retried_after_a_transient_failure_succeeds_once_the_endpoint_recovers(
-        load_worker, fake_runtime, model_server_url, store, jobs_queue, accounts, short_wav):
+    load_worker, fake_runtime, model_server_url, store, jobs_queue, accounts, short_wav
+):
     url, _ = fake_runtime(503, *BUSY)
     busy_worker = load_worker(url)
     api_key, item = accounts.new_key(SEEDED)
@@ -72,13 +73,13 @@ def test_a_job_retried_after_a_transient_failure_succeeds_once_the_endpoint_reco
 
 
 def test_every_delivery_of_a_job_tries_the_endpoint_and_the_final_error_names_its_failure(
-        load_worker, fake_runtime, store, jobs_queue, accounts, short_wav):
+    load_worker, fake_runtime, store, jobs_queue, accounts, short_wav
+):
     url, model = fake_runtime(503, *BUSY)
     worker = load_worker(url)
     api_key, item = accounts.new_key(SEEDED)
     messages = drop_and_receive(store, jobs_queue, item, "busy.wav", short_wav)
-    assert [redelivered(worker, messages, receive_count) != set() for receive_count in (1, 2, 3)] == [
-        True, True, False]
+    assert [redelivered(worker, messages, receive_count) != set() for receive_count in (1, 2, 3)] == [True, True, False]
     assert model.calls == 3
     job = store.only_job(item)
     assert job.error is not None and job.error.code == "model_unavailable"

@@ -32,7 +32,8 @@ from tests.integration.support import (
 
 
 def test_an_upload_runs_its_job_on_arrival_and_the_result_comes_in_every_format(
-        jobs_api, worker, store, jobs_queue, accounts, short_wav):
+    jobs_api, worker, store, jobs_queue, accounts, short_wav
+):
     api_key, item = accounts.new_key(SEEDED)
     other_key, _ = accounts.new_key(SEEDED)
     reply = post_upload(jobs_api, api_key, {"filename": "board meeting.wav", "response_format": "srt"})
@@ -92,13 +93,18 @@ def test_an_upload_runs_its_job_on_arrival_and_the_result_comes_in_every_format(
     assert verbose["duration"] == pytest.approx(view["audio_seconds"])
     default = get_job(jobs_api, api_key, job_id, result=True)
     assert default.text == results["srt"] and (default.header("content-type") or "").startswith("text/plain")
-    assert_error(get_job(jobs_api, api_key, job_id, result=True, query="?response_format=docx"), 400,
-                 "invalid_value", param="response_format")
+    assert_error(
+        get_job(jobs_api, api_key, job_id, result=True, query="?response_format=docx"),
+        400,
+        "invalid_value",
+        param="response_format",
+    )
     assert accounts.ledger(item) == ledger_before  # reading a result costs nothing
 
 
 def test_an_upload_for_the_sync_call_starts_no_job_and_is_transcribed_and_charged_once(
-        load_api, model_proxy, worker, store, jobs_queue, accounts, short_wav):
+    load_api, model_proxy, worker, store, jobs_queue, accounts, short_wav
+):
     inferences: list[dict[str, Any]] = []
     jobs_api = load_api(model_proxy(lambda body: inferences.append(json.loads(body))))
     api_key, item = accounts.new_key(SEEDED)
@@ -133,9 +139,11 @@ def test_an_upload_is_only_its_own_keys(jobs_api, store, jobs_queue, accounts, s
     thief_key, thief = accounts.new_key(SEEDED)
     not_uploaded = post_upload(api, thief_key, {"start_job": False}).json()["id"]
     for upload_id in (upload["id"], not_uploaded, "upl_" + "0" * 32):
-        for reply in (api.transcribe(thief_key, None, upload_id=upload_id),
-                      api.transcribe_json(thief_key, None, upload_id=upload_id),
-                      api.transcribe(thief_key, None, path=TRANSCRIPTION_JOBS, upload_id=upload_id)):
+        for reply in (
+            api.transcribe(thief_key, None, upload_id=upload_id),
+            api.transcribe_json(thief_key, None, upload_id=upload_id),
+            api.transcribe(thief_key, None, path=TRANSCRIPTION_JOBS, upload_id=upload_id),
+        ):
             assert_error(reply, 404, "upload_not_found", param="upload_id")
     assert model.calls == 0
     assert store.jobs_of(thief) == []
@@ -143,17 +151,29 @@ def test_an_upload_is_only_its_own_keys(jobs_api, store, jobs_queue, accounts, s
     accounts.assert_untouched(thief, SEEDED)
 
 
-@pytest.mark.parametrize("upload_id", [
-    "upl_123", "upl_" + "0" * 31, "upl_" + "A" * 32, "upl_" + "0" * 33, "0" * 32, "job_" + "0" * 32,
-    "upl_" + "0" * 32 + "/../x", f"../key_{'0' * 16}/upl_{'0' * 32}", "",
-])
+@pytest.mark.parametrize(
+    "upload_id",
+    [
+        "upl_123",
+        "upl_" + "0" * 31,
+        "upl_" + "A" * 32,
+        "upl_" + "0" * 33,
+        "0" * 32,
+        "job_" + "0" * 32,
+        "upl_" + "0" * 32 + "/../x",
+        f"../key_{'0' * 16}/upl_{'0' * 32}",
+        "",
+    ],
+)
 def test_a_malformed_upload_id_is_400(upload_id, fake_runtime, load_api, accounts, store):
     url, model = fake_runtime(200, {"never": "called"})
     api = load_api(url)
     api_key, item = accounts.new_key(SEEDED)
-    for reply in (api.transcribe(api_key, None, upload_id=upload_id),
-                  api.transcribe_json(api_key, None, upload_id=upload_id),
-                  api.transcribe(api_key, None, path=TRANSCRIPTION_JOBS, upload_id=upload_id)):
+    for reply in (
+        api.transcribe(api_key, None, upload_id=upload_id),
+        api.transcribe_json(api_key, None, upload_id=upload_id),
+        api.transcribe(api_key, None, path=TRANSCRIPTION_JOBS, upload_id=upload_id),
+    ):
         assert_error(reply, 400, "invalid_upload_id", param="upload_id")
     assert model.calls == 0 and store.jobs_of(item) == []
     accounts.assert_untouched(item, SEEDED)
@@ -162,8 +182,13 @@ def test_a_malformed_upload_id_is_400(upload_id, fake_runtime, load_api, account
 def test_a_json_upload_id_that_is_not_a_string_is_400(fake_runtime, load_api, accounts):
     url, _ = fake_runtime(200, {"never": "called"})
     api_key, _ = accounts.new_key(SEEDED)
-    reply = load_api(url).call("POST", TRANSCRIPTIONS, body=json.dumps({"model": "whisper-1", "upload_id": 7})
-                               .encode(), content_type="application/json", api_key=api_key)
+    reply = load_api(url).call(
+        "POST",
+        TRANSCRIPTIONS,
+        body=json.dumps({"model": "whisper-1", "upload_id": 7}).encode(),
+        content_type="application/json",
+        api_key=api_key,
+    )
     assert_error(reply, 400, "invalid_upload_id", param="upload_id")
 
 
@@ -172,16 +197,19 @@ def test_a_file_and_an_upload_id_together_are_400(fake_runtime, load_api, accoun
     api = load_api(url)
     api_key, item = accounts.new_key(SEEDED)
     upload_id = "upl_" + "0" * 32
-    for reply in (api.transcribe(api_key, short_wav, upload_id=upload_id),
-                  api.transcribe_json(api_key, short_wav, upload_id=upload_id),
-                  api.transcribe(api_key, short_wav, path=TRANSCRIPTION_JOBS, upload_id=upload_id)):
+    for reply in (
+        api.transcribe(api_key, short_wav, upload_id=upload_id),
+        api.transcribe_json(api_key, short_wav, upload_id=upload_id),
+        api.transcribe(api_key, short_wav, path=TRANSCRIPTION_JOBS, upload_id=upload_id),
+    ):
         assert_error(reply, 400, "ambiguous_audio", param="upload_id")
     assert model.calls == 0 and store.jobs_of(item) == []
     accounts.assert_untouched(item, SEEDED)
 
 
-def test_an_upload_over_the_upload_limit_is_413_on_the_sync_call(fake_runtime, load_api, accounts, store,
-                                                                jobs_queue, short_wav):
+def test_an_upload_over_the_upload_limit_is_413_on_the_sync_call(
+    fake_runtime, load_api, accounts, store, jobs_queue, short_wav
+):
     url, model = fake_runtime(200, {"never": "called"})
     api = load_api(url, MAX_UPLOAD_BYTES=str(len(short_wav) // 2))
     api_key, item = accounts.new_key(SEEDED)
@@ -189,25 +217,37 @@ def test_an_upload_over_the_upload_limit_is_413_on_the_sync_call(fake_runtime, l
     assert ["content-length-range", 1, len(short_wav) // 2] in decoded_policy(upload)["conditions"]
     upload_to_s3(upload, short_wav)  # moto does not enforce the policy's size range; S3 would refuse this
     jobs_queue.drain()
-    error = assert_error(api.transcribe(api_key, None, upload_id=upload["id"]), 413, "audio_too_large",
-                         param="upload_id")
+    error = assert_error(
+        api.transcribe(api_key, None, upload_id=upload["id"]), 413, "audio_too_large", param="upload_id"
+    )
     assert "MB" in error["message"]
     assert model.calls == 0
     accounts.assert_untouched(item, SEEDED)
 
 
-BAD_WEBHOOK_URLS = ["ftp://example.com/hook", "example.com/hook", "http://", "https:///path", "javascript:alert(1)",
-                    "http://exa mple.com/", "https://example.com/" + "a" * 2100, ""]
+BAD_WEBHOOK_URLS = [
+    "ftp://example.com/hook",
+    "example.com/hook",
+    "http://",
+    "https:///path",
+    "javascript:alert(1)",
+    "http://exa mple.com/",
+    "https://example.com/" + "a" * 2100,
+    "",
+]
 
 
 @pytest.mark.parametrize("webhook_url", BAD_WEBHOOK_URLS)
-def test_a_bad_webhook_url_is_400_and_creates_nothing(webhook_url, fake_runtime, load_api, accounts, store,
-                                                      jobs_queue, short_wav):
+def test_a_bad_webhook_url_is_400_and_creates_nothing(
+    webhook_url, fake_runtime, load_api, accounts, store, jobs_queue, short_wav
+):
     url, model = fake_runtime(200, {"never": "called"})
     api = load_api(url)
     api_key, item = accounts.new_key(SEEDED)
-    for reply in (post_upload(api, api_key, {"webhook_url": webhook_url}),
-                  api.transcribe(api_key, short_wav, path=TRANSCRIPTION_JOBS, webhook_url=webhook_url)):
+    for reply in (
+        post_upload(api, api_key, {"webhook_url": webhook_url}),
+        api.transcribe(api_key, short_wav, path=TRANSCRIPTION_JOBS, webhook_url=webhook_url),
+    ):
         assert_error(reply, 400, "invalid_value", param="webhook_url")
     assert store.jobs_of(item) == []
     assert store.objects(f"uploads/{item.key_id}/") == []
@@ -216,23 +256,35 @@ def test_a_bad_webhook_url_is_400_and_creates_nothing(webhook_url, fake_runtime,
     accounts.assert_untouched(item, SEEDED)
 
 
-@pytest.mark.parametrize(("body", "content_type", "status", "code", "param"), [
-    pytest.param({"file_size": 10}, "application/json", 400, "unknown_parameter", "file_size", id="unknown-field"),
-    pytest.param({"upload_id": "upl_" + "0" * 32}, "application/json", 400, "unknown_parameter", "upload_id",
-                 id="upload-id"),
-    pytest.param({"start_job": "yes"}, "application/json", 400, "invalid_value", "start_job", id="start-job-text"),
-    pytest.param({"response_format": "docx"}, "application/json", 400, "invalid_value", "response_format",
-                 id="bad-format"),
-    pytest.param({"language": "xx"}, "application/json", 400, "invalid_value", "language", id="bad-language"),
-    pytest.param({"filename": "x" * 256}, "application/json", 400, "invalid_value", None, id="long-filename"),
-    pytest.param({"model": "gpt-4o"}, "application/json", 400, "model_not_found", "model", id="unknown-model"),
-    pytest.param(b"{not json", "application/json", 400, "invalid_json", None, id="invalid-json"),
-    pytest.param(b"[]", "application/json", 400, "invalid_json", None, id="json-list"),
-    pytest.param(b"filename=a.wav", "application/x-www-form-urlencoded", 415, "unsupported_content_type", None,
-                 id="form-body"),
-])
-def test_a_bad_upload_request_is_refused_and_creates_nothing(body, content_type, status, code, param, jobs_api,
-                                                             accounts, store):
+@pytest.mark.parametrize(
+    ("body", "content_type", "status", "code", "param"),
+    [
+        pytest.param({"file_size": 10}, "application/json", 400, "unknown_parameter", "file_size", id="unknown-field"),
+        pytest.param(
+            {"upload_id": "upl_" + "0" * 32}, "application/json", 400, "unknown_parameter", "upload_id", id="upload-id"
+        ),
+        pytest.param({"start_job": "yes"}, "application/json", 400, "invalid_value", "start_job", id="start-job-text"),
+        pytest.param(
+            {"response_format": "docx"}, "application/json", 400, "invalid_value", "response_format", id="bad-format"
+        ),
+        pytest.param({"language": "xx"}, "application/json", 400, "invalid_value", "language", id="bad-language"),
+        pytest.param({"filename": "x" * 256}, "application/json", 400, "invalid_value", None, id="long-filename"),
+        pytest.param({"model": "gpt-4o"}, "application/json", 400, "model_not_found", "model", id="unknown-model"),
+        pytest.param(b"{not json", "application/json", 400, "invalid_json", None, id="invalid-json"),
+        pytest.param(b"[]", "application/json", 400, "invalid_json", None, id="json-list"),
+        pytest.param(
+            b"filename=a.wav",
+            "application/x-www-form-urlencoded",
+            415,
+            "unsupported_content_type",
+            None,
+            id="form-body",
+        ),
+    ],
+)
+def test_a_bad_upload_request_is_refused_and_creates_nothing(
+    body, content_type, status, code, param, jobs_api, accounts, store
+):
     api_key, item = accounts.new_key(SEEDED)
     payload = body if isinstance(body, bytes) else json.dumps(body).encode()
     reply = jobs_api.call("POST", UPLOADS, body=payload, content_type=content_type, api_key=api_key)
@@ -243,9 +295,13 @@ def test_a_bad_upload_request_is_refused_and_creates_nothing(body, content_type,
 def test_uploads_and_jobs_need_a_key(jobs_api, accounts, short_wav):
     api_key, _ = accounts.new_key(SEEDED)
     job_id = post_upload(jobs_api, api_key, {}).json()["job_id"]
-    for reply in (post_upload(jobs_api, None, {}), jobs_api.transcribe(None, short_wav, path=TRANSCRIPTION_JOBS),
-                  get_job(jobs_api, None, job_id), get_job(jobs_api, None, job_id, result=True),
-                  post_upload(jobs_api, "inf_" + "x" * 40, {})):
+    for reply in (
+        post_upload(jobs_api, None, {}),
+        jobs_api.transcribe(None, short_wav, path=TRANSCRIPTION_JOBS),
+        get_job(jobs_api, None, job_id),
+        get_job(jobs_api, None, job_id, result=True),
+        post_upload(jobs_api, "inf_" + "x" * 40, {}),
+    ):
         assert_error(reply, 401)
 
 
@@ -265,11 +321,11 @@ def test_an_unknown_job_is_404(job_id, jobs_api, accounts):
         assert_error(reply, 404, "job_not_found", param="job_id")
 
 
-def test_a_job_with_a_file_is_queued_with_202_and_charges_nothing_yet(jobs_api, store, jobs_queue, accounts,
-                                                                      short_wav):
+def test_a_job_with_a_file_is_queued_with_202_and_charges_nothing_yet(jobs_api, store, jobs_queue, accounts, short_wav):
     api_key, item = accounts.new_key(SEEDED)
-    reply = jobs_api.transcribe(api_key, short_wav, path=TRANSCRIPTION_JOBS, response_format="text",
-                                filename="interview.wav")
+    reply = jobs_api.transcribe(
+        api_key, short_wav, path=TRANSCRIPTION_JOBS, response_format="text", filename="interview.wav"
+    )
     assert reply.status == 202, reply.text
     created = reply.json()
     job_id = created["id"]
@@ -291,8 +347,9 @@ def test_a_job_with_a_file_is_queued_with_202_and_charges_nothing_yet(jobs_api, 
     assert accounts.balance(item) == SEEDED
 
 
-def test_a_queued_job_with_a_file_runs_once_through_the_worker(jobs_api, worker, store, jobs_queue, accounts,
-                                                               short_wav):
+def test_a_queued_job_with_a_file_runs_once_through_the_worker(
+    jobs_api, worker, store, jobs_queue, accounts, short_wav
+):
     api_key, item = accounts.new_key(SEEDED)
     reply = jobs_api.transcribe(api_key, short_wav, path=TRANSCRIPTION_JOBS, response_format="text")
     assert reply.status == 202, reply.text

@@ -24,8 +24,9 @@ from tests.integration.support import (
 )
 
 
-def test_a_finished_job_posts_one_signed_webhook(jobs_api, worker, store, jobs_queue, accounts, short_wav,
-                                                 webhook_receiver, webhook_sleeps):
+def test_a_finished_job_posts_one_signed_webhook(
+    jobs_api, worker, store, jobs_queue, accounts, short_wav, webhook_receiver, webhook_sleeps
+):
     receiver = webhook_receiver()
     api_key, item = accounts.new_key(SEEDED)
     created = create_job_with_webhook(jobs_api, api_key, short_wav, receiver.url, response_format="verbose_json")
@@ -64,9 +65,9 @@ def test_a_finished_job_posts_one_signed_webhook(jobs_api, worker, store, jobs_q
     assert_charged_once(accounts, store, item, created["id"])
 
 
-def test_an_uploads_webhook_is_signed_with_the_secret_post_uploads_returned(jobs_api, worker, store, jobs_queue,
-                                                                            accounts, short_wav, webhook_receiver,
-                                                                            webhook_sleeps):
+def test_an_uploads_webhook_is_signed_with_the_secret_post_uploads_returned(
+    jobs_api, worker, store, jobs_queue, accounts, short_wav, webhook_receiver, webhook_sleeps
+):
     receiver = webhook_receiver()
     api_key, item = accounts.new_key(SEEDED)
     upload = post_upload(jobs_api, api_key, {"webhook_url": receiver.url}).json()
@@ -86,7 +87,8 @@ def test_an_uploads_webhook_is_signed_with_the_secret_post_uploads_returned(jobs
 
 
 def test_a_webhook_refused_twice_is_retried_with_backoff_and_every_attempt_is_recorded(
-        jobs_api, worker, store, jobs_queue, accounts, short_wav, webhook_receiver, webhook_sleeps):
+    jobs_api, worker, store, jobs_queue, accounts, short_wav, webhook_receiver, webhook_sleeps
+):
     receiver = webhook_receiver(500, 500)
     api_key, item = accounts.new_key(SEEDED)
     created = create_job_with_webhook(jobs_api, api_key, short_wav, receiver.url)
@@ -96,8 +98,9 @@ def test_a_webhook_refused_twice_is_retried_with_backoff_and_every_attempt_is_re
     assert len(receiver.requests) == 3
     assert webhook_sleeps == list(webhooks.RETRY_DELAYS_SECONDS[:2])
     for request in receiver.requests:  # each attempt signed afresh, over the same notification
-        assert webhooks.verify(request["body"], request["headers"][webhooks.SIGNATURE_HEADER],
-                               created["webhook_secret"])
+        assert webhooks.verify(
+            request["body"], request["headers"][webhooks.SIGNATURE_HEADER], created["webhook_secret"]
+        )
         assert request["body"] == receiver.requests[0]["body"]
     reply = get_job(jobs_api, api_key, created["id"])
     assert_ok(reply)
@@ -108,8 +111,9 @@ def test_a_webhook_refused_twice_is_retried_with_backoff_and_every_attempt_is_re
     assert_charged_once(accounts, store, item, created["id"])
 
 
-def test_a_webhook_that_never_answers_is_given_up_without_failing_the_job(jobs_api, worker, store, jobs_queue,
-                                                                           accounts, webhook_sleeps):
+def test_a_webhook_that_never_answers_is_given_up_without_failing_the_job(
+    jobs_api, worker, store, jobs_queue, accounts, webhook_sleeps
+):
     """A failed job notifies too; an unreachable receiver costs the attempts and nothing else."""
     unreachable = f"http://127.0.0.1:{free_port()}/hook"
     api_key, item = accounts.new_key(SEEDED)

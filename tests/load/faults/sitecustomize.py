@@ -15,8 +15,10 @@ import random
 
 _FLAG = os.environ.get("INFERY_FAULT_THROTTLE_FILE")
 _RATE = float(os.environ.get("INFERY_FAULT_THROTTLE_RATE", "0") or 0)
-_BODY = (b'{"__type":"com.amazonaws.dynamodb.v20120810#ThrottlingException",'
-         b'"message":"Rate of requests exceeds the allowed throughput."}')
+_BODY = (
+    b'{"__type":"com.amazonaws.dynamodb.v20120810#ThrottlingException",'
+    b'"message":"Rate of requests exceeds the allowed throughput."}'
+)
 
 
 class _Raw:
@@ -35,8 +37,12 @@ def _throttle(request, **_: object):
     with open(_FLAG + ".hits", "ab") as hits:  # one byte per throttled call, for the load test's figures
         hits.write(b".")
 
-    return AWSResponse(request.url, 400, {"Content-Type": "application/x-amz-json-1.0",
-                                          "x-amzn-RequestId": "throttled-by-the-load-test"}, _Raw(_BODY))
+    return AWSResponse(
+        request.url,
+        400,
+        {"Content-Type": "application/x-amz-json-1.0", "x-amzn-RequestId": "throttled-by-the-load-test"},
+        _Raw(_BODY),
+    )
 
 
 def _install() -> None:

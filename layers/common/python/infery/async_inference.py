@@ -48,8 +48,7 @@ class AsyncNotification(BaseModel):
     invocation_status: str = Field(alias="invocationStatus")  # "Completed" or "Failed"
     failure_reason: str | None = Field(default=None, alias="failureReason")
     request_parameters: _RequestParameters = Field(default_factory=_RequestParameters, alias="requestParameters")
-    response_parameters: _ResponseParameters = Field(default_factory=_ResponseParameters,
-                                                     alias="responseParameters")
+    response_parameters: _ResponseParameters = Field(default_factory=_ResponseParameters, alias="responseParameters")
 
     @property
     def succeeded(self) -> bool:
@@ -96,8 +95,16 @@ def _split_uri(uri: str) -> tuple[str, str]:
 
 
 class AsyncWhisperEndpoint:
-    def __init__(self, runtime_client: Any, s3_client: Any, endpoint_name: str, bucket: str, *,
-                 invocation_timeout_seconds: int, request_ttl_seconds: int) -> None:
+    def __init__(
+        self,
+        runtime_client: Any,
+        s3_client: Any,
+        endpoint_name: str,
+        bucket: str,
+        *,
+        invocation_timeout_seconds: int,
+        request_ttl_seconds: int,
+    ) -> None:
         self._runtime = runtime_client
         self._s3 = s3_client
         self.endpoint_name = endpoint_name
@@ -112,24 +119,33 @@ class AsyncWhisperEndpoint:
         """Write the request body to S3 and queue it on the endpoint; the outcome arrives as a notification."""
         input_key = f"{ASYNC_INPUTS_PREFIX}{key_id}/{inference_id}.json"
         try:
-            self._s3.put_object(Bucket=self.bucket, Key=input_key, Body=request.model_dump_json().encode(),
-                                ContentType="application/json")
+            self._s3.put_object(
+                Bucket=self.bucket,
+                Key=input_key,
+                Body=request.model_dump_json().encode(),
+                ContentType="application/json",
+            )
             response = self._runtime.invoke_endpoint_async(
-                EndpointName=self.endpoint_name, ContentType="application/json", Accept="application/json",
-                InferenceId=inference_id, InputLocation=f"s3://{self.bucket}/{input_key}",
+                EndpointName=self.endpoint_name,
+                ContentType="application/json",
+                Accept="application/json",
+                InferenceId=inference_id,
+                InputLocation=f"s3://{self.bucket}/{input_key}",
                 RequestTTLSeconds=self.request_ttl_seconds,
-                InvocationTimeoutSeconds=self.invocation_timeout_seconds)
+                InvocationTimeoutSeconds=self.invocation_timeout_seconds,
+            )
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             if code in UNAVAILABLE_CODES:
-                raise ModelUnavailable("The model endpoint is not available right now; nothing was charged.") \
-                    from exc
+                raise ModelUnavailable("The model endpoint is not available right now; nothing was charged.") from exc
             raise ModelFailed("The model endpoint refused the job; nothing was charged.") from exc
         except BotoCoreError as exc:
             raise ModelUnavailable("The model endpoint cannot be reached right now; nothing was charged.") from exc
-        return AsyncSubmission(inference_id=response.get("InferenceId") or inference_id,
-                               output_location=response.get("OutputLocation"),
-                               failure_location=response.get("FailureLocation"))
+        return AsyncSubmission(
+            inference_id=response.get("InferenceId") or inference_id,
+            output_location=response.get("OutputLocation"),
+            failure_location=response.get("FailureLocation"),
+        )
 
     def result(self, notification: AsyncNotification) -> InferenceResult:
         """The transcript of a finished invocation, or the job-worded error it failed with."""
@@ -153,8 +169,10 @@ class AsyncWhisperEndpoint:
             return InvalidRequest(model_error.error, param="file", code=model_error.code)
         reason = (notification.failure_reason or "").lower()
         if "timeout" in reason or "timed out" in reason:
-            return ModelTimeout("The transcription ran past the job time limit "
-                                f"({self.invocation_timeout_seconds // 60} minutes); nothing was charged.")
+            return ModelTimeout(
+                "The transcription ran past the job time limit "
+                f"({self.invocation_timeout_seconds // 60} minutes); nothing was charged."
+            )
         if "ttl" in reason or "expired" in reason:
             return ModelUnavailable("The job waited too long for a free model instance; nothing was charged.")
         return ModelFailed("The model failed while transcribing this job; nothing was charged.")

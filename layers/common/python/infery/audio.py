@@ -19,8 +19,9 @@ class AudioFormat(StrEnum):
     FLAC = "flac"
 
 
-_ISO_BMFF_IMAGE_BRANDS = frozenset({b"avif", b"avis", b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx",
-                                    b"mif1", b"msf1"})
+_ISO_BMFF_IMAGE_BRANDS = frozenset(
+    {b"avif", b"avis", b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"}
+)
 _EBML_MAGIC = b"\x1a\x45\xdf\xa3"
 _EBML_DOCTYPE_ID = b"\x42\x82"
 
@@ -30,7 +31,7 @@ def _skip_id3(data: bytes) -> bytes:
     while len(data) >= 10 and data[:3] == b"ID3":
         size = (data[6] & 0x7F) << 21 | (data[7] & 0x7F) << 14 | (data[8] & 0x7F) << 7 | (data[9] & 0x7F)
         footer = 10 if data[5] & 0x10 else 0
-        data = data[10 + size + footer:]
+        data = data[10 + size + footer :]
     return data
 
 
@@ -53,7 +54,7 @@ def _ebml_doctype(data: bytes) -> bytes | None:
     if not size_byte & 0x80:  # only the one-byte size form is used for DocType in practice
         return None
     size = size_byte & 0x7F
-    return data[position + 3: position + 3 + size].rstrip(b"\x00")
+    return data[position + 3 : position + 3 + size].rstrip(b"\x00")
 
 
 def sniff_audio_format(data: bytes) -> AudioFormat:
@@ -70,14 +71,18 @@ def sniff_audio_format(data: bytes) -> AudioFormat:
         if brand in _ISO_BMFF_IMAGE_BRANDS:  # HEIF/AVIF photos share MP4's container
             raise UnsupportedMediaType(
                 f"The file is an image, not audio. Supported audio formats: {SUPPORTED_FORMATS_TEXT}.",
-                param="file", code="unsupported_audio_format")
+                param="file",
+                code="unsupported_audio_format",
+            )
         return AudioFormat.M4A if brand in (b"M4A ", b"M4B ") else AudioFormat.MP4
     if head[:4] == _EBML_MAGIC:
         if _ebml_doctype(head) == b"webm":
             return AudioFormat.WEBM
         raise UnsupportedMediaType(
             f"This Matroska file is not WebM. Supported audio formats: {SUPPORTED_FORMATS_TEXT}.",
-            param="file", code="unsupported_audio_format")
+            param="file",
+            code="unsupported_audio_format",
+        )
     # ID3 tags can be large (cover art), so skip them over the whole file, not the sniffed window
     after_tag = _skip_id3(data)[:16] if head[:3] == b"ID3" else head
     if after_tag[:4] == b"fLaC":
@@ -86,4 +91,6 @@ def sniff_audio_format(data: bytes) -> AudioFormat:
         return AudioFormat.MP3
     raise UnsupportedMediaType(
         f"The file is not audio in a supported format. Supported audio formats: {SUPPORTED_FORMATS_TEXT}.",
-        param="file", code="unsupported_audio_format")
+        param="file",
+        code="unsupported_audio_format",
+    )

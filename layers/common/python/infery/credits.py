@@ -29,6 +29,7 @@ from .keys import ApiKeyItem
 _MAX_ATTEMPTS = 40
 LEDGER_TIME_INDEX = "ByTime"
 
+
 class LedgerKind(StrEnum):
     TOPUP = "topup"
     RESERVE = "reserve"
@@ -91,8 +92,7 @@ class _AlreadyApplied(Exception):
 
 
 class CreditStore:
-    def __init__(self, client: Any, keys_table_name: str, ledger_table_name: str,
-                 reservations_table_name: str) -> None:
+    def __init__(self, client: Any, keys_table_name: str, ledger_table_name: str, reservations_table_name: str) -> None:
         self._client = client
         self._keys_table = keys_table_name
         self._ledger_table = ledger_table_name
@@ -110,8 +110,13 @@ class CreditStore:
             # ISO timestamps start with a digit: "0" sorts before every one, "~" after (DynamoDB refuses "")
             condition += " AND created_at BETWEEN :since AND :until"
             values |= {":since": since or "0", ":until": until or "~"}
-        items = all_items(self._client.query, TableName=self._ledger_table, IndexName=LEDGER_TIME_INDEX,
-                          KeyConditionExpression=condition, ExpressionAttributeValues=serialize(values))
+        items = all_items(
+            self._client.query,
+            TableName=self._ledger_table,
+            IndexName=LEDGER_TIME_INDEX,
+            KeyConditionExpression=condition,
+            ExpressionAttributeValues=serialize(values),
+        )
         entries = [LedgerEntry.model_validate(deserialize(item)) for item in items]
         if until:
             entries = [entry for entry in entries if entry.created_at < until]
@@ -119,20 +124,25 @@ class CreditStore:
 
     def entries_for_request(self, key_id: str, request_id_prefix: str) -> list[LedgerEntry]:
         """Every ledger entry of the key whose request id starts with this prefix (a job's attempts)."""
-        page = self._client.query(TableName=self._ledger_table, ConsistentRead=True,
-                                  KeyConditionExpression="key_id = :key_id AND begins_with(entry_id, :prefix)",
-                                  ExpressionAttributeValues=serialize({":key_id": key_id,
-                                                                        ":prefix": request_id_prefix}))
+        page = self._client.query(
+            TableName=self._ledger_table,
+            ConsistentRead=True,
+            KeyConditionExpression="key_id = :key_id AND begins_with(entry_id, :prefix)",
+            ExpressionAttributeValues=serialize({":key_id": key_id, ":prefix": request_id_prefix}),
+        )
         return [LedgerEntry.model_validate(deserialize(item)) for item in page["Items"]]
 
     def open_reservations(self, *, older_than_epoch: int, now_epoch: int | None = None) -> list[Reservation]:
         """Reservations created before ``older_than_epoch`` whose hold (if any) has passed."""
         now = int(time.time()) if now_epoch is None else now_epoch
-        items = all_items(self._client.scan, TableName=self._reservations_table,
-                          FilterExpression="created_epoch < :cutoff AND (attribute_not_exists(hold_until_epoch) OR "
-                                           "hold_until_epoch < :now)",
-                          ExpressionAttributeValues=serialize({":cutoff": older_than_epoch, ":now": now}),
-                          ConsistentRead=True)
+        items = all_items(
+            self._client.scan,
+            TableName=self._reservations_table,
+            FilterExpression="created_epoch < :cutoff AND (attribute_not_exists(hold_until_epoch) OR "
+            "hold_until_epoch < :now)",
+            ExpressionAttributeValues=serialize({":cutoff": older_than_epoch, ":now": now}),
+            ConsistentRead=True,
+        )
         return [Reservation.model_validate(deserialize(item)) for item in items]
 
     # changes
@@ -142,45 +152,76 @@ class CreditStore:
         if credits <= 0:
             raise ValueError("a top-up adds a positive number of credits")
         try:
-            return self._apply(key.key_hash, key.key_id, LedgerKind.TOPUP, request_id,
-                               lambda _: (credits, {"note": note}))
+            return self._apply(
+                key.key_hash, key.key_id, LedgerKind.TOPUP, request_id, lambda _: (credits, {"note": note})
+            )
         except _AlreadyApplied:
             return self.balance(key.key_hash)
 
-    def reserve(self, key: ApiKeyItem, credits: int, *, request_id: str, model: str,
-                hold_seconds: int | None = None, covered_seconds: float | None = None) -> Reservation:
+    def reserve(
+        self,
+        key: ApiKeyItem,
+        credits: int,
+        *,
+        request_id: str,
+        model: str,
+        hold_seconds: int | None = None,
+        covered_seconds: float | None = None,
+    ) -> Reservation:
         """Take ``credits`` from the available balance for a request about to run; 402 if the balance is short.
         ``hold_seconds``: how long the reconciler must leave it alone (a job longer than its grace period)."""
         created_epoch = int(time.time())
-        reservation = Reservation(request_id=request_id, key_hash=key.key_hash, key_id=key.key_id, model=model,
-                                  credits=credits, created_at=now_iso(), created_epoch=created_epoch,
-                                  hold_until_epoch=created_epoch + hold_seconds if hold_seconds else None,
-                                  covered_seconds=round(covered_seconds, 3) if covered_seconds else None)
+        reservation = Reservation(
+            request_id=request_id,
+            key_hash=key.key_hash,
+            key_id=key.key_id,
+            model=model,
+            credits=credits,
+            created_at=now_iso(),
+            created_epoch=created_epoch,
+            hold_until_epoch=created_epoch + hold_seconds if hold_seconds else None,
+            covered_seconds=round(covered_seconds, 3) if covered_seconds else None,
+        )
 
         def take(current: int) -> tuple[int, dict[str, Any]]:
             if current < credits:
                 raise InsufficientCredits(
                     f"This request needs {credits} credits reserved but the key's balance is {current}. Top up "
-                    "the key's credits to continue.", headers={"x-infery-credits-balance": str(current)})
+                    "the key's credits to continue.",
+                    headers={"x-infery-credits-balance": str(current)},
+                )
             return -credits, {"model": model}
 
-        put_reservation = {"Put": {"TableName": self._reservations_table,
-                                   "Item": serialize(reservation.model_dump()),
-                                   "ConditionExpression": "attribute_not_exists(request_id)"}}
+        put_reservation = {
+            "Put": {
+                "TableName": self._reservations_table,
+                "Item": serialize(reservation.model_dump()),
+                "ConditionExpression": "attribute_not_exists(request_id)",
+            }
+        }
         try:
-            self._apply(key.key_hash, key.key_id, LedgerKind.RESERVE, request_id, take,
-                        extra_items=[put_reservation], require_active=True)
+            self._apply(
+                key.key_hash,
+                key.key_id,
+                LedgerKind.RESERVE,
+                request_id,
+                take,
+                extra_items=[put_reservation],
+                require_active=True,
+            )
         except _AlreadyApplied:
             stored = self.reservation(request_id)
             if stored is None:
-                raise ReservationClosed(f"Request {request_id} was already reserved and settled or refunded; "
-                                        "nothing more was charged.") from None
+                raise ReservationClosed(
+                    f"Request {request_id} was already reserved and settled or refunded; nothing more was charged."
+                ) from None
             return stored
         return reservation
 
     def reservation(self, request_id: str) -> Reservation | None:
-        item = self._client.get_item(TableName=self._reservations_table, Key=serialize({"request_id": request_id}),
-                                     ConsistentRead=True).get("Item")
+        item = self._client.get_item(
+            TableName=self._reservations_table, Key=serialize({"request_id": request_id}), ConsistentRead=True
+        ).get("Item")
         return Reservation.model_validate(deserialize(item)) if item else None
 
     def settle(self, reservation: Reservation, credits_used: int, *, audio_seconds: float) -> SettledCharge:
@@ -192,43 +233,68 @@ class CreditStore:
             collectable = min(extra, current) if extra > 0 else extra
             outcome["unpaid"] = extra - collectable if extra > 0 else 0
             outcome["billed"] = reservation.credits + collectable
-            return -collectable, {"model": reservation.model, "audio_seconds": audio_seconds,
-                                  "billed_credits": outcome["billed"], "unpaid_credits": outcome["unpaid"] or None}
+            return -collectable, {
+                "model": reservation.model,
+                "audio_seconds": audio_seconds,
+                "billed_credits": outcome["billed"],
+                "unpaid_credits": outcome["unpaid"] or None,
+            }
 
         try:
             balance_after = self._close(reservation, LedgerKind.SETTLE, settle_delta)
         except _AlreadyApplied:
             return SettledCharge(billed_credits=credits_used, balance_after=self.balance(reservation.key_hash))
-        return SettledCharge(billed_credits=outcome["billed"], balance_after=balance_after,
-                             unpaid_credits=outcome["unpaid"])
+        return SettledCharge(
+            billed_credits=outcome["billed"], balance_after=balance_after, unpaid_credits=outcome["unpaid"]
+        )
 
-    def refund(self, reservation: Reservation, *, reason: str,
-               kind: LedgerKind = LedgerKind.REFUND) -> int | None:
+    def refund(self, reservation: Reservation, *, reason: str, kind: LedgerKind = LedgerKind.REFUND) -> int | None:
         """Give the whole reservation back; None when it was closed already."""
         try:
-            return self._close(reservation, kind,
-                               lambda _: (reservation.credits, {"model": reservation.model, "note": reason}))
+            return self._close(
+                reservation, kind, lambda _: (reservation.credits, {"model": reservation.model, "note": reason})
+            )
         except _AlreadyApplied:
             return None
 
     def _close(self, reservation: Reservation, kind: LedgerKind, compute: Change) -> int:
-        delete_reservation = {"Delete": {"TableName": self._reservations_table,
-                                         "Key": serialize({"request_id": reservation.request_id}),
-                                         "ConditionExpression": "attribute_exists(request_id)"}}
+        delete_reservation = {
+            "Delete": {
+                "TableName": self._reservations_table,
+                "Key": serialize({"request_id": reservation.request_id}),
+                "ConditionExpression": "attribute_exists(request_id)",
+            }
+        }
         # a key revoked while its request ran still gets its unused credits back
-        return self._apply(reservation.key_hash, reservation.key_id, kind, reservation.request_id, compute,
-                           extra_items=[delete_reservation])
+        return self._apply(
+            reservation.key_hash,
+            reservation.key_id,
+            kind,
+            reservation.request_id,
+            compute,
+            extra_items=[delete_reservation],
+        )
 
-    def _apply(self, key_hash: str, key_id: str, kind: LedgerKind, request_id: str, compute: Change,
-               *, extra_items: list[dict[str, Any]] | None = None, require_active: bool = False) -> int:
+    def _apply(
+        self,
+        key_hash: str,
+        key_id: str,
+        kind: LedgerKind,
+        request_id: str,
+        compute: Change,
+        *,
+        extra_items: list[dict[str, Any]] | None = None,
+        require_active: bool = False,
+    ) -> int:
         """Apply ``compute(current_balance) -> (delta, ledger fields)`` once; return the balance after."""
         entry_id = f"{request_id}#{kind.value}"
         created_at = now_iso()
         for attempt in range(_MAX_ATTEMPTS):
             row = self._key_row(key_hash)
             if require_active and row.get("status") != "active":
-                raise AuthenticationFailed("This key was revoked while the request ran; nothing was charged.",
-                                           code="revoked_api_key")
+                raise AuthenticationFailed(
+                    "This key was revoked while the request ran; nothing was charged.", code="revoked_api_key"
+                )
             current = int(row["credits"])
             try:
                 delta, fields = compute(current)
@@ -239,21 +305,33 @@ class CreditStore:
             new_balance = current + delta
             if new_balance < 0:
                 raise InternalError("A credit change would make the balance negative; nothing was changed.")
-            entry = LedgerEntry(key_id=key_id, entry_id=entry_id, kind=kind, request_id=request_id, credits=delta,
-                                balance_after=new_balance, created_at=created_at, **fields)
+            entry = LedgerEntry(
+                key_id=key_id,
+                entry_id=entry_id,
+                kind=kind,
+                request_id=request_id,
+                credits=delta,
+                balance_after=new_balance,
+                created_at=created_at,
+                **fields,
+            )
             items = [
-                {"Update": {
-                    "TableName": self._keys_table,
-                    "Key": serialize({"key_hash": key_hash}),
-                    "UpdateExpression": "SET credits = :new_balance",
-                    "ConditionExpression": "credits = :seen_balance",
-                    "ExpressionAttributeValues": serialize({":new_balance": new_balance, ":seen_balance": current}),
-                }},
-                {"Put": {
-                    "TableName": self._ledger_table,
-                    "Item": serialize(entry.model_dump(mode="json")),
-                    "ConditionExpression": "attribute_not_exists(entry_id)",
-                }},
+                {
+                    "Update": {
+                        "TableName": self._keys_table,
+                        "Key": serialize({"key_hash": key_hash}),
+                        "UpdateExpression": "SET credits = :new_balance",
+                        "ConditionExpression": "credits = :seen_balance",
+                        "ExpressionAttributeValues": serialize({":new_balance": new_balance, ":seen_balance": current}),
+                    }
+                },
+                {
+                    "Put": {
+                        "TableName": self._ledger_table,
+                        "Item": serialize(entry.model_dump(mode="json")),
+                        "ConditionExpression": "attribute_not_exists(entry_id)",
+                    }
+                },
                 *(extra_items or []),
             ]
             try:
@@ -266,21 +344,26 @@ class CreditStore:
                 if "ConditionalCheckFailed" in codes[1:]:
                     raise _AlreadyApplied from None  # this change was made already: never twice
                 # another request changed the balance since we read it, or the transactions conflicted
-                time.sleep(random.uniform(0, min(0.25, 0.005 * 2 ** attempt)))
-        raise InternalError("The credit balance is too contended to update right now; nothing was charged. "
-                            "Retry the request.")
+                time.sleep(random.uniform(0, min(0.25, 0.005 * 2**attempt)))
+        raise InternalError(
+            "The credit balance is too contended to update right now; nothing was charged. Retry the request."
+        )
 
     def has_entry(self, key_id: str, request_id: str, kind: LedgerKind) -> bool:
         return self._ledger_has(key_id, f"{request_id}#{kind.value}")
 
     def _ledger_has(self, key_id: str, entry_id: str) -> bool:
-        return "Item" in self._client.get_item(TableName=self._ledger_table,
-                                               Key=serialize({"key_id": key_id, "entry_id": entry_id}),
-                                               ConsistentRead=True, ProjectionExpression="entry_id")
+        return "Item" in self._client.get_item(
+            TableName=self._ledger_table,
+            Key=serialize({"key_id": key_id, "entry_id": entry_id}),
+            ConsistentRead=True,
+            ProjectionExpression="entry_id",
+        )
 
     def _key_row(self, key_hash: str) -> dict[str, Any]:
-        item = self._client.get_item(TableName=self._keys_table, Key=serialize({"key_hash": key_hash}),
-                                     ConsistentRead=True).get("Item")
+        item = self._client.get_item(
+            TableName=self._keys_table, Key=serialize({"key_hash": key_hash}), ConsistentRead=True
+        ).get("Item")
         if not item:
             raise NotFound("This key does not exist.", code="key_not_found")
         return deserialize(item)

@@ -108,7 +108,7 @@ def _read_vint(data: bytes, position: int, keep_marker: bool) -> tuple[int, int]
     if length > 8:
         raise ValueError("invalid EBML variable-length integer")
     value = first if keep_marker else first & (0xFF >> length)
-    for byte in data[position + 1: position + length]:
+    for byte in data[position + 1 : position + length]:
         value = value << 8 | byte
     return value, position + length
 
@@ -135,7 +135,7 @@ def _webm_duration(audio: bytes) -> float | None:
                 continue
             scale_ns, duration = 1_000_000, None
             for field_id, field_start, field_size in _elements(audio, child_start, child_start + child_size):
-                payload = audio[field_start: field_start + field_size]
+                payload = audio[field_start : field_start + field_size]
                 if field_id == _TIMECODE_SCALE:
                     scale_ns = int.from_bytes(payload, "big")
                 elif field_id == _DURATION:

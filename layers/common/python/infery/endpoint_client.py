@@ -21,10 +21,22 @@ from .errors import InvalidRequest, ModelFailed, ModelTimeout, ModelUnavailable
 from .inference import InferenceError, InferenceRequest, InferenceResult
 
 # What the model server says about the audio, passed on to the client as its own mistake (4xx).
-CLIENT_ERROR_CODES = {"undecodable_audio", "unsupported_language", "invalid_request", "audio_too_long",
-                      "sample_rate_too_low", "audio_longer_than_declared", "audio_changed"}
-UNAVAILABLE_CODES = {"ServiceUnavailable", "ModelNotReadyException", "ThrottlingException",
-                      "InternalDependencyException", "ValidationError"}
+CLIENT_ERROR_CODES = {
+    "undecodable_audio",
+    "unsupported_language",
+    "invalid_request",
+    "audio_too_long",
+    "sample_rate_too_low",
+    "audio_longer_than_declared",
+    "audio_changed",
+}
+UNAVAILABLE_CODES = {
+    "ServiceUnavailable",
+    "ModelNotReadyException",
+    "ThrottlingException",
+    "InternalDependencyException",
+    "ValidationError",
+}
 
 
 class WhisperEndpoint:
@@ -42,15 +54,19 @@ class WhisperEndpoint:
             )
             body = response["Body"].read()
         except ReadTimeoutError as exc:
-            raise ModelTimeout("The model did not answer in time; nothing was charged. Retry, or send long "
-                               "audio through the upload flow.") from exc
+            raise ModelTimeout(
+                "The model did not answer in time; nothing was charged. Retry, or send long "
+                "audio through the upload flow."
+            ) from exc
         except (ResponseStreamingError, IncompleteReadError) as exc:
-            raise ModelFailed("The model's answer was cut off before it ended; nothing was charged. "
-                              "Retry the request.") from exc
+            raise ModelFailed(
+                "The model's answer was cut off before it ended; nothing was charged. Retry the request."
+            ) from exc
         except (EndpointConnectionError, ConnectTimeoutError, ConnectionClosedError, HTTPClientError) as exc:
             # HTTPClientError last: the base of every other transport failure botocore raises
-            raise ModelUnavailable("The model endpoint cannot be reached right now; nothing was charged. "
-                                   "Retry in a moment.") from exc
+            raise ModelUnavailable(
+                "The model endpoint cannot be reached right now; nothing was charged. Retry in a moment."
+            ) from exc
         except ClientError as exc:
             raise _error_from_client_error(exc) from exc
         try:
@@ -69,8 +85,9 @@ def _error_from_client_error(exc: ClientError) -> Exception:
             return InvalidRequest(model_error.error, param=param, code=model_error.code)
         return ModelFailed("The model failed to transcribe this audio; nothing was charged.")
     if code in UNAVAILABLE_CODES:
-        return ModelUnavailable("The model endpoint is not available right now; nothing was charged. "
-                                "Retry in a moment.")
+        return ModelUnavailable(
+            "The model endpoint is not available right now; nothing was charged. Retry in a moment."
+        )
     return ModelFailed("The model endpoint returned an error; nothing was charged.")
 
 

@@ -38,8 +38,9 @@ class InferyError(Exception):
     error_type = "invalid_request_error"
     default_code: str | None = None
 
-    def __init__(self, message: str, *, param: str | None = None, code: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, message: str, *, param: str | None = None, code: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         message = public_message(message)  # clients see it: the API's answers, a job's error
         super().__init__(message)
         self.message = message

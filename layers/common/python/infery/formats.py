@@ -47,8 +47,9 @@ def to_vtt(segments: list[Segment]) -> str:
     return f"WEBVTT\n\n{cues}"
 
 
-def render_transcript(result: InferenceResult, response_format: ResponseFormat, *, task: Task,
-                      credits_used: int, include_words: bool) -> RenderedTranscript:
+def render_transcript(
+    result: InferenceResult, response_format: ResponseFormat, *, task: Task, credits_used: int, include_words: bool
+) -> RenderedTranscript:
     text = result.text.strip()
     if response_format is ResponseFormat.JSON:
         return RenderedTranscript({"text": text, "credits_used": credits_used}, JSON_CONTENT_TYPE)

@@ -86,7 +86,9 @@ class JobService:
         if key.credits < minimum:
             raise InsufficientCredits(
                 f"This key's balance is {key.credits} credits; an upload or a job needs at least {minimum}. Top up "
-                "the key's credits to continue.", headers={"x-infery-credits-balance": str(key.credits)})
+                "the key's credits to continue.",
+                headers={"x-infery-credits-balance": str(key.credits)},
+            )
         if audio is not None:
             self.transcription.check_audio_limits(audio)
 
@@ -96,10 +98,17 @@ class JobService:
         presigned_post = self.store.presigned_upload(key.key_id, upload_id)
         if not upload.start_job:
             return NewUpload(upload_id, presigned_post, None)
-        job = new_job(job_id=job_id_for_upload(upload_id), key_id=key.key_id, key_hash=key.key_hash,
-                      options=upload.job.options(), status=JobStatus.AWAITING_UPLOAD,
-                      source_uri=self.store.upload_uri(key.key_id, upload_id), upload_id=upload_id,
-                      filename=upload.filename, webhook_url=upload.job.webhook_url)
+        job = new_job(
+            job_id=job_id_for_upload(upload_id),
+            key_id=key.key_id,
+            key_hash=key.key_hash,
+            options=upload.job.options(),
+            status=JobStatus.AWAITING_UPLOAD,
+            source_uri=self.store.upload_uri(key.key_id, upload_id),
+            upload_id=upload_id,
+            filename=upload.filename,
+            webhook_url=upload.job.webhook_url,
+        )
         self.jobs.create(job)
         return NewUpload(upload_id, presigned_post, job)
 
@@ -111,9 +120,17 @@ class JobService:
         else:
             assert request.upload_id is not None  # a request has its audio or names an upload
             source_uri = self.store.check_upload(key.key_id, request.upload_id)
-        job = new_job(job_id=new_job_id(), key_id=key.key_id, key_hash=key.key_hash, options=request.options(),
-                      status=JobStatus.QUEUED, source_uri=source_uri, upload_id=request.upload_id,
-                      filename=request.filename, webhook_url=request.webhook_url)
+        job = new_job(
+            job_id=new_job_id(),
+            key_id=key.key_id,
+            key_hash=key.key_hash,
+            options=request.options(),
+            status=JobStatus.QUEUED,
+            source_uri=source_uri,
+            upload_id=request.upload_id,
+            filename=request.filename,
+            webhook_url=request.webhook_url,
+        )
         self.jobs.create(job)
         self.queue.send(job.job_id)
         return job
@@ -130,10 +147,20 @@ class JobService:
             logger.warning("object under the prefix of an unknown key", extra={"object_key": stored.key})
             return None
         job_id = job_id_for_object(stored.bucket, stored.key, stored.etag)
-        options = TranscriptionOptions(task=Task.TRANSCRIBE, model=self.transcription.catalog.default_model,
-                                       response_format=ResponseFormat.JSON)
-        self.jobs.create(new_job(job_id=job_id, key_id=key.key_id, key_hash=key.key_hash, options=options,
-                                 status=JobStatus.QUEUED, source_uri=stored.uri, filename=stored.name))
+        options = TranscriptionOptions(
+            task=Task.TRANSCRIBE, model=self.transcription.catalog.default_model, response_format=ResponseFormat.JSON
+        )
+        self.jobs.create(
+            new_job(
+                job_id=job_id,
+                key_id=key.key_id,
+                key_hash=key.key_hash,
+                options=options,
+                status=JobStatus.QUEUED,
+                source_uri=stored.uri,
+                filename=stored.name,
+            )
+        )
         return job_id
 
     # --- read by its key ---------------------------------------------------------------------------------------
@@ -177,22 +204,35 @@ class JobService:
             # an earlier attempt was charged, then crashed before marking the job: finish it, never charge again
             result_key = self.store.result_key(job.key_id, job.job_id)
             result = self.store.load_result(result_key)
-            finished = self.jobs.succeed(job.job_id, result_key=result_key, audio_seconds=result.duration,
-                                         credits_used=earlier_settle.billed_credits or 0)
+            finished = self.jobs.succeed(
+                job.job_id,
+                result_key=result_key,
+                audio_seconds=result.duration,
+                credits_used=earlier_settle.billed_credits or 0,
+            )
             self._notify(finished)
             return finished
         audio = LoadedAudio.stored(*self.store.load(stored))
         # the attempt's id: its credits are reserved under it, and its notification names it; the settle check
         # keeps the job charged once across attempts
         inference_id = attempt_id(job.job_id, job.attempts)
-        reservation = self.transcription.reserve(key, job.options.model, audio, request_id=inference_id,
-                                                 hold_seconds=self.hold_seconds)
+        reservation = self.transcription.reserve(
+            key, job.options.model, audio, request_id=inference_id, hold_seconds=self.hold_seconds
+        )
         try:
-            self.endpoint.submit(self.transcription.inference_request(
-                job.options, audio, reservation, progress_s3_uri=self.endpoint.progress_uri(job.key_id, inference_id)),
-                key_id=job.key_id, inference_id=inference_id)
-            return self.jobs.submitted(job.job_id, inference_id=inference_id,
-                                       lease_until=int(time.time()) + self.hold_seconds)
+            self.endpoint.submit(
+                self.transcription.inference_request(
+                    job.options,
+                    audio,
+                    reservation,
+                    progress_s3_uri=self.endpoint.progress_uri(job.key_id, inference_id),
+                ),
+                key_id=job.key_id,
+                inference_id=inference_id,
+            )
+            return self.jobs.submitted(
+                job.job_id, inference_id=inference_id, lease_until=int(time.time()) + self.hold_seconds
+            )
         except BaseException as failure:
             self.transcription.refund(reservation, failure)
             raise
@@ -204,8 +244,9 @@ class JobService:
         transient failure while attempts remain, put the job back on the queue)."""
         job = self.jobs.get(job_id_of_attempt(notification.inference_id))
         if job is None or job.status is not JobStatus.RUNNING or job.inference_id != notification.inference_id:
-            logger.info("notification for no running attempt ignored",
-                        extra={"inference_id": notification.inference_id})
+            logger.info(
+                "notification for no running attempt ignored", extra={"inference_id": notification.inference_id}
+            )
             return None  # a repeated notification, or one of an attempt that was given up
         try:
             result = self.endpoint.result(notification)
@@ -226,16 +267,30 @@ class JobService:
         if reservation is None:
             earlier_settle = self._earlier_settle(job)
             if earlier_settle is None:
-                raise InvalidRequest("The job's credit reservation was released before it finished (it ran past "
-                                     "its time limit); nothing was charged.", code="job_expired")
+                raise InvalidRequest(
+                    "The job's credit reservation was released before it finished (it ran past "
+                    "its time limit); nothing was charged.",
+                    code="job_expired",
+                )
             # settled by an earlier delivery that crashed before marking the job
-            return self.jobs.succeed(job.job_id, result_key=self.store.result_key(job.key_id, job.job_id),
-                                     credits_used=earlier_settle.billed_credits or 0, audio_seconds=result.duration)
+            return self.jobs.succeed(
+                job.job_id,
+                result_key=self.store.result_key(job.key_id, job.job_id),
+                credits_used=earlier_settle.billed_credits or 0,
+                audio_seconds=result.duration,
+            )
         outcome = self.transcription.settle(
-            reservation, job.options, result,
-            before_settle=lambda stored: self.store.put_result(job.key_id, job.job_id, stored))
-        return self.jobs.succeed(job.job_id, result_key=self.store.result_key(job.key_id, job.job_id),
-                                 credits_used=outcome.credits_used, audio_seconds=outcome.audio_seconds)
+            reservation,
+            job.options,
+            result,
+            before_settle=lambda stored: self.store.put_result(job.key_id, job.job_id, stored),
+        )
+        return self.jobs.succeed(
+            job.job_id,
+            result_key=self.store.result_key(job.key_id, job.job_id),
+            credits_used=outcome.credits_used,
+            audio_seconds=outcome.audio_seconds,
+        )
 
     def _failed(self, job: Job, error: Exception, *, retry: bool, resubmit: bool = False) -> Job | None:
         """A transient failure of ours goes back to the queue while attempts remain; the rest fail the job.
@@ -250,9 +305,10 @@ class JobService:
                 return released
             raise RetryLater(str(error)) from error
         if isinstance(error, InferyError) and transient:
-            job_error = JobError(code=error.code or "error",
-                                 message=f"{error.message} The job was tried {job.attempts} times; "
-                                         "send it again later.")
+            job_error = JobError(
+                code=error.code or "error",
+                message=f"{error.message} The job was tried {job.attempts} times; send it again later.",
+            )
         elif isinstance(error, InferyError):
             job_error = JobError(code=error.code or "error", message=error.message)
         else:
@@ -279,8 +335,12 @@ class JobService:
         if not job.webhook_url or not job.webhook_secret:
             return
         body = json.dumps(self.presenter.view(job)).encode()
-        delivered = deliver(job.webhook_url, body, job.webhook_secret,
-                            record=lambda attempt: self.jobs.record_webhook_attempt(job.job_id, attempt),
-                            allow_private_addresses=self.allow_private_webhooks)
+        delivered = deliver(
+            job.webhook_url,
+            body,
+            job.webhook_secret,
+            record=lambda attempt: self.jobs.record_webhook_attempt(job.job_id, attempt),
+            allow_private_addresses=self.allow_private_webhooks,
+        )
         if not delivered:
             logger.warning("webhook not delivered", extra={"job_id": job.job_id})

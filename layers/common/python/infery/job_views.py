@@ -38,5 +38,10 @@ class JobPresenter:
         if job.status is not JobStatus.SUCCEEDED or not job.result_key:
             raise Conflict(f"The job is {job.status.value}; it has no result yet.", code="job_not_finished")
         options = job.options.model_copy(update={"response_format": response_format or job.options.response_format})
-        return render_transcript(self.store.load_result(job.result_key), options.response_format, task=options.task,
-                                 credits_used=job.credits_used or 0, include_words=options.word_timestamps)
+        return render_transcript(
+            self.store.load_result(job.result_key),
+            options.response_format,
+            task=options.task,
+            credits_used=job.credits_used or 0,
+            include_words=options.word_timestamps,
+        )

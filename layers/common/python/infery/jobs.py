@@ -74,8 +74,10 @@ class Job(BaseModel):
 
     def public_view(self) -> dict[str, Any]:
         """What GET /v1/jobs/{id} shows: no key hash, no secret, no lease bookkeeping."""
-        view = self.model_dump(mode="json", exclude={"key_hash", "webhook_secret", "lease_until", "result_key",
-                                                     "source_uri", "job_id", "inference_id"})
+        view = self.model_dump(
+            mode="json",
+            exclude={"key_hash", "webhook_secret", "lease_until", "result_key", "source_uri", "job_id", "inference_id"},
+        )
         return {"id": self.job_id, "object": "transcription.job", **view}
 
 
@@ -106,8 +108,12 @@ class JobStore:
     def list_for_key(self, key_id: str, limit: int = 20) -> tuple[list[Job], bool]:
         """The key's most recent jobs, newest first, and whether it has older ones. The index is eventually
         consistent: a job created a moment ago may be missing for a moment (GET /v1/jobs/{id} reads the row)."""
-        response = self._table.query(IndexName=JOBS_BY_KEY_INDEX, KeyConditionExpression=Key("key_id").eq(key_id),
-                                     ScanIndexForward=False, Limit=limit + 1)
+        response = self._table.query(
+            IndexName=JOBS_BY_KEY_INDEX,
+            KeyConditionExpression=Key("key_id").eq(key_id),
+            ScanIndexForward=False,
+            Limit=limit + 1,
+        )
         items = response["Items"]
         return [Job.model_validate(item) for item in items[:limit]], len(items) > limit
 
@@ -118,14 +124,21 @@ class JobStore:
             updated = self._table.update_item(
                 Key={"job_id": job_id},
                 UpdateExpression="SET #status = :running, lease_until = :lease, updated_at = :now_iso, "
-                                 "progress = :progress ADD attempts :one",
+                "progress = :progress ADD attempts :one",
                 ConditionExpression="#status IN (:queued, :awaiting) OR (#status = :running AND lease_until < :now)",
                 ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues={":running": JobStatus.RUNNING.value, ":queued": JobStatus.QUEUED.value,
-                                           ":awaiting": JobStatus.AWAITING_UPLOAD.value,
-                                           ":lease": now + lease_seconds, ":now": now, ":now_iso": now_iso(),
-                                           ":progress": Decimal("0.05"), ":one": 1},
-                ReturnValues="ALL_NEW")
+                ExpressionAttributeValues={
+                    ":running": JobStatus.RUNNING.value,
+                    ":queued": JobStatus.QUEUED.value,
+                    ":awaiting": JobStatus.AWAITING_UPLOAD.value,
+                    ":lease": now + lease_seconds,
+                    ":now": now,
+                    ":now_iso": now_iso(),
+                    ":progress": Decimal("0.05"),
+                    ":one": 1,
+                },
+                ReturnValues="ALL_NEW",
+            )
         except ClientError as exc:
             if is_conditional_check_failure(exc):
                 return None
@@ -134,8 +147,9 @@ class JobStore:
 
     def submitted(self, job_id: str, *, inference_id: str, lease_until: int) -> Job:
         """The attempt is on the asynchronous endpoint: hold the lease until its outcome can no longer arrive."""
-        return self._update(job_id, {"inference_id": inference_id, "lease_until": lease_until, "progress": 0.1},
-                            only_while_running=True)
+        return self._update(
+            job_id, {"inference_id": inference_id, "lease_until": lease_until, "progress": 0.1}, only_while_running=True
+        )
 
     def set_progress(self, job_id: str, progress: float) -> None:
         self._update(job_id, {"progress": round(progress, 3)}, only_while_running=True)
@@ -145,9 +159,16 @@ class JobStore:
         return self._update(job_id, {"status": JobStatus.QUEUED.value, "lease_until": 0}, only_while_running=True)
 
     def succeed(self, job_id: str, *, result_key: str, credits_used: int, audio_seconds: float) -> Job:
-        return self._update(job_id, {"status": JobStatus.SUCCEEDED.value, "progress": 1.0,
-                                     "result_key": result_key, "credits_used": credits_used,
-                                     "audio_seconds": audio_seconds})
+        return self._update(
+            job_id,
+            {
+                "status": JobStatus.SUCCEEDED.value,
+                "progress": 1.0,
+                "result_key": result_key,
+                "credits_used": credits_used,
+                "audio_seconds": audio_seconds,
+            },
+        )
 
     def fail(self, job_id: str, error: JobError) -> Job:
         return self._update(job_id, {"status": JobStatus.FAILED.value, "error": error.model_dump()})
@@ -156,7 +177,8 @@ class JobStore:
         self._table.update_item(
             Key={"job_id": job_id},
             UpdateExpression="SET webhook_attempts = list_append(if_not_exists(webhook_attempts, :empty), :attempt)",
-            ExpressionAttributeValues={":attempt": [attempt.model_dump(exclude_none=True)], ":empty": []})
+            ExpressionAttributeValues={":attempt": [attempt.model_dump(exclude_none=True)], ":empty": []},
+        )
 
     def _update(self, job_id: str, values: dict[str, Any], only_while_running: bool = False) -> Job:
         values = {**values, "updated_at": now_iso()}
@@ -182,11 +204,31 @@ class JobStore:
             raise
 
 
-def new_job(*, job_id: str, key_id: str, key_hash: str, options: TranscriptionOptions, status: JobStatus,
-            source_uri: str | None = None, upload_id: str | None = None, filename: str | None = None,
-            webhook_url: str | None = None) -> Job:
+def new_job(
+    *,
+    job_id: str,
+    key_id: str,
+    key_hash: str,
+    options: TranscriptionOptions,
+    status: JobStatus,
+    source_uri: str | None = None,
+    upload_id: str | None = None,
+    filename: str | None = None,
+    webhook_url: str | None = None,
+) -> Job:
     now = now_iso()
-    return Job(job_id=job_id, key_id=key_id, key_hash=key_hash, status=status, options=options,
-               source_uri=source_uri, upload_id=upload_id, filename=filename, webhook_url=webhook_url,
-               webhook_secret=new_webhook_secret() if webhook_url else None, created_at=now, updated_at=now,
-               expires_at=int(time.time()) + JOB_RETENTION_SECONDS)
+    return Job(
+        job_id=job_id,
+        key_id=key_id,
+        key_hash=key_hash,
+        status=status,
+        options=options,
+        source_uri=source_uri,
+        upload_id=upload_id,
+        filename=filename,
+        webhook_url=webhook_url,
+        webhook_secret=new_webhook_secret() if webhook_url else None,
+        created_at=now,
+        updated_at=now,
+        expires_at=int(time.time()) + JOB_RETENTION_SECONDS,
+    )

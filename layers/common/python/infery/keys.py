@@ -94,8 +94,10 @@ def _looks_random(random_part: str) -> bool:
         run = run + 1 if current == previous else 1
         if run > _MAX_RUN:
             return False
-    steps = sum(abs(_BASE62.index(current) - _BASE62.index(previous)) == 1
-                for previous, current in zip(random_part, random_part[1:], strict=False))
+    steps = sum(
+        abs(_BASE62.index(current) - _BASE62.index(previous)) == 1
+        for previous, current in zip(random_part, random_part[1:], strict=False)
+    )
     return steps <= _MAX_ALPHABET_STEPS
 
 
@@ -107,7 +109,7 @@ def generate_api_key() -> str:
 
 
 def has_valid_checksum(api_key: str) -> bool:
-    body = api_key[len(KEY_PREFIX):]
+    body = api_key[len(KEY_PREFIX) :]
     return _checksum(body[:_RANDOM_LENGTH]) == body[_RANDOM_LENGTH:]
 
 
@@ -122,21 +124,27 @@ def mask_api_key(api_key: str) -> str:
 def check_key_format(api_key: str) -> None:
     """Raise ValueError unless ``api_key`` may be created: a key as infery generates it, whoever made it."""
     if not _GENERATED_KEY_PATTERN.fullmatch(api_key):
-        raise ValueError("an infery key is 'inf_' followed by 40 random letters and digits and a 6-character "
-                         "checksum; let infery generate it (`infery keys create` without --key)")
+        raise ValueError(
+            "an infery key is 'inf_' followed by 40 random letters and digits and a 6-character "
+            "checksum; let infery generate it (`infery keys create` without --key)"
+        )
     if not has_valid_checksum(api_key):
-        raise ValueError("the key's checksum (its last 6 characters) does not match: check it for a typo, or let "
-                         "infery generate the key")
-    if not _looks_random(api_key[len(KEY_PREFIX):len(KEY_PREFIX) + _RANDOM_LENGTH]):
-        raise ValueError("the key's 40 characters do not look random (too few different characters, long runs or "
-                         "alphabet sequences): let infery generate the key")
+        raise ValueError(
+            "the key's checksum (its last 6 characters) does not match: check it for a typo, or let "
+            "infery generate the key"
+        )
+    if not _looks_random(api_key[len(KEY_PREFIX) : len(KEY_PREFIX) + _RANDOM_LENGTH]):
+        raise ValueError(
+            "the key's 40 characters do not look random (too few different characters, long runs or "
+            "alphabet sequences): let infery generate the key"
+        )
 
 
 def _shape_problem(api_key: str) -> str:
     """Why a key cannot be an infery key, in words that do not repeat it."""
     if not api_key.startswith(KEY_PREFIX):
         return "this one does not start with 'inf_'."
-    body = api_key[len(KEY_PREFIX):]
+    body = api_key[len(KEY_PREFIX) :]
     if not re.fullmatch(r"[A-Za-z0-9_-]*", body):
         return "this one has other characters after 'inf_'."
     expected = _RANDOM_LENGTH + _CHECKSUM_LENGTH
@@ -149,18 +157,24 @@ def api_key_from_authorization(authorization: str | None) -> str:
     if not authorization:
         raise AuthenticationFailed(
             "You didn't provide an API key. Send it in the Authorization header as 'Bearer inf_...'.",
-            code="missing_api_key")
+            code="missing_api_key",
+        )
     match = _BEARER_PATTERN.match(authorization)
     if not match:
         raise AuthenticationFailed("The Authorization header must be 'Bearer inf_...'.", code="invalid_api_key")
     api_key = match.group(1)
     if not _KEY_PATTERN.fullmatch(api_key):
-        raise AuthenticationFailed(f"Incorrect API key provided: {mask_api_key(api_key)}. An infery key is 'inf_' "
-                                   f"followed by {_RANDOM_LENGTH + _CHECKSUM_LENGTH} letters and digits; "
-                                   f"{_shape_problem(api_key)}", code="invalid_api_key")
+        raise AuthenticationFailed(
+            f"Incorrect API key provided: {mask_api_key(api_key)}. An infery key is 'inf_' "
+            f"followed by {_RANDOM_LENGTH + _CHECKSUM_LENGTH} letters and digits; "
+            f"{_shape_problem(api_key)}",
+            code="invalid_api_key",
+        )
     if _GENERATED_KEY_PATTERN.fullmatch(api_key) and not has_valid_checksum(api_key):
-        raise AuthenticationFailed(f"Incorrect API key provided: {mask_api_key(api_key)}. Its checksum does not "
-                                   "match: check it for a typo.", code="invalid_api_key")
+        raise AuthenticationFailed(
+            f"Incorrect API key provided: {mask_api_key(api_key)}. Its checksum does not match: check it for a typo.",
+            code="invalid_api_key",
+        )
     return api_key
 
 
@@ -179,9 +193,16 @@ class KeyStore:
         ensure_usable(key, mask_api_key(api_key))
         return key
 
-    def create(self, name: str, credits: int = 0, api_key: str | None = None, *, expires_at: str | None = None,
-               rate_limit_per_minute: int | None = None,
-               allowed_models: list[str] | None = None) -> tuple[str, ApiKeyItem]:
+    def create(
+        self,
+        name: str,
+        credits: int = 0,
+        api_key: str | None = None,
+        *,
+        expires_at: str | None = None,
+        rate_limit_per_minute: int | None = None,
+        allowed_models: list[str] | None = None,
+    ) -> tuple[str, ApiKeyItem]:
         """Store a new key (a generated one unless given) and return it in clear, once.
 
         ``credits`` should stay 0 for real keys: top up through the credit store, so the ledger has it.
@@ -189,17 +210,27 @@ class KeyStore:
         api_key = api_key or generate_api_key()
         check_key_format(api_key)
         if rate_limit_per_minute is not None and rate_limit_per_minute < 1:
-            raise ValueError("a key's own rate limit must be at least 1 request per minute; leave it out to use the "
-                             "deployment's default (DefaultRateLimitPerMinute)")
+            raise ValueError(
+                "a key's own rate limit must be at least 1 request per minute; leave it out to use the "
+                "deployment's default (DefaultRateLimitPerMinute)"
+            )
         if expires_at is not None:
             expires_at = parse_timestamp(expires_at).isoformat(timespec="milliseconds")
         key_hash = hash_api_key(api_key)
-        item = ApiKeyItem(key_hash=key_hash, key_id=key_id_for(key_hash), name=name, credits=credits,
-                          created_at=now_iso(), expires_at=expires_at, rate_limit_per_minute=rate_limit_per_minute,
-                          allowed_models=allowed_models or None)
+        item = ApiKeyItem(
+            key_hash=key_hash,
+            key_id=key_id_for(key_hash),
+            name=name,
+            credits=credits,
+            created_at=now_iso(),
+            expires_at=expires_at,
+            rate_limit_per_minute=rate_limit_per_minute,
+            allowed_models=allowed_models or None,
+        )
         try:
-            self._table.put_item(Item=item.model_dump(exclude_none=True),
-                                 ConditionExpression=Attr("key_hash").not_exists())
+            self._table.put_item(
+                Item=item.model_dump(exclude_none=True), ConditionExpression=Attr("key_hash").not_exists()
+            )
         except ClientError as exc:
             if is_conditional_check_failure(exc):
                 raise ValueError("this key exists already") from exc
@@ -207,8 +238,11 @@ class KeyStore:
         return api_key, item
 
     def get(self, key_id: str) -> ApiKeyItem:
-        response = self._table.query(IndexName=KEY_ID_INDEX, KeyConditionExpression="key_id = :key_id",
-                                     ExpressionAttributeValues={":key_id": key_id})
+        response = self._table.query(
+            IndexName=KEY_ID_INDEX,
+            KeyConditionExpression="key_id = :key_id",
+            ExpressionAttributeValues={":key_id": key_id},
+        )
         if not response["Items"]:
             raise NotFound(f"No key has the id '{key_id}'.", param="key_id", code="key_not_found")
         # the index is eventually consistent: read the row itself for the current balance and status
@@ -226,9 +260,12 @@ class KeyStore:
     def revoke(self, key_id: str) -> ApiKeyItem:
         key = self.get(key_id)
         updated = self._table.update_item(
-            Key={"key_hash": key.key_hash}, UpdateExpression="SET #status = :revoked, revoked_at = :now",
+            Key={"key_hash": key.key_hash},
+            UpdateExpression="SET #status = :revoked, revoked_at = :now",
             ExpressionAttributeNames={"#status": "status"},
-            ExpressionAttributeValues={":revoked": "revoked", ":now": now_iso()}, ReturnValues="ALL_NEW")
+            ExpressionAttributeValues={":revoked": "revoked", ":now": now_iso()},
+            ReturnValues="ALL_NEW",
+        )
         return ApiKeyItem.model_validate(updated["Attributes"])
 
 
@@ -240,8 +277,9 @@ def ensure_usable(key: ApiKeyItem, shown_as: str) -> None:
         raise AuthenticationFailed(f"The API key {shown_as} expired at {key.expires_at}.", code="expired_api_key")
 
 
-def check_model_allowed(key: ApiKeyItem, requested: str, resolved: str,
-                        canonical: Callable[[str], str] = lambda name: name) -> None:
+def check_model_allowed(
+    key: ApiKeyItem, requested: str, resolved: str, canonical: Callable[[str], str] = lambda name: name
+) -> None:
     """403 unless the key may use the model. A restriction is about models, not spellings: an alias and the model
     it names count as one (``canonical``), so a key allowed ``whisper-1`` may name the deployed model too, and the
     other way round (README, "Keys")."""
@@ -249,5 +287,8 @@ def check_model_allowed(key: ApiKeyItem, requested: str, resolved: str,
         return
     allowed = set(key.allowed_models) | {canonical(name) for name in key.allowed_models}
     if requested not in allowed and resolved not in allowed:
-        raise PermissionDenied(f"This key may not use the model '{requested}'. Allowed: "
-                               f"{', '.join(key.allowed_models)}.", param="model", code="model_not_allowed")
+        raise PermissionDenied(
+            f"This key may not use the model '{requested}'. Allowed: {', '.join(key.allowed_models)}.",
+            param="model",
+            code="model_not_allowed",
+        )

@@ -22,8 +22,16 @@ class Credits(Protocol):
 
     def entries_for_request(self, key_id: str, request_id_prefix: str) -> list[LedgerEntry]: ...
 
-    def reserve(self, key: ApiKeyItem, credits: int, *, request_id: str, model: str,
-                hold_seconds: int | None = None, covered_seconds: float | None = None) -> Reservation: ...
+    def reserve(
+        self,
+        key: ApiKeyItem,
+        credits: int,
+        *,
+        request_id: str,
+        model: str,
+        hold_seconds: int | None = None,
+        covered_seconds: float | None = None,
+    ) -> Reservation: ...
 
     def reservation(self, request_id: str) -> Reservation | None: ...
 

@@ -34,8 +34,9 @@ class Pricing(BaseModel):
         price = self.model_prices.get(model or "")
         if price is None:
             return self.seconds_per_credit, self.min_credits_per_request
-        minimum = self.min_credits_per_request if price.min_credits_per_request is None else \
-            price.min_credits_per_request
+        minimum = (
+            self.min_credits_per_request if price.min_credits_per_request is None else price.min_credits_per_request
+        )
         return price.seconds_per_credit, minimum
 
     def credits_for(self, audio_seconds: float, model: str | None = None) -> int:

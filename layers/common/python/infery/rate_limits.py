@@ -27,10 +27,13 @@ class RateLimitState:
     reset_seconds: float
 
     def headers(self) -> dict[str, str]:
-        return {"x-ratelimit-limit-requests": str(self.limit),
-                "x-ratelimit-remaining-requests": str(self.remaining),
-                "x-ratelimit-reset-requests": f"{self.reset_seconds:.0f}s" if self.reset_seconds >= 1
-                else f"{self.reset_seconds * 1000:.0f}ms"}
+        return {
+            "x-ratelimit-limit-requests": str(self.limit),
+            "x-ratelimit-remaining-requests": str(self.remaining),
+            "x-ratelimit-reset-requests": f"{self.reset_seconds:.0f}s"
+            if self.reset_seconds >= 1
+            else f"{self.reset_seconds * 1000:.0f}ms",
+        }
 
 
 class RateLimiter:
@@ -50,9 +53,13 @@ class RateLimiter:
                 Key={"counter_id": f"{key_id}#{window_start}"},
                 UpdateExpression="ADD requests :one SET expires_at = :expires_at",
                 ConditionExpression="attribute_not_exists(requests) OR requests < :limit",
-                ExpressionAttributeValues={":one": 1, ":limit": limit,
-                                           ":expires_at": window_start + WINDOW_SECONDS * 2},
-                ReturnValues="UPDATED_NEW")
+                ExpressionAttributeValues={
+                    ":one": 1,
+                    ":limit": limit,
+                    ":expires_at": window_start + WINDOW_SECONDS * 2,
+                },
+                ReturnValues="UPDATED_NEW",
+            )
         except ClientError as exc:
             if not is_conditional_check_failure(exc):
                 raise
@@ -60,5 +67,6 @@ class RateLimiter:
             raise RateLimited(
                 f"Rate limit reached: this key may send {limit} requests per minute. Retry in "
                 f"{math.ceil(reset_seconds)} s.",
-                headers={"Retry-After": str(max(1, math.ceil(reset_seconds))), **state.headers()}) from exc
+                headers={"Retry-After": str(max(1, math.ceil(reset_seconds))), **state.headers()},
+            ) from exc
         return RateLimitState(limit, max(0, limit - int(updated["Attributes"]["requests"])), reset_seconds)

@@ -52,8 +52,10 @@ class ModelCatalog:
         if requested == self.default_model or requested in self.aliases:
             return self.default_model
         raise InvalidRequest(
-            f"The model '{requested}' does not exist on this deployment. Available models: "
-            f"{', '.join(self.names())}.", param="model", code="model_not_found")
+            f"The model '{requested}' does not exist on this deployment. Available models: {', '.join(self.names())}.",
+            param="model",
+            code="model_not_found",
+        )
 
     def canonical(self, name: str) -> str:
         """The deployed model a name stands for (itself when it is no name of ours)."""
@@ -69,14 +71,23 @@ class TranscriptionService:
         self.credits = credits
         self.endpoint = endpoint
         self.catalog = ModelCatalog.from_settings(settings)
-        self.pricing = Pricing(seconds_per_credit=settings.seconds_per_credit,
-                               min_credits_per_request=settings.min_credits_per_request,
-                               model_prices=settings.model_prices)
+        self.pricing = Pricing(
+            seconds_per_credit=settings.seconds_per_credit,
+            min_credits_per_request=settings.min_credits_per_request,
+            model_prices=settings.model_prices,
+        )
         self.max_audio_seconds = settings.max_audio_seconds
         self.min_audio_sample_rate = settings.min_audio_sample_rate
 
-    def transcribe(self, key: ApiKeyItem, options: TranscriptionOptions, audio: LoadedAudio, *, request_id: str,
-                   before_settle: Callable[[InferenceResult], object] | None = None) -> TranscriptionOutcome:
+    def transcribe(
+        self,
+        key: ApiKeyItem,
+        options: TranscriptionOptions,
+        audio: LoadedAudio,
+        *,
+        request_id: str,
+        before_settle: Callable[[InferenceResult], object] | None = None,
+    ) -> TranscriptionOutcome:
         """Reserve, infer, settle. ``before_settle`` (storing the result) runs before the charge is final: if it
         fails, the reservation is refunded like any other failure."""
         reservation = self.reserve(key, options.model, audio, request_id=request_id)
@@ -87,11 +98,17 @@ class TranscriptionService:
             raise
         return self.settle(reservation, options, result, before_settle=before_settle)
 
-    def transcribe_once(self, key: ApiKeyItem, options: TranscriptionOptions, audio: LoadedAudio, *,
-                        idempotency_id: str,
-                        store_result: Callable[[InferenceResult], object],
-                        load_result: Callable[[], InferenceResult | None],
-                        before_settle: Callable[[InferenceResult], object] | None = None) -> TranscriptionOutcome:
+    def transcribe_once(
+        self,
+        key: ApiKeyItem,
+        options: TranscriptionOptions,
+        audio: LoadedAudio,
+        *,
+        idempotency_id: str,
+        store_result: Callable[[InferenceResult], object],
+        load_result: Callable[[], InferenceResult | None],
+        before_settle: Callable[[InferenceResult], object] | None = None,
+    ) -> TranscriptionOutcome:
         """``transcribe`` for a request sent with an Idempotency-Key: its credits are reserved under the key's
         ``idempotency_id``, not under the gateway's request id, so a retry after any failure is charged at most once.
 
@@ -102,11 +119,17 @@ class TranscriptionService:
         if settled is not None:
             result = load_result()
             if result is None:
-                raise InternalError("This request was charged, but its result was lost; contact the operator with "
-                                    "its Idempotency-Key.")
+                raise InternalError(
+                    "This request was charged, but its result was lost; contact the operator with its Idempotency-Key."
+                )
             credits_used = settled.billed_credits or 0
-            rendered = render_transcript(result, options.response_format, task=options.task,
-                                         credits_used=credits_used, include_words=options.word_timestamps)
+            rendered = render_transcript(
+                result,
+                options.response_format,
+                task=options.task,
+                credits_used=credits_used,
+                include_words=options.word_timestamps,
+            )
             return TranscriptionOutcome(rendered, credits_used, self.credits.balance(key.key_hash), result.duration)
         attempts = sum(1 for entry in entries if entry.kind is LedgerKind.RESERVE)
         request_id = attempt_id(idempotency_id, attempts + 1)
@@ -118,8 +141,15 @@ class TranscriptionService:
 
         return self.transcribe(key, options, audio, request_id=request_id, before_settle=store_then)
 
-    def reserve(self, key: ApiKeyItem, requested_model: str, audio: LoadedAudio, *, request_id: str,
-                hold_seconds: int | None = None) -> Reservation:
+    def reserve(
+        self,
+        key: ApiKeyItem,
+        requested_model: str,
+        audio: LoadedAudio,
+        *,
+        request_id: str,
+        hold_seconds: int | None = None,
+    ) -> Reservation:
         """Check what can be checked before inference (model, audio limits), then hold an upper bound of its cost."""
         model = self.catalog.resolve(requested_model)
         check_model_allowed(key, requested_model, model, self.catalog.canonical)
@@ -128,8 +158,14 @@ class TranscriptionService:
         if covered_seconds > self.max_audio_seconds:
             # a file whose header does not say, so large it could hold more than the deployment transcribes
             covered_seconds = self.max_audio_seconds
-        return self.credits.reserve(key, self.pricing.credits_for(covered_seconds, model), request_id=request_id,
-                                    model=model, hold_seconds=hold_seconds, covered_seconds=covered_seconds)
+        return self.credits.reserve(
+            key,
+            self.pricing.credits_for(covered_seconds, model),
+            request_id=request_id,
+            model=model,
+            hold_seconds=hold_seconds,
+            covered_seconds=covered_seconds,
+        )
 
     def check_audio_limits(self, audio: LoadedAudio) -> float | None:
         """Refuse, before any credit is held, audio that would make the model work without end: a header that
@@ -138,18 +174,29 @@ class TranscriptionService:
         declared_seconds = probe_duration(audio.data, audio.format)
         sample_rate = probe_sample_rate(audio.data, audio.format)
         if sample_rate is not None and sample_rate < self.min_audio_sample_rate:
-            raise InvalidRequest(f"The audio's sample rate is {sample_rate} Hz; at least "
-                                 f"{self.min_audio_sample_rate} Hz is needed to transcribe speech.",
-                                 param="file", code="sample_rate_too_low")
+            raise InvalidRequest(
+                f"The audio's sample rate is {sample_rate} Hz; at least "
+                f"{self.min_audio_sample_rate} Hz is needed to transcribe speech.",
+                param="file",
+                code="sample_rate_too_low",
+            )
         if declared_seconds is not None and declared_seconds > self.max_audio_seconds:
-            raise InvalidRequest(f"The audio lasts {minutes(declared_seconds)}; this deployment transcribes at most "
-                                 f"{minutes(self.max_audio_seconds)} per file.",
-                                 param="file", code="audio_too_long")
+            raise InvalidRequest(
+                f"The audio lasts {minutes(declared_seconds)}; this deployment transcribes at most "
+                f"{minutes(self.max_audio_seconds)} per file.",
+                param="file",
+                code="audio_too_long",
+            )
         return declared_seconds
 
     @staticmethod
-    def inference_request(options: TranscriptionOptions, audio: LoadedAudio, reservation: Reservation, *,
-                          progress_s3_uri: str | None = None) -> InferenceRequest:
+    def inference_request(
+        options: TranscriptionOptions,
+        audio: LoadedAudio,
+        reservation: Reservation,
+        *,
+        progress_s3_uri: str | None = None,
+    ) -> InferenceRequest:
         """The model's request: the audio (inline, or by reference to the version that was checked), and no more
         seconds of it than the reservation pays for, so a settle never needs more than was reserved."""
         return InferenceRequest(
@@ -166,14 +213,25 @@ class TranscriptionService:
             progress_s3_uri=progress_s3_uri,
         )
 
-    def settle(self, reservation: Reservation, options: TranscriptionOptions, result: InferenceResult, *,
-               before_settle: Callable[[InferenceResult], object] | None = None) -> TranscriptionOutcome:
+    def settle(
+        self,
+        reservation: Reservation,
+        options: TranscriptionOptions,
+        result: InferenceResult,
+        *,
+        before_settle: Callable[[InferenceResult], object] | None = None,
+    ) -> TranscriptionOutcome:
         """Charge the real duration of a finished inference (refunded instead if rendering or storing fails)."""
         try:
             credits_used = self.pricing.credits_for(result.duration, reservation.model)
             # rendered before settling, so a failure here costs the client nothing
-            rendered = render_transcript(result, options.response_format, task=options.task,
-                                         credits_used=credits_used, include_words=options.word_timestamps)
+            rendered = render_transcript(
+                result,
+                options.response_format,
+                task=options.task,
+                credits_used=credits_used,
+                include_words=options.word_timestamps,
+            )
             if before_settle is not None:
                 before_settle(result)
         except BaseException as failure:
@@ -181,8 +239,10 @@ class TranscriptionService:
             raise
         charge = self.credits.settle(reservation, credits_used, audio_seconds=result.duration)
         if charge.unpaid_credits:
-            logger.warning("settled below the real cost", extra={"unpaid_credits": charge.unpaid_credits,
-                                                                  "reserved": reservation.credits})
+            logger.warning(
+                "settled below the real cost",
+                extra={"unpaid_credits": charge.unpaid_credits, "reserved": reservation.credits},
+            )
         return TranscriptionOutcome(rendered, credits_used, charge.balance_after, result.duration)
 
     def refund(self, reservation: Reservation, failure: BaseException) -> None:

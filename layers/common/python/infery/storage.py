@@ -68,9 +68,11 @@ class AudioStore:
     def presigned_upload(self, key_id: str, upload_id: str) -> dict[str, Any]:
         """A presigned POST for exactly this key's upload slot; S3 refuses bodies over the limit."""
         presigned: dict[str, Any] = self._client.generate_presigned_post(
-            Bucket=self.bucket, Key=self.upload_key(key_id, upload_id),
+            Bucket=self.bucket,
+            Key=self.upload_key(key_id, upload_id),
             Conditions=[["content-length-range", 1, self.max_upload_bytes]],
-            ExpiresIn=self.upload_expiry_seconds)
+            ExpiresIn=self.upload_expiry_seconds,
+        )
         return presigned
 
     def put_upload(self, key_id: str, upload_id: str, audio: bytes) -> StoredObject:
@@ -107,13 +109,19 @@ class AudioStore:
             head = self._client.head_object(Bucket=stored.bucket, Key=stored.key)
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                raise NotFound("No upload with this id has arrived for this key. Upload the file to the "
-                               "upload_url first.", param="upload_id", code="upload_not_found") from exc
+                raise NotFound(
+                    "No upload with this id has arrived for this key. Upload the file to the upload_url first.",
+                    param="upload_id",
+                    code="upload_not_found",
+                ) from exc
             raise
         if head["ContentLength"] > self.max_upload_bytes:
-            raise PayloadTooLarge(f"The upload is {head['ContentLength'] / 1e6:.1f} MB, over the "
-                                  f"{self.max_upload_bytes / 1e6:.0f} MB limit.", param="upload_id",
-                                  code="audio_too_large")
+            raise PayloadTooLarge(
+                f"The upload is {head['ContentLength'] / 1e6:.1f} MB, over the "
+                f"{self.max_upload_bytes / 1e6:.0f} MB limit.",
+                param="upload_id",
+                code="audio_too_large",
+            )
         if head["ContentLength"] == 0:
             raise InvalidRequest("The uploaded file is empty.", param="upload_id", code="empty_file")
 
@@ -122,8 +130,9 @@ class AudioStore:
 
     def put_result(self, key_id: str, job_id: str, result: InferenceResult) -> str:
         key = self.result_key(key_id, job_id)
-        self._client.put_object(Bucket=self.bucket, Key=key, Body=result.model_dump_json().encode(),
-                                ContentType="application/json")
+        self._client.put_object(
+            Bucket=self.bucket, Key=key, Body=result.model_dump_json().encode(), ContentType="application/json"
+        )
         return key
 
     def find_result(self, result_key: str) -> InferenceResult | None:

@@ -68,8 +68,9 @@ class TranscriptionOptions(BaseModel):
             return None
         code = value.strip().lower()
         if code not in WHISPER_LANGUAGE_CODES:
-            raise ValueError(f"{quoted(value)} is not a supported ISO-639-1 language code (for example 'en', 'de', "
-                             "'ja')")
+            raise ValueError(
+                f"{quoted(value)} is not a supported ISO-639-1 language code (for example 'en', 'de', 'ja')"
+            )
         return code
 
     @field_validator("temperature", mode="before")
@@ -131,8 +132,9 @@ class JobOptions(TranscriptionOptions):
     @field_validator("webhook_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
-        if value is not None and (not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value)
-                                  or len(value) > WEBHOOK_URL_MAX_CHARACTERS):
+        if value is not None and (
+            not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value) or len(value) > WEBHOOK_URL_MAX_CHARACTERS
+        ):
             raise ValueError("must be an http:// or https:// URL of at most 2048 characters")
         return value
 

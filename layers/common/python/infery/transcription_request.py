@@ -35,8 +35,10 @@ UPLOAD_FLOW_HINT = "POST /v1/uploads"
 
 _COMMON_FIELDS = frozenset({"model", "prompt", "response_format", "temperature"})
 _TRANSCRIPTION_ONLY_FIELDS = frozenset({"language", "timestamp_granularities"})
-_AUDIO_FIELDS = {"multipart": frozenset({"file", "upload_id"}),
-                 "json": frozenset({"audio", "file_base64", "filename", "upload_id"})}
+_AUDIO_FIELDS = {
+    "multipart": frozenset({"file", "upload_id"}),
+    "json": frozenset({"audio", "file_base64", "filename", "upload_id"}),
+}
 _JOB_FIELDS = frozenset({"webhook_url"})
 # the other fields and multipart boundaries around the audio
 _ENVELOPE_ALLOWANCE = 64 * 1024
@@ -69,8 +71,9 @@ def _check_text(param: str, value: Any, max_characters: int) -> None:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:  # a JSON escape such as \ud800 alone: no UTF-8 text, nothing can store or send it
-        raise _invalid(param, "must be valid Unicode text; it contains an unpaired surrogate (\\ud800-\\udfff).") \
-            from None
+        raise _invalid(
+            param, "must be valid Unicode text; it contains an unpaired surrogate (\\ud800-\\udfff)."
+        ) from None
 
 
 def _check_filename(value: Any) -> None:
@@ -98,8 +101,11 @@ def check_webhook_url(value: Any, *, allow_private_addresses: bool) -> None:
     if parts.scheme not in schemes or not parts.hostname:
         raise _invalid("webhook_url", f"must be {expected}.")
     if parts.username is not None or parts.password is not None:
-        raise _invalid("webhook_url", "must not contain a user name or password: put a secret in the path or "
-                                      "check the Infery-Signature header instead.")
+        raise _invalid(
+            "webhook_url",
+            "must not contain a user name or password: put a secret in the path or "
+            "check the Infery-Signature header instead.",
+        )
     if allow_private_addresses:
         return
     if port not in (None, 443):
@@ -126,8 +132,9 @@ def _check_limits(fields: dict[str, Any], filename: Any, *, allow_private_webhoo
 def _check_word_timestamps(request: TranscriptionOptions) -> None:
     """OpenAI refuses word timestamps in any format but verbose_json; they were silently dropped before."""
     if "word" in request.timestamp_granularities and request.response_format is not ResponseFormat.VERBOSE_JSON:
-        raise _invalid("timestamp_granularities", "word timestamps are only returned with "
-                                                   "response_format=verbose_json.")
+        raise _invalid(
+            "timestamp_granularities", "word timestamps are only returned with response_format=verbose_json."
+        )
 
 
 def _check_size(size: int, max_bytes: int, max_upload_bytes: int, allowance: int = 0) -> None:
@@ -137,7 +144,9 @@ def _check_size(size: int, max_bytes: int, max_upload_bytes: int, allowance: int
             f"The audio is {size / 1e6:.1f} MB, larger than the {max_bytes / 1e6:.1f} MB that a synchronous "
             f"request accepts (API Gateway and Lambda payload limits). Upload files up to "
             f"{max_upload_bytes / 1e6:.0f} MB with {UPLOAD_FLOW_HINT} and transcribe them as a job instead.",
-            param="file", code="audio_too_large")
+            param="file",
+            code="audio_too_large",
+        )
 
 
 def _decode_base64(value: Any, param: str) -> bytes:
@@ -155,8 +164,9 @@ def _field_text(name: str, content: bytes) -> str:
     try:
         return content.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise InvalidRequest(f"The form field '{name}' is not valid UTF-8 text.", param=name.removesuffix("[]"),
-                             code="invalid_value") from exc
+        raise InvalidRequest(
+            f"The form field '{name}' is not valid UTF-8 text.", param=name.removesuffix("[]"), code="invalid_value"
+        ) from exc
 
 
 # RFC 2046: a boundary is 1 to 70 characters, and does not end with a space
@@ -172,11 +182,14 @@ def _multipart_boundary(content_type: str) -> bytes:
             if len(value) >= 2 and value[0] == value[-1] == '"':
                 value = value[1:-1]
             if not _BOUNDARY_PATTERN.fullmatch(value):
-                raise InvalidRequest("The multipart boundary in the Content-Type must be 1 to 70 characters. "
-                                     + _MULTIPART_HELP, code="invalid_multipart")
+                raise InvalidRequest(
+                    "The multipart boundary in the Content-Type must be 1 to 70 characters. " + _MULTIPART_HELP,
+                    code="invalid_multipart",
+                )
             return value.encode("ascii")
-    raise InvalidRequest("The multipart Content-Type has no boundary parameter. " + _MULTIPART_HELP,
-                         code="invalid_multipart")
+    raise InvalidRequest(
+        "The multipart Content-Type has no boundary parameter. " + _MULTIPART_HELP, code="invalid_multipart"
+    )
 
 
 def _whole_multipart_body(body: bytes, boundary: bytes) -> bytes:
@@ -192,17 +205,22 @@ def _whole_multipart_body(body: bytes, boundary: bytes) -> bytes:
     else:  # a preamble before the first boundary (allowed, and ignored)
         start = body.find(b"\r\n" + delimiter)
         if start < 0:
-            raise InvalidRequest("The multipart body does not contain the boundary its Content-Type names. "
-                                 + _MULTIPART_HELP, code="invalid_multipart")
+            raise InvalidRequest(
+                "The multipart body does not contain the boundary its Content-Type names. " + _MULTIPART_HELP,
+                code="invalid_multipart",
+            )
         start += 2
     if body.startswith(delimiter + b"--", start):  # a form without parts
-        return body[start:start + len(delimiter) + 2]
+        return body[start : start + len(delimiter) + 2]
     closing = b"\r\n" + delimiter + b"--"
     end = body.find(closing, start)
     if end < 0:
-        raise InvalidRequest("The multipart body is incomplete: its closing boundary is missing, so the upload was "
-                             "probably cut off. Send the whole request again.", code="invalid_multipart")
-    return body[start:end + len(closing)]
+        raise InvalidRequest(
+            "The multipart body is incomplete: its closing boundary is missing, so the upload was "
+            "probably cut off. Send the whole request again.",
+            code="invalid_multipart",
+        )
+    return body[start : end + len(closing)]
 
 
 def _fields_from_multipart(body: bytes, content_type: str) -> tuple[dict[str, Any], bytes | None, str | None]:
@@ -211,8 +229,11 @@ def _fields_from_multipart(body: bytes, content_type: str) -> tuple[dict[str, An
     try:
         decoder = MultipartDecoder(whole, f"multipart/form-data; boundary={boundary.decode()}")
     except Exception as exc:  # the library's words ("content does not contain CR-LF-CR-LF") mean nothing to a client
-        raise InvalidRequest("A part of the multipart body is malformed: each part needs headers, a blank line, "
-                             "then its content. " + _MULTIPART_HELP, code="invalid_multipart") from exc
+        raise InvalidRequest(
+            "A part of the multipart body is malformed: each part needs headers, a blank line, "
+            "then its content. " + _MULTIPART_HELP,
+            code="invalid_multipart",
+        ) from exc
     fields: dict[str, Any] = {}
     audio: bytes | None = None
     filename: str | None = None
@@ -238,16 +259,21 @@ def _fields_from_json(body: bytes) -> tuple[dict[str, Any], bytes | None, str | 
     try:
         fields = json.loads(body)
     except json.JSONDecodeError as exc:
-        raise InvalidRequest(f"The request body is not valid JSON: {exc.msg} (line {exc.lineno}, column "
-                             f"{exc.colno}).", code="invalid_json") from exc
+        raise InvalidRequest(
+            f"The request body is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno}).",
+            code="invalid_json",
+        ) from exc
     except (UnicodeDecodeError, RecursionError) as exc:  # RecursionError: absurd nesting
-        raise InvalidRequest("The request body is not valid JSON: it must be a UTF-8 encoded JSON object of "
-                             "reasonable depth.", code="invalid_json") from exc
+        raise InvalidRequest(
+            "The request body is not valid JSON: it must be a UTF-8 encoded JSON object of reasonable depth.",
+            code="invalid_json",
+        ) from exc
     if not isinstance(fields, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
     if "audio" in fields and "file_base64" in fields:
-        raise InvalidRequest("Send the audio in either 'audio' or 'file_base64', not both.", param="audio",
-                             code="ambiguous_audio")
+        raise InvalidRequest(
+            "Send the audio in either 'audio' or 'file_base64', not both.", param="audio", code="ambiguous_audio"
+        )
     audio_param = "audio" if "audio" in fields else "file_base64"
     audio = _decode_base64(fields[audio_param], audio_param) if audio_param in fields else None
     filename = fields.get("filename")
@@ -260,9 +286,16 @@ def _media_type(content_type: str) -> str:
     return content_type.split(";", 1)[0].strip().lower()
 
 
-def parse_transcription_request(task: Task, content_type: str | None, body: bytes, *, max_audio_bytes: int,
-                                max_upload_bytes: int, for_job: bool = False,
-                                allow_http_webhooks: bool = False) -> TranscriptionRequest:
+def parse_transcription_request(
+    task: Task,
+    content_type: str | None,
+    body: bytes,
+    *,
+    max_audio_bytes: int,
+    max_upload_bytes: int,
+    for_job: bool = False,
+    allow_http_webhooks: bool = False,
+) -> TranscriptionRequest:
     """The request, validated; ``allow_http_webhooks``: the deployment allows webhooks to private addresses."""
     media_type = _media_type(content_type or "")
     if media_type == "multipart/form-data":
@@ -276,7 +309,8 @@ def parse_transcription_request(task: Task, content_type: str | None, body: byte
     else:
         raise UnsupportedMediaType(
             f"Content-Type must be multipart/form-data or application/json, not {quoted(media_type or 'none')}.",
-            code="unsupported_content_type")
+            code="unsupported_content_type",
+        )
 
     _reject_unknown(fields, allowed_fields(task, body_kind, for_job))
     _check_limits(fields, filename, allow_private_webhooks=allow_http_webhooks)
@@ -284,15 +318,20 @@ def parse_transcription_request(task: Task, content_type: str | None, body: byte
     audio_param = "file" if body_kind == "multipart" else "audio"
     if upload_id is not None:
         if audio is not None:
-            raise InvalidRequest(f"Send either '{audio_param}' or 'upload_id', not both.", param="upload_id",
-                                 code="ambiguous_audio")
+            raise InvalidRequest(
+                f"Send either '{audio_param}' or 'upload_id', not both.", param="upload_id", code="ambiguous_audio"
+            )
         if not isinstance(upload_id, str) or not UPLOAD_ID_PATTERN.fullmatch(upload_id):
-            raise InvalidRequest("'upload_id' must be an id that POST /v1/uploads returned (upl_...).",
-                                 param="upload_id", code="invalid_upload_id")
+            raise InvalidRequest(
+                "'upload_id' must be an id that POST /v1/uploads returned (upl_...).",
+                param="upload_id",
+                code="invalid_upload_id",
+            )
         loaded = None
     elif audio is None:
-        raise InvalidRequest(f"Missing required parameter: '{audio_param}' (or 'upload_id').", param=audio_param,
-                             code="missing_audio")
+        raise InvalidRequest(
+            f"Missing required parameter: '{audio_param}' (or 'upload_id').", param=audio_param, code="missing_audio"
+        )
     else:
         _check_size(len(audio), max_audio_bytes, max_upload_bytes)
         loaded = LoadedAudio.inline(audio)
@@ -320,14 +359,14 @@ def _as_invalid_request(exc: ValidationError) -> InvalidRequest:
 _UPLOAD_FIELDS = frozenset({"filename", "start_job", "webhook_url"}) | _COMMON_FIELDS | _TRANSCRIPTION_ONLY_FIELDS
 
 
-def parse_upload_request(content_type: str | None, body: bytes, default_model: str, *,
-                         allow_http_webhooks: bool = False) -> UploadRequest:
+def parse_upload_request(
+    content_type: str | None, body: bytes, default_model: str, *, allow_http_webhooks: bool = False
+) -> UploadRequest:
     """POST /v1/uploads' body, with the same limits as a job request's fields."""
     fields: dict[str, Any] = {}
     if body.strip():
         if _media_type(content_type or "") != "application/json":
-            raise UnsupportedMediaType("POST /v1/uploads takes a JSON body (or none).",
-                                       code="unsupported_content_type")
+            raise UnsupportedMediaType("POST /v1/uploads takes a JSON body (or none).", code="unsupported_content_type")
         fields, _, _ = _fields_from_json(body)
     _reject_unknown(fields, _UPLOAD_FIELDS)
     _check_limits(fields, fields.get("filename"), allow_private_webhooks=allow_http_webhooks)

@@ -16,8 +16,19 @@ from pydantic import BaseModel
 
 from .credits import LedgerEntry, LedgerKind
 
-CSV_COLUMNS = ["created_at", "key_id", "kind", "request_id", "model", "audio_seconds", "credits", "balance_after",
-               "billed_credits", "unpaid_credits", "note"]
+CSV_COLUMNS = [
+    "created_at",
+    "key_id",
+    "kind",
+    "request_id",
+    "model",
+    "audio_seconds",
+    "credits",
+    "balance_after",
+    "billed_credits",
+    "unpaid_credits",
+    "note",
+]
 
 
 class UsageTotals(BaseModel):
@@ -43,24 +54,38 @@ def _collect_requests(entries: list[LedgerEntry]) -> list[RequestUsage]:
     requests = []
     for request_id, request_entries in by_request.items():
         kinds = {entry.kind for entry in request_entries}
-        closing = next((kind for kind in (LedgerKind.SETTLE, LedgerKind.REFUND, LedgerKind.RELEASE) if kind in kinds),
-                       None)
-        status = {LedgerKind.SETTLE: "settled", LedgerKind.REFUND: "refunded",
-                  LedgerKind.RELEASE: "released", None: "in_progress"}[closing]
+        closing = next(
+            (kind for kind in (LedgerKind.SETTLE, LedgerKind.REFUND, LedgerKind.RELEASE) if kind in kinds), None
+        )
+        status = {
+            LedgerKind.SETTLE: "settled",
+            LedgerKind.REFUND: "refunded",
+            LedgerKind.RELEASE: "released",
+            None: "in_progress",
+        }[closing]
         seconds = next((entry.audio_seconds for entry in request_entries if entry.audio_seconds is not None), None)
         settle = next((entry for entry in request_entries if entry.kind is LedgerKind.SETTLE), None)
         # the settle entry knows the whole cost, even when the reservation fell in an earlier period
         if settle is not None:
-            cost = settle.billed_credits if settle.billed_credits is not None else -sum(
-                entry.credits for entry in request_entries)
+            cost = (
+                settle.billed_credits
+                if settle.billed_credits is not None
+                else -sum(entry.credits for entry in request_entries)
+            )
         elif closing is None:
             cost = -sum(entry.credits for entry in request_entries)
         else:
             cost = 0
-        requests.append(RequestUsage(
-            request_id=request_id, model=next((entry.model for entry in request_entries if entry.model), None),
-            status=status, audio_seconds=seconds, credits=cost,
-            created_at=min(entry.created_at for entry in request_entries)))
+        requests.append(
+            RequestUsage(
+                request_id=request_id,
+                model=next((entry.model for entry in request_entries if entry.model), None),
+                status=status,
+                audio_seconds=seconds,
+                credits=cost,
+                created_at=min(entry.created_at for entry in request_entries),
+            )
+        )
     return sorted(requests, key=lambda request: request.created_at)
 
 
@@ -70,8 +95,9 @@ def _add(totals: UsageTotals, request: RequestUsage) -> None:
     totals.credits += request.credits
 
 
-def usage_report(entries: list[LedgerEntry], *, balance: int, since: str, until: str,
-                 recent: int = 20) -> dict[str, Any]:
+def usage_report(
+    entries: list[LedgerEntry], *, balance: int, since: str, until: str, recent: int = 20
+) -> dict[str, Any]:
     requests = _collect_requests(entries)
     billed = [request for request in requests if request.status == "settled"]
     total = UsageTotals()
@@ -92,9 +118,11 @@ def usage_report(entries: list[LedgerEntry], *, balance: int, since: str, until:
         "by_day": [{"date": day, **totals.model_dump()} for day, totals in sorted(per_day.items())],
         "by_model": [{"model": model, **totals.model_dump()} for model, totals in sorted(per_model.items())],
         # each day's totals split by model (the web console's chart)
-        "by_day_and_model": [{"date": day, "model": model, **totals.model_dump()}
-                             for day, models in sorted(per_day_model.items())
-                             for model, totals in sorted(models.items())],
+        "by_day_and_model": [
+            {"date": day, "model": model, **totals.model_dump()}
+            for day, models in sorted(per_day_model.items())
+            for model, totals in sorted(models.items())
+        ],
         "recent_requests": [request.model_dump() for request in reversed(requests[-recent:])] if recent > 0 else [],
     }
 
@@ -104,8 +132,7 @@ def ledger_csv(entries: list[LedgerEntry]) -> str:
     writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for entry in entries:
-        writer.writerow({name: "" if value is None else value
-                         for name, value in entry.model_dump(mode="json").items()})
+        writer.writerow({name: "" if value is None else value for name, value in entry.model_dump(mode="json").items()})
     return buffer.getvalue()
 
 

@@ -31,8 +31,14 @@ def sign(body: bytes, secret: str, timestamp: int) -> str:
     return f"t={timestamp},v1={digest}"
 
 
-def verify(body: bytes, signature_header: str, secret: str, *, tolerance_seconds: int = DEFAULT_TOLERANCE_SECONDS,
-           now: float | None = None) -> bool:
+def verify(
+    body: bytes,
+    signature_header: str,
+    secret: str,
+    *,
+    tolerance_seconds: int = DEFAULT_TOLERANCE_SECONDS,
+    now: float | None = None,
+) -> bool:
     """True when the header signs exactly this body with this secret, within the tolerance of now."""
     try:
         parts = dict(part.split("=", 1) for part in signature_header.split(","))
@@ -129,8 +135,14 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
             raise
 
 
-def _post(target: _Target, addresses: list[str], body: bytes, headers: dict[str, str], timeout: float,
-          tls_context: ssl.SSLContext) -> int:
+def _post(
+    target: _Target,
+    addresses: list[str],
+    body: bytes,
+    headers: dict[str, str],
+    timeout: float,
+    tls_context: ssl.SSLContext,
+) -> int:
     """POST once, following nothing; the receiver's status code."""
     connection: http.client.HTTPConnection
     if target.scheme == "https":
@@ -146,9 +158,17 @@ def _post(target: _Target, addresses: list[str], body: bytes, headers: dict[str,
         connection.close()
 
 
-def deliver(url: str, body: bytes, secret: str, *, record: Callable[[WebhookAttempt], None],
-            sleep: Callable[[float], None] = time.sleep, timeout_seconds: float = 10.0,
-            allow_private_addresses: bool = False, tls_context: ssl.SSLContext | None = None) -> bool:
+def deliver(
+    url: str,
+    body: bytes,
+    secret: str,
+    *,
+    record: Callable[[WebhookAttempt], None],
+    sleep: Callable[[float], None] = time.sleep,
+    timeout_seconds: float = 10.0,
+    allow_private_addresses: bool = False,
+    tls_context: ssl.SSLContext | None = None,
+) -> bool:
     """POST the notification, retrying with backoff on errors and non-2xx answers; every attempt is recorded.
 
     Each attempt resolves the host once and connects to an address it checked (so a DNS answer that changes
@@ -162,11 +182,15 @@ def deliver(url: str, body: bytes, secret: str, *, record: Callable[[WebhookAtte
         for delay in (0.0, *RETRY_DELAYS_SECONDS):
             if delay:
                 sleep(delay)
-            headers = {"Content-Type": "application/json", "User-Agent": "infery-webhooks/1",
-                       SIGNATURE_HEADER: sign(body, secret, int(time.time()))}
+            headers = {
+                "Content-Type": "application/json",
+                "User-Agent": "infery-webhooks/1",
+                SIGNATURE_HEADER: sign(body, secret, int(time.time())),
+            }
             try:
-                status = _post(target, _resolve(target, allow_private_addresses), body, headers, timeout_seconds,
-                               context)
+                status = _post(
+                    target, _resolve(target, allow_private_addresses), body, headers, timeout_seconds, context
+                )
             except (OSError, http.client.HTTPException, UnicodeError, ValueError):
                 # refused, reset, timed out, TLS failed, no such name: said the same way whatever answered
                 record(WebhookAttempt(at=now_iso(), error=UNREACHABLE))

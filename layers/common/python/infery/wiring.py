@@ -65,8 +65,12 @@ class AccountsWiring:
 
     @cached_property
     def credits(self) -> CreditStore:
-        return CreditStore(self.dynamodb_client, self.tables.keys_table_name, self.tables.ledger_table_name,
-                           self.tables.reservations_table_name)
+        return CreditStore(
+            self.dynamodb_client,
+            self.tables.keys_table_name,
+            self.tables.ledger_table_name,
+            self.tables.reservations_table_name,
+        )
 
 
 class Wiring(AccountsWiring):
@@ -90,23 +94,37 @@ class Wiring(AccountsWiring):
     def sagemaker_runtime(self) -> Any:
         """For real-time inference. Never retried by the SDK: a retry would run (and risk charging) the audio
         twice; it gives up before API Gateway does, so our 504 reaches the client before the gateway's."""
-        return boto3.client("sagemaker-runtime", config=Config(
-            read_timeout=self.settings.endpoint_timeout_seconds, connect_timeout=_CONNECT_TIMEOUT_SECONDS,
-            retries={"total_max_attempts": 1}))
+        return boto3.client(
+            "sagemaker-runtime",
+            config=Config(
+                read_timeout=self.settings.endpoint_timeout_seconds,
+                connect_timeout=_CONNECT_TIMEOUT_SECONDS,
+                retries={"total_max_attempts": 1},
+            ),
+        )
 
     @cached_property
     def sagemaker_runtime_for_jobs(self) -> Any:
         """For submitting jobs to the asynchronous endpoint: quick calls, never retried by the SDK."""
-        return boto3.client("sagemaker-runtime", config=Config(
-            read_timeout=_JOB_SUBMIT_READ_TIMEOUT_SECONDS, connect_timeout=_CONNECT_TIMEOUT_SECONDS,
-            retries={"total_max_attempts": 1}))
+        return boto3.client(
+            "sagemaker-runtime",
+            config=Config(
+                read_timeout=_JOB_SUBMIT_READ_TIMEOUT_SECONDS,
+                connect_timeout=_CONNECT_TIMEOUT_SECONDS,
+                retries={"total_max_attempts": 1},
+            ),
+        )
 
     # --- stores, endpoints, the queue --------------------------------------------------------------------------
 
     @cached_property
     def audio_store(self) -> AudioStore:
-        return AudioStore(self.s3, self.settings.audio_bucket_name, max_upload_bytes=self.settings.max_upload_bytes,
-                          upload_expiry_seconds=self.settings.upload_expiry_seconds)
+        return AudioStore(
+            self.s3,
+            self.settings.audio_bucket_name,
+            max_upload_bytes=self.settings.max_upload_bytes,
+            upload_expiry_seconds=self.settings.upload_expiry_seconds,
+        )
 
     @cached_property
     def job_store(self) -> JobStore:
@@ -126,10 +144,14 @@ class Wiring(AccountsWiring):
 
     @cached_property
     def async_endpoint(self) -> AsyncWhisperEndpoint:
-        return AsyncWhisperEndpoint(self.sagemaker_runtime_for_jobs, self.s3,
-                                    self.settings.sagemaker_async_endpoint_name, self.settings.audio_bucket_name,
-                                    invocation_timeout_seconds=self.settings.async_invocation_timeout_seconds,
-                                    request_ttl_seconds=self.settings.async_request_ttl_seconds)
+        return AsyncWhisperEndpoint(
+            self.sagemaker_runtime_for_jobs,
+            self.s3,
+            self.settings.sagemaker_async_endpoint_name,
+            self.settings.audio_bucket_name,
+            invocation_timeout_seconds=self.settings.async_invocation_timeout_seconds,
+            request_ttl_seconds=self.settings.async_request_ttl_seconds,
+        )
 
     # --- use cases ---------------------------------------------------------------------------------------------
 
@@ -144,16 +166,23 @@ class Wiring(AccountsWiring):
 
     @cached_property
     def job_presenter(self) -> JobPresenter:
-        return JobPresenter(self.audio_store,
-                            model_progress=ProgressReader(self.s3, self.settings.audio_bucket_name))
+        return JobPresenter(self.audio_store, model_progress=ProgressReader(self.s3, self.settings.audio_bucket_name))
 
     @cached_property
     def job_service(self) -> JobService:
-        return JobService(self.transcription, self.job_store, self.audio_store, self.keys, self.job_queue,
-                          self.async_endpoint, self.job_presenter, lease_seconds=self.settings.worker_lease_seconds,
-                          hold_seconds=self.settings.async_job_hold_seconds,
-                          max_attempts=self.settings.worker_max_receives,
-                          allow_private_webhooks=self.settings.webhook_allow_private_addresses)
+        return JobService(
+            self.transcription,
+            self.job_store,
+            self.audio_store,
+            self.keys,
+            self.job_queue,
+            self.async_endpoint,
+            self.job_presenter,
+            lease_seconds=self.settings.worker_lease_seconds,
+            hold_seconds=self.settings.async_job_hold_seconds,
+            max_attempts=self.settings.worker_max_receives,
+            allow_private_webhooks=self.settings.webhook_allow_private_addresses,
+        )
 
     # --- Idempotency-Key (powertools) --------------------------------------------------------------------------
 
@@ -162,13 +191,16 @@ class Wiring(AccountsWiring):
         """A retried request with the same Idempotency-Key (per key) gets the first answer back, charged once."""
         from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig
 
-        return IdempotencyConfig(event_key_jmespath="[key_id, idempotency_key]",
-                                 payload_validation_jmespath="request_sha256",
-                                 expires_after_seconds=self.settings.idempotency_ttl_seconds)
+        return IdempotencyConfig(
+            event_key_jmespath="[key_id, idempotency_key]",
+            payload_validation_jmespath="request_sha256",
+            expires_after_seconds=self.settings.idempotency_ttl_seconds,
+        )
 
     @cached_property
     def idempotency_store(self) -> DynamoDBPersistenceLayer:
         from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
 
-        return DynamoDBPersistenceLayer(table_name=self.settings.idempotency_table_name,
-                                        boto3_client=self.dynamodb_client)
+        return DynamoDBPersistenceLayer(
+            table_name=self.settings.idempotency_table_name, boto3_client=self.dynamodb_client
+        )

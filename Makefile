@@ -47,10 +47,11 @@ system-deps:
 serve: $(DEPS_STAMP)
 	$(PY) -m local_stack
 
-# ruff and mypy check for Python 3.12, the functions' runtime (pyproject.toml), whatever Python the venv runs;
+# ruff (lint and format: `ruff format .` formats) and mypy check for Python 3.12, the functions' runtime (pyproject.toml), whatever Python the venv runs;
 # mypy is strict on the layer (layers/common/python/infery) and normal elsewhere.
 lint: $(DEPS_STAMP) $(SAM_STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 	$(VENV)/bin/cfn-lint template.yaml
 	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} $(SAM_VENV)/bin/sam validate --lint

@@ -16,8 +16,6 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import boto3
-from infery.settings import AccountTables
-from infery.wiring import AccountsWiring
 
 from .api_gateway import LocalApiGateway, LocalApiServer
 from .async_inference import LocalAsyncInference
@@ -263,6 +261,11 @@ def _write_state(stack: ExitStack, base_url: str, environment: dict[str, str], m
 
 
 def _seed_dev_key(local: LocalTemplate, dev_key: str | None, credits: int) -> str:
+    # imported only now, with the stack's environment set: the handlers' processes are forked from this one, and
+    # infery's logger reads POWERTOOLS_LOG_LEVEL (WARNING unless --verbose) once, when infery is first imported
+    from infery.settings import AccountTables
+    from infery.wiring import AccountsWiring
+
     environment = local.function_environment("TranscribeFunction")
     accounts = AccountsWiring(
         AccountTables(

@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 import re
 import shutil
+import struct
 import subprocess
+import wave
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -268,3 +270,30 @@ def _stem_recall(transcript: str, expected: tuple[str, ...]) -> float:
     "road map" for "roadmap"): the sentence was transcribed, if not perfectly; a lost one has none of its words."""
     heard = "".join(re.findall(r"[a-z]+", transcript.lower()))  # "road map" is "roadmap"
     return sum(word[:6] in heard for word in expected) / len(expected)
+
+
+# --- made-up WAV files: silence, and headers that lie ---------------------------------------------------------
+
+
+def silent_wav(sample_rate: int, seconds: float) -> bytes:
+    """A 16-bit mono WAV of silence at ``sample_rate``."""
+    output = io.BytesIO()
+    with wave.open(output, "wb") as target:
+        target.setnchannels(1)
+        target.setsampwidth(2)
+        target.setframerate(sample_rate)
+        target.writeframes(bytes(int(sample_rate * seconds) * 2))
+    return output.getvalue()
+
+
+def one_hertz_wav(data_bytes: int = 4000) -> bytes:
+    """A WAV header that says 1 sample per second: a few KB that would decode to thousands of seconds."""
+    return (
+        b"RIFF"
+        + struct.pack("<I", 36 + data_bytes)
+        + b"WAVEfmt "
+        + struct.pack("<IHHIIHH", 16, 1, 1, 1, 2, 2, 16)
+        + b"data"
+        + struct.pack("<I", data_bytes)
+        + bytes(data_bytes)
+    )

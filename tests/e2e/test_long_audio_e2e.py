@@ -9,7 +9,6 @@ depends on one 60-second invocation.
 from __future__ import annotations
 
 import json
-import struct
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +27,7 @@ from tests.e2e.test_large_files_e2e import (
     usage,
     wait_for_job,
 )
-from tests.speech import TIMED_SAMPLE_RATE, distinct_sentences, sentences_missing, timed_speech
+from tests.speech import TIMED_SAMPLE_RATE, distinct_sentences, one_hertz_wav, sentences_missing, timed_speech
 
 pytestmark = pytest.mark.e2e
 
@@ -108,14 +107,8 @@ def test_the_last_sentence_ending_at_the_very_end_of_the_file_comes_back(
     assert all(word in transcript["text"].lower() for word in last_words), (last_words, transcript["text"][-200:])
 
 
-def _one_hertz_wav(data_bytes: int) -> bytes:
-    """A WAV header that says 1 sample per second: a few KB that would decode to thousands of seconds."""
-    header = b"RIFF" + struct.pack("<I", 36 + data_bytes) + b"WAVEfmt " + struct.pack("<IHHIIHH", 16, 1, 1, 1, 2, 2, 16)
-    return header + b"data" + struct.pack("<I", data_bytes) + bytes(data_bytes)
-
-
 def test_a_duration_bomb_is_refused_before_any_credit_is_reserved_sync_and_job(long_stack: RunningStack) -> None:
-    bomb = _one_hertz_wav(4000)
+    bomb = one_hertz_wav(4000)
     before = usage(long_stack)
     reply = requests.post(
         f"{long_stack.base_url}/audio/transcriptions",

@@ -6,38 +6,14 @@ would occupy the model for hours. Both are 400s, before the endpoint is called a
 
 from __future__ import annotations
 
-import io
 import json
-import struct
-import wave
 
 import pytest
 
 from tests.integration.support import assert_error
+from tests.speech import one_hertz_wav, silent_wav
 
 SEEDED = 500
-
-
-def one_hertz_wav(data_bytes: int = 4000) -> bytes:
-    return (
-        b"RIFF"
-        + struct.pack("<I", 36 + data_bytes)
-        + b"WAVEfmt "
-        + struct.pack("<IHHIIHH", 16, 1, 1, 1, 2, 2, 16)
-        + b"data"
-        + struct.pack("<I", data_bytes)
-        + bytes(data_bytes)
-    )
-
-
-def silent_wav(sample_rate: int, seconds: float) -> bytes:
-    output = io.BytesIO()
-    with wave.open(output, "wb") as target:
-        target.setnchannels(1)
-        target.setsampwidth(2)
-        target.setframerate(sample_rate)
-        target.writeframes(bytes(int(sample_rate * seconds) * 2))
-    return output.getvalue()
 
 
 @pytest.fixture

@@ -3,10 +3,7 @@ and the bounds on decoding. The model itself is exercised by the integration and
 
 from __future__ import annotations
 
-import io
-import struct
 import threading
-import wave
 from collections import deque
 from types import SimpleNamespace
 
@@ -25,6 +22,8 @@ from engine import (
     repeats_in_a_row,
     split_window,
 )
+
+from tests.speech import one_hertz_wav, silent_wav
 
 # --- plan_windows ----------------------------------------------------------------------------------------------
 
@@ -182,41 +181,21 @@ def test_a_batch_takes_windows_round_robin_across_requests_with_the_same_options
 # --- bounded decoding --------------------------------------------------------------------------------------------
 
 
-def _wav(sample_rate: int, seconds: float) -> bytes:
-    output = io.BytesIO()
-    with wave.open(output, "wb") as target:
-        target.setnchannels(1)
-        target.setsampwidth(2)
-        target.setframerate(sample_rate)
-        target.writeframes(bytes(int(sample_rate * seconds) * 2))
-    return output.getvalue()
-
-
 def test_a_wav_that_says_1_hz_is_refused_before_decoding() -> None:
-    data = 4000
-    bomb = (
-        b"RIFF"
-        + struct.pack("<I", 36 + data)
-        + b"WAVEfmt "
-        + struct.pack("<IHHIIHH", 16, 1, 1, 1, 2, 2, 16)
-        + b"data"
-        + struct.pack("<I", data)
-        + bytes(data)
-    )
     with pytest.raises(AudioRefused) as refused:
-        decode(bomb, AudioLimits())
+        decode(one_hertz_wav(4000), AudioLimits())
     assert refused.value.code == "sample_rate_too_low"
     assert "8000 Hz" in refused.value.message
 
 
 def test_audio_over_the_maximum_duration_is_refused() -> None:
     with pytest.raises(AudioRefused) as refused:
-        decode(_wav(8000, 12), AudioLimits(max_seconds=10))
+        decode(silent_wav(8000, 12), AudioLimits(max_seconds=10))
     assert refused.value.code == "audio_too_long"
 
 
 def test_audio_at_the_limits_is_decoded_to_16_khz() -> None:
-    samples = decode(_wav(8000, 10), AudioLimits(max_seconds=10))
+    samples = decode(silent_wav(8000, 10), AudioLimits(max_seconds=10))
     assert len(samples) == pytest.approx(10 * SAMPLE_RATE, abs=SAMPLE_RATE * 0.05)
     assert samples.dtype == np.float32
 

@@ -4,10 +4,7 @@ delivered twice, late or out of order. No AWS, no model server."""
 
 from __future__ import annotations
 
-import io
 import json
-import struct
-import wave
 
 import pytest
 from infery import job_service
@@ -25,6 +22,7 @@ from infery.settings import Settings
 from infery.storage import StoredObject
 from infery.transcription import JobOptions, LoadedAudio, TranscriptionOptions, TranscriptionRequest, UploadRequest
 
+from tests.speech import one_hertz_wav, silent_wav
 from tests.unit.builders import inference_result, segment
 from tests.unit.fakes import FakeAsyncEndpoint, FakeAudio, FakeCredits, FakeJobs, FakeKeys, FakeQueue
 
@@ -33,27 +31,8 @@ KEY = ApiKeyItem(key_hash="h" * 64, key_id="key_0123456789abcdef", name="tests",
 HOLD_SECONDS = 9000
 
 
-def wav(seconds: float, sample_rate: int = 16_000) -> bytes:
-    output = io.BytesIO()
-    with wave.open(output, "wb") as target:
-        target.setnchannels(1)
-        target.setsampwidth(2)
-        target.setframerate(sample_rate)
-        target.writeframes(bytes(int(seconds * sample_rate) * 2))
-    return output.getvalue()
-
-
-def one_hertz_wav() -> bytes:
-    data = 4000
-    return (
-        b"RIFF"
-        + struct.pack("<I", 36 + data)
-        + b"WAVEfmt "
-        + struct.pack("<IHHIIHH", 16, 1, 1, 1, 2, 2, 16)
-        + b"data"
-        + struct.pack("<I", data)
-        + bytes(data)
-    )
+def wav(seconds: float) -> bytes:
+    return silent_wav(16_000, seconds)
 
 
 class World:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .inference import InferenceResult, Segment, Task
-from .transcription import ResponseFormat
+from .transcription import ResponseFormat, TranscriptionOptions
 
 TEXT_CONTENT_TYPE = "text/plain; charset=utf-8"
 JSON_CONTENT_TYPE = "application/json"
@@ -70,3 +70,14 @@ def render_transcript(
     if response_format is ResponseFormat.SRT:
         return RenderedTranscript(to_srt(result.segments), TEXT_CONTENT_TYPE)
     return RenderedTranscript(to_vtt(result.segments), TEXT_CONTENT_TYPE)
+
+
+def render_for(result: InferenceResult, options: TranscriptionOptions, *, credits_used: int) -> RenderedTranscript:
+    """The transcript as the request's options ask for it: its format, its task, words when it asked for them."""
+    return render_transcript(
+        result,
+        options.response_format,
+        task=options.task,
+        credits_used=credits_used,
+        include_words=options.word_timestamps,
+    )

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import Conflict
-from .formats import RenderedTranscript, render_transcript
+from .formats import RenderedTranscript, render_for
 from .jobs import Job, JobStatus
 from .ports import AudioObjects
 from .transcription import ResponseFormat
@@ -38,10 +38,4 @@ class JobPresenter:
         if job.status is not JobStatus.SUCCEEDED or not job.result_key:
             raise Conflict(f"The job is {job.status.value}; it has no result yet.", code="job_not_finished")
         options = job.options.model_copy(update={"response_format": response_format or job.options.response_format})
-        return render_transcript(
-            self.store.load_result(job.result_key),
-            options.response_format,
-            task=options.task,
-            credits_used=job.credits_used or 0,
-            include_words=options.word_timestamps,
-        )
+        return render_for(self.store.load_result(job.result_key), options, credits_used=job.credits_used or 0)

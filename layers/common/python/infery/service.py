@@ -10,7 +10,7 @@ from typing import Any
 from .credits import LedgerKind, Reservation
 from .duration import probe_duration, probe_sample_rate
 from .errors import InternalError, InvalidRequest
-from .formats import RenderedTranscript, render_transcript
+from .formats import RenderedTranscript, render_for
 from .ids import attempt_id
 from .inference import InferenceRequest, InferenceResult
 from .keys import ApiKeyItem, check_model_allowed
@@ -123,13 +123,7 @@ class TranscriptionService:
                     "This request was charged, but its result was lost; contact the operator with its Idempotency-Key."
                 )
             credits_used = settled.billed_credits or 0
-            rendered = render_transcript(
-                result,
-                options.response_format,
-                task=options.task,
-                credits_used=credits_used,
-                include_words=options.word_timestamps,
-            )
+            rendered = render_for(result, options, credits_used=credits_used)
             return TranscriptionOutcome(rendered, credits_used, self.credits.balance(key.key_hash), result.duration)
         attempts = sum(1 for entry in entries if entry.kind is LedgerKind.RESERVE)
         request_id = attempt_id(idempotency_id, attempts + 1)
@@ -225,13 +219,7 @@ class TranscriptionService:
         try:
             credits_used = self.pricing.credits_for(result.duration, reservation.model)
             # rendered before settling, so a failure here costs the client nothing
-            rendered = render_transcript(
-                result,
-                options.response_format,
-                task=options.task,
-                credits_used=credits_used,
-                include_words=options.word_timestamps,
-            )
+            rendered = render_for(result, options, credits_used=credits_used)
             if before_settle is not None:
                 before_settle(result)
         except BaseException as failure:

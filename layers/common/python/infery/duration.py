@@ -42,7 +42,7 @@ def probe_sample_rate(audio: bytes, audio_format: AudioFormat) -> int | None:
         if audio_format is AudioFormat.WAV:
             info = _info(WAVE, audio)
         elif audio_format is AudioFormat.OGG:
-            info = next((_info(kind, audio) for kind in _OGG_KINDS if _opens(kind, audio)), None)
+            info = _ogg_info(audio)
         elif audio_format in _MUTAGEN_KINDS:
             info = _info(_MUTAGEN_KINDS[audio_format], audio)
         else:
@@ -58,12 +58,14 @@ def _info(kind: Callable[..., Any], audio: bytes) -> Any:
     return kind(io.BytesIO(audio)).info
 
 
-def _opens(kind: type[OggFileType], audio: bytes) -> bool:
-    try:
-        _info(kind, audio)
-    except MutagenError:
-        return False
-    return True
+def _ogg_info(audio: bytes) -> Any:
+    """The stream information of the first Ogg codec that reads the file (each kind is tried once), else None."""
+    for kind in _OGG_KINDS:
+        try:
+            return _info(kind, audio)
+        except MutagenError:
+            continue
+    return None
 
 
 def probe_duration(audio: bytes, audio_format: AudioFormat) -> float | None:
@@ -92,12 +94,8 @@ def _wav_duration(audio: bytes) -> float:
 
 
 def _ogg_duration(audio: bytes) -> float | None:
-    for kind in _OGG_KINDS:
-        try:
-            return float(_info(kind, audio).length)
-        except MutagenError:
-            continue
-    return None
+    info = _ogg_info(audio)
+    return float(info.length) if info is not None else None
 
 
 def _read_vint(data: bytes, position: int, keep_marker: bool) -> tuple[int, int]:

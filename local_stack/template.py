@@ -293,12 +293,32 @@ def async_endpoints(local: LocalTemplate) -> list[AsyncEndpointConfig]:
 
 
 def create_buckets(local: LocalTemplate, s3_client: Any) -> list[str]:
-    """Create every AWS::S3::Bucket with its lifecycle rules and its queue notifications."""
+    """Create every AWS::S3::Bucket with its versioning, CORS and lifecycle rules and its queue notifications."""
     created = []
     for logical_id, body in local.resources_of_type("AWS::S3::Bucket").items():
         properties = local.resolve(body.get("Properties", {}))
         name = local.physical_name(logical_id)
         s3_client.create_bucket(Bucket=name)
+        if "VersioningConfiguration" in properties:
+            s3_client.put_bucket_versioning(
+                Bucket=name, VersioningConfiguration={"Status": properties["VersioningConfiguration"]["Status"]}
+            )
+        cors_rules = properties.get("CorsConfiguration", {}).get("CorsRules", [])
+        if cors_rules:
+            s3_client.put_bucket_cors(
+                Bucket=name,
+                CORSConfiguration={
+                    "CORSRules": [
+                        {
+                            "AllowedMethods": rule["AllowedMethods"],
+                            "AllowedOrigins": rule["AllowedOrigins"],
+                            "AllowedHeaders": rule.get("AllowedHeaders", []),
+                            "MaxAgeSeconds": rule.get("MaxAge", 0),
+                        }
+                        for rule in cors_rules
+                    ]
+                },
+            )
         rules = properties.get("LifecycleConfiguration", {}).get("Rules", [])
         if rules:
             s3_client.put_bucket_lifecycle_configuration(

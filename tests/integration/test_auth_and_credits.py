@@ -372,6 +372,7 @@ def test_a_request_sends_the_audio_and_options_to_the_endpoint(fake_runtime, loa
         "word_timestamps": True,
         "audio_s3_uri": None,  # the audio is in the body, not in S3
         "audio_s3_etag": None,
+        "audio_s3_version_id": None,
         "progress_s3_uri": None,
     }  # no object to pin, no job to report on
 

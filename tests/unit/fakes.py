@@ -153,6 +153,7 @@ class FakeKeys:
 @dataclass
 class FakeJobs:
     jobs: dict[str, Job] = field(default_factory=dict)
+    upload_slots: dict[str, tuple[str, int]] = field(default_factory=dict)  # upload id -> (key id, open until)
     # the runner computes leases from time.time(), as the DynamoDB store compares them with it
     now: Callable[[], int] = lambda: int(time.time())
 
@@ -175,7 +176,7 @@ class FakeJobs:
         self.jobs[job_id] = self.jobs[job_id].model_copy(update=changes)
         return self.jobs[job_id]
 
-    def claim(self, job_id: str, lease_seconds: int) -> Job | None:
+    def claim(self, job_id: str, lease_seconds: int, open_until: int) -> Job | None:
         job = self.jobs.get(job_id)
         now = self.now()
         if job is None or not (
@@ -184,7 +185,12 @@ class FakeJobs:
         ):
             return None
         return self._update(
-            job_id, status=JobStatus.RUNNING, lease_until=now + lease_seconds, progress=0.05, attempts=job.attempts + 1
+            job_id,
+            status=JobStatus.RUNNING,
+            lease_until=now + lease_seconds,
+            progress=0.05,
+            attempts=job.attempts + 1,
+            open_until=open_until,
         )
 
     def submitted(self, job_id: str, *, inference_id: str, lease_until: int) -> Job:
@@ -203,10 +209,21 @@ class FakeJobs:
             result_key=result_key,
             credits_used=credits_used,
             audio_seconds=audio_seconds,
+            open_key_id=None,
+            open_until=None,
         )
 
     def fail(self, job_id: str, error: JobError) -> Job:
-        return self._update(job_id, status=JobStatus.FAILED, error=error)
+        return self._update(job_id, status=JobStatus.FAILED, error=error, open_key_id=None, open_until=None)
+
+    def count_open(self, key_id: str, *, at_most: int) -> int:
+        now = self.now()
+        open_jobs = sum(1 for job in self.jobs.values() if job.open_key_id == key_id and (job.open_until or 0) > now)
+        open_slots = sum(1 for owner, until in self.upload_slots.values() if owner == key_id and until > now)
+        return min(open_jobs + open_slots, at_most)
+
+    def hold_upload_slot(self, key_id: str, upload_id: str, open_until: int) -> None:
+        self.upload_slots[upload_id] = (key_id, open_until)
 
     def record_webhook_attempt(self, job_id: str, attempt: WebhookAttempt) -> None:
         self._update(job_id, webhook_attempts=[*self.jobs[job_id].webhook_attempts, attempt])
@@ -252,8 +269,14 @@ class FakeAudio:
             raise InvalidRequest("The uploaded file is empty.", code="empty_file")
         return self.upload_uri(key_id, upload_id)
 
-    def load(self, stored: StoredObject) -> tuple[bytes, str, str]:
-        return self.objects[stored.key], stored.uri, "etag-1"
+    def load(self, stored: StoredObject) -> tuple[bytes, str, str, str | None]:
+        return self.objects[stored.key], stored.uri, "etag-1", "version-1"
+
+    def keep_first_upload(self, stored: StoredObject) -> bool:
+        """The slot's first upload's ETag is "etag-1" (as ``load`` says); a later one is deleted."""
+        if stored.etag not in ("", "etag-1"):
+            return False
+        return stored.key in self.objects
 
     def result_key(self, key_id: str, job_id: str) -> str:
         return f"results/{key_id}/{job_id}.json"

@@ -5,17 +5,25 @@ delivered twice, late or out of order. No AWS, no model server."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from infery import job_service
 from infery.clock import now_iso
 from infery.credits import LedgerKind
-from infery.errors import InsufficientCredits, InvalidRequest, ModelFailed, ModelUnavailable, NotFound
+from infery.errors import (
+    InsufficientCredits,
+    InvalidRequest,
+    ModelFailed,
+    ModelUnavailable,
+    NotFound,
+    TooMuchOpenWork,
+)
 from infery.ids import job_id_for_object, job_id_for_upload
 from infery.inference import Task
 from infery.job_service import JobService, RetryLater
 from infery.job_views import JobPresenter
-from infery.jobs import Job, JobStatus, new_job
+from infery.jobs import Job, JobError, JobStatus, new_job
 from infery.keys import ApiKeyItem
 from infery.service import TranscriptionService
 from infery.settings import Settings
@@ -363,3 +371,38 @@ def test_a_job_is_seen_only_by_its_own_key(job_id):
         assert world.runner.own_job(KEY, job_id) == world.job_now
         assert world.runner.list_jobs(KEY, 10) == ([world.job_now], False)
         assert world.runner.list_jobs(OTHER, 10) == ([], False)
+
+
+def test_a_later_upload_to_a_used_slot_starts_nothing():
+    world = World()
+    created = world.runner.create_upload(KEY, UploadRequest(job=JobOptions(task=Task.TRANSCRIBE, model="whisper-1")))
+    world.audio.put_upload(KEY.key_id, created.upload_id, wav(3.0))
+    object_key = f"uploads/{KEY.key_id}/{created.upload_id}"
+    later = StoredObject(BUCKET, object_key, KEY.key_id, "uploads", created.upload_id, 0, "etag-2")
+    assert world.runner.job_for_object(later) is None
+    first = StoredObject(BUCKET, object_key, KEY.key_id, "uploads", created.upload_id, 0, "etag-1")
+    assert created.job is not None and world.runner.job_for_object(first) == created.job.job_id
+
+
+def test_a_key_holds_at_most_its_cap_of_open_uploads_and_jobs():
+    world = World()
+    world.runner.max_open_work = 2
+    upload = UploadRequest(start_job=False, job=JobOptions(task=Task.TRANSCRIBE, model="whisper-1"))
+    world.runner.admit(KEY, "whisper-1")
+    world.runner.create_upload(KEY, upload)
+    world.runner.admit(KEY, "whisper-1")
+    job = world.runner.create_job(
+        KEY, TranscriptionRequest(task=Task.TRANSCRIBE, model="whisper-1", audio=LoadedAudio.inline(wav(2.0)))
+    )
+    with pytest.raises(TooMuchOpenWork) as refused:
+        world.runner.admit(KEY, "whisper-1")
+    assert refused.value.status_code == 429 and refused.value.code == "too_many_open_jobs"
+    world.runner.admit(OTHER, "whisper-1")  # another key's cap is its own
+    # a finished job frees its place, and so does an upload slot whose presigned POST expired
+    world.jobs.fail(job.job_id, JobError(code="x", message="x"))
+    world.runner.admit(KEY, "whisper-1")
+    world.jobs.now = lambda: int(time.time()) + world.runner.upload_expiry_seconds + 61
+    world.runner.create_job(
+        KEY, TranscriptionRequest(task=Task.TRANSCRIBE, model="whisper-1", audio=LoadedAudio.inline(wav(2.0)))
+    )
+    world.runner.admit(KEY, "whisper-1")

@@ -51,6 +51,10 @@ ACTION_CALLS: dict[str, tuple[str, ...]] = {
     # listing, or telling a missing object (404, NoSuchKey) apart: without ListBucket S3 answers 403 instead
     "s3:ListBucket": (*method("list_objects", "list_objects_v2"), r"[\"'](NoSuchKey|404|NotFound)[\"']"),
     "s3:DeleteObject": method("delete_object", "delete_objects"),
+    # reading or deleting one version of an object (an upload slot's first, a later one)
+    "s3:GetObjectVersion": (r"[\"']VersionId[\"']\s*:",),
+    "s3:DeleteObjectVersion": (r"\.delete_object\([^)]*VersionId=",),
+    "s3:ListBucketVersions": (r"[\"']list_object_versions[\"']",),
     "sqs:SendMessage": method("send_message", "send_message_batch"),
     "sqs:ReceiveMessage": method("receive_message"),
     "sqs:DeleteMessage": method("delete_message", "delete_message_batch"),
@@ -373,6 +377,8 @@ def test_the_model_reads_and_writes_only_its_prefixes(template):
         ("s3:GetObject", "${AudioBucket.Arn}/uploads/*"),
         ("s3:GetObject", "${AudioBucket.Arn}/inbox/*"),
         ("s3:GetObject", "${AudioBucket.Arn}/async-inputs/*"),
+        ("s3:GetObjectVersion", "${AudioBucket.Arn}/uploads/*"),
+        ("s3:GetObjectVersion", "${AudioBucket.Arn}/inbox/*"),
         ("s3:PutObject", "${AudioBucket.Arn}/async-outputs/*"),
         ("s3:PutObject", "${AudioBucket.Arn}/async-failures/*"),
         ("s3:PutObject", "${AudioBucket.Arn}/progress/*"),
@@ -414,6 +420,9 @@ NEEDED = {
         ("s3:GetObject", "${AudioBucket.Arn}/results/*"),
         ("s3:GetObject", "${AudioBucket.Arn}/progress/*"),
         ("s3:ListBucket", "${AudioBucket.Arn}"),  # upload_not_found is a 404
+        ("s3:ListBucketVersions", "${AudioBucket.Arn}"),  # an upload is its slot's first version
+        ("s3:GetObjectVersion", "${AudioBucket.Arn}/uploads/*"),
+        ("dynamodb:Query", "${JobsTable.Arn}/index/OpenByKey"),  # the cap on a key's open uploads and jobs
         ("sqs:SendMessage", "${JobsQueue.Arn}"),
         ("sagemaker:InvokeEndpoint", "${WhisperEndpoint}"),
     },
@@ -436,6 +445,9 @@ NEEDED = {
         ("s3:GetObject", "${AudioBucket.Arn}/results/*"),
         ("s3:PutObject", "${AudioBucket.Arn}/async-inputs/*"),
         ("s3:PutObject", "${AudioBucket.Arn}/results/*"),
+        ("s3:ListBucketVersions", "${AudioBucket.Arn}"),
+        ("s3:GetObjectVersion", "${AudioBucket.Arn}/uploads/*"),
+        ("s3:DeleteObjectVersion", "${AudioBucket.Arn}/uploads/*"),  # a presigned POST used again
         ("sqs:SendMessage", "${JobsQueue.Arn}"),
         ("sagemaker:InvokeEndpointAsync", "${WhisperAsyncEndpoint}"),
     },

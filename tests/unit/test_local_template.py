@@ -234,3 +234,23 @@ def test_gateway_responses_are_the_apis(local):
         "DEFAULT_5XX",
     } <= set(responses)
     assert responses["MISSING_AUTHENTICATION_TOKEN"]["StatusCode"] == 404
+
+
+def test_the_audio_bucket_is_versioned_and_takes_browser_uploads_as_the_local_stack_creates_it(local):
+    """Issue 9: an upload is its slot's first version (versioning). Issue 12: the console posts large files straight
+    to the bucket from another origin (CORS). The local stack creates the bucket with both, from this template."""
+    created: dict[str, dict] = {}
+
+    class RecordingS3:
+        def __getattr__(self, operation: str):
+            return lambda **arguments: created.setdefault(operation, arguments)
+
+    from local_stack.template import create_buckets
+
+    [bucket] = create_buckets(local, RecordingS3())
+    assert created["put_bucket_versioning"] == {
+        "Bucket": bucket,
+        "VersioningConfiguration": {"Status": "Enabled"},
+    }
+    [rule] = created["put_bucket_cors"]["CORSConfiguration"]["CORSRules"]
+    assert rule["AllowedMethods"] == ["POST"] and rule["AllowedOrigins"] == ["*"]

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 from tests.integration.job_stack import (
     SHORT_SCRIPT,
 )
 from tests.integration.jobs.support import (
     SEEDED,
+    assert_charged_once,
+    assert_no_batch_failures,
+    assert_transcript,
+    get_job,
     post_upload,
     upload_to_s3,
 )
@@ -17,25 +23,71 @@ from tests.integration.support import (
 from tests.speech import encode, synthesize_wav
 
 
-def test_an_upload_swapped_during_the_call_is_refused_and_nothing_is_charged(
+def test_an_upload_swapped_during_the_call_is_not_what_is_transcribed_or_billed(
     load_api, model_proxy, worker, store, jobs_queue, accounts, short_wav, s3
 ):
     """Found by the security review: re-uploading to the same slot while the call ran got 180 s transcribed on a
-    1-credit reservation. The model now reads only the ETag that was checked."""
+    1-credit reservation. The model now reads only the version that was checked: the first upload of the slot."""
     long_audio = synthesize_wav(" ".join([SHORT_SCRIPT] * 12))
     api_key, item = accounts.new_key(SEEDED)
     upload = post_upload(load_api(model_proxy(lambda body: None)), api_key, {"start_job": False}).json()
     upload_to_s3(upload, short_wav)
     object_key = f"uploads/{item.key_id}/{upload['id']}"
     jobs_queue.drain()
+    read_by_the_model: list[dict] = []
 
-    def swap(_: bytes) -> None:  # between the API's check and the model's read, as the attacker did
+    def swap(body: bytes) -> None:  # between the API's check and the model's read, as the attacker did
         s3.put_object(Bucket=store.bucket, Key=object_key, Body=long_audio)
+        read_by_the_model.append(json.loads(body))
 
-    reply = load_api(model_proxy(swap)).transcribe(api_key, None, upload_id=upload["id"])
-    assert_error(reply, 400, "audio_changed", param="file")
-    assert accounts.balance(item) == SEEDED and accounts.ledger_sum(item) == SEEDED
-    assert set(accounts.request_entries(item, reply.request_id)) == {"reserve", "refund"}
+    reply = load_api(model_proxy(swap)).transcribe(api_key, None, upload_id=upload["id"], response_format="json")
+    assert_ok(reply)
+    assert_transcript(reply.json()["text"])
+    [request] = read_by_the_model
+    first = s3.list_object_versions(Bucket=store.bucket, Prefix=object_key)["Versions"][-1]
+    assert request["audio_s3_version_id"] == first["VersionId"]
+    billed = int(accounts.request_entries(item, reply.request_id)["settle"]["billed_credits"])
+    assert billed == reply.json()["credits_used"] <= 2  # the short file's seconds, not the swapped minute
+    assert accounts.balance(item) == SEEDED - billed == accounts.ledger_sum(item)
+
+
+def test_a_presigned_post_sent_again_is_deleted_on_arrival_and_the_first_upload_stands(
+    jobs_api, worker, store, jobs_queue, accounts, short_wav, s3
+):
+    """A presigned POST can be used once: a second upload through it writes a later version of the slot, which its
+    arrival deletes; the job (or any call naming the upload) transcribes and bills the first."""
+    long_audio = synthesize_wav(" ".join([SHORT_SCRIPT] * 12))
+    api_key, item = accounts.new_key(SEEDED)
+    upload = post_upload(jobs_api, api_key, {"start_job": False}).json()
+    object_key = f"uploads/{item.key_id}/{upload['id']}"
+    upload_to_s3(upload, short_wav)
+    upload_to_s3(upload, long_audio)  # the same slot, again
+    arrivals = jobs_queue.drain()
+    assert len(arrivals) == 2
+    for arrival in arrivals:  # in whatever order S3's events come, each is handled
+        assert_no_batch_failures(worker.deliver([arrival]))
+    versions = s3.list_object_versions(Bucket=store.bucket, Prefix=object_key)["Versions"]
+    assert [version["Size"] for version in versions] == [len(short_wav)]
+    reply = jobs_api.transcribe(api_key, None, upload_id=upload["id"], response_format="json")
+    assert_ok(reply)
+    assert_transcript(reply.json()["text"])
+    assert reply.json()["credits_used"] <= 2
+
+
+def test_a_job_upload_sent_again_runs_one_job_on_the_first_file(
+    jobs_api, worker, store, jobs_queue, accounts, short_wav
+):
+    long_audio = synthesize_wav(" ".join([SHORT_SCRIPT] * 12))
+    api_key, item = accounts.new_key(SEEDED)
+    upload = post_upload(jobs_api, api_key, {"model": "whisper-1"}).json()
+    upload_to_s3(upload, short_wav)
+    upload_to_s3(upload, long_audio)
+    for arrival in jobs_queue.drain():
+        assert_no_batch_failures(worker.deliver([arrival]))
+    job = get_job(jobs_api, api_key, upload["job_id"]).json()
+    assert job["status"] == "succeeded", job
+    assert_transcript(get_job(jobs_api, api_key, upload["job_id"], result=True, query="?response_format=text").text)
+    assert assert_charged_once(accounts, store, item, upload["job_id"]) <= 2
 
 
 def _silent_flac(seconds: float) -> bytes:

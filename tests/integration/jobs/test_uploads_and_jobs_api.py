@@ -372,3 +372,33 @@ def test_the_sync_call_takes_no_webhook(fake_runtime, load_api, accounts, short_
     reply = load_api(url).transcribe(api_key, short_wav, webhook_url="https://example.com/hook")
     assert_error(reply, 400, "unknown_parameter", param="webhook_url")
     assert model.calls == 0
+
+
+def test_a_key_at_its_cap_of_open_uploads_and_jobs_gets_429_until_one_finishes(
+    load_api, model_server_url, storage_endpoints, worker, jobs_queue, store, accounts, short_wav
+):
+    """Issue 9: a key has a cap on open uploads and running jobs (MAX_OPEN_JOBS_PER_KEY); another key is not
+    affected, and a finished job frees its place."""
+    api = load_api(model_server_url, MAX_OPEN_JOBS_PER_KEY="3")
+    api_key, item = accounts.new_key(SEEDED)
+    other_key, _ = accounts.new_key(SEEDED)
+    with_job = post_upload(api, api_key, {"model": "whisper-1"}).json()
+    assert post_upload(api, api_key, {"start_job": False}).status == 201
+    queued = api.transcribe(api_key, short_wav, path=TRANSCRIPTION_JOBS)
+    assert queued.status == 202, queued.text
+    for refused in (
+        post_upload(api, api_key, {"start_job": False}),
+        api.transcribe(api_key, short_wav, path=TRANSCRIPTION_JOBS),
+    ):
+        assert_error(refused, 429, "too_many_open_jobs")
+        assert refused.header("retry-after") == "30"
+    assert post_upload(api, other_key, {"start_job": False}).status == 201
+    assert accounts.ledger_sum(item) == SEEDED  # nothing charged for what was refused
+
+    upload_to_s3(with_job, short_wav)  # both jobs run to their end: two places are free again
+    assert_no_batch_failures(worker.deliver(jobs_queue.drain()))
+    for job_id in (with_job["job_id"], queued.json()["id"]):
+        assert get_job(api, api_key, job_id).json()["status"] == "succeeded"
+    for _ in range(2):
+        assert post_upload(api, api_key, {"start_job": False}).status == 201
+    assert_error(post_upload(api, api_key, {"start_job": False}), 429, "too_many_open_jobs")

@@ -109,6 +109,12 @@ class RateLimited(InferyError):
     default_code = "rate_limit_exceeded"
 
 
+class TooMuchOpenWork(RateLimited):
+    """The key holds as many open uploads and jobs as it may: a 429 the SDK backs off from, with its own code."""
+
+    default_code = "too_many_open_jobs"
+
+
 class ModelFailed(InferyError):
     """The model server answered, but with an error of its own."""
 

@@ -32,6 +32,8 @@ class InferenceRequest(BaseModel):
     word_timestamps: bool = False
     # by reference, the version that was checked and priced: a changed object is refused, not transcribed
     audio_s3_etag: str | None = None
+    # and the object's version that was read (an upload slot's first): a presigned POST sent again is never read
+    audio_s3_version_id: str | None = Field(default=None, max_length=1024)
     # how many seconds of audio the credits reserved for this request pay for: longer audio is refused
     max_audio_seconds: float | None = Field(default=None, gt=0)
     # where the model writes its progress while it works (jobs); the API shows it on GET /v1/jobs/{id}

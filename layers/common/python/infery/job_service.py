@@ -26,7 +26,14 @@ from typing import Any
 
 from .async_inference import AsyncNotification
 from .credits import LedgerEntry, LedgerKind
-from .errors import AuthenticationFailed, InferyError, InsufficientCredits, InvalidRequest, NotFound
+from .errors import (
+    AuthenticationFailed,
+    InferyError,
+    InsufficientCredits,
+    InvalidRequest,
+    NotFound,
+    TooMuchOpenWork,
+)
 from .ids import (
     JOB_ID_PATTERN,
     attempt_id,
@@ -75,6 +82,18 @@ class JobService:
     hold_seconds: int
     max_attempts: int = 3
     allow_private_webhooks: bool = False
+    # how many jobs and upload slots a key may have open at once (a cap on the work and storage one key can hold)
+    max_open_work: int = 100
+    upload_expiry_seconds: int = 900
+
+    def _open_until_running(self) -> int:
+        """Until when a queued or running job counts as open work if it never finishes: all its attempts' time."""
+        return int(time.time()) + self.max_attempts * self.hold_seconds
+
+    def _open_until_uploaded(self) -> int:
+        """Until when an upload slot (and the job that waits for it) counts as open work: its presigned POST's
+        expiry, and a minute for the arrival's event."""
+        return int(time.time()) + self.upload_expiry_seconds + 60
 
     # --- 1. created --------------------------------------------------------------------------------------------
 
@@ -91,12 +110,20 @@ class JobService:
             )
         if audio is not None:
             self.transcription.check_audio_limits(audio)
+        open_work = self.jobs.count_open(key.key_id, at_most=self.max_open_work)
+        if open_work >= self.max_open_work:
+            raise TooMuchOpenWork(
+                f"This key has {self.max_open_work} uploads and jobs open, the most it may have at once. Wait for "
+                "some jobs to finish (or unused uploads to expire), then try again.",
+                headers={"retry-after": "30"},
+            )
 
     def create_upload(self, key: ApiKeyItem, upload: UploadRequest) -> NewUpload:
         """A presigned POST into the key's own prefix; unless start_job is false, a job that runs on arrival."""
         upload_id = new_upload_id()
         presigned_post = self.store.presigned_upload(key.key_id, upload_id)
         if not upload.start_job:
+            self.jobs.hold_upload_slot(key.key_id, upload_id, self._open_until_uploaded())
             return NewUpload(upload_id, presigned_post, None)
         job = new_job(
             job_id=job_id_for_upload(upload_id),
@@ -108,6 +135,7 @@ class JobService:
             upload_id=upload_id,
             filename=upload.filename,
             webhook_url=upload.job.webhook_url,
+            open_until=self._open_until_uploaded(),
         )
         self.jobs.create(job)
         return NewUpload(upload_id, presigned_post, job)
@@ -130,6 +158,7 @@ class JobService:
             upload_id=request.upload_id,
             filename=request.filename,
             webhook_url=request.webhook_url,
+            open_until=self._open_until_running(),
         )
         self.jobs.create(job)
         self.queue.send(job.job_id)
@@ -138,6 +167,8 @@ class JobService:
     def job_for_object(self, stored: StoredObject) -> str | None:
         """The job an arriving object belongs to (created for inbox drops), or None when none should run."""
         if stored.area == "uploads":
+            if not self.store.keep_first_upload(stored):
+                return None  # the slot's presigned POST sent again: that upload was deleted, the first one stands
             job_id = job_id_for_upload(stored.name)
             # an upload made without a job (for a sync call or a later job request) starts nothing
             return job_id if self.jobs.get(job_id) is not None else None
@@ -159,6 +190,7 @@ class JobService:
                 status=JobStatus.QUEUED,
                 source_uri=stored.uri,
                 filename=stored.name,
+                open_until=self._open_until_running(),
             )
         )
         return job_id
@@ -183,7 +215,7 @@ class JobService:
     def run(self, job_id: str, *, final_attempt: bool) -> Job | None:
         """Start the job on the asynchronous endpoint. Raises RetryLater for a transient failure unless this is
         the final attempt; a job that cannot start is failed (and refunded) here."""
-        job = self.jobs.claim(job_id, self.lease_seconds)
+        job = self.jobs.claim(job_id, self.lease_seconds, self._open_until_running())
         if job is None:
             return None  # finished already, or another worker holds a live lease: a duplicate delivery
         try:

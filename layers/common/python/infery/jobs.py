@@ -26,6 +26,25 @@ from .transcription import TranscriptionOptions
 JOB_RETENTION_SECONDS = 30 * 24 * 3600
 # template.yaml's index of the jobs table by key, newest first: GET /v1/jobs lists a key's own jobs
 JOBS_BY_KEY_INDEX = "ByKey"
+# template.yaml's sparse index of a key's open work (jobs not finished, upload slots not expired): only rows with an
+# open_key_id are in it, so counting a key's open work reads that work alone, not the key's history
+OPEN_WORK_INDEX = "OpenByKey"
+
+
+# What a job's owner never sees: the key hash, the webhook secret, where things are stored, the bookkeeping
+JOB_PRIVATE_FIELDS = frozenset(
+    {
+        "job_id",  # shown as "id"
+        "key_hash",
+        "webhook_secret",
+        "lease_until",
+        "result_key",
+        "source_uri",
+        "inference_id",
+        "open_key_id",
+        "open_until",
+    }
+)
 
 
 class JobStatus(StrEnum):
@@ -68,6 +87,9 @@ class Job(BaseModel):
     lease_until: int = 0
     # the asynchronous invocation running this attempt (also the id its credits are reserved under)
     inference_id: str | None = None
+    # while the job is open (not finished): its key, and until when it counts against the key's open-work cap
+    open_key_id: str | None = None
+    open_until: int | None = None
     created_at: str
     updated_at: str
     expires_at: int
@@ -76,7 +98,7 @@ class Job(BaseModel):
         """What GET /v1/jobs/{id} shows: no key hash, no secret, no lease bookkeeping."""
         view = self.model_dump(
             mode="json",
-            exclude={"key_hash", "webhook_secret", "lease_until", "result_key", "source_uri", "job_id", "inference_id"},
+            exclude=set(JOB_PRIVATE_FIELDS),
         )
         return {"id": self.job_id, "object": "transcription.job", **view}
 
@@ -117,14 +139,15 @@ class JobStore:
         items = response["Items"]
         return [Job.model_validate(item) for item in items[:limit]], len(items) > limit
 
-    def claim(self, job_id: str, lease_seconds: int) -> Job | None:
-        """Take the job for this worker, or None when it is finished or another worker holds it."""
+    def claim(self, job_id: str, lease_seconds: int, open_until: int) -> Job | None:
+        """Take the job for this worker, or None when it is finished or another worker holds it. ``open_until``:
+        until when the running job counts as its key's open work (its attempts' longest life)."""
         now = int(self._clock())
         try:
             updated = self._table.update_item(
                 Key={"job_id": job_id},
                 UpdateExpression="SET #status = :running, lease_until = :lease, updated_at = :now_iso, "
-                "progress = :progress ADD attempts :one",
+                "progress = :progress, open_until = :open_until ADD attempts :one",
                 ConditionExpression="#status IN (:queued, :awaiting) OR (#status = :running AND lease_until < :now)",
                 ExpressionAttributeNames={"#status": "status"},
                 ExpressionAttributeValues={
@@ -135,6 +158,7 @@ class JobStore:
                     ":now": now,
                     ":now_iso": now_iso(),
                     ":progress": Decimal("0.05"),
+                    ":open_until": open_until,
                     ":one": 1,
                 },
                 ReturnValues="ALL_NEW",
@@ -168,10 +192,40 @@ class JobStore:
                 "credits_used": credits_used,
                 "audio_seconds": audio_seconds,
             },
+            closed=True,
         )
 
     def fail(self, job_id: str, error: JobError) -> Job:
-        return self._update(job_id, {"status": JobStatus.FAILED.value, "error": error.model_dump()})
+        return self._update(job_id, {"status": JobStatus.FAILED.value, "error": error.model_dump()}, closed=True)
+
+    def count_open(self, key_id: str, *, at_most: int) -> int:
+        """How many jobs and upload slots of the key are open now, counted up to ``at_most``. The index is eventually
+        consistent: work opened a moment ago may be missed for a moment (the cap is a little soft under bursts)."""
+        arguments: dict[str, Any] = {
+            "IndexName": OPEN_WORK_INDEX,
+            "KeyConditionExpression": Key("open_key_id").eq(key_id) & Key("open_until").gt(int(self._clock())),
+            "Select": "COUNT",
+        }
+        count = 0
+        while count < at_most:
+            response = self._table.query(**arguments)
+            count += int(response["Count"])
+            if "LastEvaluatedKey" not in response:
+                break
+            arguments["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        return count
+
+    def hold_upload_slot(self, key_id: str, upload_id: str, open_until: int) -> None:
+        """An upload slot without a job counts as the key's open work until its presigned POST expires. Its row has
+        the upload's id and nothing of a job (no key_id: it is in no job listing), and expires itself."""
+        self._table.put_item(
+            Item={
+                "job_id": upload_id,
+                "open_key_id": key_id,
+                "open_until": open_until,
+                "expires_at": open_until + 24 * 3600,
+            }
+        )
 
     def record_webhook_attempt(self, job_id: str, attempt: WebhookAttempt) -> None:
         self._table.update_item(
@@ -180,12 +234,16 @@ class JobStore:
             ExpressionAttributeValues={":attempt": [attempt.model_dump(exclude_none=True)], ":empty": []},
         )
 
-    def _update(self, job_id: str, values: dict[str, Any], only_while_running: bool = False) -> Job:
+    def _update(
+        self, job_id: str, values: dict[str, Any], only_while_running: bool = False, closed: bool = False
+    ) -> Job:
+        """``closed``: the job is finished, and no longer its key's open work (out of the sparse index)."""
         values = {**values, "updated_at": now_iso()}
         names = {f"#{name}": name for name in values}
+        update = "SET " + ", ".join(f"#{name} = :{name}" for name in values)
         arguments: dict[str, Any] = {
             "Key": {"job_id": job_id},
-            "UpdateExpression": "SET " + ", ".join(f"#{name} = :{name}" for name in values),
+            "UpdateExpression": update + (" REMOVE open_key_id, open_until" if closed else ""),
             "ExpressionAttributeNames": names,
             "ExpressionAttributeValues": {f":{name}": to_dynamodb(value) for name, value in values.items()},
             "ReturnValues": "ALL_NEW",
@@ -215,7 +273,9 @@ def new_job(
     upload_id: str | None = None,
     filename: str | None = None,
     webhook_url: str | None = None,
+    open_until: int | None = None,
 ) -> Job:
+    """A new job; ``open_until``: until when it counts as its key's open work if it never finishes."""
     now = now_iso()
     return Job(
         job_id=job_id,
@@ -228,6 +288,8 @@ def new_job(
         filename=filename,
         webhook_url=webhook_url,
         webhook_secret=new_webhook_secret() if webhook_url else None,
+        open_key_id=key_id if open_until is not None else None,
+        open_until=open_until,
         created_at=now,
         updated_at=now,
         expires_at=int(time.time()) + JOB_RETENTION_SECONDS,

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from pydantic.json_schema import models_json_schema
 
 from .inference import Segment, Word
-from .jobs import Job
+from .jobs import JOB_PRIVATE_FIELDS, Job
 from .transcription_request import (
     FILENAME_MAX_CHARACTERS,
     MODEL_MAX_CHARACTERS,
@@ -79,8 +79,6 @@ class VerboseTranscription(BaseModel):
     credits_used: int = Field(ge=0)
 
 
-_JOB_HIDDEN_FIELDS = {"job_id", "key_hash", "webhook_secret", "lease_until", "result_key", "source_uri",
-                      "inference_id"}
 # A job as GET /v1/jobs/{id} shows it: infery.jobs.Job.public_view(), so a field added to a job shows up here.
 JobView = create_model(
     "JobView",
@@ -88,7 +86,7 @@ JobView = create_model(
     __doc__="A transcription job; ``result`` once it has succeeded (in the job's format, or the one asked for).",
     id=(str, Field(pattern=r"^job_[0-9a-f]{32}$")),
     object=(Literal["transcription.job"], ...),
-    **{name: (info.annotation, info) for name, info in Job.model_fields.items() if name not in _JOB_HIDDEN_FIELDS},
+    **{name: (info.annotation, info) for name, info in Job.model_fields.items() if name not in JOB_PRIVATE_FIELDS},
     result=(Transcription | VerboseTranscription | str | None, None),
 )
 

@@ -198,6 +198,7 @@ class TranscriptionService:
             audio=None if audio.s3_uri else base64.b64encode(audio.data).decode(),
             audio_s3_uri=audio.s3_uri,
             audio_s3_etag=audio.s3_etag if audio.s3_uri else None,
+            audio_s3_version_id=audio.s3_version_id if audio.s3_uri else None,
             max_audio_seconds=reservation.covered_seconds,
             task=options.task,
             language=options.language,

@@ -64,6 +64,8 @@ class Settings(AccountTables):
 
     # How long a presigned upload URL stays valid.
     upload_expiry_seconds: int = Field(default=900, gt=0, le=7 * 24 * 3600)
+    # How many uploads (not yet expired) and jobs (not yet finished) one key may have open at once; one more is 429.
+    max_open_jobs_per_key: int = Field(default=100, ge=1)
     # Audio longer than this is refused before any credit is reserved (what 25 MB holds at a low bitrate);
     # the model container has the same limit (WHISPER_MAX_AUDIO_SECONDS) for what reaches it anyway.
     max_audio_seconds: float = Field(default=4 * 3600.0, gt=0)

@@ -18,6 +18,7 @@ from botocore.exceptions import ClientError
 from .errors import InvalidRequest, NotFound, PayloadTooLarge
 from .ids import KEY_ID_PATTERN
 from .inference import InferenceResult
+from .observability import logger
 
 UPLOADS_PREFIX = "uploads/"
 INBOX_PREFIX = "inbox/"
@@ -55,6 +56,14 @@ def parse_object_key(bucket: str, key: str, size: int, etag: str = "") -> Stored
     return StoredObject(bucket, key, match["key_id"], match["area"], match["name"], size, etag.strip('"'))
 
 
+def _not_arrived() -> NotFound:
+    return NotFound(
+        "No upload with this id has arrived for this key. Upload the file to the upload_url first.",
+        param="upload_id",
+        code="upload_not_found",
+    )
+
+
 class AudioStore:
     def __init__(self, client: Any, bucket: str, *, max_upload_bytes: int, upload_expiry_seconds: int) -> None:
         self._client = client
@@ -86,8 +95,9 @@ class AudioStore:
     def upload_uri(self, key_id: str, upload_id: str) -> str:
         return self._upload_object(key_id, upload_id).uri
 
-    def load_upload(self, key_id: str, upload_id: str) -> tuple[bytes, str, str]:
-        """The bytes of this key's upload, its s3:// URI and ETag; 404 when it is not there (or is another key's)."""
+    def load_upload(self, key_id: str, upload_id: str) -> tuple[bytes, str, str, str | None]:
+        """The bytes of this key's upload, its s3:// URI, ETag and version; 404 when it is not there (or is another
+        key's)."""
         return self.load(self._upload_object(key_id, upload_id))
 
     def check_upload(self, key_id: str, upload_id: str) -> str:
@@ -96,34 +106,72 @@ class AudioStore:
         self._check(stored)
         return stored.uri
 
-    def load(self, stored: StoredObject) -> tuple[bytes, str, str]:
-        """The object's bytes, URI and ETag. The model reads the object again by URI, only if its ETag is still this
-        one: what was checked and priced is what is transcribed, even if the upload slot is written again."""
-        self._check(stored)
-        response = self._client.get_object(Bucket=stored.bucket, Key=stored.key)
-        return response["Body"].read(), stored.uri, response["ETag"].strip('"')
+    def load(self, stored: StoredObject) -> tuple[bytes, str, str, str | None]:
+        """The object's bytes, URI, ETag and version. The model reads that very version again by URI: what was
+        checked and priced is what is transcribed. Of an upload slot, the first version is the upload: a presigned
+        POST sent again writes a later version, which nothing reads and its arrival deletes (``keep_first_upload``).
+        """
+        version_id = self._check(stored)
+        response = self._client.get_object(
+            Bucket=stored.bucket, Key=stored.key, **({"VersionId": version_id} if version_id else {})
+        )
+        return response["Body"].read(), stored.uri, response["ETag"].strip('"'), response.get("VersionId")
 
-    def _check(self, stored: StoredObject) -> None:
-        """404 unless the object is there; 413 over the upload limit; 400 when empty."""
-        try:
-            head = self._client.head_object(Bucket=stored.bucket, Key=stored.key)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                raise NotFound(
-                    "No upload with this id has arrived for this key. Upload the file to the upload_url first.",
-                    param="upload_id",
-                    code="upload_not_found",
-                ) from exc
-            raise
-        if head["ContentLength"] > self.max_upload_bytes:
+    def keep_first_upload(self, stored: StoredObject) -> bool:
+        """Delete every version of the upload slot but its first, so a presigned POST is used once; True when the
+        arriving object (``stored.etag``) is that first upload, False for a later one (or when none is left)."""
+        versions = self._versions(stored)
+        if not versions:
+            return False
+        *later, first = versions
+        for version in later:
+            self._client.delete_object(Bucket=stored.bucket, Key=stored.key, VersionId=version["VersionId"])
+        if later:
+            logger.warning(
+                "an upload slot was written again: the later uploads were deleted, the first one is kept",
+                extra={"object_key": stored.key, "deleted_versions": len(later)},
+            )
+        return not stored.etag or first["ETag"].strip('"') == stored.etag
+
+    def _versions(self, stored: StoredObject) -> list[dict[str, Any]]:
+        """The object's versions, newest first (as S3 lists them); none when the newest is a delete marker (the
+        object expired or was deleted)."""
+        versions: list[dict[str, Any]] = []
+        for page in self._client.get_paginator("list_object_versions").paginate(
+            Bucket=stored.bucket, Prefix=stored.key
+        ):
+            if any(marker["Key"] == stored.key and marker["IsLatest"] for marker in page.get("DeleteMarkers", [])):
+                return []
+            versions.extend(version for version in page.get("Versions", []) if version["Key"] == stored.key)
+        return versions
+
+    def _check(self, stored: StoredObject) -> str | None:
+        """404 unless the object is there; 413 over the upload limit; 400 when empty. The version to read: an upload
+        slot's first one; None for the latest of any other object."""
+        if stored.area == "uploads":
+            versions = self._versions(stored)
+            if not versions:
+                raise _not_arrived()
+            size, version_id = int(versions[-1]["Size"]), str(versions[-1]["VersionId"])
+        else:
+            try:
+                size, version_id = (
+                    int(self._client.head_object(Bucket=stored.bucket, Key=stored.key)["ContentLength"]),
+                    None,
+                )
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                    raise _not_arrived() from exc
+                raise
+        if size > self.max_upload_bytes:
             raise PayloadTooLarge(
-                f"The upload is {head['ContentLength'] / 1e6:.1f} MB, over the "
-                f"{self.max_upload_bytes / 1e6:.0f} MB limit.",
+                f"The upload is {size / 1e6:.1f} MB, over the {self.max_upload_bytes / 1e6:.0f} MB limit.",
                 param="upload_id",
                 code="audio_too_large",
             )
-        if head["ContentLength"] == 0:
+        if size == 0:
             raise InvalidRequest("The uploaded file is empty.", param="upload_id", code="empty_file")
+        return version_id
 
     def result_key(self, key_id: str, job_id: str) -> str:
         return f"{RESULTS_PREFIX}{key_id}/{job_id}.json"

@@ -104,14 +104,15 @@ class TranscriptionOptions(BaseModel):
 class LoadedAudio:
     """Audio whose bytes are here and whose container was recognised: what is checked, priced and transcribed.
 
-    ``s3_uri`` and ``s3_etag`` say where it is stored and which version was read: the model reads that object
-    itself (so files past the 6 MB invocation limit reach it), and only if it is still that version.
+    ``s3_uri``, ``s3_etag`` and ``s3_version_id`` say where it is stored and which version was read: the model reads
+    that version itself (so files past the 6 MB invocation limit reach it), and only if it is still those bytes.
     """
 
     data: bytes = field(repr=False)
     format: AudioFormat
     s3_uri: str | None = None
     s3_etag: str | None = None
+    s3_version_id: str | None = None
 
     @classmethod
     def inline(cls, data: bytes) -> LoadedAudio:
@@ -119,9 +120,11 @@ class LoadedAudio:
         return cls(data, sniff_audio_format(data))
 
     @classmethod
-    def stored(cls, data: bytes, s3_uri: str, s3_etag: str | None = None) -> LoadedAudio:
-        """Audio read from the bucket, as ``AudioStore.load`` returns it (bytes, URI, ETag)."""
-        return cls(data, sniff_audio_format(data), s3_uri, s3_etag)
+    def stored(
+        cls, data: bytes, s3_uri: str, s3_etag: str | None = None, s3_version_id: str | None = None
+    ) -> LoadedAudio:
+        """Audio read from the bucket, as ``AudioStore.load`` returns it (bytes, URI, ETag, version)."""
+        return cls(data, sniff_audio_format(data), s3_uri, s3_etag, s3_version_id)
 
 
 class JobOptions(TranscriptionOptions):

@@ -182,6 +182,8 @@ class Wiring(AccountsWiring):
             hold_seconds=self.settings.async_job_hold_seconds,
             max_attempts=self.settings.worker_max_receives,
             allow_private_webhooks=self.settings.webhook_allow_private_addresses,
+            max_open_work=self.settings.max_open_jobs_per_key,
+            upload_expiry_seconds=self.settings.upload_expiry_seconds,
         )
 
     # --- Idempotency-Key (powertools) --------------------------------------------------------------------------

@@ -180,7 +180,8 @@ def build_event(
     for name, value in headers:
         multi_headers.setdefault(name, []).append(value)
     query = parse_qs(url.query, keep_blank_values=True)
-    content_type = next((value for name, value in headers if name.lower() == "content-type"), "")
+    # the last Content-Type, as the event's single-value map has it: the handler and the encoding below must agree
+    content_type = next((value for name, value in reversed(headers) if name.lower() == "content-type"), "")
     media_type = content_type.split(";")[0].strip().lower()
     # BinaryMediaTypes in template.yaml: these bodies reach Lambda base64-encoded
     is_binary = media_type in ("multipart/form-data", "application/octet-stream")
@@ -243,12 +244,30 @@ class GatewayRequestHandler(BaseHTTPRequestHandler):
 
     do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_GET
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own refusals (a method it has no do_ for, a malformed request line, headers too long) in the
+        gateway's JSON error shape, never its HTML page. A method the API has no route for gets what API Gateway
+        answers for any unknown route."""
+        self.close_connection = True
+        self.command = getattr(self, "command", None) or ""  # unset when the request line itself was malformed
+        self.request_version = "HTTP/1.1"  # still HTTP/0.9 then, which would send the body without a status line
+        path = urlsplit(getattr(self, "path", None) or "/").path
+        if code == HTTPStatus.NOT_IMPLEMENTED:
+            kind, status, words = "MISSING_AUTHENTICATION_TOKEN", 403, "Missing Authentication Token"
+        else:
+            kind, status, words = ("DEFAULT_5XX" if code >= 500 else "DEFAULT_4XX"), code, HTTPStatus(code).phrase
+        self._send(*self.server.gateway.gateway_response(kind, status, str(uuid.uuid4()), self.command, path, words))
+
     def _proxy(self) -> None:
         self._started = time.monotonic()
         gateway = self.server.gateway
         request_id = str(uuid.uuid4())
         path = urlsplit(self.path).path
-        length = int(self.headers.get("Content-Length") or 0)
+        declared_length = self.headers.get("Content-Length") or "0"
+        if not declared_length.isdigit():
+            self.send_error(HTTPStatus.BAD_REQUEST)  # the gateway refuses it before any route is looked at
+            return
+        length = int(declared_length)
         if length > API_GATEWAY_MAX_BODY_BYTES:
             self.close_connection = True  # the body is left unread, as the gateway drops it
             self._send(

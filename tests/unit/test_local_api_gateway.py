@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
+import threading
 
 import pytest
 
-from local_stack.api_gateway import LocalApiGateway, _route_pattern, build_event
+from local_stack.api_gateway import LocalApiGateway, LocalApiServer, _route_pattern, build_event
 from local_stack.template import LocalTemplate, load_template
 
 MULTIPART = "multipart/form-data; boundary=xyz"
@@ -170,3 +172,57 @@ def test_the_413_points_to_the_upload_flow_and_the_429_says_when_to_retry(gatewa
     assert "POST /v1/uploads" in json.loads(body)["error"]["message"]
     _, headers, _ = gateway.gateway_response("THROTTLED", 429, "r", "GET", "/v1/models", "")
     assert headers["Retry-After"] == "1"  # the template's '1', unquoted
+
+
+def test_repeated_content_types_encode_the_body_as_the_handler_reads_it():
+    """Found by the hostile-input review: the body was encoded for the first Content-Type while the handler read the
+    last, so a multipart body arrived as mangled text."""
+    body = b'--xyz\r\nContent-Disposition: form-data; name="file"\r\n\r\n\x00\xff\r\n--xyz--\r\n'
+    event = event_for(headers=[("Content-Type", "application/json"), ("Content-Type", MULTIPART)], body=body)
+    assert event["headers"]["Content-Type"] == MULTIPART
+    assert event["isBase64Encoded"] is True and base64.b64decode(event["body"]) == body
+
+
+@pytest.fixture
+def live_gateway(gateway):
+    server = LocalApiServer(("127.0.0.1", 0), gateway, log_requests=False)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def raw_request(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(request)
+        received = b""
+        while chunk := connection.recv(65536):
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in header_lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "code"),
+    [
+        # methods http.server has no do_ for: the gateway's answer to a route it does not have, not an HTML 501
+        (b"TRACE /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\n\r\n", 404, "unknown_url"),
+        (b"QUERY /v1/models HTTP/1.1\r\nHost: x\r\n\r\n", 404, "unknown_url"),
+        # a Content-Length that is no number: a 400, not a crashed request thread and a closed connection
+        (b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nContent-Length: ten\r\n\r\n", 400, None),
+        (b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n", 400, None),
+        # a request line http.server cannot parse
+        (b"GARBAGE\r\n\r\n", 400, None),
+    ],
+)
+def test_what_http_server_refuses_itself_is_json_in_openai_shape(live_gateway, request_bytes, status, code):
+    answered, headers, body = raw_request(live_gateway, request_bytes)
+    assert answered == status
+    assert headers["content-type"] == "application/json" and headers["x-request-id"]
+    error = json.loads(body)["error"]
+    assert error["message"] and "<" not in error["message"]
+    if code is not None:
+        assert error["code"] == code

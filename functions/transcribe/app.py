@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import os
@@ -34,7 +33,7 @@ from infery.keys import ApiKeyItem
 from infery.observability import logger, metrics
 from infery.settings import get_settings
 from infery.transcription import LoadedAudio, ResponseFormat, TranscriptionRequest, UploadRequest
-from infery.transcription_request import parse_transcription_request, parse_upload_request
+from infery.transcription_request import event_body, parse_transcription_request, parse_upload_request
 from infery.usage import ledger_csv, period, usage_report
 from infery.wiring import Wiring
 
@@ -48,11 +47,10 @@ def _request_id() -> str:
     return app.current_event.request_context.request_id
 
 
-def _body_bytes() -> bytes:
+def _body() -> bytes | str:
+    """The request's body: a form's bytes, decoded from API Gateway's base64, or a JSON body's text as it is."""
     event = app.current_event
-    if event.body is None:
-        return b""
-    return base64.b64decode(event.body) if event.is_base64_encoded else event.body.encode()
+    return event_body(event.body, event.is_base64_encoded)
 
 
 def _authenticate() -> tuple[ApiKeyItem, dict[str, str]]:
@@ -183,14 +181,15 @@ def _idempotent_execute_once() -> Callable[..., dict]:
     )(_execute_once)
 
 
-def _once(key: ApiKeyItem, fingerprint: str, run: Callable[[], dict]) -> tuple[dict, dict[str, str]]:
+def _once(key: ApiKeyItem, fingerprint: Callable[[], str], run: Callable[[], dict]) -> tuple[dict, dict[str, str]]:
     """``run()``'s answer, once per (key, Idempotency-Key) when the header is sent: a retry gets the first answer
-    back, with headers that say it is a replay, and changes nothing."""
+    back, with headers that say it is a replay, and changes nothing. ``fingerprint()`` (a hash of the whole request)
+    is computed only then."""
     idempotency_key = _idempotency_key()
     if idempotency_key is None:
         return run(), {}
     try:
-        request = {"key_id": key.key_id, "idempotency_key": idempotency_key, "request_sha256": fingerprint}
+        request = {"key_id": key.key_id, "idempotency_key": idempotency_key, "request_sha256": fingerprint()}
         answer = _idempotent_execute_once()(idempotent_request=request, run=run)
     except IdempotencyAlreadyInProgressError as exc:
         raise Conflict(
@@ -233,13 +232,13 @@ def _transcribe(task: Task) -> Response:
     request = parse_transcription_request(
         task,
         app.current_event.headers.get("content-type"),
-        _body_bytes(),
+        _body(),
         max_audio_bytes=settings.max_sync_audio_bytes,
         max_upload_bytes=settings.max_upload_bytes,
     )
     idempotency_key = _idempotency_key()
     answer, replay_headers = _once(
-        key, _fingerprint(request), lambda: _run_transcription(key, request, idempotency_key)
+        key, lambda: _fingerprint(request), lambda: _run_transcription(key, request, idempotency_key)
     )
     body = answer["body"]
     if body is None:
@@ -274,12 +273,14 @@ def create_upload() -> Response:
     key, rate_limit_headers = _authenticate()
     upload = parse_upload_request(
         app.current_event.headers.get("content-type"),
-        _body_bytes(),
+        _body(),
         wiring.catalog.default_model,
         allow_http_webhooks=settings.webhook_allow_private_addresses,
     )
     wiring.job_service.admit(key, upload.job.model)
-    answer, replay_headers = _once(key, _route_fingerprint(upload.model_dump_json()), lambda: _new_upload(key, upload))
+    answer, replay_headers = _once(
+        key, lambda: _route_fingerprint(upload.model_dump_json()), lambda: _new_upload(key, upload)
+    )
     return _json_response(answer["status"], answer["body"], {**rate_limit_headers, **replay_headers})
 
 
@@ -304,7 +305,7 @@ def _create_job(task: Task) -> Response:
     request = parse_transcription_request(
         task,
         app.current_event.headers.get("content-type"),
-        _body_bytes(),
+        _body(),
         max_audio_bytes=settings.max_sync_audio_bytes,
         max_upload_bytes=settings.max_upload_bytes,
         for_job=True,
@@ -312,7 +313,9 @@ def _create_job(task: Task) -> Response:
     )
     # the file, if it is here: a header that says 1 Hz or ten hours is refused before it is stored
     wiring.job_service.admit(key, request.model, request.audio)
-    answer, replay_headers = _once(key, _route_fingerprint(_fingerprint(request)), lambda: _new_job(key, request))
+    answer, replay_headers = _once(
+        key, lambda: _route_fingerprint(_fingerprint(request)), lambda: _new_job(key, request)
+    )
     return _json_response(answer["status"], answer["body"], {**rate_limit_headers, **replay_headers})
 
 

@@ -12,6 +12,7 @@ can be closed once and only once.
 
 from __future__ import annotations
 
+import collections
 import random
 import time
 from collections.abc import Callable
@@ -27,6 +28,8 @@ from .errors import AuthenticationFailed, InsufficientCredits, InternalError, No
 from .keys import ApiKeyItem
 
 _MAX_ATTEMPTS = 40
+# how many reservations' balances a store remembers until they are closed (a hint: forgetting one costs a read)
+_REMEMBERED_BALANCES = 1000
 LEDGER_TIME_INDEX = "ByTime"
 
 
@@ -97,6 +100,9 @@ class CreditStore:
         self._keys_table = keys_table_name
         self._ledger_table = ledger_table_name
         self._reservations_table = reservations_table_name
+        # request id -> the key's balance right after this store reserved for it: its settle or refund starts from
+        # that balance instead of reading the key again (and reads it only when another change came in between)
+        self._balances_after_reserve: collections.OrderedDict[str, int] = collections.OrderedDict()
 
     # reads
 
@@ -200,7 +206,8 @@ class CreditStore:
             }
         }
         try:
-            self._apply(
+            # the key as authentication read it (consistently, moments ago) is the balance to start from
+            balance_after = self._apply(
                 key.key_hash,
                 key.key_id,
                 LedgerKind.RESERVE,
@@ -208,6 +215,7 @@ class CreditStore:
                 take,
                 extra_items=[put_reservation],
                 require_active=True,
+                seen_balance=key.credits,
             )
         except _AlreadyApplied:
             stored = self.reservation(request_id)
@@ -216,7 +224,16 @@ class CreditStore:
                     f"Request {request_id} was already reserved and settled or refunded; nothing more was charged."
                 ) from None
             return stored
+        self._remember_balance(request_id, balance_after)
         return reservation
+
+    def _remember_balance(self, request_id: str, balance: int) -> None:
+        self._balances_after_reserve[request_id] = balance
+        while len(self._balances_after_reserve) > _REMEMBERED_BALANCES:  # reservations this process never closed
+            try:
+                self._balances_after_reserve.popitem(last=False)
+            except KeyError:
+                break
 
     def reservation(self, request_id: str) -> Reservation | None:
         item = self._client.get_item(
@@ -273,6 +290,7 @@ class CreditStore:
             reservation.request_id,
             compute,
             extra_items=[delete_reservation],
+            seen_balance=self._balances_after_reserve.pop(reservation.request_id, None),
         )
 
     def _apply(
@@ -285,25 +303,39 @@ class CreditStore:
         *,
         extra_items: list[dict[str, Any]] | None = None,
         require_active: bool = False,
+        seen_balance: int | None = None,
     ) -> int:
-        """Apply ``compute(current_balance) -> (delta, ledger fields)`` once; return the balance after."""
+        """Apply ``compute(current_balance) -> (delta, ledger fields)`` once; return the balance after.
+
+        ``seen_balance``: the balance as last read or written by this request, tried first without reading the
+        key again. The transaction is conditional on it (and, with ``require_active``, on the key being active),
+        so a balance that changed since is never written over: the key is read and the change computed again.
+        """
         entry_id = f"{request_id}#{kind.value}"
         created_at = now_iso()
         for attempt in range(_MAX_ATTEMPTS):
-            row = self._key_row(key_hash)
-            if require_active and row.get("status") != "active":
-                raise AuthenticationFailed(
-                    "This key was revoked while the request ran; nothing was charged.", code="revoked_api_key"
-                )
-            current = int(row["credits"])
+            if seen_balance is not None:
+                current, assumed = seen_balance, True
+                seen_balance = None  # tried once: any retry reads the key
+            else:
+                row = self._key_row(key_hash)
+                if require_active and row.get("status") != "active":
+                    raise AuthenticationFailed(
+                        "This key was revoked while the request ran; nothing was charged.", code="revoked_api_key"
+                    )
+                current, assumed = int(row["credits"]), False
             try:
                 delta, fields = compute(current)
             except InsufficientCredits:
+                if assumed:
+                    continue  # short by the balance seen before: refuse only on the balance as it is now
                 if self._ledger_has(key_id, entry_id):
                     raise _AlreadyApplied from None  # a replay of a change already made, not a new one
                 raise
             new_balance = current + delta
             if new_balance < 0:
+                if assumed:
+                    continue
                 raise InternalError("A credit change would make the balance negative; nothing was changed.")
             entry = LedgerEntry(
                 key_id=key_id,
@@ -316,15 +348,7 @@ class CreditStore:
                 **fields,
             )
             items = [
-                {
-                    "Update": {
-                        "TableName": self._keys_table,
-                        "Key": serialize({"key_hash": key_hash}),
-                        "UpdateExpression": "SET credits = :new_balance",
-                        "ConditionExpression": "credits = :seen_balance",
-                        "ExpressionAttributeValues": serialize({":new_balance": new_balance, ":seen_balance": current}),
-                    }
-                },
+                {"Update": self._balance_update(key_hash, current, new_balance, require_active=require_active)},
                 {
                     "Put": {
                         "TableName": self._ledger_table,
@@ -343,11 +367,28 @@ class CreditStore:
                 codes = cancellation_codes(error)
                 if "ConditionalCheckFailed" in codes[1:]:
                     raise _AlreadyApplied from None  # this change was made already: never twice
+                if assumed:
+                    continue  # the balance changed since it was seen: read it, no need to back off yet
                 # another request changed the balance since we read it, or the transactions conflicted
                 time.sleep(random.uniform(0, min(0.25, 0.005 * 2**attempt)))
         raise InternalError(
             "The credit balance is too contended to update right now; nothing was charged. Retry the request."
         )
+
+    def _balance_update(self, key_hash: str, seen: int, new_balance: int, *, require_active: bool) -> dict[str, Any]:
+        """The key's balance from ``seen`` to ``new_balance``, only if it is still ``seen`` (and the key active)."""
+        update: dict[str, Any] = {
+            "TableName": self._keys_table,
+            "Key": serialize({"key_hash": key_hash}),
+            "UpdateExpression": "SET credits = :new_balance",
+            "ConditionExpression": "credits = :seen_balance",
+            "ExpressionAttributeValues": serialize({":new_balance": new_balance, ":seen_balance": seen}),
+        }
+        if require_active:  # a key revoked since it was read: the retry reads it and refuses
+            update["ConditionExpression"] += " AND #status = :active"
+            update["ExpressionAttributeNames"] = {"#status": "status"}
+            update["ExpressionAttributeValues"][":active"] = {"S": "active"}
+        return update
 
     def has_entry(self, key_id: str, request_id: str, kind: LedgerKind) -> bool:
         return self._ledger_has(key_id, f"{request_id}#{kind.value}")

@@ -149,9 +149,28 @@ def _check_size(size: int, max_bytes: int, max_upload_bytes: int, allowance: int
         )
 
 
+def event_body(body: str | None, is_base64_encoded: bool | None) -> bytes | str:
+    """The request's body as API Gateway hands it over: binary media types (multipart) base64-encoded, decoded
+    here; text (JSON) as the text itself, which the JSON parser reads without another copy."""
+    if body is None:
+        return b""
+    if not is_base64_encoded:
+        return body
+    try:
+        # what API Gateway sends is canonical base64: decoded from the text as it is, checked as it goes
+        return binascii.a2b_base64(body, strict_mode=True)
+    except (binascii.Error, ValueError):
+        return base64.b64decode(body)  # anything else: decoded as before, skipping what is not base64
+
+
 def _decode_base64(value: Any, param: str) -> bytes:
     if not isinstance(value, str):
         raise InvalidRequest(f"'{param}' must be a base64-encoded string.", param=param, code="invalid_base64")
+    try:
+        # the common case, base64 as encoders write it (one line, padded): decoded without a copy of the text
+        return binascii.a2b_base64(value, strict_mode=True)
+    except (binascii.Error, ValueError):
+        pass  # a data URL, line breaks, or not base64 at all: the path below accepts or explains it
     text = _DATA_URL_PREFIX.sub("", value.strip(), count=1)
     text = "".join(text.split())  # line-wrapped base64 (`base64` without -w0) is common from shells
     try:
@@ -192,8 +211,8 @@ def _multipart_boundary(content_type: str) -> bytes:
     )
 
 
-def _whole_multipart_body(body: bytes, boundary: bytes) -> bytes:
-    """The body from its first boundary to its closing one (``--boundary--``), both included.
+def _whole_multipart_body(body: bytes, boundary: bytes) -> tuple[int, int]:
+    """Where the body's form is: from its first boundary to its closing one (``--boundary--``), both included.
 
     A body without the closing boundary was cut off (a client or proxy gave up part way): its last part would be
     a truncated file, so it is refused rather than transcribed and billed. What follows the closing boundary is
@@ -211,7 +230,7 @@ def _whole_multipart_body(body: bytes, boundary: bytes) -> bytes:
             )
         start += 2
     if body.startswith(delimiter + b"--", start):  # a form without parts
-        return body[start : start + len(delimiter) + 2]
+        return start, start + len(delimiter) + 2
     closing = b"\r\n" + delimiter + b"--"
     end = body.find(closing, start)
     if end < 0:
@@ -220,14 +239,16 @@ def _whole_multipart_body(body: bytes, boundary: bytes) -> bytes:
             "probably cut off. Send the whole request again.",
             code="invalid_multipart",
         )
-    return body[start : end + len(closing)]
+    return start, end + len(closing)
 
 
 def _fields_from_multipart(body: bytes, content_type: str) -> tuple[dict[str, Any], bytes | None, str | None]:
     boundary = _multipart_boundary(content_type)
-    whole = _whole_multipart_body(body, boundary)
+    start, end = _whole_multipart_body(body, boundary)
+    # the form as it came is the common case (at most a line break after it): parsed without a copy of it
+    form = body if start == 0 and not body[end:].strip() else body[start:end]
     try:
-        decoder = MultipartDecoder(whole, f"multipart/form-data; boundary={boundary.decode()}")
+        decoder = MultipartDecoder(form, f"multipart/form-data; boundary={boundary.decode()}")
     except Exception as exc:  # the library's words ("content does not contain CR-LF-CR-LF") mean nothing to a client
         raise InvalidRequest(
             "A part of the multipart body is malformed: each part needs headers, a blank line, "
@@ -243,19 +264,23 @@ def _fields_from_multipart(body: bytes, content_type: str) -> tuple[dict[str, An
         if not name_match:
             raise InvalidRequest("A multipart part has no name.", code="invalid_multipart")
         name = name_match.group(1)
+        content = part.content
         if name == "file":
-            audio = part.content
+            audio = content
             filename_match = re.search(r'\bfilename="([^"]*)"', disposition)
             filename = filename_match.group(1) if filename_match else None
             fields["file"] = True
         elif name in ("timestamp_granularities[]", "timestamp_granularities"):
-            fields.setdefault("timestamp_granularities", []).append(_field_text(name, part.content))
+            fields.setdefault("timestamp_granularities", []).append(_field_text(name, content))
         else:
-            fields[name] = _field_text(name, part.content)
+            fields[name] = _field_text(name, content)
     return fields, audio, filename
 
 
-def _fields_from_json(body: bytes) -> tuple[dict[str, Any], bytes | None, str | None]:
+def _fields_from_json(body: bytes | str) -> tuple[dict[str, Any], bytes | None, str | None]:
+    if isinstance(body, str) and (body[:1] == "\ufeff" or "\x00" in body[:4]):
+        # a byte order mark, or UTF-16/32 sent as text: read from the bytes, whose encoding json detects
+        body = body.encode()
     try:
         fields = json.loads(body)
     except json.JSONDecodeError as exc:
@@ -289,7 +314,7 @@ def _media_type(content_type: str) -> str:
 def parse_transcription_request(
     task: Task,
     content_type: str | None,
-    body: bytes,
+    body: bytes | str,
     *,
     max_audio_bytes: int,
     max_upload_bytes: int,
@@ -300,6 +325,8 @@ def parse_transcription_request(
     media_type = _media_type(content_type or "")
     if media_type == "multipart/form-data":
         body_kind = "multipart"
+        if isinstance(body, str):  # a form that did not arrive base64-encoded (not one of the binary media types)
+            body = body.encode()
         _check_size(len(body), max_audio_bytes, max_upload_bytes, _ENVELOPE_ALLOWANCE)  # before parsing it
         fields, audio, filename = _fields_from_multipart(body, content_type or "")
     elif media_type == "application/json":
@@ -360,7 +387,7 @@ _UPLOAD_FIELDS = frozenset({"filename", "start_job", "webhook_url"}) | _COMMON_F
 
 
 def parse_upload_request(
-    content_type: str | None, body: bytes, default_model: str, *, allow_http_webhooks: bool = False
+    content_type: str | None, body: bytes | str, default_model: str, *, allow_http_webhooks: bool = False
 ) -> UploadRequest:
     """POST /v1/uploads' body, with the same limits as a job request's fields."""
     fields: dict[str, Any] = {}

@@ -1,0 +1,165 @@
+"""The whole local stack against the model server alone, on the same recordings, in one run.
+
+    PYTHONPATH=layers/common/python .venv/bin/python -m benchmarks.stack_vs_model [--runs 3] [--concurrency 4]
+
+The local stack is started as ``make serve`` runs it (benchmarks.stack). Each recording (short espeak-ng
+sentences, 16 kHz mono WAV) is transcribed two ways, 1 and then ``--concurrency`` requests at once:
+
+- **model alone**: HTTP straight to the stack's own model server (``POST /invocations``, what SageMaker calls in
+  the container), with the body the transcribe Lambda sends it (infery.endpoint_client.request_body);
+- **whole stack**: the official ``openai`` SDK against the stack's API (multipart, ``response_format=json``):
+  the local API Gateway, the transcribe Lambda (key, rate limit, credits in moto's DynamoDB) and that model server.
+
+The two take turns, run by run, so a busy moment of the machine hits both. Speed is audio seconds per wall
+second (for N at once: N x the recording's duration over the time from the first request sent to the last answer).
+The figure is the stack's median speed over the model's, per concurrency. Target: at least 0.9. The exit status
+is 0 only when both concurrencies meet it and no request failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import math
+import statistics
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from benchmarks.recordings import Recording, pcm16k, sentences, speak, wav_bytes
+from benchmarks.stack import LocalStack, StackFailed, start_stack, stop_on_sigterm
+
+RATIO_TARGET = 0.9
+SAMPLE_RATE = 16_000
+
+
+def clips(count: int, sentences_each: int = 2) -> list[Recording]:
+    """``count`` short recordings of distinct sentences (about 5 to 8 s each)."""
+    source = sentences()
+    made = []
+    for index in range(count):
+        text = " ".join(next(source) for _ in range(sentences_each))
+        pcm = pcm16k(speak(text))
+        made.append(Recording(f"clip-{index}", wav_bytes(pcm), ".wav", text, len(pcm) / 2 / SAMPLE_RATE))
+    return made
+
+
+def model_server_url(stack: LocalStack) -> str:
+    """The stack's model server: the process of the stack's session started as ``local_stack.model_server``."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            arguments = (entry / "cmdline").read_bytes().split(b"\0")
+            session = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[3])
+        except (OSError, ValueError, IndexError):
+            continue
+        if session == stack.process.pid and b"local_stack.model_server" in arguments and b"--port" in arguments:
+            port = arguments[arguments.index(b"--port") + 1].decode()
+            return f"http://127.0.0.1:{port}"
+    raise StackFailed(f"the stack's model server process was not found:\n{stack.tail()}")
+
+
+def model_request(url: str) -> Callable[[Recording], str]:
+    from infery.endpoint_client import request_body
+    from infery.inference import InferenceRequest, InferenceResult, Task
+
+    def transcribe(recording: Recording) -> str:
+        request = InferenceRequest(
+            audio=base64.b64encode(recording.audio).decode(),
+            task=Task.TRANSCRIBE,
+            max_audio_seconds=math.ceil(recording.duration) + 1,
+        )
+        sent = urllib.request.Request(  # noqa: S310 - our own server
+            f"{url}/invocations",
+            data=bytes(request_body(request)),
+            headers={"Content-Type": "application/json", "Accept": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(sent, timeout=600) as answer:  # noqa: S310
+            return InferenceResult.model_validate_json(answer.read()).text
+
+    return transcribe
+
+
+def stack_request(stack: LocalStack) -> Callable[[Recording], str]:
+    import openai
+
+    client = openai.OpenAI(base_url=stack.base_url, api_key=stack.api_key, max_retries=0, timeout=600)
+
+    def transcribe(recording: Recording) -> str:
+        answer = client.audio.transcriptions.create(
+            model="whisper-1", file=(recording.filename, recording.audio), response_format="json"
+        )
+        return answer.text
+
+    return transcribe
+
+
+def speed(transcribe: Callable[[Recording], str], recording: Recording, count: int) -> float:
+    """Audio seconds per wall second for ``count`` requests of ``recording`` sent at once."""
+    start = threading.Barrier(count + 1)
+
+    def one() -> str:
+        start.wait()
+        return transcribe(recording)
+
+    with ThreadPoolExecutor(count) as pool:
+        futures = [pool.submit(one) for _ in range(count)]
+        start.wait()
+        started = time.perf_counter()
+        for future in futures:
+            future.result()  # a failure fails the benchmark
+        wall = time.perf_counter() - started
+    return count * recording.duration / wall
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3, help="runs per concurrency and way (default 3)")
+    parser.add_argument("--clips", type=int, default=2, help="recordings, each sent in every run (default 2)")
+    parser.add_argument("--concurrency", type=int, default=4)
+    args = parser.parse_args(argv)
+    stop_on_sigterm()
+    recordings = clips(args.clips)
+    durations = ", ".join(f"{recording.duration:.1f} s" for recording in recordings)
+    print(f"recordings: {durations} (16 kHz WAV)")
+    stack = start_stack()
+    try:
+        ways = {"model alone": model_request(model_server_url(stack)), "whole stack": stack_request(stack)}
+        for transcribe in ways.values():  # warm-up, untimed
+            transcribe(recordings[0])
+        speeds: dict[tuple[int, str], list[float]] = {}
+        for concurrency in (1, args.concurrency):
+            for _ in range(args.runs):
+                for recording in recordings:
+                    for way, transcribe in ways.items():
+                        speeds.setdefault((concurrency, way), []).append(speed(transcribe, recording, concurrency))
+    except Exception as exc:  # noqa: BLE001 - reported, with the stack's output
+        print(f"failed: {type(exc).__name__}: {exc}\n{stack.tail()}")
+        return 1
+    finally:
+        stack.stop()
+    print()
+    print(f"{'requests at once':<18}{'model alone':>13}{'whole stack':>13}{'stack/model':>13}   audio s/s, median")
+    all_met = True
+    for concurrency in (1, args.concurrency):
+        model = statistics.median(speeds[(concurrency, "model alone")])
+        whole = statistics.median(speeds[(concurrency, "whole stack")])
+        met = whole / model >= RATIO_TARGET
+        all_met &= met
+        verdict = "met" if met else "NOT met"
+        print(
+            f"{concurrency:<18}{model:>13.2f}{whole:>13.2f}{whole / model:>13.2f}   target >= {RATIO_TARGET}: {verdict}"
+        )
+    print()
+    print("every target met" if all_met else "some targets NOT met")
+    return 0 if all_met else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

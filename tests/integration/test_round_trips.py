@@ -1,0 +1,104 @@
+"""DynamoDB round trips of a sync call (issue 13): authentication's read of the key is the only read of it.
+
+Reserve and settle start from the balance the request last saw (authentication's, then the reservation's own
+result) instead of reading the key again; the transactions are conditional on that balance, so a balance changed
+in between is read and the change computed again, never written over. Counts, never timings.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+from typing import Any
+
+from tests.integration.support import assert_error, assert_ok
+from tests.unit.builders import inference_result, segment
+
+
+def model_answer(duration: float) -> dict:
+    return json.loads(
+        inference_result(
+            "Hello there.", [segment(0, 0.0, duration, " Hello there.")], duration=duration
+        ).model_dump_json()
+    )
+
+
+def count_dynamodb_calls(api: Any) -> collections.Counter[str]:
+    """Every DynamoDB call the handler's clients make from now on, by operation."""
+    counts: collections.Counter[str] = collections.Counter()
+    wiring = api.module.wiring
+    for client in (wiring.dynamodb_client, wiring.dynamodb.meta.client):
+        client.meta.events.register("before-call.dynamodb", lambda model, **_: counts.update([model.name]))
+    return counts
+
+
+def test_a_sync_call_makes_four_dynamodb_calls(fake_runtime, load_api, accounts, wav):
+    url, _ = fake_runtime(200, model_answer(4.2))
+    api = load_api(url)
+    api_key, item = accounts.new_key(10)
+    counts = count_dynamodb_calls(api)
+    assert_ok(api.transcribe(api_key, wav))
+    # authenticate (GetItem), rate limit (UpdateItem), reserve and settle (one transaction each)
+    assert counts == {"GetItem": 1, "UpdateItem": 1, "TransactWriteItems": 2}
+    assert accounts.balance(item) == 9 and accounts.ledger_sum(item) == 9
+
+
+def test_a_sync_call_with_an_idempotency_key_makes_seven(fake_runtime, load_api, accounts, wav):
+    url, _ = fake_runtime(200, model_answer(4.2))
+    api = load_api(url)
+    api_key, item = accounts.new_key(10)
+    counts = count_dynamodb_calls(api)
+    assert_ok(api.transcribe(api_key, wav, headers=[("Idempotency-Key", "round-trips-1")]))
+    # and the idempotency record's claim (PutItem) and save (UpdateItem), and the ledger query for an earlier attempt
+    assert counts == {"GetItem": 1, "UpdateItem": 2, "PutItem": 1, "Query": 1, "TransactWriteItems": 2}
+    assert accounts.balance(item) == 9
+
+
+def test_a_balance_changed_while_the_model_ran_is_read_again_and_settled_exactly(fake_runtime, load_api, accounts, wav):
+    holder: dict[str, Any] = {}
+    url, _ = fake_runtime(
+        200,
+        model_answer(4.2),
+        on_request=lambda: accounts.credits.top_up(holder["item"], 5, request_id="top-up-during-inference"),
+    )
+    api = load_api(url)
+    api_key, holder["item"] = accounts.new_key(10)
+    counts = count_dynamodb_calls(api)
+    reply = api.transcribe(api_key, wav)
+    assert_ok(reply)
+    item = holder["item"]
+    # the settle's first try saw the balance after the reserve, and lost to the top-up: it read the key and retried
+    assert counts["GetItem"] == 2 and counts["TransactWriteItems"] == 3
+    assert reply.header("x-infery-credits-balance") == "14"
+    assert accounts.balance(item) == 14 and accounts.ledger_sum(item) == 14
+    entries = accounts.request_entries(item, reply.request_id)
+    assert int(entries["settle"]["balance_after"]) == 14 and accounts.open_reservations(item) == []
+
+
+def test_a_balance_changed_since_authentication_is_reserved_from_the_balance_as_it_is(
+    fake_runtime, load_api, accounts, wav
+):
+    """A key authenticated with 0 credits that was topped up before its reservation is served, not refused."""
+    url, fake = fake_runtime(200, model_answer(4.2))
+    api = load_api(url)
+    api_key, item = accounts.new_key(0)
+    api.module.wiring.dynamodb.meta.client.meta.events.register(
+        "after-call.dynamodb.GetItem",
+        lambda **_: accounts.credits.top_up(item, 10, request_id="top-up-after-authentication"),
+    )
+    assert_ok(api.transcribe(api_key, wav))
+    assert fake.calls == 1 and accounts.balance(item) == 9 and accounts.ledger_sum(item) == 9
+
+
+def test_a_key_revoked_after_authentication_is_refused_at_its_reservation(fake_runtime, load_api, accounts, wav):
+    """The reservation's transaction holds only while the key is active: the revocation is seen, nothing charged."""
+    url, fake = fake_runtime(200, model_answer(4.2))
+    api = load_api(url)
+    api_key, item = accounts.new_key(10)
+    api.module.wiring.dynamodb.meta.client.meta.events.register(
+        "after-call.dynamodb.UpdateItem",
+        lambda **_: accounts.revoke(item),  # the rate limit, after authentication
+    )
+    assert_error(api.transcribe(api_key, wav), 401, "revoked_api_key")
+    assert fake.calls == 0
+    accounts.assert_untouched(item, 10)

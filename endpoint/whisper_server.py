@@ -61,6 +61,7 @@ class ServerConfig:
     beam_size: int = 5
     batch_size: int = 8
     max_wait_ms: float = 10.0
+    context_pass: bool = False
     max_audio_seconds: float = DEFAULT_MAX_AUDIO_SECONDS
     host: str = "0.0.0.0"
     port: int = 8080
@@ -78,7 +79,11 @@ class WhisperTranscriber:
             local_files_only=True,
         )
         self.engine = BatchedEngine(
-            self.model, batch_size=config.batch_size, max_wait_ms=config.max_wait_ms, beam_size=config.beam_size
+            self.model,
+            batch_size=config.batch_size,
+            max_wait_ms=config.max_wait_ms,
+            beam_size=config.beam_size,
+            context_pass=config.context_pass,
         )
         self.limits = AudioLimits(max_seconds=config.max_audio_seconds)
 
@@ -343,6 +348,13 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
         type=float,
         default=float(env("WHISPER_MAX_WAIT_MS", "10")),
         help="how long a batch waits for more windows before it is decoded",
+    )
+    parser.add_argument(
+        "--context-pass",
+        action=argparse.BooleanOptionalAction,
+        default=env("WHISPER_CONTEXT_PASS", "false").strip().lower() in ("1", "true", "yes", "on"),
+        help="decode each window after a request's first again with the previous window's text as its prompt: "
+        "fewer dropped words on long audio, slower",
     )
     parser.add_argument(
         "--max-audio-seconds",

@@ -1,0 +1,46 @@
+"""The model container's settings, from its environment (as SageMaker passes them) or its flags."""
+
+from __future__ import annotations
+
+import pytest
+from whisper_server import config_from_args
+
+
+@pytest.mark.parametrize(
+    ("environment", "expected"),
+    [(None, False), ("true", True), ("1", True), ("ON", True), ("false", False), ("0", False), ("", False)],
+)
+def test_the_context_pass_is_chosen_by_whisper_context_pass(monkeypatch, environment, expected):
+    if environment is None:
+        monkeypatch.delenv("WHISPER_CONTEXT_PASS", raising=False)
+    else:
+        monkeypatch.setenv("WHISPER_CONTEXT_PASS", environment)
+    assert config_from_args(["--model-dir", "/models"]).context_pass is expected
+
+
+def test_a_flag_overrides_the_environment(monkeypatch):
+    monkeypatch.setenv("WHISPER_CONTEXT_PASS", "true")
+    assert config_from_args(["--model-dir", "/models", "--no-context-pass"]).context_pass is False
+    monkeypatch.setenv("WHISPER_CONTEXT_PASS", "false")
+    assert config_from_args(["--model-dir", "/models", "--context-pass"]).context_pass is True
+
+
+def test_the_batcher_settings_come_from_the_environment(monkeypatch):
+    monkeypatch.setenv("WHISPER_BATCH_SIZE", "4")
+    monkeypatch.setenv("WHISPER_MAX_WAIT_MS", "25")
+    config = config_from_args(["--model-dir", "/models"])
+    assert (config.batch_size, config.max_wait_ms) == (4, 25.0)
+
+
+@pytest.mark.parametrize("context_pass", [False, True])
+def test_the_engine_is_built_with_the_configured_context_pass(monkeypatch, context_pass):
+    import whisper_server
+
+    monkeypatch.setattr(whisper_server, "WhisperModel", lambda *args, **kwargs: object())
+    config = config_from_args(["--model-dir", "/models", "--context-pass" if context_pass else "--no-context-pass"])
+    transcriber = whisper_server.WhisperTranscriber(config)
+    try:
+        assert transcriber.engine.batcher.context_pass is context_pass
+        assert transcriber.engine.batcher.max_wait == config.max_wait_ms / 1000
+    finally:
+        transcriber.engine.close(timeout=5)

@@ -8,8 +8,9 @@ requests, is where throughput comes from. This engine:
    faster-whisper) only chooses *where* to cut (in the middle of the longest pause near a window's
    end), never what to keep, so quiet speech the VAD misjudges is still decoded;
 2. hands each window to one shared :class:`WindowBatcher`, a thread that gathers windows of compatible
-   requests up to ``batch_size`` or ``max_wait_ms``, whichever comes first, taking them round-robin
-   across requests so a short request is not queued behind a long file;
+   requests up to ``batch_size`` or ``max_wait_ms``, whichever comes first (up to ``max_gather_ms`` while
+   fewer requests are waiting than it served at once lately), taking them round-robin across requests so a
+   short request is not queued behind a long file;
 3. keeps every token the model wrote: where a window ends inside an unfinished segment, faster-whisper's
    batched path drops that tail (its sequential path re-decodes it); here it becomes the last segment;
 4. re-decodes a window sequentially with Whisper's temperature fallback when its batched decode failed
@@ -167,6 +168,47 @@ def _cut_point(probabilities: np.ndarray, start: int, limit: int) -> int:
     return min(limit, (first + frame) * VAD_FRAME)
 
 
+def batch_is_ready(
+    *,
+    windows: int,
+    requests: int,
+    waited: float,
+    batch_size: int,
+    expected_requests: int,
+    max_wait: float,
+    max_gather: float,
+) -> bool:
+    """Whether the batcher stops waiting for more windows and decodes what it has.
+
+    A full batch goes at once. Otherwise it waits ``max_wait`` for windows of other requests, and longer, up to
+    ``max_gather``, while fewer requests have windows here than the batcher served at once lately: requests sent
+    together reach the model spread out (each first passes its own authentication and credit checks, on a CPU the
+    model keeps busy), and one that misses a batch waits for that whole batch to be decoded. A request alone, with
+    no recent company, waits only ``max_wait``.
+    """
+    if windows >= batch_size or waited >= max_gather:
+        return True
+    return waited >= max_wait and requests >= expected_requests
+
+
+class RecentLoad:
+    """How many requests the batcher served at once in the last ``memory_seconds``: the company it expects."""
+
+    def __init__(self, memory_seconds: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.memory_seconds = memory_seconds
+        self._clock = clock
+        self._served: deque[tuple[float, int]] = deque()
+
+    def record(self, requests: int) -> None:
+        self._served.append((self._clock(), requests))
+
+    def expected(self) -> int:
+        oldest = self._clock() - self.memory_seconds
+        while self._served and self._served[0][0] < oldest:
+            self._served.popleft()
+        return max((requests for _, requests in self._served), default=1)
+
+
 @dataclass
 class _Ticket:
     """One request's windows in the batcher, and what came back for them."""
@@ -193,6 +235,7 @@ class WindowBatcher:
         *,
         batch_size: int = 8,
         max_wait_ms: float = 10.0,
+        max_gather_ms: float = 200.0,
         beam_size: int = 5,
         first_pass_beam_size: int = 1,
         context_pass: bool = False,
@@ -200,6 +243,8 @@ class WindowBatcher:
         self.model = model
         self.batch_size = batch_size
         self.max_wait = max_wait_ms / 1000
+        self.max_gather = max(max_gather_ms / 1000, self.max_wait)
+        self.load = RecentLoad()
         self.beam_size = beam_size
         self.first_pass_beam_size = first_pass_beam_size
         self.context_pass = context_pass
@@ -248,10 +293,24 @@ class WindowBatcher:
                 self._arrived.wait()
             if self._stopped:
                 return None
-            # wait a few milliseconds for windows of other requests, unless a full batch is already here
-            deadline = time.monotonic() + self.max_wait
-            while self._waiting_windows() < self.batch_size and time.monotonic() < deadline:
-                self._arrived.wait(max(0.0, deadline - time.monotonic()))
+            # wait a few milliseconds for windows of other requests, longer while fewer requests are here than
+            # were served at once lately, unless a full batch is already here
+            started, expected = time.monotonic(), self.load.expected()
+            while True:
+                waited = time.monotonic() - started
+                requests = self._waiting_requests()
+                if batch_is_ready(
+                    windows=self._waiting_windows(),
+                    requests=requests,
+                    waited=waited,
+                    batch_size=self.batch_size,
+                    expected_requests=expected,
+                    max_wait=self.max_wait,
+                    max_gather=self.max_gather,
+                ):
+                    break
+                self._arrived.wait(max(0.0, (self.max_wait if waited < self.max_wait else self.max_gather) - waited))
+            self.load.record(requests)
             return self._take_round_robin()
 
     def _has_work(self) -> bool:
@@ -260,6 +319,9 @@ class WindowBatcher:
 
     def _waiting_windows(self) -> int:
         return sum(len(ticket.pending) for ticket in self._tickets.values() if not ticket.cancelled)
+
+    def _waiting_requests(self) -> int:
+        return sum(1 for ticket in self._tickets.values() if ticket.pending and not ticket.cancelled)
 
     def _drop_finished(self) -> None:
         for ticket_id, ticket in list(self._tickets.items()):
@@ -552,6 +614,7 @@ class BatchedEngine:
         *,
         batch_size: int = 8,
         max_wait_ms: float = 10.0,
+        max_gather_ms: float = 200.0,
         beam_size: int = 5,
         first_pass_beam_size: int = 1,
         context_pass: bool = False,
@@ -562,6 +625,7 @@ class BatchedEngine:
             model,
             batch_size=batch_size,
             max_wait_ms=max_wait_ms,
+            max_gather_ms=max_gather_ms,
             beam_size=beam_size,
             first_pass_beam_size=first_pass_beam_size,
             context_pass=context_pass,

@@ -61,6 +61,7 @@ class ServerConfig:
     beam_size: int = 5
     batch_size: int = 8
     max_wait_ms: float = 10.0
+    max_gather_ms: float = 200.0
     context_pass: bool = False
     max_audio_seconds: float = DEFAULT_MAX_AUDIO_SECONDS
     host: str = "0.0.0.0"
@@ -82,6 +83,7 @@ class WhisperTranscriber:
             self.model,
             batch_size=config.batch_size,
             max_wait_ms=config.max_wait_ms,
+            max_gather_ms=config.max_gather_ms,
             beam_size=config.beam_size,
             context_pass=config.context_pass,
         )
@@ -348,6 +350,12 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
         type=float,
         default=float(env("WHISPER_MAX_WAIT_MS", "10")),
         help="how long a batch waits for more windows before it is decoded",
+    )
+    parser.add_argument(
+        "--max-gather-ms",
+        type=float,
+        default=float(env("WHISPER_MAX_GATHER_MS", "200")),
+        help="how long a batch may wait while fewer requests are here than were served at once lately",
     )
     parser.add_argument(
         "--context-pass",

@@ -15,9 +15,11 @@ from engine import (
     VAD_FRAME,
     WINDOW_SECONDS,
     DecodeOptions,
+    RecentLoad,
     Window,
     WindowBatcher,
     _Ticket,
+    batch_is_ready,
     drops_words,
     plan_windows,
     repeats_in_a_row,
@@ -177,6 +179,55 @@ def test_a_batch_takes_windows_round_robin_across_requests_with_the_same_options
     second = batcher._take_round_robin()
     assert {ticket.options for ticket, _ in second} == {other_options.options}
     assert len(second) == 2
+
+
+def ready(windows: int, requests: int, waited_ms: float, expected: int) -> bool:
+    return batch_is_ready(
+        windows=windows,
+        requests=requests,
+        waited=waited_ms / 1000,
+        batch_size=8,
+        expected_requests=expected,
+        max_wait=0.010,
+        max_gather=0.200,
+    )
+
+
+def test_a_full_batch_goes_at_once() -> None:
+    assert ready(windows=8, requests=1, waited_ms=0, expected=4)
+
+
+def test_a_request_without_recent_company_waits_only_the_short_wait() -> None:
+    assert not ready(windows=1, requests=1, waited_ms=5, expected=1)
+    assert ready(windows=1, requests=1, waited_ms=10, expected=1)
+
+
+def test_fewer_requests_than_were_served_together_lately_are_given_longer_to_gather() -> None:
+    assert not ready(windows=2, requests=1, waited_ms=10, expected=4)
+    assert not ready(windows=6, requests=3, waited_ms=150, expected=4)
+    assert ready(windows=8 - 1, requests=4, waited_ms=10, expected=4)  # all the company is here
+    assert ready(windows=2, requests=1, waited_ms=200, expected=4)  # but never longer than the gather limit
+
+
+def test_the_expected_company_is_the_most_served_at_once_within_the_memory() -> None:
+    now = [100.0]
+    load = RecentLoad(memory_seconds=5.0, clock=lambda: now[0])
+    assert load.expected() == 1  # nothing served yet: a request alone
+    load.record(1)
+    load.record(4)
+    now[0] += 3
+    load.record(2)
+    assert load.expected() == 4
+    now[0] += 2.5  # the batch of 4 is more than 5 s old, the batch of 2 is not
+    assert load.expected() == 2
+    now[0] += 10
+    assert load.expected() == 1
+
+
+def test_the_batcher_gathers_within_its_limits() -> None:
+    batcher = WindowBatcher(SimpleNamespace(), max_wait_ms=10, max_gather_ms=5)  # type: ignore[arg-type]
+    batcher.stop()
+    assert (batcher.max_wait, batcher.max_gather) == (0.010, 0.010)  # a gather limit never shorter than the wait
 
 
 # --- bounded decoding --------------------------------------------------------------------------------------------

@@ -8,15 +8,10 @@ import os
 import time
 from collections.abc import Callable
 from functools import cache
+from typing import TYPE_CHECKING
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.idempotency import idempotent_function
-from aws_lambda_powertools.utilities.idempotency.exceptions import (
-    IdempotencyAlreadyInProgressError,
-    IdempotencyPersistenceLayerError,
-    IdempotencyValidationError,
-)
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from infery.errors import (
     Conflict,
@@ -28,14 +23,17 @@ from infery.errors import (
 )
 from infery.http_errors import JSON_CONTENT_TYPE, error_response, unexpected_error_response
 from infery.ids import idempotency_id
-from infery.inference import Task
-from infery.keys import ApiKeyItem
 from infery.observability import logger, metrics
 from infery.settings import get_settings
-from infery.transcription import LoadedAudio, ResponseFormat, TranscriptionRequest, UploadRequest
-from infery.transcription_request import event_body, parse_transcription_request, parse_upload_request
-from infery.usage import ledger_csv, period, usage_report
 from infery.wiring import Wiring
+
+# A cold start imports what every request needs, no more (issue 13, benchmarks/cold_start.py): what only some
+# routes use (request parsing and its pydantic models, usage reports, powertools Idempotency) is imported by the
+# route that uses it, on its first call.
+if TYPE_CHECKING:
+    from infery.inference import Task
+    from infery.keys import ApiKeyItem
+    from infery.transcription import LoadedAudio, ResponseFormat, TranscriptionRequest, UploadRequest
 
 settings = get_settings()
 # every collaborator (clients, stores, the use cases), each built on its first use
@@ -49,6 +47,8 @@ def _request_id() -> str:
 
 def _body() -> bytes | str:
     """The request's body: a form's bytes, decoded from API Gateway's base64, or a JSON body's text as it is."""
+    from infery.transcription_request import event_body
+
     event = app.current_event
     return event_body(event.body, event.is_base64_encoded)
 
@@ -118,6 +118,8 @@ def _audio(key: ApiKeyItem, request: TranscriptionRequest) -> LoadedAudio:
     if request.audio is not None:
         return request.audio
     assert request.upload_id is not None  # a request has its audio or names an upload
+    from infery.transcription import LoadedAudio
+
     return LoadedAudio.stored(*wiring.audio_store.load_upload(key.key_id, request.upload_id))
 
 
@@ -174,6 +176,8 @@ def _execute_once(idempotent_request: dict, run: Callable[[], dict]) -> dict:
 @cache
 def _idempotent_execute_once() -> Callable[..., dict]:
     """``_execute_once``, once per (key, Idempotency-Key); built on first use, with its DynamoDB store."""
+    from aws_lambda_powertools.utilities.idempotency import idempotent_function
+
     return idempotent_function(
         data_keyword_argument="idempotent_request",
         persistence_store=wiring.idempotency_store,
@@ -188,6 +192,14 @@ def _once(key: ApiKeyItem, fingerprint: Callable[[], str], run: Callable[[], dic
     idempotency_key = _idempotency_key()
     if idempotency_key is None:
         return run(), {}
+    from aws_lambda_powertools.utilities.idempotency.exceptions import (
+        IdempotencyAlreadyInProgressError,
+        IdempotencyPersistenceLayerError,
+        IdempotencyValidationError,
+    )
+
+    # the remaining time of this invocation: a record left in progress by a timed-out one expires with it
+    wiring.idempotency_config.register_lambda_context(app.lambda_context)
     try:
         request = {"key_id": key.key_id, "idempotency_key": idempotency_key, "request_sha256": fingerprint()}
         answer = _idempotent_execute_once()(idempotent_request=request, run=run)
@@ -228,6 +240,8 @@ def _route_fingerprint(*parts: str | bytes) -> str:
 
 
 def _transcribe(task: Task) -> Response:
+    from infery.transcription_request import parse_transcription_request
+
     key, rate_limit_headers = _authenticate()
     request = parse_transcription_request(
         task,
@@ -255,11 +269,15 @@ def _transcribe(task: Task) -> Response:
 
 @app.post("/v1/audio/transcriptions")
 def create_transcription() -> Response:
+    from infery.inference import Task
+
     return _transcribe(Task.TRANSCRIBE)
 
 
 @app.post("/v1/audio/translations")
 def create_translation() -> Response:
+    from infery.inference import Task
+
     return _transcribe(Task.TRANSLATE)
 
 
@@ -270,6 +288,8 @@ def _json_response(status: int, body: dict, headers: dict[str, str]) -> Response
 @app.post("/v1/uploads")
 def create_upload() -> Response:
     """A presigned POST into the key's own prefix; unless start_job is false, the file starts a job on arrival."""
+    from infery.transcription_request import parse_upload_request
+
     key, rate_limit_headers = _authenticate()
     upload = parse_upload_request(
         app.current_event.headers.get("content-type"),
@@ -301,6 +321,8 @@ def _new_upload(key: ApiKeyItem, upload: UploadRequest) -> dict:
 
 
 def _create_job(task: Task) -> Response:
+    from infery.transcription_request import parse_transcription_request
+
     key, rate_limit_headers = _authenticate()
     request = parse_transcription_request(
         task,
@@ -326,11 +348,15 @@ def _new_job(key: ApiKeyItem, request: TranscriptionRequest) -> dict:
 
 @app.post("/v1/audio/transcriptions/jobs")
 def create_transcription_job() -> Response:
+    from infery.inference import Task
+
     return _create_job(Task.TRANSCRIBE)
 
 
 @app.post("/v1/audio/translations/jobs")
 def create_translation_job() -> Response:
+    from infery.inference import Task
+
     return _create_job(Task.TRANSLATE)
 
 
@@ -338,6 +364,8 @@ def _response_format_query() -> ResponseFormat | None:
     value = (app.current_event.query_string_parameters or {}).get("response_format")
     if value is None:
         return None
+    from infery.transcription import ResponseFormat
+
     try:
         return ResponseFormat(value)
     except ValueError:
@@ -412,6 +440,8 @@ def retrieve_model(model_id: str) -> Response:
 @app.get("/v1/usage")
 def get_usage() -> Response:
     """The calling key's balance, its totals per day and per model, and its recent requests."""
+    from infery.usage import ledger_csv, period, usage_report
+
     key, rate_limit_headers = _authenticate()
     query = app.current_event.query_string_parameters or {}
     try:
@@ -518,7 +548,6 @@ def handle_not_found(_: Exception) -> Response:
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
-    wiring.idempotency_config.register_lambda_context(context)
     response = app.resolve(event, context)
     request_id = event.get("requestContext", {}).get("requestId", context.aws_request_id)
     response.setdefault("multiValueHeaders", {})["x-request-id"] = [request_id]

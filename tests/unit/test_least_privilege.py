@@ -187,12 +187,14 @@ def _wired_modules(app: Path) -> set[str]:
     """The layer modules behind the collaborators the function takes from infery.wiring (``wiring.<name>``).
 
     The wiring module builds every collaborator of every function, each on first use; a function runs only those it
-    asks for, and those they are built from (``self.<name>`` inside a property).
+    asks for, and those they are built from (``self.<name>`` inside a property). A property imports the module of
+    what it builds itself (the module level imports them only for type checking), so the names are read from
+    every import of the module, wherever it is.
     """
     tree = ast.parse(WIRING.read_text())
     imported = {
         alias.asname or alias.name: f"infery.{node.module}"
-        for node in tree.body
+        for node in ast.walk(tree)
         if isinstance(node, ast.ImportFrom) and node.level == 1
         for alias in node.names
     }

@@ -17,21 +17,24 @@ from typing import TYPE_CHECKING, Any
 import boto3
 from botocore.config import Config
 
-from .async_inference import AsyncWhisperEndpoint, ProgressReader
-from .credits import CreditStore
-from .endpoint_client import WhisperEndpoint
-from .job_queue import SqsJobQueue
-from .job_service import JobService
-from .job_views import JobPresenter
-from .jobs import JobStore
-from .keys import KeyStore
-from .rate_limits import RateLimiter
-from .service import ModelCatalog, TranscriptionService
-from .settings import AccountTables, Settings
-from .storage import AudioStore
-
+# The module of each collaborator is imported by the property that builds it, on first use, as the collaborator
+# itself is built: importing the wiring imports none of them (the job modules, audio probing, the pydantic models
+# of the requests), so a function's cold start imports only what its requests use (issue 13).
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer, IdempotencyConfig
+
+    from .async_inference import AsyncWhisperEndpoint
+    from .credits import CreditStore
+    from .endpoint_client import WhisperEndpoint
+    from .job_queue import SqsJobQueue
+    from .job_service import JobService
+    from .job_views import JobPresenter
+    from .jobs import JobStore
+    from .keys import KeyStore
+    from .rate_limits import RateLimiter
+    from .service import ModelCatalog, TranscriptionService
+    from .settings import AccountTables, Settings
+    from .storage import AudioStore
 
 # Submitting a job is quick; a retry of the submit must not queue the audio twice (the inference id guards it).
 _JOB_SUBMIT_READ_TIMEOUT_SECONDS = 30
@@ -61,10 +64,14 @@ class AccountsWiring:
 
     @cached_property
     def keys(self) -> KeyStore:
+        from .keys import KeyStore
+
         return KeyStore(self.dynamodb.Table(self.tables.keys_table_name))
 
     @cached_property
     def credits(self) -> CreditStore:
+        from .credits import CreditStore
+
         return CreditStore(
             self.dynamodb_client,
             self.tables.keys_table_name,
@@ -119,6 +126,8 @@ class Wiring(AccountsWiring):
 
     @cached_property
     def audio_store(self) -> AudioStore:
+        from .storage import AudioStore
+
         return AudioStore(
             self.s3,
             self.settings.audio_bucket_name,
@@ -128,22 +137,32 @@ class Wiring(AccountsWiring):
 
     @cached_property
     def job_store(self) -> JobStore:
+        from .jobs import JobStore
+
         return JobStore(self.dynamodb.Table(self.settings.jobs_table_name))
 
     @cached_property
     def job_queue(self) -> SqsJobQueue:
+        from .job_queue import SqsJobQueue
+
         return SqsJobQueue(self.sqs, self.settings.jobs_queue_url)
 
     @cached_property
     def rate_limiter(self) -> RateLimiter:
+        from .rate_limits import RateLimiter
+
         return RateLimiter(self.dynamodb.Table(self.settings.rate_limits_table_name))
 
     @cached_property
     def realtime_endpoint(self) -> WhisperEndpoint:
+        from .endpoint_client import WhisperEndpoint
+
         return WhisperEndpoint(self.sagemaker_runtime, self.settings.sagemaker_endpoint_name)
 
     @cached_property
     def async_endpoint(self) -> AsyncWhisperEndpoint:
+        from .async_inference import AsyncWhisperEndpoint
+
         return AsyncWhisperEndpoint(
             self.sagemaker_runtime_for_jobs,
             self.s3,
@@ -158,18 +177,27 @@ class Wiring(AccountsWiring):
     @cached_property
     def catalog(self) -> ModelCatalog:
         """The models this deployment serves (GET /v1/models reads it without building the rest)."""
+        from .service import ModelCatalog
+
         return ModelCatalog.from_settings(self.settings)
 
     @cached_property
     def transcription(self) -> TranscriptionService:
+        from .service import TranscriptionService
+
         return TranscriptionService(self.settings, self.credits, self.realtime_endpoint)
 
     @cached_property
     def job_presenter(self) -> JobPresenter:
+        from .async_inference import ProgressReader
+        from .job_views import JobPresenter
+
         return JobPresenter(self.audio_store, model_progress=ProgressReader(self.s3, self.settings.audio_bucket_name))
 
     @cached_property
     def job_service(self) -> JobService:
+        from .job_service import JobService
+
         return JobService(
             self.transcription,
             self.job_store,

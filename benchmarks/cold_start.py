@@ -1,0 +1,163 @@
+"""What importing each function's handler module costs a cold start, against importing boto3 alone.
+
+    PYTHONPATH=layers/common/python .venv/bin/python -m benchmarks.cold_start [--runs 15]
+
+A Lambda cold start imports the handler module (the template's ``Handler: app.lambda_handler``) before the first
+request; that import is what this measures, as Lambda's init does it: a fresh process, ``python -c "import app"``
+with the function's folder (its CodeUri) as the working directory and the layer's python/ folder on PYTHONPATH
+(Lambda's /opt/python). Each process gets the environment the template gives the function (Globals plus its own
+variables, resolved as the local stack resolves them), a region, dummy credentials, and an AWS endpoint at a local
+port nothing listens on: a handler that called AWS while being imported would fail here, not reach anything.
+
+Every figure is the wall time of a whole process (``time.perf_counter`` around ``subprocess.run``): the
+interpreter's own start-up is in every one of them, as it is in a cold start. The commands take turns, run 1 of
+each, then run 2 of each, and so on, so a busy moment of the machine hits all of them alike; one untimed run of
+each first writes the bytecode caches. The rows:
+
+- **boto3 (floor)**: ``python -c "import boto3"``, what any function that talks to AWS pays;
+- **libraries, all**: the third-party modules the transcribe handler's requests need, imported in one process with
+  nothing of ours (LIBRARIES below): what its libraries alone cost;
+- **libraries, at import**: those of them every request needs, which the handler imports when it is imported
+  (LIBRARIES_AT_IMPORT): the floor the handler's own import cannot go below. The others (powertools Idempotency,
+  the multipart decoder) are imported by the first request that uses them;
+- **transcribe**, **worker**, **reconciler**: each function's ``import app``.
+
+Each row shows the median and the min-max over the runs, and the median over the floor's median. Target (issue 13):
+the transcribe handler at most 1.6x the floor; the worker and the reconciler are held to the same line and shown.
+The exit status is 0 only when the transcribe handler meets it. To see where an import's time goes:
+
+    cd functions/transcribe && PYTHONPATH=../../layers/common/python python -X importtime -c "import app"
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from benchmarks.stack import ROOT
+from local_stack.template import LocalTemplate, load_template
+
+TARGET = 1.6  # x the boto3 floor's median
+LAYER_PYTHON = ROOT / "layers" / "common" / "python"
+FUNCTIONS = {
+    "transcribe": "TranscribeFunction",
+    "worker": "WorkerFunction",
+    "reconciler": "ReconcilerFunction",
+}
+# What the transcribe handler's every request needs: boto3 (DynamoDB, to authenticate), the settings
+# (pydantic-settings, which builds on pydantic's BaseModel), powertools' logger, metrics and REST resolver.
+# ``import pydantic`` alone would import next to nothing (pydantic imports its parts on first use): the names are
+# imported, as the handler's modules import them.
+LIBRARIES_AT_IMPORT = (
+    "import boto3",
+    "from pydantic import BaseModel, Field",
+    "from pydantic_settings import BaseSettings",
+    "from aws_lambda_powertools import Logger, Metrics",
+    "from aws_lambda_powertools.event_handler import APIGatewayRestResolver",
+)
+# ... and what only some requests need: an Idempotency-Key (powertools Idempotency), a multipart form. Audio
+# probing (mutagen) is left out, as the issue leaves it out.
+LIBRARIES = (
+    *LIBRARIES_AT_IMPORT,
+    "from aws_lambda_powertools.utilities.idempotency import idempotent_function",
+    "from requests_toolbelt.multipart.decoder import MultipartDecoder",
+)
+# Nothing listens on the discard port: an AWS call made at import fails instead of reaching anything.
+UNREACHABLE_ENDPOINT = "http://127.0.0.1:9"
+
+
+@dataclass
+class Row:
+    name: str
+    code: str
+    cwd: Path
+    env: dict[str, str]
+    seconds: list[float] = field(default_factory=list)
+
+    @property
+    def median_ms(self) -> float:
+        return statistics.median(self.seconds) * 1000
+
+
+def base_environment() -> dict[str, str]:
+    """This process's environment without what would change an import (AWS_*, POWERTOOLS_*, PYTHON*), and the
+    region, dummy credentials, unreachable endpoint and layer path every row gets."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("AWS_", "POWERTOOLS_", "PYTHON", "_HANDLER"))
+    }
+    env |= {
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "cold-start-benchmark",
+        "AWS_SECRET_ACCESS_KEY": "cold-start-benchmark",
+        "AWS_ENDPOINT_URL": UNREACHABLE_ENDPOINT,
+        "PYTHONPATH": str(LAYER_PYTHON),
+    }
+    return env
+
+
+def build_rows() -> list[Row]:
+    local = LocalTemplate(load_template())
+    base = base_environment()
+    rows = [
+        Row("boto3 (floor)", "import boto3", ROOT, base),
+        Row("libraries, all", "; ".join(LIBRARIES), ROOT, base),
+        Row("  at import", "; ".join(LIBRARIES_AT_IMPORT), ROOT, base),
+    ]
+    for name, logical_id in FUNCTIONS.items():
+        code_dir, _ = local.function_source(logical_id)
+        env = base | local.function_environment(logical_id) | {"AWS_LAMBDA_FUNCTION_NAME": logical_id}
+        rows.append(Row(name, "import app", code_dir.parent, env))
+    return rows
+
+
+def run_once(python: str, row: Row) -> float:
+    started = time.perf_counter()
+    done = subprocess.run([python, "-c", row.code], cwd=row.cwd, env=row.env, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"{row.name}: `python -c {row.code!r}` failed (exit {done.returncode}):\n{done.stderr}")
+    return seconds
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=15, help="timed runs of each command (default 15)")
+    parser.add_argument("--python", default=sys.executable, help="the interpreter to start (default: this one)")
+    args = parser.parse_args()
+
+    rows = build_rows()
+    for row in rows:
+        run_once(args.python, row)  # untimed: writes the bytecode caches
+    for _ in range(args.runs):
+        for row in rows:
+            row.seconds.append(run_once(args.python, row))
+
+    floor = rows[0].median_ms
+    print(f"Cold start: `import` in a fresh process, wall time, {args.runs} runs each, interleaved")
+    print(f"{'row':<16} {'median ms':>10} {'min-max ms':>14} {'x floor':>8}  target <= {TARGET}x floor")
+    results = {}
+    for row in rows:
+        ratio = row.median_ms / floor
+        low, high = min(row.seconds) * 1000, max(row.seconds) * 1000
+        verdict = ""
+        if row.name in FUNCTIONS:
+            results[row.name] = ratio <= TARGET
+            verdict = "met" if results[row.name] else "NOT met"
+        print(f"{row.name:<16} {row.median_ms:>10.0f} {f'{low:.0f}-{high:.0f}':>14} {ratio:>8.2f}  {verdict}")
+    print(f"libraries, all: {'; '.join(LIBRARIES)}")
+    for name, met in results.items():
+        print(f"{name} handler: target <= {TARGET}x import boto3: {'met' if met else 'NOT met'}")
+    return 0 if results["transcribe"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

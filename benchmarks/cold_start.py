@@ -66,7 +66,7 @@ LIBRARIES_AT_IMPORT = (
 LIBRARIES = (
     *LIBRARIES_AT_IMPORT,
     "from aws_lambda_powertools.utilities.idempotency import idempotent_function",
-    "from requests_toolbelt.multipart.decoder import MultipartDecoder",
+    "from python_multipart.multipart import MultipartParser",
 )
 # Nothing listens on the discard port: an AWS call made at import fails instead of reaching anything.
 UNREACHABLE_ENDPOINT = "http://127.0.0.1:9"

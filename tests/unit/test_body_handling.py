@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
+import tracemalloc
+import wave
 
 import pytest
 from infery.endpoint_client import request_body
@@ -11,7 +14,7 @@ from infery.errors import InvalidRequest
 from infery.inference import InferenceRequest, Task
 from infery.transcription_request import event_body, parse_transcription_request
 
-from tests.unit.builders import multipart_body
+from tests.unit.builders import SDK_BOUNDARY, multipart_body, raw_multipart
 
 WAV = b"RIFF\x24\x00\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00\x01\x00\x80\x3e\x00\x00\x00\x7d\x00\x00\x02\x00\x10\x00"
 WAV += b"data\x00\x00\x00\x00"
@@ -91,3 +94,66 @@ def test_an_endpoint_body_without_base64_text_is_serialised_whole(audio):
     source = {"audio": audio} if audio is not None else {"audio_s3_uri": "s3://bucket/key"}
     request = InferenceRequest(**source)
     assert bytes(request_body(request)) == request.model_dump_json().encode()
+
+
+def wav_with_frames(frames: bytes) -> bytes:
+    out = io.BytesIO()
+    with wave.open(out, "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(16000)
+        wav.writeframes(frames)
+    return out.getvalue()
+
+
+def test_a_file_holding_bytes_like_the_boundary_comes_back_whole():
+    # what looks like the start of a delimiter inside the file makes the parser hand the content over in pieces
+    near_misses = b"\r\n--" + SDK_BOUNDARY.encode()[:-1] + b"!\r\n-\r\r\n--\r\n" + SDK_BOUNDARY.encode()[:5]
+    audio = wav_with_frames((near_misses + b"\x00\x01" * 50) * 40)
+    content_type, body = multipart_body(audio, filename="a.wav", model="whisper-1")
+    request = parse(content_type, body)
+    assert request.audio is not None and request.audio.data == audio
+
+
+def test_part_headers_are_read_whatever_their_case():
+    boundary = "b0undary"
+    body = raw_multipart(
+        boundary,
+        b'CONTENT-DISPOSITION: form-data; name="file"; filename="a.wav"\r\ncontent-type: audio/wav\r\n\r\n' + WAV,
+        b'content-disposition: form-data; name="model"\r\n\r\nwhisper-1',
+    )
+    request = parse(f"multipart/form-data; boundary={boundary}", body)
+    assert request.audio is not None and request.audio.data == WAV and request.filename == "a.wav"
+
+
+@pytest.mark.parametrize(
+    "part",
+    [
+        b'Content-Disposition: form-data; name="model"whisper-1',  # no blank line after the headers
+        b"".join(f"X-Header-{index}: {index}\r\n".encode() for index in range(9))
+        + b'Content-Disposition: form-data; name="model"\r\n\r\nwhisper-1',  # more headers than a part may have
+    ],
+)
+def test_a_malformed_part_is_refused_in_words_a_client_can_act_on(part):
+    boundary = "b0undary"
+    body = raw_multipart(boundary, part)
+    with pytest.raises(InvalidRequest) as refused:
+        parse(f"multipart/form-data; boundary={boundary}", body)
+    assert refused.value.code == "invalid_multipart"
+    assert "each part needs headers" in refused.value.message and "Multipart" not in refused.value.message
+
+
+def test_a_form_is_parsed_with_one_copy_of_its_file():
+    """python-multipart hands each part's content over as a slice of the body: a split of the whole body and a copy
+    per part (requests-toolbelt's MultipartDecoder) would double the peak for a 4 MB upload."""
+    audio = wav_with_frames(b"\x01\x02" * 1_000_000)
+    content_type, body = multipart_body(audio, filename="a.wav", model="whisper-1", prompt="Hello")
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        request = parse(content_type, body)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert request.audio is not None and request.audio.data == audio
+    assert peak < 1.5 * len(audio)

@@ -8,15 +8,20 @@ import json
 import re
 import unicodedata
 import urllib.parse
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
-from requests_toolbelt.multipart.decoder import MultipartDecoder
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser
 
 from .addresses import is_public_address
 from .errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 from .ids import UPLOAD_ID_PATTERN
 from .inference import Task
+
+if TYPE_CHECKING:
+    from python_multipart.multipart import MultipartCallbacks
 
 # The request's types live in transcription.py: the job store and the worker use them without this parser. The
 # names re-exported here ("as") are for the modules that import them from the parser.
@@ -242,29 +247,71 @@ def _whole_multipart_body(body: bytes, boundary: bytes) -> tuple[int, int]:
     return start, end + len(closing)
 
 
+@dataclass
+class _FormPart:
+    """One part of a multipart form as python-multipart reads it: its headers, then its content in pieces."""
+
+    headers: dict[str, str] = field(default_factory=dict)
+    pieces: list[bytes] = field(default_factory=list)
+    header_name: bytearray = field(default_factory=bytearray)
+    header_value: bytearray = field(default_factory=bytearray)
+
+    def content(self) -> bytes:
+        # a form written to the parser at once hands over each part's content as one piece: no copy to join
+        return self.pieces[0] if len(self.pieces) == 1 else b"".join(self.pieces)
+
+
+def _form_parts(form: bytes, boundary: bytes) -> list[_FormPart]:
+    """The form's parts, read by python-multipart's streaming parser: the content of each part is sliced out of
+    the body once, where a split of the whole body would copy it again."""
+    parts: list[_FormPart] = []
+
+    def header_end() -> None:
+        part = parts[-1]
+        # the last of a repeated header wins, as in an email message
+        part.headers[part.header_name.decode("utf-8").strip().lower()] = part.header_value.decode("utf-8").strip()
+        part.header_name.clear()
+        part.header_value.clear()
+
+    callbacks: MultipartCallbacks = {
+        "on_part_begin": lambda: parts.append(_FormPart()),
+        "on_header_field": lambda data, start, end: parts[-1].header_name.extend(data[start:end]),
+        "on_header_value": lambda data, start, end: parts[-1].header_value.extend(data[start:end]),
+        "on_header_end": header_end,
+        "on_part_data": lambda data, start, end: parts[-1].pieces.append(data[start:end]),
+    }
+    # the body's size is bounded before it is parsed; a long header (a 450 KB filename) is then refused for what
+    # it is, by the field's own limit, rather than as a malformed form
+    parser = MultipartParser(boundary, callbacks, max_header_size=len(form))
+    parser.write(form)
+    parser.finalize()
+    return parts
+
+
 def _fields_from_multipart(body: bytes, content_type: str) -> tuple[dict[str, Any], bytes | None, str | None]:
     boundary = _multipart_boundary(content_type)
     start, end = _whole_multipart_body(body, boundary)
-    # the form as it came is the common case (at most a line break after it): parsed without a copy of it
-    form = body if start == 0 and not body[end:].strip() else body[start:end]
+    # the form as it came is the common case (the parser ignores what follows its closing boundary): read
+    # without a copy; a preamble before the first boundary is cut off first
+    form = body if start == 0 else body[start:end]
     try:
-        decoder = MultipartDecoder(form, f"multipart/form-data; boundary={boundary.decode()}")
-    except Exception as exc:  # the library's words ("content does not contain CR-LF-CR-LF") mean nothing to a client
+        parts = _form_parts(form, boundary)
+    except (MultipartParseError, UnicodeDecodeError) as exc:  # the parser's words mean nothing to a client
         raise InvalidRequest(
-            "A part of the multipart body is malformed: each part needs headers, a blank line, "
+            "A part of the multipart body is malformed: each part needs headers (at most 8), a blank line, "
             "then its content. " + _MULTIPART_HELP,
             code="invalid_multipart",
         ) from exc
     fields: dict[str, Any] = {}
     audio: bytes | None = None
     filename: str | None = None
-    for part in decoder.parts:
-        disposition = part.headers.get(b"Content-Disposition", b"").decode("utf-8", "replace")
+    for part in parts:
+        disposition = part.headers.get("content-disposition", "")
         name_match = re.search(r'\bname="([^"]*)"', disposition)
         if not name_match:
             raise InvalidRequest("A multipart part has no name.", code="invalid_multipart")
         name = name_match.group(1)
-        content = part.content
+        content = part.content()
         if name == "file":
             audio = content
             filename_match = re.search(r'\bfilename="([^"]*)"', disposition)

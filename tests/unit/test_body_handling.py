@@ -10,9 +10,9 @@ import wave
 
 import pytest
 from infery.endpoint_client import request_body
-from infery.errors import InvalidRequest
+from infery.errors import InvalidRequest, UnsupportedMediaType
 from infery.inference import InferenceRequest, Task
-from infery.transcription_request import event_body, parse_transcription_request
+from infery.transcription_request import event_body, parse_transcription_request, parse_upload_request
 
 from tests.unit.builders import SDK_BOUNDARY, multipart_body, raw_multipart
 
@@ -157,3 +157,16 @@ def test_a_form_is_parsed_with_one_copy_of_its_file():
         tracemalloc.stop()
     assert request.audio is not None and request.audio.data == audio
     assert peak < 1.5 * len(audio)
+
+
+@pytest.mark.parametrize("body", ["\x1c", "\x1f\x1e", "\u2028", "\x85"])
+@pytest.mark.parametrize("as_text", [True, False])
+def test_an_upload_body_of_control_characters_is_a_body_not_nothing(body, as_text):
+    """API Gateway hands a text body over as text; str.strip() takes \x1c and friends for whitespace."""
+    with pytest.raises(UnsupportedMediaType):
+        parse_upload_request(None, body if as_text else body.encode(), "whisper-1")
+
+
+@pytest.mark.parametrize("body", ["", " \r\n\t", b"", b" \n"])
+def test_an_upload_body_of_json_whitespace_is_no_body(body):
+    assert parse_upload_request(None, body, "whisper-1").start_job is True

@@ -438,7 +438,10 @@ def parse_upload_request(
 ) -> UploadRequest:
     """POST /v1/uploads' body, with the same limits as a job request's fields."""
     fields: dict[str, Any] = {}
-    if body.strip():
+    # "no body" is one with nothing but JSON's whitespace; str.strip() would also take control characters such
+    # as \x1c for whitespace, so a body of them would pass as empty
+    has_body = bool(body.strip(" \t\r\n")) if isinstance(body, str) else bool(body.strip(b" \t\r\n"))
+    if has_body:
         if _media_type(content_type or "") != "application/json":
             raise UnsupportedMediaType("POST /v1/uploads takes a JSON body (or none).", code="unsupported_content_type")
         fields, _, _ = _fields_from_json(body)

@@ -50,14 +50,13 @@ FUNCTIONS = {
     "worker": "WorkerFunction",
     "reconciler": "ReconcilerFunction",
 }
-# What the transcribe handler's every request needs: boto3 (DynamoDB, to authenticate), the settings
-# (pydantic-settings, which builds on pydantic's BaseModel), powertools' logger, metrics and REST resolver.
+# What the transcribe handler's every request needs: boto3 (DynamoDB, to authenticate), pydantic (the settings and
+# the key's model), powertools' logger, metrics and REST resolver.
 # ``import pydantic`` alone would import next to nothing (pydantic imports its parts on first use): the names are
 # imported, as the handler's modules import them.
 LIBRARIES_AT_IMPORT = (
     "import boto3",
     "from pydantic import BaseModel, Field",
-    "from pydantic_settings import BaseSettings",
     "from aws_lambda_powertools import Logger, Metrics",
     "from aws_lambda_powertools.event_handler import APIGatewayRestResolver",
 )

@@ -33,7 +33,7 @@ def settings_of(local: LocalTemplate, monkeypatch: pytest.MonkeyPatch) -> Callab
         with monkeypatch.context() as environment:
             for name, value in local.function_environment(function).items():
                 environment.setenv(name, value)
-            return Settings()
+            return Settings.from_environment()
 
     return read
 

@@ -6,10 +6,13 @@ local stack sets them from the same template.
 
 from __future__ import annotations
 
+import json
+import os
+from collections.abc import Mapping
 from functools import lru_cache
+from typing import Any, Self
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .pricing import ModelPrice
 
@@ -19,10 +22,26 @@ MIB = 1024 * 1024
 DEFAULT_MAX_SYNC_AUDIO_BYTES = 4 * MIB
 
 
-class AccountTables(BaseSettings):
-    """The tables of keys and credits: all the operator's tool needs (it has no function's environment)."""
+class EnvironmentSettings(BaseModel):
+    """A pydantic model filled from environment variables named after its fields, in any case (``KEYS_TABLE_NAME``
+    for ``keys_table_name``); a value that is a list or a mapping is given as JSON.
 
-    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
+    Plain pydantic rather than pydantic-settings: that package's import alone added about a quarter of
+    ``import boto3``'s time to every function's cold start (benchmarks/cold_start.py), for these few lines.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    @classmethod
+    def from_environment(cls, environment: Mapping[str, str] | None = None) -> Self:
+        variables = {
+            name.lower(): value for name, value in (os.environ if environment is None else environment).items()
+        }
+        return cls.model_validate({name: variables[name] for name in cls.model_fields if name in variables})
+
+
+class AccountTables(EnvironmentSettings):
+    """The tables of keys and credits: all the operator's tool needs (it has no function's environment)."""
 
     keys_table_name: str = Field(description="DynamoDB table of API keys and their credit balances")
     ledger_table_name: str = Field(description="DynamoDB table of every credit change")
@@ -90,6 +109,11 @@ class Settings(AccountTables):
     # Below API Gateway's 29 s integration timeout, so our 504 reaches the client before the gateway's.
     endpoint_timeout_seconds: float = Field(default=27.0, gt=0)
 
+    @field_validator("model_aliases", "model_prices", mode="before")
+    @classmethod
+    def _json_from_the_environment(cls, value: Any) -> Any:
+        return json.loads(value) if isinstance(value, str) else value
+
     @property
     def async_job_hold_seconds(self) -> int:
         """How long a submitted job's lease and reservation last: its queue wait and run, with a grace period
@@ -99,4 +123,4 @@ class Settings(AccountTables):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()  # the required values come from the environment
+    return Settings.from_environment()  # the required values come from the environment

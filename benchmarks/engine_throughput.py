@@ -23,16 +23,14 @@ import io
 import os
 import statistics
 import sys
-import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from benchmarks.recordings import Recording, meeting_clip, pcm16k, speak, wav_bytes
-from benchmarks.stack import LocalStack, StackFailed, start_stack, stop_on_sigterm
+from benchmarks.stack import LocalStack, StackFailed, sent_together, start_stack, stop_on_sigterm
 from benchmarks.wer import differences, wer
 
 WER_TARGET = 0.05
@@ -174,27 +172,16 @@ def stack_configurations(stack: LocalStack, concurrency: int, timeout: float) ->
     def concurrent(count: int) -> Callable[[Recording], Attempt]:
         def run(recording: Recording) -> Attempt:
             attempt = Attempt(recording.duration * count)
-            start = threading.Barrier(count + 1)
-
-            def one() -> tuple[str, int]:
-                start.wait()
-                return request(recording)
-
-            with ThreadPoolExecutor(count) as pool:
-                futures = [pool.submit(one) for _ in range(count)]
-                start.wait()
-                started = time.perf_counter()
-                errors = []
-                for future in futures:
-                    try:
-                        text, words = future.result()
-                    except Exception as exc:  # noqa: BLE001 - a benchmark reports every failure and goes on
-                        errors.append(_describe(exc))
-                        continue
-                    attempt.transcripts.append(text)
-                    if words == 0:
-                        attempt.notes.append("an answer had no word timestamps")
-                attempt.wall_seconds = time.perf_counter() - started
+            outcomes, attempt.wall_seconds = sent_together(count, lambda: request(recording))
+            errors = []
+            for outcome in outcomes:
+                if isinstance(outcome, Exception):  # a benchmark reports every failure and goes on
+                    errors.append(_describe(outcome))
+                    continue
+                text, words = outcome
+                attempt.transcripts.append(text)
+                if words == 0:
+                    attempt.notes.append("an answer had no word timestamps")
             if errors:
                 attempt.error = f"{len(errors)} of {count} requests failed: " + "; ".join(sorted(set(errors)))
                 if not stack.alive():

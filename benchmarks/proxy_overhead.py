@@ -50,7 +50,6 @@ import time
 import tracemalloc
 import urllib.request
 import uuid
-import wave
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,6 +58,7 @@ from botocore.awsrequest import AWSResponse
 from botocore.response import StreamingBody
 from urllib3 import encode_multipart_formdata
 
+from benchmarks.recordings import wav_bytes
 from benchmarks.stack import ROOT, free_port
 from local_stack.api_gateway import build_event
 from local_stack.template import LocalTemplate, create_buckets, create_tables, load_template
@@ -98,13 +98,7 @@ ANSWER = json.dumps(
 
 def wav_of_size(size: int) -> bytes:
     """A 16 kHz mono 16-bit WAV of exactly ``size`` bytes (noise: the stand-in model never decodes it)."""
-    output = io.BytesIO()
-    with wave.open(output, "wb") as target:
-        target.setnchannels(1)
-        target.setsampwidth(2)
-        target.setframerate(16_000)
-        target.writeframes(os.urandom((size - 44) // 2 * 2))
-    return output.getvalue()
+    return wav_bytes(os.urandom((size - 44) // 2 * 2))
 
 
 @dataclass

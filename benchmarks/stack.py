@@ -19,8 +19,13 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parents[1]
 READY_LINE = "infery local stack is ready"
@@ -134,3 +139,26 @@ def stop_on_sigterm() -> None:
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, handler)
+
+
+def sent_together(count: int, call: Callable[[], T]) -> tuple[list[T | Exception], float]:  # noqa: UP047 - runs on 3.11 too
+    """``count`` calls of ``call``, each on a thread of its own, released at once: each call's answer (or the
+    exception it raised), and the wall seconds from the release to the last answer."""
+    start = threading.Barrier(count + 1)
+
+    def one() -> T:
+        start.wait()
+        return call()
+
+    outcomes: list[T | Exception] = []
+    with ThreadPoolExecutor(count) as pool:
+        futures = [pool.submit(one) for _ in range(count)]
+        start.wait()
+        started = time.perf_counter()
+        for future in futures:
+            try:
+                outcomes.append(future.result())
+            except Exception as exc:  # noqa: BLE001 - the caller decides what a failed call means
+                outcomes.append(exc)
+        wall = time.perf_counter() - started
+    return outcomes, wall

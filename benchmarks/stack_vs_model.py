@@ -25,15 +25,12 @@ import base64
 import math
 import statistics
 import sys
-import threading
-import time
 import urllib.request
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from benchmarks.recordings import Recording, meeting_clip, pcm16k, sentences, speak, wav_bytes
-from benchmarks.stack import LocalStack, StackFailed, start_stack, stop_on_sigterm
+from benchmarks.stack import LocalStack, StackFailed, sent_together, start_stack, stop_on_sigterm
 
 RATIO_TARGET = 0.9
 SAMPLE_RATE = 16_000
@@ -104,19 +101,10 @@ def stack_request(stack: LocalStack) -> Callable[[Recording], str]:
 
 def speed(transcribe: Callable[[Recording], str], recording: Recording, count: int) -> float:
     """Audio seconds per wall second for ``count`` requests of ``recording`` sent at once."""
-    start = threading.Barrier(count + 1)
-
-    def one() -> str:
-        start.wait()
-        return transcribe(recording)
-
-    with ThreadPoolExecutor(count) as pool:
-        futures = [pool.submit(one) for _ in range(count)]
-        start.wait()
-        started = time.perf_counter()
-        for future in futures:
-            future.result()  # a failure fails the benchmark
-        wall = time.perf_counter() - started
+    outcomes, wall = sent_together(count, lambda: transcribe(recording))
+    for outcome in outcomes:
+        if isinstance(outcome, Exception):
+            raise outcome  # a failure fails the benchmark
     return count * recording.duration / wall
 
 

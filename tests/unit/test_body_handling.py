@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import base64
-import io
 import json
 import tracemalloc
-import wave
 
 import pytest
 from infery.endpoint_client import request_body
@@ -14,6 +12,7 @@ from infery.errors import InvalidRequest, UnsupportedMediaType
 from infery.inference import InferenceRequest, Task
 from infery.transcription_request import event_body, parse_transcription_request, parse_upload_request
 
+from benchmarks.recordings import wav_bytes
 from tests.unit.builders import SDK_BOUNDARY, multipart_body, raw_multipart
 
 WAV = b"RIFF\x24\x00\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00\x01\x00\x80\x3e\x00\x00\x00\x7d\x00\x00\x02\x00\x10\x00"
@@ -96,20 +95,10 @@ def test_an_endpoint_body_without_base64_text_is_serialised_whole(audio):
     assert bytes(request_body(request)) == request.model_dump_json().encode()
 
 
-def wav_with_frames(frames: bytes) -> bytes:
-    out = io.BytesIO()
-    with wave.open(out, "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(16000)
-        wav.writeframes(frames)
-    return out.getvalue()
-
-
 def test_a_file_holding_bytes_like_the_boundary_comes_back_whole():
     # what looks like the start of a delimiter inside the file makes the parser hand the content over in pieces
     near_misses = b"\r\n--" + SDK_BOUNDARY.encode()[:-1] + b"!\r\n-\r\r\n--\r\n" + SDK_BOUNDARY.encode()[:5]
-    audio = wav_with_frames((near_misses + b"\x00\x01" * 50) * 40)
+    audio = wav_bytes((near_misses + b"\x00\x01" * 50) * 40)
     content_type, body = multipart_body(audio, filename="a.wav", model="whisper-1")
     request = parse(content_type, body)
     assert request.audio is not None and request.audio.data == audio
@@ -146,7 +135,7 @@ def test_a_malformed_part_is_refused_in_words_a_client_can_act_on(part):
 def test_a_form_is_parsed_with_one_copy_of_its_file():
     """python-multipart hands each part's content over as a slice of the body: a split of the whole body and a copy
     per part (requests-toolbelt's MultipartDecoder) would double the peak for a 4 MB upload."""
-    audio = wav_with_frames(b"\x01\x02" * 1_000_000)
+    audio = wav_bytes(b"\x01\x02" * 1_000_000)
     content_type, body = multipart_body(audio, filename="a.wav", model="whisper-1", prompt="Hello")
     tracemalloc.start()
     try:

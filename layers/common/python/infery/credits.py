@@ -230,10 +230,7 @@ class CreditStore:
     def _remember_balance(self, request_id: str, balance: int) -> None:
         self._balances_after_reserve[request_id] = balance
         while len(self._balances_after_reserve) > _REMEMBERED_BALANCES:  # reservations this process never closed
-            try:
-                self._balances_after_reserve.popitem(last=False)
-            except KeyError:
-                break
+            self._balances_after_reserve.popitem(last=False)
 
     def reservation(self, request_id: str) -> Reservation | None:
         item = self._client.get_item(

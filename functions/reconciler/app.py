@@ -1,4 +1,5 @@
-"""Scheduled: give back the credits that crashed requests left reserved. A thin adapter over infery."""
+"""Scheduled: give back the credits that crashed requests left reserved, and queue again the jobs no worker will
+move any more. A thin adapter over infery."""
 
 from __future__ import annotations
 
@@ -38,9 +39,27 @@ def release_stale_reservations(now: float | None = None) -> int:
     return released
 
 
+def redrive_stuck_jobs(now: float | None = None) -> int:
+    from infery.job_queue import redrive_stuck_jobs as redrive
+
+    redriven = redrive(
+        wiring.job_store,
+        wiring.job_queue,
+        now=int(now or time.time()),
+        queued_grace_seconds=settings.reservation_grace_seconds,
+    )
+    for job in redriven:
+        logger.warning(
+            "queued a stuck job again", extra={"job_id": job.job_id, "status": job.status, "attempts": job.attempts}
+        )
+    return len(redriven)
+
+
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
     released = release_stale_reservations()
     metrics.add_metric(name="ReservationsReleased", unit=MetricUnit.Count, value=released)
-    return {"released": released}
+    redriven = redrive_stuck_jobs()
+    metrics.add_metric(name="JobsRedriven", unit=MetricUnit.Count, value=redriven)
+    return {"released": released, "redriven": redriven}

@@ -142,5 +142,6 @@ def test_the_scheduled_handler_reports_what_it_released(reconciler, accounts):
         invoked_function_arn="arn:aws:lambda:us-east-1:000000000000:function:infery-it-ReconcilerFunction",
     )
     result = reconciler.lambda_handler({"source": "aws.events", "detail-type": "Scheduled Event"}, context)
-    assert set(result) == {"released"} and isinstance(result["released"], int)
+    assert set(result) == {"released", "redriven"} and isinstance(result["released"], int)
+    assert isinstance(result["redriven"], int)
     assert accounts.credits.reservation(reservation.request_id) == reservation  # fresh: not released

@@ -218,16 +218,26 @@ def _wait_for_closed_reservations(stack: RunningStack, key_id: str, timeout: flo
         time.sleep(1.0)
 
 
-def _run_reconciler(stack: RunningStack) -> int:
-    """The stack's reconciler (functions/reconciler/app.py), run once with its clock past the grace period: what it
-    does to a reservation a failed refund left open when its time comes (the stack runs it every 5 minutes, and
-    it leaves reservations alone for RESERVATION_GRACE_SECONDS, 20 minutes)."""
+def _reconciler(stack: RunningStack) -> Any:
+    """The stack's reconciler (functions/reconciler/app.py), to run with its clock past the grace period: what it
+    does when its time comes to a reservation a failed refund left open and to a job whose failure could not be
+    recorded (the stack runs it every 5 minutes; it leaves both alone for RESERVATION_GRACE_SECONDS, 20 minutes)."""
     os.environ.update(stack.environment)
     spec = importlib.util.spec_from_file_location("app", ROOT / "functions" / "reconciler" / "app.py")
     assert spec is not None and spec.loader is not None
     reconciler = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(reconciler)
+    return reconciler
+
+
+def _run_reconciler(stack: RunningStack) -> int:
+    reconciler = _reconciler(stack)
     return reconciler.release_stale_reservations(now=time.time() + reconciler.settings.reservation_grace_seconds + 60)
+
+
+def _redrive_stuck_jobs(stack: RunningStack) -> int:
+    reconciler = _reconciler(stack)
+    return reconciler.redrive_stuck_jobs(now=time.time() + reconciler.settings.reservation_grace_seconds + 60)
 
 
 def _percentile(values: list[float], share: float) -> float:
@@ -380,7 +390,10 @@ def main(argv: list[str] | None = None) -> int:
         if fault_thread:
             fault_thread.join(timeout=240)
         job_ids = [answer.job_id for answer in answers if answer.job_id]
-        jobs = _wait_for_jobs(stack, job_ids, timeout=300)
+        jobs = _wait_for_jobs(stack, job_ids, timeout=120)
+        redriven = _redrive_stuck_jobs(stack) if len(jobs) < len(job_ids) else 0
+        if redriven:
+            jobs = _wait_for_jobs(stack, job_ids, timeout=180)
         still_open = _wait_for_closed_reservations(stack, key_id, timeout=30)
         released = _run_reconciler(stack) if still_open else 0
         if released:
@@ -392,6 +405,11 @@ def main(argv: list[str] | None = None) -> int:
         errors = Counter(job["error"]["code"] for job in jobs.values() if job.get("error"))
         if released:
             print(f"reservations left open (their refund failed) and released by the reconciler: {released}")
+        if redriven:
+            print(
+                f"jobs left unfinished (their failure could not be recorded) and queued again by the reconciler: "
+                f"{redriven}"
+            )
         print(
             f"jobs: {len(job_ids)} created, {outcomes['succeeded']} succeeded, {outcomes['failed']} failed"
             f"{' ' + json.dumps(dict(errors)) if errors else ''}, {len(job_ids) - len(jobs)} unfinished"
@@ -399,11 +417,13 @@ def main(argv: list[str] | None = None) -> int:
         figures, problems = _check_books(stack, key_id, balance_before, seeded_entries, answers, jobs, args.fault)
         print(*figures, sep="\n")
         if len(jobs) < len(job_ids):
-            problems.append(f"{len(job_ids) - len(jobs)} jobs did not finish within 300 s")
+            problems.append(f"{len(job_ids) - len(jobs)} jobs did not finish within 300 s (after the reconciler)")
         if still_open:
             problems.append(f"{len(still_open)} reservations are still open")
         for problem in problems:
             print(f"PROBLEM: {problem}")
+        if problems:  # what the stack said (its warnings and errors): where to start looking
+            print("the stack's output, last 60 lines:\n" + "".join(stack.output[-60:]), end="")
         print("the books balance" if not problems else "FAILED", flush=True)
         return 1 if problems else 0
     finally:

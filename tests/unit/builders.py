@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from infery.inference import InferenceResult, Segment, Word
+from infery.settings import Settings
 from infery.transcription import TranscriptionRequest
 from requests_toolbelt import MultipartEncoder
 from urllib3 import encode_multipart_formdata
@@ -98,3 +99,19 @@ def inference_result(
     text: str, segments: list[Segment], *, words: list[Word] | None = None, language: str = "en", duration: float = 12.5
 ) -> InferenceResult:
     return InferenceResult(text=text, language=language, duration=duration, segments=segments, words=words)
+
+
+def job_settings(bucket: str) -> Settings:
+    """Settings for the job use case through fakes: every name it needs, none of them reached."""
+    return Settings(
+        keys_table_name="keys",
+        ledger_table_name="ledger",
+        reservations_table_name="holds",
+        rate_limits_table_name="limits",
+        idempotency_table_name="idem",
+        sagemaker_endpoint_name="rt",
+        audio_bucket_name=bucket,
+        jobs_table_name="jobs",
+        jobs_queue_url="https://sqs/jobs",
+        sagemaker_async_endpoint_name="async",
+    )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -191,7 +191,18 @@ class FakeJobs:
             progress=0.05,
             attempts=job.attempts + 1,
             open_until=open_until,
+            inference_id=None,
         )
+
+    def unfinished(self) -> Iterator[Job]:
+        yield from (job for job in list(self.jobs.values()) if job.open_key_id is not None)
+
+    def release_if_lease_expired(self, job_id: str, now: int) -> bool:
+        job = self.jobs[job_id]
+        if job.status is not JobStatus.RUNNING or job.lease_until >= now:
+            return False
+        self._update(job_id, status=JobStatus.QUEUED, lease_until=0)
+        return True
 
     def submitted(self, job_id: str, *, inference_id: str, lease_until: int) -> Job:
         return self._update(job_id, inference_id=inference_id, lease_until=lease_until, progress=0.1)

@@ -26,12 +26,11 @@ from infery.job_views import JobPresenter
 from infery.jobs import Job, JobError, JobStatus, new_job
 from infery.keys import ApiKeyItem
 from infery.service import TranscriptionService
-from infery.settings import Settings
 from infery.storage import StoredObject
 from infery.transcription import JobOptions, LoadedAudio, TranscriptionOptions, TranscriptionRequest, UploadRequest
 
 from tests.speech import one_hertz_wav, silent_wav
-from tests.unit.builders import inference_result, segment
+from tests.unit.builders import inference_result, job_settings, segment
 from tests.unit.fakes import FakeAsyncEndpoint, FakeAudio, FakeCredits, FakeJobs, FakeKeys, FakeQueue
 
 BUCKET = "audio-bucket"
@@ -45,18 +44,7 @@ def wav(seconds: float) -> bytes:
 
 class World:
     def __init__(self, balance: int = 100, audio: bytes | None = None) -> None:
-        settings = Settings(
-            keys_table_name="keys",
-            ledger_table_name="ledger",
-            reservations_table_name="holds",
-            rate_limits_table_name="limits",
-            idempotency_table_name="idem",
-            sagemaker_endpoint_name="rt",
-            audio_bucket_name=BUCKET,
-            jobs_table_name="jobs",
-            jobs_queue_url="https://sqs/jobs",
-            sagemaker_async_endpoint_name="async",
-        )
+        settings = job_settings(BUCKET)
         self.credits = FakeCredits(balances={KEY.key_hash: balance})
         self.keys = FakeKeys()
         self.keys.add(KEY.model_copy(update={"credits": balance}))

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from .clock import parse_timestamp
+from .jobs import JobStatus
+
+if TYPE_CHECKING:
+    from .jobs import Job
+    from .ports import JobQueue, Jobs
 
 
 def job_message(job_id: str) -> str:
@@ -23,3 +30,22 @@ class SqsJobQueue:
 
     def send(self, job_id: str) -> None:
         self._client.send_message(QueueUrl=self.queue_url, MessageBody=job_message(job_id))
+
+
+def redrive_stuck_jobs(jobs: Jobs, queue: JobQueue, *, now: int, queued_grace_seconds: int) -> list[Job]:
+    """Queue again the jobs no worker will move any more, and return them: a running job whose lease ran out (its
+    worker crashed, or a failure could not even be recorded: DynamoDB throttled it too) and a queued job that
+    waited longer than the grace period (its message went to the dead-letter queue). Each one's next claim counts an
+    attempt, so a job that keeps failing ends failed and refunded after its attempts; the reconciler runs this."""
+    redriven = []
+    for job in jobs.unfinished():
+        if job.status is JobStatus.RUNNING:
+            stuck = jobs.release_if_lease_expired(job.job_id, now)
+        else:
+            stuck = job.status is JobStatus.QUEUED and parse_timestamp(job.updated_at).timestamp() < (
+                now - queued_grace_seconds
+            )
+        if stuck:
+            queue.send(job.job_id)  # a duplicate of a message still on its way is harmless: one claim wins
+            redriven.append(job)
+    return redriven

@@ -49,7 +49,7 @@ from .jobs import Job, JobError, JobStatus, new_job
 from .keys import ApiKeyItem, ensure_usable
 from .observability import logger
 from .ports import AsyncEndpoint, AudioObjects, JobQueue, Jobs, Keys
-from .service import TranscriptionService
+from .service import TranscriptionService, refund_reason
 from .storage import StoredObject, parse_object_key
 from .transcription import LoadedAudio, ResponseFormat, TranscriptionOptions, TranscriptionRequest, UploadRequest
 from .webhooks import deliver
@@ -219,9 +219,11 @@ class JobService:
         if job is None:
             return None  # finished already, or another worker holds a live lease: a duplicate delivery
         try:
+            self._refund_open_attempts(job, before=job.attempts)
             return self._start(job)
         except Exception as error:
-            return self._failed(job, error, retry=not final_attempt)
+            # a job re-driven by the reconciler comes with a fresh message: its attempts bound it as well
+            return self._failed(job, error, retry=not final_attempt and job.attempts < self.max_attempts)
 
     def _start(self, job: Job) -> Job:
         key = self._key(job)
@@ -252,6 +254,11 @@ class JobService:
             key, job.options.model, audio, request_id=inference_id, hold_seconds=self.hold_seconds
         )
         try:
+            # recorded before it is submitted: the attempt's notification may come back before a slow write would
+            # (DynamoDB throttling, retried), and a notification the job does not name is of an attempt given up
+            submitted = self.jobs.submitted(
+                job.job_id, inference_id=inference_id, lease_until=int(time.time()) + self.hold_seconds
+            )
             self.endpoint.submit(
                 self.transcription.inference_request(
                     job.options,
@@ -262,9 +269,7 @@ class JobService:
                 key_id=job.key_id,
                 inference_id=inference_id,
             )
-            return self.jobs.submitted(
-                job.job_id, inference_id=inference_id, lease_until=int(time.time()) + self.hold_seconds
-            )
+            return submitted
         except BaseException as failure:
             self.transcription.refund(reservation, failure)
             raise
@@ -279,17 +284,21 @@ class JobService:
             logger.info(
                 "notification for no running attempt ignored", extra={"inference_id": notification.inference_id}
             )
+            if job is not None:  # an attempt given up is never charged: what it still holds goes back
+                self._refund_attempt(notification.inference_id, "the attempt was given up")
             return None  # a repeated notification, or one of an attempt that was given up
         try:
             result = self.endpoint.result(notification)
             finished = self._settle(job, result)
         except Exception as error:
-            reservation = self.transcription.credits.reservation(notification.inference_id)
-            if reservation is not None:
-                self.transcription.refund(reservation, error)
             if self._earlier_settle(job) is not None:
                 raise  # charged already (crashed after the settle): a redelivery finishes the job
-            return self._failed(job, error, retry=job.attempts < self.max_attempts, resubmit=True)
+            # the job moves on first, then the attempt's credits go back: should the refund fail, the notification's
+            # redelivery finds an attempt given up and refunds it then; the other order would leave a refunded
+            # attempt running, which a redelivery could only fail
+            outcome = self._failed(job, error, retry=job.attempts < self.max_attempts, resubmit=True)
+            self._refund_attempt(notification.inference_id, error)
+            return outcome
         self._notify(finished)
         return finished
 
@@ -346,9 +355,23 @@ class JobService:
         else:
             logger.exception("job failed unexpectedly", extra={"job_id": job.job_id})
             job_error = JobError(code="internal_error", message="The job failed on our side; nothing was charged.")
+        self._refund_open_attempts(job, before=job.attempts + 1)
         finished = self.jobs.fail(job.job_id, job_error)
         self._notify(finished)
         return finished
+
+    def _refund_attempt(self, inference_id: str, failure: BaseException | str) -> None:
+        """Give back what the attempt still holds. A failure is raised, not logged: the message that asked for it
+        comes back, and the job does not move on while an attempt it gave up holds credits."""
+        reservation = self.transcription.credits.reservation(inference_id)
+        if reservation is not None:
+            self.transcription.credits.refund(reservation, reason=refund_reason(failure))
+
+    def _refund_open_attempts(self, job: Job, *, before: int) -> None:
+        """Refund what attempts 1 .. before-1 still hold: an attempt whose own refund failed (DynamoDB throttled)
+        is given back when the job next moves, not hours later by the reconciler when its hold ends."""
+        for attempt in range(1, before):
+            self._refund_attempt(attempt_id(job.job_id, attempt), "an earlier attempt of the job was given up")
 
     def _earlier_settle(self, job: Job) -> LedgerEntry | None:
         entries = self.transcription.credits.entries_for_request(job.key_id, job.job_id)

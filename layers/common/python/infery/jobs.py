@@ -9,7 +9,7 @@ id) a job is processed and charged once however often its event arrives.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
@@ -147,7 +147,9 @@ class JobStore:
             updated = self._table.update_item(
                 Key={"job_id": job_id},
                 UpdateExpression="SET #status = :running, lease_until = :lease, updated_at = :now_iso, "
-                "progress = :progress, open_until = :open_until ADD attempts :one",
+                "progress = :progress, open_until = :open_until ADD attempts :one "
+                # the attempt about to start has no inference yet: a late notification of the last one names no job
+                "REMOVE inference_id",
                 ConditionExpression="#status IN (:queued, :awaiting) OR (#status = :running AND lease_until < :now)",
                 ExpressionAttributeNames={"#status": "status"},
                 ExpressionAttributeValues={
@@ -177,6 +179,42 @@ class JobStore:
 
     def set_progress(self, job_id: str, progress: float) -> None:
         self._update(job_id, {"progress": round(progress, 3)}, only_while_running=True)
+
+    def unfinished(self) -> Iterator[Job]:
+        """Every job not finished (waiting for its upload, queued, running). The sparse open-work index holds only
+        open rows, so this reads those, not the table's 30 days of history; its upload slots are not jobs."""
+        arguments: dict[str, Any] = {"IndexName": OPEN_WORK_INDEX, "ProjectionExpression": "job_id"}
+        while True:
+            response = self._table.scan(**arguments)
+            for item in response["Items"]:
+                row = self._table.get_item(Key={"job_id": item["job_id"]}, ConsistentRead=True).get("Item")
+                if row and "status" in row:
+                    yield Job.model_validate(row)
+            if "LastEvaluatedKey" not in response:
+                return
+            arguments["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+    def release_if_lease_expired(self, job_id: str, now: int) -> bool:
+        """Hand back to the queue a running job whose lease ran out before ``now``; False when it is not one."""
+        try:
+            self._table.update_item(
+                Key={"job_id": job_id},
+                UpdateExpression="SET #status = :queued, lease_until = :zero, updated_at = :now_iso",
+                ConditionExpression="#status = :running AND lease_until < :now",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={
+                    ":queued": JobStatus.QUEUED.value,
+                    ":running": JobStatus.RUNNING.value,
+                    ":zero": 0,
+                    ":now": now,
+                    ":now_iso": now_iso(),
+                },
+            )
+        except ClientError as exc:
+            if is_conditional_check_failure(exc):
+                return False
+            raise
+        return True
 
     def release(self, job_id: str) -> Job:
         """Hand a running job back to the queue (a transient failure: it will be tried again)."""

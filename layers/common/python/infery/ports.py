@@ -7,6 +7,7 @@ tested without moto or a model server.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 from .async_inference import AsyncNotification, AsyncSubmission
@@ -70,6 +71,10 @@ class Jobs(Protocol):
     def submitted(self, job_id: str, *, inference_id: str, lease_until: int) -> Job: ...
 
     def release(self, job_id: str) -> Job: ...
+
+    def unfinished(self) -> Iterator[Job]: ...
+
+    def release_if_lease_expired(self, job_id: str, now: int) -> bool: ...
 
     def succeed(self, job_id: str, *, result_key: str, credits_used: int, audio_seconds: float) -> Job: ...
 

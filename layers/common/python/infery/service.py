@@ -66,6 +66,11 @@ class ModelCatalog:
         return {"id": name, "object": "model", "created": 0, "owned_by": "infery"}
 
 
+def refund_reason(failure: BaseException | str) -> str:
+    """What a refund's ledger entry says: the failure's type and code, or a reason in words."""
+    return failure if isinstance(failure, str) else f"{type(failure).__name__}: {getattr(failure, 'code', '')}"
+
+
 class TranscriptionService:
     def __init__(self, settings: Settings, credits: Credits, endpoint: RealTimeEndpoint) -> None:
         self.credits = credits
@@ -236,7 +241,7 @@ class TranscriptionService:
 
     def refund(self, reservation: Reservation, failure: BaseException) -> None:
         try:
-            self.credits.refund(reservation, reason=f"{type(failure).__name__}: {getattr(failure, 'code', '')}")
+            self.credits.refund(reservation, reason=refund_reason(failure))
         except Exception:
             # the reservation stays open and the reconciler gives it back; the client's error is the one to show
             logger.exception("refund failed; the reconciler will release the reservation")

@@ -37,12 +37,12 @@ $(SAM_STAMP):
 # The end-to-end tests speak with espeak-ng, then encode that speech to every audio format; the web console's
 # tests drive a headless Chromium (Debian's chromium and chromium-driver).
 system-deps:
-	@missing=""; for tool in espeak-ng chromium chromedriver; do \
+	@missing=""; for tool in espeak-ng chromium chromedriver jq; do \
 	  command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng chromium chromium-driver >/dev/null; \
-	  else echo "needed for the tests:$$missing: sudo apt-get install espeak-ng chromium chromium-driver (or brew install espeak-ng chromium chromedriver)"; exit 1; fi; fi
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng chromium chromium-driver jq >/dev/null; \
+	  else echo "needed for the tests:$$missing: sudo apt-get install espeak-ng chromium chromium-driver jq (or brew install espeak-ng chromium chromedriver jq)"; exit 1; fi; fi
 
 serve: $(DEPS_STAMP)
 	$(PY) -m local_stack

@@ -8,7 +8,9 @@ depends on one 60-second invocation.
 
 from __future__ import annotations
 
+import io
 import json
+import wave
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +29,14 @@ from tests.e2e.test_large_files_e2e import (
     usage,
     wait_for_job,
 )
-from tests.speech import TIMED_SAMPLE_RATE, distinct_sentences, one_hertz_wav, sentences_missing, timed_speech
+from tests.speech import (
+    TIMED_SAMPLE_RATE,
+    TimedSentence,
+    distinct_sentences,
+    one_hertz_wav,
+    sentences_missing,
+    timed_speech,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -58,13 +67,27 @@ def _settled_request(stack: RunningStack, balance_before: int) -> dict[str, Any]
     return newest
 
 
-def test_a_ten_minute_recording_through_infery_transcribe_keeps_every_sentence_and_is_charged_once(
+def _at_most(wav: bytes, timeline: list[TimedSentence], limit_bytes: int) -> tuple[bytes, list[TimedSentence]]:
+    """The recording cut after the last sentence that fits in ``limit_bytes``: the file ends with that sentence."""
+    last_sample = (limit_bytes - 44) // 2  # a 16-bit mono WAV after its 44-byte header
+    kept = [sentence for sentence in timeline if round(sentence.end * TIMED_SAMPLE_RATE) <= last_sample]
+    output = io.BytesIO()
+    with wave.open(output, "wb") as target:
+        target.setnchannels(1)
+        target.setsampwidth(2)
+        target.setframerate(TIMED_SAMPLE_RATE)
+        target.writeframes(wav[44 : 44 + 2 * round(kept[-1].end * TIMED_SAMPLE_RATE)])
+    return output.getvalue(), kept
+
+
+def test_a_recording_of_the_full_25_mb_through_infery_transcribe_keeps_every_sentence_and_is_charged_once(
     long_stack: RunningStack, tmp_path: Path
 ) -> None:
-    wav, timeline = timed_speech(distinct_sentences(175))
+    # the upload flow's limit (MaxUploadBytes), filled: 13 minutes of 16 kHz speech, ending with its last word
+    wav, timeline = _at_most(*timed_speech(distinct_sentences(240)), limit_bytes=25_000_000)
     assert timeline[-1].end >= TEN_MINUTES, timeline[-1].end
-    assert len(wav) <= 25_000_000  # what the upload flow promises
-    path = tmp_path / "ten-minutes.wav"
+    assert 25_000_000 - 150_000 <= len(wav) <= 25_000_000, len(wav)  # a sentence and its pause at most short
+    path = tmp_path / "twenty-five-megabytes.wav"
     path.write_bytes(wav)
     before = usage(long_stack)
 

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import collections
 import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
-from infery.keys import hash_api_key
+from infery.keys import hash_api_key, key_id_for
 from schemathesis.config import SchemathesisConfig
 
 from tests.e2e.conftest import ROOT, RunningStack, start_stack, stop_stack
@@ -42,6 +43,8 @@ CONFIG = SchemathesisConfig.from_dict({
 SCHEMA = schemathesis.openapi.from_path(ROOT / "openapi.json", config=CONFIG)
 CALLS: collections.Counter[str] = collections.Counter()
 STATUSES: collections.Counter[int] = collections.Counter()
+# the credits each answer said it used (x-infery-credits-used of a 2xx that was not a replay), for the books
+CREDITS_ANSWERED: list[int] = []
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +68,9 @@ def test_the_api_keeps_its_contract(case: Any, contract_stack: RunningStack) -> 
     response = case.call_and_validate(base_url=origin, headers=contract_stack.headers(), timeout=60)
     CALLS[case.operation.label] += 1
     STATUSES[response.status_code] += 1
+    used = response.headers.get("x-infery-credits-used")
+    if response.status_code < 300 and used is not None and response.headers.get("idempotent-replayed") != "true":
+        CREDITS_ANSWERED.append(int(used))
 
 
 def test_the_contract_run_reached_every_operation(capsys: Any) -> None:
@@ -75,3 +81,34 @@ def test_the_contract_run_reached_every_operation(capsys: Any) -> None:
               f"statuses {dict(sorted(STATUSES.items()))}")
     operations = {f"{method.upper()} {path}" for path, item in SCHEMA.raw_schema["paths"].items() for method in item}
     assert set(CALLS) == operations
+
+
+def test_the_books_balance_after_the_contract_run(contract_stack: RunningStack, capsys: Any) -> None:
+    """Issue 9's books: what the ledger took = the balance's change = the credits the answers said they used (the
+    synchronous answers' x-infery-credits-used, and the credits_used of the jobs the run created, once finished);
+    and no reservation is left open."""
+    if not CALLS:
+        pytest.skip("the schemathesis run did not run")
+    key_id = key_id_for(hash_api_key(contract_stack.api_key))
+    jobs_table = contract_stack.environment["JOBS_TABLE_NAME"]
+    deadline = time.monotonic() + 240
+    while True:  # the jobs the run created finish on their own time
+        pages = contract_stack.dynamodb().get_paginator("scan").paginate(
+            TableName=jobs_table, FilterExpression="key_id = :key_id",
+            ExpressionAttributeValues={":key_id": {"S": key_id}}, ConsistentRead=True)
+        jobs = [item for page in pages for item in page["Items"]]
+        running = [job for job in jobs if job["status"]["S"] in ("queued", "running")]
+        if not running or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert not running, f"{len(running)} jobs of the contract run did not finish"
+    job_credits = sum(int(job["credits_used"]["N"]) for job in jobs if job["status"]["S"] == "succeeded")
+    ledger_change = sum(int(entry["credits"]) for entry in contract_stack.ledger(key_id) if entry["kind"] != "topup")
+    balance_change = int(contract_stack.key_row(key_id)["credits"]) - contract_stack.starting_credits
+    with_open_reservations = [item for item in contract_stack.open_reservations() if item["key_id"] == key_id]
+    with capsys.disabled():
+        print(f"\nbooks after the contract run: ledger change {ledger_change}, balance change {balance_change}, "
+              f"credits answered {sum(CREDITS_ANSWERED)} ({len(CREDITS_ANSWERED)} paid answers) + {job_credits} by "
+              f"{len(jobs)} jobs")
+    assert ledger_change == balance_change == -(sum(CREDITS_ANSWERED) + job_credits)
+    assert with_open_reservations == []

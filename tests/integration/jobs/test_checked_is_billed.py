@@ -128,6 +128,11 @@ def test_a_small_file_declaring_minutes_reserves_minutes_and_credits_used_agree_
     assert billed == 36 == reply.json()["credits_used"] == int(reply.header("x-infery-credits-used"))
     assert not entries["settle"].get("unpaid_credits")
     assert accounts.balance(item) == SEEDED - billed == accounts.ledger_sum(item)
+    usage = jobs_api.call("GET", "/v1/usage", api_key=api_key)  # the key holder's own report says the same
+    assert usage.status == 200, usage.text
+    [request] = usage.json()["recent_requests"]
+    assert (request["request_id"], request["status"], request["credits"]) == (reply.request_id, "settled", 36)
+    assert usage.json()["total"]["credits"] == 36 and usage.json()["balance"] == SEEDED - 36
 
 
 def _mp3_declaring(audio: bytes, declared_frames: int) -> bytes:

@@ -203,6 +203,7 @@ class LocalAsyncInference(ThreadingHTTPServer):
 class _AsyncInvocationHandler(BaseHTTPRequestHandler):
     server: LocalAsyncInference
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # as the local gateway's: no 40 ms wait for a delayed ACK between headers and body
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
         pass

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import urllib.error
+import urllib.request
+import uuid
 
 from tests.integration.job_stack import (
     SHORT_SCRIPT,
@@ -152,3 +155,27 @@ def test_audio_longer_than_its_header_declares_is_refused_by_the_model_and_nothi
     reply = jobs_api.transcribe(api_key, lying, filename="lying.mp3")
     assert_error(reply, 400, "audio_longer_than_declared", param="file")
     assert accounts.balance(item) == SEEDED == accounts.ledger_sum(item)
+
+
+def test_the_model_refuses_an_object_that_is_not_the_checked_one(model_server_url, store, s3, short_wav):
+    """The model's own guard (endpoint/whisper_server.py), for a bucket without versioning or a version it was not
+    told: it reads the object only if its ETag is still the one the API checked, else 400 audio_changed."""
+    object_key = "uploads/key_0123456789abcdef/upl_" + uuid.uuid4().hex
+    written = s3.put_object(Bucket=store.bucket, Key=object_key, Body=short_wav)
+
+    def invoke(etag: str) -> tuple[int, dict]:
+        body = json.dumps({"audio_s3_uri": f"s3://{store.bucket}/{object_key}", "audio_s3_etag": etag}).encode()
+        request = urllib.request.Request(
+            f"{model_server_url}/invocations", data=body, method="POST", headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=120) as answer:  # noqa: S310 - loopback
+                return answer.status, json.loads(answer.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
+    status, answer = invoke('"' + "0" * 32 + '"')
+    assert status == 400, answer
+    assert "audio_changed" in json.dumps(answer) and "changed after it was checked" in json.dumps(answer)
+    status, answer = invoke(written["ETag"])  # the checked one is read and transcribed
+    assert status == 200 and "fox" in answer["text"].lower(), answer

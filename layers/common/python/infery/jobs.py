@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 
 from .clock import now_iso
 from .dynamodb import is_conditional_check_failure, to_dynamodb
-from .ids import new_webhook_secret
+from .ids import JOB_ID_PATTERN, new_webhook_secret
 from .transcription import TranscriptionOptions
 
 JOB_RETENTION_SECONDS = 30 * 24 * 3600
@@ -187,6 +187,8 @@ class JobStore:
         while True:
             response = self._table.scan(**arguments)
             for item in response["Items"]:
+                if not JOB_ID_PATTERN.fullmatch(item["job_id"]):
+                    continue  # an upload slot (its row's id is the upload's): nothing to run, nothing to read
                 row = self._table.get_item(Key={"job_id": item["job_id"]}, ConsistentRead=True).get("Item")
                 if row and "status" in row:
                     yield Job.model_validate(row)

@@ -81,3 +81,24 @@ def test_make_serve_prints_one_line_per_request_and_none_of_the_noise(
     everything = "\n".join(output)
     for noise in ('HTTP/1.1" 200', "No application metrics", '"level":"INFO"', " INFO ", "_aws"):
         assert noise not in everything, noise
+
+
+def test_make_serve_verbose_brings_every_log_back(short_wav: Path) -> None:
+    """`python -m local_stack --verbose`: moto's request lines and the handlers' INFO logs, hidden by default."""
+    process, verbose_stack = start_stack(credits=100, concurrency=1, flags=("--verbose",))
+    try:
+        with short_wav.open("rb") as audio:
+            reply = requests.post(
+                f"{verbose_stack.base_url}/audio/transcriptions",
+                headers=verbose_stack.headers(),
+                data={"model": "whisper-1"},
+                files={"file": ("speech.wav", audio)},
+                timeout=120,
+            )
+        assert reply.status_code == 200, reply.text
+        time.sleep(2)  # the handler's process writes its logs through the stack's output
+        everything = "".join(verbose_stack.output)
+    finally:
+        stop_stack(process)
+    assert 'HTTP/1.1" 200' in everything  # moto's and the model server's own request lines
+    assert any('"level":"INFO"' in line and '"service":"infery"' in line for line in everything.splitlines())

@@ -40,7 +40,8 @@ def redrive_stuck_jobs(jobs: Jobs, queue: JobQueue, *, now: int, queued_grace_se
     redriven = []
     for job in jobs.unfinished():
         if job.status is JobStatus.RUNNING:
-            stuck = jobs.release_if_lease_expired(job.job_id, now)
+            # the row just read says whether its lease ran out; the conditional write settles a race with its worker
+            stuck = job.lease_until < now and jobs.release_if_lease_expired(job.job_id, now)
         else:
             stuck = job.status is JobStatus.QUEUED and parse_timestamp(job.updated_at).timestamp() < (
                 now - queued_grace_seconds

@@ -120,6 +120,20 @@ class RunningStack:
         assert len(matching) == 1, f"{len(matching)} keys have the id {key_id}"
         return matching[0]
 
+    def jobs_of(self, key_id: str) -> list[dict[str, Any]]:
+        """Every job row of ``key_id``, as stored."""
+        pages = (
+            self.dynamodb()
+            .get_paginator("scan")
+            .paginate(
+                TableName=self.environment["JOBS_TABLE_NAME"],
+                FilterExpression="key_id = :key_id",
+                ExpressionAttributeValues={":key_id": {"S": key_id}},
+                ConsistentRead=True,
+            )
+        )
+        return [_deserialize(item) for page in pages for item in page["Items"]]
+
     def open_reservations(self) -> list[dict[str, Any]]:
         pages = (
             self.dynamodb()

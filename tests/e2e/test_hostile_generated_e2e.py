@@ -88,9 +88,7 @@ def hostile_key(stack: RunningStack) -> Iterator[tuple[str, str]]:
     assert [row for row in stack.open_reservations() if row.get("key_id") == key_id] == []
     # nothing stored: no job row, no upload object
     environment = stack.environment
-    jobs = stack.dynamodb().scan(TableName=environment["JOBS_TABLE_NAME"], ConsistentRead=True,
-                                 FilterExpression="key_id = :k", ExpressionAttributeValues={":k": {"S": key_id}})
-    assert jobs["Items"] == [], jobs["Items"]
+    assert stack.jobs_of(key_id) == []
     s3 = boto3.client("s3", endpoint_url=environment["AWS_ENDPOINT_URL_S3"],
                       region_name=environment["AWS_DEFAULT_REGION"],
                       aws_access_key_id=environment["AWS_ACCESS_KEY_ID"],

@@ -90,19 +90,15 @@ def test_the_books_balance_after_the_contract_run(contract_stack: RunningStack, 
     if not CALLS:
         pytest.skip("the schemathesis run did not run")
     key_id = key_id_for(hash_api_key(contract_stack.api_key))
-    jobs_table = contract_stack.environment["JOBS_TABLE_NAME"]
     deadline = time.monotonic() + 240
     while True:  # the jobs the run created finish on their own time
-        pages = contract_stack.dynamodb().get_paginator("scan").paginate(
-            TableName=jobs_table, FilterExpression="key_id = :key_id",
-            ExpressionAttributeValues={":key_id": {"S": key_id}}, ConsistentRead=True)
-        jobs = [item for page in pages for item in page["Items"]]
-        running = [job for job in jobs if job["status"]["S"] in ("queued", "running")]
+        jobs = contract_stack.jobs_of(key_id)
+        running = [job for job in jobs if job["status"] in ("queued", "running")]
         if not running or time.monotonic() > deadline:
             break
         time.sleep(2)
     assert not running, f"{len(running)} jobs of the contract run did not finish"
-    job_credits = sum(int(job["credits_used"]["N"]) for job in jobs if job["status"]["S"] == "succeeded")
+    job_credits = sum(int(job["credits_used"]) for job in jobs if job["status"] == "succeeded")
     ledger_change = sum(int(entry["credits"]) for entry in contract_stack.ledger(key_id) if entry["kind"] != "topup")
     balance_change = int(contract_stack.key_row(key_id)["credits"]) - contract_stack.starting_credits
     with_open_reservations = [item for item in contract_stack.open_reservations() if item["key_id"] == key_id]

@@ -21,27 +21,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from infery.clock import now_iso
 from infery.credits import LedgerKind
-from infery.inference import Task
 from infery.job_queue import redrive_stuck_jobs
-from infery.job_service import JobService
-from infery.job_views import JobPresenter
-from infery.jobs import JobStatus, new_job
-from infery.keys import ApiKeyItem
-from infery.service import TranscriptionService
-from infery.transcription import TranscriptionOptions
+from infery.jobs import JobStatus
 
-from tests.speech import silent_wav
-from tests.unit.builders import inference_result, job_settings, segment
-from tests.unit.fakes import FakeAsyncEndpoint, FakeAudio, FakeCredits, FakeJobs, FakeKeys, FakeQueue
+from tests.unit.fakes import FakeAsyncEndpoint
+from tests.unit.test_job_service import HOLD_SECONDS, KEY, RESULT_12S
+from tests.unit.test_job_service import World as JobWorld
 
-BUCKET = "audio-bucket"
-KEY = ApiKeyItem(key_hash="h" * 64, key_id="key_0123456789abcdef", name="tests", credits=100, created_at=now_iso())
-JOB_ID = "job_0123456789abcdef0123456789abcdef"
-HOLD_SECONDS = 9000
 GRACE_SECONDS = 1200
-RESULT = inference_result("Hello there.", [segment(0, 0.0, 12.0, " Hello there.")], duration=12.0)
 JOBS_QUEUE_RECEIVES = 3  # template.yaml: JobsQueue's maxReceiveCount
 RESULTS_QUEUE_RECEIVES = 5  # InferenceResultsQueue's
 
@@ -87,53 +75,22 @@ class Endpoint(FakeAsyncEndpoint):
 
     def submit(self, request: Any, *, key_id: str, inference_id: str) -> Any:
         submission = super().submit(request, key_id=key_id, inference_id=inference_id)
-        self.outcomes[inference_id] = RESULT
+        self.outcomes[inference_id] = RESULT_12S
         self.notifications.append(inference_id)
         return submission
 
 
-class World:
+class World(JobWorld):
     def __init__(self, faults: Faults) -> None:
-        settings = job_settings(BUCKET)
-        self.credits = FakeCredits(balances={KEY.key_hash: 100})
-        self.keys = FakeKeys()
-        self.keys.add(KEY)
-        self.jobs = FakeJobs()
-        self.audio = FakeAudio(bucket=BUCKET)
-        self.queue = FakeQueue()
-        self.endpoint = Endpoint()
-        object_key = f"uploads/{KEY.key_id}/upl_0123456789abcdef0123456789abcdef"
-        self.audio.objects[object_key] = silent_wav(16_000, 12.0)
-        self.jobs.create(
-            new_job(
-                job_id=JOB_ID,
-                key_id=KEY.key_id,
-                key_hash=KEY.key_hash,
-                options=TranscriptionOptions(task=Task.TRANSCRIBE, model="whisper-large-v3"),
-                status=JobStatus.QUEUED,
-                source_uri=f"s3://{BUCKET}/{object_key}",
-                open_until=int(time.time()) + 3 * HOLD_SECONDS,
-            )
-        )
+        super().__init__(endpoint=Endpoint(), open_until=int(time.time()) + 3 * HOLD_SECONDS)
+        self.endpoint: Endpoint
         # the job is created; from here on, what AWS answers may fail
         faults.wrap(self.credits, ("reserve", "reservation", "settle", "refund", "entries_for_request"))
         faults.wrap(self.jobs, ("get", "claim", "submitted", "release", "succeed", "fail", "release_if_lease_expired"))
         faults.wrap(self.keys, ("get_by_hash",))
         faults.wrap(self.audio, ("load", "put_result", "load_result"))
         faults.wrap(self.queue, ("send",))
-        self.runner = JobService(
-            TranscriptionService(settings, self.credits, endpoint=None),  # type: ignore[arg-type]
-            self.jobs,
-            self.audio,
-            self.keys,
-            self.queue,
-            self.endpoint,
-            presenter=JobPresenter(self.audio),
-            lease_seconds=360,
-            hold_seconds=HOLD_SECONDS,
-            max_attempts=3,
-        )
-        self.jobs_queue: deque[tuple[str, int]] = deque([(JOB_ID, 0)])  # (job id, receives so far)
+        self.jobs_queue: deque[tuple[str, int]] = deque([(self.job.job_id, 0)])  # (job id, receives so far)
         self.results_queue: deque[tuple[str, int]] = deque()
         self.dead_letters: list[str] = []
         faults.meanwhile = self.deliver_notifications
@@ -203,7 +160,7 @@ def run_to_the_end(failing: set[int], slow: set[int] | None = None) -> tuple[Wor
 
 
 def check_the_books(world: World, failing: set[int], calls: list[str]) -> None:
-    job = world.jobs.jobs[JOB_ID]
+    job = world.jobs.jobs[world.job.job_id]
     described = f"failing calls {sorted(failing)} of {calls}"
     assert job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED), f"job left {job.status}: {described}"
     assert not world.credits.open, f"reservations left open {list(world.credits.open)}: {described}"
@@ -220,7 +177,7 @@ def check_the_books(world: World, failing: set[int], calls: list[str]) -> None:
 
 def happy_path_calls() -> list[str]:
     world, faults = run_to_the_end(set())
-    assert world.jobs.jobs[JOB_ID].status is JobStatus.SUCCEEDED
+    assert world.jobs.jobs[world.job.job_id].status is JobStatus.SUCCEEDED
     return list(faults.calls)
 
 
@@ -265,5 +222,5 @@ def test_a_slow_call_anywhere_overtaken_by_the_notification_loses_nothing(call):
     must find the attempt (before the fix it found none, was ignored, and the job waited with its credits held)."""
     world, faults = run_to_the_end(set(), slow={call})
     check_the_books(world, set(), faults.calls)
-    assert world.jobs.jobs[JOB_ID].status is JobStatus.SUCCEEDED  # nothing failed: it is only slower
+    assert world.jobs.jobs[world.job.job_id].status is JobStatus.SUCCEEDED  # nothing failed: it is only slower
     assert len(world.endpoint.submitted) == 1  # and done once

@@ -43,7 +43,16 @@ def wav(seconds: float) -> bytes:
 
 
 class World:
-    def __init__(self, balance: int = 100, audio: bytes | None = None) -> None:
+    """One queued job of 12 s on a key, and the job use case over fakes. ``endpoint``: another fake endpoint;
+    ``open_until``: the job counts as open work (the reconciler's ``unfinished`` finds it)."""
+
+    def __init__(
+        self,
+        balance: int = 100,
+        audio: bytes | None = None,
+        endpoint: FakeAsyncEndpoint | None = None,
+        open_until: int | None = None,
+    ) -> None:
         settings = job_settings(BUCKET)
         self.credits = FakeCredits(balances={KEY.key_hash: balance})
         self.keys = FakeKeys()
@@ -51,7 +60,7 @@ class World:
         self.jobs = FakeJobs()
         self.audio = FakeAudio(bucket=BUCKET)
         self.queue = FakeQueue()
-        self.endpoint = FakeAsyncEndpoint()
+        self.endpoint = endpoint or FakeAsyncEndpoint()
         self.service = TranscriptionService(settings, self.credits, endpoint=None)  # type: ignore[arg-type]
         self.runner = JobService(
             self.service,
@@ -74,6 +83,7 @@ class World:
             options=TranscriptionOptions(task=Task.TRANSCRIBE, model="whisper-large-v3"),
             status=JobStatus.QUEUED,
             source_uri=f"s3://{BUCKET}/{object_key}",
+            open_until=open_until,
         )
         self.jobs.create(self.job)
 

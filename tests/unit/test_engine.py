@@ -4,9 +4,11 @@ and the bounds on decoding. The model itself is exercised by the integration and
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from types import SimpleNamespace
 
+import engine
 import numpy as np
 import pytest
 from audio_input import AudioLimits, AudioRefused, decode
@@ -14,6 +16,7 @@ from engine import (
     SAMPLE_RATE,
     VAD_FRAME,
     WINDOW_SECONDS,
+    BatchedEngine,
     DecodeOptions,
     RecentLoad,
     Window,
@@ -181,7 +184,7 @@ def test_a_batch_takes_windows_round_robin_across_requests_with_the_same_options
     assert len(second) == 2
 
 
-def ready(windows: int, requests: int, waited_ms: float, expected: int) -> bool:
+def ready(windows: int, requests: int, waited_ms: float, expected: int, arriving: int = 0) -> bool:
     return batch_is_ready(
         windows=windows,
         requests=requests,
@@ -190,6 +193,7 @@ def ready(windows: int, requests: int, waited_ms: float, expected: int) -> bool:
         expected_requests=expected,
         max_wait=0.010,
         max_gather=0.200,
+        arriving=arriving,
     )
 
 
@@ -209,7 +213,28 @@ def test_fewer_requests_than_were_served_together_lately_are_given_longer_to_gat
     assert ready(windows=2, requests=1, waited_ms=200, expected=4)  # but never longer than the gather limit
 
 
-def test_the_expected_company_is_the_most_served_at_once_within_the_memory() -> None:
+def test_a_request_still_planning_its_windows_is_waited_for_up_to_the_gather_limit() -> None:
+    assert not ready(windows=1, requests=1, waited_ms=10, expected=1, arriving=1)
+    assert not ready(windows=3, requests=3, waited_ms=150, expected=2, arriving=1)
+    assert ready(windows=1, requests=1, waited_ms=200, expected=1, arriving=1)
+    assert ready(windows=8, requests=1, waited_ms=0, expected=1, arriving=3)  # a full batch does not wait
+
+
+def test_an_arriving_request_is_counted_until_it_submits_or_fails() -> None:
+    batcher = WindowBatcher(SimpleNamespace())  # type: ignore[arg-type]
+    batcher.stop()
+    ticket = _ticket(1, DecodeOptions(language="en"))
+    with batcher.arriving() as submit:
+        assert batcher._arriving == 1 and not batcher._tickets
+        submit(ticket)
+        assert batcher._arriving == 0 and list(batcher._tickets.values()) == [ticket]
+    with pytest.raises(ValueError, match="refused"), batcher.arriving():
+        assert batcher._arriving == 1
+        raise ValueError("refused while planning")
+    assert batcher._arriving == 0
+
+
+def test_the_expected_company_is_the_most_in_flight_at_once_within_the_memory() -> None:
     now = [100.0]
     load = RecentLoad(memory_seconds=5.0, clock=lambda: now[0])
     assert load.expected() == 1  # nothing served yet: a request alone
@@ -222,6 +247,52 @@ def test_the_expected_company_is_the_most_served_at_once_within_the_memory() -> 
     assert load.expected() == 2
     now[0] += 10
     assert load.expected() == 1
+
+
+class _CountingBatcher(WindowBatcher):
+    """Decodes every window to nothing, slowly enough that requests overlap, and notes each batch's size."""
+
+    def __init__(self) -> None:
+        super().__init__(SimpleNamespace())  # type: ignore[arg-type]
+        self.sizes: list[int] = []
+
+    def _decode(self, batch: list[tuple[_Ticket, Window]]) -> list[list]:
+        self.sizes.append(len(batch))
+        time.sleep(0.3)
+        return [[] for _ in batch]
+
+
+def test_requests_sent_together_that_reach_the_model_apart_share_one_batch_once_seen_in_flight_together(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found by benchmarks.stack_vs_model: 4 requests sent at once reach the model tens of milliseconds apart, and
+    the batcher, taught by the batches they ended up in, kept splitting them (2 + 2, 3 + 1)."""
+    monkeypatch.setattr(engine, "Tokenizer", lambda *args, **kwargs: None)
+    model = SimpleNamespace(hf_tokenizer=None, model=SimpleNamespace(is_multilingual=False))
+    whisper = BatchedEngine(model)  # type: ignore[arg-type]
+    whisper.batcher.stop()
+    whisper.batcher = batcher = _CountingBatcher()
+    half_a_second = np.zeros(SAMPLE_RATE // 2, dtype=np.float32)  # one window, too short for a tail re-decode
+
+    def send_four_20_ms_apart() -> list[int]:
+        decoded_before = len(batcher.sizes)
+        threads = [
+            threading.Thread(target=lambda: list(whisper.stream(half_a_second, DecodeOptions(language="en"))))
+            for _ in range(4)
+        ]
+        for thread in threads:
+            thread.start()
+            time.sleep(0.02)  # more than the batcher's 10 ms wait: each could go alone
+        for thread in threads:
+            thread.join(timeout=10)
+        return batcher.sizes[decoded_before:]
+
+    try:
+        first = send_four_20_ms_apart()
+        assert sum(first) == 4
+        assert send_four_20_ms_apart() == [4]  # the 4 were in flight at once: the batcher now waits for all of them
+    finally:
+        whisper.close(timeout=5)
 
 
 def test_the_batcher_gathers_within_its_limits() -> None:

@@ -358,7 +358,7 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
         "--max-gather-ms",
         type=float,
         default=float(env("WHISPER_MAX_GATHER_MS", "200")),
-        help="how long a batch may wait while fewer requests are here than were served at once lately",
+        help="how long a batch may wait while fewer requests are here than were in flight at once lately",
     )
     parser.add_argument(
         "--context-pass",

@@ -8,9 +8,9 @@ requests, is where throughput comes from. This engine:
    faster-whisper) only chooses *where* to cut (in the middle of the longest pause near a window's
    end), never what to keep, so quiet speech the VAD misjudges is still decoded;
 2. hands each window to one shared :class:`WindowBatcher`, a thread that gathers windows of compatible
-   requests up to ``batch_size`` or ``max_wait_ms``, whichever comes first (up to ``max_gather_ms`` while a
-   request is still planning its windows, or fewer requests are waiting than were in flight at once lately),
-   taking them round-robin across requests so a short request is not queued behind a long file;
+   requests up to ``batch_size`` or ``max_wait_ms``, whichever comes first (up to ``max_gather_ms`` while
+   fewer requests are waiting than were in flight at once lately), taking them round-robin across requests so
+   a short request is not queued behind a long file;
 3. keeps every token the model wrote: where a window ends inside an unfinished segment, faster-whisper's
    batched path drops that tail (its sequential path re-decodes it); here it becomes the last segment;
 4. re-decodes a window sequentially with Whisper's temperature fallback when its batched decode failed
@@ -178,27 +178,27 @@ def batch_is_ready(
     expected_requests: int,
     max_wait: float,
     max_gather: float,
-    arriving: int = 0,
 ) -> bool:
     """Whether the batcher stops waiting for more windows and decodes what it has.
 
     A full batch goes at once. Otherwise it waits ``max_wait`` for windows of other requests, and longer, up to
-    ``max_gather``, while a request in the engine is still planning its windows (``arriving``) or fewer requests
-    have windows here than were in flight at once lately: requests sent together reach the model spread out (each
-    first passes its own authentication and credit checks, on a CPU the model keeps busy), and one that misses a
-    batch waits for that whole batch to be decoded. A request alone, with no recent company, waits only
-    ``max_wait``.
+    ``max_gather``, while fewer requests have windows here than were in flight at once lately: requests sent
+    together reach the model spread out (each first passes its own authentication and credit checks, on a CPU the
+    model keeps busy), and one that misses a batch waits for that whole batch to be decoded. A request alone, with
+    no recent company, waits only ``max_wait``.
     """
     if windows >= batch_size or waited >= max_gather:
         return True
-    return waited >= max_wait and requests >= expected_requests and arriving == 0
+    return waited >= max_wait and requests >= expected_requests
 
 
 class RecentLoad:
     """The most requests in flight at once in the last ``memory_seconds``: the company the batcher expects.
 
-    In flight, not served in one batch: requests sent together that reached the model too far apart to share a
-    batch would otherwise teach the batcher to expect the smaller batches they ended up in, and keep it there.
+    In flight (windows handed to the batcher, not all final yet), not served in one batch: requests sent together
+    that reached the model too far apart to share a batch would otherwise teach the batcher to expect the smaller
+    batches they ended up in, and keep it there. Counted from the hand-over, not from arrival: a 4-hour file
+    planning its windows for seconds is not company worth waiting for.
     """
 
     def __init__(self, memory_seconds: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
@@ -257,7 +257,7 @@ class WindowBatcher:
         self.context_pass = context_pass
         self.windows_with_context = 0
         self._tickets: OrderedDict[int, _Ticket] = OrderedDict()
-        self._arriving = 0  # requests in the engine that have not submitted their windows yet
+        self._serving = 0  # requests whose windows were handed over and are not all final yet
         self._arrived = threading.Condition()
         self._ids = itertools.count()
         self._stopped = False
@@ -267,28 +267,20 @@ class WindowBatcher:
         self._thread.start()
 
     @contextmanager
-    def arriving(self) -> Iterator[Callable[[_Ticket], None]]:
-        """A request on its way (planning its windows): until it submits, or fails to, a batch waits for it, up to
-        ``max_gather``. Yields its submit, which takes the announcement back in the same step."""
+    def serving(self, ticket: _Ticket) -> Iterator[None]:
+        """Hands a request's windows over for as long as it is served; how many are served at once is the company
+        a batch waits for. On leaving, the request's windows not yet decoded are dropped."""
         with self._arrived:
-            self._arriving += 1
-        submitted = False
-
-        def submit(ticket: _Ticket) -> None:
-            nonlocal submitted
-            with self._arrived:
-                self._arriving -= 1
-                submitted = True
-                self._tickets[next(self._ids)] = ticket
-                self._arrived.notify()
-
+            self._tickets[next(self._ids)] = ticket
+            self._serving += 1
+            self.load.record(self._serving)
+            self._arrived.notify()
         try:
-            yield submit
+            yield
         finally:
-            if not submitted:
-                with self._arrived:
-                    self._arriving -= 1
-                    self._arrived.notify()
+            ticket.cancelled = True  # a consumer that stops early (or failed) frees the batcher of the rest
+            with self._arrived:
+                self._serving -= 1
 
     def stop(self) -> None:
         with self._arrived:
@@ -334,7 +326,6 @@ class WindowBatcher:
                     expected_requests=expected,
                     max_wait=self.max_wait,
                     max_gather=self.max_gather,
-                    arriving=self._arriving,
                 ):
                     break
                 self._arrived.wait(max(0.0, (self.max_wait if waited < self.max_wait else self.max_gather) - waited))
@@ -682,8 +673,6 @@ class BatchedEngine:
             raise Cancelled("the engine is shutting down")
         with self._streams_done:
             self._streams += 1
-            in_flight = self._streams
-        self.batcher.load.record(in_flight)
         try:
             yield from self._stream(
                 audio, options, cancelled=lambda: self._closed or cancelled(), poll_seconds=poll_seconds
@@ -696,17 +685,15 @@ class BatchedEngine:
     def _stream(
         self, audio: np.ndarray, options: DecodeOptions, *, cancelled: Callable[[], bool], poll_seconds: float
     ) -> Iterator[WindowResult]:
-        with self.batcher.arriving() as submit:
-            speech = _LazySpeech(audio)
-            windows = plan_windows(audio, speech.probabilities)
-            tokenizer = Tokenizer(
-                self.model.hf_tokenizer, self.model.model.is_multilingual, task=options.task, language=options.language
-            )
-            ticket = _Ticket(
-                audio=audio, options=options, tokenizer=tokenizer, pending=deque(windows), caller_gone=cancelled
-            )
-            submit(ticket)
-        try:
+        speech = _LazySpeech(audio)
+        windows = plan_windows(audio, speech.probabilities)
+        tokenizer = Tokenizer(
+            self.model.hf_tokenizer, self.model.model.is_multilingual, task=options.task, language=options.language
+        )
+        ticket = _Ticket(
+            audio=audio, options=options, tokenizer=tokenizer, pending=deque(windows), caller_gone=cancelled
+        )
+        with self.batcher.serving(ticket):
             for window in windows:
                 result = self._wait_for(ticket, window, cancelled, poll_seconds)
                 if isinstance(result, BaseException):
@@ -717,8 +704,6 @@ class BatchedEngine:
                     result = self._redecode(audio, window, options, keep_if_empty=result)
                 result = result + self._untranscribed_tail(audio, window, result, options, speech)
                 yield WindowResult(window, result, len(windows))
-        finally:
-            ticket.cancelled = True  # a consumer that stops early (or failed) frees the batcher of the rest
 
     @staticmethod
     def _wait_for(

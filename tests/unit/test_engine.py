@@ -184,7 +184,7 @@ def test_a_batch_takes_windows_round_robin_across_requests_with_the_same_options
     assert len(second) == 2
 
 
-def ready(windows: int, requests: int, waited_ms: float, expected: int, arriving: int = 0) -> bool:
+def ready(windows: int, requests: int, waited_ms: float, expected: int) -> bool:
     return batch_is_ready(
         windows=windows,
         requests=requests,
@@ -193,7 +193,6 @@ def ready(windows: int, requests: int, waited_ms: float, expected: int, arriving
         expected_requests=expected,
         max_wait=0.010,
         max_gather=0.200,
-        arriving=arriving,
     )
 
 
@@ -213,25 +212,17 @@ def test_fewer_requests_than_were_served_together_lately_are_given_longer_to_gat
     assert ready(windows=2, requests=1, waited_ms=200, expected=4)  # but never longer than the gather limit
 
 
-def test_a_request_still_planning_its_windows_is_waited_for_up_to_the_gather_limit() -> None:
-    assert not ready(windows=1, requests=1, waited_ms=10, expected=1, arriving=1)
-    assert not ready(windows=3, requests=3, waited_ms=150, expected=2, arriving=1)
-    assert ready(windows=1, requests=1, waited_ms=200, expected=1, arriving=1)
-    assert ready(windows=8, requests=1, waited_ms=0, expected=1, arriving=3)  # a full batch does not wait
-
-
-def test_an_arriving_request_is_counted_until_it_submits_or_fails() -> None:
+def test_a_request_is_in_flight_from_handing_its_windows_over_until_it_leaves_and_then_frees_the_batcher() -> None:
     batcher = WindowBatcher(SimpleNamespace())  # type: ignore[arg-type]
     batcher.stop()
-    ticket = _ticket(1, DecodeOptions(language="en"))
-    with batcher.arriving() as submit:
-        assert batcher._arriving == 1 and not batcher._tickets
-        submit(ticket)
-        assert batcher._arriving == 0 and list(batcher._tickets.values()) == [ticket]
-    with pytest.raises(ValueError, match="refused"), batcher.arriving():
-        assert batcher._arriving == 1
-        raise ValueError("refused while planning")
-    assert batcher._arriving == 0
+    first, second = _ticket(3, DecodeOptions(language="en")), _ticket(1, DecodeOptions(language="en"))
+    with batcher.serving(first):
+        with pytest.raises(ValueError, match="failed"), batcher.serving(second):
+            assert batcher._serving == 2 and list(batcher._tickets.values()) == [first, second]
+            raise ValueError("failed while waiting")
+        assert batcher._serving == 1 and second.cancelled and not first.cancelled
+    assert batcher._serving == 0 and first.cancelled  # its remaining windows are dropped, not decoded
+    assert batcher.load.expected() == 2
 
 
 def test_the_expected_company_is_the_most_in_flight_at_once_within_the_memory() -> None:

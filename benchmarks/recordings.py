@@ -6,7 +6,7 @@
   that fits in 25 MB (up to about 13 minutes), else as a 32 kbps mono MP3 while that fits (60 minutes: about
   14.5 MB; up to about 103 minutes), else as a 12 kbps mono Ogg Opus (the 4 hours the service accepts: about
   20 MB). At 12 kbps Opus tiny.en hears these sentences about as well as at 32 kbps MP3 (WER 0.03 and 0.04 on a
-  minute of them), where the MP3 rates that would hold 4 hours in 25 MB lose words (16 kbps 0.11, 8 kbps 0.48).
+  minute of them), where lower MP3 rates lose words (16 kbps 0.11; 8 kbps, the rate that holds 4 hours, 0.48).
 
 ``python -m benchmarks.recordings --minutes 10 --out DIR`` writes a recording and its script, to listen to
 or to send by hand.

@@ -84,10 +84,14 @@ class RunningStack:
     # the stack's DynamoDB (moto), read directly: what the API says is checked against what is stored
 
     def dynamodb(self):
+        return self.aws_client("dynamodb")
+
+    def aws_client(self, service: str):
+        """A boto3 client for the stack's moto, from the environment its state file gives."""
         env = self.environment
         return boto3.client(
-            "dynamodb",
-            endpoint_url=env["AWS_ENDPOINT_URL_DYNAMODB"],
+            service,
+            endpoint_url=env[f"AWS_ENDPOINT_URL_{service.upper()}"],
             region_name=env["AWS_DEFAULT_REGION"],
             aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
             aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],

@@ -20,16 +20,13 @@ import time
 import wave
 from collections import Counter
 from collections.abc import Iterator
-from decimal import Decimal
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 import requests
-from boto3.dynamodb.types import TypeDeserializer
 from infery.ids import job_id_for_object
 from infery.webhooks import SIGNATURE_HEADER, verify
 
@@ -49,8 +46,6 @@ MIN_SHORT_RECALL = 0.7
 JOB_TIMEOUT_SECONDS = 300
 SRT_CUE = re.compile(r"^\d+\n\d{2}:\d{2}:\d{2},\d{3} --> \d{2}:\d{2}:\d{2},\d{3}\n.+$", re.MULTILINE)
 VTT_CUE = re.compile(r"^\d{2}:\d{2}:\d{2}\.\d{3} --> \d{2}:\d{2}:\d{2}\.\d{3}\n.+$", re.MULTILINE)
-
-_deserializer = TypeDeserializer()
 
 
 # --- fixtures ------------------------------------------------------------------------------------------------
@@ -134,45 +129,9 @@ def receiver() -> Iterator[WebhookReceiver]:
 # --- helpers -------------------------------------------------------------------------------------------------
 
 
-def aws(stack: RunningStack, service: str):
-    """A boto3 client for the stack's moto, from the environment its state file gives."""
-    env = stack.environment
-    return boto3.client(
-        service,
-        endpoint_url=env[f"AWS_ENDPOINT_URL_{service.upper()}"],
-        region_name=env["AWS_DEFAULT_REGION"],
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-        aws_session_token=env["AWS_SESSION_TOKEN"],
-    )
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    return value
-
-
 def ledger_entries(stack: RunningStack, key_id: str, request_id: str) -> list[dict[str, Any]]:
-    """The stored ledger entries of one request (a job's request id is its job id)."""
-    pages = (
-        aws(stack, "dynamodb")
-        .get_paginator("query")
-        .paginate(
-            TableName=stack.environment["LEDGER_TABLE_NAME"],
-            KeyConditionExpression="key_id = :key_id",
-            ExpressionAttributeValues={":key_id": {"S": key_id}},
-            ConsistentRead=True,
-        )
-    )
-    entries = [
-        {name: _plain(_deserializer.deserialize(value)) for name, value in item.items()}
-        for page in pages
-        for item in page["Items"]
-    ]
-    return sorted(
-        (entry for entry in entries if entry["request_id"] == request_id), key=lambda entry: entry["created_at"]
-    )
+    """The stored ledger entries of one request (a job's request id is its job id), in time order."""
+    return [entry for entry in stack.ledger(key_id) if entry["request_id"] == request_id]
 
 
 def usage(stack: RunningStack) -> dict[str, Any]:
@@ -421,7 +380,7 @@ def test_a_file_dropped_into_the_inbox_becomes_a_job_charged_once(big_stack: Run
     key_id = before["key_id"]
     bucket = big_stack.environment["AUDIO_BUCKET_NAME"]
     object_key = f"inbox/{key_id}/meeting.wav"
-    put = aws(big_stack, "s3").put_object(Bucket=bucket, Key=object_key, Body=small_wav.read_bytes())
+    put = big_stack.aws_client("s3").put_object(Bucket=bucket, Key=object_key, Body=small_wav.read_bytes())
     # the same object (bucket, key, ETag) is always the same job: this is its id
     job_id = job_id_for_object(bucket, object_key, put["ETag"].strip('"'))
 
@@ -462,7 +421,7 @@ def test_an_upload_that_is_not_audio_fails_uncharged_and_leaves_no_dead_letter(b
     assert all(request["request_id"] != job["id"] for request in after["recent_requests"])
     assert ledger_entries(big_stack, before["key_id"], job["id"]) == []
 
-    sqs = aws(big_stack, "sqs")
+    sqs = big_stack.aws_client("sqs")
     local = LocalTemplate(load_template())
     dead_letters = local.physical_name("JobsDeadLetterQueue")
     assert dead_letters == "infery-local-JobsDeadLetterQueue"

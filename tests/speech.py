@@ -151,8 +151,6 @@ LONG_KEY_WORDS = (
 
 def large_wav(min_bytes: int, text: str = LONG_SCRIPT) -> bytes:
     """Real speech as a 48 kHz stereo 16-bit WAV of at least ``min_bytes``: the script, said again until it is."""
-    import wave
-
     said = synthesize_wav(text)
     pcm = bytearray()
     with av.open(io.BytesIO(said)) as source:
@@ -223,7 +221,6 @@ def timed_speech(
 ) -> tuple[bytes, list[TimedSentence]]:
     """One 16 kHz mono WAV saying every sentence in order, ``gap_seconds`` of silence between them (none after
     the last: the file ends with its last word), sentences at positions in ``quiet`` at ``quiet_gain`` volume."""
-    import wave
 
     pieces: list[np.ndarray] = [np.zeros(int(lead_seconds * TIMED_SAMPLE_RATE), dtype=np.float32)]
     timeline: list[TimedSentence] = []
@@ -240,13 +237,7 @@ def timed_speech(
         pieces.append(said)
         position += len(said)
     pcm = (np.clip(np.concatenate(pieces), -1, 1) * 32767).astype("<i2").tobytes()
-    output = io.BytesIO()
-    with wave.open(output, "wb") as target:
-        target.setnchannels(1)
-        target.setsampwidth(2)
-        target.setframerate(TIMED_SAMPLE_RATE)
-        target.writeframes(pcm)
-    return output.getvalue(), timeline
+    return mono_wav(pcm, TIMED_SAMPLE_RATE), timeline
 
 
 def sentences_missing(
@@ -275,15 +266,20 @@ def _stem_recall(transcript: str, expected: tuple[str, ...]) -> float:
 # --- made-up WAV files: silence, and headers that lie ---------------------------------------------------------
 
 
-def silent_wav(sample_rate: int, seconds: float) -> bytes:
-    """A 16-bit mono WAV of silence at ``sample_rate``."""
+def mono_wav(pcm: bytes, sample_rate: int) -> bytes:
+    """16-bit mono PCM samples as a WAV at ``sample_rate`` (its header is 44 bytes)."""
     output = io.BytesIO()
     with wave.open(output, "wb") as target:
         target.setnchannels(1)
         target.setsampwidth(2)
         target.setframerate(sample_rate)
-        target.writeframes(bytes(int(sample_rate * seconds) * 2))
+        target.writeframes(pcm)
     return output.getvalue()
+
+
+def silent_wav(sample_rate: int, seconds: float) -> bytes:
+    """A 16-bit mono WAV of silence at ``sample_rate``."""
+    return mono_wav(bytes(int(sample_rate * seconds) * 2), sample_rate)
 
 
 def one_hertz_wav(data_bytes: int = 4000) -> bytes:

@@ -8,9 +8,7 @@ depends on one 60-second invocation.
 
 from __future__ import annotations
 
-import io
 import json
-import wave
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +31,7 @@ from tests.speech import (
     TIMED_SAMPLE_RATE,
     TimedSentence,
     distinct_sentences,
+    mono_wav,
     one_hertz_wav,
     sentences_missing,
     timed_speech,
@@ -71,13 +70,7 @@ def _at_most(wav: bytes, timeline: list[TimedSentence], limit_bytes: int) -> tup
     """The recording cut after the last sentence that fits in ``limit_bytes``: the file ends with that sentence."""
     last_sample = (limit_bytes - 44) // 2  # a 16-bit mono WAV after its 44-byte header
     kept = [sentence for sentence in timeline if round(sentence.end * TIMED_SAMPLE_RATE) <= last_sample]
-    output = io.BytesIO()
-    with wave.open(output, "wb") as target:
-        target.setnchannels(1)
-        target.setsampwidth(2)
-        target.setframerate(TIMED_SAMPLE_RATE)
-        target.writeframes(wav[44 : 44 + 2 * round(kept[-1].end * TIMED_SAMPLE_RATE)])
-    return output.getvalue(), kept
+    return mono_wav(wav[44 : 44 + 2 * round(kept[-1].end * TIMED_SAMPLE_RATE)], TIMED_SAMPLE_RATE), kept
 
 
 def test_a_recording_of_the_full_25_mb_through_infery_transcribe_keeps_every_sentence_and_is_charged_once(

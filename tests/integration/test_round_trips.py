@@ -2,7 +2,8 @@
 
 Reserve and settle start from the balance the request last saw (authentication's, then the reservation's own
 result) instead of reading the key again; the transactions are conditional on that balance, so a balance changed
-in between is read and the change computed again, never written over. Counts, never timings.
+in between is never written over: the change is computed again on the key as the failed condition found it, which
+DynamoDB returns with the cancellation, so a lost race costs no read either. Counts, never timings.
 """
 
 from __future__ import annotations
@@ -54,7 +55,9 @@ def test_a_sync_call_with_an_idempotency_key_makes_seven(fake_runtime, load_api,
     assert accounts.balance(item) == 9
 
 
-def test_a_balance_changed_while_the_model_ran_is_read_again_and_settled_exactly(fake_runtime, load_api, accounts, wav):
+def test_a_balance_changed_while_the_model_ran_is_settled_exactly_on_the_balance_the_conflict_returned(
+    fake_runtime, load_api, accounts, wav
+):
     holder: dict[str, Any] = {}
     url, _ = fake_runtime(
         200,
@@ -67,8 +70,9 @@ def test_a_balance_changed_while_the_model_ran_is_read_again_and_settled_exactly
     reply = api.transcribe(api_key, wav)
     assert_ok(reply)
     item = holder["item"]
-    # the settle's first try saw the balance after the reserve, and lost to the top-up: it read the key and retried
-    assert counts["GetItem"] == 2 and counts["TransactWriteItems"] == 3
+    # the settle's first try saw the balance after the reserve and lost to the top-up; it retried on the key as
+    # the cancellation returned it, without reading it again
+    assert counts["GetItem"] == 1 and counts["TransactWriteItems"] == 3
     assert reply.header("x-infery-credits-balance") == "14"
     assert accounts.balance(item) == 14 and accounts.ledger_sum(item) == 14
     entries = accounts.request_entries(item, reply.request_id)
@@ -102,3 +106,33 @@ def test_a_key_revoked_after_authentication_is_refused_at_its_reservation(fake_r
     assert_error(api.transcribe(api_key, wav), 401, "revoked_api_key")
     assert fake.calls == 0
     accounts.assert_untouched(item, 10)
+
+
+def test_a_reservation_that_lost_a_race_retries_on_the_key_its_cancellation_returned(
+    fake_runtime, load_api, accounts, wav
+):
+    """Requests sent together on one key all authenticate on the same balance, and all but one lose their first
+    reservation: each retry starts from the key as the conflict found it, not from another read."""
+    url, fake = fake_runtime(200, model_answer(4.2))
+    api = load_api(url)
+    api_key, item = accounts.new_key(10)
+    raced: list[bool] = []
+
+    def another_request_reserves_first(**_: Any) -> None:
+        if not raced:
+            raced.append(True)
+            accounts.credits.reserve(item, 2, request_id="the-request-that-won", model="m")
+
+    api.module.wiring.dynamodb_client.meta.events.register(
+        "before-call.dynamodb.TransactWriteItems", another_request_reserves_first
+    )
+    counts = count_dynamodb_calls(api)
+    reply = api.transcribe(api_key, wav)
+    assert_ok(reply)
+    assert fake.calls == 1
+    # authentication's read only; the reserve lost (1), retried (2), the settle (3)
+    assert counts["GetItem"] == 1 and counts["TransactWriteItems"] == 3
+    entries = accounts.request_entries(item, reply.request_id)
+    # 10 - 2 (the winner) - 3 reserved for the 11.7 s file = 5; the model heard 4.2 s (1 credit): 2 come back
+    assert int(entries["reserve"]["balance_after"]) == 5 and int(entries["settle"]["balance_after"]) == 7
+    assert accounts.balance(item) == 7 and accounts.ledger_sum(item) == 7

@@ -94,6 +94,14 @@ class _AlreadyApplied(Exception):
     """The ledger entry (or the reservation) shows this change was made already."""
 
 
+def key_row_at_cancellation(error: ClientError) -> dict[str, Any] | None:
+    """The key item as the balance update's failed condition found it (the transaction's first item), if sent."""
+    reasons = error.response.get("CancellationReasons") or [{}]
+    if reasons[0].get("Code") != "ConditionalCheckFailed" or not reasons[0].get("Item"):
+        return None
+    return deserialize(reasons[0]["Item"])
+
+
 class CreditStore:
     def __init__(self, client: Any, keys_table_name: str, ledger_table_name: str, reservations_table_name: str) -> None:
         self._client = client
@@ -306,16 +314,19 @@ class CreditStore:
 
         ``seen_balance``: the balance as last read or written by this request, tried first without reading the
         key again. The transaction is conditional on it (and, with ``require_active``, on the key being active),
-        so a balance that changed since is never written over: the key is read and the change computed again.
+        so a balance that changed since is never written over: the change is computed again on the key as the
+        failed condition found it (DynamoDB returns it with the cancellation), or as read when it did not say.
         """
         entry_id = f"{request_id}#{kind.value}"
         created_at = now_iso()
+        row_found_by_conflict: dict[str, Any] | None = None
         for attempt in range(_MAX_ATTEMPTS):
             if seen_balance is not None:
                 current, assumed = seen_balance, True
                 seen_balance = None  # tried once: any retry reads the key
             else:
-                row = self._key_row(key_hash)
+                row = row_found_by_conflict or self._key_row(key_hash)
+                row_found_by_conflict = None
                 if require_active and row.get("status") != "active":
                     raise AuthenticationFailed(
                         "This key was revoked while the request ran; nothing was charged.", code="revoked_api_key"
@@ -364,6 +375,8 @@ class CreditStore:
                 codes = cancellation_codes(error)
                 if "ConditionalCheckFailed" in codes[1:]:
                     raise _AlreadyApplied from None  # this change was made already: never twice
+                # under concurrency on one key every lost race would cost a read: the cancellation holds the key
+                row_found_by_conflict = key_row_at_cancellation(error)
                 if assumed:
                     continue  # the balance changed since it was seen: read it, no need to back off yet
                 # another request changed the balance since we read it, or the transactions conflicted
@@ -380,6 +393,7 @@ class CreditStore:
             "UpdateExpression": "SET credits = :new_balance",
             "ConditionExpression": "credits = :seen_balance",
             "ExpressionAttributeValues": serialize({":new_balance": new_balance, ":seen_balance": seen}),
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
         }
         if require_active:  # a key revoked since it was read: the retry reads it and refuses
             update["ConditionExpression"] += " AND #status = :active"

@@ -1,21 +1,93 @@
-"""moto's server, one request at a time.
+"""moto's server, one request at a time, with transactions that cost what they touch.
 
 moto's own server handles requests on parallel threads, and its DynamoDB backend takes no lock: two
 TransactWriteItems conditioned on the same balance can both pass their check and both write (seen in
 tests/integration: 11 charges accepted against a balance of 10). DynamoDB itself never does that, so
 the local stack serialises moto's requests to keep DynamoDB's atomicity, which the credit code relies on.
+
+moto backs up every table a TransactWriteItems touches, whole (a deep copy), to roll a failed one back: with
+the ledger in it, every credit change cost time in proportion to the ledger's size (measured: 5 ms on an empty
+ledger, 56 ms at 2,000 entries, 216 ms at 8,000), so a local stack got slower with every request it served, one
+request at a time. Here a transaction backs up the items it names instead, and a failed one puts them back.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
 import threading
+import types
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import moto.dynamodb.models as dynamodb_models
+from moto.dynamodb.models import DynamoDBBackend
+from moto.dynamodb.models.dynamo_type import Item
+from moto.dynamodb.models.table import Table
 from moto.server import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import BaseWSGIServer, make_server
+
+_TouchedItem = tuple[str, dict[str, Any], Item | None]
+
+
+def _items_named(backend: DynamoDBBackend, transact_items: list[dict[str, Any]]) -> list[_TouchedItem]:
+    """Each item a transaction names (table, key) with a copy of it as it is now (None: it does not exist)."""
+    touched: list[_TouchedItem] = []
+    for transact_item in transact_items:
+        operation, request = next(iter(transact_item.items()))
+        table = backend.get_table(request["TableName"])
+        if operation == "Put":
+            key_names = [table.hash_key_attr, *([table.range_key_attr] if table.range_key_attr else [])]
+            key = {name: request["Item"][name] for name in key_names}
+        else:
+            key = request["Key"]
+        touched.append((request["TableName"], key, copy.deepcopy(backend.get_item(request["TableName"], key))))
+    return touched
+
+
+def _put_back(backend: DynamoDBBackend, touched: list[_TouchedItem]) -> None:
+    for table_name, key, before in touched:
+        if before is None:
+            table = backend.get_table(table_name)
+            table.delete_item(*backend.get_keys_value(table, key))
+        else:
+            backend.get_table(table_name).put_item(before.to_json()["Attributes"])
+
+
+def _deepcopy_but_tables(value: Any, memo: dict[int, Any] | None = None) -> Any:
+    return value if isinstance(value, Table) else copy.deepcopy(value, memo)
+
+
+_whole_table_transaction = DynamoDBBackend.transact_write_items
+
+
+def _transaction_backing_up_its_items(self: DynamoDBBackend, transact_items: list[dict[str, Any]]) -> None:
+    try:
+        touched = _items_named(self, transact_items)
+    except Exception:  # noqa: BLE001 - a request moto refuses: let moto say why, with its own backup
+        touched = None
+    if touched is None:
+        dynamodb_models.copy = copy
+        try:
+            return _whole_table_transaction(self, transact_items)
+        finally:
+            dynamodb_models.copy = _COPY_WITHOUT_TABLES
+    try:
+        return _whole_table_transaction(self, transact_items)
+    except Exception:
+        _put_back(self, touched)  # moto's own rollback put back the same table objects: a no-op
+        raise
+
+
+# what moto's models module calls ``copy``: the copy module, but for tables (Any: it stands in for a module)
+_COPY_WITHOUT_TABLES: Any = types.SimpleNamespace(deepcopy=_deepcopy_but_tables)
+
+
+def back_up_only_the_items_a_transaction_names() -> None:
+    """Make moto's TransactWriteItems back up the items it names, not whole tables (requests one at a time only)."""
+    dynamodb_models.copy = _COPY_WITHOUT_TABLES
+    DynamoDBBackend.transact_write_items = _transaction_backing_up_its_items  # type: ignore[method-assign]
 
 
 class SerializedApp:
@@ -30,6 +102,7 @@ class SerializedApp:
 
 
 def make_moto_server(host: str, port: int) -> BaseWSGIServer:
+    back_up_only_the_items_a_transaction_names()  # safe because SerializedApp runs one request at a time
     return make_server(host, port, SerializedApp(DomainDispatcherApplication(create_backend_app)), threaded=True)
 
 

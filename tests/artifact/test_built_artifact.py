@@ -44,9 +44,10 @@ handler = getattr(module, spec["handler"])
 assert callable(handler), spec["handler"]
 result = handler(spec["event"], Context()) if spec["event"] is not None else None
 origins = {name: getattr(loaded, "__file__", None) for name, loaded in list(sys.modules.items())}
+cached = {name: getattr(loaded, "__cached__", None) for name, loaded in list(sys.modules.items())}
 standard = sorted({sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platstdlib"]})
 print("BUILD-CHECK " + json.dumps({"version": list(sys.version_info[:2]), "origins": origins, "result": result,
-                                   "standard": standard}))
+                                   "standard": standard, "cached": cached}))
 """
 
 # events the handlers answer without reaching AWS: a key of the wrong shape (refused before any lookup),
@@ -115,6 +116,16 @@ def _layer_paths(build_dir: Path, local: LocalTemplate) -> list[Path]:
     return [(build_dir / layer["Properties"]["ContentUri"]).resolve() / "python" for layer in layers]
 
 
+# PEP 552: a .pyc's second 4 bytes are its flags; 0b01 is "hash-based, source not checked"
+UNCHECKED_HASH_FLAGS = 0b01
+
+
+def _ships_unchecked_bytecode(cached: str | None) -> bool:
+    if not cached or not Path(cached).is_file():
+        return False
+    return int.from_bytes(Path(cached).read_bytes()[4:8], "little") == UNCHECKED_HASH_FLAGS
+
+
 def test_every_function_of_the_template_was_built(build):
     build_dir, local = build
     functions = local.resources_of_type("AWS::Serverless::Function")
@@ -151,7 +162,8 @@ def test_the_built_function_imports_and_runs_its_handler_on_the_runtime(build, r
         "LAMBDA_TASK_ROOT": str(code_dir),
     }
     completed = subprocess.run(
-        [runtime_python, "-I", "-S", "-c", PROBE, json.dumps(spec)],
+        # -B: Lambda's /var/task and /opt are read-only, so an import there writes no bytecode either
+        [runtime_python, "-I", "-S", "-B", "-c", PROBE, json.dumps(spec)],
         env=environment,
         capture_output=True,
         text=True,
@@ -179,6 +191,18 @@ def test_the_built_function_imports_and_runs_its_handler_on_the_runtime(build, r
         if not any(path.is_relative_to(root) for root in allowed_roots)
     }
     assert not strays, f"modules from outside the artifact: {strays}"
+
+    # Lambda cannot write bytecode, so the build ships it (make build compiles it), in the unchecked-hash form that
+    # holds whatever the files' times after zipping: without it every cold start compiles the layer and the function
+    shipped_roots = [code_dir, *layers]
+    compiled_every_time = {
+        name: str(path)
+        for name, path in origins.items()
+        if path.suffix == ".py"
+        and any(path.is_relative_to(root) for root in shipped_roots)
+        and not _ships_unchecked_bytecode(report["cached"].get(name))
+    }
+    assert not compiled_every_time, f"modules the artifact ships without their bytecode: {compiled_every_time}"
 
     if function == "TranscribeFunction":  # a refusal before any lookup, in OpenAI's shape
         result = report["result"]

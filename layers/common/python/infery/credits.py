@@ -323,7 +323,7 @@ class CreditStore:
         for attempt in range(_MAX_ATTEMPTS):
             if seen_balance is not None:
                 current, assumed = seen_balance, True
-                seen_balance = None  # tried once: any retry reads the key
+                seen_balance = None  # tried once: a retry starts from the key as the conflict found it, or reads it
             else:
                 row = row_found_by_conflict or self._key_row(key_hash)
                 row_found_by_conflict = None
@@ -378,7 +378,7 @@ class CreditStore:
                 # under concurrency on one key every lost race would cost a read: the cancellation holds the key
                 row_found_by_conflict = key_row_at_cancellation(error)
                 if assumed:
-                    continue  # the balance changed since it was seen: read it, no need to back off yet
+                    continue  # the balance changed since it was seen: no need to back off yet
                 # another request changed the balance since we read it, or the transactions conflicted
                 time.sleep(random.uniform(0, min(0.25, 0.005 * 2**attempt)))
         raise InternalError(

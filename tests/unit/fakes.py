@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from infery.async_inference import AsyncNotification, AsyncSubmission
-from infery.clock import now_iso
+from infery.clock import iso_at, now_iso
 from infery.credits import LedgerEntry, LedgerKind, Reservation, ReservationClosed, SettledCharge
 from infery.errors import InsufficientCredits, InvalidRequest, NotFound
 from infery.inference import InferenceRequest, InferenceResult
@@ -202,6 +202,13 @@ class FakeJobs:
         if job.status is not JobStatus.RUNNING or job.lease_until >= now:
             return False
         self._update(job_id, status=JobStatus.QUEUED, lease_until=0)
+        return True
+
+    def requeue_if_still_waiting(self, job_id: str, waiting_since: str, now: int) -> bool:
+        job = self.jobs[job_id]
+        if job.status is not JobStatus.QUEUED or job.updated_at != waiting_since:
+            return False
+        self._update(job_id, updated_at=iso_at(now))
         return True
 
     def submitted(self, job_id: str, *, inference_id: str, lease_until: int) -> Job:

@@ -61,7 +61,19 @@ def test_a_queued_job_whose_message_was_lost_is_queued_again_after_the_grace_per
     reconciler = load_reconciler()
 
     assert reconciler.redrive_stuck_jobs(now=time.time() + GRACE_SECONDS - 60) == 0  # still within the grace
-    assert reconciler.redrive_stuck_jobs(now=time.time() + GRACE_SECONDS + 60) >= 1
+    first_run = time.time() + GRACE_SECONDS + 60
+    assert reconciler.redrive_stuck_jobs(now=first_run) >= 1
     assert job_id in [json.loads(message["Body"])["job_id"] for message in jobs_queue.drain()]
     assert store.job(job_id).status is JobStatus.QUEUED
     accounts.assert_untouched(item, SEEDED)  # nothing is reserved before a worker runs it
+
+    # still queued at the next runs (a backlog holds its message): not sent again until a whole grace has passed
+    assert job_id not in sent_by(reconciler, jobs_queue, now=first_run + 300)
+    assert job_id not in sent_by(reconciler, jobs_queue, now=first_run + GRACE_SECONDS - 60)
+    assert sent_by(reconciler, jobs_queue, now=first_run + GRACE_SECONDS + 60).count(job_id) == 1
+
+
+def sent_by(reconciler, jobs_queue, *, now: float) -> list[str]:
+    """The jobs one reconciler run at ``now`` sent to the queue."""
+    reconciler.redrive_stuck_jobs(now=now)
+    return [json.loads(message["Body"])["job_id"] for message in jobs_queue.drain()]

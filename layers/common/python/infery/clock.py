@@ -13,6 +13,11 @@ def now_iso() -> str:
     return utc_now().isoformat(timespec="milliseconds")
 
 
+def iso_at(epoch_seconds: float) -> str:
+    """``epoch_seconds`` as the tables store a time."""
+    return datetime.fromtimestamp(epoch_seconds, UTC).isoformat(timespec="milliseconds")
+
+
 def parse_timestamp(value: str) -> datetime:
     """An ISO 8601 time as an aware UTC datetime (a time without an offset is taken as UTC)."""
     try:

@@ -18,7 +18,7 @@ from boto3.dynamodb.conditions import Attr, Key
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, Field
 
-from .clock import now_iso
+from .clock import iso_at, now_iso
 from .dynamodb import is_conditional_check_failure, to_dynamodb
 from .ids import JOB_ID_PATTERN, new_webhook_secret
 from .transcription import TranscriptionOptions
@@ -210,6 +210,27 @@ class JobStore:
                     ":zero": 0,
                     ":now": now,
                     ":now_iso": now_iso(),
+                },
+            )
+        except ClientError as exc:
+            if is_conditional_check_failure(exc):
+                return False
+            raise
+        return True
+
+    def requeue_if_still_waiting(self, job_id: str, waiting_since: str, now: int) -> bool:
+        """Date a queued job that has waited since ``waiting_since`` as queued again at ``now`` (epoch seconds), so
+        the grace period starts over; False when it changed meanwhile (claimed, or queued again by another run)."""
+        try:
+            self._table.update_item(
+                Key={"job_id": job_id},
+                UpdateExpression="SET updated_at = :now_iso",
+                ConditionExpression="#status = :queued AND updated_at = :waiting_since",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={
+                    ":queued": JobStatus.QUEUED.value,
+                    ":waiting_since": waiting_since,
+                    ":now_iso": iso_at(now),
                 },
             )
         except ClientError as exc:

@@ -9,7 +9,6 @@ only its own items; these tests hold it to DynamoDB's all-or-nothing on every ki
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -17,22 +16,17 @@ import pytest
 from botocore.exceptions import ClientError
 from moto.dynamodb.models.table import Table
 
-from local_stack.moto_server import BackgroundMotoServer
 
-
-@pytest.fixture(scope="module")
-def dynamodb() -> Iterator[Any]:
-    server = BackgroundMotoServer()
-    server.start()
-    client = boto3.client(
+@pytest.fixture
+def dynamodb(moto_url: str) -> Any:
+    """A client of the integration tests' moto server (local_stack.moto_server.BackgroundMotoServer)."""
+    return boto3.client(
         "dynamodb",
-        endpoint_url=server.url,
+        endpoint_url=moto_url,
         region_name="us-east-1",
-        aws_access_key_id="local",
-        aws_secret_access_key="local",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
     )
-    yield client
-    server.stop()
 
 
 @pytest.fixture

@@ -198,40 +198,32 @@ class JobStore:
 
     def release_if_lease_expired(self, job_id: str, now: int) -> bool:
         """Hand back to the queue a running job whose lease ran out before ``now``; False when it is not one."""
-        try:
-            self._table.update_item(
-                Key={"job_id": job_id},
-                UpdateExpression="SET #status = :queued, lease_until = :zero, updated_at = :now_iso",
-                ConditionExpression="#status = :running AND lease_until < :now",
-                ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues={
-                    ":queued": JobStatus.QUEUED.value,
-                    ":running": JobStatus.RUNNING.value,
-                    ":zero": 0,
-                    ":now": now,
-                    ":now_iso": now_iso(),
-                },
-            )
-        except ClientError as exc:
-            if is_conditional_check_failure(exc):
-                return False
-            raise
-        return True
+        return self._update_if(
+            job_id,
+            "SET #status = :queued, lease_until = :zero, updated_at = :now_iso",
+            "#status = :running AND lease_until < :now",
+            {":running": JobStatus.RUNNING.value, ":zero": 0, ":now": now, ":now_iso": now_iso()},
+        )
 
     def requeue_if_still_waiting(self, job_id: str, waiting_since: str, now: int) -> bool:
         """Date a queued job that has waited since ``waiting_since`` as queued again at ``now`` (epoch seconds), so
         the grace period starts over; False when it changed meanwhile (claimed, or queued again by another run)."""
+        return self._update_if(
+            job_id,
+            "SET updated_at = :now_iso",
+            "#status = :queued AND updated_at = :waiting_since",
+            {":waiting_since": waiting_since, ":now_iso": iso_at(now)},
+        )
+
+    def _update_if(self, job_id: str, update: str, condition: str, values: dict[str, Any]) -> bool:
+        """One conditional update (``#status`` and ``:queued`` are defined for it); False when the condition fails."""
         try:
             self._table.update_item(
                 Key={"job_id": job_id},
-                UpdateExpression="SET updated_at = :now_iso",
-                ConditionExpression="#status = :queued AND updated_at = :waiting_since",
+                UpdateExpression=update,
+                ConditionExpression=condition,
                 ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues={
-                    ":queued": JobStatus.QUEUED.value,
-                    ":waiting_since": waiting_since,
-                    ":now_iso": iso_at(now),
-                },
+                ExpressionAttributeValues={":queued": JobStatus.QUEUED.value, **values},
             )
         except ClientError as exc:
             if is_conditional_check_failure(exc):

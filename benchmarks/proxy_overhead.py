@@ -206,12 +206,12 @@ class Harness:
             "before-call.sagemaker-runtime.InvokeEndpoint", self._answer_instantly
         )
         self.dynamodb_calls: collections.Counter[str] = collections.Counter()
-        for client in (wiring.dynamodb_client, wiring.dynamodb.meta.client):
-            client.meta.events.register("before-call.dynamodb", self._count_dynamodb_call)
+        # keys, rate limits and credits share the low-level client; a sync call builds no boto3 resource
+        wiring.dynamodb_client.meta.events.register("before-call.dynamodb", self._count_dynamodb_call)
         # the CPU time spent inside DynamoDB and S3 calls, from the first event of a call to its last
         self.sdk_seconds = 0.0
         self._call_started = 0.0
-        for client in (wiring.dynamodb_client, wiring.dynamodb.meta.client, wiring.s3):
+        for client in (wiring.dynamodb_client, wiring.s3):
             service = client.meta.service_model.service_id.hyphenize()
             client.meta.events.register_first(f"provide-client-params.{service}", self._sdk_call_starts)
             client.meta.events.register_last(f"after-call.{service}", self._sdk_call_ends)

@@ -47,7 +47,8 @@ def limited(fake_runtime, load_api, rate_limits_table, clock) -> Callable[..., t
     def load(**environment: str) -> tuple[Api, object]:
         url, fake = fake_runtime(200, model_answer(4.2))
         api = load_api(url, **environment)
-        api.module.wiring.rate_limiter = RateLimiter(rate_limits_table, clock=clock)
+        wiring = api.module.wiring
+        wiring.rate_limiter = RateLimiter(wiring.dynamodb_client, rate_limits_table.name, clock=clock)
         return api, fake
 
     return load
@@ -204,9 +205,9 @@ def test_the_counter_holds_under_concurrent_requests(rate_limits_table, accounts
     start = threading.Barrier(10)
 
     def acquire(_: int) -> int | None:
-        # one limiter per thread, as each Lambda instance has its own (boto3 resources are not thread-safe)
-        table = boto3.session.Session().resource("dynamodb").Table(rate_limits_table.name)
-        limiter = RateLimiter(table, clock=Clock(WINDOW_START + 1))
+        # one limiter per thread, as each Lambda instance has its own
+        client = boto3.session.Session().client("dynamodb")
+        limiter = RateLimiter(client, rate_limits_table.name, clock=Clock(WINDOW_START + 1))
         start.wait()
         try:
             return limiter.acquire(item.key_id, 4).remaining

@@ -28,8 +28,8 @@ def count_dynamodb_calls(api: Any) -> collections.Counter[str]:
     """Every DynamoDB call the handler's clients make from now on, by operation."""
     counts: collections.Counter[str] = collections.Counter()
     wiring = api.module.wiring
-    for client in (wiring.dynamodb_client, wiring.dynamodb.meta.client):
-        client.meta.events.register("before-call.dynamodb", lambda model, **_: counts.update([model.name]))
+    # the low-level client is the only one a sync call uses: it builds no boto3 resource
+    wiring.dynamodb_client.meta.events.register("before-call.dynamodb", lambda model, **_: counts.update([model.name]))
     return counts
 
 
@@ -42,6 +42,8 @@ def test_a_sync_call_makes_four_dynamodb_calls(fake_runtime, load_api, accounts,
     # authenticate (GetItem), rate limit (UpdateItem), reserve and settle (one transaction each)
     assert counts == {"GetItem": 1, "UpdateItem": 1, "TransactWriteItems": 2}
     assert accounts.balance(item) == 9 and accounts.ledger_sum(item) == 9
+    # all through the one low-level client: no boto3 resource (and its own client) was built for it
+    assert "dynamodb" not in vars(api.module.wiring)
 
 
 def test_a_sync_call_with_an_idempotency_key_makes_seven(fake_runtime, load_api, accounts, wav):
@@ -86,7 +88,7 @@ def test_a_balance_changed_since_authentication_is_reserved_from_the_balance_as_
     url, fake = fake_runtime(200, model_answer(4.2))
     api = load_api(url)
     api_key, item = accounts.new_key(0)
-    api.module.wiring.dynamodb.meta.client.meta.events.register(
+    api.module.wiring.dynamodb_client.meta.events.register(
         "after-call.dynamodb.GetItem",
         lambda **_: accounts.credits.top_up(item, 10, request_id="top-up-after-authentication"),
     )
@@ -99,7 +101,7 @@ def test_a_key_revoked_after_authentication_is_refused_at_its_reservation(fake_r
     url, fake = fake_runtime(200, model_answer(4.2))
     api = load_api(url)
     api_key, item = accounts.new_key(10)
-    api.module.wiring.dynamodb.meta.client.meta.events.register(
+    api.module.wiring.dynamodb_client.meta.events.register(
         "after-call.dynamodb.UpdateItem",
         lambda **_: accounts.revoke(item),  # the rate limit, after authentication
     )

@@ -16,6 +16,7 @@ from typing import Any
 from infery.async_inference import AsyncNotification, AsyncSubmission
 from infery.clock import iso_at, now_iso
 from infery.credits import LedgerEntry, LedgerKind, Reservation, ReservationClosed, SettledCharge
+from infery.dynamodb import deserialize, serialize
 from infery.errors import InsufficientCredits, InvalidRequest, NotFound
 from infery.inference import InferenceRequest, InferenceResult
 from infery.jobs import Job, JobError, JobStatus, WebhookAttempt
@@ -341,3 +342,30 @@ class FakeAsyncEndpoint:
                 "eventSource": "aws:sagemaker",
             }
         )
+
+
+class LowLevelDynamoDB:
+    """DynamoDB's low-level client, faked over a fake of a boto3 Table: the client's typed values (``{"S": ...}``)
+    become plain ones for the table fake, and its answers typed again, so one table fake serves a store that uses
+    the client (KeyStore, RateLimiter) as it would one that used the table."""
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+
+    def __getattr__(self, operation: str) -> Callable[..., dict[str, Any]]:
+        method = getattr(self.table, operation)
+
+        def call(**arguments: Any) -> dict[str, Any]:
+            arguments.pop("TableName", None)
+            for name in ("Key", "Item", "ExpressionAttributeValues", "ExclusiveStartKey"):
+                if name in arguments:
+                    arguments[name] = deserialize(arguments[name])
+            answer = dict(method(**arguments) or {})
+            for name in ("Item", "Attributes", "LastEvaluatedKey"):
+                if name in answer:
+                    answer[name] = serialize(answer[name])
+            if "Items" in answer:
+                answer["Items"] = [serialize(item) for item in answer["Items"]]
+            return answer
+
+        return call

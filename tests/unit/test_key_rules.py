@@ -19,6 +19,7 @@ from infery.keys import (
     hash_api_key,
 )
 
+from tests.unit.fakes import LowLevelDynamoDB
 from tests.unit.test_keys import BASE62, _FakeKeysTable, spec_checksum
 
 
@@ -53,7 +54,7 @@ WEAK_BUT_CHECKSUMMED = {
 def test_an_operators_key_of_another_shape_can_no_longer_be_created(api_key):
     table = _FakeKeysTable()
     with pytest.raises(ValueError, match="generate"):
-        KeyStore(table).create("dev", 0, api_key=api_key)
+        KeyStore(LowLevelDynamoDB(table), "keys").create("dev", 0, api_key=api_key)
     assert table.items == {}
     with pytest.raises(ValueError):
         check_key_format(api_key)
@@ -64,14 +65,14 @@ def test_a_key_with_a_valid_checksum_but_guessable_content_is_refused(api_key):
     assert api_key[44:] == spec_checksum(api_key[4:44])  # the checksum alone would let it in
     table = _FakeKeysTable()
     with pytest.raises(ValueError, match="random"):
-        KeyStore(table).create("dev", 0, api_key=api_key)
+        KeyStore(LowLevelDynamoDB(table), "keys").create("dev", 0, api_key=api_key)
     assert table.items == {}
 
 
 def test_a_key_an_operator_generated_elsewhere_with_infery_is_accepted():
     api_key = generate_api_key()
     table = _FakeKeysTable()
-    created, item = KeyStore(table).create("imported", 0, api_key=api_key)
+    created, item = KeyStore(LowLevelDynamoDB(table), "keys").create("imported", 0, api_key=api_key)
     assert created == api_key and item.key_hash == hash_api_key(api_key)
 
 
@@ -92,7 +93,7 @@ def test_a_key_created_before_these_rules_still_authenticates():
         "credits": 5,
         "created_at": "2026-01-01T00:00:00.000Z",
     }
-    assert KeyStore(table).authenticate(f"Bearer {legacy}").name == "legacy"
+    assert KeyStore(LowLevelDynamoDB(table), "keys").authenticate(f"Bearer {legacy}").name == "legacy"
 
 
 def test_a_checksum_typo_in_a_generated_key_is_still_a_401_without_a_read():
@@ -109,13 +110,13 @@ def test_a_checksum_typo_in_a_generated_key_is_still_a_401_without_a_read():
 def test_a_keys_own_rate_limit_of_zero_or_less_is_refused_with_a_clear_message(limit):
     table = _FakeKeysTable()
     with pytest.raises(ValueError, match="at least 1 request per minute") as raised:
-        KeyStore(table).create("team", 0, rate_limit_per_minute=limit)
+        KeyStore(LowLevelDynamoDB(table), "keys").create("team", 0, rate_limit_per_minute=limit)
     assert "default" in str(raised.value)
     assert table.items == {}
 
 
 def test_a_keys_own_rate_limit_of_one_or_none_is_kept():
-    store = KeyStore(_FakeKeysTable())
+    store = KeyStore(LowLevelDynamoDB(_FakeKeysTable()), "keys")
     assert store.create("team", 0, rate_limit_per_minute=1)[1].rate_limit_per_minute == 1
     assert store.create("team", 0)[1].rate_limit_per_minute is None
 

@@ -23,6 +23,8 @@ from infery.keys import (
     mask_api_key,
 )
 
+from tests.unit.fakes import LowLevelDynamoDB
+
 GOOD_KEY = "inf_" + "a1B2-c3_D4e5F6g7h8I9j0kLmNoPqRsT"  # an operator's own key: inf_ + 32 characters
 assert len(GOOD_KEY) == 36
 BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
@@ -130,7 +132,7 @@ class _UntouchableTable:
 )
 def test_given_a_malformed_key_or_a_wrong_checksum_when_authenticating_then_401_without_reading_the_table(key):
     with pytest.raises(AuthenticationFailed) as raised:
-        KeyStore(_UntouchableTable()).authenticate(f"Bearer {key}")
+        KeyStore(LowLevelDynamoDB(_UntouchableTable()), "keys").authenticate(f"Bearer {key}")
     assert (raised.value.status_code, raised.value.code) == (401, "invalid_api_key")
     assert key not in raised.value.message
 
@@ -344,7 +346,7 @@ def _auth_error(store: KeyStore, api_key: str) -> AuthenticationFailed:
 
 def test_given_a_created_key_then_it_authenticates_and_only_its_hash_is_stored():
     table = _FakeKeysTable()
-    store = KeyStore(table)
+    store = KeyStore(LowLevelDynamoDB(table), "keys")
     api_key, item = store.create("ci", 10)
     assert has_valid_checksum(api_key)
     assert list(table.items) == [hash_api_key(api_key)]
@@ -356,7 +358,7 @@ def test_given_a_created_key_then_it_authenticates_and_only_its_hash_is_stored()
 
 def test_given_an_unknown_key_with_a_valid_checksum_then_401_invalid_api_key_after_one_read():
     table = _FakeKeysTable()
-    store = KeyStore(table)
+    store = KeyStore(LowLevelDynamoDB(table), "keys")
     store.create("ci", 10)
     stranger = generate_api_key()
     error = _auth_error(store, stranger)
@@ -367,7 +369,7 @@ def test_given_an_unknown_key_with_a_valid_checksum_then_401_invalid_api_key_aft
 
 def test_given_a_revoked_key_then_401_revoked_api_key_with_the_key_masked():
     table = _FakeKeysTable()
-    store = KeyStore(table)
+    store = KeyStore(LowLevelDynamoDB(table), "keys")
     own_key = generate_api_key()  # an operator's own key is of the generated shape
     api_key, item = store.create("ci", 10, api_key=own_key)
     revoked = store.revoke(item.key_id)
@@ -379,7 +381,7 @@ def test_given_a_revoked_key_then_401_revoked_api_key_with_the_key_masked():
 
 
 def test_given_a_key_whose_expiry_has_passed_then_401_expired_api_key():
-    store = KeyStore(_FakeKeysTable())
+    store = KeyStore(LowLevelDynamoDB(_FakeKeysTable()), "keys")
     api_key, _ = store.create("ci", 10, expires_at=_iso(datetime.now(UTC) - timedelta(minutes=1)))
     error = _auth_error(store, api_key)
     assert (error.status_code, error.code) == (401, "expired_api_key")
@@ -387,7 +389,7 @@ def test_given_a_key_whose_expiry_has_passed_then_401_expired_api_key():
 
 
 def test_given_a_key_that_expires_later_then_it_authenticates():
-    store = KeyStore(_FakeKeysTable())
+    store = KeyStore(LowLevelDynamoDB(_FakeKeysTable()), "keys")
     expires_at = _iso(datetime.now(UTC) + timedelta(days=1))
     api_key, item = store.create("ci", 10, expires_at=expires_at)
     assert store.authenticate(f"Bearer {api_key}").expires_at == expires_at
@@ -403,7 +405,7 @@ def test_given_a_key_that_expires_later_then_it_authenticates():
     ids=["an-hour-ago-written-in-utc+5", "not-a-timestamp"],
 )
 def test_given_an_expiry_that_is_not_a_utc_timestamp_then_the_key_is_refused_at_creation_or_as_expired(expires_at):
-    store = KeyStore(_FakeKeysTable())
+    store = KeyStore(LowLevelDynamoDB(_FakeKeysTable()), "keys")
     try:
         api_key, _ = store.create("ci", 10, expires_at=expires_at)
     except ValueError:
@@ -413,7 +415,7 @@ def test_given_an_expiry_that_is_not_a_utc_timestamp_then_the_key_is_refused_at_
 
 def test_given_a_key_that_exists_already_then_create_refuses_it_and_leaves_the_stored_one_alone():
     table = _FakeKeysTable()
-    store = KeyStore(table)
+    store = KeyStore(LowLevelDynamoDB(table), "keys")
     own_key = generate_api_key()
     store.create("first", 10, api_key=own_key)
     with pytest.raises(ValueError, match="exists already"):
@@ -430,27 +432,27 @@ def test_given_another_dynamodb_error_on_create_then_it_is_not_disguised_as_a_du
             )
 
     with pytest.raises(ClientError, match="ProvisionedThroughputExceeded"):
-        KeyStore(_Throttled()).create("ci", 0)
+        KeyStore(LowLevelDynamoDB(_Throttled()), "keys").create("ci", 0)
 
 
 @pytest.mark.parametrize("bad_key", ["inf_short", "sk-0123456789abcdefghij", "inf_" + "x" * 20 + " ", GOOD_KEY + "\n"])
 def test_given_a_chosen_key_that_could_never_authenticate_then_create_refuses_it(bad_key):
     table = _FakeKeysTable()
     with pytest.raises(ValueError, match="40 random"):
-        KeyStore(table).create("dev", 0, api_key=bad_key)
+        KeyStore(LowLevelDynamoDB(table), "keys").create("dev", 0, api_key=bad_key)
     assert table.items == {}
 
 
 def test_given_a_chosen_key_of_the_generated_shape_with_a_wrong_checksum_then_create_refuses_it():
     table = _FakeKeysTable()
     with pytest.raises(ValueError, match="checksum"):
-        KeyStore(table).create("dev", 0, api_key=a_generated_key_with_a_wrong_checksum())
+        KeyStore(LowLevelDynamoDB(table), "keys").create("dev", 0, api_key=a_generated_key_with_a_wrong_checksum())
     assert table.items == {}
 
 
 def test_given_create_options_then_they_are_stored_and_read_back():
     table = _FakeKeysTable()
-    store = KeyStore(table)
+    store = KeyStore(LowLevelDynamoDB(table), "keys")
     _, item = store.create(
         "team", 0, expires_at="2999-01-01T00:00:00.000+00:00", rate_limit_per_minute=30, allowed_models=["whisper-1"]
     )
@@ -465,7 +467,7 @@ def test_given_create_options_then_they_are_stored_and_read_back():
 
 
 def test_given_an_unknown_key_id_then_get_and_revoke_are_404_key_not_found():
-    store = KeyStore(_FakeKeysTable())
+    store = KeyStore(LowLevelDynamoDB(_FakeKeysTable()), "keys")
     store.create("ci", 0)
     for action in (store.get, store.revoke):
         with pytest.raises(NotFound) as raised:
@@ -475,7 +477,7 @@ def test_given_an_unknown_key_id_then_get_and_revoke_are_404_key_not_found():
 
 def test_given_more_keys_than_one_scan_page_then_list_returns_them_all_oldest_first():
     table = _FakeKeysTable(page_size=2)
-    store = KeyStore(table)
+    store = KeyStore(LowLevelDynamoDB(table), "keys")
     for name in ("a", "b", "c", "d", "e"):
         store.create(name, 0)
     # make creation order differ from the table's own order

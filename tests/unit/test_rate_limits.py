@@ -10,6 +10,8 @@ from botocore.exceptions import ClientError
 from infery.errors import RateLimited
 from infery.rate_limits import WINDOW_SECONDS, RateLimiter, RateLimitState
 
+from tests.unit.fakes import LowLevelDynamoDB
+
 
 @pytest.mark.parametrize(
     ("state", "expected"),
@@ -83,7 +85,7 @@ class _UntouchableTable:
 
 @pytest.mark.parametrize("limit", [0, -1])
 def test_given_a_limit_of_zero_then_no_limit_applies_and_the_table_is_not_touched(limit):
-    limiter = RateLimiter(_UntouchableTable(), clock=lambda: 1_000.0)
+    limiter = RateLimiter(LowLevelDynamoDB(_UntouchableTable()), "rate-limits", clock=lambda: 1_000.0)
     assert limiter.acquire("key_0123456789abcdef", limit) is None
 
 
@@ -105,7 +107,7 @@ class _CounterTable:
 def test_given_a_request_within_the_limit_then_the_state_counts_it_and_the_window_resets_on_the_minute():
     table = _CounterTable(requests_after=3)
     # Given a clock 15.25 s into the minute that starts at 1 200 s
-    state = RateLimiter(table, clock=lambda: 1_215.25).acquire("key_a", 10)
+    state = RateLimiter(LowLevelDynamoDB(table), "rate-limits", clock=lambda: 1_215.25).acquire("key_a", 10)
     assert state == RateLimitState(limit=10, remaining=7, reset_seconds=pytest.approx(44.75))
     (call,) = table.calls
     assert call["Key"] == {"counter_id": "key_a#1200"}  # one counter per key per minute
@@ -115,21 +117,25 @@ def test_given_a_request_within_the_limit_then_the_state_counts_it_and_the_windo
 
 def test_given_two_keys_or_two_minutes_then_they_count_on_different_counters():
     table = _CounterTable(requests_after=1)
-    RateLimiter(table, clock=lambda: 1_259.999).acquire("key_a", 10)
-    RateLimiter(table, clock=lambda: 1_260.0).acquire("key_a", 10)
-    RateLimiter(table, clock=lambda: 1_260.0).acquire("key_b", 10)
+    RateLimiter(LowLevelDynamoDB(table), "rate-limits", clock=lambda: 1_259.999).acquire("key_a", 10)
+    RateLimiter(LowLevelDynamoDB(table), "rate-limits", clock=lambda: 1_260.0).acquire("key_a", 10)
+    RateLimiter(LowLevelDynamoDB(table), "rate-limits", clock=lambda: 1_260.0).acquire("key_b", 10)
     assert [call["Key"]["counter_id"] for call in table.calls] == ["key_a#1200", "key_a#1260", "key_b#1260"]
 
 
 def test_given_the_last_allowed_request_then_none_remain_and_it_is_not_refused():
-    state = RateLimiter(_CounterTable(requests_after=10), clock=lambda: 1_230.0).acquire("key_a", 10)
+    state = RateLimiter(
+        LowLevelDynamoDB(_CounterTable(requests_after=10)), "rate-limits", clock=lambda: 1_230.0
+    ).acquire("key_a", 10)
     assert (state.remaining, state.headers()["x-ratelimit-remaining-requests"]) == (0, "0")
 
 
 def test_given_the_counter_at_its_limit_then_429_with_retry_after_and_openais_headers():
     table = _CounterTable(error_code="ConditionalCheckFailedException")
     with pytest.raises(RateLimited) as raised:
-        RateLimiter(table, clock=lambda: 1_217.4).acquire("key_a", 10)  # 42.6 s before the next minute
+        RateLimiter(LowLevelDynamoDB(table), "rate-limits", clock=lambda: 1_217.4).acquire(
+            "key_a", 10
+        )  # 42.6 s before the next minute
     error = raised.value
     assert (error.status_code, error.error_type, error.code) == (429, "rate_limit_error", "rate_limit_exceeded")
     assert error.headers["Retry-After"] == "43"  # whole seconds, rounded up: never too early
@@ -142,11 +148,15 @@ def test_given_the_counter_at_its_limit_then_429_with_retry_after_and_openais_he
 def test_given_the_counter_at_its_limit_in_the_windows_last_moment_then_retry_after_is_at_least_a_second():
     table = _CounterTable(error_code="ConditionalCheckFailedException")
     with pytest.raises(RateLimited) as raised:
-        RateLimiter(table, clock=lambda: 1_200.0 + WINDOW_SECONDS - 0.0004).acquire("key_a", 10)
+        RateLimiter(LowLevelDynamoDB(table), "rate-limits", clock=lambda: 1_200.0 + WINDOW_SECONDS - 0.0004).acquire(
+            "key_a", 10
+        )
     assert raised.value.headers["Retry-After"] == "1"
 
 
 @pytest.mark.parametrize("code", ["ProvisionedThroughputExceededException", "ResourceNotFoundException"])
 def test_given_another_dynamodb_error_then_it_is_not_disguised_as_a_429(code):
     with pytest.raises(ClientError, match=code):
-        RateLimiter(_CounterTable(error_code=code), clock=lambda: 1_200.0).acquire("key_a", 10)
+        RateLimiter(LowLevelDynamoDB(_CounterTable(error_code=code)), "rate-limits", clock=lambda: 1_200.0).acquire(
+            "key_a", 10
+        )

@@ -14,7 +14,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from .dynamodb import is_conditional_check_failure
+from .dynamodb import deserialize, is_conditional_check_failure, serialize
 from .errors import RateLimited
 
 WINDOW_SECONDS = 60
@@ -37,8 +37,10 @@ class RateLimitState:
 
 
 class RateLimiter:
-    def __init__(self, table: Any, clock: Callable[[], float] = time.time) -> None:
-        self._table = table
+    def __init__(self, client: Any, table_name: str, clock: Callable[[], float] = time.time) -> None:
+        """``client``: DynamoDB's low-level client (the one the key and credit stores use)."""
+        self._client = client
+        self._table_name = table_name
         self._clock = clock
 
     def acquire(self, key_id: str, limit: int) -> RateLimitState | None:
@@ -49,15 +51,14 @@ class RateLimiter:
         window_start = int(now // WINDOW_SECONDS * WINDOW_SECONDS)
         reset_seconds = window_start + WINDOW_SECONDS - now
         try:
-            updated = self._table.update_item(
-                Key={"counter_id": f"{key_id}#{window_start}"},
+            updated = self._client.update_item(
+                TableName=self._table_name,
+                Key=serialize({"counter_id": f"{key_id}#{window_start}"}),
                 UpdateExpression="ADD requests :one SET expires_at = :expires_at",
                 ConditionExpression="attribute_not_exists(requests) OR requests < :limit",
-                ExpressionAttributeValues={
-                    ":one": 1,
-                    ":limit": limit,
-                    ":expires_at": window_start + WINDOW_SECONDS * 2,
-                },
+                ExpressionAttributeValues=serialize(
+                    {":one": 1, ":limit": limit, ":expires_at": window_start + WINDOW_SECONDS * 2}
+                ),
                 ReturnValues="UPDATED_NEW",
             )
         except ClientError as exc:
@@ -69,4 +70,5 @@ class RateLimiter:
                 f"{math.ceil(reset_seconds)} s.",
                 headers={"Retry-After": str(max(1, math.ceil(reset_seconds))), **state.headers()},
             ) from exc
-        return RateLimitState(limit, max(0, limit - int(updated["Attributes"]["requests"])), reset_seconds)
+        counted = int(deserialize(updated["Attributes"])["requests"])
+        return RateLimitState(limit, max(0, limit - counted), reset_seconds)

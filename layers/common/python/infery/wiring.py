@@ -59,14 +59,15 @@ class AccountsWiring:
 
     @cached_property
     def dynamodb(self) -> Any:
-        """The DynamoDB resource (tables that read and write plain Python values)."""
+        """The DynamoDB resource (tables that read and write plain Python values): the job store's. Keys, credits and
+        rate limits use the low-level client, so a sync request builds no resource (nor its second client)."""
         return boto3.resource("dynamodb")
 
     @cached_property
     def keys(self) -> KeyStore:
         from .keys import KeyStore
 
-        return KeyStore(self.dynamodb.Table(self.tables.keys_table_name))
+        return KeyStore(self.dynamodb_client, self.tables.keys_table_name)
 
     @cached_property
     def credits(self) -> CreditStore:
@@ -151,7 +152,7 @@ class Wiring(AccountsWiring):
     def rate_limiter(self) -> RateLimiter:
         from .rate_limits import RateLimiter
 
-        return RateLimiter(self.dynamodb.Table(self.settings.rate_limits_table_name))
+        return RateLimiter(self.dynamodb_client, self.settings.rate_limits_table_name)
 
     @cached_property
     def realtime_endpoint(self) -> WhisperEndpoint:

@@ -23,7 +23,16 @@ from botocore.exceptions import ClientError
 from pydantic import BaseModel, Field
 
 from .clock import now_iso
-from .dynamodb import TRANSACTION_CANCELED, all_items, cancellation_codes, deserialize, error_code, serialize
+from .dynamodb import (
+    TRANSACTION_CANCELED,
+    all_items,
+    cancellation_codes,
+    cancelled_item,
+    consistent_item,
+    deserialize,
+    error_code,
+    serialize,
+)
 from .errors import AuthenticationFailed, InsufficientCredits, InternalError, NotFound
 from .keys import ApiKeyItem
 
@@ -92,14 +101,6 @@ class ReservationClosed(InternalError):
 
 class _AlreadyApplied(Exception):
     """The ledger entry (or the reservation) shows this change was made already."""
-
-
-def key_row_at_cancellation(error: ClientError) -> dict[str, Any] | None:
-    """The key item as the balance update's failed condition found it (the transaction's first item), if sent."""
-    reasons = error.response.get("CancellationReasons") or [{}]
-    if reasons[0].get("Code") != "ConditionalCheckFailed" or not reasons[0].get("Item"):
-        return None
-    return deserialize(reasons[0]["Item"])
 
 
 class CreditStore:
@@ -241,10 +242,8 @@ class CreditStore:
             self._balances_after_reserve.popitem(last=False)
 
     def reservation(self, request_id: str) -> Reservation | None:
-        item = self._client.get_item(
-            TableName=self._reservations_table, Key=serialize({"request_id": request_id}), ConsistentRead=True
-        ).get("Item")
-        return Reservation.model_validate(deserialize(item)) if item else None
+        item = consistent_item(self._client, self._reservations_table, {"request_id": request_id})
+        return Reservation.model_validate(item) if item else None
 
     def settle(self, reservation: Reservation, credits_used: int, *, audio_seconds: float) -> SettledCharge:
         """Close the reservation at the real cost: give back the excess, or take the rest while the balance lasts."""
@@ -376,7 +375,8 @@ class CreditStore:
                 if "ConditionalCheckFailed" in codes[1:]:
                     raise _AlreadyApplied from None  # this change was made already: never twice
                 # under concurrency on one key every lost race would cost a read: the cancellation holds the key
-                row_found_by_conflict = key_row_at_cancellation(error)
+                # (the balance update is the transaction's first item)
+                row_found_by_conflict = cancelled_item(error, 0)
                 if assumed:
                     continue  # the balance changed since it was seen: no need to back off yet
                 # another request changed the balance since we read it, or the transactions conflicted
@@ -413,9 +413,7 @@ class CreditStore:
         )
 
     def _key_row(self, key_hash: str) -> dict[str, Any]:
-        item = self._client.get_item(
-            TableName=self._keys_table, Key=serialize({"key_hash": key_hash}), ConsistentRead=True
-        ).get("Item")
+        item = consistent_item(self._client, self._keys_table, {"key_hash": key_hash})
         if not item:
             raise NotFound("This key does not exist.", code="key_not_found")
-        return deserialize(item)
+        return item

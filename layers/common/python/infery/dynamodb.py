@@ -64,3 +64,19 @@ def is_conditional_check_failure(error: ClientError) -> bool:
 def cancellation_codes(error: ClientError) -> list[str]:
     """Why each item of a cancelled transaction failed, in the order of the transaction's items."""
     return [str(reason.get("Code", "")) for reason in error.response.get("CancellationReasons", [])]
+
+
+def cancelled_item(error: ClientError, index: int) -> dict[str, Any] | None:
+    """The item that the ``index``-th item of a cancelled transaction found when its condition failed: DynamoDB
+    returns it when that item asked for it (``ReturnValuesOnConditionCheckFailure``); None otherwise."""
+    reasons = error.response.get("CancellationReasons", [])
+    reason = reasons[index] if index < len(reasons) else {}
+    if reason.get("Code") != "ConditionalCheckFailed" or not reason.get("Item"):
+        return None
+    return deserialize(reason["Item"])
+
+
+def consistent_item(client: Any, table_name: str, key: dict[str, Any]) -> dict[str, Any] | None:
+    """One item read with the low-level client, consistently, as plain values; None when there is none."""
+    found = client.get_item(TableName=table_name, Key=serialize(key), ConsistentRead=True).get("Item")
+    return deserialize(found) if found else None

@@ -25,7 +25,7 @@ from botocore.exceptions import ClientError
 from pydantic import BaseModel, Field, field_validator
 
 from .clock import now_iso, parse_timestamp, utc_now
-from .dynamodb import all_items, deserialize, is_conditional_check_failure, serialize
+from .dynamodb import all_items, consistent_item, deserialize, is_conditional_check_failure, serialize
 from .errors import AuthenticationFailed, NotFound, PermissionDenied
 from .ids import key_id_for
 
@@ -186,10 +186,7 @@ class KeyStore:
         self._table_name = table_name
 
     def _item(self, key_hash: str) -> dict[str, Any] | None:
-        found = self._client.get_item(
-            TableName=self._table_name, Key=serialize({"key_hash": key_hash}), ConsistentRead=True
-        ).get("Item")
-        return deserialize(found) if found else None
+        return consistent_item(self._client, self._table_name, {"key_hash": key_hash})
 
     def authenticate(self, authorization: str | None) -> ApiKeyItem:
         api_key = api_key_from_authorization(authorization)

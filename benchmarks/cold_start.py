@@ -88,6 +88,10 @@ class Row:
     code: str
     cwd: Path
     env: dict[str, str]
+    # a function's import, held to the target ("met" or "NOT met" printed); the exit status counts only the rows
+    # that decide it: the transcribe handler's, as it ships
+    function: str | None = None
+    decides: bool = False
     seconds: list[float] = field(default_factory=list)
 
     @property
@@ -125,7 +129,7 @@ def build_rows() -> list[Row]:
     for name, logical_id in FUNCTIONS.items():
         code_dir, _ = local.function_source(logical_id)
         env = base | local.function_environment(logical_id) | {"AWS_LAMBDA_FUNCTION_NAME": logical_id}
-        rows.append(Row(name, "import app", code_dir.parent, env))
+        rows.append(Row(name, "import app", code_dir.parent, env, function=name, decides=name == "transcribe"))
     return rows
 
 
@@ -138,7 +142,8 @@ def artifact_rows(build_dir: Path, runtime_dir: Path, sources_only_dir: Path) ->
         for name, logical_id in FUNCTIONS.items():
             env = base | local.function_environment(logical_id) | {"AWS_LAMBDA_FUNCTION_NAME": logical_id}
             env["PYTHONPATH"] = os.pathsep.join([str(tree / "CommonLayer" / "python"), str(runtime_dir)])
-            rows.append(Row(f"{name}, {shipped}", "import app", tree / logical_id, env))
+            decides = name == "transcribe" and tree == build_dir
+            rows.append(Row(f"{name}, {shipped}", "import app", tree / logical_id, env, function=name, decides=decides))
     return rows
 
 
@@ -160,10 +165,10 @@ def report(title: str, rows: list[Row], runs: int) -> bool:
         ratio = row.median_ms / floor
         low, high = min(row.seconds) * 1000, max(row.seconds) * 1000
         verdict = ""
-        if row.name.split(",")[0] in FUNCTIONS:
+        if row.function:
             verdict = "met" if ratio <= TARGET else "NOT met"
-            if row.name.startswith("transcribe") and not row.name.endswith("sources only"):
-                transcribe_met &= ratio <= TARGET
+        if row.decides:
+            transcribe_met &= ratio <= TARGET
         print(f"{row.name:<28} {row.median_ms:>10.0f} {f'{low:.0f}-{high:.0f}':>14} {ratio:>8.2f}  {verdict}")
     return transcribe_met
 

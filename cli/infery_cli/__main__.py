@@ -18,6 +18,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("INFERY_STACK", "infery"),
         help="the CloudFormation stack to operate (default: $INFERY_STACK or 'infery')",
     )
+    parser.add_argument(
+        "--region", help="the AWS region of the stack (default: $AWS_DEFAULT_REGION or your AWS profile's region)"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     add_client_commands(commands)
     add_operator_commands(commands)

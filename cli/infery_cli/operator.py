@@ -15,7 +15,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, NoRegionError
 from infery.clock import parse_timestamp
 from infery.credits import LedgerKind
 from infery.errors import InferyError
@@ -40,10 +40,15 @@ class OperatorError(Exception):
 def _table_names_from_stack(stack_name: str) -> dict[str, str]:
     try:
         outputs = stack_outputs(stack_name)
+    except NoRegionError as exc:  # the stack's name is known (the default or --stack): its region is what is missing
+        raise OperatorError(
+            f"cannot read the CloudFormation stack '{stack_name}': no AWS region is set. Pass --region REGION, "
+            "set AWS_DEFAULT_REGION, or set a region in your AWS profile; or --local for the local stack."
+        ) from exc
     except Exception as exc:  # no credentials, no such stack: say which, not a traceback
         raise OperatorError(
-            f"cannot read the CloudFormation stack '{stack_name}': {exc}. Pass --stack NAME, "
-            "or --local for the local stack."
+            f"cannot read the CloudFormation stack '{stack_name}': {str(exc).rstrip('.')}. Pass --stack NAME "
+            "and --region REGION for another stack, or --local for the local stack."
         ) from exc
     missing = [output for output in _TABLE_OUTPUTS.values() if output not in outputs]
     if missing:
@@ -230,6 +235,8 @@ def add_operator_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def run_operator_command(args: argparse.Namespace) -> None:
+    if args.region and not args.local:
+        os.environ["AWS_DEFAULT_REGION"] = args.region  # what boto3 reads when it builds each client
     try:
         args.run(connect(args.local, args.stack), args)
     except InferyError as exc:

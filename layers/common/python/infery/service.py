@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .credits import LedgerKind, Reservation
-from .duration import probe_duration, probe_sample_rate
+from .duration import check_decodable, probe_duration, probe_sample_rate
 from .errors import InternalError, InvalidRequest
 from .formats import RenderedTranscript, render_for
 from .ids import attempt_id
@@ -170,6 +170,7 @@ class TranscriptionService:
         """Refuse, before any credit is held, audio that would make the model work without end: a header that
         says 1 Hz turns 4 KB into 2,000 s, and no file may be longer than the deployment transcribes.
         Returns the duration the header declares (None when it does not say)."""
+        check_decodable(audio.data, audio.format)
         declared_seconds = probe_duration(audio.data, audio.format)
         sample_rate = probe_sample_rate(audio.data, audio.format)
         if sample_rate is not None and sample_rate < self.min_audio_sample_rate:

@@ -247,6 +247,14 @@ def _has_control(value: str) -> bool:
     return any(unicodedata.category(character) == "Cc" for character in value)
 
 
+_BIDI_CONTROLS = ["\u202a", "\u202b", "\u202c", "\u202d", "\u202e", "\u2066", "\u2067", "\u2068", "\u2069"]
+
+
+def _acceptable_filename(value: str) -> bool:
+    """No control character and no bidi embedding, override or isolate (they make a name display as another)."""
+    return not _has_control(value) and not any(character in _BIDI_CONTROLS for character in value)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # bodies
 
@@ -540,11 +548,20 @@ def audio_with_lying_headers(draw: st.DrawFn, api_key: str, paths: tuple[str, ..
     return draw(encoded(form, path, api_key, "audio with lying headers", frozenset({400}), code))
 
 
+# json.dumps cannot write an integer past Python's digit limit either: a marker, replaced in the encoded body
+_HUGE_NUMBER_MARK = "<a number with 5,000 digits>"
+
+
+def _with_huge_numbers(body: bytes) -> bytes:
+    return body.replace(json.dumps(_HUGE_NUMBER_MARK).encode(), b"9" * 5000)
+
+
 # Each poison is one field the API must refuse; a request carries one poison, real audio and other fields that
 # hold unicode and NUL but are acceptable on their own (a prompt may say anything).
 _POISONS_SYNC = ["model", "no-model", "response-format", "temperature", "filename-control", "filename-long",
                  "prompt-long", "unknown-field", "not-audio", "empty-audio", "no-audio", "upload-id-bad",
-                 "upload-id-unknown", "upload-id-and-file", "both-audio-spellings", "granularity", "surrogate"]
+                 "upload-id-unknown", "upload-id-and-file", "both-audio-spellings", "granularity", "surrogate",
+                 "filename-bidi", "repeated-field", "second-file", "huge-number"]
 _POISONS_ONLY_SYNC = ["webhook-on-sync"]
 _POISONS_TRANSCRIBE = ["language"]
 _POISONS_TRANSLATE = ["language-on-translation"]
@@ -563,7 +580,7 @@ def poisoned_forms(draw: st.DrawFn, api_key: str, paths: tuple[str, ...] = AUDIO
         "temperature": st.sampled_from(["0", "0.5", "1", 0.25])}))
     fields.update(optional)
     form = Form(fields, filename=draw(st.one_of(st.just("speech.wav"), hostile_text.filter(
-        lambda name: not _has_control(name) and len(name) <= 255))))
+        lambda name: _acceptable_filename(name) and len(name) <= 255))))
     poisons = _POISONS_SYNC + (_POISONS_TRANSCRIBE if transcribe else _POISONS_TRANSLATE) + \
         (_POISONS_JOB if job else _POISONS_ONLY_SYNC)
     poison = draw(st.sampled_from(poisons))
@@ -594,6 +611,17 @@ def poisoned_forms(draw: st.DrawFn, api_key: str, paths: tuple[str, ...] = AUDIO
     elif poison == "filename-control":
         # not a line break: a form carries it percent-encoded (%0A), as browsers send it
         form.filename = draw(hostile_text) + draw(st.sampled_from(["\x00", "\t", "\x1b", "\x7f", "\x01"])) + ".wav"
+    elif poison == "filename-bidi":  # a right-to-left override shows "x\u202evaw.exe" as "xexe.wav"
+        form.filename = draw(hostile_text) + draw(st.sampled_from(_BIDI_CONTROLS)) + "vaw.exe"
+    elif poison == "repeated-field":  # a form sends it twice (the last used to win); JSON gets a list, not a text
+        name = draw(st.sampled_from(["model", "prompt", "response_format", "temperature"]))
+        value = fields.get(name, "whisper-1" if name == "model" else "json" if name == "response_format" else "0")
+        fields[name] = [value, value]
+    elif poison == "second-file":  # a form with two file parts; in JSON, a field named file is unknown
+        fields["file"] = "RIFF"
+    elif poison == "huge-number":  # past Python's int digits limit: json.loads raises ValueError, not a decode error
+        json_only = True
+        fields[draw(st.sampled_from(["temperature", "prompt", "model"]))] = _HUGE_NUMBER_MARK
     elif poison == "filename-long":
         form.filename = draw(st.text(min_size=1, max_size=8)) * 300
     elif poison == "prompt-long":
@@ -629,12 +657,14 @@ def poisoned_forms(draw: st.DrawFn, api_key: str, paths: tuple[str, ...] = AUDIO
                                                 "https://example.com:99999/", "javascript:alert(1)", "//example.com",
                                                 "https://", "https:// example.com/", "http://[::1/"]),
             st.just("https://example.com/" + "a" * 2100)).filter(_not(_valid_webhook)))
-    return draw(encoded(form, path, api_key, f"unicode and NUL, poisoned {poison}", json_only=json_only))
+    request = draw(encoded(form, path, api_key, f"unicode and NUL, poisoned {poison}", json_only=json_only))
+    request.body = _with_huge_numbers(request.body)
+    return request
 
 
 _UPLOAD_POISONS = ["model", "language", "response-format", "temperature", "granularity", "word-without-verbose",
                    "filename-control", "filename-long", "prompt-long", "unknown-field", "webhook", "start-job",
-                   "surrogate", "not-an-object", "invalid-json", "not-json"]
+                   "surrogate", "not-an-object", "invalid-json", "not-json", "filename-bidi", "huge-number"]
 
 
 @st.composite
@@ -642,7 +672,7 @@ def poisoned_uploads(draw: st.DrawFn, api_key: str) -> HostileRequest:
     """POST /v1/uploads bodies with unicode and NUL in every field and one field the API must refuse."""
     fields: dict[str, Any] = draw(st.fixed_dictionaries({}, optional={
         "prompt": json_hostile_text, "model": st.sampled_from(sorted(MODEL_NAMES)),
-        "filename": hostile_text.filter(lambda name: not _has_control(name)),
+        "filename": hostile_text.filter(_acceptable_filename),
         "start_job": st.booleans(), "response_format": st.sampled_from(sorted(RESPONSE_FORMATS - {"verbose_json"}))}))
     poison = draw(st.sampled_from(_UPLOAD_POISONS))
     content_type = draw(json_content_types)
@@ -668,6 +698,10 @@ def poisoned_uploads(draw: st.DrawFn, api_key: str) -> HostileRequest:
         fields[draw(st.sampled_from(["prompt", "model", "filename", "webhook_url"]))] = "\udfff" + draw(hostile_text)
     elif poison == "filename-control":
         fields["filename"] = draw(hostile_text) + "\x00" + draw(hostile_text)
+    elif poison == "filename-bidi":
+        fields["filename"] = draw(hostile_text) + draw(st.sampled_from(_BIDI_CONTROLS)) + draw(hostile_text)
+    elif poison == "huge-number":
+        fields[draw(st.sampled_from(["temperature", "start_job", "prompt"]))] = _HUGE_NUMBER_MARK
     elif poison == "filename-long":
         fields["filename"] = draw(st.text(min_size=1, max_size=4)) * 256
     elif poison == "prompt-long":
@@ -695,7 +729,7 @@ def poisoned_uploads(draw: st.DrawFn, api_key: str) -> HostileRequest:
                                              "application/x-www-form-urlencoded", "application/jsonp"]))
         body = json_bytes(fields or {"prompt": "hello"}, ascii_only=True)
     if body is None:
-        body = json_bytes(fields, ascii_only=ascii_only)
+        body = _with_huge_numbers(json_bytes(fields, ascii_only=ascii_only))
     return HostileRequest(f"uploads, poisoned {poison}", UPLOADS, [_auth(api_key), ("Content-Type", content_type)],
                           body)
 

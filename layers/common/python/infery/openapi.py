@@ -178,7 +178,8 @@ class Usage(BaseModel):
 
 # --- requests --------------------------------------------------------------------------------------------------------
 
-_NO_CONTROL_CHARACTERS = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+# no control characters, nor bidirectional embeddings, overrides and isolates (they make a name display as another)
+_FILENAME_CHARACTERS = r"^[^\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]*$"
 _UPLOAD_ID = Field(default=None, pattern=r"^upl_[0-9a-f]{32}$",
                    description="An upload made with POST /v1/uploads (start_job false), instead of the file")
 _MODEL = Field(min_length=1, max_length=MODEL_MAX_CHARACTERS,
@@ -188,7 +189,7 @@ _PROMPT = Field(default=None, max_length=PROMPT_MAX_CHARACTERS, description="Tex
 _TEMPERATURE = Field(default=None, description="From 0 to 1; a JSON number, or the same number as text")
 _WEBHOOK_URL = Field(default=None, max_length=WEBHOOK_URL_MAX_CHARACTERS, pattern=r"^https?://",
                      description="Where the job's outcome is POSTed, signed (https on port 443 on AWS)")
-_FILENAME = Field(default=None, max_length=FILENAME_MAX_CHARACTERS, pattern=_NO_CONTROL_CHARACTERS)
+_FILENAME = Field(default=None, max_length=FILENAME_MAX_CHARACTERS, pattern=_FILENAME_CHARACTERS)
 Temperature = float | str  # a number from 0 to 1 (Field bounds below), or the same as text, as forms send it
 Granularity = Literal["word", "segment"]
 

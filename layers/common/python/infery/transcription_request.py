@@ -81,10 +81,23 @@ def _check_text(param: str, value: Any, max_characters: int) -> None:
         ) from None
 
 
+# Unicode's explicit embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069): a right-to-left override
+# shows "invoice\u202egnp.exe" as "invoiceexe.png" wherever the name is displayed.
+_BIDI_CONTROLS = frozenset({"LRE", "RLE", "LRO", "RLO", "PDF", "LRI", "RLI", "FSI", "PDI"})
+
+
 def _check_filename(value: Any) -> None:
     _check_text("filename", value, FILENAME_MAX_CHARACTERS)
-    if value is not None and any(unicodedata.category(character) == "Cc" for character in value):
+    if value is None:
+        return
+    if any(unicodedata.category(character) == "Cc" for character in value):
         raise _invalid("filename", "must not contain control characters (NUL, line breaks, escapes).")
+    if any(unicodedata.bidirectional(character) in _BIDI_CONTROLS for character in value):
+        raise _invalid(
+            "filename",
+            "must not contain bidirectional control characters (U+202A-U+202E, U+2066-U+2069): they make a name "
+            "display differently from what it is.",
+        )
 
 
 def check_webhook_url(value: Any, *, allow_private_addresses: bool) -> None:
@@ -288,6 +301,35 @@ def _form_parts(form: bytes, boundary: bytes) -> list[_FormPart]:
     return parts
 
 
+_AUDIO_SOURCES = frozenset({"file", "audio", "file_base64", "upload_id"})
+# The one list field: the openai SDK sends a list as one part per item, named with [] (curl users often omit it).
+_ARRAY_FIELDS = frozenset({"timestamp_granularities[]", "timestamp_granularities"})
+
+
+def _repeated(name: str) -> InvalidRequest:
+    """A field sent twice: which value was meant is unknown, so neither is taken (the last would win silently)."""
+    shown = name if len(name) <= 64 else name[:61] + "..."
+    if name in _AUDIO_SOURCES:
+        return InvalidRequest(
+            f"The request has more than one '{shown}': send one audio file (or one upload_id) per request.",
+            param=name,
+            code="ambiguous_audio",
+        )
+    return InvalidRequest(
+        f"The request has more than one '{shown}': send each parameter once.", param=shown, code="duplicate_parameter"
+    )
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are all different (json.loads would keep the last of a repeated one)."""
+    fields: dict[str, Any] = {}
+    for name, value in pairs:
+        if name in fields:
+            raise _repeated(name)
+        fields[name] = value
+    return fields
+
+
 def _fields_from_multipart(body: bytes, content_type: str) -> tuple[dict[str, Any], bytes | None, str | None]:
     boundary = _multipart_boundary(content_type)
     start, end = _whole_multipart_body(body, boundary)
@@ -311,13 +353,17 @@ def _fields_from_multipart(body: bytes, content_type: str) -> tuple[dict[str, An
         if not name_match:
             raise InvalidRequest("A multipart part has no name.", code="invalid_multipart")
         name = name_match.group(1)
+        # a name ending in [] is a list, one part per item (the SDK's include[] too, which is then refused as
+        # unknown rather than as repeated)
+        if name in fields and not name.endswith("[]") and name not in _ARRAY_FIELDS:
+            raise _repeated(name)
         content = part.content()
         if name == "file":
             audio = content
             filename_match = re.search(r'\bfilename="([^"]*)"', disposition)
             filename = filename_match.group(1) if filename_match else None
             fields["file"] = True
-        elif name in ("timestamp_granularities[]", "timestamp_granularities"):
+        elif name in _ARRAY_FIELDS:
             fields.setdefault("timestamp_granularities", []).append(_field_text(name, content))
         else:
             fields[name] = _field_text(name, content)
@@ -329,7 +375,7 @@ def _fields_from_json(body: bytes | str) -> tuple[dict[str, Any], bytes | None, 
         # a byte order mark, or UTF-16/32 sent as text: read from the bytes, whose encoding json detects
         body = body.encode()
     try:
-        fields = json.loads(body)
+        fields = json.loads(body, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as exc:
         raise InvalidRequest(
             f"The request body is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno}).",
@@ -338,6 +384,12 @@ def _fields_from_json(body: bytes | str) -> tuple[dict[str, Any], bytes | None, 
     except (UnicodeDecodeError, RecursionError) as exc:  # RecursionError: absurd nesting
         raise InvalidRequest(
             "The request body is not valid JSON: it must be a UTF-8 encoded JSON object of reasonable depth.",
+            code="invalid_json",
+        ) from exc
+    except ValueError as exc:  # an integer past Python's limit on digits (sys.get_int_max_str_digits(), 4,300)
+        raise InvalidRequest(
+            "The request body is not valid JSON for this API: it has a number with more digits than any "
+            "parameter takes.",
             code="invalid_json",
         ) from exc
     if not isinstance(fields, dict):

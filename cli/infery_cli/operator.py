@@ -17,7 +17,7 @@ from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError, NoRegionError
 from infery.clock import parse_timestamp
-from infery.credits import LedgerKind
+from infery.credits import LedgerKind, check_note
 from infery.errors import InferyError
 from infery.keys import ApiKeyItem
 from infery.settings import AccountTables
@@ -149,6 +149,10 @@ def keys_revoke(backend: AccountsWiring, args: argparse.Namespace) -> None:
 def credits_add(backend: AccountsWiring, args: argparse.Namespace) -> None:
     if args.credits <= 0:
         raise OperatorError("credits to add must be a positive number")
+    try:
+        check_note(args.note)
+    except ValueError as exc:
+        raise OperatorError(f"--note: {exc}") from exc
     key = backend.keys.get(args.key_id)
     request_id = args.request_id or f"topup-{uuid.uuid4()}"
     if backend.credits.has_entry(key.key_id, request_id, LedgerKind.TOPUP):
@@ -179,7 +183,7 @@ def usage(backend: AccountsWiring, args: argparse.Namespace) -> None:
         if args.csv == "-":
             sys.stdout.write(text)
         else:
-            Path(args.csv).write_text(text)
+            Path(args.csv).write_text(text, newline="")  # the rows' CRLF as written, on every platform
             print(
                 f"wrote {len(entries)} ledger entries of {key.key_id} from {since} up to (not including) "
                 f"{until} to {args.csv}"

@@ -114,7 +114,7 @@ def test_an_operators_whole_flow(infery, api, fake_runtime, load_api, accounts, 
     assert all(row["model"] == MODEL_NAME for row in rows if row["kind"] != "topup")
 
     # the same export on stdout, and the JSON report
-    assert infery("usage", key_id, "--csv", "-").out == export.read_text()
+    assert infery("usage", key_id, "--csv", "-").out == export.read_bytes().decode()  # CRLF rows, as written
     report = json.loads(infery("usage", key_id).out)
     assert report["balance"] == balance and report["credits_added"] == 15
     assert report["total"]["requests"] == 2 and report["total"]["credits"] == sum(used.values())

@@ -250,7 +250,7 @@ def test_given_a_note_with_commas_quotes_and_a_newline_then_the_csv_keeps_it_int
 
 
 def test_given_no_entries_then_the_csv_is_the_header_alone():
-    assert ledger_csv([]) == ",".join(CSV_COLUMNS) + "\n"
+    assert ledger_csv([]) == ",".join(CSV_COLUMNS) + "\r\n"
 
 
 # the period a report covers

@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import random
 import time
+import unicodedata
 from collections.abc import Callable
 from enum import StrEnum
 from typing import Any
@@ -103,6 +104,16 @@ class _AlreadyApplied(Exception):
     """The ledger entry (or the reservation) shows this change was made already."""
 
 
+def check_note(note: str | None) -> None:
+    """A ledger note (an operator's invoice number) is one line of text: a control character in it (a CR, a tab,
+    an escape) breaks the CSV export's rows or a terminal's display, so it is refused where the note comes in."""
+    for character in note or "":
+        if unicodedata.category(character) == "Cc":
+            raise ValueError(
+                f"a note must be one line of printable text; it contains the control character U+{ord(character):04X}"
+            )
+
+
 class CreditStore:
     def __init__(self, client: Any, keys_table_name: str, ledger_table_name: str, reservations_table_name: str) -> None:
         self._client = client
@@ -166,6 +177,7 @@ class CreditStore:
         """Add credits (an operator's payment); return the balance after. One request_id adds once."""
         if credits <= 0:
             raise ValueError("a top-up adds a positive number of credits")
+        check_note(note)
         try:
             return self._apply(
                 key.key_hash, key.key_id, LedgerKind.TOPUP, request_id, lambda _: (credits, {"note": note})

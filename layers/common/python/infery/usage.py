@@ -127,12 +127,29 @@ def usage_report(
     }
 
 
+# What makes a spreadsheet read a cell as a formula (OWASP's CSV injection rule): = + - @, and a tab or carriage
+# return before them, which some spreadsheets skip.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A ledger value as a CSV cell: numbers as they are (a refund's -5 stays a number); text that a spreadsheet
+    would take for a formula (a note such as =HYPERLINK(...)) behind a single quote, which shows it as text."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def ledger_csv(entries: list[LedgerEntry]) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    # RFC 4180's CRLF: with it the writer quotes a cell holding a CR or LF, which csv.reader then reads back whole
+    # (after a bare LF, a lone CR in a cell went out unquoted and broke the row)
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\r\n")
     writer.writeheader()
     for entry in entries:
-        writer.writerow({name: "" if value is None else value for name, value in entry.model_dump(mode="json").items()})
+        writer.writerow({name: csv_cell(value) for name, value in entry.model_dump(mode="json").items()})
     return buffer.getvalue()
 
 

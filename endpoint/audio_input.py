@@ -3,13 +3,17 @@
 A few kilobytes can declare hours of audio (a WAV header that says 1 Hz, a container that lies about its
 duration), and decoding them in full would hold the container's memory and the model for minutes. So the
 stream's sample rate and declared duration are checked before decoding, and the decoded samples are
-counted as they arrive: past the limit, decoding stops and the request is refused.
+counted as they arrive: past the limit, decoding stops and the request is refused. Decoding also stops as
+soon as nobody waits for the answer (the caller's deadline passed): it is checked after every 30 seconds
+of audio decoded, so a request that timed out costs the server at most that much more work.
 """
 
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import av
 import numpy as np
@@ -19,6 +23,14 @@ SAMPLE_RATE = 16_000
 MIN_SAMPLE_RATE = 8_000
 # What 25 MB holds at a low bitrate (about 4 hours of 16 kbps Opus).
 DEFAULT_MAX_AUDIO_SECONDS = 4 * 3600.0
+# Decoded samples are kept as 16-bit blocks of this many seconds (converted to float32 once, block by block):
+# two bytes a sample while decoding, no copy of the whole recording, and the caller checked once a block.
+BLOCK_SECONDS = 30
+_BLOCK_SAMPLES = BLOCK_SECONDS * SAMPLE_RATE
+_UNDECODABLE = (
+    "The audio could not be decoded: the file is damaged or not in "
+    "a supported format (MP3, MP4, M4A, WAV, WebM, OGG, FLAC)."
+)
 
 
 class AudioRefused(Exception):
@@ -30,15 +42,27 @@ class AudioRefused(Exception):
         self.message = message
 
 
+class DecodingCancelled(Exception):
+    """The caller stopped waiting while its audio was being decoded: the rest was not decoded."""
+
+
 @dataclass(frozen=True)
 class AudioLimits:
     max_seconds: float = DEFAULT_MAX_AUDIO_SECONDS
     min_sample_rate: int = MIN_SAMPLE_RATE
     # the seconds the caller's reservation pays for (from the file's header): more was not paid for
     paid_seconds: float | None = None
+    # a synchronous call's ceiling: longer audio cannot be transcribed before the caller's deadline
+    sync_seconds: float | None = None
 
-    def for_request(self, paid_seconds: float | None) -> AudioLimits:
-        return AudioLimits(self.max_seconds, self.min_sample_rate, paid_seconds)
+    def for_request(self, paid_seconds: float | None, sync_seconds: float | None = None) -> AudioLimits:
+        return replace(self, paid_seconds=paid_seconds, sync_seconds=sync_seconds)
+
+    @property
+    def max_samples(self) -> int:
+        """The most samples a request may decode: past them it is refused, whatever its header said."""
+        bounds = (self.max_seconds, self.paid_seconds or math.inf, self.sync_seconds or math.inf)
+        return int(min(bounds) * SAMPLE_RATE)
 
     def check_sample_rate(self, sample_rate: int | None) -> None:
         if sample_rate is not None and 0 < sample_rate < self.min_sample_rate:
@@ -49,17 +73,24 @@ class AudioLimits:
             )
 
     def check_duration(self, seconds: float) -> None:
-        if self.paid_seconds is not None and seconds > self.paid_seconds and self.paid_seconds < self.max_seconds:
-            raise AudioRefused(
-                "audio_longer_than_declared",
-                f"The audio is longer than its header declares ({self.paid_seconds:.0f} s, with a "
-                "margin); nothing was charged. Re-encode the file so its header tells its length.",
-            )
         if seconds > self.max_seconds:
             raise AudioRefused(
                 "audio_too_long",
                 f"The audio lasts {_minutes(seconds)}; this deployment transcribes at most "
                 f"{_minutes(self.max_seconds)} per file.",
+            )
+        if self.sync_seconds is not None and seconds > self.sync_seconds:
+            raise AudioRefused(
+                "audio_too_long_for_sync",
+                f"The audio lasts more than {_minutes(self.sync_seconds)}, the most a synchronous request "
+                "transcribes within its time limit; nothing was charged. Send it as a job: "
+                "POST /v1/audio/transcriptions/jobs.",
+            )
+        if self.paid_seconds is not None and seconds > self.paid_seconds:
+            raise AudioRefused(
+                "audio_longer_than_declared",
+                f"The audio is longer than its header declares ({self.paid_seconds:.0f} s, with a "
+                "margin); nothing was charged. Re-encode the file so its header tells its length.",
             )
 
 
@@ -68,41 +99,80 @@ def _minutes(seconds: float) -> str:
     return f"{count} minute{'s' if count != 1 else ''}"
 
 
-def decode(data: bytes, limits: AudioLimits) -> np.ndarray:
-    """Mono float32 samples at 16 kHz, refusing audio past ``limits`` before and while decoding."""
-    max_samples = int(min(limits.max_seconds, limits.paid_seconds or limits.max_seconds) * SAMPLE_RATE)
-    pcm = bytearray()
+def decode(data: bytes, limits: AudioLimits, cancelled: Callable[[], bool] = lambda: False) -> np.ndarray:
+    """Mono float32 samples at 16 kHz, refusing audio past ``limits`` before and while decoding, and stopping
+    (``DecodingCancelled``) once ``cancelled()`` says nobody waits for them."""
+    blocks = _Blocks()
     try:
         with av.open(io.BytesIO(data), mode="r", metadata_errors="ignore") as container:
             if not container.streams.audio:
                 raise AudioRefused("undecodable_audio", "The file contains no audio stream.")
             stream = container.streams.audio[0]
-            limits.check_sample_rate(stream.codec_context.sample_rate or stream.rate)
+            codec = stream.codec_context
+            if codec is None:  # FFmpeg found a stream it has no decoder for (a WAV of 0 bits per sample)
+                raise AudioRefused("undecodable_audio", _UNDECODABLE)
+            limits.check_sample_rate(codec.sample_rate or stream.rate)
             if container.duration is not None and container.duration > 0:
                 limits.check_duration(container.duration / av.time_base)
             resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
             for frame in _frames(container):
                 limits.check_sample_rate(frame.sample_rate)
                 frame.pts = None
-                for resampled in resampler.resample(frame):
-                    pcm += resampled.to_ndarray().tobytes()
-                if len(pcm) // 2 > max_samples:
-                    limits.check_duration(len(pcm) / 2 / SAMPLE_RATE)
-            for resampled in resampler.resample(None):
-                pcm += resampled.to_ndarray().tobytes()
-    except AudioRefused:
+                blocks.extend(resampler.resample(frame))
+                if blocks.samples > limits.max_samples:
+                    limits.check_duration(blocks.samples / SAMPLE_RATE)
+                if blocks.block_filled and cancelled():
+                    raise DecodingCancelled("the caller is no longer waiting")
+            blocks.extend(resampler.resample(None))
+    except (AudioRefused, DecodingCancelled):
         raise
-    except (av.FFmpegError, ValueError, IndexError, MemoryError) as exc:
+    except (av.FFmpegError, ValueError, IndexError, MemoryError, AttributeError) as exc:
         # PyAV's own text ("[Errno 1094995529] Invalid data found...") means nothing to a client
-        raise AudioRefused(
-            "undecodable_audio",
-            "The audio could not be decoded: the file is damaged or not in "
-            "a supported format (MP3, MP4, M4A, WAV, WebM, OGG, FLAC).",
-        ) from exc
-    limits.check_duration(len(pcm) / 2 / SAMPLE_RATE)
-    if not pcm:
+        raise AudioRefused("undecodable_audio", _UNDECODABLE) from exc
+    limits.check_duration(blocks.samples / SAMPLE_RATE)
+    if not blocks.samples:
         raise AudioRefused("undecodable_audio", "The audio file contains no audio samples.")
-    return np.frombuffer(bytes(pcm), dtype=np.int16).astype(np.float32) / 32768.0
+    return blocks.to_float32()
+
+
+class _Blocks:
+    """Decoded 16-bit samples in fixed blocks: appending never copies what was decoded before."""
+
+    def __init__(self) -> None:
+        self._full: list[np.ndarray] = []
+        self._current = np.empty(_BLOCK_SAMPLES, dtype=np.int16)
+        self._used = 0
+        self.block_filled = False
+
+    @property
+    def samples(self) -> int:
+        return len(self._full) * _BLOCK_SAMPLES + self._used
+
+    def extend(self, frames: list[av.AudioFrame]) -> None:
+        self.block_filled = False
+        for frame in frames:
+            samples = frame.to_ndarray().reshape(-1)
+            while len(samples):
+                taken = min(len(samples), _BLOCK_SAMPLES - self._used)
+                self._current[self._used : self._used + taken] = samples[:taken]
+                self._used += taken
+                samples = samples[taken:]
+                if self._used == _BLOCK_SAMPLES:
+                    self._full.append(self._current)
+                    self._current = np.empty(_BLOCK_SAMPLES, dtype=np.int16)
+                    self._used = 0
+                    self.block_filled = True
+
+    def to_float32(self) -> np.ndarray:
+        """The samples as float32 in [-1, 1), each block freed once it is converted."""
+        audio = np.empty(self.samples, dtype=np.float32)
+        position = 0
+        self._full.append(self._current[: self._used])
+        while self._full:
+            block = self._full.pop(0)
+            np.multiply(block, 1 / 32768, out=audio[position : position + len(block)], casting="unsafe")
+            position += len(block)
+        return audio
 
 
 def _frames(container: av.container.InputContainer):

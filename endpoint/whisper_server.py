@@ -8,7 +8,9 @@
 The model is loaded once at start-up. Each request runs in its own thread: it decodes its audio once
 (bounded: audio_input.py), and the batched engine (engine.py) decodes its 30-second windows together
 with the windows of every other request in flight. Every sample is decoded: voice-activity detection
-only places the cuts between windows. A request whose caller has gone stops being decoded.
+only places the cuts between windows. A request whose caller has gone stops being decoded, its audio
+included. Long files are decoded a few at a time (each holds a core and its samples' memory while it
+runs), and what a request's decoding freed is handed back to the system once it ends.
 """
 
 from __future__ import annotations
@@ -16,21 +18,32 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import ctypes
+import ctypes.util
 import json
 import logging
 import os
 import re
 import select
 import socket
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from audio_input import DEFAULT_MAX_AUDIO_SECONDS, SAMPLE_RATE, AudioLimits, AudioRefused, decode
+from audio_input import (
+    DEFAULT_MAX_AUDIO_SECONDS,
+    SAMPLE_RATE,
+    AudioLimits,
+    AudioRefused,
+    DecodingCancelled,
+    decode,
+)
 from engine import BatchedEngine, Cancelled, DecodeOptions, WindowResult
 from faster_whisper import WhisperModel
 from infery.inference import InferenceRequest, InferenceResult, Segment, Task, Word
@@ -64,6 +77,10 @@ class ServerConfig:
     max_gather_ms: float = 200.0
     context_pass: bool = False
     max_audio_seconds: float = DEFAULT_MAX_AUDIO_SECONDS
+    # a request that may decode more than this many seconds of audio is a long decode; at most
+    # max_long_decodes of those run at once (the others wait, still cancellable)
+    long_decode_seconds: float = 600.0
+    max_long_decodes: int = 2
     host: str = "0.0.0.0"
     port: int = 8080
     endpoint_name: str | None = None
@@ -88,6 +105,7 @@ class WhisperTranscriber:
             context_pass=config.context_pass,
         )
         self.limits = AudioLimits(max_seconds=config.max_audio_seconds)
+        self.decodes = DecodeGate(config.max_long_decodes, config.long_decode_seconds)
 
     @property
     def multilingual(self) -> bool:
@@ -107,10 +125,14 @@ class WhisperTranscriber:
                 "unsupported_language",
                 f"This deployment's model is English-only; it cannot transcribe language '{request.language}'.",
             )
+        limits = self.limits.for_request(request.max_audio_seconds, request.max_sync_audio_seconds)
         try:
-            audio = decode(_audio_bytes(request), self.limits.for_request(request.max_audio_seconds))
+            with self.decodes.admit(limits.max_samples / SAMPLE_RATE, cancelled):
+                audio = decode(_audio_bytes(request), limits, cancelled)
         except AudioRefused as refused:
             raise InferenceFailure(400, refused.code, refused.message) from refused
+        except DecodingCancelled as exc:
+            raise InferenceFailure(499, "cancelled", "The caller stopped waiting; the audio was not decoded.") from exc
         options = DecodeOptions(
             language=self._language(request, audio),
             task=request.task.value if self.multilingual else Task.TRANSCRIBE.value,
@@ -161,6 +183,43 @@ class WhisperTranscriber:
             return request.language
         language, _, _ = self.model.detect_language(audio=audio[: 30 * SAMPLE_RATE])
         return str(language)
+
+
+class DecodeGate:
+    """At most ``slots`` long decodes at once. Decoding hours of audio holds a core for seconds and its samples'
+    memory for the whole request: unbounded, a burst of long files (paid for or not) takes the server's memory."""
+
+    def __init__(self, slots: int, long_seconds: float) -> None:
+        self.long_seconds = long_seconds
+        self._slots = threading.BoundedSemaphore(max(1, slots))
+
+    @contextmanager
+    def admit(self, max_seconds: float, cancelled: Callable[[], bool], poll_seconds: float = 0.25) -> Iterator[None]:
+        if max_seconds <= self.long_seconds:
+            yield
+            return
+        while not self._slots.acquire(timeout=poll_seconds):
+            if cancelled():
+                raise DecodingCancelled("the caller stopped waiting for a decoding slot")
+        try:
+            yield
+        finally:
+            self._slots.release()
+
+
+@lru_cache(maxsize=1)
+def _libc() -> Any:
+    name = ctypes.util.find_library("c")
+    return ctypes.CDLL(name) if name else None
+
+
+def release_free_memory() -> None:
+    """Hand the heap's free pages back to the system (glibc's malloc_trim). A decode frees thousands of small
+    frames and a few large arrays; glibc keeps freed heap pages for reuse, so without this a burst of long
+    files leaves the server's resident memory at its peak long after they ended."""
+    libc = _libc()
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
 
 
 class ProgressReporter:
@@ -283,6 +342,8 @@ class InferenceHandler(BaseHTTPRequestHandler):
         except Exception:
             logger.exception("inference failed")
             return 500, InferenceFailure(500, "inference_failed", "The model failed on this request.").to_json()
+        finally:
+            release_free_memory()
 
     def _invoke_as_sagemaker_runtime(self, endpoint_name: str, body: bytes) -> None:
         expected = self.server.config.endpoint_name
@@ -372,6 +433,18 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
         type=float,
         default=float(env("WHISPER_MAX_AUDIO_SECONDS", str(DEFAULT_MAX_AUDIO_SECONDS))),
         help="longer audio is refused before it is decoded",
+    )
+    parser.add_argument(
+        "--long-decode-seconds",
+        type=float,
+        default=float(env("WHISPER_LONG_DECODE_SECONDS", "600")),
+        help="a request that may decode more audio than this is a long decode",
+    )
+    parser.add_argument(
+        "--max-long-decodes",
+        type=int,
+        default=int(env("WHISPER_MAX_LONG_DECODES", "2")),
+        help="long decodes run at once; more wait for a slot",
     )
     parser.add_argument("--host", default=env("WHISPER_HOST", "0.0.0.0"))
     parser.add_argument("--port", type=int, default=int(env("SAGEMAKER_BIND_TO_PORT", env("WHISPER_PORT", "8080"))))

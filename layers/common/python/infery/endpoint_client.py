@@ -26,6 +26,7 @@ CLIENT_ERROR_CODES = {
     "unsupported_language",
     "invalid_request",
     "audio_too_long",
+    "audio_too_long_for_sync",
     "sample_rate_too_low",
     "audio_longer_than_declared",
     "audio_changed",

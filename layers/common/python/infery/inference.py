@@ -36,6 +36,9 @@ class InferenceRequest(BaseModel):
     audio_s3_version_id: str | None = Field(default=None, max_length=1024)
     # how many seconds of audio the credits reserved for this request pay for: longer audio is refused
     max_audio_seconds: float | None = Field(default=None, gt=0)
+    # a synchronous call's ceiling (what the model finishes before the API's deadline): longer audio is refused
+    # as too long for a synchronous call, whatever the reservation covers
+    max_sync_audio_seconds: float | None = Field(default=None, gt=0)
     # where the model writes its progress while it works (jobs); the API shows it on GET /v1/jobs/{id}
     progress_s3_uri: str | None = Field(default=None, pattern=r"^s3://[^/]+/.+")
 

@@ -82,6 +82,7 @@ class TranscriptionService:
             model_prices=settings.model_prices,
         )
         self.max_audio_seconds = settings.max_audio_seconds
+        self.max_sync_audio_seconds = settings.max_sync_audio_seconds
         self.min_audio_sample_rate = settings.min_audio_sample_rate
 
     def transcribe(
@@ -95,9 +96,14 @@ class TranscriptionService:
     ) -> TranscriptionOutcome:
         """Reserve, infer, settle. ``before_settle`` (storing the result) runs before the charge is final: if it
         fails, the reservation is refunded like any other failure."""
-        reservation = self.reserve(key, options.model, audio, request_id=request_id)
+        reservation = self.reserve(
+            key, options.model, audio, request_id=request_id, max_seconds=self.max_sync_audio_seconds
+        )
         try:
-            result = self.endpoint.infer(self.inference_request(options, audio, reservation))
+            request = self.inference_request(
+                options, audio, reservation, max_sync_audio_seconds=self.max_sync_audio_seconds
+            )
+            result = self.endpoint.infer(request)
         except BaseException as failure:
             self.refund(reservation, failure)
             raise
@@ -148,15 +154,17 @@ class TranscriptionService:
         *,
         request_id: str,
         hold_seconds: int | None = None,
+        max_seconds: float | None = None,
     ) -> Reservation:
-        """Check what can be checked before inference (model, audio limits), then hold an upper bound of its cost."""
+        """Check what can be checked before inference (model, audio limits), then hold an upper bound of its cost.
+        ``max_seconds``: a ceiling of this call's own, below the deployment's (a synchronous call's)."""
         model = self.catalog.resolve(requested_model)
         check_model_allowed(key, requested_model, model, self.catalog.canonical)
-        declared_seconds = self.check_audio_limits(audio)
+        declared_seconds = self.check_audio_limits(audio, max_seconds)
         covered_seconds = self.pricing.seconds_to_reserve(len(audio.data), declared_seconds)
-        if covered_seconds > self.max_audio_seconds:
-            # a file whose header does not say, so large it could hold more than the deployment transcribes
-            covered_seconds = self.max_audio_seconds
+        # a file whose header does not say, so large it could hold more than this call transcribes: the model
+        # refuses what goes past the ceiling
+        covered_seconds = min(covered_seconds, self.max_audio_seconds, max_seconds or self.max_audio_seconds)
         return self.credits.reserve(
             key,
             self.pricing.credits_for(covered_seconds, model),
@@ -166,9 +174,10 @@ class TranscriptionService:
             covered_seconds=covered_seconds,
         )
 
-    def check_audio_limits(self, audio: LoadedAudio) -> float | None:
+    def check_audio_limits(self, audio: LoadedAudio, max_seconds: float | None = None) -> float | None:
         """Refuse, before any credit is held, audio that would make the model work without end: a header that
-        says 1 Hz turns 4 KB into 2,000 s, and no file may be longer than the deployment transcribes.
+        says 1 Hz turns 4 KB into 2,000 s, no file may be longer than the deployment transcribes, and none longer
+        than ``max_seconds`` (a synchronous call's ceiling: what the model finishes before the API's deadline).
         Returns the duration the header declares (None when it does not say)."""
         check_decodable(audio.data, audio.format)
         declared_seconds = probe_duration(audio.data, audio.format)
@@ -187,6 +196,15 @@ class TranscriptionService:
                 param="file",
                 code="audio_too_long",
             )
+        if declared_seconds is not None and max_seconds is not None and declared_seconds > max_seconds:
+            raise InvalidRequest(
+                f"The audio lasts {declared_seconds:.0f} s; a synchronous request transcribes at most "
+                f"{max_seconds:.0f} s, what the model finishes within the API's time limit. Nothing was "
+                "charged. Send it as a job instead: POST /v1/audio/transcriptions/jobs (with the file, or an "
+                "upload_id from POST /v1/uploads), then follow GET /v1/jobs/{job_id}.",
+                param="file",
+                code="audio_too_long_for_sync",
+            )
         return declared_seconds
 
     @staticmethod
@@ -196,6 +214,7 @@ class TranscriptionService:
         reservation: Reservation,
         *,
         progress_s3_uri: str | None = None,
+        max_sync_audio_seconds: float | None = None,
     ) -> InferenceRequest:
         """The model's request: the audio (inline, or by reference to the version that was checked), and no more
         seconds of it than the reservation pays for, so a settle never needs more than was reserved."""
@@ -206,6 +225,7 @@ class TranscriptionService:
             audio_s3_etag=audio.s3_etag if audio.s3_uri else None,
             audio_s3_version_id=audio.s3_version_id if audio.s3_uri else None,
             max_audio_seconds=reservation.covered_seconds,
+            max_sync_audio_seconds=max_sync_audio_seconds,
             task=options.task,
             language=options.language,
             prompt=options.prompt,

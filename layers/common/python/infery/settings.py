@@ -88,6 +88,9 @@ class Settings(AccountTables):
     # Audio longer than this is refused before any credit is reserved (what 25 MB holds at a low bitrate);
     # the model container has the same limit (WHISPER_MAX_AUDIO_SECONDS) for what reaches it anyway.
     max_audio_seconds: float = Field(default=4 * 3600.0, gt=0)
+    # A synchronous call refuses longer audio before reserving (template.yaml's MaxSyncAudioSeconds): the model
+    # must finish it within endpoint_timeout_seconds, or the call times out, is refunded, and the work was free.
+    max_sync_audio_seconds: float = Field(default=300.0, gt=0)
     # Below this a header lies (1 Hz turns 4 KB into 2,000 s) or the speech is not intelligible.
     min_audio_sample_rate: int = Field(default=8_000, gt=0)
     # An asynchronous invocation may run this long (SageMaker's maximum is 3,600 s) ...

@@ -142,6 +142,8 @@ def _run_transcription(key: ApiKeyItem, request: TranscriptionRequest, idempoten
             load_result=lambda: store.find_result(store.result_key(key.key_id, charge_id)),
             before_settle=_check_client_still_waiting,
         )
+    if request.upload_id is not None:  # charged: the upload no longer counts as the key's open work
+        wiring.job_service.upload_used(key.key_id, request.upload_id)
     metrics.add_metric(name="AudioSeconds", unit=MetricUnit.Seconds, value=outcome.audio_seconds)
     metrics.add_metric(name="CreditsCharged", unit=MetricUnit.Count, value=outcome.credits_used)
     logger.info(

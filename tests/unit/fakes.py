@@ -244,6 +244,18 @@ class FakeJobs:
     def hold_upload_slot(self, key_id: str, upload_id: str, open_until: int) -> None:
         self.upload_slots[upload_id] = (key_id, open_until)
 
+    def keep_upload_slot_open(self, key_id: str, upload_id: str, open_until: int) -> bool:
+        if self.upload_slots.get(upload_id, ("", 0))[0] != key_id:
+            return False
+        self.upload_slots[upload_id] = (key_id, open_until)
+        return True
+
+    def release_upload_slot(self, key_id: str, upload_id: str) -> bool:
+        if self.upload_slots.get(upload_id, ("", 0))[0] != key_id:
+            return False
+        del self.upload_slots[upload_id]
+        return True
+
     def record_webhook_attempt(self, job_id: str, attempt: WebhookAttempt) -> None:
         self._update(job_id, webhook_attempts=[*self.jobs[job_id].webhook_attempts, attempt])
 

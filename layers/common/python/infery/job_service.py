@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .async_inference import AsyncNotification
@@ -54,6 +56,17 @@ from .storage import StoredObject, parse_object_key
 from .transcription import LoadedAudio, ResponseFormat, TranscriptionOptions, TranscriptionRequest, UploadRequest
 from .webhooks import deliver
 
+# template.yaml's lifecycle rule for uploads/: a file expires this many days after it arrived, used or not
+UPLOAD_EXPIRATION_DAYS = 2
+
+
+def upload_expires_at(arrived_at: float) -> int:
+    """When S3 expires a file that arrived at ``arrived_at``: its expiration days later, rounded up to the next
+    midnight UTC (S3's rule for lifecycle expirations)."""
+    expires = datetime.fromtimestamp(arrived_at, UTC) + timedelta(days=UPLOAD_EXPIRATION_DAYS)
+    midnight = expires.replace(hour=0, minute=0, second=0, microsecond=0)
+    return int((midnight + timedelta(days=1) if midnight < expires else midnight).timestamp())
+
 
 class RetryLater(Exception):
     """A failure of ours that may pass (endpoint busy, S3 hiccup): the message goes back to the queue."""
@@ -85,15 +98,17 @@ class JobService:
     # how many jobs and upload slots a key may have open at once (a cap on the work and storage one key can hold)
     max_open_work: int = 100
     upload_expiry_seconds: int = 900
+    clock: Callable[[], float] = time.time
 
     def _open_until_running(self) -> int:
         """Until when a queued or running job counts as open work if it never finishes: all its attempts' time."""
-        return int(time.time()) + self.max_attempts * self.hold_seconds
+        return int(self.clock()) + self.max_attempts * self.hold_seconds
 
     def _open_until_uploaded(self) -> int:
-        """Until when an upload slot (and the job that waits for it) counts as open work: its presigned POST's
-        expiry, and a minute for the arrival's event."""
-        return int(time.time()) + self.upload_expiry_seconds + 60
+        """Until when an upload slot (and the job that waits for it) counts as open work while nothing arrives: its
+        presigned POST's expiry, and a minute for the arrival's event. A file that arrives keeps a slot without a
+        job open until the file expires (``job_for_object``), unless a billed use releases it (``upload_used``)."""
+        return int(self.clock()) + self.upload_expiry_seconds + 60
 
     # --- 1. created --------------------------------------------------------------------------------------------
 
@@ -114,7 +129,8 @@ class JobService:
         if open_work >= self.max_open_work:
             raise TooMuchOpenWork(
                 f"This key has {self.max_open_work} uploads and jobs open, the most it may have at once. Wait for "
-                "some jobs to finish (or unused uploads to expire), then try again.",
+                "some jobs to finish, or transcribe files already uploaded (an unused upload counts until it "
+                "expires), then try again.",
                 headers={"retry-after": "30"},
             )
 
@@ -170,8 +186,12 @@ class JobService:
             if not self.store.keep_first_upload(stored):
                 return None  # the slot's presigned POST sent again: that upload was deleted, the first one stands
             job_id = job_id_for_upload(stored.name)
-            # an upload made without a job (for a sync call or a later job request) starts nothing
-            return job_id if self.jobs.get(job_id) is not None else None
+            if self.jobs.get(job_id) is not None:
+                return job_id
+            # an upload made without a job (for a sync call or a later job request) starts nothing; its file sits in
+            # the bucket unbilled until it is used or expires, and its slot counts as the key's open work as long
+            self.jobs.keep_upload_slot_open(stored.key_id, stored.name, upload_expires_at(self.clock()))
+            return None
         try:
             key = self.keys.get(stored.key_id)
         except InferyError:
@@ -194,6 +214,16 @@ class JobService:
             )
         )
         return job_id
+
+    def upload_used(self, key_id: str, upload_id: str) -> None:
+        """A billed transcription of the upload (a sync call, a job that succeeded): its slot stops counting as
+        the key's open work. Not done for a failed use: a file refused as it is could otherwise be parked unbilled.
+        A failure here is logged, not raised: the client was charged and has its answer; the slot then counts
+        until the file expires."""
+        try:
+            self.jobs.release_upload_slot(key_id, upload_id)
+        except Exception:
+            logger.exception("an upload slot could not be released", extra={"upload_id": upload_id})
 
     # --- read by its key ---------------------------------------------------------------------------------------
 
@@ -244,7 +274,7 @@ class JobService:
                 audio_seconds=result.duration,
                 credits_used=earlier_settle.billed_credits or 0,
             )
-            self._notify(finished)
+            self._succeeded(finished)
             return finished
         audio = LoadedAudio.stored(*self.store.load(stored))
         # the attempt's id: its credits are reserved under it, and its notification names it; the settle check
@@ -257,7 +287,7 @@ class JobService:
             # recorded before it is submitted: the attempt's notification may come back before a slow write would
             # (DynamoDB throttling, retried), and a notification the job does not name is of an attempt given up
             submitted = self.jobs.submitted(
-                job.job_id, inference_id=inference_id, lease_until=int(time.time()) + self.hold_seconds
+                job.job_id, inference_id=inference_id, lease_until=int(self.clock()) + self.hold_seconds
             )
             self.endpoint.submit(
                 self.transcription.inference_request(
@@ -299,8 +329,14 @@ class JobService:
             outcome = self._failed(job, error, retry=job.attempts < self.max_attempts, resubmit=True)
             self._refund_attempt(notification.inference_id, error)
             return outcome
-        self._notify(finished)
+        self._succeeded(finished)
         return finished
+
+    def _succeeded(self, job: Job) -> None:
+        """A job charged and done: the upload it named (if any) was used, and its webhook is sent."""
+        if job.upload_id is not None:
+            self.upload_used(job.key_id, job.upload_id)
+        self._notify(job)
 
     def _settle(self, job: Job, result: InferenceResult) -> Job:
         assert job.inference_id is not None  # a running job was submitted under its attempt's id

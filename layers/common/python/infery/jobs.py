@@ -217,13 +217,17 @@ class JobStore:
 
     def _update_if(self, job_id: str, update: str, condition: str, values: dict[str, Any]) -> bool:
         """One conditional update (``#status`` and ``:queued`` are defined for it); False when the condition fails."""
+        expressions = update + " " + condition
+        # DynamoDB refuses a name or a value the expressions do not use
+        values = {":queued": JobStatus.QUEUED.value, **values}
+        arguments: dict[str, Any] = {
+            "ExpressionAttributeValues": {name: value for name, value in values.items() if name in expressions}
+        }
+        if "#status" in expressions:
+            arguments["ExpressionAttributeNames"] = {"#status": "status"}
         try:
             self._table.update_item(
-                Key={"job_id": job_id},
-                UpdateExpression=update,
-                ConditionExpression=condition,
-                ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues={":queued": JobStatus.QUEUED.value, **values},
+                Key={"job_id": job_id}, UpdateExpression=update, ConditionExpression=condition, **arguments
             )
         except ClientError as exc:
             if is_conditional_check_failure(exc):
@@ -278,6 +282,26 @@ class JobStore:
                 "open_until": open_until,
                 "expires_at": open_until + 24 * 3600,
             }
+        )
+
+    def keep_upload_slot_open(self, key_id: str, upload_id: str, open_until: int) -> bool:
+        """The slot's file arrived: it counts as the key's open work until ``open_until`` (when the file expires),
+        unless a billed use released it first. False when there is no such slot of the key's, or it was released."""
+        return self._update_if(
+            upload_id,
+            "SET open_until = :open_until, expires_at = :expires_at",
+            "open_key_id = :key_id AND attribute_not_exists(#status)",
+            {":key_id": key_id, ":open_until": open_until, ":expires_at": open_until + 24 * 3600},
+        )
+
+    def release_upload_slot(self, key_id: str, upload_id: str) -> bool:
+        """A billed use of the slot's file: it no longer counts as the key's open work (for good: an arrival seen
+        later does not open it again). False when there is no such open slot of the key's."""
+        return self._update_if(
+            upload_id,
+            "REMOVE open_key_id, open_until",
+            "open_key_id = :key_id AND attribute_not_exists(#status)",
+            {":key_id": key_id},
         )
 
     def record_webhook_attempt(self, job_id: str, attempt: WebhookAttempt) -> None:

@@ -88,6 +88,10 @@ class Jobs(Protocol):
 
     def hold_upload_slot(self, key_id: str, upload_id: str, open_until: int) -> None: ...
 
+    def keep_upload_slot_open(self, key_id: str, upload_id: str, open_until: int) -> bool: ...
+
+    def release_upload_slot(self, key_id: str, upload_id: str) -> bool: ...
+
 
 class JobQueue(Protocol):
     """Where a job waits for a worker to run it (the jobs queue)."""

@@ -1,0 +1,36 @@
+"""Until when an uploaded file counts as its key's open work: when S3's lifecycle rule for uploads/ expires it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from infery.job_service import UPLOAD_EXPIRATION_DAYS, upload_expires_at
+
+from local_stack.template import load_template
+
+
+def _epoch(text: str) -> float:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
+
+
+def test_the_expiration_counted_is_the_buckets_lifecycle_rule_for_uploads():
+    rules = load_template()["Resources"]["AudioBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+    (uploads,) = [rule for rule in rules if rule["Prefix"] == "uploads/"]
+    assert uploads["Status"] == "Enabled"
+    assert uploads["ExpirationInDays"] == UPLOAD_EXPIRATION_DAYS
+
+
+@pytest.mark.parametrize(
+    ("arrived", "expires"),
+    [
+        # S3 adds the days to the object's creation, then rounds up to the next midnight UTC
+        ("2026-12-04T11:30:00", "2026-12-07T00:00:00"),
+        ("2026-12-04T00:00:01", "2026-12-07T00:00:00"),
+        ("2026-12-04T23:59:59", "2026-12-07T00:00:00"),
+        ("2026-12-04T00:00:00", "2026-12-06T00:00:00"),  # already midnight: not rounded a day further
+        ("2026-12-30T18:00:00", "2027-01-02T00:00:00"),
+    ],
+)
+def test_a_file_expires_at_the_midnight_after_its_expiration_days(arrived, expires):
+    assert upload_expires_at(_epoch(arrived)) == _epoch(expires)

@@ -482,15 +482,35 @@ _CONSOLE_TYPES = {
     ".js": "text/javascript; charset=utf-8",
     ".css": "text/css; charset=utf-8",
 }
-# its own script and style only; it talks to this API and to the bucket's presigned upload URL (large files)
-_CONSOLE_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "media-src 'self' blob:; connect-src 'self' https: http://127.0.0.1:* "
-    "http://localhost:*; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-cache",
-}
+# Its own script and style only; it talks to this API and to the audio bucket's presigned upload URL (large files),
+# and to nothing else: a script injected into the page could otherwise send the pasted key to any host.
+_CONSOLE_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; media-src 'self' blob:; "
+    "connect-src 'self' {upload_origins}; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+
+
+@cache
+def _console_headers() -> dict[str, str]:
+    """The console's headers. Its connect-src names where POST /v1/uploads sends the browser: the origin of a
+    presigned POST made as that route makes one (signed here, never used), so it is the bucket's endpoint when
+    deployed and the local stack's S3 on this machine, with no other host or port allowed."""
+    import urllib.parse
+
+    upload = urllib.parse.urlsplit(wiring.audio_store.presigned_upload("key_console", "upl_console")["url"])
+    origins = [f"{upload.scheme}://{upload.netloc}"]
+    if upload.hostname and upload.hostname.endswith(".s3.amazonaws.com"):
+        # the global name, which S3 answers with a redirect to the bucket's regional endpoint while a new bucket's
+        # DNS settles: the browser follows it, so that host is allowed too
+        regional = upload.hostname.removesuffix(".amazonaws.com") + f".{wiring.s3.meta.region_name}.amazonaws.com"
+        origins.append(f"https://{regional}")
+    return {
+        "Content-Security-Policy": _CONSOLE_POLICY.format(upload_origins=" ".join(origins)),
+        "X-Frame-Options": "DENY",  # as frame-ancestors 'none', for browsers that predate it
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+        "Cache-Control": "no-cache",
+    }
 
 
 def _load_console() -> dict[str, tuple[str, str]]:
@@ -512,7 +532,7 @@ def _console_file(name: str) -> Response:
         shown = name if len(name) <= 40 else name[:40] + "..."
         raise NotFound(f"Unknown request URL: GET /console/{shown}.", code="unknown_url")
     content_type, body = found
-    return Response(200, content_type, body, headers=_CONSOLE_HEADERS)
+    return Response(200, content_type, body, headers=_console_headers())
 
 
 @app.get("/console")

@@ -28,6 +28,8 @@ from moto.dynamodb.models.table import Table
 from moto.server import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from .s3_post_policy import PostPolicyApp
+
 _TouchedItem = tuple[str, dict[str, Any], Item | None]
 
 
@@ -103,7 +105,10 @@ class SerializedApp:
 
 def make_moto_server(host: str, port: int) -> BaseWSGIServer:
     back_up_only_the_items_a_transaction_names()  # safe because SerializedApp runs one request at a time
-    return make_server(host, port, SerializedApp(DomainDispatcherApplication(create_backend_app)), threaded=True)
+    # S3 refuses what a presigned POST's policy does not allow; checked before the lock, a slow upload holds up nothing
+    return make_server(
+        host, port, PostPolicyApp(SerializedApp(DomainDispatcherApplication(create_backend_app))), threaded=True
+    )
 
 
 class BackgroundMotoServer:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from infery import snapstart
 from infery.errors import (
     Conflict,
     InferyError,
@@ -39,6 +40,16 @@ settings = get_settings()
 # every collaborator (clients, stores, the use cases), each built on its first use
 wiring = Wiring(settings)
 app = APIGatewayRestResolver()
+
+
+def _before_snapshot() -> None:
+    snapstart.prepare(wiring)
+    _idempotent_execute_once()
+
+
+# With Lambda SnapStart (template.yaml) the snapshot holds what the first requests need, and every copy restored
+# from it reseeds what must differ between copies; elsewhere nothing is registered.
+snapstart.register(before_snapshot=_before_snapshot, after_restore=snapstart.restored)
 
 
 def _request_id() -> str:

@@ -89,3 +89,22 @@ def test_an_uploads_job_fails_once_before_reserving(
     assert job.status is JobStatus.FAILED and job.error is not None and job.error.code == code, job.error
     assert job.attempts == 1
     _assert_nothing_charged(accounts, item)
+
+
+def test_the_models_refusal_of_a_jobs_audio_ends_the_job_at_once_refunded(
+    monkeypatch, model_proxy, load_worker, store, jobs_queue, accounts
+):
+    """Were the API's header check to miss such a file, the model's 400 is final: one run, no retry, all refunded."""
+    monkeypatch.setattr("infery.service.check_decodable", lambda audio, audio_format: None)
+    runs: list[bytes] = []
+    worker = load_worker(model_proxy(runs.append))
+    api_key, item = accounts.new_key(SEEDED)
+    messages = drop_and_receive(store, jobs_queue, item, "bad.wav", zero_bit_wav())
+    for receive_count in (1, 2):
+        assert_no_batch_failures(worker.deliver(messages, receive_count=receive_count))
+    assert jobs_queue.drain() == []  # nothing sent again for another attempt
+    job = store.only_job(item)
+    assert job.status is JobStatus.FAILED and job.error is not None and job.error.code == "undecodable_audio"
+    assert job.attempts == 1 and len(runs) == 1
+    accounts.assert_untouched(item, SEEDED)
+    assert {entry["kind"] for entry in accounts.ledger(item) if entry["kind"] != "topup"} == {"reserve", "refund"}

@@ -9,6 +9,7 @@ publishes a notification (success or failure) that reaches the worker through SN
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -20,6 +21,9 @@ from .inference import InferenceError, InferenceRequest, InferenceResult
 
 ASYNC_INPUTS_PREFIX = "async-inputs/"
 PROGRESS_PREFIX = "progress/"
+# how SageMaker's failure notification names a 4xx the container answered ("Received client error (400) from model");
+# 499 is the model server's "the caller stopped waiting", no verdict on the audio
+_CLIENT_ERROR_REASON = re.compile(r"client error \((?!499)4\d\d\)", re.IGNORECASE)
 
 
 class AsyncSubmission(BaseModel):
@@ -168,6 +172,15 @@ class AsyncWhisperEndpoint:
         if model_error is not None and model_error.code in CLIENT_ERROR_CODES:
             return InvalidRequest(model_error.error, param="file", code=model_error.code)
         reason = (notification.failure_reason or "").lower()
+        if _CLIENT_ERROR_REASON.search(reason):
+            # the model refused the request itself (its error unreadable, or of no code we know): sent again, it
+            # would be refused again, so the job ends here instead of running the model once per attempt
+            return InvalidRequest(
+                "The model refused this job's audio; nothing was charged. Check the file, or send it again as a "
+                "new job.",
+                param="file",
+                code="invalid_request",
+            )
         if "timeout" in reason or "timed out" in reason:
             return ModelTimeout(
                 "The transcription ran past the job time limit "

@@ -292,13 +292,13 @@ class FakeAudio:
         self.objects[key] = audio
         return StoredObject(self.bucket, key, key_id, "uploads", upload_id, len(audio))
 
-    def check_upload(self, key_id: str, upload_id: str) -> str:
+    def check_upload(self, key_id: str, upload_id: str, head_bytes: int) -> tuple[str, bytes]:
         key = self.upload_key(key_id, upload_id)
         if key not in self.objects:
             raise NotFound("No upload with this id has arrived for this key.", code="upload_not_found")
         if not self.objects[key]:
             raise InvalidRequest("The uploaded file is empty.", code="empty_file")
-        return self.upload_uri(key_id, upload_id)
+        return self.upload_uri(key_id, upload_id), self.objects[key][:head_bytes]
 
     def load(self, stored: StoredObject) -> tuple[bytes, str, str, str | None]:
         return self.objects[stored.key], stored.uri, "etag-1", "version-1"

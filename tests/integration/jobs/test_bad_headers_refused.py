@@ -108,3 +108,18 @@ def test_the_models_refusal_of_a_jobs_audio_ends_the_job_at_once_refunded(
     assert job.attempts == 1 and len(runs) == 1
     accounts.assert_untouched(item, SEEDED)
     assert {entry["kind"] for entry in accounts.ledger(item) if entry["kind"] != "topup"} == {"reserve", "refund"}
+
+
+@pytest.mark.parametrize(("audio", "filename", "code"), BAD_MEDIA)
+def test_a_job_request_naming_an_upload_refuses_it_before_queueing(
+    never_called, load_api, store, jobs_queue, accounts, audio, filename, code
+):
+    api = load_api(never_called)
+    api_key, item = accounts.new_key(SEEDED)
+    upload = post_upload(api, api_key, {"start_job": False}).json()
+    upload_to_s3(upload, audio, filename)
+    jobs_queue.drain()  # the arrival's event
+    reply = api.transcribe(api_key, None, path=TRANSCRIPTION_JOBS, upload_id=upload["id"])
+    assert_error(reply, 400, code, param="file", error_type="invalid_request_error")
+    assert store.jobs_of(item) == [] and jobs_queue.drain() == []
+    _assert_nothing_charged(accounts, item)

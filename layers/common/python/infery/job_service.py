@@ -56,6 +56,8 @@ from .storage import StoredObject, parse_object_key
 from .transcription import LoadedAudio, ResponseFormat, TranscriptionOptions, TranscriptionRequest, UploadRequest
 from .webhooks import deliver
 
+# what job creation reads of an upload to check its header (a WebM's tracks, an MP4's moov written first)
+UPLOAD_HEAD_BYTES = 1 << 20
 # template.yaml's lifecycle rule for uploads/: a file expires this many days after it arrived, used or not
 UPLOAD_EXPIRATION_DAYS = 2
 
@@ -163,7 +165,8 @@ class JobService:
             source_uri = self.store.put_upload(key.key_id, new_upload_id(), request.audio.data).uri
         else:
             assert request.upload_id is not None  # a request has its audio or names an upload
-            source_uri = self.store.check_upload(key.key_id, request.upload_id)
+            source_uri, head = self.store.check_upload(key.key_id, request.upload_id, UPLOAD_HEAD_BYTES)
+            self._check_header(head)
         job = new_job(
             job_id=new_job_id(),
             key_id=key.key_id,
@@ -179,6 +182,16 @@ class JobService:
         self.jobs.create(job)
         self.queue.send(job.job_id)
         return job
+
+    def _check_header(self, head: bytes) -> None:
+        """Refuse an upload whose header says what the worker would refuse (1 Hz, 0 bits per sample, ten hours), as
+        ``admit`` refuses a file sent with the request. Only the head of the file is read: what needs the whole
+        file (a header it cannot find there, the length a WAV's bytes hold) is left to the worker."""
+        try:
+            audio = LoadedAudio.inline(head)
+        except InferyError:
+            return  # not recognised from its head alone (an ID3 tag larger than it): the worker reads it whole
+        self.transcription.check_audio_limits(audio)
 
     def job_for_object(self, stored: StoredObject) -> str | None:
         """The job an arriving object belongs to (created for inbox drops), or None when none should run."""

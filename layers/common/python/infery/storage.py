@@ -100,11 +100,18 @@ class AudioStore:
         key's)."""
         return self.load(self._upload_object(key_id, upload_id))
 
-    def check_upload(self, key_id: str, upload_id: str) -> str:
-        """The s3:// URI of this key's upload once it has arrived, checked as ``load`` checks it, without reading it."""
+    def check_upload(self, key_id: str, upload_id: str, head_bytes: int) -> tuple[str, bytes]:
+        """The s3:// URI of this key's upload once it has arrived, checked as ``load`` checks it, and its first
+        ``head_bytes`` (of the version ``load`` reads): enough for its header, without reading the whole file."""
         stored = self._upload_object(key_id, upload_id)
-        self._check(stored)
-        return stored.uri
+        version_id = self._check(stored)
+        response = self._client.get_object(
+            Bucket=stored.bucket,
+            Key=stored.key,
+            Range=f"bytes=0-{head_bytes - 1}",
+            **({"VersionId": version_id} if version_id else {}),
+        )
+        return stored.uri, response["Body"].read()
 
     def load(self, stored: StoredObject) -> tuple[bytes, str, str, str | None]:
         """The object's bytes, URI, ETag and version. The model reads that very version again by URI: what was

@@ -34,3 +34,27 @@ def test_the_expiration_counted_is_the_buckets_lifecycle_rule_for_uploads():
 )
 def test_a_file_expires_at_the_midnight_after_its_expiration_days(arrived, expires):
     assert upload_expires_at(_epoch(arrived)) == _epoch(expires)
+
+
+@pytest.mark.parametrize(
+    "function",
+    [
+        "TranscribeFunction",  # releases a slot when a sync call on its upload is charged
+        "WorkerFunction",  # keeps a slot open when its file arrives, releases it when a job on it succeeds
+    ],
+)
+def test_the_functions_that_move_an_upload_slot_may_update_the_jobs_table(function):
+    statements = [
+        statement
+        for policy in load_template()["Resources"][function]["Properties"]["Policies"]
+        if isinstance(policy, dict)
+        for statement in policy.get("Statement", [])
+    ]
+    updates = [
+        statement
+        for statement in statements
+        if statement["Resource"] == {"Fn::GetAtt": ["JobsTable", "Arn"]}
+        and "dynamodb:UpdateItem"
+        in (statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]])
+    ]
+    assert updates, f"{function} cannot update the jobs table"

@@ -4,8 +4,10 @@ On AWS, S3 refuses a browser-form upload (POST Object, signature version 4) unle
 (``x-amz-signature``: HMAC-SHA256 of the base64 policy with the SigV4 key of the access key in
 ``x-amz-credential``), has not expired, and allows the form: every condition holds (exact match, ``starts-with``,
 ``content-length-range`` on the file's size) and every field but ``file``, ``policy``, ``x-amz-signature`` and
-``x-ignore-*`` is named by a condition. Without this, a client could write locally under another key's prefix, past
-the size limit, or with no signature at all, and a job then ran on another key's account.
+``x-ignore-*`` is named by a condition. Signature version 2 (``AWSAccessKeyId``, ``signature``: base64 HMAC-SHA1 of
+the policy with the secret) is checked too: it is what boto3's ``generate_presigned_post`` signs in us-east-1 unless
+the client asks for ``s3v4``, so it is what the API hands out. Without this, a client could write locally under
+another key's prefix, past the size limit, or with no signature at all, and a job then ran on another key's account.
 
 ``PostPolicyApp`` stands in front of moto. It reads the form as it streams in: the fields come first and the file
 last (S3 ignores any field after it). It checks the fields before it takes the file, counts the file against the

@@ -15,6 +15,7 @@ from infery.job_service import upload_expires_at
 from infery.jobs import JobStore
 
 from tests.integration.jobs.support import (
+    BUSY,
     SEEDED,
     TRANSCRIPTION_JOBS,
     assert_no_batch_failures,
@@ -25,6 +26,7 @@ from tests.integration.jobs.support import (
 )
 from tests.integration.support import assert_error
 from tests.media_headers import zero_bit_wav
+from tests.speech import silent_wav
 
 MINUTES = 60
 ANSWER = {"text": "hello", "language": "en", "duration": 1.0, "segments": []}
@@ -142,3 +144,46 @@ def test_a_job_on_the_upload_that_succeeds_releases_its_slot(clocked, jobs_queue
     for _ in range(2):  # both places are free again
         assert post_upload(api, api_key, {"start_job": False}).status == 201
     _assert_at_cap(api, api_key)
+
+
+def test_an_uploads_job_refused_for_its_file_keeps_the_file_counted_until_it_expires(
+    clocked, clock, jobs_queue, store, accounts
+):
+    api, worker = clocked(1)
+    api_key, item = accounts.new_key(SEEDED)
+    upload = post_upload(api, api_key, {"model": "whisper-1"}).json()  # a job that runs on arrival
+    upload_to_s3(upload, zero_bit_wav())
+    assert_no_batch_failures(worker.deliver(jobs_queue.drain()))
+    assert store.job(upload["job_id"]).status.value == "failed"  # refused, charged nothing: the file stays
+    clock.now += 17 * MINUTES
+    _assert_at_cap(api, api_key)
+    clock.now = upload_expires_at(clock.now) + 1
+    assert post_upload(api, api_key, {"start_job": False}).status == 201
+
+
+def test_a_job_refused_for_the_keys_balance_keeps_its_file_counted(clocked, clock, jobs_queue, store, accounts):
+    api, worker = clocked(1)
+    api_key, item = accounts.new_key(1)  # enough to create a job, not to reserve a minute of audio
+    queued = api.transcribe(api_key, silent_wav(16_000, 60), path=TRANSCRIPTION_JOBS)
+    assert queued.status == 202, queued.text
+    assert_no_batch_failures(worker.deliver(jobs_queue.drain()))
+    job = store.job(queued.json()["id"])
+    assert job.status.value == "failed" and job.error is not None and job.error.code == "insufficient_credits"
+    clock.now += 17 * MINUTES
+    _assert_at_cap(api, api_key)
+
+
+def test_a_job_failed_by_our_side_does_not_count_against_the_key(
+    load_api, load_worker, fake_runtime, clock, jobs_queue, store, accounts
+):
+    api = load_api(fake_runtime(200, ANSWER)[0], MAX_OPEN_JOBS_PER_KEY="1")
+    busy_worker = load_worker(fake_runtime(503, *BUSY)[0])
+    _on_clock(api.module, clock)
+    _on_clock(busy_worker.module, clock)
+    api_key, item = accounts.new_key(SEEDED)
+    upload = post_upload(api, api_key, {"model": "whisper-1"}).json()
+    upload_to_s3(upload, silent_wav(16_000, 3))
+    assert_no_batch_failures(busy_worker.deliver(jobs_queue.drain(), receive_count=3))  # its last delivery
+    job = store.job(upload["job_id"])
+    assert job.status.value == "failed" and job.error is not None and job.error.code == "model_unavailable"
+    assert post_upload(api, api_key, {"start_job": False}).status == 201

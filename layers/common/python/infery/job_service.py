@@ -406,8 +406,21 @@ class JobService:
             job_error = JobError(code="internal_error", message="The job failed on our side; nothing was charged.")
         self._refund_open_attempts(job, before=job.attempts + 1)
         finished = self.jobs.fail(job.job_id, job_error)
+        if isinstance(error, InferyError) and not transient:
+            self._count_refused_upload(finished)
         self._notify(finished)
         return finished
+
+    def _count_refused_upload(self, job: Job) -> None:
+        """A job refused for its client's reason (the file, the key's balance) leaves its uploaded file in the
+        bucket, unbilled: the upload counts as the key's open work until the file expires, as an unused one does,
+        so refused jobs cannot park files without bound. A failure of ours does not count against the key."""
+        if job.source_uri is None:
+            return
+        bucket, _, object_key = job.source_uri.removeprefix("s3://").partition("/")
+        stored = parse_object_key(bucket, object_key, 0)
+        if stored is not None and stored.area == "uploads" and stored.key_id == job.key_id:
+            self.jobs.hold_upload_slot(job.key_id, stored.name, upload_expires_at(self.clock()))
 
     def _refund_attempt(self, inference_id: str, failure: BaseException | str) -> None:
         """Give back what the attempt still holds. A failure is raised, not logged: the message that asked for it

@@ -92,7 +92,9 @@ class Wiring(AccountsWiring):
 
     @cached_property
     def s3(self) -> Any:
-        return boto3.client("s3")
+        # Signature version 4 for presigned POSTs too: boto3 signs them with version 2 in us-east-1 by default, which
+        # S3 refuses for buckets created since June 2020 (a new deployment's bucket)
+        return boto3.client("s3", config=Config(signature_version="s3v4"))
 
     @cached_property
     def sqs(self) -> Any:

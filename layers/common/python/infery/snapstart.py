@@ -7,9 +7,9 @@ snapshot instead of importing the handler again. The handler registers two runti
 
 - before the snapshot, :func:`prepare` imports what the routes otherwise import on their first call and builds
   every collaborator the API's requests use (AWS clients, stores, use cases), so that no restored copy's first
-  request pays for them. It calls nothing over the network: a connection opened now would be stale after a
-  restore. The clients need no refresh: with SnapStart, Lambda hands the function its credentials through the
-  container credentials endpoint, which boto3 reads again when they expire;
+  request pays for them. It calls no AWS API: a connection opened now would be stale after a restore. The
+  clients need no refresh: with SnapStart, Lambda hands the function its credentials through the container
+  credentials endpoint, which boto3 reads again when they expire;
 - after a restore, :func:`restored` reseeds ``random``. Every copy restored from one snapshot starts with the
   same generator state, so the jitter of retries (the credit transactions', botocore's) would be the same in
   copies that retry against each other, which is what the jitter is there to prevent. Nothing else the function

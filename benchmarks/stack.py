@@ -86,6 +86,7 @@ def start_stack(
         {
             "INFERY_STATE_FILE": str(state_dir / "local-stack.json"),
             "INFERY_DEV_CREDITS": str(credits),
+            "INFERY_LOCAL_EPHEMERAL": "1",  # every run starts empty: nothing kept from, or for, another
             "PYTHONPATH": str(ROOT / "layers" / "common" / "python"),
             "PYTHONUNBUFFERED": "1",
             **(environment or {}),

@@ -14,6 +14,7 @@ import urllib.request
 import warnings
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import boto3
 
@@ -36,6 +37,9 @@ ROOT = TEMPLATE_PATH.parent
 # Where a running local stack says how to reach it: the operator's tool (`infery --local`) reads it.
 # INFERY_STATE_FILE moves it, so several stacks (the end-to-end tests start some) do not share one.
 STATE_FILE = Path(os.environ.get("INFERY_STATE_FILE") or ROOT / ".infery" / "local-stack.json")
+# What the stack keeps between runs (moto's tables, objects, queues and topics; the development key)
+DATA_DIR = ROOT / ".infery" / "data"
+DEV_KEY_FILE = "dev-key"
 LOCAL_MODEL_NAME = "whisper-tiny.en"
 
 
@@ -101,6 +105,19 @@ def parse_args() -> argparse.Namespace:
         type=int,
         default=int(os.environ.get("INFERY_LAMBDA_CONCURRENCY", "4")),
         help="Lambda execution environments to keep warm",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(os.environ.get("INFERY_LOCAL_DATA_DIR") or DATA_DIR),
+        help="where the stack keeps its data between runs (default: .infery/data)",
+    )
+    parser.add_argument("--fresh", action="store_true", help="delete the data kept so far and start empty")
+    parser.add_argument(
+        "--ephemeral",
+        action="store_true",
+        default=os.environ.get("INFERY_LOCAL_EPHEMERAL", "").lower() in ("1", "true", "yes"),
+        help="keep nothing: start empty and save nothing",
     )
     parser.add_argument(
         "--quiet", action="store_true", help="no line per API request either: only the banner, warnings and errors"
@@ -172,6 +189,9 @@ def main() -> None:
                 "127.0.0.1",
                 "-p",
                 str(moto_port),
+                "--stopped-by-parent",
+                *([] if args.ephemeral else ["--data-dir", str(args.data_dir)]),
+                *(["--fresh"] if args.fresh and not args.ephemeral else []),
                 *(["--verbose"] if args.verbose else []),
             ],
             child_environment,
@@ -198,11 +218,12 @@ def main() -> None:
             child_environment,
         )
         _wait_until(lambda: _http_ok(f"http://127.0.0.1:{moto_port}/moto-api/"), "moto server", 60, moto)
-        create_tables(local, boto3.client("dynamodb"))
+        create_tables(local, _KeepExistingTables(boto3.client("dynamodb")))
         create_queues(local, boto3.client("sqs"))
         create_topics(local, boto3.client("sns"))
         create_buckets(local, boto3.client("s3"))
-        dev_key = _seed_dev_key(local, args.dev_key, args.dev_credits)
+        dev_key_file = None if args.ephemeral else args.data_dir / DEV_KEY_FILE
+        dev_key, balance = _seed_dev_key(local, args.dev_key, args.dev_credits, dev_key_file)
         _wait_until(lambda: _http_ok(f"http://127.0.0.1:{model_port}/ping"), "Whisper model server", 180, model_server)
 
         gateway = LocalApiGateway(local, args.concurrency, aws_environment)
@@ -234,7 +255,8 @@ def main() -> None:
         print(
             f"\ninfery local stack is ready\n  base URL: {base_url}\n  console:  {console_url}\n"
             f"  API key:  {dev_key}\n"
-            f"  credits:  {args.dev_credits}\n  model:    {LOCAL_MODEL_NAME} (alias whisper-1)\n"
+            f"  credits:  {balance}\n  model:    {LOCAL_MODEL_NAME} (alias whisper-1)\n"
+            f"  data:     {'none kept (--ephemeral)' if args.ephemeral else args.data_dir}\n"
             f"Try: curl -H 'Authorization: Bearer {dev_key}' {base_url}/models\nCtrl-C stops everything.\n",
             flush=True,
         )
@@ -260,9 +282,29 @@ def _write_state(stack: ExitStack, base_url: str, environment: dict[str, str], m
     stack.callback(STATE_FILE.unlink, missing_ok=True)
 
 
-def _seed_dev_key(local: LocalTemplate, dev_key: str | None, credits: int) -> str:
+class _KeepExistingTables:
+    """The DynamoDB client create_tables gets: a table restored from the data folder is left as it is."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self._existing = set(client.list_tables()["TableNames"])
+
+    def create_table(self, TableName: str, **arguments: Any) -> None:  # noqa: N803 - boto3's argument name
+        if TableName not in self._existing:
+            self._client.create_table(TableName=TableName, **arguments)
+
+    def update_time_to_live(self, TableName: str, **arguments: Any) -> None:  # noqa: N803
+        if TableName not in self._existing:
+            self._client.update_time_to_live(TableName=TableName, **arguments)
+
+
+def _seed_dev_key(local: LocalTemplate, dev_key: str | None, credits: int, key_file: Path | None) -> tuple[str, int]:
+    """The development key and its balance. Created, with ``credits``, when it is not stored yet; a key the data
+    folder kept keeps its balance and its ledger (no second top-up on every start). Without a key given, the one
+    the data folder remembers is used, so the banner shows the same key run after run."""
     # imported only now, with the stack's environment set: the handlers' processes are forked from this one, and
     # infery's logger reads POWERTOOLS_LOG_LEVEL (WARNING unless --verbose) once, when infery is first imported
+    from infery.keys import hash_api_key
     from infery.settings import AccountTables
     from infery.wiring import AccountsWiring
 
@@ -274,13 +316,21 @@ def _seed_dev_key(local: LocalTemplate, dev_key: str | None, credits: int) -> st
             reservations_table_name=environment["RESERVATIONS_TABLE_NAME"],
         )
     )
-    try:
-        clear_key, item = accounts.keys.create("development", 0, api_key=dev_key)
-    except ValueError as exc:
-        raise SystemExit(f"INFERY_DEV_KEY is not usable: {exc}") from exc
-    if credits > 0:
-        accounts.credits.top_up(item, credits, request_id="local-stack-seed", note="INFERY_DEV_CREDITS")
-    return clear_key
+    if not dev_key and key_file is not None and key_file.exists():
+        dev_key = key_file.read_text().strip()
+    item = accounts.keys.get_by_hash(hash_api_key(dev_key)) if dev_key else None
+    if item is None:
+        try:
+            dev_key, item = accounts.keys.create("development", 0, api_key=dev_key)
+        except ValueError as exc:
+            raise SystemExit(f"INFERY_DEV_KEY is not usable: {exc}") from exc
+        if credits > 0:
+            accounts.credits.top_up(item, credits, request_id="local-stack-seed", note="INFERY_DEV_CREDITS")
+    assert dev_key is not None
+    if key_file is not None:
+        key_file.touch(mode=0o600)  # a secret, if only a local one: readable by its owner alone
+        key_file.write_text(dev_key + "\n")
+    return dev_key, accounts.credits.balance(item.key_hash)
 
 
 if __name__ == "__main__":

@@ -16,9 +16,13 @@ from __future__ import annotations
 import argparse
 import copy
 import logging
+import os
+import signal
 import threading
+import time
 import types
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import moto.dynamodb.models as dynamodb_models
@@ -28,6 +32,7 @@ from moto.dynamodb.models.table import Table
 from moto.server import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from .persistence import DataDirInUse, IncompatibleSnapshot, MotoState
 from .s3_post_policy import PostPolicyApp
 
 _TouchedItem = tuple[str, dict[str, Any], Item | None]
@@ -93,21 +98,26 @@ def back_up_only_the_items_a_transaction_names() -> None:
 
 
 class SerializedApp:
-    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+    def __init__(self, app: Callable[..., Iterable[bytes]], state: MotoState | None = None) -> None:
         self._app = app
-        self._lock = threading.Lock()
+        self._state = state
+        # a saved state is pickled under the same lock, so a snapshot never holds half a request
+        self._lock = state.lock if state is not None else threading.Lock()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
         with self._lock:
             # the body is read inside the lock, so the request is complete before the next one starts
-            return list(self._app(environ, start_response))
+            body = list(self._app(environ, start_response))
+            if self._state is not None:
+                self._state.request_served(environ)
+            return body
 
 
-def make_moto_server(host: str, port: int) -> BaseWSGIServer:
+def make_moto_server(host: str, port: int, state: MotoState | None = None) -> BaseWSGIServer:
     back_up_only_the_items_a_transaction_names()  # safe because SerializedApp runs one request at a time
     # S3 refuses what a presigned POST's policy does not allow; checked before the lock, a slow upload holds up nothing
     return make_server(
-        host, port, PostPolicyApp(SerializedApp(DomainDispatcherApplication(create_backend_app))), threaded=True
+        host, port, PostPolicyApp(SerializedApp(DomainDispatcherApplication(create_backend_app), state)), threaded=True
     )
 
 
@@ -126,19 +136,68 @@ class BackgroundMotoServer:
         self._server.server_close()
 
 
+def _raise_keyboard_interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _exit_with_parent(parent: int) -> None:
+    # a local stack killed outright (SIGKILL) cannot stop its moto: this one saves and exits on its own
+    while os.getppid() == parent:
+        time.sleep(1)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-H", "--host", default="127.0.0.1")
     parser.add_argument("-p", "--port", type=int, default=5000)
     parser.add_argument("--verbose", action="store_true", help="log every request (werkzeug's request lines)")
+    parser.add_argument(
+        "--data-dir", type=Path, help="keep moto's state in this folder: restored now, saved after changes"
+    )
+    parser.add_argument("--fresh", action="store_true", help="delete what --data-dir holds first")
+    parser.add_argument(
+        "--stopped-by-parent",
+        action="store_true",
+        help="ignore Ctrl-C (the parent stops this server after its other parts, with SIGTERM) and exit with "
+        "the parent",
+    )
     arguments = parser.parse_args()
     # the local stack's pollers call SQS several times a second: one line per call hides everything else
     logging.getLogger("werkzeug").setLevel(logging.INFO if arguments.verbose else logging.WARNING)
-    server = make_moto_server(arguments.host, arguments.port)
+    logging.basicConfig(format="moto server: %(message)s")
+    logging.getLogger("local_stack.persistence").setLevel(logging.INFO if arguments.verbose else logging.WARNING)
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    if arguments.stopped_by_parent:
+        # Ctrl-C reaches the whole process group at once; the stack's other parts may still write while they stop
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+    state = None
+    if arguments.data_dir is not None:
+        state = MotoState(arguments.data_dir)
+        try:
+            state.claim()
+            if arguments.fresh:
+                state.empty()
+            state.restore()
+        except DataDirInUse as exc:
+            raise SystemExit(f"moto server: {exc}") from None
+        except IncompatibleSnapshot as exc:
+            raise SystemExit(
+                f"moto server: {exc}. Start with --fresh to start empty (what the folder holds is lost), "
+                "or with the moto it was saved by"
+            ) from None
+    server = make_moto_server(arguments.host, arguments.port, state)
+    if state is not None:
+        state.start()
     try:
         server.serve_forever()
     except KeyboardInterrupt:
+        pass
+    finally:
         server.server_close()
+        if state is not None:
+            state.close()  # waits for a request in flight (it holds the lock), then saves what changed
 
 
 if __name__ == "__main__":

@@ -204,6 +204,7 @@ def start_stack(
         "INFERY_LAMBDA_CONCURRENCY": str(concurrency),
         "PYTHONUNBUFFERED": "1",
         "INFERY_STATE_FILE": str(state_file),
+        "INFERY_LOCAL_EPHEMERAL": "1",  # every stack starts empty and keeps nothing (unless a test says otherwise)
         **(extra_environment or {}),
     }
     # a session of its own: the stack is stopped with its whole process group if it does not stop cleanly

@@ -28,7 +28,7 @@ from infery.observability import logger, metrics
 from infery.settings import get_settings
 from infery.wiring import Wiring
 
-# A cold start imports what every request needs, no more (issue 13, benchmarks/cold_start.py): what only some
+# A cold start imports what every request needs, no more (benchmarks/cold_start.py measures it): what only some
 # routes use (request parsing and its pydantic models, usage reports, powertools Idempotency) is imported by the
 # route that uses it, on its first call.
 if TYPE_CHECKING:

@@ -19,7 +19,7 @@ from botocore.config import Config
 
 # The module of each collaborator is imported by the property that builds it, on first use, as the collaborator
 # itself is built: importing the wiring imports none of them (the job modules, audio probing, the pydantic models
-# of the requests), so a function's cold start imports only what its requests use (issue 13).
+# of the requests), so a function's cold start imports only what its requests use.
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer, IdempotencyConfig
 

@@ -6,6 +6,7 @@ would (SIGTERM, Ctrl-C, or killed outright after it saved).
 
 from __future__ import annotations
 
+import os
 import pickle
 import signal
 import subprocess
@@ -164,3 +165,54 @@ def test_a_snapshot_another_moto_wrote_is_refused_not_dropped(servers, tmp_path)
     message = server.process.communicate()[1]
     assert "saved by moto 0.0.1" in message and "--fresh" in message
     assert (folder / "dynamodb.pickle").exists()  # kept: what to do with it is the user's call
+
+
+def test_under_a_local_stack_it_outlives_ctrl_c_and_not_its_parent(tmp_path):
+    # Ctrl-C reaches the whole process group: moto stays up for what the stack's other parts write while they stop
+    # (the stack stops it last, with SIGTERM); and a stack killed outright leaves no moto behind
+    port = free_port()
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import subprocess, sys, time\n"
+            "moto = subprocess.Popen([sys.executable, '-m', 'local_stack.moto_server', '-p', sys.argv[1],"
+            " '--data-dir', sys.argv[2], '--stopped-by-parent'])\n"
+            "print(moto.pid, flush=True)\n"
+            "time.sleep(600)\n",
+            str(port),
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert parent.stdout is not None
+    moto_pid = int(parent.stdout.readline())
+    server = Server.__new__(Server)
+    server.url, server.process = f"http://127.0.0.1:{port}", parent
+    try:
+        server.wait_ready()
+        server.client("sqs").create_queue(QueueName="kept-by-the-last-save")
+        os.kill(moto_pid, signal.SIGINT)
+        assert server.client("sqs").list_queues()["QueueUrls"]  # still serving
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 30
+        while _alive(moto_pid):
+            assert time.monotonic() < deadline, "moto outlived the stack that started it"
+            time.sleep(0.2)
+        assert _saved(tmp_path, "sqs", b"kept-by-the-last-save")
+    finally:
+        parent.kill()
+        if _alive(moto_pid):
+            os.kill(moto_pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # an exited child of a dead parent is reaped by init; until then it is a zombie, which has stopped all the same
+    return Path(f"/proc/{pid}/stat").exists() and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"

@@ -218,6 +218,8 @@ def main() -> None:
             child_environment,
         )
         _wait_until(lambda: _http_ok(f"http://127.0.0.1:{moto_port}/moto-api/"), "moto server", 60, moto)
+        if args.fresh and not args.ephemeral:  # moto has emptied its part and holds the folder's lock now
+            (args.data_dir / DEV_KEY_FILE).unlink(missing_ok=True)
         create_tables(local, _KeepExistingTables(boto3.client("dynamodb")))
         create_queues(local, boto3.client("sqs"))
         create_topics(local, boto3.client("sns"))

@@ -155,7 +155,7 @@ def main() -> None:
     parser.add_argument(
         "--data-dir", type=Path, help="keep moto's state in this folder: restored now, saved after changes"
     )
-    parser.add_argument("--fresh", action="store_true", help="delete what --data-dir holds first")
+    parser.add_argument("--fresh", action="store_true", help="delete the state saved in --data-dir first")
     parser.add_argument(
         "--stopped-by-parent",
         action="store_true",

@@ -136,14 +136,8 @@ class MotoState:
             ) from None
 
     def empty(self) -> None:
-        """Delete everything saved in the folder (--fresh), but the lock this process holds."""
-        for entry in self.directory.iterdir():
-            if entry.name == LOCK_FILE:
-                continue
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            else:
-                entry.unlink()
+        """Delete the saved state (--fresh); nothing else in the folder, which may be anyone's."""
+        shutil.rmtree(self.snapshots, ignore_errors=True)
 
     def restore(self) -> list[str]:
         """Put every saved service back into moto; the services restored (none on a first run)."""

@@ -142,7 +142,9 @@ def test_fresh_deletes_what_was_kept(servers, tmp_path):
     first = servers(tmp_path).wait_ready()
     _fill(first)
     assert first.stop() == 0
+    (tmp_path / "notes.txt").write_text("someone else's")
     second = servers(tmp_path, "--fresh").wait_ready()
+    assert (tmp_path / "notes.txt").read_text() == "someone else's"  # only what the server saved is deleted
     assert second.client("dynamodb").list_tables()["TableNames"] == []
     assert second.client("s3").list_buckets()["Buckets"] == []
     assert second.stop() == 0

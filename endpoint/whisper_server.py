@@ -213,6 +213,22 @@ def _libc() -> Any:
     return ctypes.CDLL(name) if name else None
 
 
+# glibc's mallopt parameter, and the size from which an allocation gets pages of its own
+_M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD_BYTES = 64 * 1024
+
+
+def keep_large_buffers_out_of_the_heap() -> None:
+    """Allocations of 64 KiB and more (decoded blocks, frames, windows' features) get pages of their own, given back
+    to the system when freed. glibc's default raises this threshold to the largest block freed so far (up to 32 MB),
+    after which a long file's buffers land in the heap among small objects and pin its pages: measured with
+    benchmarks.model_memory, resident memory after two bursts of long media 1.45x what it was before, 1.01x with
+    this."""
+    libc = _libc()
+    if libc is not None and hasattr(libc, "mallopt"):
+        libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+
+
 def release_free_memory() -> None:
     """Hand the heap's free pages back to the system (glibc's malloc_trim). A decode frees thousands of small
     frames and a few large arrays; glibc keeps freed heap pages for reuse, so without this a burst of long
@@ -458,6 +474,7 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
 
 def serve(config: ServerConfig) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    keep_large_buffers_out_of_the_heap()
     transcriber = WhisperTranscriber(config)
     server = WhisperHTTPServer(config, transcriber)
     logger.info("Whisper model from %s ready on %s:%s", config.model_dir, config.host, server.server_port)

@@ -73,4 +73,3 @@ def test_an_upload_past_the_ceiling_is_refused_synchronously_with_nothing_reserv
     assert answer.status_code == 400, answer.text
     assert answer.json()["error"]["code"] == "audio_too_long_for_sync", answer.text
     assert_untouched(stack, key_id, api_key)
-

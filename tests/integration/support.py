@@ -182,3 +182,13 @@ def assert_refunded(accounts: Any, item: Any, reply: Reply) -> int:
     assert entries["reserve"]["entry_id"] == f"{reply.request_id}#reserve"
     assert entries["refund"]["entry_id"] == f"{reply.request_id}#refund"
     return reserved
+
+
+class Clock:
+    """A clock a test moves by hand (``clock.now += 60``): what a use case or a store reads as the time."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now

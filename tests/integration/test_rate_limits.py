@@ -15,19 +15,11 @@ import pytest
 from infery.errors import RateLimited
 from infery.rate_limits import WINDOW_SECONDS, RateLimiter
 
-from tests.integration.support import Api, assert_error, assert_ok
+from tests.integration.support import Api, Clock, assert_error, assert_ok
 from tests.integration.test_auth_and_credits import model_answer
 
 WINDOW_START = 1_800_000_000.0  # a minute boundary (divisible by 60)
 RATE_LIMIT_HEADERS = ("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests")
-
-
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

@@ -24,20 +24,12 @@ from tests.integration.jobs.support import (
     post_upload,
     upload_to_s3,
 )
-from tests.integration.support import assert_error
+from tests.integration.support import Clock, assert_error
 from tests.media_headers import zero_bit_wav
 from tests.speech import silent_wav
 
 MINUTES = 60
 ANSWER = {"text": "hello", "language": "en", "duration": 1.0, "segments": []}
-
-
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

@@ -67,7 +67,7 @@ def test_an_upload_past_the_ceiling_is_refused_synchronously_with_nothing_reserv
     answer = requests.post(
         f"{stack.base_url}/audio/transcriptions",
         headers=headers,
-        data={"model": "whisper-1", "upload_id": slot["id"]},
+        json={"model": "whisper-1", "upload_id": slot["id"]},
         timeout=20,
     )
     assert answer.status_code == 400, answer.text

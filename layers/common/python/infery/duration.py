@@ -189,11 +189,15 @@ def _webm_sample_rate(audio: bytes) -> float | None:
                 elif field_id == _AUDIO:
                     for audio_id, audio_start, audio_size in _elements(audio, field_start, field_start + field_size):
                         if audio_id == _SAMPLING_FREQUENCY:
-                            payload = audio[audio_start : audio_start + audio_size]
-                            rate = struct.unpack(">f" if audio_size == 4 else ">d", payload)[0]
+                            rate = _ebml_float(audio[audio_start : audio_start + audio_size])
             if track_type == _AUDIO_TRACK and rate is not None:
                 return float(rate)
     return None
+
+
+def _ebml_float(payload: bytes) -> float:
+    """An EBML float element's value: 4 bytes or 8, big-endian."""
+    return float(struct.unpack(">f" if len(payload) == 4 else ">d", payload)[0])
 
 
 def _webm_duration(audio: bytes) -> float | None:
@@ -206,6 +210,6 @@ def _webm_duration(audio: bytes) -> float | None:
             if field_id == _TIMECODE_SCALE:
                 scale_ns = int.from_bytes(payload, "big")
             elif field_id == _DURATION:
-                duration = struct.unpack(">f" if field_size == 4 else ">d", payload)[0]
+                duration = _ebml_float(payload)
         return duration * scale_ns / 1e9 if duration is not None else None
     return None  # no Info before the media began (a live recording)

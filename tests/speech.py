@@ -277,6 +277,18 @@ def mono_wav(pcm: bytes, sample_rate: int) -> bytes:
     return output.getvalue()
 
 
+def eight_bit_wav(seconds: float, sample_rate: int = 8_000) -> bytes:
+    """A quiet hum at the fewest bytes a second a WAV holds (8 kHz, 8 bits): 4 MiB is more than 8 minutes, 25 MB
+    52 minutes, with a header that says so."""
+    output = io.BytesIO()
+    with wave.open(output, "wb") as target:
+        target.setnchannels(1)
+        target.setsampwidth(1)
+        target.setframerate(sample_rate)
+        target.writeframes(bytes([128, 131, 134, 131, 128, 125, 122, 125]) * int(sample_rate * seconds / 8))
+    return output.getvalue()
+
+
 def silent_wav(sample_rate: int, seconds: float) -> bytes:
     """A 16-bit mono WAV of silence at ``sample_rate``."""
     return mono_wav(bytes(int(sample_rate * seconds) * 2), sample_rate)

@@ -7,25 +7,12 @@ time: work anyone with a funded key could ask for again and again, for free.
 
 from __future__ import annotations
 
-import io
-import wave
-
 import openai
 import pytest
 import requests
 
 from tests.e2e.conftest import RunningStack
-
-
-def eight_bit_wav(seconds: float) -> bytes:
-    """Real audio at the least bytes a second a WAV holds (8 kHz, 8 bits): 4 MiB is more than 8 minutes."""
-    output = io.BytesIO()
-    with wave.open(output, "wb") as target:
-        target.setnchannels(1)
-        target.setsampwidth(1)
-        target.setframerate(8_000)
-        target.writeframes(bytes([128, 131, 134, 131, 128, 125, 122, 125]) * int(8_000 * seconds / 8))
-    return output.getvalue()
+from tests.speech import eight_bit_wav
 
 
 @pytest.fixture

@@ -372,6 +372,16 @@ class Accounts:
         assert len(self.ledger(item, "reserve")) == len(self.ledger(item, "refund")) + len(self.ledger(item, "release"))
         assert self.open_reservations(item) == []
 
+    @contextlib.contextmanager
+    def refused_before_the_model(self, item: ApiKeyItem, balance: int, model: FakeRuntime) -> Iterator[None]:
+        """What runs inside reaches neither the model nor the books: the stand-in was never called, nothing was
+        charged, and no ledger entry was written (of any key)."""
+        ledger_before = self.ledger_size()
+        yield
+        assert model.calls == 0, "a refused request reached the model"
+        self.assert_untouched(item, balance)
+        assert self.ledger_size() == ledger_before
+
 
 @pytest.fixture
 def accounts(aws_environment: None, function_environment: dict[str, str]) -> Accounts:

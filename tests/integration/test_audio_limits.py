@@ -28,11 +28,8 @@ def refusing_endpoint(fake_runtime, accounts):
         {"x-amzn-ErrorType": "ModelError"},
     )
     api_key, item = accounts.new_key(SEEDED)
-    ledger_before = accounts.ledger_size()
-    yield url, api_key
-    assert fake.calls == 0, "a refused request reached the model"
-    accounts.assert_untouched(item, SEEDED)
-    assert accounts.ledger_size() == ledger_before
+    with accounts.refused_before_the_model(item, SEEDED, fake):
+        yield url, api_key
 
 
 @pytest.mark.parametrize(

@@ -191,15 +191,12 @@ def test_a_model_the_key_is_not_allowed_is_403_before_any_reservation(boom, acco
     allowed = ["some-other-model", "whisper-2"]
     api, fake = boom
     api_key, item = accounts.new_key(10, allowed_models=allowed)
-    ledger_before = accounts.ledger_size()
-    for path in ("/v1/audio/transcriptions", "/v1/audio/translations"):
-        error = assert_error(
-            api.transcribe(api_key, wav, path=path, model=requested), 403, "model_not_allowed", param="model"
-        )
-        assert requested in error["message"] and allowed[0] in error["message"]
-    assert fake.calls == 0
-    accounts.assert_untouched(item, 10)
-    assert accounts.ledger_size() == ledger_before
+    with accounts.refused_before_the_model(item, 10, fake):
+        for path in ("/v1/audio/transcriptions", "/v1/audio/translations"):
+            error = assert_error(
+                api.transcribe(api_key, wav, path=path, model=requested), 403, "model_not_allowed", param="model"
+            )
+            assert requested in error["message"] and allowed[0] in error["message"]
 
 
 def test_an_unknown_model_is_400_even_for_a_restricted_key(boom, accounts, wav):
@@ -241,14 +238,12 @@ def test_an_empty_balance_is_402_before_the_model_is_called(boom, accounts, wav)
 def test_a_balance_short_of_the_reservation_is_402_before_inference(boom, accounts, wav, balance):
     api, fake = boom
     api_key, item = accounts.new_key(balance)
-    ledger_before = accounts.ledger_size()
-    reply = api.transcribe(api_key, wav)
+    # the GPU is never used for a request the balance cannot cover
+    with accounts.refused_before_the_model(item, balance, fake):
+        reply = api.transcribe(api_key, wav)
     error = assert_error(reply, 402, "insufficient_credits", error_type="insufficient_quota")
     assert f"{CLIP_RESERVATION} credits" in error["message"] and str(balance) in error["message"]
     assert reply.header("x-infery-credits-balance") == str(balance)
-    assert fake.calls == 0  # the GPU is never used for a request the balance cannot cover
-    accounts.assert_untouched(item, balance)
-    assert accounts.ledger_size() == ledger_before
     assert int(accounts.stored_key(item)["credits"]) == balance
 
 

@@ -211,12 +211,9 @@ def test_a_retry_while_the_first_attempt_runs_is_409(fake_runtime, load_api, acc
 def test_a_malformed_idempotency_key_is_400_before_anything_is_reserved(model, accounts, wav, value):
     api, fake = model
     api_key, item = accounts.new_key(10)
-    ledger_before = accounts.ledger_size()
-    reply = api.transcribe(api_key, wav, headers=[("Idempotency-Key", value)])
+    with accounts.refused_before_the_model(item, 10, fake):
+        reply = api.transcribe(api_key, wav, headers=[("Idempotency-Key", value)])
     assert_error(reply, 400, "invalid_idempotency_key", param="Idempotency-Key")
-    assert fake.calls == 0
-    accounts.assert_untouched(item, 10)
-    assert accounts.ledger_size() == ledger_before
 
 
 @pytest.mark.parametrize("value", ["k", "x" * 255, "order 42 / retry: é"], ids=["one", "255", "spaces-unicode"])

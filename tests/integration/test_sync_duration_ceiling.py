@@ -6,29 +6,16 @@ audio, sent again and again, kept the model busy for free. Jobs have no such dea
 
 from __future__ import annotations
 
-import io
 import json
-import wave
 
 import pytest
 from infery.audio import AudioFormat
 from infery.duration import probe_duration
 
 from tests.integration.support import assert_error
-from tests.speech import silent_wav, synthesize_wav
+from tests.speech import eight_bit_wav, silent_wav, synthesize_wav
 
 SEEDED = 500
-
-
-def eight_bit_wav(seconds: float, sample_rate: int = 8_000) -> bytes:
-    """Real audio (a quiet hum) at the least bytes a second a WAV holds: 4 MiB is more than 8 minutes."""
-    output = io.BytesIO()
-    with wave.open(output, "wb") as target:
-        target.setnchannels(1)
-        target.setsampwidth(1)
-        target.setframerate(sample_rate)
-        target.writeframes(bytes([128, 129, 130, 129]) * int(sample_rate * seconds / 4))
-    return output.getvalue()
 
 
 def _answer(seconds: float) -> dict:
@@ -39,11 +26,8 @@ def _answer(seconds: float) -> dict:
 def refusing_endpoint(fake_runtime, accounts):
     url, fake = fake_runtime(200, _answer(1.0))
     api_key, item = accounts.new_key(SEEDED)
-    ledger_before = accounts.ledger_size()
-    yield url, api_key
-    assert fake.calls == 0, "audio too long for a synchronous call reached the model"
-    accounts.assert_untouched(item, SEEDED)
-    assert accounts.ledger_size() == ledger_before
+    with accounts.refused_before_the_model(item, SEEDED, fake):
+        yield url, api_key
 
 
 def test_eight_minutes_in_4_mib_is_refused_by_the_default_ceiling_before_anything_is_reserved(

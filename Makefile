@@ -117,7 +117,7 @@ build-check: build $(DEPS_STAMP)
 	INFERY_BUILD_DIR=$(BUILD_DIR) INFERY_BUILD_PYTHON="$$python312" INFERY_LAMBDA_RUNTIME_DIR=$(LAMBDA_RUNTIME_DIR) \
 	  $(PY) -m pytest tests/artifact -q -p no:cacheprovider
 
-# The API contract, generated from the handler's routes and infery/openapi.py; tests/unit/test_openapi.py fails
+# The API contract, generated from the handler's routes and infery/http/openapi.py; tests/unit/test_openapi.py fails
 # while the committed file differs from it.
 openapi: $(DEPS_STAMP)
 	$(PY) -m tools.generate_openapi

@@ -91,8 +91,8 @@ def _free_port() -> int:
 
 
 def _accounts(server: Server, local: LocalTemplate) -> Any:
-    from infery.credits import CreditStore
-    from infery.keys import KeyStore
+    from infery.adapters.credit_store import CreditStore
+    from infery.adapters.key_store import KeyStore
 
     environment = local.function_environment("TranscribeFunction")
     dynamodb = server.client("dynamodb")

@@ -8,7 +8,7 @@ and the ~40 s meeting clip that benchmarks.engine_throughput measures (issue 8's
 transcribed two ways, 1 and then ``--concurrency`` requests at once:
 
 - **model alone**: HTTP straight to the stack's own model server (``POST /invocations``, what SageMaker calls in
-  the container), with the body the transcribe Lambda sends it (infery.endpoint_client.request_body);
+  the container), with the body the transcribe Lambda sends it (infery.adapters.realtime_endpoint.request_body);
 - **whole stack**: the official ``openai`` SDK against the stack's API (multipart, ``response_format=json``):
   the local API Gateway, the transcribe Lambda (key, rate limit, credits in moto's DynamoDB) and that model server.
 
@@ -67,8 +67,8 @@ def model_server_url(stack: LocalStack) -> str:
 
 
 def model_request(url: str) -> Callable[[Recording], str]:
-    from infery.endpoint_client import request_body
-    from infery.inference import InferenceRequest, InferenceResult, Task
+    from infery.adapters.realtime_endpoint import request_body
+    from infery.domain.inference import InferenceRequest, InferenceResult, Task
 
     def transcribe(recording: Recording) -> str:
         request = InferenceRequest(

@@ -46,7 +46,7 @@ from audio_input import (
 )
 from engine import BatchedEngine, Cancelled, DecodeOptions, WindowResult
 from faster_whisper import WhisperModel
-from infery.inference import InferenceRequest, InferenceResult, Segment, Task, Word
+from infery.domain.inference import InferenceRequest, InferenceResult, Segment, Task, Word
 from pydantic import ValidationError
 
 logger = logging.getLogger("whisper_server")

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hypothesis import strategies as st
-from infery.audio import sniff_audio_format
-from infery.errors import InferyError
-from infery.languages import WHISPER_LANGUAGE_CODES
-from infery.transcription_request import UPLOAD_ID_PATTERN, check_webhook_url
+from infery.domain.audio import sniff_audio_format
+from infery.domain.errors import InferyError
+from infery.domain.languages import WHISPER_LANGUAGE_CODES
+from infery.http.request_parsing import UPLOAD_ID_PATTERN, check_webhook_url
 
 TRANSCRIPTIONS = "/v1/audio/transcriptions"
 TRANSLATIONS = "/v1/audio/translations"

@@ -1,4 +1,4 @@
-"""Write openapi.json from the code: the transcribe handler's route table and infery.openapi's schemas.
+"""Write openapi.json from the code: the transcribe handler's route table and infery.http.openapi's schemas.
 
     python -m tools.generate_openapi           # rewrite openapi.json
     python -m tools.generate_openapi --check   # exit 1 when the committed file is not what the code generates
@@ -48,7 +48,7 @@ def _load_resolver() -> Any:
 
 def generated() -> str:
     """openapi.json as the code describes it now."""
-    from infery.openapi import openapi_document, render, routes_of
+    from infery.http.openapi import openapi_document, render, routes_of
 
     return render(openapi_document(routes_of(_load_resolver())))
 

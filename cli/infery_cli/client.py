@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from infery.domain.transcription import ResponseFormat
 from infery.settings import DEFAULT_MAX_SYNC_AUDIO_BYTES
-from infery.transcription import ResponseFormat
 from requests_toolbelt.multipart.encoder import MultipartEncoder, MultipartEncoderMonitor
 from tqdm import tqdm
 

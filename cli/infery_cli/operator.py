@@ -16,12 +16,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError, NoRegionError
-from infery.clock import parse_timestamp
-from infery.credits import LedgerKind, check_note
-from infery.errors import InferyError
-from infery.keys import ApiKeyItem
+from infery.adapters.credit_store import LedgerKind, check_note
+from infery.adapters.key_store import ApiKeyItem
+from infery.domain.clock import parse_timestamp
+from infery.domain.errors import InferyError
 from infery.settings import AccountTables
-from infery.usage import ledger_csv, period, usage_report
+from infery.usecases.usage import ledger_csv, period, usage_report
 from infery.wiring import AccountsWiring, stack_outputs
 
 from .local_state import local_state_file

@@ -14,16 +14,9 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from infery import snapstart
-from infery.errors import (
-    Conflict,
-    InferyError,
-    InternalError,
-    InvalidRequest,
-    ModelTimeout,
-    NotFound,
-)
-from infery.http_errors import JSON_CONTENT_TYPE, error_response, unexpected_error_response
-from infery.ids import idempotency_id
+from infery.domain.errors import Conflict, InferyError, InternalError, InvalidRequest, ModelTimeout, NotFound
+from infery.domain.ids import idempotency_id
+from infery.http.errors import JSON_CONTENT_TYPE, error_response, unexpected_error_response
 from infery.observability import logger, metrics
 from infery.settings import get_settings
 from infery.wiring import Wiring
@@ -32,9 +25,9 @@ from infery.wiring import Wiring
 # routes use (request parsing and its pydantic models, usage reports, powertools Idempotency) is imported by the
 # route that uses it, on its first call.
 if TYPE_CHECKING:
-    from infery.inference import Task
-    from infery.keys import ApiKeyItem
-    from infery.transcription import LoadedAudio, ResponseFormat, TranscriptionRequest, UploadRequest
+    from infery.adapters.key_store import ApiKeyItem
+    from infery.domain.inference import Task
+    from infery.domain.transcription import LoadedAudio, ResponseFormat, TranscriptionRequest, UploadRequest
 
 settings = get_settings()
 # every collaborator (clients, stores, the use cases), each built on its first use
@@ -58,7 +51,7 @@ def _request_id() -> str:
 
 def _body() -> bytes | str:
     """The request's body: a form's bytes, decoded from API Gateway's base64, or a JSON body's text as it is."""
-    from infery.transcription_request import event_body
+    from infery.http.request_parsing import event_body
 
     event = app.current_event
     return event_body(event.body, event.is_base64_encoded)
@@ -129,7 +122,7 @@ def _audio(key: ApiKeyItem, request: TranscriptionRequest) -> LoadedAudio:
     if request.audio is not None:
         return request.audio
     assert request.upload_id is not None  # a request has its audio or names an upload
-    from infery.transcription import LoadedAudio
+    from infery.domain.transcription import LoadedAudio
 
     return LoadedAudio.stored(*wiring.audio_store.load_upload(key.key_id, request.upload_id))
 
@@ -253,7 +246,7 @@ def _route_fingerprint(*parts: str | bytes) -> str:
 
 
 def _transcribe(task: Task) -> Response:
-    from infery.transcription_request import parse_transcription_request
+    from infery.http.request_parsing import parse_transcription_request
 
     key, rate_limit_headers = _authenticate()
     request = parse_transcription_request(
@@ -282,14 +275,14 @@ def _transcribe(task: Task) -> Response:
 
 @app.post("/v1/audio/transcriptions")
 def create_transcription() -> Response:
-    from infery.inference import Task
+    from infery.domain.inference import Task
 
     return _transcribe(Task.TRANSCRIBE)
 
 
 @app.post("/v1/audio/translations")
 def create_translation() -> Response:
-    from infery.inference import Task
+    from infery.domain.inference import Task
 
     return _transcribe(Task.TRANSLATE)
 
@@ -301,7 +294,7 @@ def _json_response(status: int, body: dict, headers: dict[str, str]) -> Response
 @app.post("/v1/uploads")
 def create_upload() -> Response:
     """A presigned POST into the key's own prefix; unless start_job is false, the file starts a job on arrival."""
-    from infery.transcription_request import parse_upload_request
+    from infery.http.request_parsing import parse_upload_request
 
     key, rate_limit_headers = _authenticate()
     upload = parse_upload_request(
@@ -334,7 +327,7 @@ def _new_upload(key: ApiKeyItem, upload: UploadRequest) -> dict:
 
 
 def _create_job(task: Task) -> Response:
-    from infery.transcription_request import parse_transcription_request
+    from infery.http.request_parsing import parse_transcription_request
 
     key, rate_limit_headers = _authenticate()
     request = parse_transcription_request(
@@ -361,14 +354,14 @@ def _new_job(key: ApiKeyItem, request: TranscriptionRequest) -> dict:
 
 @app.post("/v1/audio/transcriptions/jobs")
 def create_transcription_job() -> Response:
-    from infery.inference import Task
+    from infery.domain.inference import Task
 
     return _create_job(Task.TRANSCRIBE)
 
 
 @app.post("/v1/audio/translations/jobs")
 def create_translation_job() -> Response:
-    from infery.inference import Task
+    from infery.domain.inference import Task
 
     return _create_job(Task.TRANSLATE)
 
@@ -377,7 +370,7 @@ def _response_format_query() -> ResponseFormat | None:
     value = (app.current_event.query_string_parameters or {}).get("response_format")
     if value is None:
         return None
-    from infery.transcription import ResponseFormat
+    from infery.domain.transcription import ResponseFormat
 
     try:
         return ResponseFormat(value)
@@ -453,7 +446,7 @@ def retrieve_model(model_id: str) -> Response:
 @app.get("/v1/usage")
 def get_usage() -> Response:
     """The calling key's balance, its totals per day and per model, and its recent requests."""
-    from infery.usage import ledger_csv, period, usage_report
+    from infery.usecases.usage import ledger_csv, period, usage_report
 
     key, rate_limit_headers = _authenticate()
     query = app.current_event.query_string_parameters or {}

@@ -3,7 +3,7 @@
 Two queues feed it. The jobs queue brings S3 event notifications and job requests: each starts a job on
 the asynchronous endpoint (credits reserved, audio by S3 reference). The inference-results queue brings
 SageMaker's success and failure notifications (through SNS): each settles or refunds a job and sends its
-webhook (infery.job_service.JobService, step by step). Batch processing with partial failures: one failed message
+webhook (infery.usecases.jobs.JobService, step by step). Batch processing with partial failures: one failed message
 is retried alone. A transient failure of ours (RetryLater) fails the message so SQS redelivers it; on its last
 delivery (the queue's maxReceiveCount) the job is failed and refunded instead, so nothing waits in a dead-letter
 queue for an answer that never comes.
@@ -18,11 +18,11 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from infery.async_inference import AsyncNotification
-from infery.job_queue import job_id_of_message
+from infery.adapters.async_endpoint import AsyncNotification
+from infery.adapters.audio_bucket import object_key_from_event, parse_object_key
+from infery.adapters.job_queue import job_id_of_message
 from infery.observability import logger, metrics
 from infery.settings import get_settings
-from infery.storage import object_key_from_event, parse_object_key
 from infery.wiring import Wiring
 
 settings = get_settings()

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 import openai
 import pytest
 import requests
-from infery.ids import idempotency_id
+from infery.domain.ids import idempotency_id
 
 from tests.e2e.conftest import RunningStack, start_stack, stop_stack
 from tests.speech import SCRIPT, encode, synthesize_wav, word_recall

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
-from infery.keys import hash_api_key, key_id_for
+from infery.adapters.key_store import hash_api_key, key_id_for
 from schemathesis.config import SchemathesisConfig
 
 from tests.e2e.conftest import ROOT, RunningStack, start_stack, stop_stack

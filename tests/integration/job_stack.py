@@ -28,9 +28,10 @@ import boto3
 import pytest
 import whisper_server
 from boto3.dynamodb.conditions import Attr
-from infery import job_service, webhooks
-from infery.jobs import Job
+from infery.adapters import webhook_sender as webhooks
+from infery.adapters.job_store import Job
 from infery.settings import get_settings
+from infery.usecases import jobs as job_service
 
 from local_stack.async_inference import LocalAsyncInference
 from local_stack.queue_poller import sqs_event

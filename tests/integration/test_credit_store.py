@@ -11,10 +11,10 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from infery.clock import now_iso
-from infery.errors import InsufficientCredits, NotFound
-from infery.ids import key_id_for
-from infery.keys import ApiKeyItem, hash_api_key
+from infery.adapters.key_store import ApiKeyItem, hash_api_key
+from infery.domain.clock import now_iso
+from infery.domain.errors import InsufficientCredits, NotFound
+from infery.domain.ids import key_id_for
 
 
 def unstored_key() -> ApiKeyItem:

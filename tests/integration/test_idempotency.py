@@ -10,7 +10,7 @@ import uuid
 
 import boto3
 import pytest
-from infery.ids import idempotency_id
+from infery.domain.ids import idempotency_id
 
 from tests.integration.support import TRANSCRIPTIONS, assert_error, assert_ok
 from tests.integration.test_auth_and_credits import MODEL_ERROR_500, MODEL_ERROR_HEADERS, model_answer

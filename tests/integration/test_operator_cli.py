@@ -17,8 +17,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from infery.keys import generate_api_key
-from infery.usage import CSV_COLUMNS
+from infery.adapters.key_store import generate_api_key
+from infery.usecases.usage import CSV_COLUMNS
 from infery_cli.__main__ import main
 
 from tests.integration.support import MODEL_NAME, assert_error, assert_ok

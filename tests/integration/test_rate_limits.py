@@ -12,8 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import boto3
 import pytest
-from infery.errors import RateLimited
-from infery.rate_limits import WINDOW_SECONDS, RateLimiter
+from infery.adapters.rate_limits import WINDOW_SECONDS, RateLimiter
+from infery.domain.errors import RateLimited
 
 from tests.integration.support import Api, Clock, assert_error, assert_ok
 from tests.integration.test_auth_and_credits import model_answer

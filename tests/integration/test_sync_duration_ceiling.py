@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from infery.audio import AudioFormat
-from infery.duration import probe_duration
+from infery.domain.audio import AudioFormat
+from infery.domain.duration import probe_duration
 
 from tests.integration.support import assert_error
 from tests.speech import eight_bit_wav, silent_wav, synthesize_wav

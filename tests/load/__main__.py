@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from infery.keys import generate_api_key, hash_api_key, key_id_for
+from infery.adapters.key_store import generate_api_key, hash_api_key, key_id_for
 
 from tests.e2e.conftest import ROOT, RunningStack, start_stack, stop_stack
 from tests.speech import synthesize_wav

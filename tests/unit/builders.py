@@ -6,9 +6,9 @@ import base64
 import json
 from typing import Any
 
-from infery.inference import InferenceResult, Segment, Word
+from infery.domain.inference import InferenceResult, Segment, Word
+from infery.domain.transcription import TranscriptionRequest
 from infery.settings import Settings
-from infery.transcription import TranscriptionRequest
 from requests_toolbelt import MultipartEncoder
 from urllib3 import encode_multipart_formdata
 

@@ -1,4 +1,4 @@
-"""In-memory stand-ins for the ports of infery.ports: the use cases run on them without AWS or a model server.
+"""In-memory stand-ins for the ports of infery.usecases.ports: the use cases run on them without AWS or a model server.
 
 They keep the rules the real stores enforce with conditional writes (a request id is reserved once, a reservation
 is closed once, the balance never goes below zero, a job is claimed only while queued or when its lease ran out),
@@ -13,15 +13,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from infery.async_inference import AsyncNotification, AsyncSubmission
-from infery.clock import iso_at, now_iso
-from infery.credits import LedgerEntry, LedgerKind, Reservation, ReservationClosed, SettledCharge
-from infery.dynamodb import deserialize, serialize
-from infery.errors import InsufficientCredits, InvalidRequest, NotFound
-from infery.inference import InferenceRequest, InferenceResult
-from infery.jobs import Job, JobError, JobStatus, WebhookAttempt
-from infery.keys import ApiKeyItem
-from infery.storage import StoredObject
+from infery.adapters.async_endpoint import AsyncNotification, AsyncSubmission
+from infery.adapters.audio_bucket import StoredObject
+from infery.adapters.credit_store import LedgerEntry, LedgerKind, Reservation, ReservationClosed, SettledCharge
+from infery.adapters.dynamodb import deserialize, serialize
+from infery.adapters.job_store import Job, JobError, JobStatus, WebhookAttempt
+from infery.adapters.key_store import ApiKeyItem
+from infery.domain.clock import iso_at, now_iso
+from infery.domain.errors import InsufficientCredits, InvalidRequest, NotFound
+from infery.domain.inference import InferenceRequest, InferenceResult
 
 _clock = itertools.count(1_800_000_000)
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from infery.async_inference import AsyncNotification, AsyncWhisperEndpoint
-from infery.errors import InvalidRequest, ModelFailed
+from infery.adapters.async_endpoint import AsyncNotification, AsyncWhisperEndpoint
+from infery.domain.errors import InvalidRequest, ModelFailed
 
 FAILURE_LOCATION = "s3://audio-bucket/async-failures/job_1-error.out"
 

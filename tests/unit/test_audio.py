@@ -5,10 +5,10 @@ from __future__ import annotations
 import random
 
 import pytest
-from infery.audio import SUPPORTED_FORMATS_TEXT, AudioFormat, sniff_audio_format
-from infery.errors import InvalidRequest, UnsupportedMediaType
-from infery.inference import Task
-from infery.transcription_request import parse_transcription_request
+from infery.domain.audio import SUPPORTED_FORMATS_TEXT, AudioFormat, sniff_audio_format
+from infery.domain.errors import InvalidRequest, UnsupportedMediaType
+from infery.domain.inference import Task
+from infery.http.request_parsing import parse_transcription_request
 
 from tests.unit.builders import ebml_header, ftyp_box, id3_tag, multipart_body
 

@@ -7,10 +7,10 @@ import json
 import tracemalloc
 
 import pytest
-from infery.endpoint_client import request_body
-from infery.errors import InvalidRequest, UnsupportedMediaType
-from infery.inference import InferenceRequest, Task
-from infery.transcription_request import event_body, parse_transcription_request, parse_upload_request
+from infery.adapters.realtime_endpoint import request_body
+from infery.domain.errors import InvalidRequest, UnsupportedMediaType
+from infery.domain.inference import InferenceRequest, Task
+from infery.http.request_parsing import event_body, parse_transcription_request, parse_upload_request
 
 from benchmarks.recordings import wav_bytes
 from tests.unit.builders import SDK_BOUNDARY, multipart_body, raw_multipart

@@ -12,9 +12,9 @@ import csv
 import io
 
 import pytest
-from infery.credits import CreditStore, LedgerEntry, LedgerKind, check_note
-from infery.keys import ApiKeyItem
-from infery.usage import CSV_COLUMNS, csv_cell, ledger_csv
+from infery.adapters.credit_store import CreditStore, LedgerEntry, LedgerKind, check_note
+from infery.adapters.key_store import ApiKeyItem
+from infery.usecases.usage import CSV_COLUMNS, csv_cell, ledger_csv
 
 KEY_ID = "key_0123456789abcdef"
 FORMULAS = [

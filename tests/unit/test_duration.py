@@ -10,8 +10,8 @@ from pathlib import Path
 
 import av
 import pytest
-from infery.audio import AudioFormat
-from infery.duration import probe_duration
+from infery.domain.audio import AudioFormat
+from infery.domain.duration import probe_duration
 
 from tests.speech import ESPEAK_NG_STREAMED_HEADER
 from tests.unit.builders import ebml_header

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from infery import errors
+from infery.domain import errors
 
 ERROR_CLASSES = [
     (errors.InvalidRequest, 400, "invalid_request_error", None),

@@ -5,9 +5,16 @@ from __future__ import annotations
 import json
 
 import pytest
-from infery.formats import JSON_CONTENT_TYPE, TEXT_CONTENT_TYPE, format_timestamp, render_transcript, to_srt, to_vtt
-from infery.inference import Task, Word
-from infery.transcription_request import ResponseFormat
+from infery.domain.formats import (
+    JSON_CONTENT_TYPE,
+    TEXT_CONTENT_TYPE,
+    format_timestamp,
+    render_transcript,
+    to_srt,
+    to_vtt,
+)
+from infery.domain.inference import Task, Word
+from infery.http.request_parsing import ResponseFormat
 
 from tests.unit.builders import inference_result, segment
 

@@ -10,8 +10,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from infery.domain.transcription import ResponseFormat
 from infery.settings import Settings
-from infery.transcription import ResponseFormat
 from infery_cli import client
 
 from local_stack.template import LocalTemplate, load_template

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from infery.credits import LedgerKind
-from infery.job_queue import redrive_stuck_jobs
-from infery.jobs import JobStatus
+from infery.adapters.credit_store import LedgerKind
+from infery.adapters.job_queue import redrive_stuck_jobs
+from infery.adapters.job_store import JobStatus
 
 from tests.unit.fakes import FakeAsyncEndpoint
 from tests.unit.test_job_service import HOLD_SECONDS, KEY, RESULT_12S

@@ -1,4 +1,4 @@
-"""The job use case (infery.job_service.JobService) through in-memory fakes: created (from an upload, a job request,
+"""The job use case (infery.usecases.jobs.JobService) through in-memory fakes: created (from an upload, a job request,
 an inbox drop), started, settled or refunded, retried through the queue, and charged exactly once whatever is
 delivered twice, late or out of order. No AWS, no model server."""
 
@@ -8,10 +8,12 @@ import json
 import time
 
 import pytest
-from infery import job_service
-from infery.clock import now_iso
-from infery.credits import LedgerKind
-from infery.errors import (
+from infery.adapters.audio_bucket import StoredObject
+from infery.adapters.credit_store import LedgerKind
+from infery.adapters.job_store import Job, JobError, JobStatus, new_job
+from infery.adapters.key_store import ApiKeyItem
+from infery.domain.clock import now_iso
+from infery.domain.errors import (
     InsufficientCredits,
     InvalidRequest,
     ModelFailed,
@@ -19,15 +21,19 @@ from infery.errors import (
     NotFound,
     TooMuchOpenWork,
 )
-from infery.ids import job_id_for_object, job_id_for_upload
-from infery.inference import Task
-from infery.job_service import JobService, RetryLater
-from infery.job_views import JobPresenter
-from infery.jobs import Job, JobError, JobStatus, new_job
-from infery.keys import ApiKeyItem
-from infery.service import TranscriptionService
-from infery.storage import StoredObject
-from infery.transcription import JobOptions, LoadedAudio, TranscriptionOptions, TranscriptionRequest, UploadRequest
+from infery.domain.ids import job_id_for_object, job_id_for_upload
+from infery.domain.inference import Task
+from infery.domain.transcription import (
+    JobOptions,
+    LoadedAudio,
+    TranscriptionOptions,
+    TranscriptionRequest,
+    UploadRequest,
+)
+from infery.usecases import jobs as job_service
+from infery.usecases.job_views import JobPresenter
+from infery.usecases.jobs import JobService, RetryLater
+from infery.usecases.transcribe import TranscriptionService
 
 from tests.speech import one_hertz_wav, silent_wav
 from tests.unit.builders import inference_result, job_settings, segment

@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 import pytest
-from infery.errors import InvalidRequest
-from infery.inference import Task
-from infery.job_service import UPLOAD_HEAD_BYTES
-from infery.transcription import TranscriptionRequest
+from infery.domain.errors import InvalidRequest
+from infery.domain.inference import Task
+from infery.domain.transcription import TranscriptionRequest
+from infery.usecases.jobs import UPLOAD_HEAD_BYTES
 
 from tests.media_headers import webm_declaring, zero_bit_wav
 from tests.speech import one_hertz_wav, silent_wav

@@ -9,8 +9,7 @@ is created only in the generated shape, with its checksum, and with content that
 from __future__ import annotations
 
 import pytest
-from infery.errors import AuthenticationFailed
-from infery.keys import (
+from infery.adapters.key_store import (
     ApiKeyItem,
     KeyStore,
     api_key_from_authorization,
@@ -18,6 +17,7 @@ from infery.keys import (
     generate_api_key,
     hash_api_key,
 )
+from infery.domain.errors import AuthenticationFailed
 
 from tests.unit.fakes import LowLevelDynamoDB
 from tests.unit.test_keys import BASE62, _FakeKeysTable, spec_checksum

@@ -9,8 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from botocore.exceptions import ClientError
-from infery.errors import AuthenticationFailed, NotFound, PermissionDenied
-from infery.keys import (
+from infery.adapters.key_store import (
     ApiKeyItem,
     KeyStore,
     api_key_from_authorization,
@@ -22,6 +21,7 @@ from infery.keys import (
     key_id_for,
     mask_api_key,
 )
+from infery.domain.errors import AuthenticationFailed, NotFound, PermissionDenied
 
 from tests.unit.fakes import LowLevelDynamoDB
 

@@ -163,8 +163,29 @@ def allowed(statements: list[dict[str, Any]]) -> list[tuple[str, str]]:
 # the code a function runs
 
 
+def _module_name(source: Path) -> str | None:
+    """``infery.usecases.jobs`` for ``infery/usecases/jobs.py`` (a package's ``__init__`` is the package)."""
+    if not source.is_relative_to(LAYER):
+        return None
+    parts = list(source.relative_to(LAYER).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _absolute(node: ast.ImportFrom, source: Path) -> str | None:
+    """The module an import names, relative imports resolved from the importing module, at any depth."""
+    if node.level == 0:
+        return node.module
+    importer = _module_name(source)
+    if importer is None:
+        return None
+    package = importer.split(".") if source.name == "__init__.py" else importer.split(".")[:-1]
+    base = package[: len(package) - (node.level - 1)]
+    return ".".join([*base, node.module] if node.module else base)
+
+
 def _imported_layer_modules(source: Path) -> set[str]:
-    """The layer modules ``source`` imports when it runs (not those under ``if TYPE_CHECKING:``, which never run)."""
+    """The layer modules ``source`` imports when it runs (not those under ``if TYPE_CHECKING:``, which never run):
+    ``from infery.x.y import name`` counts ``infery.x.y``, its packages, and ``infery.x.y.name`` (a module or not)."""
     names = set()
     tree = ast.parse(source.read_text())
     typing_only = {
@@ -178,17 +199,23 @@ def _imported_layer_modules(source: Path) -> set[str]:
         if id(node) in typing_only:
             continue
         if isinstance(node, ast.ImportFrom):
-            if node.level == 0 and node.module and node.module.split(".")[0] == "infery":
-                names.add(node.module)
-                names.update(f"{node.module}.{alias.name}" for alias in node.names)
-            elif node.level == 1:  # inside the infery package
-                if node.module:
-                    names.add(f"infery.{node.module}")
-                else:
-                    names.update(f"infery.{alias.name}" for alias in node.names)
+            module = _absolute(node, source)
+            if module and module.split(".")[0] == "infery":
+                names.add(module)
+                names.update(f"{module}.{alias.name}" for alias in node.names)
         elif isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names if alias.name.split(".")[0] == "infery")
-    return names
+    # importing infery.a.b runs the packages infery and infery.a first
+    return names | {".".join(name.split(".")[:depth]) for name in names for depth in range(1, name.count(".") + 1)}
+
+
+def layer_source(module: str) -> Path | None:
+    """The file of a layer module or package, or None when the name is not a module (a class, a function)."""
+    path = LAYER.joinpath(*module.split("."))
+    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 WIRING = LAYER / "infery" / "wiring.py"
@@ -204,9 +231,9 @@ def _wired_modules(app: Path) -> set[str]:
     """
     tree = ast.parse(WIRING.read_text())
     imported = {
-        alias.asname or alias.name: f"infery.{node.module}"
+        alias.asname or alias.name: module
         for node in ast.walk(tree)
-        if isinstance(node, ast.ImportFrom) and node.level == 1
+        if isinstance(node, ast.ImportFrom) and (module := _absolute(node, WIRING)) and module.startswith("infery.")
         for alias in node.names
     }
     members = {
@@ -251,8 +278,8 @@ def function_code(code_uri: str) -> str:
         seen.add(source)
         modules = _imported_layer_modules(source) if source != WIRING else _wired_modules(app)
         for module in modules:
-            path = LAYER.joinpath(*module.split(".")).with_suffix(".py")
-            if path.is_file():
+            path = layer_source(module)
+            if path is not None:
                 pending.append(path)
     code = "\n".join(path.read_text() for path in sorted(seen))
     for marker, module in LIBRARY_CALLS.items():
@@ -494,7 +521,7 @@ def test_the_needed_grants_are_calls_of_the_code(template):
 
 def test_indexes_named_in_policies_are_the_codes_indexes(template):
     # a Query on an index is granted on that index's ARN: the names must be the ones the code queries
-    layer_code = "\n".join(path.read_text() for path in sorted((LAYER / "infery").glob("*.py")))
+    layer_code = "\n".join(path.read_text() for path in sorted((LAYER / "infery").rglob("*.py")))
     for holder in identity_statements(template):
         for action, resource in _grants(template, holder):
             match = re.fullmatch(r"\$\{\w+\.Arn\}/index/(\w+)", resource)

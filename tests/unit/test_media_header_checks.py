@@ -8,9 +8,9 @@ import struct
 
 import av
 import pytest
-from infery.audio import AudioFormat, sniff_audio_format
-from infery.duration import check_decodable, probe_duration, probe_sample_rate
-from infery.errors import InvalidRequest
+from infery.domain.audio import AudioFormat, sniff_audio_format
+from infery.domain.duration import check_decodable, probe_duration, probe_sample_rate
+from infery.domain.errors import InvalidRequest
 
 from tests.media_headers import WAV_ALAW, WAV_FLOAT, WAV_MP3, wav_with_header, webm_declaring, zero_bit_wav
 

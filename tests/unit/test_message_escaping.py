@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from infery.errors import InvalidRequest, public_message
+from infery.domain.errors import InvalidRequest, public_message
 
 
 @pytest.mark.parametrize(

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from infery.errors import InvalidRequest
-from infery.inference import Task
-from infery.jobs import JobStatus, new_job
-from infery.openapi import (
+from infery.adapters.job_store import JobStatus, new_job
+from infery.domain.errors import InvalidRequest
+from infery.domain.inference import Task
+from infery.http.openapi import (
     EXCLUDED_ROUTES,
     OPERATIONS,
     Error,
@@ -18,7 +18,7 @@ from infery.openapi import (
     UploadRequest,
     openapi_document,
 )
-from infery.transcription_request import TranscriptionOptions
+from infery.http.request_parsing import TranscriptionOptions
 from pydantic import ValidationError
 
 from tools.generate_openapi import DOCUMENT, generated

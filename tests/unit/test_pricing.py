@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from infery.pricing import ModelPrice, Pricing
+from infery.domain.pricing import ModelPrice, Pricing
 from pydantic import ValidationError
 
 

@@ -8,7 +8,7 @@ processing input", "s3://infery-audio-123456789012-us-east-1/uploads/...". An In
 from __future__ import annotations
 
 import pytest
-from infery import errors
+from infery.domain import errors
 
 BUCKET = "infery-audio-123456789012-us-east-1"
 

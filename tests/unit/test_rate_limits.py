@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 from botocore.exceptions import ClientError
-from infery.errors import RateLimited
-from infery.rate_limits import WINDOW_SECONDS, RateLimiter, RateLimitState
+from infery.adapters.rate_limits import WINDOW_SECONDS, RateLimiter, RateLimitState
+from infery.domain.errors import RateLimited
 
 from tests.unit.fakes import LowLevelDynamoDB
 

@@ -11,11 +11,11 @@ import ast
 import re
 from pathlib import Path
 
-from infery.endpoint_client import CLIENT_ERROR_CODES
+from infery.adapters.realtime_endpoint import CLIENT_ERROR_CODES
 
 ROOT = Path(__file__).resolve().parents[2]
 LAYER = ROOT / "layers" / "common" / "python" / "infery"
-SOURCES = [*sorted(LAYER.glob("*.py")), *sorted((ROOT / "functions").glob("*/app.py"))]
+SOURCES = [*sorted(LAYER.rglob("*.py")), *sorted((ROOT / "functions").rglob("*.py"))]
 # codes no API answer carries, each with where it is seen instead
 NOT_API_ANSWERS = {
     "key_not_found": "the operator's tool (`infery keys show`, `infery credits add`) and a key deleted mid-request",
@@ -25,7 +25,7 @@ NOT_API_ANSWERS = {
 def _error_classes() -> dict[str, str | None]:
     """Each error class of infery/errors.py and its default code (inherited from its base when it has none)."""
     defaults: dict[str, str | None] = {}
-    for node in ast.parse((LAYER / "errors.py").read_text()).body:
+    for node in ast.parse((LAYER / "domain" / "errors.py").read_text()).body:
         if not isinstance(node, ast.ClassDef):
             continue
         inherited = next(

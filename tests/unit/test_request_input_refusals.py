@@ -10,9 +10,9 @@ import base64
 import json
 
 import pytest
-from infery.errors import InferyError
-from infery.inference import Task
-from infery.transcription_request import parse_transcription_request, parse_upload_request
+from infery.domain.errors import InferyError
+from infery.domain.inference import Task
+from infery.http.request_parsing import parse_transcription_request, parse_upload_request
 
 from tests.unit.builders import multipart_body, raw_multipart
 

@@ -10,9 +10,9 @@ import json
 import math
 
 import pytest
-from infery.errors import InferyError, InvalidRequest
-from infery.inference import Task
-from infery.transcription_request import (
+from infery.domain.errors import InferyError, InvalidRequest
+from infery.domain.inference import Task
+from infery.http.request_parsing import (
     FILENAME_MAX_CHARACTERS,
     MODEL_MAX_CHARACTERS,
     PROMPT_MAX_CHARACTERS,

@@ -6,10 +6,10 @@ import base64
 import json
 
 import pytest
-from infery.audio import AudioFormat
-from infery.errors import InferyError, InvalidRequest, PayloadTooLarge, UnsupportedMediaType
-from infery.inference import Task
-from infery.transcription_request import ResponseFormat, TranscriptionRequest, parse_transcription_request
+from infery.domain.audio import AudioFormat
+from infery.domain.errors import InferyError, InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+from infery.domain.inference import Task
+from infery.http.request_parsing import ResponseFormat, TranscriptionRequest, parse_transcription_request
 
 from tests.unit.builders import (
     SDK_BOUNDARY,

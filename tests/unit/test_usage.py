@@ -7,8 +7,8 @@ import io
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from infery.credits import LedgerEntry, LedgerKind
-from infery.usage import CSV_COLUMNS, ledger_csv, period, usage_report
+from infery.adapters.credit_store import LedgerEntry, LedgerKind
+from infery.usecases.usage import CSV_COLUMNS, ledger_csv, period, usage_report
 
 KEY_ID = "key_0123456789abcdef"
 TINY, LARGE = "whisper-tiny.en", "whisper-large-v3"

@@ -26,8 +26,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from infery import webhooks
-from infery.jobs import WebhookAttempt
+from infery.adapters import webhook_sender as webhooks
+from infery.adapters.job_store import WebhookAttempt
 
 PUBLIC_ADDRESS = "93.184.216.34"  # a global address; nothing here ever connects to it for real
 SECRET = "whsec_test"

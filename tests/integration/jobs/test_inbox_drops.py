@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import pytest
-from infery.jobs import JobStatus
+from infery.adapters.job_store import JobStatus
 
 from tests.integration.jobs.support import (
     SEEDED,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from infery.jobs import JobStatus
+from infery.adapters.job_store import JobStatus
 
 from tests.integration.jobs.support import (
     CORRUPT_WAV,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import time
 
-from infery.jobs import JobStatus, JobStore
+from infery.adapters.job_store import JobStatus, JobStore
 
 from tests.integration.jobs.support import SEEDED, TRANSCRIPTION_JOBS, assert_no_batch_failures, post_upload
 

@@ -11,8 +11,8 @@ import time
 from typing import Any
 
 import pytest
-from infery.job_service import upload_expires_at
-from infery.jobs import JobStore
+from infery.adapters.job_store import JobStore
+from infery.usecases.jobs import upload_expires_at
 
 from tests.integration.jobs.support import (
     BUSY,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from infery import webhooks
+from infery.adapters import webhook_sender as webhooks
 
 from tests.integration.jobs.support import (
     CORRUPT_WAV,

@@ -14,7 +14,7 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .pricing import ModelPrice
+from infery.domain.pricing import ModelPrice
 
 MIB = 1024 * 1024
 # Raw audio the sync path takes. Base64 makes it 4/3 larger; 4 MiB -> 5.6 MB keeps both the Lambda request

@@ -28,20 +28,20 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .wiring import Wiring
+    from infery.wiring import Wiring
 
 # What the API's routes import on their first call (a cold start without SnapStart imports only what every
 # request needs): request parsing and its pydantic models, audio probing, job handling, usage reports, and
 # powertools Idempotency (requests with an Idempotency-Key).
 FIRST_CALL_MODULES = (
-    "infery.transcription_request",
-    "infery.transcription",
-    "infery.inference",
-    "infery.duration",
-    "infery.formats",
-    "infery.job_service",
-    "infery.job_views",
-    "infery.usage",
+    "infery.http.request_parsing",
+    "infery.domain.transcription",
+    "infery.domain.inference",
+    "infery.domain.duration",
+    "infery.domain.formats",
+    "infery.usecases.jobs",
+    "infery.usecases.job_views",
+    "infery.usecases.usage",
     "aws_lambda_powertools.utilities.idempotency",
     "aws_lambda_powertools.utilities.idempotency.exceptions",
 )

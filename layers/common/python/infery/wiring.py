@@ -23,18 +23,18 @@ from botocore.config import Config
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer, IdempotencyConfig
 
-    from .async_inference import AsyncWhisperEndpoint
-    from .credits import CreditStore
-    from .endpoint_client import WhisperEndpoint
-    from .job_queue import SqsJobQueue
-    from .job_service import JobService
-    from .job_views import JobPresenter
-    from .jobs import JobStore
-    from .keys import KeyStore
-    from .rate_limits import RateLimiter
-    from .service import ModelCatalog, TranscriptionService
-    from .settings import AccountTables, Settings
-    from .storage import AudioStore
+    from infery.adapters.async_endpoint import AsyncWhisperEndpoint
+    from infery.adapters.audio_bucket import AudioStore
+    from infery.adapters.credit_store import CreditStore
+    from infery.adapters.job_queue import SqsJobQueue
+    from infery.adapters.job_store import JobStore
+    from infery.adapters.key_store import KeyStore
+    from infery.adapters.rate_limits import RateLimiter
+    from infery.adapters.realtime_endpoint import WhisperEndpoint
+    from infery.settings import AccountTables, Settings
+    from infery.usecases.job_views import JobPresenter
+    from infery.usecases.jobs import JobService
+    from infery.usecases.transcribe import ModelCatalog, TranscriptionService
 
 # Submitting a job is quick; a retry of the submit must not queue the audio twice (the inference id guards it).
 _JOB_SUBMIT_READ_TIMEOUT_SECONDS = 30
@@ -65,13 +65,13 @@ class AccountsWiring:
 
     @cached_property
     def keys(self) -> KeyStore:
-        from .keys import KeyStore
+        from infery.adapters.key_store import KeyStore
 
         return KeyStore(self.dynamodb_client, self.tables.keys_table_name)
 
     @cached_property
     def credits(self) -> CreditStore:
-        from .credits import CreditStore
+        from infery.adapters.credit_store import CreditStore
 
         return CreditStore(
             self.dynamodb_client,
@@ -129,7 +129,7 @@ class Wiring(AccountsWiring):
 
     @cached_property
     def audio_store(self) -> AudioStore:
-        from .storage import AudioStore
+        from infery.adapters.audio_bucket import AudioStore
 
         return AudioStore(
             self.s3,
@@ -140,31 +140,31 @@ class Wiring(AccountsWiring):
 
     @cached_property
     def job_store(self) -> JobStore:
-        from .jobs import JobStore
+        from infery.adapters.job_store import JobStore
 
         return JobStore(self.dynamodb.Table(self.settings.jobs_table_name))
 
     @cached_property
     def job_queue(self) -> SqsJobQueue:
-        from .job_queue import SqsJobQueue
+        from infery.adapters.job_queue import SqsJobQueue
 
         return SqsJobQueue(self.sqs, self.settings.jobs_queue_url)
 
     @cached_property
     def rate_limiter(self) -> RateLimiter:
-        from .rate_limits import RateLimiter
+        from infery.adapters.rate_limits import RateLimiter
 
         return RateLimiter(self.dynamodb_client, self.settings.rate_limits_table_name)
 
     @cached_property
     def realtime_endpoint(self) -> WhisperEndpoint:
-        from .endpoint_client import WhisperEndpoint
+        from infery.adapters.realtime_endpoint import WhisperEndpoint
 
         return WhisperEndpoint(self.sagemaker_runtime, self.settings.sagemaker_endpoint_name)
 
     @cached_property
     def async_endpoint(self) -> AsyncWhisperEndpoint:
-        from .async_inference import AsyncWhisperEndpoint
+        from infery.adapters.async_endpoint import AsyncWhisperEndpoint
 
         return AsyncWhisperEndpoint(
             self.sagemaker_runtime_for_jobs,
@@ -180,26 +180,26 @@ class Wiring(AccountsWiring):
     @cached_property
     def catalog(self) -> ModelCatalog:
         """The models this deployment serves (GET /v1/models reads it without building the rest)."""
-        from .service import ModelCatalog
+        from infery.usecases.transcribe import ModelCatalog
 
         return ModelCatalog.from_settings(self.settings)
 
     @cached_property
     def transcription(self) -> TranscriptionService:
-        from .service import TranscriptionService
+        from infery.usecases.transcribe import TranscriptionService
 
         return TranscriptionService(self.settings, self.credits, self.realtime_endpoint)
 
     @cached_property
     def job_presenter(self) -> JobPresenter:
-        from .async_inference import ProgressReader
-        from .job_views import JobPresenter
+        from infery.adapters.async_endpoint import ProgressReader
+        from infery.usecases.job_views import JobPresenter
 
         return JobPresenter(self.audio_store, model_progress=ProgressReader(self.s3, self.settings.audio_bucket_name))
 
     @cached_property
     def job_service(self) -> JobService:
-        from .job_service import JobService
+        from infery.usecases.jobs import JobService
 
         return JobService(
             self.transcription,

@@ -6,11 +6,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import Conflict
-from .formats import RenderedTranscript, render_for
-from .jobs import Job, JobStatus
-from .ports import AudioObjects
-from .transcription import ResponseFormat
+from infery.adapters.job_store import Job, JobStatus
+from infery.domain.errors import Conflict
+from infery.domain.formats import RenderedTranscript, render_for
+from infery.domain.transcription import ResponseFormat
+from infery.usecases.ports import AudioObjects
 
 # Progress a running job shows: claimed and submitted, then the model's share of windows decoded, then settling.
 SUBMITTED_PROGRESS = 0.1

@@ -16,9 +16,9 @@ import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .addresses import is_public_address
-from .clock import now_iso
-from .jobs import WebhookAttempt
+from infery.adapters.job_store import WebhookAttempt
+from infery.domain.addresses import is_public_address
+from infery.domain.clock import now_iso
 
 SIGNATURE_HEADER = "Infery-Signature"
 DEFAULT_TOLERANCE_SECONDS = 300

@@ -15,25 +15,25 @@ from pydantic import ValidationError
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser
 
-from .addresses import is_public_address
-from .errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
-from .ids import UPLOAD_ID_PATTERN
-from .inference import Task
+from infery.domain.addresses import is_public_address
+from infery.domain.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+from infery.domain.ids import UPLOAD_ID_PATTERN
+from infery.domain.inference import Task
 
 if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks
 
 # The request's types live in transcription.py: the job store and the worker use them without this parser. The
 # names re-exported here ("as") are for the modules that import them from the parser.
-from .transcription import FILENAME_MAX_CHARACTERS as FILENAME_MAX_CHARACTERS
-from .transcription import MODEL_MAX_CHARACTERS as MODEL_MAX_CHARACTERS
-from .transcription import PROMPT_MAX_CHARACTERS as PROMPT_MAX_CHARACTERS
-from .transcription import WEBHOOK_URL_MAX_CHARACTERS as WEBHOOK_URL_MAX_CHARACTERS
-from .transcription import JobOptions, LoadedAudio, quoted
-from .transcription import ResponseFormat as ResponseFormat
-from .transcription import TranscriptionOptions as TranscriptionOptions
-from .transcription import TranscriptionRequest as TranscriptionRequest
-from .transcription import UploadRequest as UploadRequest
+from infery.domain.transcription import FILENAME_MAX_CHARACTERS as FILENAME_MAX_CHARACTERS
+from infery.domain.transcription import MODEL_MAX_CHARACTERS as MODEL_MAX_CHARACTERS
+from infery.domain.transcription import PROMPT_MAX_CHARACTERS as PROMPT_MAX_CHARACTERS
+from infery.domain.transcription import WEBHOOK_URL_MAX_CHARACTERS as WEBHOOK_URL_MAX_CHARACTERS
+from infery.domain.transcription import JobOptions, LoadedAudio, quoted
+from infery.domain.transcription import ResponseFormat as ResponseFormat
+from infery.domain.transcription import TranscriptionOptions as TranscriptionOptions
+from infery.domain.transcription import TranscriptionRequest as TranscriptionRequest
+from infery.domain.transcription import UploadRequest as UploadRequest
 
 UPLOAD_FLOW_HINT = "POST /v1/uploads"
 
@@ -103,7 +103,7 @@ def _check_filename(value: Any) -> None:
 def check_webhook_url(value: Any, *, allow_private_addresses: bool) -> None:
     """A URL the worker will POST to: https on port 443 to a public host, unless private addresses are allowed
     (the local stack, whose receivers run on loopback over http). The worker checks the address it connects to
-    again at delivery (infery.webhooks): a name's DNS answer may change after this."""
+    again at delivery (infery.adapters.webhook_sender): a name's DNS answer may change after this."""
     if value is None:
         return
     _check_text("webhook_url", value, WEBHOOK_URL_MAX_CHARACTERS)

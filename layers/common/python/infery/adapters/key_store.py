@@ -24,10 +24,10 @@ from typing import Any, Literal
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, Field, field_validator
 
-from .clock import now_iso, parse_timestamp, utc_now
-from .dynamodb import all_items, consistent_item, deserialize, is_conditional_check_failure, serialize
-from .errors import AuthenticationFailed, NotFound, PermissionDenied
-from .ids import key_id_for
+from infery.adapters.dynamodb import all_items, consistent_item, deserialize, is_conditional_check_failure, serialize
+from infery.domain.clock import now_iso, parse_timestamp, utc_now
+from infery.domain.errors import AuthenticationFailed, NotFound, PermissionDenied
+from infery.domain.ids import key_id_for
 
 KEY_PREFIX = "inf_"
 _BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase

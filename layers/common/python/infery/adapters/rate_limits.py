@@ -14,8 +14,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from .dynamodb import deserialize, is_conditional_check_failure, serialize
-from .errors import RateLimited
+from infery.adapters.dynamodb import deserialize, is_conditional_check_failure, serialize
+from infery.domain.errors import RateLimited
 
 WINDOW_SECONDS = 60
 

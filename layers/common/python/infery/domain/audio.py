@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from .errors import InvalidRequest, UnsupportedMediaType
+from infery.domain.errors import InvalidRequest, UnsupportedMediaType
 
 SUPPORTED_FORMATS_TEXT = "MP3, MP4, M4A, WAV, WebM, OGG, FLAC"
 

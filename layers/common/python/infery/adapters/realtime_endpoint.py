@@ -17,8 +17,8 @@ from botocore.exceptions import (
 )
 from pydantic import ValidationError
 
-from .errors import InvalidRequest, ModelFailed, ModelTimeout, ModelUnavailable
-from .inference import InferenceError, InferenceRequest, InferenceResult
+from infery.domain.errors import InvalidRequest, ModelFailed, ModelTimeout, ModelUnavailable
+from infery.domain.inference import InferenceError, InferenceRequest, InferenceResult
 
 # What the model server says about the audio, passed on to the client as its own mistake (4xx).
 CLIENT_ERROR_CODES = {

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from .clock import parse_timestamp
-from .jobs import JobStatus
+from infery.adapters.job_store import JobStatus
+from infery.domain.clock import parse_timestamp
 
 if TYPE_CHECKING:
-    from .jobs import Job
-    from .ports import JobQueue, Jobs
+    from infery.adapters.job_store import Job
+    from infery.usecases.ports import JobQueue, Jobs
 
 
 def job_message(job_id: str) -> str:

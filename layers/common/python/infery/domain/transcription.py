@@ -15,9 +15,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from .audio import AudioFormat, sniff_audio_format
-from .inference import Task
-from .languages import WHISPER_LANGUAGE_CODES
+from infery.domain.audio import AudioFormat, sniff_audio_format
+from infery.domain.inference import Task
+from infery.domain.languages import WHISPER_LANGUAGE_CODES
 
 # Limits on the fields a request may carry, checked before anything is stored (a DynamoDB item holds 400 KB).
 # OpenAI reads at most 224 tokens of prompt; 1,000 characters is about that much English.

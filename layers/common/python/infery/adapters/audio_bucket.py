@@ -15,10 +15,10 @@ from urllib.parse import unquote_plus
 
 from botocore.exceptions import ClientError
 
-from .errors import InvalidRequest, NotFound, PayloadTooLarge
-from .ids import KEY_ID_PATTERN
-from .inference import InferenceResult
-from .observability import logger
+from infery.domain.errors import InvalidRequest, NotFound, PayloadTooLarge
+from infery.domain.ids import KEY_ID_PATTERN
+from infery.domain.inference import InferenceResult
+from infery.observability import logger
 
 UPLOADS_PREFIX = "uploads/"
 INBOX_PREFIX = "inbox/"

@@ -7,18 +7,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .credits import LedgerKind, Reservation
-from .duration import check_decodable, probe_duration, probe_sample_rate
-from .errors import InternalError, InvalidRequest
-from .formats import RenderedTranscript, render_for
-from .ids import attempt_id
-from .inference import InferenceRequest, InferenceResult
-from .keys import ApiKeyItem, check_model_allowed
-from .observability import logger
-from .ports import Credits, RealTimeEndpoint
-from .pricing import Pricing
-from .settings import Settings
-from .transcription import LoadedAudio, TranscriptionOptions
+from infery.adapters.credit_store import LedgerKind, Reservation
+from infery.adapters.key_store import ApiKeyItem, check_model_allowed
+from infery.domain.duration import check_decodable, probe_duration, probe_sample_rate
+from infery.domain.errors import InternalError, InvalidRequest
+from infery.domain.formats import RenderedTranscript, render_for
+from infery.domain.ids import attempt_id
+from infery.domain.inference import InferenceRequest, InferenceResult
+from infery.domain.pricing import Pricing
+from infery.domain.transcription import LoadedAudio, TranscriptionOptions
+from infery.observability import logger
+from infery.settings import Settings
+from infery.usecases.ports import Credits, RealTimeEndpoint
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from .credits import LedgerEntry, LedgerKind
+from infery.adapters.credit_store import LedgerEntry, LedgerKind
 
 CSV_COLUMNS = [
     "created_at",

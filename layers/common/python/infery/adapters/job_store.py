@@ -18,10 +18,10 @@ from boto3.dynamodb.conditions import Attr, Key
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, Field
 
-from .clock import iso_at, now_iso
-from .dynamodb import is_conditional_check_failure, to_dynamodb
-from .ids import JOB_ID_PATTERN, new_webhook_secret
-from .transcription import TranscriptionOptions
+from infery.adapters.dynamodb import is_conditional_check_failure, to_dynamodb
+from infery.domain.clock import iso_at, now_iso
+from infery.domain.ids import JOB_ID_PATTERN, new_webhook_secret
+from infery.domain.transcription import TranscriptionOptions
 
 JOB_RETENTION_SECONDS = 30 * 24 * 3600
 # template.yaml's index of the jobs table by key, newest first: GET /v1/jobs lists a key's own jobs

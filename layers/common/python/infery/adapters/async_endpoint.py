@@ -15,9 +15,9 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .endpoint_client import CLIENT_ERROR_CODES, UNAVAILABLE_CODES
-from .errors import InvalidRequest, ModelFailed, ModelTimeout, ModelUnavailable
-from .inference import InferenceError, InferenceRequest, InferenceResult
+from infery.adapters.realtime_endpoint import CLIENT_ERROR_CODES, UNAVAILABLE_CODES
+from infery.domain.errors import InvalidRequest, ModelFailed, ModelTimeout, ModelUnavailable
+from infery.domain.inference import InferenceError, InferenceRequest, InferenceResult
 
 ASYNC_INPUTS_PREFIX = "async-inputs/"
 PROGRESS_PREFIX = "progress/"

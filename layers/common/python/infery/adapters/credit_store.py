@@ -23,8 +23,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, Field
 
-from .clock import now_iso
-from .dynamodb import (
+from infery.adapters.dynamodb import (
     TRANSACTION_CANCELED,
     all_items,
     cancellation_codes,
@@ -34,8 +33,9 @@ from .dynamodb import (
     error_code,
     serialize,
 )
-from .errors import AuthenticationFailed, InsufficientCredits, InternalError, NotFound
-from .keys import ApiKeyItem
+from infery.adapters.key_store import ApiKeyItem
+from infery.domain.clock import now_iso
+from infery.domain.errors import AuthenticationFailed, InsufficientCredits, InternalError, NotFound
 
 _MAX_ATTEMPTS = 40
 # how many reservations' balances a store remembers until they are closed (a hint: forgetting one costs a read)

@@ -26,8 +26,8 @@ from mutagen.oggtheora import OggTheora
 from mutagen.oggvorbis import OggVorbis
 from mutagen.wave import WAVE
 
-from .audio import AudioFormat
-from .errors import InvalidRequest
+from infery.domain.audio import AudioFormat
+from infery.domain.errors import InvalidRequest
 
 # mutagen's file types are not annotated: what they read is taken as Any, and every value is checked before use
 

@@ -6,7 +6,7 @@ import json
 
 from aws_lambda_powertools.event_handler import Response
 
-from .errors import InferyError, InternalError
+from infery.domain.errors import InferyError, InternalError
 
 JSON_CONTENT_TYPE = "application/json"
 

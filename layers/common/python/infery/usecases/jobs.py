@@ -26,9 +26,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from .async_inference import AsyncNotification
-from .credits import LedgerEntry, LedgerKind
-from .errors import (
+from infery.adapters.async_endpoint import AsyncNotification
+from infery.adapters.audio_bucket import StoredObject, parse_object_key
+from infery.adapters.credit_store import LedgerEntry, LedgerKind
+from infery.adapters.job_store import Job, JobError, JobStatus, new_job
+from infery.adapters.key_store import ApiKeyItem, ensure_usable
+from infery.adapters.webhook_sender import deliver
+from infery.domain.errors import (
     AuthenticationFailed,
     InferyError,
     InsufficientCredits,
@@ -36,7 +40,7 @@ from .errors import (
     NotFound,
     TooMuchOpenWork,
 )
-from .ids import (
+from infery.domain.ids import (
     JOB_ID_PATTERN,
     attempt_id,
     job_id_for_object,
@@ -45,16 +49,18 @@ from .ids import (
     new_job_id,
     new_upload_id,
 )
-from .inference import InferenceResult, Task
-from .job_views import JobPresenter
-from .jobs import Job, JobError, JobStatus, new_job
-from .keys import ApiKeyItem, ensure_usable
-from .observability import logger
-from .ports import AsyncEndpoint, AudioObjects, JobQueue, Jobs, Keys
-from .service import TranscriptionService, refund_reason
-from .storage import StoredObject, parse_object_key
-from .transcription import LoadedAudio, ResponseFormat, TranscriptionOptions, TranscriptionRequest, UploadRequest
-from .webhooks import deliver
+from infery.domain.inference import InferenceResult, Task
+from infery.domain.transcription import (
+    LoadedAudio,
+    ResponseFormat,
+    TranscriptionOptions,
+    TranscriptionRequest,
+    UploadRequest,
+)
+from infery.observability import logger
+from infery.usecases.job_views import JobPresenter
+from infery.usecases.ports import AsyncEndpoint, AudioObjects, JobQueue, Jobs, Keys
+from infery.usecases.transcribe import TranscriptionService, refund_reason
 
 # what job creation reads of an upload to check its header (a WebM's tracks, an MP4's moov written first)
 UPLOAD_HEAD_BYTES = 1 << 20

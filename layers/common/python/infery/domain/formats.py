@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .inference import InferenceResult, Segment, Task
-from .transcription import ResponseFormat, TranscriptionOptions
+from infery.domain.inference import InferenceResult, Segment, Task
+from infery.domain.transcription import ResponseFormat, TranscriptionOptions
 
 TEXT_CONTENT_TYPE = "text/plain; charset=utf-8"
 JSON_CONTENT_TYPE = "application/json"

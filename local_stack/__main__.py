@@ -306,7 +306,7 @@ def _seed_dev_key(local: LocalTemplate, dev_key: str | None, credits: int, key_f
     the data folder remembers is used, so the banner shows the same key run after run."""
     # imported only now, with the stack's environment set: the handlers' processes are forked from this one, and
     # infery's logger reads POWERTOOLS_LOG_LEVEL (WARNING unless --verbose) once, when infery is first imported
-    from infery.adapters.key_store import hash_api_key
+    from infery.domain.keys import hash_api_key
     from infery.settings import AccountTables
     from infery.wiring import AccountsWiring
 

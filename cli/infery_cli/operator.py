@@ -16,10 +16,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError, NoRegionError
-from infery.adapters.credit_store import LedgerKind, check_note
-from infery.adapters.key_store import ApiKeyItem
 from infery.domain.clock import parse_timestamp
 from infery.domain.errors import InferyError
+from infery.domain.keys import ApiKeyItem
+from infery.domain.ledger import LedgerKind, check_note
 from infery.settings import AccountTables
 from infery.usecases.usage import ledger_csv, period, usage_report
 from infery.wiring import AccountsWiring, stack_outputs

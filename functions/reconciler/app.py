@@ -7,7 +7,7 @@ import time
 
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from infery.adapters.credit_store import LedgerKind
+from infery.domain.ledger import LedgerKind
 from infery.observability import logger, metrics
 from infery.settings import get_settings
 from infery.wiring import Wiring
@@ -40,7 +40,7 @@ def release_stale_reservations(now: float | None = None) -> int:
 
 
 def redrive_stuck_jobs(now: float | None = None) -> int:
-    from infery.adapters.job_queue import redrive_stuck_jobs as redrive
+    from infery.usecases.redrive import redrive_stuck_jobs as redrive
 
     redriven = redrive(
         wiring.job_store,

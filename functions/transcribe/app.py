@@ -25,8 +25,8 @@ from infery.wiring import Wiring
 # routes use (request parsing and its pydantic models, usage reports, powertools Idempotency) is imported by the
 # route that uses it, on its first call.
 if TYPE_CHECKING:
-    from infery.adapters.key_store import ApiKeyItem
     from infery.domain.inference import Task
+    from infery.domain.keys import ApiKeyItem
     from infery.domain.transcription import LoadedAudio, ResponseFormat, TranscriptionRequest, UploadRequest
 
 settings = get_settings()

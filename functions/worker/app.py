@@ -18,9 +18,9 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from infery.adapters.async_endpoint import AsyncNotification
-from infery.adapters.audio_bucket import object_key_from_event, parse_object_key
 from infery.adapters.job_queue import job_id_of_message
+from infery.domain.async_inference import AsyncNotification
+from infery.domain.stored_audio import object_key_from_event, parse_object_key
 from infery.observability import logger, metrics
 from infery.settings import get_settings
 from infery.wiring import Wiring

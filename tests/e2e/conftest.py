@@ -29,7 +29,7 @@ import openai
 import pytest
 import requests
 from boto3.dynamodb.types import TypeDeserializer
-from infery.adapters.key_store import generate_api_key
+from infery.domain.keys import generate_api_key
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_LINE = "infery local stack is ready"

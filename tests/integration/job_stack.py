@@ -29,7 +29,7 @@ import pytest
 import whisper_server
 from boto3.dynamodb.conditions import Attr
 from infery.adapters import webhook_sender as webhooks
-from infery.adapters.job_store import Job
+from infery.domain.jobs import Job
 from infery.settings import get_settings
 from infery.usecases import jobs as job_service
 

@@ -14,7 +14,8 @@ import wave
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from infery.adapters.key_store import generate_api_key, hash_api_key, key_id_for
+from infery.adapters.key_store import key_id_for
+from infery.domain.keys import generate_api_key, hash_api_key
 
 from tests.integration.support import MODEL_NAME, assert_error, assert_ok, assert_refunded
 from tests.unit.builders import inference_result, multipart_body, segment

@@ -11,10 +11,10 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from infery.adapters.key_store import ApiKeyItem, hash_api_key
 from infery.domain.clock import now_iso
 from infery.domain.errors import InsufficientCredits, NotFound
 from infery.domain.ids import key_id_for
+from infery.domain.keys import ApiKeyItem, hash_api_key
 
 
 def unstored_key() -> ApiKeyItem:

@@ -24,7 +24,7 @@ from io import StringIO
 from typing import Any
 
 import pytest
-from infery.adapters.key_store import generate_api_key
+from infery.domain.keys import generate_api_key
 from infery.observability import logger as infery_logger
 
 from tests.integration import job_stack

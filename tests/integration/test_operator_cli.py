@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from infery.adapters.key_store import generate_api_key
+from infery.domain.keys import generate_api_key
 from infery.usecases.usage import CSV_COLUMNS
 from infery_cli.__main__ import main
 

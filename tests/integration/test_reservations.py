@@ -10,8 +10,8 @@ import time
 import uuid
 
 import pytest
-from infery.adapters.credit_store import LedgerKind
 from infery.domain.errors import AuthenticationFailed, InsufficientCredits, InternalError
+from infery.domain.ledger import LedgerKind
 
 
 @pytest.fixture

@@ -40,7 +40,8 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from infery.adapters.key_store import generate_api_key, hash_api_key, key_id_for
+from infery.adapters.key_store import key_id_for
+from infery.domain.keys import generate_api_key, hash_api_key
 
 from tests.e2e.conftest import ROOT, RunningStack, start_stack, stop_stack
 from tests.speech import synthesize_wav

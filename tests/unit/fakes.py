@@ -13,15 +13,23 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from infery.adapters.async_endpoint import AsyncNotification, AsyncSubmission
-from infery.adapters.audio_bucket import StoredObject
-from infery.adapters.credit_store import LedgerEntry, LedgerKind, Reservation, ReservationClosed, SettledCharge
 from infery.adapters.dynamodb import deserialize, serialize
-from infery.adapters.job_store import Job, JobError, JobStatus, WebhookAttempt
-from infery.adapters.key_store import ApiKeyItem
+from infery.domain.async_inference import AsyncNotification, AsyncSubmission
 from infery.domain.clock import iso_at, now_iso
-from infery.domain.errors import InsufficientCredits, InvalidRequest, NotFound
+from infery.domain.errors import InvalidRequest, NotFound
 from infery.domain.inference import InferenceRequest, InferenceResult
+from infery.domain.jobs import Job, JobError, JobStatus, WebhookAttempt
+from infery.domain.keys import ApiKeyItem
+from infery.domain.ledger import (
+    LedgerEntry,
+    LedgerKind,
+    Reservation,
+    ReservationClosed,
+    SettledCharge,
+    settle,
+    take_for_reservation,
+)
+from infery.domain.stored_audio import StoredObject
 
 _clock = itertools.count(1_800_000_000)
 
@@ -72,8 +80,7 @@ class FakeCredits:
             if request_id in self.open:
                 return self.open[request_id]
             raise ReservationClosed(f"Request {request_id} was already reserved and closed.")
-        if self.balances[key.key_hash] < credits:
-            raise InsufficientCredits(f"needs {credits}, has {self.balances[key.key_hash]}")
+        change = take_for_reservation(self.balances[key.key_hash], credits)
         epoch = next(_clock)
         reservation = Reservation(
             request_id=request_id,
@@ -86,7 +93,7 @@ class FakeCredits:
             hold_until_epoch=epoch + hold_seconds if hold_seconds else None,
             covered_seconds=covered_seconds,
         )
-        self._entry(key.key_hash, key.key_id, LedgerKind.RESERVE, request_id, -credits, model=model)
+        self._entry(key.key_hash, key.key_id, LedgerKind.RESERVE, request_id, change, model=model)
         self.open[request_id] = reservation
         return reservation
 
@@ -96,23 +103,21 @@ class FakeCredits:
     def settle(self, reservation: Reservation, credits_used: int, *, audio_seconds: float) -> SettledCharge:
         if self.open.pop(reservation.request_id, None) is None:
             return SettledCharge(billed_credits=credits_used, balance_after=self.balance(reservation.key_hash))
-        extra = credits_used - reservation.credits
-        collectable = min(extra, self.balances[reservation.key_hash]) if extra > 0 else extra
-        unpaid = extra - collectable if extra > 0 else 0
+        settlement = settle(reservation.credits, credits_used, self.balances[reservation.key_hash])
         self._entry(
             reservation.key_hash,
             reservation.key_id,
             LedgerKind.SETTLE,
             reservation.request_id,
-            -collectable,
-            billed_credits=reservation.credits + collectable,
+            settlement.change,
+            billed_credits=settlement.billed_credits,
             audio_seconds=audio_seconds,
-            unpaid_credits=unpaid or None,
+            unpaid_credits=settlement.unpaid_credits or None,
         )
         return SettledCharge(
-            billed_credits=reservation.credits + collectable,
+            billed_credits=settlement.billed_credits,
             balance_after=self.balances[reservation.key_hash],
-            unpaid_credits=unpaid,
+            unpaid_credits=settlement.unpaid_credits,
         )
 
     def refund(self, reservation: Reservation, *, reason: str) -> int | None:

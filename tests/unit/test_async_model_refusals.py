@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from infery.adapters.async_endpoint import AsyncNotification, AsyncWhisperEndpoint
+from infery.adapters.async_endpoint import AsyncWhisperEndpoint
+from infery.domain.async_inference import AsyncNotification
 from infery.domain.errors import InvalidRequest, ModelFailed
 
 FAILURE_LOCATION = "s3://audio-bucket/async-failures/job_1-error.out"

@@ -12,8 +12,9 @@ import csv
 import io
 
 import pytest
-from infery.adapters.credit_store import CreditStore, LedgerEntry, LedgerKind, check_note
-from infery.adapters.key_store import ApiKeyItem
+from infery.adapters.credit_store import CreditStore
+from infery.domain.keys import ApiKeyItem
+from infery.domain.ledger import LedgerEntry, LedgerKind, check_note
 from infery.usecases.usage import CSV_COLUMNS, csv_cell, ledger_csv
 
 KEY_ID = "key_0123456789abcdef"

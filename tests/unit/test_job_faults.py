@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from infery.adapters.credit_store import LedgerKind
-from infery.adapters.job_queue import redrive_stuck_jobs
-from infery.adapters.job_store import JobStatus
+from infery.domain.jobs import JobStatus
+from infery.domain.ledger import LedgerKind
+from infery.usecases.redrive import redrive_stuck_jobs
 
 from tests.unit.fakes import FakeAsyncEndpoint
 from tests.unit.test_job_service import HOLD_SECONDS, KEY, RESULT_12S

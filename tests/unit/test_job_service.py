@@ -8,10 +8,6 @@ import json
 import time
 
 import pytest
-from infery.adapters.audio_bucket import StoredObject
-from infery.adapters.credit_store import LedgerKind
-from infery.adapters.job_store import Job, JobError, JobStatus, new_job
-from infery.adapters.key_store import ApiKeyItem
 from infery.domain.clock import now_iso
 from infery.domain.errors import (
     InsufficientCredits,
@@ -23,6 +19,10 @@ from infery.domain.errors import (
 )
 from infery.domain.ids import job_id_for_object, job_id_for_upload
 from infery.domain.inference import Task
+from infery.domain.jobs import Job, JobError, JobStatus, new_job
+from infery.domain.keys import ApiKeyItem
+from infery.domain.ledger import LedgerKind
+from infery.domain.stored_audio import StoredObject
 from infery.domain.transcription import (
     JobOptions,
     LoadedAudio,

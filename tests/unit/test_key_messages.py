@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from infery.adapters.key_store import api_key_from_authorization, generate_api_key
 from infery.domain.errors import AuthenticationFailed
+from infery.domain.keys import api_key_from_authorization, generate_api_key
 
 
 def refusal(api_key: str) -> str:

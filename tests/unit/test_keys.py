@@ -9,19 +9,18 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from botocore.exceptions import ClientError
-from infery.adapters.key_store import (
+from infery.adapters.key_store import KeyStore, key_id_for
+from infery.domain.errors import AuthenticationFailed, NotFound, PermissionDenied
+from infery.domain.keys import (
     ApiKeyItem,
-    KeyStore,
     api_key_from_authorization,
     check_key_format,
     check_model_allowed,
     generate_api_key,
     has_valid_checksum,
     hash_api_key,
-    key_id_for,
     mask_api_key,
 )
-from infery.domain.errors import AuthenticationFailed, NotFound, PermissionDenied
 
 from tests.unit.fakes import LowLevelDynamoDB
 

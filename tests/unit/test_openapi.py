@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from infery.adapters.job_store import JobStatus, new_job
 from infery.domain.errors import InvalidRequest
 from infery.domain.inference import Task
+from infery.domain.jobs import JobStatus, new_job
 from infery.http.openapi import (
     EXCLUDED_ROUTES,
     OPERATIONS,

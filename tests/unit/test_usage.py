@@ -7,7 +7,7 @@ import io
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from infery.adapters.credit_store import LedgerEntry, LedgerKind
+from infery.domain.ledger import LedgerEntry, LedgerKind
 from infery.usecases.usage import CSV_COLUMNS, ledger_csv, period, usage_report
 
 KEY_ID = "key_0123456789abcdef"

@@ -27,7 +27,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from infery.adapters import webhook_sender as webhooks
-from infery.adapters.job_store import WebhookAttempt
+from infery.domain import webhook_signature
+from infery.domain.jobs import WebhookAttempt
 
 PUBLIC_ADDRESS = "93.184.216.34"  # a global address; nothing here ever connects to it for real
 SECRET = "whsec_test"
@@ -236,7 +237,7 @@ def test_https_is_sent_to_the_checked_address_with_the_name_in_sni_and_host_and_
     [request] = tls_receiver.requests
     assert request["sni"] == "hooks.example.com" and request["headers"]["Host"] == "hooks.example.com"
     assert request["path"] == "/hooks/infery?tenant=7" and request["body"] == BODY
-    assert webhooks.verify(BODY, request["headers"][webhooks.SIGNATURE_HEADER], SECRET)
+    assert webhook_signature.verify(BODY, request["headers"][webhook_signature.SIGNATURE_HEADER], SECRET)
 
 
 def test_a_certificate_for_another_name_is_unreachable(dns, connections, receiver, tmp_path):

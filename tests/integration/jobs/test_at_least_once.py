@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from infery.adapters.job_store import JobStatus
+from infery.domain.jobs import JobStatus
 
 from tests.integration.job_stack import (
     Worker,

@@ -6,7 +6,7 @@ fails its job in the worker, once, before anything is reserved. The model is nev
 from __future__ import annotations
 
 import pytest
-from infery.adapters.job_store import JobStatus
+from infery.domain.jobs import JobStatus
 
 from tests.integration.jobs.support import (
     SEEDED,

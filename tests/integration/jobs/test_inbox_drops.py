@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import pytest
-from infery.adapters.job_store import JobStatus
+from infery.domain.jobs import JobStatus
 
 from tests.integration.jobs.support import (
     SEEDED,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from infery.adapters.job_store import JobStatus
+from infery.domain.jobs import JobStatus
 
 from tests.integration.jobs.support import (
     CORRUPT_WAV,

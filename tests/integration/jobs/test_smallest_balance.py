@@ -3,7 +3,7 @@ before anything is reserved or submitted."""
 
 from __future__ import annotations
 
-from infery.adapters.job_store import JobStatus
+from infery.domain.jobs import JobStatus
 
 from tests.integration.jobs.support import (
     SEEDED,

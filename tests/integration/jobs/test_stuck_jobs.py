@@ -8,7 +8,8 @@ from __future__ import annotations
 import json
 import time
 
-from infery.adapters.job_store import JobStatus, JobStore
+from infery.adapters.job_store import JobStore
+from infery.domain.jobs import JobStatus
 
 from tests.integration.jobs.support import SEEDED, TRANSCRIPTION_JOBS, assert_no_batch_failures, post_upload
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from infery.adapters.job_store import JobStatus
+from infery.domain.jobs import JobStatus
 from infery.settings import get_settings
 
 from tests.integration.jobs.support import (

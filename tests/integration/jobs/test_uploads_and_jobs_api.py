@@ -7,7 +7,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from infery.adapters.job_store import JobStatus
+from infery.domain.jobs import JobStatus
 from infery.settings import get_settings
 
 from tests.integration.jobs.support import (

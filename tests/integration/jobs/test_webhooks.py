@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from infery.adapters import webhook_sender as webhooks
+from infery.domain import webhook_signature
 
 from tests.integration.jobs.support import (
     CORRUPT_WAV,
@@ -38,8 +39,8 @@ def test_a_finished_job_posts_one_signed_webhook(
     request = receiver.requests[0]
     assert request["path"] == "/hooks/infery?source=it"
     assert request["headers"]["Content-Type"] == "application/json"
-    body, signature = request["body"], request["headers"][webhooks.SIGNATURE_HEADER]
-    assert webhooks.verify(body, signature, secret)
+    body, signature = request["body"], request["headers"][webhook_signature.SIGNATURE_HEADER]
+    assert webhook_signature.verify(body, signature, secret)
     notification = json.loads(body)
     assert notification["id"] == created["id"] and notification["status"] == "succeeded"
     assert_transcript(notification["result"]["text"])
@@ -49,15 +50,19 @@ def test_a_finished_job_posts_one_signed_webhook(
     # a forged or replayed notification does not verify
     timestamp = int(signature.split(",")[0].removeprefix("t="))
     tampered = body.replace(b'"succeeded"', b'"failed"')
-    assert tampered != body and not webhooks.verify(tampered, signature, secret)
-    assert not webhooks.verify(body + b" ", signature, secret)
-    assert not webhooks.verify(body, signature, secret[:-1] + ("A" if secret[-1] != "A" else "B"))
-    assert not webhooks.verify(body, signature, "whsec_" + "x" * 43)
-    assert not webhooks.verify(body, signature, secret, now=timestamp + webhooks.DEFAULT_TOLERANCE_SECONDS + 1)
-    assert not webhooks.verify(body, signature.split(",")[0], secret)  # no v1
-    assert not webhooks.verify(body, "garbage", secret)
-    forged = webhooks.sign(body, secret, timestamp)
-    assert not webhooks.verify(body, forged[:-1] + ("1" if forged[-1] == "0" else "0"), secret)  # one digit off
+    assert tampered != body and not webhook_signature.verify(tampered, signature, secret)
+    assert not webhook_signature.verify(body + b" ", signature, secret)
+    assert not webhook_signature.verify(body, signature, secret[:-1] + ("A" if secret[-1] != "A" else "B"))
+    assert not webhook_signature.verify(body, signature, "whsec_" + "x" * 43)
+    assert not webhook_signature.verify(
+        body, signature, secret, now=timestamp + webhook_signature.DEFAULT_TOLERANCE_SECONDS + 1
+    )
+    assert not webhook_signature.verify(body, signature.split(",")[0], secret)  # no v1
+    assert not webhook_signature.verify(body, "garbage", secret)
+    forged = webhook_signature.sign(body, secret, timestamp)
+    assert not webhook_signature.verify(
+        body, forged[:-1] + ("1" if forged[-1] == "0" else "0"), secret
+    )  # one digit off
 
     job = get_job(jobs_api, api_key, created["id"]).json()
     assert [attempt["status_code"] for attempt in job["webhook_attempts"]] == [200]
@@ -79,9 +84,9 @@ def test_an_uploads_webhook_is_signed_with_the_secret_post_uploads_returned(
     assert_no_batch_failures(worker.deliver(event_for(jobs_queue.drain(), upload["fields"]["key"])))
 
     assert len(receiver.requests) == 1
-    body, signature = receiver.requests[0]["body"], receiver.requests[0]["headers"][webhooks.SIGNATURE_HEADER]
-    assert webhooks.verify(body, signature, secret)
-    assert not webhooks.verify(body, signature, other_secret)
+    body, signature = receiver.requests[0]["body"], receiver.requests[0]["headers"][webhook_signature.SIGNATURE_HEADER]
+    assert webhook_signature.verify(body, signature, secret)
+    assert not webhook_signature.verify(body, signature, other_secret)
     assert json.loads(body)["id"] == upload["job_id"] and json.loads(body)["status"] == "succeeded"
     assert_charged_once(accounts, store, item, upload["job_id"])
 
@@ -98,8 +103,8 @@ def test_a_webhook_refused_twice_is_retried_with_backoff_and_every_attempt_is_re
     assert len(receiver.requests) == 3
     assert webhook_sleeps == list(webhooks.RETRY_DELAYS_SECONDS[:2])
     for request in receiver.requests:  # each attempt signed afresh, over the same notification
-        assert webhooks.verify(
-            request["body"], request["headers"][webhooks.SIGNATURE_HEADER], created["webhook_secret"]
+        assert webhook_signature.verify(
+            request["body"], request["headers"][webhook_signature.SIGNATURE_HEADER], created["webhook_secret"]
         )
         assert request["body"] == receiver.requests[0]["body"]
     reply = get_job(jobs_api, api_key, created["id"])

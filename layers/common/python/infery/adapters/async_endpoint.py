@@ -13,9 +13,10 @@ import re
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from infery.adapters.realtime_endpoint import CLIENT_ERROR_CODES, UNAVAILABLE_CODES
+from infery.domain.async_inference import AsyncNotification, AsyncSubmission
 from infery.domain.errors import InvalidRequest, ModelFailed, ModelTimeout, ModelUnavailable
 from infery.domain.inference import InferenceError, InferenceRequest, InferenceResult
 
@@ -24,52 +25,6 @@ PROGRESS_PREFIX = "progress/"
 # how SageMaker's failure notification names a 4xx the container answered ("Received client error (400) from model");
 # 499 is the model server's "the caller stopped waiting", no verdict on the audio
 _CLIENT_ERROR_REASON = re.compile(r"client error \((?!499)4\d\d\)", re.IGNORECASE)
-
-
-class AsyncSubmission(BaseModel):
-    inference_id: str
-    output_location: str | None = None
-    failure_location: str | None = None
-
-
-class _RequestParameters(BaseModel):
-    model_config = ConfigDict(populate_by_name=True, extra="ignore")
-    endpoint_name: str | None = Field(default=None, alias="endpointName")
-    input_location: str | None = Field(default=None, alias="inputLocation")
-
-
-class _ResponseParameters(BaseModel):
-    model_config = ConfigDict(populate_by_name=True, extra="ignore")
-    output_location: str | None = Field(default=None, alias="outputLocation")
-    failure_location: str | None = Field(default=None, alias="failureLocation")
-
-
-class AsyncNotification(BaseModel):
-    """What SageMaker publishes when an asynchronous invocation ends (the SNS message's body)."""
-
-    model_config = ConfigDict(populate_by_name=True, extra="ignore")
-    inference_id: str = Field(alias="inferenceId")
-    invocation_status: str = Field(alias="invocationStatus")  # "Completed" or "Failed"
-    failure_reason: str | None = Field(default=None, alias="failureReason")
-    request_parameters: _RequestParameters = Field(default_factory=_RequestParameters, alias="requestParameters")
-    response_parameters: _ResponseParameters = Field(default_factory=_ResponseParameters, alias="responseParameters")
-
-    @property
-    def succeeded(self) -> bool:
-        return self.invocation_status == "Completed"
-
-    @classmethod
-    def from_message_body(cls, body: str) -> AsyncNotification | None:
-        """The notification in an SQS message body (raw delivery, or wrapped in SNS's envelope); None if not one."""
-        try:
-            payload = json.loads(body)
-            if isinstance(payload, dict) and payload.get("Type") == "Notification" and "Message" in payload:
-                payload = json.loads(payload["Message"])
-            if not isinstance(payload, dict) or payload.get("eventSource") != "aws:sagemaker":
-                return None
-            return cls.model_validate(payload)
-        except (ValueError, ValidationError):
-            return None
 
 
 def progress_uri(bucket: str, key_id: str, inference_id: str) -> str:

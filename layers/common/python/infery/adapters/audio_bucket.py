@@ -1,59 +1,20 @@
-"""The audio bucket: presigned uploads, the key prefixes that scope them, and job results.
-
-Layout (one bucket, lifecycle rules in template.yaml expire each prefix):
-- ``uploads/{key_id}/{upload_id}``: what POST /v1/uploads lets a client upload (presigned POST, size-limited);
-- ``inbox/{key_id}/...``: where a batch user drops files directly; each object becomes a job;
-- ``results/{key_id}/{job_id}.json``: a finished job's transcript (the model's full result).
-"""
+"""The audio bucket on S3: presigned uploads, reading what arrived, and job results (its layout:
+infery.domain.stored_audio)."""
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote_plus
 
 from botocore.exceptions import ClientError
 
 from infery.domain.errors import InvalidRequest, NotFound, PayloadTooLarge
-from infery.domain.ids import KEY_ID_PATTERN
 from infery.domain.inference import InferenceResult
+from infery.domain.stored_audio import (
+    RESULTS_PREFIX,
+    UPLOADS_PREFIX,
+    StoredObject,
+)
 from infery.observability import logger
-
-UPLOADS_PREFIX = "uploads/"
-INBOX_PREFIX = "inbox/"
-RESULTS_PREFIX = "results/"
-_OBJECT_KEY = re.compile(rf"(?P<area>uploads|inbox)/(?P<key_id>{KEY_ID_PATTERN.pattern})/(?P<name>.+)")
-
-
-@dataclass(frozen=True)
-class StoredObject:
-    """An audio object that arrived in the bucket, and whose key's prefix it is under."""
-
-    bucket: str
-    key: str
-    key_id: str
-    area: str  # "uploads" or "inbox"
-    name: str  # the upload id, or the batch user's own file name
-    size: int
-    etag: str = ""
-
-    @property
-    def uri(self) -> str:
-        return f"s3://{self.bucket}/{self.key}"
-
-
-def object_key_from_event(encoded_key: str) -> str:
-    """S3 event notifications URL-encode object keys ('+' for a space)."""
-    return unquote_plus(encoded_key)
-
-
-def parse_object_key(bucket: str, key: str, size: int, etag: str = "") -> StoredObject | None:
-    """The object's owner from its prefix (``key`` decoded); None for objects outside uploads/ and inbox/."""
-    match = _OBJECT_KEY.fullmatch(key)
-    if not match:
-        return None
-    return StoredObject(bucket, key, match["key_id"], match["area"], match["name"], size, etag.strip('"'))
 
 
 def _not_arrived() -> NotFound:

@@ -15,13 +15,10 @@ from __future__ import annotations
 import collections
 import random
 import time
-import unicodedata
 from collections.abc import Callable
-from enum import StrEnum
 from typing import Any
 
 from botocore.exceptions import ClientError
-from pydantic import BaseModel, Field
 
 from infery.adapters.dynamodb import (
     TRANSACTION_CANCELED,
@@ -33,9 +30,20 @@ from infery.adapters.dynamodb import (
     error_code,
     serialize,
 )
-from infery.adapters.key_store import ApiKeyItem
 from infery.domain.clock import now_iso
 from infery.domain.errors import AuthenticationFailed, InsufficientCredits, InternalError, NotFound
+from infery.domain.keys import ApiKeyItem
+from infery.domain.ledger import (
+    LedgerEntry,
+    LedgerKind,
+    Reservation,
+    ReservationClosed,
+    SettledCharge,
+    Settlement,
+    check_note,
+    settle,
+    take_for_reservation,
+)
 
 _MAX_ATTEMPTS = 40
 # how many reservations' balances a store remembers until they are closed (a hint: forgetting one costs a read)
@@ -43,75 +51,12 @@ _REMEMBERED_BALANCES = 1000
 LEDGER_TIME_INDEX = "ByTime"
 
 
-class LedgerKind(StrEnum):
-    TOPUP = "topup"
-    RESERVE = "reserve"
-    SETTLE = "settle"  # gives back what the reservation held beyond the real cost (or takes the rest)
-    REFUND = "refund"  # our failure: the whole reservation goes back
-    RELEASE = "release"  # the reconciler closed a reservation that its crashed request left open
-
-
-class LedgerEntry(BaseModel):
-    """One row of the append-only ledger. ``credits`` is signed: negative when taken from the balance."""
-
-    key_id: str
-    entry_id: str
-    kind: LedgerKind
-    request_id: str
-    model: str | None = None
-    audio_seconds: float | None = None
-    credits: int
-    balance_after: int
-    # for settle entries: what the request cost in all (reserve + settle)
-    billed_credits: int | None = None
-    # what a settle could not collect because the balance ran out (never charged below zero)
-    unpaid_credits: int | None = None
-    note: str | None = None
-    created_at: str
-
-
-class Reservation(BaseModel):
-    request_id: str
-    key_hash: str
-    key_id: str
-    model: str
-    credits: int = Field(ge=0)
-    created_at: str
-    created_epoch: int
-    # a job on the asynchronous endpoint legitimately runs longer than the reconciler's grace period
-    hold_until_epoch: int | None = None
-    # the seconds of audio these credits pay for; the model is told to refuse more
-    covered_seconds: float | None = None
-
-
-class SettledCharge(BaseModel):
-    billed_credits: int
-    balance_after: int
-    unpaid_credits: int = 0
-
-
 # A change's arithmetic: the balance read -> (the change to it, the ledger entry's other fields).
 Change = Callable[[int], tuple[int, dict[str, Any]]]
 
 
-class ReservationClosed(InternalError):
-    """This request id was reserved and closed before: its work was done (or given up) once already."""
-
-    default_code = "already_processed"
-
-
 class _AlreadyApplied(Exception):
     """The ledger entry (or the reservation) shows this change was made already."""
-
-
-def check_note(note: str | None) -> None:
-    """A ledger note (an operator's invoice number) is one line of text: a control character in it (a CR, a tab,
-    an escape) breaks the CSV export's rows or a terminal's display, so it is refused where the note comes in."""
-    for character in note or "":
-        if unicodedata.category(character) == "Cc":
-            raise ValueError(
-                f"a note must be one line of printable text; it contains the control character U+{ord(character):04X}"
-            )
 
 
 class CreditStore:
@@ -211,13 +156,7 @@ class CreditStore:
         )
 
         def take(current: int) -> tuple[int, dict[str, Any]]:
-            if current < credits:
-                raise InsufficientCredits(
-                    f"This request needs {credits} credits reserved but the key's balance is {current}. Top up "
-                    "the key's credits to continue.",
-                    headers={"x-infery-credits-balance": str(current)},
-                )
-            return -credits, {"model": model}
+            return take_for_reservation(current, credits), {"model": model}
 
         put_reservation = {
             "Put": {
@@ -259,18 +198,15 @@ class CreditStore:
 
     def settle(self, reservation: Reservation, credits_used: int, *, audio_seconds: float) -> SettledCharge:
         """Close the reservation at the real cost: give back the excess, or take the rest while the balance lasts."""
-        outcome: dict[str, int] = {}
+        outcome: list[Settlement] = []  # the settlement of the balance the transaction was applied to
 
         def settle_delta(current: int) -> tuple[int, dict[str, Any]]:
-            extra = credits_used - reservation.credits
-            collectable = min(extra, current) if extra > 0 else extra
-            outcome["unpaid"] = extra - collectable if extra > 0 else 0
-            outcome["billed"] = reservation.credits + collectable
-            return -collectable, {
+            outcome.append(settle(reservation.credits, credits_used, current))
+            return outcome[-1].change, {
                 "model": reservation.model,
                 "audio_seconds": audio_seconds,
-                "billed_credits": outcome["billed"],
-                "unpaid_credits": outcome["unpaid"] or None,
+                "billed_credits": outcome[-1].billed_credits,
+                "unpaid_credits": outcome[-1].unpaid_credits or None,
             }
 
         try:
@@ -278,7 +214,9 @@ class CreditStore:
         except _AlreadyApplied:
             return SettledCharge(billed_credits=credits_used, balance_after=self.balance(reservation.key_hash))
         return SettledCharge(
-            billed_credits=outcome["billed"], balance_after=balance_after, unpaid_credits=outcome["unpaid"]
+            billed_credits=outcome[-1].billed_credits,
+            balance_after=balance_after,
+            unpaid_credits=outcome[-1].unpaid_credits,
         )
 
     def refund(self, reservation: Reservation, *, reason: str, kind: LedgerKind = LedgerKind.REFUND) -> int | None:

@@ -1,4 +1,4 @@
-"""Transcription jobs: the table row that a worker claims, advances and finishes, exactly once.
+"""The jobs table: the row a worker claims, advances and finishes, exactly once (rules: infery.domain.jobs).
 
 S3 and SQS deliver at least once, so every step is a conditional update: a job is claimed only
 while queued (or when the lease of a crashed worker ran out), and finished only by the claim that
@@ -11,96 +11,29 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal
-from enum import StrEnum
 from typing import Any
 
 from boto3.dynamodb.conditions import Attr, Key
 from botocore.exceptions import ClientError
-from pydantic import BaseModel, Field
 
 from infery.adapters.dynamodb import is_conditional_check_failure, to_dynamodb
 from infery.domain.clock import iso_at, now_iso
-from infery.domain.ids import JOB_ID_PATTERN, new_webhook_secret
-from infery.domain.transcription import TranscriptionOptions
+from infery.domain.ids import JOB_ID_PATTERN
+from infery.domain.jobs import (
+    CLAIMABLE_STATUSES,
+    Job,
+    JobError,
+    JobStatus,
+    WebhookAttempt,
+)
 
-JOB_RETENTION_SECONDS = 30 * 24 * 3600
 # template.yaml's index of the jobs table by key, newest first: GET /v1/jobs lists a key's own jobs
 JOBS_BY_KEY_INDEX = "ByKey"
 # template.yaml's sparse index of a key's open work (jobs not finished, upload slots not expired): only rows with an
 # open_key_id are in it, so counting a key's open work reads that work alone, not the key's history
 OPEN_WORK_INDEX = "OpenByKey"
-
-
-# What a job's owner never sees: the key hash, the webhook secret, where things are stored, the bookkeeping
-JOB_PRIVATE_FIELDS = frozenset(
-    {
-        "job_id",  # shown as "id"
-        "key_hash",
-        "webhook_secret",
-        "lease_until",
-        "result_key",
-        "source_uri",
-        "inference_id",
-        "open_key_id",
-        "open_until",
-    }
-)
-
-
-class JobStatus(StrEnum):
-    AWAITING_UPLOAD = "awaiting_upload"
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-
-
-class JobError(BaseModel):
-    code: str
-    message: str
-
-
-class WebhookAttempt(BaseModel):
-    at: str
-    status_code: int | None = None
-    error: str | None = None
-
-
-class Job(BaseModel):
-    job_id: str
-    key_id: str
-    key_hash: str
-    status: JobStatus
-    progress: float = 0.0
-    options: TranscriptionOptions
-    source_uri: str | None = None
-    upload_id: str | None = None
-    filename: str | None = None
-    webhook_url: str | None = None
-    webhook_secret: str | None = None
-    webhook_attempts: list[WebhookAttempt] = Field(default_factory=list)
-    error: JobError | None = None
-    result_key: str | None = None
-    credits_used: int | None = None
-    audio_seconds: float | None = None
-    attempts: int = 0
-    lease_until: int = 0
-    # the asynchronous invocation running this attempt (also the id its credits are reserved under)
-    inference_id: str | None = None
-    # while the job is open (not finished): its key, and until when it counts against the key's open-work cap
-    open_key_id: str | None = None
-    open_until: int | None = None
-    created_at: str
-    updated_at: str
-    expires_at: int
-
-    def public_view(self) -> dict[str, Any]:
-        """What GET /v1/jobs/{id} shows: no key hash, no secret, no lease bookkeeping."""
-        view = self.model_dump(
-            mode="json",
-            exclude=set(JOB_PRIVATE_FIELDS),
-        )
-        return {"id": self.job_id, "object": "transcription.job", **view}
+# the claim's condition names each claimable status as a value
+_CLAIMABLE = {f":claimable_{status.value}": status for status in sorted(CLAIMABLE_STATUSES)}
 
 
 def _to_item(job: Job) -> dict[str, Any]:
@@ -150,12 +83,12 @@ class JobStore:
                 "progress = :progress, open_until = :open_until ADD attempts :one "
                 # the attempt about to start has no inference yet: a late notification of the last one names no job
                 "REMOVE inference_id",
-                ConditionExpression="#status IN (:queued, :awaiting) OR (#status = :running AND lease_until < :now)",
+                ConditionExpression=f"#status IN ({', '.join(_CLAIMABLE)}) "
+                "OR (#status = :running AND lease_until < :now)",
                 ExpressionAttributeNames={"#status": "status"},
                 ExpressionAttributeValues={
                     ":running": JobStatus.RUNNING.value,
-                    ":queued": JobStatus.QUEUED.value,
-                    ":awaiting": JobStatus.AWAITING_UPLOAD.value,
+                    **{name: status.value for name, status in _CLAIMABLE.items()},
                     ":lease": now + lease_seconds,
                     ":now": now,
                     ":now_iso": now_iso(),
@@ -337,37 +270,3 @@ class JobStore:
                 assert job is not None
                 return job
             raise
-
-
-def new_job(
-    *,
-    job_id: str,
-    key_id: str,
-    key_hash: str,
-    options: TranscriptionOptions,
-    status: JobStatus,
-    source_uri: str | None = None,
-    upload_id: str | None = None,
-    filename: str | None = None,
-    webhook_url: str | None = None,
-    open_until: int | None = None,
-) -> Job:
-    """A new job; ``open_until``: until when it counts as its key's open work if it never finishes."""
-    now = now_iso()
-    return Job(
-        job_id=job_id,
-        key_id=key_id,
-        key_hash=key_hash,
-        status=status,
-        options=options,
-        source_uri=source_uri,
-        upload_id=upload_id,
-        filename=filename,
-        webhook_url=webhook_url,
-        webhook_secret=new_webhook_secret() if webhook_url else None,
-        open_key_id=key_id if open_until is not None else None,
-        open_until=open_until,
-        created_at=now,
-        updated_at=now,
-        expires_at=int(time.time()) + JOB_RETENTION_SECONDS,
-    )

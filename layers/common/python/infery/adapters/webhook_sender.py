@@ -1,13 +1,8 @@
-"""Signed job notifications: ``Infery-Signature: t=<unix time>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>``.
-
-The timestamp is inside the signature, so a receiver that checks it (``verify``) refuses replays of
-an old notification. Each job has its own secret (``whsec_...``), returned when the job is created.
-"""
+"""Delivering a job's signed notification (the signature: infery.domain.webhook_signature) over HTTPS, with retries,
+to the address checked when the job was created and checked again when the name is resolved."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import http.client
 import socket
 import ssl
@@ -16,38 +11,13 @@ import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from infery.adapters.job_store import WebhookAttempt
 from infery.domain.addresses import is_public_address
 from infery.domain.clock import now_iso
+from infery.domain.jobs import WebhookAttempt
+from infery.domain.webhook_signature import SIGNATURE_HEADER, sign
 
-SIGNATURE_HEADER = "Infery-Signature"
-DEFAULT_TOLERANCE_SECONDS = 300
 # waits before each retry: the whole schedule fits well inside the worker's run
 RETRY_DELAYS_SECONDS = (1.0, 2.0, 4.0)
-
-
-def sign(body: bytes, secret: str, timestamp: int) -> str:
-    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"t={timestamp},v1={digest}"
-
-
-def verify(
-    body: bytes,
-    signature_header: str,
-    secret: str,
-    *,
-    tolerance_seconds: int = DEFAULT_TOLERANCE_SECONDS,
-    now: float | None = None,
-) -> bool:
-    """True when the header signs exactly this body with this secret, within the tolerance of now."""
-    try:
-        parts = dict(part.split("=", 1) for part in signature_header.split(","))
-        timestamp = int(parts["t"])
-    except (ValueError, KeyError):
-        return False
-    if abs((now or time.time()) - timestamp) > tolerance_seconds:
-        return False
-    return hmac.compare_digest(sign(body, secret, timestamp), f"t={timestamp},v1={parts.get('v1', '')}")
 
 
 # Where a notification may go on AWS: https, to port 443. The local stack allows private addresses (its

@@ -19,8 +19,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from pydantic.json_schema import models_json_schema
 
-from infery.adapters.job_store import JOB_PRIVATE_FIELDS, Job
 from infery.domain.inference import Segment, Word
+from infery.domain.jobs import JOB_PRIVATE_FIELDS, Job
 from infery.http.request_parsing import (
     FILENAME_MAX_CHARACTERS,
     MODEL_MAX_CHARACTERS,

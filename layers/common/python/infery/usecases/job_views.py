@@ -6,9 +6,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from infery.adapters.job_store import Job, JobStatus
 from infery.domain.errors import Conflict
 from infery.domain.formats import RenderedTranscript, render_for
+from infery.domain.jobs import Job, JobStatus
 from infery.domain.transcription import ResponseFormat
 from infery.usecases.ports import AudioObjects
 

@@ -26,12 +26,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from infery.adapters.async_endpoint import AsyncNotification
-from infery.adapters.audio_bucket import StoredObject, parse_object_key
-from infery.adapters.credit_store import LedgerEntry, LedgerKind
-from infery.adapters.job_store import Job, JobError, JobStatus, new_job
-from infery.adapters.key_store import ApiKeyItem, ensure_usable
 from infery.adapters.webhook_sender import deliver
+from infery.domain.async_inference import AsyncNotification
 from infery.domain.errors import (
     AuthenticationFailed,
     InferyError,
@@ -50,6 +46,10 @@ from infery.domain.ids import (
     new_upload_id,
 )
 from infery.domain.inference import InferenceResult, Task
+from infery.domain.jobs import Job, JobError, JobStatus, new_job
+from infery.domain.keys import ApiKeyItem, ensure_usable
+from infery.domain.ledger import LedgerEntry, LedgerKind
+from infery.domain.stored_audio import StoredObject, parse_object_key
 from infery.domain.transcription import (
     LoadedAudio,
     ResponseFormat,

@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, Protocol
 
-from infery.adapters.async_endpoint import AsyncNotification, AsyncSubmission
-from infery.adapters.audio_bucket import StoredObject
-from infery.adapters.credit_store import LedgerEntry, Reservation, SettledCharge
-from infery.adapters.job_store import Job, JobError, WebhookAttempt
-from infery.adapters.key_store import ApiKeyItem
+from infery.domain.async_inference import AsyncNotification, AsyncSubmission
 from infery.domain.inference import InferenceRequest, InferenceResult
+from infery.domain.jobs import Job, JobError, WebhookAttempt
+from infery.domain.keys import ApiKeyItem
+from infery.domain.ledger import LedgerEntry, Reservation, SettledCharge
+from infery.domain.stored_audio import StoredObject
 
 
 class Credits(Protocol):

@@ -7,13 +7,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from infery.adapters.credit_store import LedgerKind, Reservation
-from infery.adapters.key_store import ApiKeyItem, check_model_allowed
 from infery.domain.duration import check_decodable, probe_duration, probe_sample_rate
 from infery.domain.errors import InternalError, InvalidRequest
 from infery.domain.formats import RenderedTranscript, render_for
 from infery.domain.ids import attempt_id
 from infery.domain.inference import InferenceRequest, InferenceResult
+from infery.domain.keys import ApiKeyItem, check_model_allowed
+from infery.domain.ledger import LedgerKind, Reservation
 from infery.domain.pricing import Pricing
 from infery.domain.transcription import LoadedAudio, TranscriptionOptions
 from infery.observability import logger

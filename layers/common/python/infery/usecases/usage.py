@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from infery.adapters.credit_store import LedgerEntry, LedgerKind
+from infery.domain.ledger import LedgerEntry, LedgerKind
 
 CSV_COLUMNS = [
     "created_at",

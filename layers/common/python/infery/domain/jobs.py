@@ -1,0 +1,147 @@
+"""A transcription job: what it holds, what its owner sees of it, and the states it goes through.
+
+    awaiting_upload -> queued -> running -> succeeded
+                          ^         |  \\-> failed
+                          +---------+ (a crashed worker's lease ran out, or the model asked to retry)
+
+A job is claimed only while queued or awaiting its upload (or running with a lease that ran out), and finished
+only once: the stores apply these rules as conditions of their writes, so a duplicate delivery changes nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from infery.domain.clock import now_iso
+from infery.domain.ids import new_webhook_secret
+from infery.domain.transcription import TranscriptionOptions
+
+JOB_RETENTION_SECONDS = 30 * 24 * 3600
+
+
+# What a job's owner never sees: the key hash, the webhook secret, where things are stored, the bookkeeping
+JOB_PRIVATE_FIELDS = frozenset(
+    {
+        "job_id",  # shown as "id"
+        "key_hash",
+        "webhook_secret",
+        "lease_until",
+        "result_key",
+        "source_uri",
+        "inference_id",
+        "open_key_id",
+        "open_until",
+    }
+)
+
+
+class JobStatus(StrEnum):
+    AWAITING_UPLOAD = "awaiting_upload"
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+
+
+class WebhookAttempt(BaseModel):
+    at: str
+    status_code: int | None = None
+    error: str | None = None
+
+
+class Job(BaseModel):
+    job_id: str
+    key_id: str
+    key_hash: str
+    status: JobStatus
+    progress: float = 0.0
+    options: TranscriptionOptions
+    source_uri: str | None = None
+    upload_id: str | None = None
+    filename: str | None = None
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    webhook_attempts: list[WebhookAttempt] = Field(default_factory=list)
+    error: JobError | None = None
+    result_key: str | None = None
+    credits_used: int | None = None
+    audio_seconds: float | None = None
+    attempts: int = 0
+    lease_until: int = 0
+    # the asynchronous invocation running this attempt (also the id its credits are reserved under)
+    inference_id: str | None = None
+    # while the job is open (not finished): its key, and until when it counts against the key's open-work cap
+    open_key_id: str | None = None
+    open_until: int | None = None
+    created_at: str
+    updated_at: str
+    expires_at: int
+
+    def public_view(self) -> dict[str, Any]:
+        """What GET /v1/jobs/{id} shows: no key hash, no secret, no lease bookkeeping."""
+        view = self.model_dump(
+            mode="json",
+            exclude=set(JOB_PRIVATE_FIELDS),
+        )
+        return {"id": self.job_id, "object": "transcription.job", **view}
+
+
+def new_job(
+    *,
+    job_id: str,
+    key_id: str,
+    key_hash: str,
+    options: TranscriptionOptions,
+    status: JobStatus,
+    source_uri: str | None = None,
+    upload_id: str | None = None,
+    filename: str | None = None,
+    webhook_url: str | None = None,
+    open_until: int | None = None,
+) -> Job:
+    """A new job; ``open_until``: until when it counts as its key's open work if it never finishes."""
+    now = now_iso()
+    return Job(
+        job_id=job_id,
+        key_id=key_id,
+        key_hash=key_hash,
+        status=status,
+        options=options,
+        source_uri=source_uri,
+        upload_id=upload_id,
+        filename=filename,
+        webhook_url=webhook_url,
+        webhook_secret=new_webhook_secret() if webhook_url else None,
+        open_key_id=key_id if open_until is not None else None,
+        open_until=open_until,
+        created_at=now,
+        updated_at=now,
+        expires_at=int(time.time()) + JOB_RETENTION_SECONDS,
+    )
+
+
+# A worker may claim a job in these states (or a running one whose lease ran out) ...
+CLAIMABLE_STATUSES = frozenset({JobStatus.QUEUED, JobStatus.AWAITING_UPLOAD})
+# ... and a job in these is finished for good: nothing moves it again.
+FINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED})
+NEXT_STATUSES: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.AWAITING_UPLOAD: frozenset({JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.FAILED}),
+    JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.FAILED}),
+    JobStatus.RUNNING: frozenset({JobStatus.QUEUED, JobStatus.RUNNING, *FINAL_STATUSES}),
+    JobStatus.SUCCEEDED: frozenset(),
+    JobStatus.FAILED: frozenset(),
+}
+
+
+def may_move(current: JobStatus, to: JobStatus) -> bool:
+    """Whether a job in ``current`` may move to ``to`` (running -> running is a new claim after a lost lease)."""
+    return to in NEXT_STATUSES[current]

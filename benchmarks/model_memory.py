@@ -98,8 +98,8 @@ def _noise_hour_opus(hours: float) -> bytes:
 
 
 def _bad_media(long_opus: bytes) -> dict[str, bytes]:
-    from tests.media_headers import zero_bit_wav
-    from tests.speech import one_hertz_wav
+    from tests.support.media_headers import zero_bit_wav
+    from tests.support.speech import one_hertz_wav
 
     return {
         "not audio": b"this is not audio at all " * 2000,

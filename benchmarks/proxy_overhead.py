@@ -237,7 +237,7 @@ class Harness:
         self.dynamodb_calls[model.name] += 1
 
     def call(self, event: dict[str, Any]) -> dict[str, Any]:
-        from tests.integration.support import LambdaContext
+        from tests.support.api import LambdaContext
 
         return self.app.lambda_handler(event, LambdaContext())
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.speech import write_all_formats
+from tests.support.speech import write_all_formats
 
 
 @pytest.fixture(scope="session")

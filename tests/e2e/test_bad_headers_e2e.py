@@ -7,7 +7,7 @@ import pytest
 import requests
 
 from tests.e2e.conftest import RunningStack
-from tests.media_headers import webm_declaring, zero_bit_wav
+from tests.support.media_headers import webm_declaring, zero_bit_wav
 
 pytestmark = pytest.mark.e2e
 

@@ -26,7 +26,7 @@ import requests
 from infery.domain.ids import idempotency_id
 
 from tests.e2e.conftest import RunningStack, start_stack, stop_stack
-from tests.speech import SCRIPT, encode, synthesize_wav, word_recall
+from tests.support.speech import SCRIPT, encode, synthesize_wav, word_recall
 
 pytestmark = pytest.mark.e2e
 

@@ -1,6 +1,6 @@
 """Issue 9, item 7 over HTTP: a hundred generated hostile requests against the real local stack.
 
-The same strategies as tests/integration/test_hostile_generated.py (tests/hostile_requests.py), sent over a raw
+The same strategies as tests/integration/test_hostile_generated.py (tests/support/hostile_requests.py), sent over a raw
 socket so that repeated and huge headers, and a Content-Length that lies, reach the local API Gateway as a client
 sent them (a declared length past the body is followed by a half-close, as a client that gave up would). Every
 answer must be a 4xx in OpenAI's error shape with a readable message. A key of their own (with a rate limit the
@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.e2e.conftest import RunningStack
-from tests.hostile_requests import (
+from tests.support.hostile_requests import (
     UPLOADS,
     HostileRequest,
     audio_with_lying_headers,

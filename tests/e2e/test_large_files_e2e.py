@@ -32,7 +32,7 @@ from infery.domain.webhook_signature import SIGNATURE_HEADER, verify
 
 from local_stack.template import LocalTemplate, load_template
 from tests.e2e.conftest import RunningStack, start_stack, stop_stack
-from tests.speech import KEY_WORDS, LONG_KEY_WORDS, encode, large_wav, synthesize_wav, word_recall
+from tests.support.speech import KEY_WORDS, LONG_KEY_WORDS, encode, large_wav, synthesize_wav, word_recall
 
 pytestmark = pytest.mark.e2e
 

@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from tests.e2e.conftest import RunningStack, start_stack, stop_stack
-from tests.speech import KEY_WORDS, word_recall
+from tests.support.speech import KEY_WORDS, word_recall
 
 pytestmark = pytest.mark.e2e
 

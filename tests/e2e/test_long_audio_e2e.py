@@ -27,7 +27,7 @@ from tests.e2e.test_large_files_e2e import (
     usage,
     wait_for_job,
 )
-from tests.speech import (
+from tests.support.speech import (
     TIMED_SAMPLE_RATE,
     TimedSentence,
     distinct_sentences,

@@ -21,7 +21,7 @@ import pytest
 import requests
 
 from tests.e2e.conftest import RunningStack, start_stack, stop_stack
-from tests.speech import synthesize_wav
+from tests.support.speech import synthesize_wav
 
 pytestmark = pytest.mark.e2e
 

@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from tests.e2e.conftest import RunningStack
-from tests.speech import eight_bit_wav
+from tests.support.speech import eight_bit_wav
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from tests.e2e.conftest import RunningStack
-from tests.speech import ENCODINGS, KEY_WORDS, word_recall
+from tests.support.speech import ENCODINGS, KEY_WORDS, word_recall
 
 pytestmark = pytest.mark.e2e
 

@@ -46,7 +46,7 @@ from local_stack.template import (
     create_topics,
     load_template,
 )
-from tests.integration.support import MODEL_NAME, ROOT, Api, free_port
+from tests.support.api import MODEL_NAME, ROOT, Api, free_port
 
 APP_SOURCE = ROOT / "functions" / "transcribe" / "app.py"
 RECONCILER_SOURCE = ROOT / "functions" / "reconciler" / "app.py"

@@ -10,8 +10,8 @@ import json
 
 import pytest
 
-from tests.integration.support import assert_error
-from tests.speech import one_hertz_wav, silent_wav
+from tests.support.api import assert_error
+from tests.support.speech import one_hertz_wav, silent_wav
 
 SEEDED = 500
 

@@ -17,8 +17,8 @@ import pytest
 from infery.adapters.key_store import key_id_for
 from infery.domain.keys import generate_api_key, hash_api_key
 
-from tests.integration.support import MODEL_NAME, assert_error, assert_ok, assert_refunded
-from tests.unit.builders import inference_result, multipart_body, segment
+from tests.support.api import MODEL_NAME, assert_error, assert_ok, assert_refunded
+from tests.support.builders import inference_result, multipart_body, segment
 
 MODEL_ERROR_500 = {
     "Message": "Received server error (500) from primary",

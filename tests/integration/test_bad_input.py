@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from tests.integration.support import TRANSCRIPTIONS, TRANSLATIONS, assert_error
-from tests.unit.builders import multipart_body
+from tests.support.api import TRANSCRIPTIONS, TRANSLATIONS, assert_error
+from tests.support.builders import multipart_body
 
 WAV_HEADER_ONLY = b"RIFF\x24\x00\x00\x00WAVE"  # sniffs as WAV; refused before it would be decoded
 SEEDED = 50

@@ -8,7 +8,7 @@ import urllib.parse
 
 import pytest
 
-from tests.integration.support import assert_ok
+from tests.support.api import assert_ok
 
 BUCKET_VARIABLE = "AUDIO_BUCKET_NAME"
 

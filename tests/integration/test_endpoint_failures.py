@@ -13,7 +13,7 @@ import struct
 
 import pytest
 
-from tests.integration.support import assert_error, assert_refunded
+from tests.support.api import assert_error, assert_refunded
 
 MODEL_ERROR_500 = {
     "Message": 'Received server error (500) from primary with message "boom".',

@@ -1,9 +1,9 @@
-"""Issue 9, item 7: over a thousand generated hostile requests through the real handler, against moto.
+"""Over a thousand generated hostile requests through the real handler, against moto.
 
-Every request (tests/hostile_requests.py draws them) must get a 4xx in OpenAI's error shape with a message a person
-can read and no internal detail. The model is a stand-in that counts its calls: a request refused before inference
-must never reach it. After each test nothing is charged (the key's balance and the whole ledger are as they were,
-no reservation is open), and nothing is left behind: no job row, no object under the key's uploads/, no queue
+Every request (tests/support/hostile_requests.py draws them) must get a 4xx in OpenAI's error shape with a message
+a person can read and no internal detail. The model is a stand-in that counts its calls: a request refused before
+inference must never reach it. After each test nothing is charged (the key's balance and the whole ledger are as they
+were, no reservation is open), and nothing is left behind: no job row, no object under the key's uploads/, no queue
 message, no idempotency record. The handler's memory is traced per request (tracemalloc's peak over what was
 allocated before the call) and must stay under MEMORY_BOUND_BYTES plus MEMORY_PER_BODY_BYTE per byte of body.
 
@@ -32,7 +32,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from local_stack.template import LocalTemplate, create_buckets, create_queues, create_tables, create_topics
-from tests.hostile_requests import (
+from tests.integration.test_hostile_small_ones import Leftovers
+from tests.support.api import ROOT, TRANSCRIPTIONS, Api, Reply, free_port
+from tests.support.hostile_requests import (
     ALL_POSTS,
     REAL_AUDIO,
     SYNC_POSTS,
@@ -56,10 +58,8 @@ from tests.hostile_requests import (
     with_hostile_headers,
     wrong_boundaries,
 )
-from tests.hostile_requests import Form as HostileForm
-from tests.hostile_requests import encoded as encoded_request
-from tests.integration.support import ROOT, TRANSCRIPTIONS, Api, Reply, free_port
-from tests.integration.test_hostile_small_ones import Leftovers
+from tests.support.hostile_requests import Form as HostileForm
+from tests.support.hostile_requests import encoded as encoded_request
 
 SEEDED = 50
 MINIMUM_GENERATED = 1000

@@ -15,9 +15,9 @@ import pytest
 from boto3.dynamodb.conditions import Attr
 
 from local_stack.template import LocalTemplate, create_buckets, create_queues, create_topics
-from tests.integration.support import TRANSCRIPTIONS, Api, Reply, assert_error
 from tests.integration.test_auth_and_credits import model_answer
-from tests.unit.builders import SDK_BOUNDARY, json_body, multipart_body
+from tests.support.api import TRANSCRIPTIONS, Api, Reply, assert_error
+from tests.support.builders import SDK_BOUNDARY, json_body, multipart_body
 
 UPLOADS = "/v1/uploads"
 TRANSCRIPTION_JOBS = "/v1/audio/transcriptions/jobs"

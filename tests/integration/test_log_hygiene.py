@@ -27,9 +27,8 @@ import pytest
 from infery.domain.keys import generate_api_key
 from infery.observability import logger as infery_logger
 
-from tests.integration import job_stack
-from tests.integration.jobs import support as jobs
-from tests.integration.support import TRANSCRIPTIONS, LambdaContext, Reply, assert_error, assert_ok
+from tests.support import job_stack, jobs
+from tests.support.api import TRANSCRIPTIONS, LambdaContext, Reply, assert_error, assert_ok
 
 # the jobs tests' fixtures (bucket, queues, asynchronous endpoint, worker, webhook receiver), used as they are
 audio_resources = job_stack.audio_resources

@@ -14,7 +14,7 @@ import pytest
 from whisper_server import WhisperTranscriber
 
 from tests.integration.conftest import running_model_server
-from tests.speech import distinct_sentences, synthesize_wav, timed_speech
+from tests.support.speech import distinct_sentences, synthesize_wav, timed_speech
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ import json
 
 import pytest
 
-from tests.integration.support import TRANSCRIPTIONS, TRANSLATIONS, assert_error
-from tests.unit.builders import multipart_body, raw_multipart
+from tests.support.api import TRANSCRIPTIONS, TRANSLATIONS, assert_error
+from tests.support.builders import multipart_body, raw_multipart
 
 SEEDED = 50
 BOUNDARY = "b0undary"

@@ -12,8 +12,8 @@ import collections
 import json
 from typing import Any
 
-from tests.integration.support import assert_error, assert_ok
-from tests.unit.builders import inference_result, segment
+from tests.support.api import assert_error, assert_ok
+from tests.support.builders import inference_result, segment
 
 
 def model_answer(duration: float) -> dict:

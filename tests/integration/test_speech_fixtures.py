@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.speech import ESPEAK_NG_STREAMED_HEADER, streamed_tone_wav, synthesize_wav
+from tests.support.speech import ESPEAK_NG_STREAMED_HEADER, streamed_tone_wav, synthesize_wav
 
 
 def test_espeak_ng_writes_the_header_the_unit_tests_tone_has():

@@ -12,8 +12,8 @@ import pytest
 from infery.domain.audio import AudioFormat
 from infery.domain.duration import probe_duration
 
-from tests.integration.support import assert_error
-from tests.speech import eight_bit_wav, silent_wav, synthesize_wav
+from tests.support.api import assert_error
+from tests.support.speech import eight_bit_wav, silent_wav, synthesize_wav
 
 SEEDED = 500
 
@@ -74,7 +74,7 @@ def test_a_job_takes_audio_longer_than_the_synchronous_ceiling(refusing_endpoint
 def test_the_model_refuses_audio_past_the_ceiling_when_the_header_does_not_say(load_api, model_server_url, accounts):
     """A WebM recorded live declares no duration: the reservation is bounded by the ceiling, the model stops
     decoding there, and the client gets the same refusal, charged nothing."""
-    from tests.speech import encode
+    from tests.support.speech import encode
 
     api_key, item = accounts.new_key(SEEDED)
     speech = synthesize_wav("One two three four five six seven eight nine ten. " * 8)

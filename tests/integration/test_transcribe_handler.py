@@ -9,8 +9,8 @@ import math
 import av
 import pytest
 
-from tests.integration.support import MODEL_NAME, ROOT, TRANSLATIONS, LambdaContext, Reply, assert_error, assert_ok
-from tests.speech import word_recall
+from tests.support.api import MODEL_NAME, ROOT, TRANSLATIONS, LambdaContext, Reply, assert_error, assert_ok
+from tests.support.speech import word_recall
 
 SEEDED = 100
 

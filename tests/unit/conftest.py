@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.speech import streamed_tone_wav, write_all_formats
+from tests.support.speech import streamed_tone_wav, write_all_formats
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ from infery.domain.errors import InvalidRequest, UnsupportedMediaType
 from infery.domain.inference import Task
 from infery.http.request_parsing import parse_transcription_request
 
-from tests.unit.builders import ebml_header, ftyp_box, id3_tag, multipart_body
+from tests.support.builders import ebml_header, ftyp_box, id3_tag, multipart_body
 
 
 @pytest.mark.parametrize("audio_format", list(AudioFormat))

@@ -13,7 +13,7 @@ from infery.domain.inference import InferenceRequest, Task
 from infery.http.request_parsing import event_body, parse_transcription_request, parse_upload_request
 
 from benchmarks.recordings import wav_bytes
-from tests.unit.builders import SDK_BOUNDARY, multipart_body, raw_multipart
+from tests.support.builders import SDK_BOUNDARY, multipart_body, raw_multipart
 
 WAV = b"RIFF\x24\x00\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00\x01\x00\x80\x3e\x00\x00\x00\x7d\x00\x00\x02\x00\x10\x00"
 WAV += b"data\x00\x00\x00\x00"

@@ -10,8 +10,8 @@ import pytest
 from audio_input import SAMPLE_RATE, AudioLimits, AudioRefused, DecodingCancelled, decode
 from whisper_server import DecodeGate
 
-from tests.media_headers import zero_bit_wav
-from tests.speech import mono_wav, silent_wav
+from tests.support.media_headers import zero_bit_wav
+from tests.support.speech import mono_wav, silent_wav
 
 
 def hum_wav(seconds: float, sample_rate: int = 16_000) -> bytes:

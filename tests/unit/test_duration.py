@@ -13,8 +13,8 @@ import pytest
 from infery.domain.audio import AudioFormat
 from infery.domain.duration import probe_duration
 
-from tests.speech import ESPEAK_NG_STREAMED_HEADER
-from tests.unit.builders import ebml_header
+from tests.support.builders import ebml_header
+from tests.support.speech import ESPEAK_NG_STREAMED_HEADER
 
 # A container's duration differs from the PCM's by encoder delay and padding (MP3 frames, AAC priming, Opus pre-skip):
 # a few tens of milliseconds, far below this.

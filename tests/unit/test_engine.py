@@ -29,7 +29,7 @@ from engine import (
     split_window,
 )
 
-from tests.speech import one_hertz_wav, silent_wav
+from tests.support.speech import one_hertz_wav, silent_wav
 
 # --- plan_windows ----------------------------------------------------------------------------------------------
 

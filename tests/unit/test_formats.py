@@ -16,7 +16,7 @@ from infery.domain.formats import (
 from infery.domain.inference import Task, Word
 from infery.http.request_parsing import ResponseFormat
 
-from tests.unit.builders import inference_result, segment
+from tests.support.builders import inference_result, segment
 
 OPENAI_SEGMENT_FIELDS = {
     "id",

@@ -25,7 +25,7 @@ from infery.domain.jobs import JobStatus
 from infery.domain.ledger import LedgerKind
 from infery.usecases.redrive import redrive_stuck_jobs
 
-from tests.unit.fakes import FakeAsyncEndpoint
+from tests.support.fakes import FakeAsyncEndpoint
 from tests.unit.test_job_service import HOLD_SECONDS, KEY, RESULT_12S
 from tests.unit.test_job_service import World as JobWorld
 

@@ -35,9 +35,9 @@ from infery.usecases.job_views import JobPresenter
 from infery.usecases.jobs import JobService, RetryLater
 from infery.usecases.transcribe import TranscriptionService
 
-from tests.speech import one_hertz_wav, silent_wav
-from tests.unit.builders import inference_result, job_settings, segment
-from tests.unit.fakes import FakeAsyncEndpoint, FakeAudio, FakeCredits, FakeJobs, FakeKeys, FakeQueue
+from tests.support.builders import inference_result, job_settings, segment
+from tests.support.fakes import FakeAsyncEndpoint, FakeAudio, FakeCredits, FakeJobs, FakeKeys, FakeQueue
+from tests.support.speech import one_hertz_wav, silent_wav
 
 BUCKET = "audio-bucket"
 KEY = ApiKeyItem(key_hash="h" * 64, key_id="key_0123456789abcdef", name="tests", credits=100, created_at=now_iso())

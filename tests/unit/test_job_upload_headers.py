@@ -9,9 +9,9 @@ from infery.domain.inference import Task
 from infery.domain.transcription import TranscriptionRequest
 from infery.usecases.jobs import UPLOAD_HEAD_BYTES
 
-from tests.media_headers import webm_declaring, zero_bit_wav
-from tests.speech import one_hertz_wav, silent_wav
-from tests.unit.builders import id3_tag
+from tests.support.builders import id3_tag
+from tests.support.media_headers import webm_declaring, zero_bit_wav
+from tests.support.speech import one_hertz_wav, silent_wav
 from tests.unit.test_job_service import KEY, World
 
 UPLOAD_ID = "upl_" + "b" * 32

@@ -13,7 +13,7 @@ from infery.adapters.key_store import KeyStore
 from infery.domain.errors import AuthenticationFailed
 from infery.domain.keys import ApiKeyItem, api_key_from_authorization, check_key_format, generate_api_key, hash_api_key
 
-from tests.unit.fakes import LowLevelDynamoDB
+from tests.support.fakes import LowLevelDynamoDB
 from tests.unit.test_keys import BASE62, _FakeKeysTable, spec_checksum
 
 

@@ -22,7 +22,7 @@ from infery.domain.keys import (
     mask_api_key,
 )
 
-from tests.unit.fakes import LowLevelDynamoDB
+from tests.support.fakes import LowLevelDynamoDB
 
 GOOD_KEY = "inf_" + "a1B2-c3_D4e5F6g7h8I9j0kLmNoPqRsT"  # an operator's own key: inf_ + 32 characters
 assert len(GOOD_KEY) == 36

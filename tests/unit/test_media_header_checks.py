@@ -12,7 +12,7 @@ from infery.domain.audio import AudioFormat, sniff_audio_format
 from infery.domain.duration import check_decodable, probe_duration, probe_sample_rate
 from infery.domain.errors import InvalidRequest
 
-from tests.media_headers import WAV_ALAW, WAV_FLOAT, WAV_MP3, wav_with_header, webm_declaring, zero_bit_wav
+from tests.support.media_headers import WAV_ALAW, WAV_FLOAT, WAV_MP3, wav_with_header, webm_declaring, zero_bit_wav
 
 
 def _pyav_has_a_codec_for(data: bytes) -> bool:

@@ -10,7 +10,7 @@ from botocore.exceptions import ClientError
 from infery.adapters.rate_limits import WINDOW_SECONDS, RateLimiter, RateLimitState
 from infery.domain.errors import RateLimited
 
-from tests.unit.fakes import LowLevelDynamoDB
+from tests.support.fakes import LowLevelDynamoDB
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from infery.domain.errors import InferyError
 from infery.domain.inference import Task
 from infery.http.request_parsing import parse_transcription_request, parse_upload_request
 
-from tests.unit.builders import multipart_body, raw_multipart
+from tests.support.builders import multipart_body, raw_multipart
 
 MAX_AUDIO_BYTES = 4 * 1024 * 1024
 MAX_UPLOAD_BYTES = 25_000_000

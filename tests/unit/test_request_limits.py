@@ -21,7 +21,7 @@ from infery.http.request_parsing import (
     parse_upload_request,
 )
 
-from tests.unit.builders import SDK_BOUNDARY, audio_of, json_body, multipart_body, raw_multipart
+from tests.support.builders import SDK_BOUNDARY, audio_of, json_body, multipart_body, raw_multipart
 
 MAX_AUDIO_BYTES = 4 * 1024 * 1024
 MAX_UPLOAD_BYTES = 25_000_000

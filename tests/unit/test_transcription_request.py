@@ -11,7 +11,7 @@ from infery.domain.errors import InferyError, InvalidRequest, PayloadTooLarge, U
 from infery.domain.inference import Task
 from infery.http.request_parsing import ResponseFormat, TranscriptionRequest, parse_transcription_request
 
-from tests.unit.builders import (
+from tests.support.builders import (
     SDK_BOUNDARY,
     audio_of,
     json_body,

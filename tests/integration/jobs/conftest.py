@@ -1,8 +1,8 @@
 """The jobs tests' fixtures: the template's bucket and queues, the worker, the asynchronous endpoint, webhook receivers
-(tests/integration/job_stack.py, shared with the log-hygiene run). ``storage_endpoints`` is autouse here: every jobs
+(tests/support/job_stack.py, shared with the log-hygiene run). ``storage_endpoints`` is autouse here: every jobs
 test reaches S3, SQS and SNS at moto, and the model server reads its audio from there."""
 
-from tests.integration.job_stack import (  # noqa: F401 - pytest finds the fixtures by their names here
+from tests.support.job_stack import (  # noqa: F401 - pytest finds the fixtures by their names here
     async_inference,
     audio_resources,
     jobs_api,

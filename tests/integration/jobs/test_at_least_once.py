@@ -7,10 +7,10 @@ from typing import Any
 
 from infery.domain.jobs import JobStatus
 
-from tests.integration.job_stack import (
+from tests.support.job_stack import (
     Worker,
 )
-from tests.integration.jobs.support import (
+from tests.support.jobs import (
     SEEDED,
     assert_charged_once,
     assert_no_batch_failures,

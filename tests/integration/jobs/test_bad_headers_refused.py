@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 from infery.domain.jobs import JobStatus
 
-from tests.integration.jobs.support import (
+from tests.support.api import assert_error
+from tests.support.jobs import (
     SEEDED,
     TRANSCRIPTION_JOBS,
     assert_no_batch_failures,
@@ -17,8 +18,7 @@ from tests.integration.jobs.support import (
     post_upload,
     upload_to_s3,
 )
-from tests.integration.support import assert_error
-from tests.media_headers import webm_declaring, zero_bit_wav
+from tests.support.media_headers import webm_declaring, zero_bit_wav
 
 BAD_MEDIA = [
     pytest.param(zero_bit_wav(), "bad.wav", "undecodable_audio", id="wav-0-bits-per-sample"),

@@ -7,10 +7,14 @@ import urllib.error
 import urllib.request
 import uuid
 
-from tests.integration.job_stack import (
+from tests.support.api import (
+    assert_error,
+    assert_ok,
+)
+from tests.support.job_stack import (
     SHORT_SCRIPT,
 )
-from tests.integration.jobs.support import (
+from tests.support.jobs import (
     SEEDED,
     assert_charged_once,
     assert_no_batch_failures,
@@ -19,11 +23,7 @@ from tests.integration.jobs.support import (
     post_upload,
     upload_to_s3,
 )
-from tests.integration.support import (
-    assert_error,
-    assert_ok,
-)
-from tests.speech import encode, synthesize_wav
+from tests.support.speech import encode, synthesize_wav
 
 
 def test_an_upload_swapped_during_the_call_is_not_what_is_transcribed_or_billed(

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from infery.domain.jobs import JobStatus
 
-from tests.integration.jobs.support import (
+from tests.support.jobs import (
     SEEDED,
     assert_charged_once,
     assert_no_batch_failures,

@@ -4,7 +4,7 @@ since June 2020, so a new deployment's uploads would all have been refused."""
 
 from __future__ import annotations
 
-from tests.integration.jobs.support import SEEDED, decoded_policy, post_upload
+from tests.support.jobs import SEEDED, decoded_policy, post_upload
 
 
 def test_an_upload_slot_is_signed_with_signature_version_4(jobs_api, accounts, monkeypatch):

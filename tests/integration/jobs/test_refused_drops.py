@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from infery.domain.jobs import JobStatus
 
-from tests.integration.jobs.support import (
+from tests.support.jobs import (
     CORRUPT_WAV,
     NOT_AUDIO,
     SEEDED,

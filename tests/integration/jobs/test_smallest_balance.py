@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from infery.domain.jobs import JobStatus
 
-from tests.integration.jobs.support import (
+from tests.support.jobs import (
     SEEDED,
     assert_charged_once,
     assert_no_batch_failures,

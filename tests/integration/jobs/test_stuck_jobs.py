@@ -11,7 +11,7 @@ import time
 from infery.adapters.job_store import JobStore
 from infery.domain.jobs import JobStatus
 
-from tests.integration.jobs.support import SEEDED, TRANSCRIPTION_JOBS, assert_no_batch_failures, post_upload
+from tests.support.jobs import SEEDED, TRANSCRIPTION_JOBS, assert_no_batch_failures, post_upload
 
 LEASE_SECONDS = 360
 GRACE_SECONDS = 1200

@@ -5,7 +5,7 @@ from __future__ import annotations
 from infery.domain.jobs import JobStatus
 from infery.settings import get_settings
 
-from tests.integration.jobs.support import (
+from tests.support.jobs import (
     BUSY,
     SEEDED,
     assert_no_batch_failures,

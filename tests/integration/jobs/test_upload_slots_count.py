@@ -14,7 +14,8 @@ import pytest
 from infery.adapters.job_store import JobStore
 from infery.usecases.jobs import upload_expires_at
 
-from tests.integration.jobs.support import (
+from tests.support.api import Clock, assert_error
+from tests.support.jobs import (
     BUSY,
     SEEDED,
     TRANSCRIPTION_JOBS,
@@ -24,9 +25,8 @@ from tests.integration.jobs.support import (
     post_upload,
     upload_to_s3,
 )
-from tests.integration.support import Clock, assert_error
-from tests.media_headers import zero_bit_wav
-from tests.speech import silent_wav
+from tests.support.media_headers import zero_bit_wav
+from tests.support.speech import silent_wav
 
 MINUTES = 60
 ANSWER = {"text": "hello", "language": "en", "duration": 1.0, "segments": []}

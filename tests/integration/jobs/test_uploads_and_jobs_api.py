@@ -10,7 +10,12 @@ import pytest
 from infery.domain.jobs import JobStatus
 from infery.settings import get_settings
 
-from tests.integration.jobs.support import (
+from tests.support.api import (
+    TRANSCRIPTIONS,
+    assert_error,
+    assert_ok,
+)
+from tests.support.jobs import (
     SEEDED,
     TEXT_CONTENT_TYPES,
     TRANSCRIPTION_JOBS,
@@ -23,11 +28,6 @@ from tests.integration.jobs.support import (
     get_job,
     post_upload,
     upload_to_s3,
-)
-from tests.integration.support import (
-    TRANSCRIPTIONS,
-    assert_error,
-    assert_ok,
 )
 
 

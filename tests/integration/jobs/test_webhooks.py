@@ -7,7 +7,11 @@ import json
 from infery.adapters import webhook_sender as webhooks
 from infery.domain import webhook_signature
 
-from tests.integration.jobs.support import (
+from tests.support.api import (
+    assert_ok,
+    free_port,
+)
+from tests.support.jobs import (
     CORRUPT_WAV,
     SEEDED,
     assert_charged_once,
@@ -18,10 +22,6 @@ from tests.integration.jobs.support import (
     get_job,
     post_upload,
     upload_to_s3,
-)
-from tests.integration.support import (
-    assert_ok,
-    free_port,
 )
 
 

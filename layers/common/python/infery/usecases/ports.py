@@ -1,7 +1,7 @@
 """What the use cases (TranscriptionService, JobService) need from the outside world, as typing Protocols.
 
 The DynamoDB, S3 and SageMaker classes satisfy them on AWS and locally; the unit tests give the use cases
-in-memory fakes (tests/unit/fakes.py) that satisfy them too, so refunds, retries and charged-once recovery are
+in-memory fakes (tests/support/fakes.py) that satisfy them too, so refunds, retries and charged-once recovery are
 tested without moto or a model server.
 """
 

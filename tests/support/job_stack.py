@@ -36,12 +36,12 @@ from infery.usecases import jobs as job_service
 from local_stack.async_inference import LocalAsyncInference
 from local_stack.queue_poller import sqs_event
 from local_stack.template import LocalTemplate, async_endpoints, create_buckets, create_queues, create_topics
-from tests.integration.support import (
+from tests.support.api import (
     ROOT,
     Api,
     LambdaContext,
 )
-from tests.speech import synthesize_wav
+from tests.support.speech import synthesize_wav
 
 WORKER_SOURCE = ROOT / "functions" / "worker" / "app.py"
 SHORT_SCRIPT = "The quick brown fox jumps over the lazy dog."

@@ -44,7 +44,9 @@ from audio_input import (
     DecodingCancelled,
     decode,
 )
-from engine import BatchedEngine, Cancelled, DecodeOptions, WindowResult
+from batcher import BatchingConfig
+from decoding import DecodeOptions, DecodingConfig, WindowResult
+from engine import BatchedEngine, Cancelled, EngineConfig
 from faster_whisper import WhisperModel
 from infery.inference import InferenceRequest, InferenceResult, Segment, Task, Word
 from pydantic import ValidationError
@@ -85,6 +87,14 @@ class ServerConfig:
     port: int = 8080
     endpoint_name: str | None = None
 
+    def engine_config(self) -> EngineConfig:
+        return EngineConfig(
+            batching=BatchingConfig(
+                batch_size=self.batch_size, max_wait_ms=self.max_wait_ms, max_gather_ms=self.max_gather_ms
+            ),
+            decoding=DecodingConfig(beam_size=self.beam_size, context_pass=self.context_pass),
+        )
+
 
 class WhisperTranscriber:
     def __init__(self, config: ServerConfig) -> None:
@@ -96,14 +106,7 @@ class WhisperTranscriber:
             cpu_threads=config.cpu_threads,
             local_files_only=True,
         )
-        self.engine = BatchedEngine(
-            self.model,
-            batch_size=config.batch_size,
-            max_wait_ms=config.max_wait_ms,
-            max_gather_ms=config.max_gather_ms,
-            beam_size=config.beam_size,
-            context_pass=config.context_pass,
-        )
+        self.engine = BatchedEngine(self.model, config.engine_config())
         self.limits = AudioLimits(max_seconds=config.max_audio_seconds)
         self.decodes = DecodeGate(config.max_long_decodes, config.long_decode_seconds)
 

@@ -8,7 +8,7 @@ import threading
 import numpy as np
 import pytest
 from audio_input import SAMPLE_RATE, AudioLimits, AudioRefused, DecodingCancelled, decode
-from whisper_server import DecodeGate
+from memory import DecodeGate
 
 from tests.media_headers import zero_bit_wav
 from tests.speech import mono_wav, one_hertz_wav, silent_wav

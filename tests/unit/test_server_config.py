@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from batcher import BatchingConfig
 from decoding import DecodingConfig
-from whisper_server import config_from_args
+from server_config import config_from_args
 
 
 @pytest.mark.parametrize(

@@ -138,9 +138,11 @@ def in_process_configurations(batch_size: int, with_engine: bool = True) -> list
     if with_engine:
         engine_module = _engine_module()
         for context_pass, name in ((False, ""), (True, ", context pass")):
-            engine = engine_module.BatchedEngine(
-                model, batch_size=batch_size, beam_size=SERVER_BEAM_SIZE, context_pass=context_pass
+            config = engine_module.EngineConfig(
+                batching=engine_module.BatchingConfig(batch_size=batch_size),
+                decoding=engine_module.DecodingConfig(beam_size=SERVER_BEAM_SIZE, context_pass=context_pass),
             )
+            engine = engine_module.BatchedEngine(model, config)
             configurations.append(Configuration(f"infery engine in-process{name}", engine_run(engine)))
     return configurations
 

@@ -15,39 +15,28 @@ runs), and what a request's decoding freed is handed back to the system once it 
 
 from __future__ import annotations
 
-import argparse
 import base64
 import binascii
-import ctypes
-import ctypes.util
 import json
 import logging
-import os
 import re
 import select
 import socket
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable
 from functools import lru_cache
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from audio_input import (
-    DEFAULT_MAX_AUDIO_SECONDS,
-    SAMPLE_RATE,
-    AudioLimits,
-    AudioRefused,
-    DecodingCancelled,
-    decode,
-)
-from engine import BatchedEngine, Cancelled, DecodeOptions, WindowResult
+from audio_input import SAMPLE_RATE, AudioLimits, AudioRefused, DecodingCancelled, decode
+from decoding import DecodeOptions, WindowResult
+from engine import BatchedEngine, Cancelled
 from faster_whisper import WhisperModel
 from infery.domain.inference import InferenceRequest, InferenceResult, Segment, Task, Word
+from memory import DecodeGate, keep_large_buffers_out_of_the_heap, release_free_memory
 from pydantic import ValidationError
+from server_config import ServerConfig, config_from_args
 
 logger = logging.getLogger("whisper_server")
 _RUNTIME_PATH = re.compile(r"^/endpoints/([^/]+)/invocations$")
@@ -64,28 +53,6 @@ class InferenceFailure(Exception):
         return json.dumps({"error": self.message, "code": self.code}).encode()
 
 
-@dataclass(frozen=True)
-class ServerConfig:
-    model_dir: str
-    device: str = "auto"
-    compute_type: str = "default"
-    num_workers: int = 2
-    cpu_threads: int = 0
-    beam_size: int = 5
-    batch_size: int = 8
-    max_wait_ms: float = 10.0
-    max_gather_ms: float = 200.0
-    context_pass: bool = False
-    max_audio_seconds: float = DEFAULT_MAX_AUDIO_SECONDS
-    # a request that may decode more than this many seconds of audio is a long decode; at most
-    # max_long_decodes of those run at once (the others wait, still cancellable)
-    long_decode_seconds: float = 600.0
-    max_long_decodes: int = 2
-    host: str = "0.0.0.0"
-    port: int = 8080
-    endpoint_name: str | None = None
-
-
 class WhisperTranscriber:
     def __init__(self, config: ServerConfig) -> None:
         self.model = WhisperModel(
@@ -96,14 +63,7 @@ class WhisperTranscriber:
             cpu_threads=config.cpu_threads,
             local_files_only=True,
         )
-        self.engine = BatchedEngine(
-            self.model,
-            batch_size=config.batch_size,
-            max_wait_ms=config.max_wait_ms,
-            max_gather_ms=config.max_gather_ms,
-            beam_size=config.beam_size,
-            context_pass=config.context_pass,
-        )
+        self.engine = BatchedEngine(self.model, config.engine_config())
         self.limits = AudioLimits(max_seconds=config.max_audio_seconds)
         self.decodes = DecodeGate(config.max_long_decodes, config.long_decode_seconds)
 
@@ -183,59 +143,6 @@ class WhisperTranscriber:
             return request.language
         language, _, _ = self.model.detect_language(audio=audio[: 30 * SAMPLE_RATE])
         return str(language)
-
-
-class DecodeGate:
-    """At most ``slots`` long decodes at once. Decoding hours of audio holds a core for seconds and its samples'
-    memory for the whole request: unbounded, a burst of long files (paid for or not) takes the server's memory."""
-
-    def __init__(self, slots: int, long_seconds: float) -> None:
-        self.long_seconds = long_seconds
-        self._slots = threading.BoundedSemaphore(max(1, slots))
-
-    @contextmanager
-    def admit(self, max_seconds: float, cancelled: Callable[[], bool], poll_seconds: float = 0.25) -> Iterator[None]:
-        if max_seconds <= self.long_seconds:
-            yield
-            return
-        while not self._slots.acquire(timeout=poll_seconds):
-            if cancelled():
-                raise DecodingCancelled("the caller stopped waiting for a decoding slot")
-        try:
-            yield
-        finally:
-            self._slots.release()
-
-
-@lru_cache(maxsize=1)
-def _libc() -> Any:
-    name = ctypes.util.find_library("c")
-    return ctypes.CDLL(name) if name else None
-
-
-# glibc's mallopt parameter, and the size from which an allocation gets pages of its own
-_M_MMAP_THRESHOLD = -3
-MMAP_THRESHOLD_BYTES = 64 * 1024
-
-
-def keep_large_buffers_out_of_the_heap() -> None:
-    """Allocations of 64 KiB and more (decoded blocks, frames, windows' features) get pages of their own, given back
-    to the system when freed. glibc's default raises this threshold to the largest block freed so far (up to 32 MB),
-    after which a long file's buffers land in the heap among small objects and pin its pages: measured with
-    benchmarks.model_memory, resident memory after two bursts of long media 1.45x what it was before, 1.01x with
-    this."""
-    libc = _libc()
-    if libc is not None and hasattr(libc, "mallopt"):
-        libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
-
-
-def release_free_memory() -> None:
-    """Hand the heap's free pages back to the system (glibc's malloc_trim). A decode frees thousands of small
-    frames and a few large arrays; glibc keeps freed heap pages for reuse, so without this a burst of long
-    files leaves the server's resident memory at its peak long after they ended."""
-    libc = _libc()
-    if libc is not None and hasattr(libc, "malloc_trim"):
-        libc.malloc_trim(0)
 
 
 class ProgressReporter:
@@ -408,68 +315,6 @@ class WhisperHTTPServer(ThreadingHTTPServer):
         self.config = config
         self.transcriber = transcriber
         super().__init__((config.host, config.port), InferenceHandler)
-
-
-def config_from_args(argv: list[str] | None = None) -> ServerConfig:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    env = os.environ.get
-    parser.add_argument("--model-dir", default=env("WHISPER_MODEL_DIR", env("SM_MODEL_DIR", "/opt/ml/model")))
-    parser.add_argument("--device", default=env("WHISPER_DEVICE", "auto"))
-    parser.add_argument("--compute-type", default=env("WHISPER_COMPUTE_TYPE", "default"))
-    parser.add_argument("--num-workers", type=int, default=int(env("WHISPER_NUM_WORKERS", "2")))
-    parser.add_argument("--cpu-threads", type=int, default=int(env("WHISPER_CPU_THREADS", "0")))
-    parser.add_argument("--beam-size", type=int, default=int(env("WHISPER_BEAM_SIZE", "5")))
-    parser.add_argument(
-        "--batch-size",
-        type=int,
-        default=int(env("WHISPER_BATCH_SIZE", "8")),
-        help="windows decoded together, across requests",
-    )
-    parser.add_argument(
-        "--max-wait-ms",
-        type=float,
-        default=float(env("WHISPER_MAX_WAIT_MS", "10")),
-        help="how long a batch waits for more windows before it is decoded",
-    )
-    parser.add_argument(
-        "--max-gather-ms",
-        type=float,
-        default=float(env("WHISPER_MAX_GATHER_MS", "200")),
-        help="how long a batch may wait while fewer requests are here than were in flight at once lately",
-    )
-    parser.add_argument(
-        "--context-pass",
-        action=argparse.BooleanOptionalAction,
-        default=env("WHISPER_CONTEXT_PASS", "false").strip().lower() in ("1", "true", "yes", "on"),
-        help="decode each window after a request's first again with the previous window's text as its prompt: "
-        "fewer dropped words on long audio, slower",
-    )
-    parser.add_argument(
-        "--max-audio-seconds",
-        type=float,
-        default=float(env("WHISPER_MAX_AUDIO_SECONDS", str(DEFAULT_MAX_AUDIO_SECONDS))),
-        help="longer audio is refused before it is decoded",
-    )
-    parser.add_argument(
-        "--long-decode-seconds",
-        type=float,
-        default=float(env("WHISPER_LONG_DECODE_SECONDS", "600")),
-        help="a request that may decode more audio than this is a long decode",
-    )
-    parser.add_argument(
-        "--max-long-decodes",
-        type=int,
-        default=int(env("WHISPER_MAX_LONG_DECODES", "2")),
-        help="long decodes run at once; more wait for a slot",
-    )
-    parser.add_argument("--host", default=env("WHISPER_HOST", "0.0.0.0"))
-    parser.add_argument("--port", type=int, default=int(env("SAGEMAKER_BIND_TO_PORT", env("WHISPER_PORT", "8080"))))
-    parser.add_argument(
-        "--endpoint-name",
-        default=env("SAGEMAKER_ENDPOINT_NAME"),
-        help="answer /endpoints/{name}/invocations only for this name, as SageMaker does",
-    )
-    return ServerConfig(**vars(parser.parse_args(argv)))
 
 
 def serve(config: ServerConfig) -> None:

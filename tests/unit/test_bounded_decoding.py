@@ -8,10 +8,10 @@ import threading
 import numpy as np
 import pytest
 from audio_input import SAMPLE_RATE, AudioLimits, AudioRefused, DecodingCancelled, decode
-from whisper_server import DecodeGate
+from memory import DecodeGate
 
 from tests.support.media_headers import zero_bit_wav
-from tests.support.speech import mono_wav, silent_wav
+from tests.support.speech import mono_wav, one_hertz_wav, silent_wav
 
 
 def hum_wav(seconds: float, sample_rate: int = 16_000) -> bytes:
@@ -104,3 +104,29 @@ def test_a_long_decode_waiting_for_a_slot_stops_when_its_caller_is_gone() -> Non
             pytest.fail("admitted past a full gate")
     with gate.admit(61, lambda: False):  # the slot was given back
         pass
+
+
+def test_a_wav_that_says_1_hz_is_refused_before_decoding() -> None:
+    with pytest.raises(AudioRefused) as refused:
+        decode(one_hertz_wav(4000), AudioLimits())
+    assert refused.value.code == "sample_rate_too_low"
+    assert "8000 Hz" in refused.value.message
+
+
+def test_audio_over_the_maximum_duration_is_refused() -> None:
+    with pytest.raises(AudioRefused) as refused:
+        decode(silent_wav(8000, 12), AudioLimits(max_seconds=10))
+    assert refused.value.code == "audio_too_long"
+
+
+def test_audio_at_the_limits_is_decoded_to_16_khz() -> None:
+    samples = decode(silent_wav(8000, 10), AudioLimits(max_seconds=10))
+    assert len(samples) == pytest.approx(10 * SAMPLE_RATE, abs=SAMPLE_RATE * 0.05)
+    assert samples.dtype == np.float32
+
+
+def test_bytes_that_are_not_audio_are_refused_without_pyavs_own_words() -> None:
+    with pytest.raises(AudioRefused) as refused:
+        decode(b"this is not audio at all " * 50, AudioLimits())
+    assert refused.value.code == "undecodable_audio"
+    assert "Errno" not in refused.value.message and "[" not in refused.value.message

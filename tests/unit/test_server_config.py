@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from whisper_server import config_from_args
+from batcher import BatchingConfig
+from decoding import DecodingConfig
+from server_config import config_from_args
 
 
 @pytest.mark.parametrize(
@@ -40,7 +42,18 @@ def test_the_engine_is_built_with_the_configured_context_pass(monkeypatch, conte
     config = config_from_args(["--model-dir", "/models", "--context-pass" if context_pass else "--no-context-pass"])
     transcriber = whisper_server.WhisperTranscriber(config)
     try:
-        assert transcriber.engine.batcher.context_pass is context_pass
+        assert transcriber.engine.decoder.config.context_pass is context_pass
         assert transcriber.engine.batcher.max_wait == config.max_wait_ms / 1000
     finally:
         transcriber.engine.close(timeout=5)
+
+
+def test_the_engine_settings_are_all_handed_to_the_engine(monkeypatch):
+    monkeypatch.setenv("WHISPER_BATCH_SIZE", "4")
+    monkeypatch.setenv("WHISPER_MAX_WAIT_MS", "25")
+    monkeypatch.setenv("WHISPER_MAX_GATHER_MS", "300")
+    monkeypatch.setenv("WHISPER_BEAM_SIZE", "3")
+    monkeypatch.setenv("WHISPER_CONTEXT_PASS", "true")
+    engine = config_from_args(["--model-dir", "/models"]).engine_config()
+    assert engine.batching == BatchingConfig(batch_size=4, max_wait_ms=25.0, max_gather_ms=300.0)
+    assert engine.decoding == DecodingConfig(beam_size=3, context_pass=True)

@@ -1,0 +1,102 @@
+"""Window planning: the 30-second windows that cover a request's audio end to end, cut in the middle of pauses.
+
+Silero VAD (shipped with faster-whisper) only chooses *where* to cut, never what to keep, so quiet speech the VAD
+misjudges is still decoded.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from faster_whisper.vad import get_vad_model
+
+SAMPLE_RATE = 16_000
+WINDOW_SECONDS = 30.0
+# A cut is placed in the last third of a window: windows stay long (fewer of them), and a pause is found.
+SEARCH_FROM_SECONDS = 20.0
+VAD_FRAME = 512  # samples per Silero VAD probability (32 ms)
+SILENCE_PROBABILITY = 0.3
+SPEECH_PROBABILITY = 0.5
+
+
+@dataclass
+class Window:
+    index: int
+    start: int  # sample offsets into the request's audio
+    end: int
+
+    @property
+    def offset(self) -> float:
+        return self.start / SAMPLE_RATE
+
+    @property
+    def duration(self) -> float:
+        return (self.end - self.start) / SAMPLE_RATE
+
+
+def plan_windows(
+    audio: np.ndarray, speech_probabilities: Callable[[np.ndarray], np.ndarray] | None = None
+) -> list[Window]:
+    """Windows of at most 30 s that together cover every sample, each cut in the middle of a pause."""
+    total = len(audio)
+    window_samples = int(WINDOW_SECONDS * SAMPLE_RATE)
+    if total <= window_samples:
+        return [Window(0, 0, total)]
+    probabilities = (speech_probabilities or silero_speech_probabilities)(audio)
+    windows: list[Window] = []
+    start = 0
+    while total - start > window_samples:
+        end = _cut_point(probabilities, start, start + window_samples)
+        windows.append(Window(len(windows), start, end))
+        start = end
+    windows.append(Window(len(windows), start, total))
+    return windows
+
+
+def silero_speech_probabilities(audio: np.ndarray) -> np.ndarray:
+    """One speech probability per 32 ms frame."""
+    padded = np.pad(audio, (0, -len(audio) % VAD_FRAME))
+    return np.asarray(get_vad_model()(padded)).reshape(-1)
+
+
+def _cut_point(probabilities: np.ndarray, start: int, limit: int) -> int:
+    """The middle of the longest pause in [start + 20 s, limit); the quietest frame when none is silent."""
+    first = -(-(start + int(SEARCH_FROM_SECONDS * SAMPLE_RATE)) // VAD_FRAME)
+    last = limit // VAD_FRAME  # a frame must end before the limit
+    region = probabilities[first:last]
+    if len(region) == 0:
+        return limit
+    # smoothed over ~100 ms, so a single quiet frame inside a word is not taken for a pause
+    smoothed = np.convolve(region, np.ones(3) / 3, mode="same")
+    silent = smoothed < SILENCE_PROBABILITY
+    best_start, best_length, run_start = -1, 0, None
+    for position, is_silent in enumerate(itertools.chain(silent, [False])):
+        if is_silent and run_start is None:
+            run_start = position
+        elif not is_silent and run_start is not None:
+            if position - run_start >= best_length:  # ties go to the later pause: longer windows
+                best_start, best_length = run_start, position - run_start
+            run_start = None
+    # no pause at all: the quietest frame, the latest of equals
+    frame = best_start + best_length // 2 if best_length else len(smoothed) - 1 - int(np.argmin(smoothed[::-1]))
+    return min(limit, (first + frame) * VAD_FRAME)
+
+
+class LazySpeech:
+    """Speech probabilities of one request's audio, computed once and only when something needs them."""
+
+    def __init__(self, audio: np.ndarray) -> None:
+        self._audio = audio
+        self._probabilities: np.ndarray | None = None
+
+    def probabilities(self, audio: np.ndarray) -> np.ndarray:
+        if self._probabilities is None:
+            self._probabilities = silero_speech_probabilities(self._audio)
+        return self._probabilities
+
+    def has_speech(self, start: int, end: int, min_seconds: float) -> bool:
+        frames = self.probabilities(self._audio)[start // VAD_FRAME : -(-end // VAD_FRAME)]
+        return float(np.sum(frames >= SPEECH_PROBABILITY)) * VAD_FRAME / SAMPLE_RATE >= min_seconds

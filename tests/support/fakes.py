@@ -18,7 +18,7 @@ from infery.domain.async_inference import AsyncNotification, AsyncSubmission
 from infery.domain.clock import iso_at, now_iso
 from infery.domain.errors import InvalidRequest, NotFound
 from infery.domain.inference import InferenceRequest, InferenceResult
-from infery.domain.jobs import Job, JobError, JobStatus, WebhookAttempt
+from infery.domain.jobs import Job, JobError, JobStatus, WebhookAttempt, may_be_claimed
 from infery.domain.keys import ApiKeyItem
 from infery.domain.ledger import (
     LedgerEntry,
@@ -81,16 +81,13 @@ class FakeCredits:
                 return self.open[request_id]
             raise ReservationClosed(f"Request {request_id} was already reserved and closed.")
         change = take_for_reservation(self.balances[key.key_hash], credits)
-        epoch = next(_clock)
-        reservation = Reservation(
+        reservation = Reservation.open(
+            key,
+            credits,
             request_id=request_id,
-            key_hash=key.key_hash,
-            key_id=key.key_id,
             model=model,
-            credits=credits,
-            created_at=now_iso(),
-            created_epoch=epoch,
-            hold_until_epoch=epoch + hold_seconds if hold_seconds else None,
+            epoch=next(_clock),
+            hold_seconds=hold_seconds,
             covered_seconds=covered_seconds,
         )
         self._entry(key.key_hash, key.key_id, LedgerKind.RESERVE, request_id, change, model=model)
@@ -185,10 +182,7 @@ class FakeJobs:
     def claim(self, job_id: str, lease_seconds: int, open_until: int) -> Job | None:
         job = self.jobs.get(job_id)
         now = self.now()
-        if job is None or not (
-            job.status in (JobStatus.QUEUED, JobStatus.AWAITING_UPLOAD)
-            or (job.status is JobStatus.RUNNING and job.lease_until < now)
-        ):
+        if job is None or not may_be_claimed(job, now):
             return None
         return self._update(
             job_id,

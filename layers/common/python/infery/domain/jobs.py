@@ -129,19 +129,10 @@ def new_job(
     )
 
 
-# A worker may claim a job in these states (or a running one whose lease ran out) ...
+# A worker may claim a job in these states, or a running one whose lease ran out (its worker crashed).
 CLAIMABLE_STATUSES = frozenset({JobStatus.QUEUED, JobStatus.AWAITING_UPLOAD})
-# ... and a job in these is finished for good: nothing moves it again.
-FINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED})
-NEXT_STATUSES: dict[JobStatus, frozenset[JobStatus]] = {
-    JobStatus.AWAITING_UPLOAD: frozenset({JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.FAILED}),
-    JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.FAILED}),
-    JobStatus.RUNNING: frozenset({JobStatus.QUEUED, JobStatus.RUNNING, *FINAL_STATUSES}),
-    JobStatus.SUCCEEDED: frozenset(),
-    JobStatus.FAILED: frozenset(),
-}
 
 
-def may_move(current: JobStatus, to: JobStatus) -> bool:
-    """Whether a job in ``current`` may move to ``to`` (running -> running is a new claim after a lost lease)."""
-    return to in NEXT_STATUSES[current]
+def may_be_claimed(job: Job, now: int) -> bool:
+    """Whether a worker may take ``job`` at ``now`` (epoch seconds); the job store's claim is conditional on this."""
+    return job.status in CLAIMABLE_STATUSES or (job.status is JobStatus.RUNNING and job.lease_until < now)

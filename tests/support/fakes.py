@@ -331,6 +331,20 @@ class FakeAudio:
 
 
 @dataclass
+class FakeRealtimeEndpoint:
+    """The real-time endpoint: answers ``answer`` (a result, or an error it raises) and records every request."""
+
+    answer: InferenceResult | Exception
+    requests: list[InferenceRequest] = field(default_factory=list)
+
+    def infer(self, request: InferenceRequest) -> InferenceResult:
+        self.requests.append(request)
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+@dataclass
 class FakeAsyncEndpoint:
     """Records submissions; the test decides each one's outcome and builds the notification SageMaker would send."""
 

@@ -130,21 +130,17 @@ def _audio(key: ApiKeyItem, request: TranscriptionRequest) -> LoadedAudio:
 def _run_transcription(key: ApiKeyItem, request: TranscriptionRequest, idempotency_key: str | None) -> dict:
     _check_client_still_waiting()  # it may have queued for a worker so long that the gateway answered already
     audio = _audio(key, request)
-    store = wiring.audio_store
     if idempotency_key is None:
         outcome = wiring.transcription.transcribe(
-            key, request, audio, request_id=_request_id(), before_settle=_check_client_still_waiting
+            key, request, audio, request_id=_request_id(), check_client_waiting=_check_client_still_waiting
         )
     else:
-        charge_id = idempotency_id(key.key_id, idempotency_key)
         outcome = wiring.transcription.transcribe_once(
             key,
             request,
             audio,
-            idempotency_id=charge_id,
-            store_result=lambda result: store.put_result(key.key_id, charge_id, result),
-            load_result=lambda: store.find_result(store.result_key(key.key_id, charge_id)),
-            before_settle=_check_client_still_waiting,
+            idempotency_id=idempotency_id(key.key_id, idempotency_key),
+            check_client_waiting=_check_client_still_waiting,
         )
     if request.upload_id is not None:  # charged: the upload no longer counts as the key's open work
         wiring.job_service.upload_used(key.key_id, request.upload_id)

@@ -317,8 +317,25 @@ class FakeAudio:
         self.results[self.result_key(key_id, job_id)] = result
         return self.result_key(key_id, job_id)
 
+    def find_result(self, result_key: str) -> InferenceResult | None:
+        return self.results.get(result_key)
+
     def load_result(self, result_key: str) -> InferenceResult:
         return self.results[result_key]
+
+
+@dataclass
+class FakeRealtimeEndpoint:
+    """The real-time endpoint: answers ``answer`` (a result, or an error it raises) and records every request."""
+
+    answer: InferenceResult | Exception
+    requests: list[InferenceRequest] = field(default_factory=list)
+
+    def infer(self, request: InferenceRequest) -> InferenceResult:
+        self.requests.append(request)
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
 
 
 @dataclass
@@ -353,6 +370,20 @@ class FakeAsyncEndpoint:
                 "eventSource": "aws:sagemaker",
             }
         )
+
+
+@dataclass
+class FakeWebhookSender:
+    """Records each notification as (url, body, secret) and answers ``delivered``; one attempt is recorded per
+    notification, as the real sender records each of its attempts."""
+
+    sent: list[tuple[str, bytes, str]] = field(default_factory=list)
+    delivered: bool = True
+
+    def send(self, url: str, body: bytes, secret: str, *, record: Callable[[WebhookAttempt], None]) -> bool:
+        self.sent.append((url, body, secret))
+        record(WebhookAttempt(at=now_iso(), status_code=200 if self.delivered else 500))
+        return self.delivered
 
 
 class LowLevelDynamoDB:

@@ -13,7 +13,7 @@ the real Whisper server, which reads the audio from moto's S3 by reference.
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 import importlib.util
 import json
 import threading
@@ -31,7 +31,7 @@ from boto3.dynamodb.conditions import Attr
 from infery.adapters import webhook_sender as webhooks
 from infery.domain.jobs import Job
 from infery.settings import get_settings
-from infery.usecases import jobs as job_service
+from infery.wiring import Wiring
 
 from local_stack.async_inference import LocalAsyncInference
 from local_stack.queue_poller import sqs_event
@@ -358,11 +358,16 @@ def webhook_receiver() -> Iterator[Callable[..., Receiver]]:
 def webhook_sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """The backoff waits the worker asks for between webhook attempts, recorded instead of slept.
 
-    ``deliver``'s ``sleep`` default is bound when webhooks.py is imported, so patching time.sleep would not reach
-    it; the job service calls ``deliver`` through job_service's module global, which every loaded worker shares.
+    Every worker of the test, loaded before or after this fixture, builds its job use case from the one Wiring
+    class: its webhook sender is the wiring's own, with a sleep that records.
     """
     sleeps: list[float] = []
-    monkeypatch.setattr(job_service, "deliver", functools.partial(webhooks.deliver, sleep=sleeps.append))
+    build = vars(Wiring)["webhook_sender"].func  # the cached_property's own builder
+
+    def recording_sender(wiring: Wiring) -> webhooks.HttpWebhookSender:
+        return dataclasses.replace(build(wiring), sleep=sleeps.append)
+
+    monkeypatch.setattr(Wiring, "webhook_sender", property(recording_sender))
     return sleeps
 
 

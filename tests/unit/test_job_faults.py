@@ -26,8 +26,8 @@ from infery.domain.ledger import LedgerKind
 from infery.usecases.redrive import redrive_stuck_jobs
 
 from tests.support.fakes import FakeAsyncEndpoint
-from tests.unit.test_job_service import HOLD_SECONDS, KEY, RESULT_12S
-from tests.unit.test_job_service import World as JobWorld
+from tests.support.job_world import HOLD_SECONDS, KEY, RESULT_12S
+from tests.support.job_world import World as JobWorld
 
 GRACE_SECONDS = 1200
 JOBS_QUEUE_RECEIVES = 3  # template.yaml: JobsQueue's maxReceiveCount

@@ -19,94 +19,20 @@ from infery.domain.errors import (
 )
 from infery.domain.ids import job_id_for_object, job_id_for_upload
 from infery.domain.inference import Task
-from infery.domain.jobs import Job, JobError, JobStatus, new_job
+from infery.domain.jobs import Job, JobError, JobStatus
 from infery.domain.keys import ApiKeyItem
 from infery.domain.ledger import LedgerKind
 from infery.domain.stored_audio import StoredObject
 from infery.domain.transcription import (
     JobOptions,
     LoadedAudio,
-    TranscriptionOptions,
     TranscriptionRequest,
     UploadRequest,
 )
-from infery.usecases import jobs as job_service
-from infery.usecases.job_views import JobPresenter
-from infery.usecases.jobs import JobService, RetryLater
-from infery.usecases.transcribe import TranscriptionService
+from infery.usecases.jobs import RetryLater
 
-from tests.support.builders import inference_result, job_settings, segment
-from tests.support.fakes import FakeAsyncEndpoint, FakeAudio, FakeCredits, FakeJobs, FakeKeys, FakeQueue
-from tests.support.speech import one_hertz_wav, silent_wav
-
-BUCKET = "audio-bucket"
-KEY = ApiKeyItem(key_hash="h" * 64, key_id="key_0123456789abcdef", name="tests", credits=100, created_at=now_iso())
-HOLD_SECONDS = 9000
-
-
-def wav(seconds: float) -> bytes:
-    return silent_wav(16_000, seconds)
-
-
-class World:
-    """One queued job of 12 s on a key, and the job use case over fakes. ``endpoint``: another fake endpoint;
-    ``open_until``: the job counts as open work (the reconciler's ``unfinished`` finds it)."""
-
-    def __init__(
-        self,
-        balance: int = 100,
-        audio: bytes | None = None,
-        endpoint: FakeAsyncEndpoint | None = None,
-        open_until: int | None = None,
-    ) -> None:
-        settings = job_settings(BUCKET)
-        self.credits = FakeCredits(balances={KEY.key_hash: balance})
-        self.keys = FakeKeys()
-        self.keys.add(KEY.model_copy(update={"credits": balance}))
-        self.jobs = FakeJobs()
-        self.audio = FakeAudio(bucket=BUCKET)
-        self.queue = FakeQueue()
-        self.endpoint = endpoint or FakeAsyncEndpoint()
-        self.service = TranscriptionService(settings, self.credits, endpoint=None)  # type: ignore[arg-type]
-        self.runner = JobService(
-            self.service,
-            self.jobs,
-            self.audio,
-            self.keys,
-            self.queue,
-            self.endpoint,
-            presenter=JobPresenter(self.audio),
-            lease_seconds=360,
-            hold_seconds=HOLD_SECONDS,
-            max_attempts=3,
-        )
-        object_key = f"uploads/{KEY.key_id}/upl_0123456789abcdef0123456789abcdef"
-        self.audio.objects[object_key] = wav(12.0) if audio is None else audio
-        self.job = new_job(
-            job_id="job_0123456789abcdef0123456789abcdef",
-            key_id=KEY.key_id,
-            key_hash=KEY.key_hash,
-            options=TranscriptionOptions(task=Task.TRANSCRIBE, model="whisper-large-v3"),
-            status=JobStatus.QUEUED,
-            source_uri=f"s3://{BUCKET}/{object_key}",
-            open_until=open_until,
-        )
-        self.jobs.create(self.job)
-
-    @property
-    def job_now(self) -> Job:
-        job = self.jobs.get(self.job.job_id)
-        assert job is not None
-        return job
-
-    def balance(self) -> int:
-        return self.credits.balance(KEY.key_hash)
-
-    def kinds(self) -> list[tuple[str, str]]:
-        return [(entry.request_id, entry.kind.value) for entry in self.credits.entries]
-
-
-RESULT_12S = inference_result("Hello there.", [segment(0, 0.0, 12.0, " Hello there.")], duration=12.0)
+from tests.support.job_world import BUCKET, HOLD_SECONDS, KEY, RESULT_12S, World, wav
+from tests.support.speech import one_hertz_wav
 
 
 def test_a_job_is_reserved_submitted_then_settled_to_its_real_duration_once():
@@ -271,11 +197,9 @@ def test_a_job_claimed_by_another_worker_is_left_alone():
 OTHER = ApiKeyItem(key_hash="o" * 64, key_id="key_fedcba9876543210", name="other", credits=100, created_at=now_iso())
 
 
-def test_an_upload_with_a_job_waits_for_its_file_and_its_arrival_runs_it_to_a_signed_webhook(monkeypatch):
+def test_an_upload_with_a_job_waits_for_its_file_and_its_arrival_runs_it_to_a_signed_webhook():
     # Given a key that asks for an upload whose job reports to a webhook
     world = World()
-    sent: list[tuple[str, bytes, str]] = []
-    monkeypatch.setattr(job_service, "deliver", lambda url, body, secret, **_: sent.append((url, body, secret)) or True)
     upload = UploadRequest(
         job=JobOptions(task=Task.TRANSCRIBE, model="whisper-1", webhook_url="https://hooks.example/infery"),
         filename="talk.wav",
@@ -299,7 +223,7 @@ def test_an_upload_with_a_job_waits_for_its_file_and_its_arrival_runs_it_to_a_si
     finished = world.runner.complete(world.endpoint.notification(job_id))
     # Then it is charged once and its webhook is told, signed with the job's secret
     assert finished is not None and finished.status is JobStatus.SUCCEEDED and world.credits.charged(KEY.key_id) == 3
-    [(url, body, secret)] = sent
+    [(url, body, secret)] = world.webhooks.sent
     assert url == "https://hooks.example/infery" and secret == created.job.webhook_secret
     assert json.loads(body)["status"] == "succeeded" and json.loads(body)["id"] == job_id
 
@@ -410,3 +334,26 @@ def test_a_key_holds_at_most_its_cap_of_open_uploads_and_jobs():
         KEY, TranscriptionRequest(task=Task.TRANSCRIBE, model="whisper-1", audio=LoadedAudio.inline(wav(2.0)))
     )
     world.runner.admit(KEY, "whisper-1")
+
+
+def test_a_finished_jobs_webhook_is_rendered_from_its_result_in_hand_and_a_get_reads_it_from_storage(monkeypatch):
+    world = World()
+    request = TranscriptionRequest(
+        task=Task.TRANSCRIBE,
+        model="whisper-1",
+        audio=LoadedAudio.inline(wav(12.0)),
+        webhook_url="https://hooks.example/infery",
+    )
+    job = world.runner.create_job(KEY, request)
+    world.runner.run(job.job_id, final_attempt=False)
+    world.endpoint.outcomes[job.job_id] = RESULT_12S
+    reads: list[str] = []
+    stored = world.audio.load_result
+    monkeypatch.setattr(world.audio, "load_result", lambda result_key: reads.append(result_key) or stored(result_key))
+    finished = world.runner.complete(world.endpoint.notification(job.job_id))
+    assert finished is not None and finished.result_key
+    [(_, body, _)] = world.webhooks.sent
+    assert json.loads(body)["result"] == {"text": "Hello there.", "credits_used": 3}
+    assert reads == []  # the worker that just stored the result renders it, without reading it back
+    assert world.runner.presenter.view(finished)["result"] == json.loads(body)["result"]
+    assert reads == [finished.result_key]  # a GET of the finished job reads it from storage

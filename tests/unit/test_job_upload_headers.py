@@ -7,12 +7,12 @@ import pytest
 from infery.domain.errors import InvalidRequest
 from infery.domain.inference import Task
 from infery.domain.transcription import TranscriptionRequest
-from infery.usecases.jobs import UPLOAD_HEAD_BYTES
+from infery.usecases.uploads import UPLOAD_HEAD_BYTES
 
 from tests.support.builders import id3_tag
+from tests.support.job_world import KEY, World
 from tests.support.media_headers import webm_declaring, zero_bit_wav
 from tests.support.speech import one_hertz_wav, silent_wav
-from tests.unit.test_job_service import KEY, World
 
 UPLOAD_ID = "upl_" + "b" * 32
 

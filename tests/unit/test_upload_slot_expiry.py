@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from infery.usecases.jobs import UPLOAD_EXPIRATION_DAYS, upload_expires_at
+from infery.usecases.uploads import UPLOAD_EXPIRATION_DAYS, upload_expires_at
 
 from local_stack.template import load_template
 

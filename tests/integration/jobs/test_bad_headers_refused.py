@@ -95,7 +95,7 @@ def test_the_models_refusal_of_a_jobs_audio_ends_the_job_at_once_refunded(
     monkeypatch, model_proxy, load_worker, store, jobs_queue, accounts
 ):
     """Were the API's header check to miss such a file, the model's 400 is final: one run, no retry, all refunded."""
-    monkeypatch.setattr("infery.usecases.transcribe.check_decodable", lambda audio, audio_format: None)
+    monkeypatch.setattr("infery.usecases.charging.check_decodable", lambda audio, audio_format: None)
     runs: list[bytes] = []
     worker = load_worker(model_proxy(runs.append))
     api_key, item = accounts.new_key(SEEDED)

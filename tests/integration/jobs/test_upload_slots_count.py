@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from infery.adapters.job_store import JobStore
-from infery.usecases.jobs import upload_expires_at
+from infery.usecases.uploads import upload_expires_at
 
 from tests.support.api import Clock, assert_error
 from tests.support.jobs import (

@@ -31,10 +31,12 @@ if TYPE_CHECKING:
     from infery.adapters.key_store import KeyStore
     from infery.adapters.rate_limits import RateLimiter
     from infery.adapters.realtime_endpoint import WhisperEndpoint
+    from infery.adapters.webhook_sender import HttpWebhookSender
     from infery.settings import AccountTables, Settings
+    from infery.usecases.charging import ModelCatalog, TranscriptionTerms
     from infery.usecases.job_views import JobPresenter
     from infery.usecases.jobs import JobService
-    from infery.usecases.transcribe import ModelCatalog, TranscriptionService
+    from infery.usecases.transcribe import TranscriptionService
 
 # Submitting a job is quick; a retry of the submit must not queue the audio twice (the inference id guards it).
 _JOB_SUBMIT_READ_TIMEOUT_SECONDS = 30
@@ -175,20 +177,44 @@ class Wiring(AccountsWiring):
             request_ttl_seconds=self.settings.async_request_ttl_seconds,
         )
 
+    @cached_property
+    def webhook_sender(self) -> HttpWebhookSender:
+        from infery.adapters.webhook_sender import HttpWebhookSender
+
+        return HttpWebhookSender(allow_private_addresses=self.settings.webhook_allow_private_addresses)
+
     # --- use cases ---------------------------------------------------------------------------------------------
 
     @cached_property
     def catalog(self) -> ModelCatalog:
         """The models this deployment serves (GET /v1/models reads it without building the rest)."""
-        from infery.usecases.transcribe import ModelCatalog
+        from infery.usecases.charging import ModelCatalog
 
-        return ModelCatalog.from_settings(self.settings)
+        return ModelCatalog(self.settings.default_model, self.settings.model_aliases)
+
+    @cached_property
+    def terms(self) -> TranscriptionTerms:
+        """The models, prices and audio limits both use cases apply, as plain values."""
+        from infery.domain.pricing import Pricing
+        from infery.usecases.charging import TranscriptionTerms
+
+        return TranscriptionTerms(
+            catalog=self.catalog,
+            pricing=Pricing(
+                seconds_per_credit=self.settings.seconds_per_credit,
+                min_credits_per_request=self.settings.min_credits_per_request,
+                model_prices=self.settings.model_prices,
+            ),
+            max_audio_seconds=self.settings.max_audio_seconds,
+            max_sync_audio_seconds=self.settings.max_sync_audio_seconds,
+            min_audio_sample_rate=self.settings.min_audio_sample_rate,
+        )
 
     @cached_property
     def transcription(self) -> TranscriptionService:
         from infery.usecases.transcribe import TranscriptionService
 
-        return TranscriptionService(self.settings, self.credits, self.realtime_endpoint)
+        return TranscriptionService(self.terms, self.credits, self.realtime_endpoint, self.audio_store)
 
     @cached_property
     def job_presenter(self) -> JobPresenter:
@@ -202,17 +228,18 @@ class Wiring(AccountsWiring):
         from infery.usecases.jobs import JobService
 
         return JobService(
-            self.transcription,
+            self.terms,
+            self.credits,
             self.job_store,
             self.audio_store,
             self.keys,
             self.job_queue,
             self.async_endpoint,
             self.job_presenter,
+            self.webhook_sender,
             lease_seconds=self.settings.worker_lease_seconds,
             hold_seconds=self.settings.async_job_hold_seconds,
             max_attempts=self.settings.worker_max_receives,
-            allow_private_webhooks=self.settings.webhook_allow_private_addresses,
             max_open_work=self.settings.max_open_jobs_per_key,
             upload_expiry_seconds=self.settings.upload_expiry_seconds,
         )

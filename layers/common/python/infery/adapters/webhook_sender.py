@@ -171,3 +171,17 @@ def deliver(
     except _Refused as refusal:
         record(WebhookAttempt(at=now_iso(), error=str(refusal)))
     return False
+
+
+@dataclass(frozen=True)
+class HttpWebhookSender:
+    """The job use case's webhook sender (its ``WebhookSender`` port): ``deliver`` under this deployment's rule for
+    private addresses."""
+
+    allow_private_addresses: bool = False
+    sleep: Callable[[float], None] = time.sleep
+
+    def send(self, url: str, body: bytes, secret: str, *, record: Callable[[WebhookAttempt], None]) -> bool:
+        return deliver(
+            url, body, secret, record=record, sleep=self.sleep, allow_private_addresses=self.allow_private_addresses
+        )

@@ -14,7 +14,8 @@
 
 A job runs in two steps (2 and 3) because the model may take longer than any one function invocation. Each step is
 idempotent: a repeated message or notification changes nothing that was already done, and a job is charged once.
-The API reads jobs through ``own_job`` and ``list_jobs`` and shows them through the presenter (job_views.py).
+The API reads jobs through ``own_job`` and ``list_jobs`` and shows them through the presenter (job_views.py). Credits
+are reserved, settled and refunded as for a synchronous request (charging.py); what an upload is: uploads.py.
 """
 
 from __future__ import annotations
@@ -23,10 +24,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any
 
-from infery.adapters.webhook_sender import deliver
 from infery.domain.async_inference import AsyncNotification
 from infery.domain.errors import (
     AuthenticationFailed,
@@ -58,51 +56,32 @@ from infery.domain.transcription import (
     UploadRequest,
 )
 from infery.observability import logger
+from infery.usecases import charging
+from infery.usecases.charging import TranscriptionTerms, refund_reason
 from infery.usecases.job_views import JobPresenter
-from infery.usecases.ports import AsyncEndpoint, AudioObjects, JobQueue, Jobs, Keys
-from infery.usecases.transcribe import TranscriptionService, refund_reason
-
-# what job creation reads of an upload to check its header (a WebM's tracks, an MP4's moov written first)
-UPLOAD_HEAD_BYTES = 1 << 20
-# template.yaml's lifecycle rule for uploads/: a file expires this many days after it arrived, used or not
-UPLOAD_EXPIRATION_DAYS = 2
-
-
-def upload_expires_at(arrived_at: float) -> int:
-    """When S3 expires a file that arrived at ``arrived_at``: its expiration days later, rounded up to the next
-    midnight UTC (S3's rule for lifecycle expirations)."""
-    expires = datetime.fromtimestamp(arrived_at, UTC) + timedelta(days=UPLOAD_EXPIRATION_DAYS)
-    midnight = expires.replace(hour=0, minute=0, second=0, microsecond=0)
-    return int((midnight + timedelta(days=1) if midnight < expires else midnight).timestamp())
+from infery.usecases.ports import AsyncEndpoint, AudioObjects, Credits, JobQueue, Jobs, Keys, WebhookSender
+from infery.usecases.uploads import UPLOAD_HEAD_BYTES, NewUpload, check_upload_head, upload_expires_at
 
 
 class RetryLater(Exception):
     """A failure of ours that may pass (endpoint busy, S3 hiccup): the message goes back to the queue."""
 
 
-@dataclass(frozen=True)
-class NewUpload:
-    """An upload slot: where the client uploads its file, and the job that starts when it arrives (if any)."""
-
-    upload_id: str
-    presigned_post: dict[str, Any]
-    job: Job | None
-
-
 @dataclass
 class JobService:
-    transcription: TranscriptionService
+    terms: TranscriptionTerms
+    credits: Credits
     jobs: Jobs
     store: AudioObjects
     keys: Keys
     queue: JobQueue
     endpoint: AsyncEndpoint
     presenter: JobPresenter
+    webhooks: WebhookSender
     lease_seconds: int
     # how long a submitted attempt holds its lease and its reservation (queue wait + run + grace)
     hold_seconds: int
     max_attempts: int = 3
-    allow_private_webhooks: bool = False
     # how many jobs and upload slots a key may have open at once (a cap on the work and storage one key can hold)
     max_open_work: int = 100
     upload_expiry_seconds: int = 900
@@ -123,8 +102,8 @@ class JobService:
     def admit(self, key: ApiKeyItem, requested_model: str, audio: LoadedAudio | None = None) -> None:
         """Refuse, before anything is stored, what could only fail later in the worker: an unknown model, a balance
         under the smallest charge a request can have (402), audio whose header says 1 Hz or ten hours."""
-        model = self.transcription.catalog.resolve(requested_model)
-        minimum = max(1, self.transcription.pricing.credits_for(0, model))
+        model = self.terms.catalog.resolve(requested_model)
+        minimum = max(1, self.terms.pricing.credits_for(0, model))
         if key.credits < minimum:
             raise InsufficientCredits(
                 f"This key's balance is {key.credits} credits; an upload or a job needs at least {minimum}. Top up "
@@ -132,7 +111,7 @@ class JobService:
                 headers={"x-infery-credits-balance": str(key.credits)},
             )
         if audio is not None:
-            self.transcription.check_audio_limits(audio)
+            self.terms.check_audio_limits(audio)
         open_work = self.jobs.count_open(key.key_id, at_most=self.max_open_work)
         if open_work >= self.max_open_work:
             raise TooMuchOpenWork(
@@ -172,7 +151,7 @@ class JobService:
         else:
             assert request.upload_id is not None  # a request has its audio or names an upload
             source_uri, head = self.store.check_upload(key.key_id, request.upload_id, UPLOAD_HEAD_BYTES)
-            self._check_header(head)
+            check_upload_head(self.terms, head)
         job = new_job(
             job_id=new_job_id(),
             key_id=key.key_id,
@@ -188,16 +167,6 @@ class JobService:
         self.jobs.create(job)
         self.queue.send(job.job_id)
         return job
-
-    def _check_header(self, head: bytes) -> None:
-        """Refuse an upload whose header says what the worker would refuse (1 Hz, 0 bits per sample, ten hours), as
-        ``admit`` refuses a file sent with the request. Only the head of the file is read: what needs the whole
-        file (a header it cannot find there, the length a WAV's bytes hold) is left to the worker."""
-        try:
-            audio = LoadedAudio.inline(head)
-        except InferyError:
-            return  # not recognised from its head alone (an ID3 tag larger than it): the worker reads it whole
-        self.transcription.check_audio_limits(audio)
 
     def job_for_object(self, stored: StoredObject) -> str | None:
         """The job an arriving object belongs to (created for inbox drops), or None when none should run."""
@@ -218,7 +187,7 @@ class JobService:
             return None
         job_id = job_id_for_object(stored.bucket, stored.key, stored.etag)
         options = TranscriptionOptions(
-            task=Task.TRANSCRIBE, model=self.transcription.catalog.default_model, response_format=ResponseFormat.JSON
+            task=Task.TRANSCRIBE, model=self.terms.catalog.default_model, response_format=ResponseFormat.JSON
         )
         self.jobs.create(
             new_job(
@@ -293,14 +262,20 @@ class JobService:
                 audio_seconds=result.duration,
                 credits_used=earlier_settle.billed_credits or 0,
             )
-            self._succeeded(finished)
+            self._succeeded(finished, result)
             return finished
         audio = LoadedAudio.stored(*self.store.load(stored))
         # the attempt's id: its credits are reserved under it, and its notification names it; the settle check
         # keeps the job charged once across attempts
         inference_id = attempt_id(job.job_id, job.attempts)
-        reservation = self.transcription.reserve(
-            key, job.options.model, audio, request_id=inference_id, hold_seconds=self.hold_seconds
+        reservation = charging.reserve(
+            self.credits,
+            self.terms,
+            key,
+            job.options.model,
+            audio,
+            request_id=inference_id,
+            hold_seconds=self.hold_seconds,
         )
         try:
             # recorded before it is submitted: the attempt's notification may come back before a slow write would
@@ -309,7 +284,7 @@ class JobService:
                 job.job_id, inference_id=inference_id, lease_until=int(self.clock()) + self.hold_seconds
             )
             self.endpoint.submit(
-                self.transcription.inference_request(
+                charging.inference_request(
                     job.options,
                     audio,
                     reservation,
@@ -320,7 +295,7 @@ class JobService:
             )
             return submitted
         except BaseException as failure:
-            self.transcription.refund(reservation, failure)
+            charging.refund(self.credits, reservation, failure)
             raise
 
     # --- 3. completed ------------------------------------------------------------------------------------------
@@ -348,18 +323,18 @@ class JobService:
             outcome = self._failed(job, error, retry=job.attempts < self.max_attempts, resubmit=True)
             self._refund_attempt(notification.inference_id, error)
             return outcome
-        self._succeeded(finished)
+        self._succeeded(finished, result)
         return finished
 
-    def _succeeded(self, job: Job) -> None:
+    def _succeeded(self, job: Job, result: InferenceResult) -> None:
         """A job charged and done: the upload it named (if any) was used, and its webhook is sent."""
         if job.upload_id is not None:
             self.upload_used(job.key_id, job.upload_id)
-        self._notify(job)
+        self._notify(job, result)
 
     def _settle(self, job: Job, result: InferenceResult) -> Job:
         assert job.inference_id is not None  # a running job was submitted under its attempt's id
-        reservation = self.transcription.credits.reservation(job.inference_id)
+        reservation = self.credits.reservation(job.inference_id)
         if reservation is None:
             earlier_settle = self._earlier_settle(job)
             if earlier_settle is None:
@@ -375,7 +350,9 @@ class JobService:
                 credits_used=earlier_settle.billed_credits or 0,
                 audio_seconds=result.duration,
             )
-        outcome = self.transcription.settle(
+        outcome = charging.settle(
+            self.credits,
+            self.terms.pricing,
             reservation,
             job.options,
             result,
@@ -431,9 +408,9 @@ class JobService:
     def _refund_attempt(self, inference_id: str, failure: BaseException | str) -> None:
         """Give back what the attempt still holds. A failure is raised, not logged: the message that asked for it
         comes back, and the job does not move on while an attempt it gave up holds credits."""
-        reservation = self.transcription.credits.reservation(inference_id)
+        reservation = self.credits.reservation(inference_id)
         if reservation is not None:
-            self.transcription.credits.refund(reservation, reason=refund_reason(failure))
+            self.credits.refund(reservation, reason=refund_reason(failure))
 
     def _refund_open_attempts(self, job: Job, *, before: int) -> None:
         """Refund what attempts 1 .. before-1 still hold: an attempt whose own refund failed (DynamoDB throttled)
@@ -442,7 +419,7 @@ class JobService:
             self._refund_attempt(attempt_id(job.job_id, attempt), "an earlier attempt of the job was given up")
 
     def _earlier_settle(self, job: Job) -> LedgerEntry | None:
-        entries = self.transcription.credits.entries_for_request(job.key_id, job.job_id)
+        entries = self.credits.entries_for_request(job.key_id, job.job_id)
         return next((entry for entry in entries if entry.kind is LedgerKind.SETTLE), None)
 
     def _key(self, job: Job) -> ApiKeyItem:
@@ -454,16 +431,16 @@ class JobService:
 
     # --- 4. notified -------------------------------------------------------------------------------------------
 
-    def _notify(self, job: Job) -> None:
+    def _notify(self, job: Job, result: InferenceResult | None = None) -> None:
+        """The job's webhook; a finished job's body is rendered from ``result``, the one just stored."""
         if not job.webhook_url or not job.webhook_secret:
             return
-        body = json.dumps(self.presenter.view(job)).encode()
-        delivered = deliver(
+        body = json.dumps(self.presenter.view(job, result=result)).encode()
+        delivered = self.webhooks.send(
             job.webhook_url,
             body,
             job.webhook_secret,
             record=lambda attempt: self.jobs.record_webhook_attempt(job.job_id, attempt),
-            allow_private_addresses=self.allow_private_webhooks,
         )
         if not delivered:
             logger.warning("webhook not delivered", extra={"job_id": job.job_id})

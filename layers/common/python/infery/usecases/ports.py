@@ -1,13 +1,13 @@
 """What the use cases (TranscriptionService, JobService) need from the outside world, as typing Protocols.
 
-The DynamoDB, S3 and SageMaker classes satisfy them on AWS and locally; the unit tests give the use cases
+The DynamoDB, S3, SageMaker and webhook adapters satisfy them on AWS and locally; the unit tests give the use cases
 in-memory fakes (tests/support/fakes.py) that satisfy them too, so refunds, retries and charged-once recovery are
 tested without moto or a model server.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from infery.domain.async_inference import AsyncNotification, AsyncSubmission
@@ -99,7 +99,20 @@ class JobQueue(Protocol):
     def send(self, job_id: str) -> None: ...
 
 
-class AudioObjects(Protocol):
+class Results(Protocol):
+    """Where a transcription's result is kept (the audio bucket's results/): a charged request can always be
+    answered again from it."""
+
+    def result_key(self, key_id: str, job_id: str) -> str: ...
+
+    def put_result(self, key_id: str, job_id: str, result: InferenceResult) -> str: ...
+
+    def find_result(self, result_key: str) -> InferenceResult | None: ...
+
+    def load_result(self, result_key: str) -> InferenceResult: ...
+
+
+class AudioObjects(Results, Protocol):
     def presigned_upload(self, key_id: str, upload_id: str) -> dict[str, Any]: ...
 
     def upload_uri(self, key_id: str, upload_id: str) -> str: ...
@@ -112,8 +125,9 @@ class AudioObjects(Protocol):
 
     def keep_first_upload(self, stored: StoredObject) -> bool: ...
 
-    def result_key(self, key_id: str, job_id: str) -> str: ...
 
-    def put_result(self, key_id: str, job_id: str, result: InferenceResult) -> str: ...
+class WebhookSender(Protocol):
+    """Sends a job's notification, signed with the job's secret; ``record`` is told of every attempt. True once
+    the receiver accepted it."""
 
-    def load_result(self, result_key: str) -> InferenceResult: ...
+    def send(self, url: str, body: bytes, secret: str, *, record: Callable[[WebhookAttempt], None]) -> bool: ...

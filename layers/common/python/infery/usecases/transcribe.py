@@ -1,89 +1,31 @@
-"""The transcription use case: reserve credits, infer, settle (or refund on any failure of ours), render."""
+"""The transcription use case (a synchronous request): reserve credits, infer, settle (or refund on any failure of
+ours), render. A request sent with an Idempotency-Key keeps its result, so a retry is answered from it, charged once.
+"""
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
 
-from infery.domain.duration import check_decodable, probe_duration, probe_sample_rate
-from infery.domain.errors import InternalError, InvalidRequest
-from infery.domain.formats import RenderedTranscript, render_for
+from infery.domain.errors import InternalError
+from infery.domain.formats import render_for
 from infery.domain.ids import attempt_id
-from infery.domain.inference import InferenceRequest, InferenceResult
-from infery.domain.keys import ApiKeyItem, check_model_allowed
-from infery.domain.ledger import LedgerKind, Reservation
-from infery.domain.pricing import Pricing
+from infery.domain.inference import InferenceResult
+from infery.domain.keys import ApiKeyItem
+from infery.domain.ledger import LedgerKind
 from infery.domain.transcription import LoadedAudio, TranscriptionOptions
-from infery.observability import logger
-from infery.settings import Settings
-from infery.usecases.ports import Credits, RealTimeEndpoint
-
-
-@dataclass(frozen=True)
-class TranscriptionOutcome:
-    rendered: RenderedTranscript
-    credits_used: int
-    balance_after: int
-    audio_seconds: float
-
-
-def minutes(seconds: float) -> str:
-    count = max(1, round(seconds / 60))
-    return f"{count} minute{'s' if count != 1 else ''}"
-
-
-class ModelCatalog:
-    """The models this deployment serves: its default model, and aliases such as OpenAI's ``whisper-1``."""
-
-    def __init__(self, default_model: str, aliases: tuple[str, ...]) -> None:
-        self.default_model = default_model
-        self.aliases = aliases
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> ModelCatalog:
-        return cls(settings.default_model, settings.model_aliases)
-
-    def names(self) -> list[str]:
-        return [self.default_model, *self.aliases]
-
-    def resolve(self, requested: str) -> str:
-        if requested == self.default_model or requested in self.aliases:
-            return self.default_model
-        raise InvalidRequest(
-            f"The model '{requested}' does not exist on this deployment. Available models: {', '.join(self.names())}.",
-            param="model",
-            code="model_not_found",
-        )
-
-    def canonical(self, name: str) -> str:
-        """The deployed model a name stands for (itself when it is no name of ours)."""
-        return self.default_model if name in self.names() else name
-
-    def describe(self, name: str) -> dict[str, Any]:
-        self.resolve(name)  # raises for unknown names
-        return {"id": name, "object": "model", "created": 0, "owned_by": "infery"}
-
-
-def refund_reason(failure: BaseException | str) -> str:
-    """What a refund's ledger entry says: the failure's type and code, or a reason in words."""
-    return failure if isinstance(failure, str) else f"{type(failure).__name__}: {getattr(failure, 'code', '')}"
+from infery.usecases import charging
+from infery.usecases.charging import TranscriptionOutcome, TranscriptionTerms
+from infery.usecases.ports import Credits, RealTimeEndpoint, Results
 
 
 class TranscriptionService:
-    def __init__(self, settings: Settings, credits: Credits, endpoint: RealTimeEndpoint) -> None:
+    def __init__(
+        self, terms: TranscriptionTerms, credits: Credits, endpoint: RealTimeEndpoint, results: Results
+    ) -> None:
+        self.terms = terms
         self.credits = credits
         self.endpoint = endpoint
-        self.catalog = ModelCatalog.from_settings(settings)
-        self.pricing = Pricing(
-            seconds_per_credit=settings.seconds_per_credit,
-            min_credits_per_request=settings.min_credits_per_request,
-            model_prices=settings.model_prices,
-        )
-        self.max_audio_seconds = settings.max_audio_seconds
-        self.max_sync_audio_seconds = settings.max_sync_audio_seconds
-        self.min_audio_sample_rate = settings.min_audio_sample_rate
+        self.results = results
 
     def transcribe(
         self,
@@ -92,22 +34,16 @@ class TranscriptionService:
         audio: LoadedAudio,
         *,
         request_id: str,
-        before_settle: Callable[[InferenceResult], object] | None = None,
+        check_client_waiting: Callable[[], object] | None = None,
     ) -> TranscriptionOutcome:
-        """Reserve, infer, settle. ``before_settle`` (storing the result) runs before the charge is final: if it
-        fails, the reservation is refunded like any other failure."""
-        reservation = self.reserve(
-            key, options.model, audio, request_id=request_id, max_seconds=self.max_sync_audio_seconds
-        )
-        try:
-            request = self.inference_request(
-                options, audio, reservation, max_sync_audio_seconds=self.max_sync_audio_seconds
-            )
-            result = self.endpoint.infer(request)
-        except BaseException as failure:
-            self.refund(reservation, failure)
-            raise
-        return self.settle(reservation, options, result, before_settle=before_settle)
+        """Reserve, infer, settle. ``check_client_waiting`` runs once the model has answered, before the charge is
+        final: it raises when the client no longer waits for the answer, and the reservation is refunded."""
+
+        def before_settle(_: InferenceResult) -> None:
+            if check_client_waiting is not None:
+                check_client_waiting()
+
+        return self._transcribe(key, options, audio, request_id=request_id, before_settle=before_settle)
 
     def transcribe_once(
         self,
@@ -116,19 +52,18 @@ class TranscriptionService:
         audio: LoadedAudio,
         *,
         idempotency_id: str,
-        store_result: Callable[[InferenceResult], object],
-        load_result: Callable[[], InferenceResult | None],
-        before_settle: Callable[[InferenceResult], object] | None = None,
+        check_client_waiting: Callable[[], object] | None = None,
     ) -> TranscriptionOutcome:
         """``transcribe`` for a request sent with an Idempotency-Key: its credits are reserved under the key's
-        ``idempotency_id``, not under the gateway's request id, so a retry after any failure is charged at most once.
+        ``idempotency_id``, not under the gateway's request id, so a retry after any failure is charged at most once;
+        its result is stored under that id before the settle.
 
         Charged already (the answer was lost after the settle): the stored result is rendered again, nothing is
         charged. Refunded before (the model failed): the retry runs again under a new attempt's id."""
         entries = self.credits.entries_for_request(key.key_id, idempotency_id)
         settled = next((entry for entry in entries if entry.kind is LedgerKind.SETTLE), None)
         if settled is not None:
-            result = load_result()
+            result = self.results.find_result(self.results.result_key(key.key_id, idempotency_id))
             if result is None:
                 raise InternalError(
                     "This request was charged, but its result was lost; contact the operator with its Idempotency-Key."
@@ -139,130 +74,33 @@ class TranscriptionService:
         attempts = sum(1 for entry in entries if entry.kind is LedgerKind.RESERVE)
         request_id = attempt_id(idempotency_id, attempts + 1)
 
-        def store_then(result: InferenceResult) -> None:
-            store_result(result)  # before the settle: a charged request always has its result to replay
-            if before_settle is not None:
-                before_settle(result)
+        def store_then_check(result: InferenceResult) -> None:
+            # stored before the settle: a charged request always has its result to replay
+            self.results.put_result(key.key_id, idempotency_id, result)
+            if check_client_waiting is not None:
+                check_client_waiting()
 
-        return self.transcribe(key, options, audio, request_id=request_id, before_settle=store_then)
+        return self._transcribe(key, options, audio, request_id=request_id, before_settle=store_then_check)
 
-    def reserve(
+    def _transcribe(
         self,
         key: ApiKeyItem,
-        requested_model: str,
+        options: TranscriptionOptions,
         audio: LoadedAudio,
         *,
         request_id: str,
-        hold_seconds: int | None = None,
-        max_seconds: float | None = None,
-    ) -> Reservation:
-        """Check what can be checked before inference (model, audio limits), then hold an upper bound of its cost.
-        ``max_seconds``: a ceiling of this call's own, below the deployment's (a synchronous call's)."""
-        model = self.catalog.resolve(requested_model)
-        check_model_allowed(key, requested_model, model, self.catalog.canonical)
-        declared_seconds = self.check_audio_limits(audio, max_seconds)
-        covered_seconds = self.pricing.seconds_to_reserve(len(audio.data), declared_seconds)
-        # a file whose header does not say, so large it could hold more than this call transcribes: the model
-        # refuses what goes past the ceiling
-        covered_seconds = min(covered_seconds, self.max_audio_seconds, max_seconds or self.max_audio_seconds)
-        return self.credits.reserve(
-            key,
-            self.pricing.credits_for(covered_seconds, model),
-            request_id=request_id,
-            model=model,
-            hold_seconds=hold_seconds,
-            covered_seconds=covered_seconds,
-        )
-
-    def check_audio_limits(self, audio: LoadedAudio, max_seconds: float | None = None) -> float | None:
-        """Refuse, before any credit is held, audio that would make the model work without end: a header that
-        says 1 Hz turns 4 KB into 2,000 s, no file may be longer than the deployment transcribes, and none longer
-        than ``max_seconds`` (a synchronous call's ceiling: what the model finishes before the API's deadline).
-        Returns the duration the header declares (None when it does not say)."""
-        check_decodable(audio.data, audio.format)
-        declared_seconds = probe_duration(audio.data, audio.format)
-        sample_rate = probe_sample_rate(audio.data, audio.format)
-        if sample_rate is not None and sample_rate < self.min_audio_sample_rate:
-            raise InvalidRequest(
-                f"The audio's sample rate is {sample_rate} Hz; at least "
-                f"{self.min_audio_sample_rate} Hz is needed to transcribe speech.",
-                param="file",
-                code="sample_rate_too_low",
-            )
-        if declared_seconds is not None and declared_seconds > self.max_audio_seconds:
-            raise InvalidRequest(
-                f"The audio lasts {minutes(declared_seconds)}; this deployment transcribes at most "
-                f"{minutes(self.max_audio_seconds)} per file.",
-                param="file",
-                code="audio_too_long",
-            )
-        if declared_seconds is not None and max_seconds is not None and declared_seconds > max_seconds:
-            raise InvalidRequest(
-                f"The audio lasts {declared_seconds:.0f} s; a synchronous request transcribes at most "
-                f"{max_seconds:.0f} s, what the model finishes within the API's time limit. Nothing was "
-                "charged. Send it as a job instead: POST /v1/audio/transcriptions/jobs (with the file, or an "
-                "upload_id from POST /v1/uploads), then follow GET /v1/jobs/{job_id}.",
-                param="file",
-                code="audio_too_long_for_sync",
-            )
-        return declared_seconds
-
-    @staticmethod
-    def inference_request(
-        options: TranscriptionOptions,
-        audio: LoadedAudio,
-        reservation: Reservation,
-        *,
-        progress_s3_uri: str | None = None,
-        max_sync_audio_seconds: float | None = None,
-    ) -> InferenceRequest:
-        """The model's request: the audio (inline, or by reference to the version that was checked), and no more
-        seconds of it than the reservation pays for, so a settle never needs more than was reserved."""
-        return InferenceRequest(
-            # by reference when the audio is in S3: the endpoint's 6 MB body limit does not apply then
-            audio=None if audio.s3_uri else base64.b64encode(audio.data).decode(),
-            audio_s3_uri=audio.s3_uri,
-            audio_s3_etag=audio.s3_etag if audio.s3_uri else None,
-            audio_s3_version_id=audio.s3_version_id if audio.s3_uri else None,
-            max_audio_seconds=reservation.covered_seconds,
-            max_sync_audio_seconds=max_sync_audio_seconds,
-            task=options.task,
-            language=options.language,
-            prompt=options.prompt,
-            temperature=options.temperature,
-            word_timestamps=options.word_timestamps,
-            progress_s3_uri=progress_s3_uri,
-        )
-
-    def settle(
-        self,
-        reservation: Reservation,
-        options: TranscriptionOptions,
-        result: InferenceResult,
-        *,
-        before_settle: Callable[[InferenceResult], object] | None = None,
+        before_settle: Callable[[InferenceResult], object],
     ) -> TranscriptionOutcome:
-        """Charge the real duration of a finished inference (refunded instead if rendering or storing fails)."""
+        max_seconds = self.terms.max_sync_audio_seconds
+        reservation = charging.reserve(
+            self.credits, self.terms, key, options.model, audio, request_id=request_id, max_seconds=max_seconds
+        )
         try:
-            credits_used = self.pricing.credits_for(result.duration, reservation.model)
-            # rendered before settling, so a failure here costs the client nothing
-            rendered = render_for(result, options, credits_used=credits_used)
-            if before_settle is not None:
-                before_settle(result)
+            request = charging.inference_request(options, audio, reservation, max_sync_audio_seconds=max_seconds)
+            result = self.endpoint.infer(request)
         except BaseException as failure:
-            self.refund(reservation, failure)
+            charging.refund(self.credits, reservation, failure)
             raise
-        charge = self.credits.settle(reservation, credits_used, audio_seconds=result.duration)
-        if charge.unpaid_credits:
-            logger.warning(
-                "settled below the real cost",
-                extra={"unpaid_credits": charge.unpaid_credits, "reserved": reservation.credits},
-            )
-        return TranscriptionOutcome(rendered, credits_used, charge.balance_after, result.duration)
-
-    def refund(self, reservation: Reservation, failure: BaseException) -> None:
-        try:
-            self.credits.refund(reservation, reason=refund_reason(failure))
-        except Exception:
-            # the reservation stays open and the reconciler gives it back; the client's error is the one to show
-            logger.exception("refund failed; the reconciler will release the reservation")
+        return charging.settle(
+            self.credits, self.terms.pricing, reservation, options, result, before_settle=before_settle
+        )

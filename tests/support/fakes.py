@@ -14,21 +14,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from infery.adapters.dynamodb import deserialize, serialize
+from infery.domain import keys as key_rules
 from infery.domain.async_inference import AsyncNotification, AsyncSubmission
 from infery.domain.clock import iso_at, now_iso
 from infery.domain.errors import AuthenticationFailed, InvalidRequest, NotFound
 from infery.domain.ids import key_id_for
 from infery.domain.inference import InferenceRequest, InferenceResult
 from infery.domain.jobs import Job, JobError, JobStatus, WebhookAttempt, may_be_claimed
-from infery.domain.keys import (
-    ApiKeyItem,
-    api_key_from_authorization,
-    check_key_format,
-    ensure_usable,
-    generate_api_key,
-    hash_api_key,
-    mask_api_key,
-)
+from infery.domain.keys import ApiKeyItem
 from infery.domain.ledger import (
     LedgerEntry,
     LedgerKind,
@@ -183,18 +176,18 @@ class FakeKeys:
 
     def authenticate(self, authorization: str | None) -> ApiKeyItem:
         """As KeyStore.authenticate: the key's format and checksum, then its row, then whether it may be used."""
-        api_key = api_key_from_authorization(authorization)
-        key = self.keys.get(hash_api_key(api_key))
+        api_key = key_rules.api_key_from_authorization(authorization)
+        key = self.keys.get(key_rules.hash_api_key(api_key))
         if key is None:
-            raise AuthenticationFailed(f"Incorrect API key provided: {mask_api_key(api_key)}.")
-        ensure_usable(key, mask_api_key(api_key))
+            raise AuthenticationFailed(f"Incorrect API key provided: {key_rules.mask_api_key(api_key)}.")
+        key_rules.ensure_usable(key, key_rules.mask_api_key(api_key))
         return key
 
     def create(self, name: str, credits: int = 0, api_key: str | None = None) -> tuple[str, ApiKeyItem]:
         """A new key (a generated one unless given), in clear once; KeyStore.create's other options are not kept."""
-        api_key = api_key or generate_api_key()
-        check_key_format(api_key)
-        key_hash = hash_api_key(api_key)
+        api_key = api_key or key_rules.generate_api_key()
+        key_rules.check_key_format(api_key)
+        key_hash = key_rules.hash_api_key(api_key)
         if key_hash in self.keys:
             raise ValueError("this key exists already")
         key = ApiKeyItem(

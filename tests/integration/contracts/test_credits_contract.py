@@ -7,11 +7,18 @@ from typing import Any
 
 import pytest
 from infery.domain.errors import InsufficientCredits, NotFound
-from infery.domain.ledger import LedgerKind, ReservationClosed
+from infery.domain.keys import ApiKeyItem
+from infery.domain.ledger import LedgerKind, Reservation, ReservationClosed
 
 
 def request_id() -> str:
     return f"req-{uuid.uuid4().hex}"
+
+
+def reserved(world: Any, balance: int, credits: int = 4) -> tuple[ApiKeyItem, str, Reservation]:
+    """A key with ``balance``, and a reservation of ``credits`` for a request of its own."""
+    key, request = world.new_key(balance), request_id()
+    return key, request, world.credits.reserve(key, credits, request_id=request, model="whisper-1")
 
 
 def kinds_and_changes(world: Any, key_id: str, request: str) -> list[tuple[str, int, int]]:
@@ -105,9 +112,7 @@ def test_a_request_id_reserved_twice_is_reserved_once(credits_world):
 
 
 def test_a_request_id_reserved_again_after_it_closed_is_refused(credits_world):
-    key = credits_world.new_key(10)
-    request = request_id()
-    reservation = credits_world.credits.reserve(key, 4, request_id=request, model="whisper-1")
+    key, request, reservation = reserved(credits_world, 10)
     credits_world.credits.settle(reservation, 2, audio_seconds=8.0)
     with pytest.raises(ReservationClosed) as raised:
         credits_world.credits.reserve(key, 4, request_id=request, model="whisper-1")
@@ -116,9 +121,7 @@ def test_a_request_id_reserved_again_after_it_closed_is_refused(credits_world):
 
 
 def test_settling_below_the_reservation_gives_the_rest_back(credits_world):
-    key = credits_world.new_key(10)
-    request = request_id()
-    reservation = credits_world.credits.reserve(key, 4, request_id=request, model="whisper-1")
+    key, request, reservation = reserved(credits_world, 10)
     charge = credits_world.credits.settle(reservation, 1, audio_seconds=4.2)
     assert (charge.billed_credits, charge.balance_after, charge.unpaid_credits) == (1, 9, 0)
     assert credits_world.credits.reservation(request) is None
@@ -133,18 +136,14 @@ def test_settling_below_the_reservation_gives_the_rest_back(credits_world):
 
 
 def test_settling_above_the_reservation_takes_the_rest(credits_world):
-    key = credits_world.new_key(10)
-    request = request_id()
-    reservation = credits_world.credits.reserve(key, 4, request_id=request, model="whisper-1")
+    key, request, reservation = reserved(credits_world, 10)
     charge = credits_world.credits.settle(reservation, 6, audio_seconds=29.0)
     assert (charge.billed_credits, charge.balance_after, charge.unpaid_credits) == (6, 4, 0)
     assert kinds_and_changes(credits_world, key.key_id, request) == [("reserve", -4, 6), ("settle", -2, 4)]
 
 
 def test_settling_past_the_balance_takes_what_is_left_and_records_the_rest_as_unpaid(credits_world):
-    key = credits_world.new_key(5)
-    request = request_id()
-    reservation = credits_world.credits.reserve(key, 4, request_id=request, model="whisper-1")
+    key, request, reservation = reserved(credits_world, 5)
     charge = credits_world.credits.settle(reservation, 8, audio_seconds=39.0)
     assert (charge.billed_credits, charge.balance_after, charge.unpaid_credits) == (5, 0, 3)
     settle = credits_world.credits.entries_for_request(key.key_id, request)[1]
@@ -158,9 +157,7 @@ def test_settling_past_the_balance_takes_what_is_left_and_records_the_rest_as_un
 
 
 def test_a_second_settle_changes_nothing(credits_world):
-    key = credits_world.new_key(10)
-    request = request_id()
-    reservation = credits_world.credits.reserve(key, 4, request_id=request, model="whisper-1")
+    key, request, reservation = reserved(credits_world, 10)
     credits_world.credits.settle(reservation, 1, audio_seconds=4.2)
     again = credits_world.credits.settle(reservation, 3, audio_seconds=14.0)
     assert (again.billed_credits, again.balance_after) == (3, 9)  # what was asked, and the balance as it is
@@ -169,9 +166,7 @@ def test_a_second_settle_changes_nothing(credits_world):
 
 
 def test_a_refund_gives_the_whole_reservation_back_once(credits_world):
-    key = credits_world.new_key(10)
-    request = request_id()
-    reservation = credits_world.credits.reserve(key, 4, request_id=request, model="whisper-1")
+    key, request, reservation = reserved(credits_world, 10)
     assert credits_world.credits.refund(reservation, reason="the model failed") == 10
     assert credits_world.credits.refund(reservation, reason="the model failed") is None
     assert credits_world.credits.reservation(request) is None

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import requests
 
-from tests.e2e.conftest import RunningStack
 from tests.support.media_headers import webm_declaring, zero_bit_wav
+from tests.support.stack import RunningStack
 
 pytestmark = pytest.mark.e2e
 

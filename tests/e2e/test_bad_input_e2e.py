@@ -10,7 +10,7 @@ import openai
 import pytest
 import requests
 
-from tests.e2e.conftest import RunningStack, start_stack, stop_stack
+from tests.support.stack import RunningStack, start_stack, stop_stack
 
 pytestmark = pytest.mark.e2e
 

@@ -25,8 +25,8 @@ import pytest
 import requests
 from infery.domain.ids import idempotency_id
 
-from tests.e2e.conftest import RunningStack, start_stack, stop_stack
 from tests.support.speech import SCRIPT, encode, synthesize_wav, word_recall
+from tests.support.stack import RunningStack, start_stack, stop_stack
 
 pytestmark = pytest.mark.e2e
 

@@ -29,7 +29,7 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.e2e.conftest import ROOT, RunningStack
+from tests.support.stack import ROOT, RunningStack
 
 pytestmark = pytest.mark.e2e
 

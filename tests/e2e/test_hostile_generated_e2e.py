@@ -23,7 +23,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.e2e.conftest import RunningStack
 from tests.support.hostile_requests import (
     UPLOADS,
     HostileRequest,
@@ -39,6 +38,7 @@ from tests.support.hostile_requests import (
     with_hostile_headers,
     wrong_boundaries,
 )
+from tests.support.stack import RunningStack
 
 pytestmark = pytest.mark.e2e
 

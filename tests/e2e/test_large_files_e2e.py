@@ -9,12 +9,8 @@ from __future__ import annotations
 
 import io
 import json
-import math
-import os
 import queue
 import re
-import subprocess
-import sys
 import threading
 import time
 import wave
@@ -31,19 +27,25 @@ from infery.domain.ids import job_id_for_object
 from infery.domain.webhook_signature import SIGNATURE_HEADER, verify
 
 from local_stack.template import LocalTemplate, load_template
-from tests.e2e.conftest import RunningStack, start_stack, stop_stack
 from tests.support.speech import KEY_WORDS, LONG_KEY_WORDS, encode, large_wav, synthesize_wav, word_recall
+from tests.support.stack import RunningStack, start_stack, stop_stack
+from tests.support.stack_calls import (
+    JOB_TIMEOUT_SECONDS,
+    cli,
+    create_upload,
+    credits_for,
+    get_job,
+    ledger_entries,
+    upload_file,
+    usage,
+    wait_for_job,
+)
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[2]
-# the console script a user gets from the README's install, beside the interpreter running the tests
-INFERY_COMMAND = Path(sys.executable).with_name("infery")
-SECONDS_PER_CREDIT = 5  # template.yaml's SecondsPerCredit default
 LARGE_BYTES = 20_000_000
 MIN_LONG_RECALL = 0.8
 MIN_SHORT_RECALL = 0.7
-JOB_TIMEOUT_SECONDS = 300
 SRT_CUE = re.compile(r"^\d+\n\d{2}:\d{2}:\d{2},\d{3} --> \d{2}:\d{2}:\d{2},\d{3}\n.+$", re.MULTILINE)
 VTT_CUE = re.compile(r"^\d{2}:\d{2}:\d{2}\.\d{3} --> \d{2}:\d{2}:\d{2}\.\d{3}\n.+$", re.MULTILINE)
 
@@ -129,56 +131,10 @@ def receiver() -> Iterator[WebhookReceiver]:
 # --- helpers -------------------------------------------------------------------------------------------------
 
 
-def ledger_entries(stack: RunningStack, key_id: str, request_id: str) -> list[dict[str, Any]]:
-    """The stored ledger entries of one request (a job's request id is its job id), in time order."""
-    return [entry for entry in stack.ledger(key_id) if entry["request_id"] == request_id]
-
-
-def usage(stack: RunningStack) -> dict[str, Any]:
-    response = requests.get(f"{stack.base_url}/usage", headers=stack.headers(), timeout=30)
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-def get_job(stack: RunningStack, job_id: str) -> dict[str, Any]:
-    response = requests.get(f"{stack.base_url}/jobs/{job_id}", headers=stack.headers(), timeout=30)
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-def wait_for_job(stack: RunningStack, job_id: str, timeout: float = JOB_TIMEOUT_SECONDS) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        job = get_job(stack, job_id)
-        if job["status"] in ("succeeded", "failed"):
-            return job
-        assert time.monotonic() < deadline, f"job {job_id} still {job['status']} after {timeout} s: {job}"
-        time.sleep(0.5)
-
-
-def create_upload(stack: RunningStack, **fields: Any) -> dict[str, Any]:
-    response = requests.post(f"{stack.base_url}/uploads", headers=stack.headers(), json=fields, timeout=30)
-    assert response.status_code == 201, response.text
-    return response.json()
-
-
-def upload_file(upload: dict[str, Any], filename: str, content: bytes) -> requests.Response:
-    """POST the file to the presigned URL with its fields, as a browser form would; no API key goes to S3."""
-    response = requests.post(
-        upload["upload_url"], data=upload["fields"], files={"file": (filename, content)}, timeout=300
-    )
-    assert response.ok, f"{response.status_code} {response.text[:500]}"
-    return response
-
-
 def wav_seconds(path_or_bytes: Path | bytes) -> float:
     data = path_or_bytes.read_bytes() if isinstance(path_or_bytes, Path) else path_or_bytes
     with wave.open(io.BytesIO(data)) as reader:
         return reader.getnframes() / reader.getframerate()
-
-
-def credits_for(seconds: float) -> int:
-    return max(1, math.ceil(seconds / SECONDS_PER_CREDIT - 1e-6))
 
 
 def assert_charged_once(stack: RunningStack, key_id: str, job: dict[str, Any], balance_before: int) -> None:
@@ -195,26 +151,6 @@ def assert_charged_once(stack: RunningStack, key_id: str, job: dict[str, Any], b
     mine = [request for request in report["recent_requests"] if request["request_id"] == job["id"]]
     assert len(mine) == 1, report["recent_requests"]
     assert mine[0]["status"] == "settled" and mine[0]["credits"] == charged, mine[0]
-
-
-def cli(stack: RunningStack, *arguments: str, api_key: str | None = "stack") -> subprocess.CompletedProcess[str]:
-    """`infery ...` as a user runs it after the README: the key and base URL in the environment."""
-    environment = {
-        name: value
-        for name, value in os.environ.items()
-        if name not in ("INFERY_API_KEY", "INFERY_BASE_URL", "INFERY_STATE_FILE")
-    }
-    environment["INFERY_BASE_URL"] = stack.base_url
-    if api_key is not None:
-        environment["INFERY_API_KEY"] = stack.api_key if api_key == "stack" else api_key
-    return subprocess.run(
-        [str(INFERY_COMMAND), *arguments],
-        env=environment,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=JOB_TIMEOUT_SECONDS + 60,
-    )
 
 
 # --- 1. a 20 MB recording through a presigned upload and a job -----------------------------------------------

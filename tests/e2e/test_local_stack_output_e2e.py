@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.e2e.conftest import INFERY_COMMAND, ROOT, RunningStack, start_stack, stop_stack
+from tests.support.stack import INFERY_COMMAND, ROOT, RunningStack, start_stack, stop_stack
 
 pytestmark = pytest.mark.e2e
 

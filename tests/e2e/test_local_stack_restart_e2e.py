@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.e2e.conftest import RunningStack, start_stack, stop_stack
 from tests.support.speech import KEY_WORDS, word_recall
+from tests.support.stack import RunningStack, start_stack, stop_stack
 
 pytestmark = pytest.mark.e2e
 

@@ -17,16 +17,6 @@ from typing import Any
 import pytest
 import requests
 
-from tests.e2e.conftest import RunningStack, start_stack, stop_stack
-from tests.e2e.test_large_files_e2e import (
-    cli,
-    create_upload,
-    credits_for,
-    ledger_entries,
-    upload_file,
-    usage,
-    wait_for_job,
-)
 from tests.support.speech import (
     TIMED_SAMPLE_RATE,
     TimedSentence,
@@ -35,6 +25,16 @@ from tests.support.speech import (
     one_hertz_wav,
     sentences_missing,
     timed_speech,
+)
+from tests.support.stack import RunningStack, start_stack, stop_stack
+from tests.support.stack_calls import (
+    cli,
+    create_upload,
+    credits_for,
+    ledger_entries,
+    upload_file,
+    usage,
+    wait_for_job,
 )
 
 pytestmark = pytest.mark.e2e

@@ -19,7 +19,7 @@ import openai
 import pytest
 import requests
 
-from tests.e2e.conftest import INFERY_COMMAND, ROOT, RunningStack
+from tests.support.stack import INFERY_COMMAND, ROOT, RunningStack
 
 pytestmark = pytest.mark.e2e
 

@@ -20,8 +20,8 @@ from xml.etree import ElementTree
 import pytest
 import requests
 
-from tests.e2e.conftest import RunningStack, start_stack, stop_stack
 from tests.support.speech import synthesize_wav
+from tests.support.stack import RunningStack, start_stack, stop_stack
 
 pytestmark = pytest.mark.e2e
 

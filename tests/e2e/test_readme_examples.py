@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import ROOT, RunningStack, start_stack, stop_stack
+from tests.support.stack import ROOT, RunningStack, start_stack, stop_stack
 
 README = ROOT / "README.md"
 MARKER = re.compile(r"^\s*<!--\s*readme-test(?::\s*(?P<skip>skip\b[^>]*?))?\s*-->\s*$")

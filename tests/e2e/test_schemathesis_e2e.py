@@ -26,7 +26,7 @@ from infery.adapters.key_store import key_id_for
 from infery.domain.keys import hash_api_key
 from schemathesis.config import SchemathesisConfig
 
-from tests.e2e.conftest import ROOT, RunningStack, start_stack, stop_stack
+from tests.support.stack import ROOT, RunningStack, start_stack, stop_stack
 
 pytestmark = pytest.mark.e2e
 

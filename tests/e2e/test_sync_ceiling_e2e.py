@@ -11,8 +11,8 @@ import openai
 import pytest
 import requests
 
-from tests.e2e.conftest import RunningStack
 from tests.support.speech import eight_bit_wav
+from tests.support.stack import RunningStack
 
 
 @pytest.fixture

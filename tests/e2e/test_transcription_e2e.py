@@ -12,8 +12,8 @@ import openai
 import pytest
 import requests
 
-from tests.e2e.conftest import RunningStack
 from tests.support.speech import ENCODINGS, KEY_WORDS, word_recall
+from tests.support.stack import RunningStack
 
 pytestmark = pytest.mark.e2e
 

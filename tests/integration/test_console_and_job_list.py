@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from tests.integration.test_auth_and_credits import model_answer
 from tests.support.api import assert_error, assert_ok
+from tests.support.model_replies import model_answer
 
 JOBS = "/v1/jobs"
 

@@ -32,7 +32,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from local_stack.template import LocalTemplate, create_buckets, create_queues, create_tables, create_topics
-from tests.integration.test_hostile_small_ones import Leftovers
+from tests.support import storage
 from tests.support.api import ROOT, TRANSCRIPTIONS, Api, Reply, free_port
 from tests.support.hostile_requests import (
     ALL_POSTS,
@@ -60,6 +60,7 @@ from tests.support.hostile_requests import (
 )
 from tests.support.hostile_requests import Form as HostileForm
 from tests.support.hostile_requests import encoded as encoded_request
+from tests.support.storage import Leftovers, make_audio_resources
 
 SEEDED = 50
 MINIMUM_GENERATED = 1000
@@ -114,17 +115,12 @@ def moto_url(local_template: LocalTemplate) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def hostile_storage(moto_url: str, local_template: LocalTemplate) -> dict[str, str]:
-    environment = local_template.function_environment("TranscribeFunction")
-    return {"bucket": environment["AUDIO_BUCKET_NAME"], "queue_url": environment["JOBS_QUEUE_URL"],
-            "jobs_table": environment["JOBS_TABLE_NAME"], "idempotency_table": environment["IDEMPOTENCY_TABLE_NAME"]}
+def audio_resources(moto_url: str, local_template: LocalTemplate) -> dict[str, str]:
+    """The bucket, queue and tables on this module's moto (its fixture made them)."""
+    return make_audio_resources(moto_url, local_template)
 
 
-@pytest.fixture(autouse=True)
-def storage_endpoints(monkeypatch: pytest.MonkeyPatch, aws_environment: None, moto_url: str,
-                      hostile_storage: dict[str, str]) -> None:
-    for service in ("S3", "SQS", "SNS"):
-        monkeypatch.setenv(f"AWS_ENDPOINT_URL_{service}", moto_url)
+storage_endpoints = storage.storage_endpoints  # autouse: S3, SQS and SNS at this module's moto
 
 
 # What the real model server answers for bytes it cannot decode (endpoint/whisper_server.py, as SageMaker wraps it)
@@ -178,12 +174,12 @@ class Target:
 
 
 @pytest.fixture
-def target(fake_runtime, load_api, accounts, hostile_storage, storage_endpoints) -> Iterator[Target]:
+def target(fake_runtime, load_api, accounts, audio_resources, storage_endpoints) -> Iterator[Target]:
     url, model = fake_runtime(424, UNDECODABLE, {"x-amzn-ErrorType": "ModelError"})
     api = load_api(url)
     api_key, item = accounts.new_key(SEEDED, rate_limit_per_minute=1_000_000)  # the limit is not under test here
-    leftovers = Leftovers(hostile_storage)
-    idempotency = boto3.resource("dynamodb").Table(hostile_storage["idempotency_table"])
+    leftovers = Leftovers(audio_resources)
+    idempotency = boto3.resource("dynamodb").Table(audio_resources["idempotency_table"])
     records_before = idempotency.scan(Select="COUNT", ConsistentRead=True)["Count"]
     ledger_before = accounts.ledger_size()
     for path in ALL_POSTS:  # a cold start's first calls load botocore's models: not what one request costs

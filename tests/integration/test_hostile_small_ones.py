@@ -10,14 +10,17 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-import boto3
 import pytest
-from boto3.dynamodb.conditions import Attr
 
-from local_stack.template import LocalTemplate, create_buckets, create_queues, create_topics
-from tests.integration.test_auth_and_credits import model_answer
+from tests.support import storage
 from tests.support.api import TRANSCRIPTIONS, Api, Reply, assert_error
 from tests.support.builders import SDK_BOUNDARY, json_body, multipart_body
+from tests.support.model_replies import model_answer
+from tests.support.storage import Leftovers
+
+# the bucket and queue uploads and jobs write to, on the session's moto; autouse: every test here reaches them
+audio_resources = storage.audio_resources
+storage_endpoints = storage.storage_endpoints
 
 UPLOADS = "/v1/uploads"
 TRANSCRIPTION_JOBS = "/v1/audio/transcriptions/jobs"
@@ -28,66 +31,9 @@ HUGE = 450_000  # the review's 450 KB prompt and filename: past DynamoDB's 400 K
 # --- fixtures: the bucket and queue uploads and jobs write to, and a handler whose model must never be called ---
 
 
-@pytest.fixture(scope="session")
-def storage(moto_url: str, local_template: LocalTemplate) -> dict[str, str]:
-    """The template's bucket, queues and topics on the session's moto (made once, as other modules make them)."""
-    credentials = {
-        "endpoint_url": moto_url,
-        "region_name": local_template.region,
-        "aws_access_key_id": "testing",
-        "aws_secret_access_key": "testing",
-    }
-    s3 = boto3.client("s3", **credentials)
-    bucket = local_template.physical_name("AudioBucket")
-    if bucket not in {entry["Name"] for entry in s3.list_buckets().get("Buckets", [])}:
-        create_queues(local_template, boto3.client("sqs", **credentials))
-        create_topics(local_template, boto3.client("sns", **credentials))
-        create_buckets(local_template, s3)
-    environment = local_template.function_environment("TranscribeFunction")
-    return {
-        "bucket": environment["AUDIO_BUCKET_NAME"],
-        "queue_url": environment["JOBS_QUEUE_URL"],
-        "jobs_table": environment["JOBS_TABLE_NAME"],
-    }
-
-
-@pytest.fixture(autouse=True)
-def storage_endpoints(
-    monkeypatch: pytest.MonkeyPatch, aws_environment: None, moto_url: str, storage: dict[str, str]
-) -> None:
-    for service in ("S3", "SQS", "SNS"):
-        monkeypatch.setenv(f"AWS_ENDPOINT_URL_{service}", moto_url)
-
-
-class Leftovers:
-    """What a refused request must not leave: job rows, uploaded objects, queue messages."""
-
-    def __init__(self, storage: dict[str, str]) -> None:
-        self.storage = storage
-        self.s3, self.sqs = boto3.client("s3"), boto3.client("sqs")
-        self.jobs = boto3.resource("dynamodb").Table(storage["jobs_table"])
-        self.drain()
-
-    def drain(self) -> list[dict[str, Any]]:
-        taken = []
-        while messages := self.sqs.receive_message(
-            QueueUrl=self.storage["queue_url"], MaxNumberOfMessages=10, WaitTimeSeconds=0
-        ).get("Messages", []):
-            for message in messages:
-                self.sqs.delete_message(QueueUrl=self.storage["queue_url"], ReceiptHandle=message["ReceiptHandle"])
-            taken.extend(messages)
-        return taken
-
-    def assert_none(self, item: Any) -> None:
-        assert self.jobs.scan(FilterExpression=Attr("key_id").eq(item.key_id), ConsistentRead=True)["Items"] == []
-        listing = self.s3.list_objects_v2(Bucket=self.storage["bucket"], Prefix=f"uploads/{item.key_id}/")
-        assert listing.get("KeyCount", 0) == 0, listing.get("Contents")
-        assert self.drain() == []
-
-
 @pytest.fixture
-def leftovers(storage: dict[str, str], storage_endpoints: None) -> Leftovers:
-    return Leftovers(storage)
+def leftovers(audio_resources: dict[str, str], storage_endpoints: None) -> Leftovers:
+    return Leftovers(audio_resources)
 
 
 @pytest.fixture

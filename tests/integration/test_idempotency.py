@@ -12,9 +12,9 @@ import boto3
 import pytest
 from infery.domain.ids import idempotency_id
 
-from tests.integration.test_auth_and_credits import MODEL_ERROR_500, MODEL_ERROR_HEADERS, model_answer
 from tests.support.api import TRANSCRIPTIONS, assert_error, assert_ok
 from tests.support.builders import inference_result, multipart_body, segment, toolbelt_multipart_body
+from tests.support.model_replies import MODEL_ERROR_500, MODEL_ERROR_HEADERS, model_answer
 
 
 def idempotency_key() -> list[tuple[str, str]]:

@@ -27,12 +27,12 @@ import pytest
 from infery.domain.keys import generate_api_key
 from infery.observability import logger as infery_logger
 
-from tests.support import job_stack, jobs
+from tests.support import job_stack, jobs, storage
 from tests.support.api import TRANSCRIPTIONS, LambdaContext, Reply, assert_error, assert_ok
 
 # the jobs tests' fixtures (bucket, queues, asynchronous endpoint, worker, webhook receiver), used as they are
-audio_resources = job_stack.audio_resources
-storage_endpoints = job_stack.storage_endpoints  # autouse: S3, SQS and SNS at moto for handlers and model
+audio_resources = storage.audio_resources
+storage_endpoints = storage.storage_endpoints  # autouse: S3, SQS and SNS at moto for handlers and model
 async_inference = job_stack.async_inference
 s3 = job_stack.s3
 jobs_queue = job_stack.jobs_queue

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 from whisper_server import WhisperTranscriber
 
-from tests.integration.conftest import running_model_server
+from tests.support.model_server import running_model_server
 from tests.support.speech import distinct_sentences, synthesize_wav, timed_speech
 
 

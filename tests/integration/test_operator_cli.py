@@ -21,9 +21,9 @@ from infery.domain.keys import generate_api_key
 from infery.usecases.usage import CSV_COLUMNS
 from infery_cli.__main__ import main
 
-from tests.integration.test_auth_and_credits import MODEL_ERROR_500, MODEL_ERROR_HEADERS, model_answer
 from tests.support.api import MODEL_NAME, assert_error, assert_ok
-from tests.unit.test_keys import spec_checksum
+from tests.support.keys import spec_checksum
+from tests.support.model_replies import MODEL_ERROR_500, MODEL_ERROR_HEADERS, model_answer
 
 KEY_PATTERN = re.compile(r"^\s+(inf_[0-9A-Za-z]{46})$", re.MULTILINE)
 

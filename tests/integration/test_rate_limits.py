@@ -15,8 +15,8 @@ import pytest
 from infery.adapters.rate_limits import WINDOW_SECONDS, RateLimiter
 from infery.domain.errors import RateLimited
 
-from tests.integration.test_auth_and_credits import model_answer
 from tests.support.api import Api, Clock, assert_error, assert_ok
+from tests.support.model_replies import model_answer
 
 WINDOW_START = 1_800_000_000.0  # a minute boundary (divisible by 60)
 RATE_LIMIT_HEADERS = ("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests")

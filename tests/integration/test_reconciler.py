@@ -13,8 +13,8 @@ import uuid
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.integration.test_auth_and_credits import MODEL_ERROR_500, MODEL_ERROR_HEADERS
 from tests.support.api import LambdaContext, assert_error
+from tests.support.model_replies import MODEL_ERROR_500, MODEL_ERROR_HEADERS
 
 GRACE_SECONDS = 1200
 

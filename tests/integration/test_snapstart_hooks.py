@@ -10,8 +10,8 @@ import uuid
 import pytest
 from infery import snapstart
 
-from tests.integration.test_auth_and_credits import model_answer
 from tests.support.api import assert_ok
+from tests.support.model_replies import model_answer
 
 
 @pytest.fixture

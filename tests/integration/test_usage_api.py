@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.integration.test_auth_and_credits import MODEL_ERROR_500, MODEL_ERROR_HEADERS, model_answer
 from tests.support.api import MODEL_NAME, assert_error, assert_ok
+from tests.support.model_replies import MODEL_ERROR_500, MODEL_ERROR_HEADERS, model_answer
 
 USAGE = "/v1/usage"
 

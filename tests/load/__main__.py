@@ -43,8 +43,8 @@ import requests
 from infery.adapters.key_store import key_id_for
 from infery.domain.keys import generate_api_key, hash_api_key
 
-from tests.e2e.conftest import ROOT, RunningStack, start_stack, stop_stack
 from tests.support.speech import synthesize_wav
+from tests.support.stack import ROOT, RunningStack, start_stack, stop_stack
 
 SCRIPT = "The quick brown fox jumps over the lazy dog."
 NOT_AUDIO = b"These are the minutes of the meeting, typed, not spoken.\n" * 20

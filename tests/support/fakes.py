@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from infery.adapters.dynamodb import deserialize, serialize
+from infery.domain import keys as key_rules
 from infery.domain.async_inference import AsyncNotification, AsyncSubmission
 from infery.domain.clock import iso_at, now_iso
-from infery.domain.errors import InvalidRequest, NotFound
+from infery.domain.errors import AuthenticationFailed, InvalidRequest, NotFound
+from infery.domain.ids import key_id_for
 from infery.domain.inference import InferenceRequest, InferenceResult
 from infery.domain.jobs import Job, JobError, JobStatus, WebhookAttempt, may_be_claimed
 from infery.domain.keys import ApiKeyItem
@@ -26,6 +28,7 @@ from infery.domain.ledger import (
     Reservation,
     ReservationClosed,
     SettledCharge,
+    check_note,
     settle,
     take_for_reservation,
 )
@@ -41,12 +44,29 @@ class FakeCredits:
     open: dict[str, Reservation] = field(default_factory=dict)
 
     def balance(self, key_hash: str) -> int:
+        if key_hash not in self.balances:
+            raise NotFound("This key does not exist.", code="key_not_found")
         return self.balances[key_hash]
 
     def entries_for_request(self, key_id: str, request_id_prefix: str) -> list[LedgerEntry]:
-        return [
-            entry for entry in self.entries if entry.key_id == key_id and entry.entry_id.startswith(request_id_prefix)
-        ]
+        # in the ledger table's order: by entry id (request_id#kind), whatever order they were written in
+        return sorted(
+            (
+                entry
+                for entry in self.entries
+                if entry.key_id == key_id and entry.entry_id.startswith(request_id_prefix)
+            ),
+            key=lambda entry: entry.entry_id,
+        )
+
+    def top_up(self, key: ApiKeyItem, credits: int, *, request_id: str, note: str | None = None) -> int:
+        """Add credits (an operator's payment); the balance after. One request_id adds once."""
+        if credits <= 0:
+            raise ValueError("a top-up adds a positive number of credits")
+        check_note(note)
+        if not self._has(request_id, LedgerKind.TOPUP):
+            self._entry(key.key_hash, key.key_id, LedgerKind.TOPUP, request_id, credits, note=note)
+        return self.balance(key.key_hash)
 
     def _entry(self, key: str, key_id: str, kind: LedgerKind, request_id: str, credits: int, **fields) -> None:
         self.balances[key] += credits
@@ -107,6 +127,7 @@ class FakeCredits:
             LedgerKind.SETTLE,
             reservation.request_id,
             settlement.change,
+            model=reservation.model,
             billed_credits=settlement.billed_credits,
             audio_seconds=audio_seconds,
             unpaid_credits=settlement.unpaid_credits or None,
@@ -126,6 +147,7 @@ class FakeCredits:
             LedgerKind.REFUND,
             reservation.request_id,
             reservation.credits,
+            model=reservation.model,
             note=reason,
         )
         return self.balances[reservation.key_hash]
@@ -147,10 +169,35 @@ class FakeKeys:
         for key in self.keys.values():
             if key.key_id == key_id:
                 return key
-        raise NotFound(f"No key {key_id}.")
+        raise NotFound(f"No key has the id '{key_id}'.", param="key_id", code="key_not_found")
 
     def get_by_hash(self, key_hash: str) -> ApiKeyItem | None:
         return self.keys.get(key_hash)
+
+    def authenticate(self, authorization: str | None) -> ApiKeyItem:
+        """As KeyStore.authenticate: the key's format and checksum, then its row, then whether it may be used."""
+        api_key = key_rules.api_key_from_authorization(authorization)
+        key = self.keys.get(key_rules.hash_api_key(api_key))
+        if key is None:
+            raise AuthenticationFailed(f"Incorrect API key provided: {key_rules.mask_api_key(api_key)}.")
+        key_rules.ensure_usable(key, key_rules.mask_api_key(api_key))
+        return key
+
+    def create(self, name: str, credits: int = 0, api_key: str | None = None) -> tuple[str, ApiKeyItem]:
+        """A new key (a generated one unless given), in clear once; KeyStore.create's other options are not kept."""
+        api_key = api_key or key_rules.generate_api_key()
+        key_rules.check_key_format(api_key)
+        key_hash = key_rules.hash_api_key(api_key)
+        if key_hash in self.keys:
+            raise ValueError("this key exists already")
+        key = ApiKeyItem(
+            key_hash=key_hash, key_id=key_id_for(key_hash), name=name, credits=credits, created_at=now_iso()
+        )
+        return api_key, self.add(key)
+
+    def revoke(self, key_id: str) -> ApiKeyItem:
+        key = self.get(key_id).model_copy(update={"status": "revoked", "revoked_at": now_iso()})
+        return self.add(key)
 
 
 @dataclass
@@ -175,8 +222,9 @@ class FakeJobs:
         )
         return own[:limit], len(own) > limit
 
-    def _update(self, job_id: str, **changes) -> Job:
-        self.jobs[job_id] = self.jobs[job_id].model_copy(update=changes)
+    def _update(self, job_id: str, **changes: Any) -> Job:
+        # as the store's updates: every change dates the job, unless it sets the date itself
+        self.jobs[job_id] = self.jobs[job_id].model_copy(update={"updated_at": now_iso(), **changes})
         return self.jobs[job_id]
 
     def claim(self, job_id: str, lease_seconds: int, open_until: int) -> Job | None:
@@ -212,6 +260,8 @@ class FakeJobs:
         return True
 
     def submitted(self, job_id: str, *, inference_id: str, lease_until: int) -> Job:
+        if self.jobs[job_id].status is not JobStatus.RUNNING:  # as the store's condition: a running job only
+            return self.jobs[job_id]
         return self._update(job_id, inference_id=inference_id, lease_until=lease_until, progress=0.1)
 
     def release(self, job_id: str) -> Job:
@@ -288,19 +338,28 @@ class FakeAudio:
 
     def put_upload(self, key_id: str, upload_id: str, audio: bytes) -> StoredObject:
         key = self.upload_key(key_id, upload_id)
-        self.objects[key] = audio
+        # the bucket is versioned and an upload slot's first version is the upload: a later one is never read
+        self.objects.setdefault(key, audio)
         return StoredObject(self.bucket, key, key_id, "uploads", upload_id, len(audio))
 
-    def check_upload(self, key_id: str, upload_id: str, head_bytes: int) -> tuple[str, bytes]:
-        key = self.upload_key(key_id, upload_id)
+    def _check(self, key: str) -> bytes:
+        """The object's bytes, refused as AudioStore refuses them: 404 when it is not there, 400 when empty."""
         if key not in self.objects:
-            raise NotFound("No upload with this id has arrived for this key.", code="upload_not_found")
+            raise NotFound(
+                "No upload with this id has arrived for this key. Upload the file to the upload_url first.",
+                param="upload_id",
+                code="upload_not_found",
+            )
         if not self.objects[key]:
-            raise InvalidRequest("The uploaded file is empty.", code="empty_file")
-        return self.upload_uri(key_id, upload_id), self.objects[key][:head_bytes]
+            raise InvalidRequest("The uploaded file is empty.", param="upload_id", code="empty_file")
+        return self.objects[key]
+
+    def check_upload(self, key_id: str, upload_id: str, head_bytes: int) -> tuple[str, bytes]:
+        audio = self._check(self.upload_key(key_id, upload_id))
+        return self.upload_uri(key_id, upload_id), audio[:head_bytes]
 
     def load(self, stored: StoredObject) -> tuple[bytes, str, str, str | None]:
-        return self.objects[stored.key], stored.uri, "etag-1", "version-1"
+        return self._check(stored.key), stored.uri, "etag-1", "version-1"
 
     def keep_first_upload(self, stored: StoredObject) -> bool:
         """The slot's first upload's ETag is "etag-1" (as ``load`` says); a later one is deleted."""
@@ -322,6 +381,9 @@ class FakeAudio:
 
     def load_result(self, result_key: str) -> InferenceResult:
         return self.results[result_key]
+
+    def find_result(self, result_key: str) -> InferenceResult | None:
+        return self.results.get(result_key)
 
 
 @dataclass

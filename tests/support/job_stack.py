@@ -26,7 +26,6 @@ from urllib.parse import urlsplit
 
 import boto3
 import pytest
-import whisper_server
 from boto3.dynamodb.conditions import Attr
 from infery.adapters import webhook_sender as webhooks
 from infery.domain.jobs import Job
@@ -35,7 +34,7 @@ from infery.wiring import Wiring
 
 from local_stack.async_inference import LocalAsyncInference
 from local_stack.queue_poller import sqs_event
-from local_stack.template import LocalTemplate, async_endpoints, create_buckets, create_queues, create_topics
+from local_stack.template import LocalTemplate, async_endpoints
 from tests.support.api import (
     ROOT,
     Api,
@@ -51,46 +50,6 @@ SHORT_SCRIPT = "The quick brown fox jumps over the lazy dog."
 def short_wav() -> bytes:
     """About 3 s of espeak-ng speech: quick to transcribe, and one credit."""
     return synthesize_wav(SHORT_SCRIPT)
-
-
-@pytest.fixture(scope="session")
-def audio_resources(moto_url: str, local_template: LocalTemplate) -> dict[str, str]:
-    """The template's AudioBucket, JobsQueue and JobsDeadLetterQueue on the session's moto (made once)."""
-    credentials = {
-        "endpoint_url": moto_url,
-        "region_name": local_template.region,
-        "aws_access_key_id": "testing",
-        "aws_secret_access_key": "testing",
-    }
-    s3, sqs = boto3.client("s3", **credentials), boto3.client("sqs", **credentials)
-    bucket = local_template.physical_name("AudioBucket")
-    existing_buckets = {entry["Name"] for entry in s3.list_buckets().get("Buckets", [])}
-    if bucket not in existing_buckets:  # another fixture of the session may have made them already
-        create_queues(local_template, sqs)
-        create_topics(local_template, boto3.client("sns", **credentials))
-        create_buckets(local_template, s3)
-    environment = local_template.function_environment("WorkerFunction")
-    return {
-        "bucket": environment["AUDIO_BUCKET_NAME"],
-        "queue_url": environment["JOBS_QUEUE_URL"],
-        "queue_arn": local_template.get_att("JobsQueue", "Arn"),
-        "results_queue_url": local_template.resolve({"Ref": "InferenceResultsQueue"}),
-        "results_queue_arn": local_template.get_att("InferenceResultsQueue", "Arn"),
-        "jobs_table": environment["JOBS_TABLE_NAME"],
-        "reservations_table": environment["RESERVATIONS_TABLE_NAME"],
-        "ledger_table": environment["LEDGER_TABLE_NAME"],
-    }
-
-
-@pytest.fixture(autouse=True)
-def storage_endpoints(
-    monkeypatch: pytest.MonkeyPatch, aws_environment: None, moto_url: str, audio_resources: dict[str, str]
-) -> None:
-    """S3 and SQS at moto, for the handlers and for the model server (which reads audio_s3_uri with boto3)."""
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto_url)
-    monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", moto_url)
-    monkeypatch.setenv("AWS_ENDPOINT_URL_SNS", moto_url)
-    whisper_server._s3_client.cache_clear()  # built on first use, from the environment of that moment
 
 
 @pytest.fixture(scope="session")
@@ -401,6 +360,7 @@ def model_proxy(
                 else:
                     on_request(body)
                     target = urlsplit(model_server_url)
+                assert target.hostname is not None
                 connection = HTTPConnection(target.hostname, target.port, timeout=120)
                 connection.request(
                     "POST",

@@ -63,8 +63,9 @@ def encode(wav: bytes, audio_format: str) -> bytes:
     container_format, codec, _ = ENCODINGS[audio_format]
     sample_rate = 48_000 if codec == "libopus" else 16_000
     output = io.BytesIO()
-    with av.open(io.BytesIO(wav)) as source, av.open(output, "w", format=container_format) as target:
+    with av.open(io.BytesIO(wav), "r") as source, av.open(output, "w", format=container_format) as target:
         stream = target.add_stream(codec, rate=sample_rate)
+        assert isinstance(stream, av.AudioStream)  # an audio codec makes an audio stream
         stream.layout = "mono"
         resampler = av.AudioResampler(format=stream.codec_context.format or "s16", layout="mono", rate=sample_rate)
         for frame in source.decode(audio=0):
@@ -153,7 +154,7 @@ def large_wav(min_bytes: int, text: str = LONG_SCRIPT) -> bytes:
     """Real speech as a 48 kHz stereo 16-bit WAV of at least ``min_bytes``: the script, said again until it is."""
     said = synthesize_wav(text)
     pcm = bytearray()
-    with av.open(io.BytesIO(said)) as source:
+    with av.open(io.BytesIO(said), "r") as source:
         resampler = av.AudioResampler(format="s16", layout="stereo", rate=48_000)
         for frame in source.decode(audio=0):
             for resampled in resampler.resample(frame):
@@ -200,8 +201,8 @@ def distinct_sentences(count: int) -> list[tuple[str, tuple[str, ...]]]:
 
 def _pcm16k(wav: bytes) -> np.ndarray:
     """espeak-ng's WAV as 16 kHz mono float samples, without the silence it puts around the words."""
-    samples = []
-    with av.open(io.BytesIO(wav)) as source:
+    samples: list[np.ndarray] = []
+    with av.open(io.BytesIO(wav), "r") as source:
         resampler = av.AudioResampler(format="s16", layout="mono", rate=TIMED_SAMPLE_RATE)
         for frame in source.decode(audio=0):
             samples.extend(resampled.to_ndarray().reshape(-1) for resampled in resampler.resample(frame))

@@ -14,7 +14,7 @@ from infery.domain.errors import AuthenticationFailed
 from infery.domain.keys import ApiKeyItem, api_key_from_authorization, check_key_format, generate_api_key, hash_api_key
 
 from tests.support.fakes import LowLevelDynamoDB
-from tests.unit.test_keys import BASE62, _FakeKeysTable, spec_checksum
+from tests.support.keys import BASE62, FakeKeysTable, spec_checksum
 
 
 def with_checksum(random_part: str) -> str:
@@ -46,7 +46,7 @@ WEAK_BUT_CHECKSUMMED = {
     ],
 )
 def test_an_operators_key_of_another_shape_can_no_longer_be_created(api_key):
-    table = _FakeKeysTable()
+    table = FakeKeysTable()
     with pytest.raises(ValueError, match="generate"):
         KeyStore(LowLevelDynamoDB(table), "keys").create("dev", 0, api_key=api_key)
     assert table.items == {}
@@ -57,7 +57,7 @@ def test_an_operators_key_of_another_shape_can_no_longer_be_created(api_key):
 @pytest.mark.parametrize("api_key", list(WEAK_BUT_CHECKSUMMED.values()), ids=list(WEAK_BUT_CHECKSUMMED))
 def test_a_key_with_a_valid_checksum_but_guessable_content_is_refused(api_key):
     assert api_key[44:] == spec_checksum(api_key[4:44])  # the checksum alone would let it in
-    table = _FakeKeysTable()
+    table = FakeKeysTable()
     with pytest.raises(ValueError, match="random"):
         KeyStore(LowLevelDynamoDB(table), "keys").create("dev", 0, api_key=api_key)
     assert table.items == {}
@@ -65,7 +65,7 @@ def test_a_key_with_a_valid_checksum_but_guessable_content_is_refused(api_key):
 
 def test_a_key_an_operator_generated_elsewhere_with_infery_is_accepted():
     api_key = generate_api_key()
-    table = _FakeKeysTable()
+    table = FakeKeysTable()
     created, item = KeyStore(LowLevelDynamoDB(table), "keys").create("imported", 0, api_key=api_key)
     assert created == api_key and item.key_hash == hash_api_key(api_key)
 
@@ -79,7 +79,7 @@ def test_a_key_created_before_these_rules_still_authenticates():
     # a deployment that made operator keys of another shape keeps them working until they are revoked
     legacy = "inf_my_local_key_0123456789"
     assert api_key_from_authorization(f"Bearer {legacy}") == legacy
-    table = _FakeKeysTable()
+    table = FakeKeysTable()
     table.items[hash_api_key(legacy)] = {
         "key_hash": hash_api_key(legacy),
         "key_id": "key_0123456789abcdef",
@@ -102,7 +102,7 @@ def test_a_checksum_typo_in_a_generated_key_is_still_a_401_without_a_read():
 
 @pytest.mark.parametrize("limit", [0, -1])
 def test_a_keys_own_rate_limit_of_zero_or_less_is_refused_with_a_clear_message(limit):
-    table = _FakeKeysTable()
+    table = FakeKeysTable()
     with pytest.raises(ValueError, match="at least 1 request per minute") as raised:
         KeyStore(LowLevelDynamoDB(table), "keys").create("team", 0, rate_limit_per_minute=limit)
     assert "default" in str(raised.value)
@@ -110,7 +110,7 @@ def test_a_keys_own_rate_limit_of_zero_or_less_is_refused_with_a_clear_message(l
 
 
 def test_a_keys_own_rate_limit_of_one_or_none_is_kept():
-    store = KeyStore(LowLevelDynamoDB(_FakeKeysTable()), "keys")
+    store = KeyStore(LowLevelDynamoDB(FakeKeysTable()), "keys")
     assert store.create("team", 0, rate_limit_per_minute=1)[1].rate_limit_per_minute == 1
     assert store.create("team", 0)[1].rate_limit_per_minute is None
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-import string
-import zlib
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -23,21 +21,10 @@ from infery.domain.keys import (
 )
 
 from tests.support.fakes import LowLevelDynamoDB
+from tests.support.keys import BASE62, FakeKeysTable, spec_checksum
 
 GOOD_KEY = "inf_" + "a1B2-c3_D4e5F6g7h8I9j0kLmNoPqRsT"  # an operator's own key: inf_ + 32 characters
 assert len(GOOD_KEY) == 36
-BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
-
-
-def spec_checksum(random_part: str) -> str:
-    """The documented checksum: CRC-32 of the 40 random characters, as 6 base62 digits (0-9A-Za-z), big-endian."""
-    value = zlib.crc32(random_part.encode())
-    assert value < 62**6  # six base62 digits hold any CRC-32
-    digits = ""
-    for _ in range(6):
-        value, remainder = divmod(value, 62)
-        digits = BASE62[remainder] + digits
-    return digits
 
 
 def a_generated_key_with_a_wrong_checksum() -> str:
@@ -272,67 +259,6 @@ def test_short_keys_are_masked_entirely(key):
 # the KeyStore, over an in-memory keys table
 
 
-def _conditional_check_failed(operation: str) -> ClientError:
-    return ClientError(
-        {"Error": {"Code": "ConditionalCheckFailedException", "Message": "The conditional request failed"}}, operation
-    )
-
-
-class _FakeKeysTable:
-    """The DynamoDB Table calls KeyStore makes, over a dict; scan pages ``page_size`` items at a time."""
-
-    def __init__(self, page_size: int = 2) -> None:
-        self.items: dict[str, dict] = {}
-        self.page_size = page_size
-        self.reads = 0
-
-    def put_item(self, Item: dict, ConditionExpression=None) -> None:  # noqa: N803 - boto3's argument names
-        if ConditionExpression is not None and Item["key_hash"] in self.items:
-            raise _conditional_check_failed("PutItem")
-        self.items[Item["key_hash"]] = dict(Item)
-
-    def get_item(self, Key: dict, ConsistentRead: bool = False) -> dict:  # noqa: N803
-        self.reads += 1
-        item = self.items.get(Key["key_hash"])
-        return {"Item": dict(item)} if item else {}
-
-    def query(self, IndexName: str, KeyConditionExpression: str, ExpressionAttributeValues: dict) -> dict:  # noqa: N803
-        assert (IndexName, KeyConditionExpression) == ("ByKeyId", "key_id = :key_id")
-        wanted = ExpressionAttributeValues[":key_id"]
-        # the index projects the keys only
-        return {
-            "Items": [
-                {"key_hash": item["key_hash"], "key_id": item["key_id"]}
-                for item in self.items.values()
-                if item["key_id"] == wanted
-            ]
-        }
-
-    def scan(self, ExclusiveStartKey: dict | None = None) -> dict:  # noqa: N803
-        hashes = list(self.items)
-        start = hashes.index(ExclusiveStartKey["key_hash"]) + 1 if ExclusiveStartKey else 0
-        page = hashes[start : start + self.page_size]
-        response: dict = {"Items": [dict(self.items[key_hash]) for key_hash in page]}
-        if start + self.page_size < len(hashes):
-            response["LastEvaluatedKey"] = {"key_hash": page[-1]}
-        return response
-
-    def update_item(  # boto3's argument names
-        self,
-        Key: dict,  # noqa: N803
-        UpdateExpression: str,  # noqa: N803
-        ExpressionAttributeNames: dict,  # noqa: N803
-        ExpressionAttributeValues: dict,  # noqa: N803
-        ReturnValues: str,  # noqa: N803
-    ) -> dict:
-        assert UpdateExpression.startswith("SET ") and ReturnValues == "ALL_NEW"
-        item = self.items[Key["key_hash"]]
-        for assignment in UpdateExpression[4:].split(","):
-            name, value = (part.strip() for part in assignment.split("="))
-            item[ExpressionAttributeNames.get(name, name)] = ExpressionAttributeValues[value]
-        return {"Attributes": dict(item)}
-
-
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds")
 
@@ -344,7 +270,7 @@ def _auth_error(store: KeyStore, api_key: str) -> AuthenticationFailed:
 
 
 def test_given_a_created_key_then_it_authenticates_and_only_its_hash_is_stored():
-    table = _FakeKeysTable()
+    table = FakeKeysTable()
     store = KeyStore(LowLevelDynamoDB(table), "keys")
     api_key, item = store.create("ci", 10)
     assert has_valid_checksum(api_key)
@@ -356,7 +282,7 @@ def test_given_a_created_key_then_it_authenticates_and_only_its_hash_is_stored()
 
 
 def test_given_an_unknown_key_with_a_valid_checksum_then_401_invalid_api_key_after_one_read():
-    table = _FakeKeysTable()
+    table = FakeKeysTable()
     store = KeyStore(LowLevelDynamoDB(table), "keys")
     store.create("ci", 10)
     stranger = generate_api_key()
@@ -367,7 +293,7 @@ def test_given_an_unknown_key_with_a_valid_checksum_then_401_invalid_api_key_aft
 
 
 def test_given_a_revoked_key_then_401_revoked_api_key_with_the_key_masked():
-    table = _FakeKeysTable()
+    table = FakeKeysTable()
     store = KeyStore(LowLevelDynamoDB(table), "keys")
     own_key = generate_api_key()  # an operator's own key is of the generated shape
     api_key, item = store.create("ci", 10, api_key=own_key)
@@ -380,7 +306,7 @@ def test_given_a_revoked_key_then_401_revoked_api_key_with_the_key_masked():
 
 
 def test_given_a_key_whose_expiry_has_passed_then_401_expired_api_key():
-    store = KeyStore(LowLevelDynamoDB(_FakeKeysTable()), "keys")
+    store = KeyStore(LowLevelDynamoDB(FakeKeysTable()), "keys")
     api_key, _ = store.create("ci", 10, expires_at=_iso(datetime.now(UTC) - timedelta(minutes=1)))
     error = _auth_error(store, api_key)
     assert (error.status_code, error.code) == (401, "expired_api_key")
@@ -388,7 +314,7 @@ def test_given_a_key_whose_expiry_has_passed_then_401_expired_api_key():
 
 
 def test_given_a_key_that_expires_later_then_it_authenticates():
-    store = KeyStore(LowLevelDynamoDB(_FakeKeysTable()), "keys")
+    store = KeyStore(LowLevelDynamoDB(FakeKeysTable()), "keys")
     expires_at = _iso(datetime.now(UTC) + timedelta(days=1))
     api_key, item = store.create("ci", 10, expires_at=expires_at)
     assert store.authenticate(f"Bearer {api_key}").expires_at == expires_at
@@ -404,7 +330,7 @@ def test_given_a_key_that_expires_later_then_it_authenticates():
     ids=["an-hour-ago-written-in-utc+5", "not-a-timestamp"],
 )
 def test_given_an_expiry_that_is_not_a_utc_timestamp_then_the_key_is_refused_at_creation_or_as_expired(expires_at):
-    store = KeyStore(LowLevelDynamoDB(_FakeKeysTable()), "keys")
+    store = KeyStore(LowLevelDynamoDB(FakeKeysTable()), "keys")
     try:
         api_key, _ = store.create("ci", 10, expires_at=expires_at)
     except ValueError:
@@ -413,7 +339,7 @@ def test_given_an_expiry_that_is_not_a_utc_timestamp_then_the_key_is_refused_at_
 
 
 def test_given_a_key_that_exists_already_then_create_refuses_it_and_leaves_the_stored_one_alone():
-    table = _FakeKeysTable()
+    table = FakeKeysTable()
     store = KeyStore(LowLevelDynamoDB(table), "keys")
     own_key = generate_api_key()
     store.create("first", 10, api_key=own_key)
@@ -424,7 +350,7 @@ def test_given_a_key_that_exists_already_then_create_refuses_it_and_leaves_the_s
 
 
 def test_given_another_dynamodb_error_on_create_then_it_is_not_disguised_as_a_duplicate():
-    class _Throttled(_FakeKeysTable):
+    class _Throttled(FakeKeysTable):
         def put_item(self, Item, ConditionExpression=None):  # noqa: N803
             raise ClientError(
                 {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"}}, "PutItem"
@@ -436,21 +362,21 @@ def test_given_another_dynamodb_error_on_create_then_it_is_not_disguised_as_a_du
 
 @pytest.mark.parametrize("bad_key", ["inf_short", "sk-0123456789abcdefghij", "inf_" + "x" * 20 + " ", GOOD_KEY + "\n"])
 def test_given_a_chosen_key_that_could_never_authenticate_then_create_refuses_it(bad_key):
-    table = _FakeKeysTable()
+    table = FakeKeysTable()
     with pytest.raises(ValueError, match="40 random"):
         KeyStore(LowLevelDynamoDB(table), "keys").create("dev", 0, api_key=bad_key)
     assert table.items == {}
 
 
 def test_given_a_chosen_key_of_the_generated_shape_with_a_wrong_checksum_then_create_refuses_it():
-    table = _FakeKeysTable()
+    table = FakeKeysTable()
     with pytest.raises(ValueError, match="checksum"):
         KeyStore(LowLevelDynamoDB(table), "keys").create("dev", 0, api_key=a_generated_key_with_a_wrong_checksum())
     assert table.items == {}
 
 
 def test_given_create_options_then_they_are_stored_and_read_back():
-    table = _FakeKeysTable()
+    table = FakeKeysTable()
     store = KeyStore(LowLevelDynamoDB(table), "keys")
     _, item = store.create(
         "team", 0, expires_at="2999-01-01T00:00:00.000+00:00", rate_limit_per_minute=30, allowed_models=["whisper-1"]
@@ -466,7 +392,7 @@ def test_given_create_options_then_they_are_stored_and_read_back():
 
 
 def test_given_an_unknown_key_id_then_get_and_revoke_are_404_key_not_found():
-    store = KeyStore(LowLevelDynamoDB(_FakeKeysTable()), "keys")
+    store = KeyStore(LowLevelDynamoDB(FakeKeysTable()), "keys")
     store.create("ci", 0)
     for action in (store.get, store.revoke):
         with pytest.raises(NotFound) as raised:
@@ -475,7 +401,7 @@ def test_given_an_unknown_key_id_then_get_and_revoke_are_404_key_not_found():
 
 
 def test_given_more_keys_than_one_scan_page_then_list_returns_them_all_oldest_first():
-    table = _FakeKeysTable(page_size=2)
+    table = FakeKeysTable(page_size=2)
     store = KeyStore(LowLevelDynamoDB(table), "keys")
     for name in ("a", "b", "c", "d", "e"):
         store.create(name, 0)

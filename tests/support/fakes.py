@@ -382,9 +382,6 @@ class FakeAudio:
     def load_result(self, result_key: str) -> InferenceResult:
         return self.results[result_key]
 
-    def find_result(self, result_key: str) -> InferenceResult | None:
-        return self.results.get(result_key)
-
 
 @dataclass
 class FakeRealtimeEndpoint:

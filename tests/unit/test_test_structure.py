@@ -16,13 +16,6 @@ import pytest
 TESTS = Path(__file__).resolve().parents[1]
 ROOT = TESTS.parent
 
-# Files that still import a test module, each with what it imports; the test fails when one of them no longer does,
-# so the list cannot outlive the imports it excuses. The job use case's World moves to tests/support on its own.
-NOT_YET_MOVED = {
-    "tests/unit/test_job_faults.py": {"tests.unit.test_job_service"},
-    "tests/unit/test_job_upload_headers.py": {"tests.unit.test_job_service"},
-}
-
 
 def _is_test_module(dotted: str) -> bool:
     return any(part.startswith("test_") or part == "conftest" for part in dotted.split("."))
@@ -59,11 +52,10 @@ def test_no_file_under_tests_imports_a_test_module_or_a_conftest():
     for path in sorted(TESTS.rglob("*.py")):
         relative = path.relative_to(ROOT).as_posix()
         imported = imported_test_modules(path.read_text(), _module_name(path))
-        if imported != NOT_YET_MOVED.get(relative, set()):
+        if imported:
             offenders[relative] = imported
     assert offenders == {}, (
-        "test modules and conftests import no test module or conftest: move what they share to tests/support "
-        f"(and drop a file from NOT_YET_MOVED once it imports none): {offenders}"
+        f"test modules and conftests import no test module or conftest: move what they share to tests/support: {offenders}"
     )
 
 

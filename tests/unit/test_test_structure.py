@@ -55,7 +55,8 @@ def test_no_file_under_tests_imports_a_test_module_or_a_conftest():
         if imported:
             offenders[relative] = imported
     assert offenders == {}, (
-        f"test modules and conftests import no test module or conftest: move what they share to tests/support: {offenders}"
+        "test modules and conftests import no test module or conftest: move what they share to tests/support: "
+        f"{offenders}"
     )
 
 

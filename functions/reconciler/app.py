@@ -9,11 +9,11 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from infery.adapters.credit_store import LedgerKind
 from infery.observability import logger, metrics
-from infery.settings import get_settings
-from infery.wiring import Wiring
+from infery.settings import get_reconciler_settings
+from infery.wiring import ReconcilerWiring
 
-settings = get_settings()
-wiring = Wiring(settings)
+settings = get_reconciler_settings()
+wiring = ReconcilerWiring(settings)
 
 
 def release_stale_reservations(now: float | None = None) -> int:

@@ -18,7 +18,7 @@ from infery.domain.errors import Conflict, InferyError, InternalError, InvalidRe
 from infery.domain.ids import idempotency_id
 from infery.http.errors import JSON_CONTENT_TYPE, error_response, unexpected_error_response
 from infery.observability import logger, metrics
-from infery.settings import get_settings
+from infery.settings import get_api_settings
 from infery.wiring import Wiring
 
 # A cold start imports what every request needs, no more (benchmarks/cold_start.py measures it): what only some
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from infery.domain.inference import Task
     from infery.domain.transcription import LoadedAudio, ResponseFormat, TranscriptionRequest, UploadRequest
 
-settings = get_settings()
+settings = get_api_settings()
 # every collaborator (clients, stores, the use cases), each built on its first use
 wiring = Wiring(settings)
 app = APIGatewayRestResolver()

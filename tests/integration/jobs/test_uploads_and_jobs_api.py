@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from infery.adapters.job_store import JobStatus
-from infery.settings import get_settings
+from infery.settings import get_api_settings
 
 from tests.integration.jobs.support import (
     SEEDED,
@@ -44,7 +44,7 @@ def test_an_upload_runs_its_job_on_arrival_and_the_result_comes_in_every_format(
     assert upload_id.startswith("upl_") and job_id == "job_" + upload_id.removeprefix("upl_")
     assert upload["method"] == "POST" and upload["fields"]["key"] == object_key
     assert urlsplit(upload["upload_url"]).path.rstrip("/").endswith(store.bucket)
-    assert upload["max_bytes"] == get_settings().max_upload_bytes == 25_000_000
+    assert upload["max_bytes"] == get_api_settings().max_upload_bytes == 25_000_000
     assert upload["webhook_secret"] is None  # no webhook asked for
     conditions = decoded_policy(upload)["conditions"]
     assert ["content-length-range", 1, 25_000_000] in conditions

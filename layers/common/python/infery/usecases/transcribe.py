@@ -17,7 +17,7 @@ from infery.domain.inference import InferenceRequest, InferenceResult
 from infery.domain.pricing import Pricing
 from infery.domain.transcription import LoadedAudio, TranscriptionOptions
 from infery.observability import logger
-from infery.settings import Settings
+from infery.settings import PricingSettings, TranscriptionSettings
 from infery.usecases.ports import Credits, RealTimeEndpoint
 
 
@@ -42,7 +42,7 @@ class ModelCatalog:
         self.aliases = aliases
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ModelCatalog:
+    def from_settings(cls, settings: PricingSettings) -> ModelCatalog:
         return cls(settings.default_model, settings.model_aliases)
 
     def names(self) -> list[str]:
@@ -72,7 +72,7 @@ def refund_reason(failure: BaseException | str) -> str:
 
 
 class TranscriptionService:
-    def __init__(self, settings: Settings, credits: Credits, endpoint: RealTimeEndpoint) -> None:
+    def __init__(self, settings: TranscriptionSettings, credits: Credits, endpoint: RealTimeEndpoint) -> None:
         self.credits = credits
         self.endpoint = endpoint
         self.catalog = ModelCatalog.from_settings(settings)

@@ -237,7 +237,7 @@ def _valid_temperature(value: Any) -> bool:
 
 def _valid_webhook(value: str) -> bool:
     try:
-        check_webhook_url(value, allow_private_addresses=True)
+        check_webhook_url(value, allow_private_addresses=True, allow_http=True)
     except InferyError:
         return False
     return True

@@ -301,7 +301,8 @@ def create_upload() -> Response:
         app.current_event.headers.get("content-type"),
         _body(),
         wiring.catalog.default_model,
-        allow_http_webhooks=settings.webhook_allow_private_addresses,
+        allow_http_webhooks=settings.webhook_allow_http,
+        allow_private_webhooks=settings.webhook_allow_private_addresses,
     )
     wiring.job_service.admit(key, upload.job.model)
     answer, replay_headers = _once(
@@ -337,7 +338,8 @@ def _create_job(task: Task) -> Response:
         max_audio_bytes=settings.max_sync_audio_bytes,
         max_upload_bytes=settings.max_upload_bytes,
         for_job=True,
-        allow_http_webhooks=settings.webhook_allow_private_addresses,
+        allow_http_webhooks=settings.webhook_allow_http,
+        allow_private_webhooks=settings.webhook_allow_private_addresses,
     )
     # the file, if it is here: a header that says 1 Hz or ten hours is refused before it is stored
     wiring.job_service.admit(key, request.model, request.audio)

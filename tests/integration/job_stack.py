@@ -280,6 +280,7 @@ def load_worker(
             **worker_environment,
             "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": runtime_url,
             "WEBHOOK_ALLOW_PRIVATE_ADDRESSES": "true",
+            "WEBHOOK_ALLOW_HTTP": "true",
             **environment,
         }.items():
             monkeypatch.setenv(name, value)

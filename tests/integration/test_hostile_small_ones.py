@@ -257,7 +257,7 @@ def test_a_job_id_of_another_shape_is_404_without_a_lookup(untouched_model, acco
 
 
 def test_on_aws_a_webhook_must_be_https_on_443_to_a_public_host(untouched_model, accounts, leftovers, wav):
-    api = untouched_model(WEBHOOK_ALLOW_PRIVATE_ADDRESSES="false")
+    api = untouched_model(WEBHOOK_ALLOW_PRIVATE_ADDRESSES="false", WEBHOOK_ALLOW_HTTP="false")
     api_key, item = accounts.new_key(SEEDED)
     for url in (
         "http://hooks.example.com/infery",
@@ -275,7 +275,7 @@ def test_on_aws_a_webhook_must_be_https_on_443_to_a_public_host(untouched_model,
 
 
 def test_locally_a_webhook_to_loopback_over_http_is_accepted(untouched_model, accounts, leftovers, wav):
-    api = untouched_model(WEBHOOK_ALLOW_PRIVATE_ADDRESSES="true")
+    api = untouched_model(WEBHOOK_ALLOW_PRIVATE_ADDRESSES="true", WEBHOOK_ALLOW_HTTP="true")
     api_key, _ = accounts.new_key(SEEDED)
     assert post_upload(api, api_key, {"webhook_url": "http://127.0.0.1:8123/hook"}).status == 201
     reply = api.transcribe(api_key, wav, path=TRANSCRIPTION_JOBS, webhook_url="http://127.0.0.1:8123/hook")

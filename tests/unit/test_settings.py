@@ -167,6 +167,7 @@ def test_lists_and_mappings_are_json():
         (WorkerSettings, WORKER, {"MAX_OPEN_JOBS_PER_KEY": "many"}),  # not a number
         (ApiSettings, API, {"MODEL_PRICES": "{not json"}),
         (ReconcilerSettings, JOB_TABLES, {"RESERVATION_GRACE_SECONDS": "60"}),  # shorter than a Lambda may run
+        (WorkerSettings, WORKER, {"WEBHOOK_ALLOW_HTTP": "perhaps"}),
     ],
 )
 def test_a_bad_or_missing_value_is_refused_naming_its_setting(model, base, override):
@@ -177,6 +178,15 @@ def test_a_bad_or_missing_value_is_refused_naming_its_setting(model, base, overr
     with pytest.raises((ValidationError, ValueError)) as refused:
         model.from_environment(environment)
     assert next(iter(override)).lower() in str(refused.value)
+
+
+def test_allowing_private_webhook_addresses_does_not_allow_http_nor_the_other_way_round():
+    private = WorkerSettings.from_environment({**WORKER, "WEBHOOK_ALLOW_PRIVATE_ADDRESSES": "true"})
+    http = WorkerSettings.from_environment({**WORKER, "WEBHOOK_ALLOW_HTTP": "true"})
+    assert (private.webhook_allow_private_addresses, private.webhook_allow_http) == (True, False)
+    assert (http.webhook_allow_private_addresses, http.webhook_allow_http) == (False, True)
+    deployed = WorkerSettings.from_environment(WORKER)
+    assert (deployed.webhook_allow_private_addresses, deployed.webhook_allow_http) == (False, False)
 
 
 def test_the_operator_tool_needs_only_the_tables():

@@ -131,8 +131,13 @@ class ReservationGrace(EnvironmentSettings):
 
 
 class Webhooks(EnvironmentSettings):
-    # Webhooks to loopback/private/link-local addresses are refused (SSRF); the local stack allows them.
+    """What a webhook URL may point at. A deployment allows neither; the local stack allows both, because its
+    receivers run on the developer's machine."""
+
+    # Loopback, private and link-local addresses (SSRF otherwise), on any port: a local receiver listens where it can.
     webhook_allow_private_addresses: bool = False
+    # Plain http:// URLs (a deployment sends https only).
+    webhook_allow_http: bool = False
 
 
 class JobsSettings(

@@ -222,6 +222,7 @@ class WorkerWiring(ReconcilerWiring):
             hold_seconds=self.settings.async_job_hold_seconds,
             max_attempts=self.settings.worker_max_receives,
             allow_private_webhooks=self.settings.webhook_allow_private_addresses,
+            allow_http_webhooks=self.settings.webhook_allow_http,
             max_open_work=self.settings.max_open_jobs_per_key,
             upload_expiry_seconds=self.settings.upload_expiry_seconds,
         )

@@ -103,6 +103,7 @@ class JobService:
     hold_seconds: int
     max_attempts: int = 3
     allow_private_webhooks: bool = False
+    allow_http_webhooks: bool = False
     # how many jobs and upload slots a key may have open at once (a cap on the work and storage one key can hold)
     max_open_work: int = 100
     upload_expiry_seconds: int = 900
@@ -464,6 +465,7 @@ class JobService:
             job.webhook_secret,
             record=lambda attempt: self.jobs.record_webhook_attempt(job.job_id, attempt),
             allow_private_addresses=self.allow_private_webhooks,
+            allow_http=self.allow_http_webhooks,
         )
         if not delivered:
             logger.warning("webhook not delivered", extra={"job_id": job.job_id})

@@ -46,7 +46,7 @@ def redrive_stuck_jobs(now: float | None = None) -> int:
         wiring.job_store,
         wiring.job_queue,
         now=int(now or time.time()),
-        queued_grace_seconds=settings.reservation_grace_seconds,
+        queued_grace_seconds=settings.queued_job_grace_seconds,
     )
     for job in redriven:
         logger.warning(

@@ -167,6 +167,7 @@ def test_lists_and_mappings_are_json():
         (WorkerSettings, WORKER, {"MAX_OPEN_JOBS_PER_KEY": "many"}),  # not a number
         (ApiSettings, API, {"MODEL_PRICES": "{not json"}),
         (ReconcilerSettings, JOB_TABLES, {"RESERVATION_GRACE_SECONDS": "60"}),  # shorter than a Lambda may run
+        (ReconcilerSettings, JOB_TABLES, {"QUEUED_JOB_GRACE_SECONDS": "60"}),
         (WorkerSettings, WORKER, {"WEBHOOK_ALLOW_HTTP": "perhaps"}),
     ],
 )
@@ -187,6 +188,15 @@ def test_allowing_private_webhook_addresses_does_not_allow_http_nor_the_other_wa
     assert (http.webhook_allow_private_addresses, http.webhook_allow_http) == (False, True)
     deployed = WorkerSettings.from_environment(WORKER)
     assert (deployed.webhook_allow_private_addresses, deployed.webhook_allow_http) == (False, False)
+
+
+def test_the_queued_jobs_grace_is_a_setting_of_its_own_with_the_reservations_default():
+    defaults = ReconcilerSettings.from_environment(JOB_TABLES)
+    assert defaults.queued_job_grace_seconds == defaults.reservation_grace_seconds == 1200
+    longer = ReconcilerSettings.from_environment({**JOB_TABLES, "QUEUED_JOB_GRACE_SECONDS": "3600"})
+    assert (longer.queued_job_grace_seconds, longer.reservation_grace_seconds) == (3600, 1200)
+    held = ReconcilerSettings.from_environment({**JOB_TABLES, "RESERVATION_GRACE_SECONDS": "1800"})
+    assert (held.queued_job_grace_seconds, held.reservation_grace_seconds) == (1200, 1800)
 
 
 def test_the_operator_tool_needs_only_the_tables():

@@ -183,7 +183,12 @@ class WorkerSettings(JobsSettings):
 
 
 class ReconcilerSettings(JobTables, ReservationGrace):
-    """What the reconciler (functions/reconciler) reads: the tables, the queue and the grace period."""
+    """What the reconciler (functions/reconciler) reads: the tables, the queue and its two grace periods."""
+
+    # A queued job that waited this long is sent to the queue again (its message went to the dead-letter queue, or
+    # a backlog holds it), and waits this long again before the next send. At least as long as a worker may run, as
+    # the reservations' grace, so a job a worker is still starting is not sent again.
+    queued_job_grace_seconds: int = Field(default=1200, ge=900)
 
 
 @cache

@@ -1,4 +1,4 @@
-"""Issue 9, item 7: over a thousand generated hostile requests through the real handler, against moto.
+"""Over a thousand generated hostile requests through the real handler, against moto.
 
 Every request (tests/hostile_requests.py draws them) must get a 4xx in OpenAI's error shape with a message a person
 can read and no internal detail. The model is a stand-in that counts its calls: a request refused before inference

@@ -1,4 +1,4 @@
-"""Issue 9's small findings and field limits, through the real handler against moto (items 4 and 6).
+"""A security review's small findings and the field limits, through the real handler against moto.
 
 Each test is one finding of the security review: the request is refused with a 4xx in OpenAI's shape, the model
 is never called, nothing is charged, and (for uploads and jobs) no job row, S3 object or queue message is left.
@@ -118,7 +118,7 @@ def create_jobs(api: Api, api_key: str, audio: bytes, **fields: Any) -> list[Rep
     ]
 
 
-# --- item 6: a multipart body without its closing boundary -----------------------------------------------------------
+# --- a multipart body without its closing boundary -------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("cut", ["closing-boundary", "mid-audio"])
@@ -142,7 +142,7 @@ def test_a_multipart_content_type_without_a_boundary_says_so_in_words(untouched_
     accounts.assert_untouched(item, SEEDED)
 
 
-# --- item 6: the model's internals do not reach the client ------------------------------------------------------------
+# --- the model's internals do not reach the client --------------------------------------------------------------------
 
 
 def test_the_models_errno_text_and_our_bucket_are_not_in_the_clients_message(fake_runtime, load_api, accounts, wav):
@@ -169,7 +169,7 @@ def test_the_models_errno_text_and_our_bucket_are_not_in_the_clients_message(fak
     accounts.assert_untouched(item, SEEDED)
 
 
-# --- item 6: temperature and word timestamps --------------------------------------------------------------------------
+# --- temperature and word timestamps ----------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("temperature", [True, "NaN", "Infinity"])
@@ -202,7 +202,7 @@ def test_word_timestamps_without_verbose_json_are_400_on_every_path(untouched_mo
     leftovers.assert_none(item)
 
 
-# --- item 4: limits on every field of uploads and jobs ----------------------------------------------------------------
+# --- limits on every field of uploads and jobs ------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -283,7 +283,7 @@ def test_locally_a_webhook_to_loopback_over_http_is_accepted(untouched_model, ac
     leftovers.drain()
 
 
-# --- item 4: the minimum credit at creation --------------------------------------------------------------------------
+# --- the minimum credit at creation ----------------------------------------------------------------------------------
 
 
 def test_uploads_and_jobs_need_the_minimum_credit_at_creation(untouched_model, accounts, leftovers, wav):

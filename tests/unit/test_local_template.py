@@ -244,8 +244,8 @@ def test_gateway_responses_are_the_apis(local):
 
 
 def test_the_audio_bucket_is_versioned_and_takes_browser_uploads_as_the_local_stack_creates_it(local):
-    """Issue 9: an upload is its slot's first version (versioning). Issue 12: the console posts large files straight
-    to the bucket from another origin (CORS). The local stack creates the bucket with both, from this template."""
+    """An upload is its slot's first version (versioning), and the console posts large files straight to the
+    bucket from another origin (CORS). The local stack creates the bucket with both, from this template."""
     created: dict[str, dict] = {}
 
     class RecordingS3:

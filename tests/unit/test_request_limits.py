@@ -1,7 +1,5 @@
 """Every field of a request has a limit, checked while parsing (before anything is written), with a 400 in
 OpenAI's shape that names the field; and what a client is told never carries our internals.
-
-Issue 9, items 4 ("Limits on every field", the request-parsing part) and 6 ("The small ones").
 """
 
 from __future__ import annotations
@@ -80,7 +78,7 @@ def both_bodies(**fields) -> list[tuple[str, bytes]]:
     ]
 
 
-# --- item 6: a multipart body must be whole --------------------------------------------------------------------------
+# --- a multipart body must be whole ----------------------------------------------------------------------------------
 
 
 def _without_closing_boundary(body: bytes) -> bytes:
@@ -149,7 +147,7 @@ def test_a_broken_multipart_envelope_is_told_without_the_parsers_words(content_t
     assert (error.status_code, error.code) == (400, "invalid_multipart")
 
 
-# --- item 6: temperature ---------------------------------------------------------------------------------------------
+# --- temperature -----------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("value", [True, False, "true", [0.5], {"value": 0.5}])
@@ -185,7 +183,7 @@ def test_good_temperatures_are_kept(value, expected):
     assert parse(content_type, body).temperature == pytest.approx(expected)
 
 
-# --- item 6: word timestamps need verbose_json -----------------------------------------------------------------------
+# --- word timestamps need verbose_json -------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("response_format", [None, "json", "text", "srt", "vtt"])
@@ -212,7 +210,7 @@ def test_word_timestamps_with_verbose_json_and_segments_with_any_format_are_acce
     assert not parse(content_type, body).word_timestamps
 
 
-# --- item 4: limits on every field -----------------------------------------------------------------------------------
+# --- limits on every field -------------------------------------------------------------------------------------------
 
 
 def test_the_limits_are_the_documented_ones():
@@ -316,7 +314,7 @@ def test_an_upload_id_of_another_shape_is_refused_before_anything_is_read(upload
         assert (error.param, error.code) == ("upload_id", "invalid_upload_id")
 
 
-# --- item 4: webhook URLs --------------------------------------------------------------------------------------------
+# --- webhook URLs ----------------------------------------------------------------------------------------------------
 
 
 def _webhook_refusals(url: str, **webhook_rules: bool) -> list[InferyError]:

@@ -1,4 +1,4 @@
-"""webhooks.deliver cannot be turned against our own network (issue 9, item 5).
+"""webhooks.deliver cannot be turned against our own network.
 
 It resolves the host once, checks every address, and connects to the address it checked (the Host header and
 TLS SNI carry the name); it follows no redirect; on AWS it sends over https to port 443 only; and a failure to

@@ -379,7 +379,7 @@ def test_the_sync_call_takes_no_webhook(fake_runtime, load_api, accounts, short_
 def test_a_key_at_its_cap_of_open_uploads_and_jobs_gets_429_until_one_finishes(
     load_api, model_server_url, storage_endpoints, worker, jobs_queue, store, accounts, short_wav
 ):
-    """Issue 9: a key has a cap on open uploads and running jobs (MAX_OPEN_JOBS_PER_KEY); another key is not
+    """A key has a cap on open uploads and running jobs (MAX_OPEN_JOBS_PER_KEY); another key is not
     affected, and a finished job frees its place."""
     api = load_api(model_server_url, MAX_OPEN_JOBS_PER_KEY="3")
     api_key, item = accounts.new_key(SEEDED)

@@ -4,7 +4,7 @@
 
 The local stack is started as ``make serve`` runs it (benchmarks.stack). Two kinds of recording (espeak-ng,
 16 kHz mono WAV): short clips of two sentences (about 8 s, where the stack's fixed cost per request weighs most)
-and the ~40 s meeting clip that benchmarks.engine_throughput measures (issue 8's 30-60 s request). Each is
+and the ~40 s meeting clip that benchmarks.engine_throughput measures (a typical 30-60 s request). Each is
 transcribed two ways, 1 and then ``--concurrency`` requests at once:
 
 - **model alone**: HTTP straight to the stack's own model server (``POST /invocations``, what SageMaker calls in

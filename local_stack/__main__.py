@@ -149,6 +149,12 @@ def quiet_environment(verbose: bool) -> dict[str, str]:
     }
 
 
+# Webhook receivers on this machine are the point locally: loopback addresses, plain http. A deployment refuses
+# both (template.yaml sets neither). Only the API (which checks a webhook URL) and the worker (which sends to it) read
+# them.
+LOCAL_WEBHOOKS = {"WEBHOOK_ALLOW_PRIVATE_ADDRESSES": "true", "WEBHOOK_ALLOW_HTTP": "true"}
+
+
 def main() -> None:
     args = parse_args()
     # SIGTERM (from a test runner or `kill`) stops everything as Ctrl-C does; SIGINT is set explicitly
@@ -171,8 +177,6 @@ def main() -> None:
         "AWS_ENDPOINT_URL_SNS": f"http://127.0.0.1:{moto_port}",
         "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": f"http://127.0.0.1:{model_port}",
         **quiet_environment(args.verbose),
-        # webhook receivers on this machine are the point locally; on AWS internal addresses are refused
-        "WEBHOOK_ALLOW_PRIVATE_ADDRESSES": "true",
     }
     os.environ.update(aws_environment)
     child_environment = {**os.environ, "PYTHONPATH": os.pathsep.join(local.layer_python_paths())}
@@ -228,7 +232,7 @@ def main() -> None:
         dev_key, balance = _seed_dev_key(local, args.dev_key, args.dev_credits, dev_key_file)
         _wait_until(lambda: _http_ok(f"http://127.0.0.1:{model_port}/ping"), "Whisper model server", 180, model_server)
 
-        gateway = LocalApiGateway(local, args.concurrency, aws_environment)
+        gateway = LocalApiGateway(local, args.concurrency, {**aws_environment, **LOCAL_WEBHOOKS})
         stack.callback(gateway.close)
         gateway.warm_up()
         scheduler = LocalScheduler(local, aws_environment)
@@ -244,7 +248,10 @@ def main() -> None:
         )
         stack.callback(async_inference.close)
         async_inference.start()
-        poller = LocalQueuePoller(local, {**aws_environment, "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": async_inference.url})
+        poller = LocalQueuePoller(
+            local,
+            {**aws_environment, **LOCAL_WEBHOOKS, "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": async_inference.url},
+        )
         stack.callback(poller.close)
         poller.start()
         server = LocalApiServer((args.host, args.port), gateway, log_requests=not args.quiet, verbose=args.verbose)

@@ -9,11 +9,11 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from infery.domain.ledger import LedgerKind
 from infery.observability import logger, metrics
-from infery.settings import get_settings
-from infery.wiring import Wiring
+from infery.settings import get_reconciler_settings
+from infery.wiring import ReconcilerWiring
 
-settings = get_settings()
-wiring = Wiring(settings)
+settings = get_reconciler_settings()
+wiring = ReconcilerWiring(settings)
 
 
 def release_stale_reservations(now: float | None = None) -> int:
@@ -46,7 +46,7 @@ def redrive_stuck_jobs(now: float | None = None) -> int:
         wiring.job_store,
         wiring.job_queue,
         now=int(now or time.time()),
-        queued_grace_seconds=settings.reservation_grace_seconds,
+        queued_grace_seconds=settings.queued_job_grace_seconds,
     )
     for job in redriven:
         logger.warning(

@@ -18,7 +18,7 @@ from infery.domain.errors import Conflict, InferyError, InternalError, InvalidRe
 from infery.domain.ids import idempotency_id
 from infery.http.errors import JSON_CONTENT_TYPE, error_response, unexpected_error_response
 from infery.observability import logger, metrics
-from infery.settings import get_settings
+from infery.settings import get_api_settings
 from infery.wiring import Wiring
 
 # A cold start imports what every request needs, no more (benchmarks/cold_start.py measures it): what only some
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from infery.domain.keys import ApiKeyItem
     from infery.domain.transcription import LoadedAudio, ResponseFormat, TranscriptionRequest, UploadRequest
 
-settings = get_settings()
+settings = get_api_settings()
 # every collaborator (clients, stores, the use cases), each built on its first use
 wiring = Wiring(settings)
 app = APIGatewayRestResolver()
@@ -297,7 +297,8 @@ def create_upload() -> Response:
         app.current_event.headers.get("content-type"),
         _body(),
         wiring.catalog.default_model,
-        allow_http_webhooks=settings.webhook_allow_private_addresses,
+        allow_http_webhooks=settings.webhook_allow_http,
+        allow_private_webhooks=settings.webhook_allow_private_addresses,
     )
     wiring.job_service.admit(key, upload.job.model)
     answer, replay_headers = _once(
@@ -333,7 +334,8 @@ def _create_job(task: Task) -> Response:
         max_audio_bytes=settings.max_sync_audio_bytes,
         max_upload_bytes=settings.max_upload_bytes,
         for_job=True,
-        allow_http_webhooks=settings.webhook_allow_private_addresses,
+        allow_http_webhooks=settings.webhook_allow_http,
+        allow_private_webhooks=settings.webhook_allow_private_addresses,
     )
     # the file, if it is here: a header that says 1 Hz or ten hours is refused before it is stored
     wiring.job_service.admit(key, request.model, request.audio)

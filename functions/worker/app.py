@@ -22,12 +22,12 @@ from infery.adapters.job_queue import job_id_of_message
 from infery.domain.async_inference import AsyncNotification
 from infery.domain.stored_audio import object_key_from_event, parse_object_key
 from infery.observability import logger, metrics
-from infery.settings import get_settings
-from infery.wiring import Wiring
+from infery.settings import get_worker_settings
+from infery.wiring import WorkerWiring
 
-settings = get_settings()
+settings = get_worker_settings()
 # every collaborator (clients, stores, the job use case), each built on its first use
-wiring = Wiring(settings)
+wiring = WorkerWiring(settings)
 # a batch whose every message failed is reported as batchItemFailures too, not raised as a function error
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 

@@ -1,4 +1,4 @@
-"""Issue 9, item 7 over HTTP: a hundred generated hostile requests against the real local stack.
+"""Over HTTP: a hundred generated hostile requests against the real local stack.
 
 The same strategies as tests/integration/test_hostile_generated.py (tests/support/hostile_requests.py), sent over a raw
 socket so that repeated and huge headers, and a Content-Length that lies, reach the local API Gateway as a client

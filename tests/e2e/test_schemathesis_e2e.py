@@ -1,4 +1,4 @@
-"""Issue 9, item 8: schemathesis against a local stack, from the committed openapi.json, with the dev key.
+"""Schemathesis against a local stack, from the committed openapi.json, with the dev key.
 
 Every operation gets its examples, schemathesis' coverage cases (each field at and past its limits) and generated
 requests, valid and invalid (at most MAX_EXAMPLES each). Each answer is checked: no 5xx, a status the document
@@ -85,7 +85,7 @@ def test_the_contract_run_reached_every_operation(capsys: Any) -> None:
 
 
 def test_the_books_balance_after_the_contract_run(contract_stack: RunningStack, capsys: Any) -> None:
-    """Issue 9's books: what the ledger took = the balance's change = the credits the answers said they used (the
+    """The books: what the ledger took = the balance's change = the credits the answers said they used (the
     synchronous answers' x-infery-credits-used, and the credits_used of the jobs the run created, once finished);
     and no reservation is left open."""
     if not CALLS:

@@ -104,6 +104,7 @@ def aws_environment(monkeypatch: pytest.MonkeyPatch, moto_url: str, function_env
         # as the local stack does: the tests' webhook receivers listen on 127.0.0.1 over http, which a deployment
         # refuses (tests that check the refusal load the handler with "false")
         "WEBHOOK_ALLOW_PRIVATE_ADDRESSES": "true",
+        "WEBHOOK_ALLOW_HTTP": "true",
     }
     for name, value in environment.items():
         monkeypatch.setenv(name, value)

@@ -1,4 +1,4 @@
-"""Issue 9's small findings and field limits, through the real handler against moto (items 4 and 6).
+"""A security review's small findings and the field limits, through the real handler against moto.
 
 Each test is one finding of the security review: the request is refused with a 4xx in OpenAI's shape, the model
 is never called, nothing is charged, and (for uploads and jobs) no job row, S3 object or queue message is left.
@@ -64,7 +64,7 @@ def create_jobs(api: Api, api_key: str, audio: bytes, **fields: Any) -> list[Rep
     ]
 
 
-# --- item 6: a multipart body without its closing boundary -----------------------------------------------------------
+# --- a multipart body without its closing boundary -------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("cut", ["closing-boundary", "mid-audio"])
@@ -88,7 +88,7 @@ def test_a_multipart_content_type_without_a_boundary_says_so_in_words(untouched_
     accounts.assert_untouched(item, SEEDED)
 
 
-# --- item 6: the model's internals do not reach the client ------------------------------------------------------------
+# --- the model's internals do not reach the client --------------------------------------------------------------------
 
 
 def test_the_models_errno_text_and_our_bucket_are_not_in_the_clients_message(fake_runtime, load_api, accounts, wav):
@@ -115,7 +115,7 @@ def test_the_models_errno_text_and_our_bucket_are_not_in_the_clients_message(fak
     accounts.assert_untouched(item, SEEDED)
 
 
-# --- item 6: temperature and word timestamps --------------------------------------------------------------------------
+# --- temperature and word timestamps ----------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("temperature", [True, "NaN", "Infinity"])
@@ -148,7 +148,7 @@ def test_word_timestamps_without_verbose_json_are_400_on_every_path(untouched_mo
     leftovers.assert_none(item)
 
 
-# --- item 4: limits on every field of uploads and jobs ----------------------------------------------------------------
+# --- limits on every field of uploads and jobs ------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -203,7 +203,7 @@ def test_a_job_id_of_another_shape_is_404_without_a_lookup(untouched_model, acco
 
 
 def test_on_aws_a_webhook_must_be_https_on_443_to_a_public_host(untouched_model, accounts, leftovers, wav):
-    api = untouched_model(WEBHOOK_ALLOW_PRIVATE_ADDRESSES="false")
+    api = untouched_model(WEBHOOK_ALLOW_PRIVATE_ADDRESSES="false", WEBHOOK_ALLOW_HTTP="false")
     api_key, item = accounts.new_key(SEEDED)
     for url in (
         "http://hooks.example.com/infery",
@@ -221,7 +221,7 @@ def test_on_aws_a_webhook_must_be_https_on_443_to_a_public_host(untouched_model,
 
 
 def test_locally_a_webhook_to_loopback_over_http_is_accepted(untouched_model, accounts, leftovers, wav):
-    api = untouched_model(WEBHOOK_ALLOW_PRIVATE_ADDRESSES="true")
+    api = untouched_model(WEBHOOK_ALLOW_PRIVATE_ADDRESSES="true", WEBHOOK_ALLOW_HTTP="true")
     api_key, _ = accounts.new_key(SEEDED)
     assert post_upload(api, api_key, {"webhook_url": "http://127.0.0.1:8123/hook"}).status == 201
     reply = api.transcribe(api_key, wav, path=TRANSCRIPTION_JOBS, webhook_url="http://127.0.0.1:8123/hook")
@@ -229,7 +229,7 @@ def test_locally_a_webhook_to_loopback_over_http_is_accepted(untouched_model, ac
     leftovers.drain()
 
 
-# --- item 4: the minimum credit at creation --------------------------------------------------------------------------
+# --- the minimum credit at creation ----------------------------------------------------------------------------------
 
 
 def test_uploads_and_jobs_need_the_minimum_credit_at_creation(untouched_model, accounts, leftovers, wav):

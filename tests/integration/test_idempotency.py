@@ -242,7 +242,7 @@ def test_the_results_are_stored_in_the_templates_idempotency_table(model, accoun
     assert api_key not in json.dumps(items, default=str)  # never the key itself
 
 
-# --- issue 9: an Idempotency-Key on every POST, and charged at most once after any failure -------------------
+# --- an Idempotency-Key on every POST, and charged at most once after any failure ----------------------------
 
 
 def test_an_answer_lost_after_the_charge_is_replayed_on_retry_without_a_second_charge(

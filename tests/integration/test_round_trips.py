@@ -1,4 +1,4 @@
-"""DynamoDB round trips of a sync call (issue 13): authentication's read of the key is the only read of it.
+"""DynamoDB round trips of a sync call: authentication's read of the key is the only read of it.
 
 Reserve and settle start from the balance the request last saw (authentication's, then the reservation's own
 result) instead of reading the key again; the transactions are conditional on that balance, so a balance changed

@@ -222,7 +222,7 @@ def _wait_for_closed_reservations(stack: RunningStack, key_id: str, timeout: flo
 def _reconciler(stack: RunningStack) -> Any:
     """The stack's reconciler (functions/reconciler/app.py), to run with its clock past the grace period: what it
     does when its time comes to a reservation a failed refund left open and to a job whose failure could not be
-    recorded (the stack runs it every 5 minutes; it leaves both alone for RESERVATION_GRACE_SECONDS, 20 minutes)."""
+    recorded (the stack runs it every 5 minutes; it leaves both alone for their grace periods, 20 minutes each)."""
     os.environ.update(stack.environment)
     spec = importlib.util.spec_from_file_location("app", ROOT / "functions" / "reconciler" / "app.py")
     assert spec is not None and spec.loader is not None
@@ -238,7 +238,7 @@ def _run_reconciler(stack: RunningStack) -> int:
 
 def _redrive_stuck_jobs(stack: RunningStack) -> int:
     reconciler = _reconciler(stack)
-    return reconciler.redrive_stuck_jobs(now=time.time() + reconciler.settings.reservation_grace_seconds + 60)
+    return reconciler.redrive_stuck_jobs(now=time.time() + reconciler.settings.queued_job_grace_seconds + 60)
 
 
 def _percentile(values: list[float], share: float) -> float:

@@ -8,7 +8,7 @@ from typing import Any
 
 from infery.domain.inference import InferenceResult, Segment, Word
 from infery.domain.transcription import TranscriptionRequest
-from infery.settings import Settings
+from infery.settings import ApiSettings
 from requests_toolbelt import MultipartEncoder
 from urllib3 import encode_multipart_formdata
 
@@ -101,9 +101,9 @@ def inference_result(
     return InferenceResult(text=text, language=language, duration=duration, segments=segments, words=words)
 
 
-def job_settings(bucket: str) -> Settings:
+def job_settings(bucket: str) -> ApiSettings:
     """Settings for the job use case through fakes: every name it needs, none of them reached."""
-    return Settings(
+    return ApiSettings(
         keys_table_name="keys",
         ledger_table_name="ledger",
         reservations_table_name="holds",

@@ -30,7 +30,7 @@ from boto3.dynamodb.conditions import Attr
 from infery.adapters import webhook_sender as webhooks
 from infery.domain.jobs import Job
 from infery.settings import get_settings
-from infery.wiring import Wiring
+from infery.wiring import WorkerWiring
 
 from local_stack.async_inference import LocalAsyncInference
 from local_stack.queue_poller import sqs_event
@@ -239,6 +239,7 @@ def load_worker(
             **worker_environment,
             "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": runtime_url,
             "WEBHOOK_ALLOW_PRIVATE_ADDRESSES": "true",
+            "WEBHOOK_ALLOW_HTTP": "true",
             **environment,
         }.items():
             monkeypatch.setenv(name, value)
@@ -317,16 +318,16 @@ def webhook_receiver() -> Iterator[Callable[..., Receiver]]:
 def webhook_sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """The backoff waits the worker asks for between webhook attempts, recorded instead of slept.
 
-    Every worker of the test, loaded before or after this fixture, builds its job use case from the one Wiring
+    Every worker of the test, loaded before or after this fixture, builds its job use case from the one WorkerWiring
     class: its webhook sender is the wiring's own, with a sleep that records.
     """
     sleeps: list[float] = []
-    build = vars(Wiring)["webhook_sender"].func  # the cached_property's own builder
+    build = vars(WorkerWiring)["webhook_sender"].func  # the cached_property's own builder
 
-    def recording_sender(wiring: Wiring) -> webhooks.HttpWebhookSender:
+    def recording_sender(wiring: WorkerWiring) -> webhooks.HttpWebhookSender:
         return dataclasses.replace(build(wiring), sleep=sleeps.append)
 
-    monkeypatch.setattr(Wiring, "webhook_sender", property(recording_sender))
+    monkeypatch.setattr(WorkerWiring, "webhook_sender", property(recording_sender))
     return sleeps
 
 

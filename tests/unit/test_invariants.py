@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from infery.domain.transcription import ResponseFormat
-from infery.settings import Settings
+from infery.settings import ApiSettings, EnvironmentSettings, ReconcilerSettings, WorkerSettings
 from infery_cli import client
 
 from local_stack.template import LocalTemplate, load_template
@@ -25,15 +25,22 @@ def local() -> LocalTemplate:
     return LocalTemplate(load_template())
 
 
-@pytest.fixture
-def settings_of(local: LocalTemplate, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], Settings]:
-    """The settings a function reads from the environment template.yaml gives it."""
+SETTINGS: dict[str, type[EnvironmentSettings]] = {
+    "TranscribeFunction": ApiSettings,
+    "WorkerFunction": WorkerSettings,
+    "ReconcilerFunction": ReconcilerSettings,
+}
 
-    def read(function: str) -> Settings:
+
+@pytest.fixture
+def settings_of(local: LocalTemplate, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], Any]:
+    """The settings a function reads (its own model) from the environment template.yaml gives it."""
+
+    def read(function: str) -> Any:
         with monkeypatch.context() as environment:
             for name, value in local.function_environment(function).items():
                 environment.setenv(name, value)
-            return Settings.from_environment()
+            return SETTINGS[function].from_environment()
 
     return read
 
@@ -53,7 +60,7 @@ def test_the_worker_fails_a_job_on_the_last_delivery_the_jobs_queue_makes(local,
     # delivery after which SQS moves the message to the dead-letter queue
     max_receive_count = int(properties(local, "JobsQueue")["RedrivePolicy"]["maxReceiveCount"])
     assert settings_of("WorkerFunction").worker_max_receives == max_receive_count
-    assert Settings.model_fields["worker_max_receives"].default == max_receive_count
+    assert WorkerSettings.model_fields["worker_max_receives"].default == max_receive_count
 
 
 def test_a_workers_lease_outlasts_the_worker(local, settings_of):

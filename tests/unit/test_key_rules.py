@@ -1,5 +1,5 @@
-"""Keys an operator brings pass the checks generated keys pass, and a key's own rate limit of 0 is not "unlimited"
-(issue 9, item 6).
+"""Keys an operator brings pass the checks generated keys pass, and a key's own rate limit of 0 is not
+"unlimited".
 
 An operator's own key (INFERY_DEV_KEY, ``infery keys create --key``) used to need only the shape
 ``inf_`` + 16 to 128 characters: ``inf_my_local_key_0123456789`` had no checksum and guessable content. Now a key

@@ -36,8 +36,8 @@ def test_the_repository_template_is_loaded(template):
 
 
 def test_short_form_tags_become_intrinsic_functions(template):
-    variables = template["Globals"]["Function"]["Environment"]["Variables"]
-    assert variables["KEYS_TABLE_NAME"] == {"Ref": "KeysTable"}
+    assert template["Globals"]["Function"]["Environment"]["Variables"]["KEYS_TABLE_NAME"] == {"Ref": "KeysTable"}
+    variables = template["Resources"]["TranscribeFunction"]["Properties"]["Environment"]["Variables"]
     assert variables["DEFAULT_MODEL"] == {"Ref": "ModelName"}
     assert variables["SAGEMAKER_ENDPOINT_NAME"] == {"Fn::GetAtt": ["WhisperEndpoint", "EndpointName"]}
     assert template["Outputs"]["ApiBaseUrl"]["Value"] == {
@@ -124,6 +124,13 @@ def test_the_transcribe_functions_environment_is_resolved_from_the_template(temp
     ) == ("infery-local-ReservationsTable", "infery-local-RateLimitsTable", "infery-local-IdempotencyTable")
     assert (environment["MODEL_PRICES"], environment["DEFAULT_RATE_LIMIT_PER_MINUTE"]) == ("{}", "600")
     assert all(isinstance(value, str) and "Ref" not in value and "Fn::" not in value for value in environment.values())
+
+
+def test_a_functions_environment_is_the_globals_and_its_own_variables(local):
+    worker, reconciler = local.function_environment("WorkerFunction"), local.function_environment("ReconcilerFunction")
+    assert worker["KEYS_TABLE_NAME"] == reconciler["KEYS_TABLE_NAME"] == "infery-local-KeysTable"  # the globals
+    assert worker["AUDIO_BUCKET_NAME"] == "infery-local-audiobucket"  # its own
+    assert "AUDIO_BUCKET_NAME" not in reconciler and "RATE_LIMITS_TABLE_NAME" not in worker  # another function's
 
 
 def test_the_api_routes_are_the_functions_api_events(local):
@@ -237,8 +244,8 @@ def test_gateway_responses_are_the_apis(local):
 
 
 def test_the_audio_bucket_is_versioned_and_takes_browser_uploads_as_the_local_stack_creates_it(local):
-    """Issue 9: an upload is its slot's first version (versioning). Issue 12: the console posts large files straight
-    to the bucket from another origin (CORS). The local stack creates the bucket with both, from this template."""
+    """An upload is its slot's first version (versioning), and the console posts large files straight to the
+    bucket from another origin (CORS). The local stack creates the bucket with both, from this template."""
     created: dict[str, dict] = {}
 
     class RecordingS3:

@@ -1,4 +1,4 @@
-"""A client's value quoted in an error message never brings its control characters with it (issue 9, item 7)."""
+"""A client's value quoted in an error message never brings its control characters with it."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The committed openapi.json is what the code generates (issue 9, item 8), and its schemas fit what the code sends."""
+"""The committed openapi.json is what the code generates, and its schemas fit what the code sends."""
 
 from __future__ import annotations
 

@@ -187,7 +187,7 @@ def test_given_any_declared_duration_then_the_reservation_covers_audio_2_percent
 @pytest.mark.parametrize(
     ("audio_bytes", "declared_seconds", "expected"),
     [
-        # issue 9: 38 KB of FLAC holding 3 minutes of silence; the size bound (19 s) reserved 4 and left 21 unpaid
+        # 38 KB of FLAC holding 3 minutes of silence: a bound from the size (19 s) would reserve 4 and leave 21 unpaid
         (38_000, 180.0, 37),
         (100_000, 3600.0, 735),  # a header claiming an hour is reserved for an hour (and refunded if it lied)
         (100_000, 40.0, 9),

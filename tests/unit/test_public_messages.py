@@ -1,4 +1,4 @@
-"""No internal text reaches a client, whichever part of the system wrote the message (issue 9, item 6).
+"""No internal text reaches a client, whichever part of the system wrote the message.
 
 The model server, botocore and FFmpeg write messages for operators: "[Errno 1094995529] Invalid data found when
 processing input", "s3://infery-audio-123456789012-us-east-1/uploads/...". An InferyError is what a client sees

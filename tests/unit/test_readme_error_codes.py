@@ -1,4 +1,4 @@
-"""README's error table names every `code` the API can answer with (issue 12 found two it did not).
+"""README's error table names every `code` the API can answer with (it once missed two).
 
 The codes are read from the code itself: each ``SomeError(..., code="...")`` built in the layer and the handlers
 (or the class's ``default_code`` when the call gives none), and the model server's codes the endpoint client

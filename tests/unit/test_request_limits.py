@@ -1,7 +1,5 @@
 """Every field of a request has a limit, checked while parsing (before anything is written), with a 400 in
 OpenAI's shape that names the field; and what a client is told never carries our internals.
-
-Issue 9, items 4 ("Limits on every field", the request-parsing part) and 6 ("The small ones").
 """
 
 from __future__ import annotations
@@ -38,6 +36,7 @@ def parse(
     *,
     for_job: bool = False,
     allow_http_webhooks: bool = False,
+    allow_private_webhooks: bool = False,
 ):
     return parse_transcription_request(
         task,
@@ -47,6 +46,7 @@ def parse(
         max_upload_bytes=MAX_UPLOAD_BYTES,
         for_job=for_job,
         allow_http_webhooks=allow_http_webhooks,
+        allow_private_webhooks=allow_private_webhooks,
     )
 
 
@@ -56,11 +56,9 @@ def refused(content_type: str | None, body: bytes, **options) -> InferyError:
     return _checked(raised.value)
 
 
-def refused_upload(fields: dict, *, allow_http_webhooks: bool = False) -> InferyError:
+def refused_upload(fields: dict, **webhook_rules: bool) -> InferyError:
     with pytest.raises(InferyError) as raised:
-        parse_upload_request(
-            "application/json", json.dumps(fields).encode(), "whisper-1", allow_http_webhooks=allow_http_webhooks
-        )
+        parse_upload_request("application/json", json.dumps(fields).encode(), "whisper-1", **webhook_rules)
     return _checked(raised.value)
 
 
@@ -80,7 +78,7 @@ def both_bodies(**fields) -> list[tuple[str, bytes]]:
     ]
 
 
-# --- item 6: a multipart body must be whole --------------------------------------------------------------------------
+# --- a multipart body must be whole ----------------------------------------------------------------------------------
 
 
 def _without_closing_boundary(body: bytes) -> bytes:
@@ -149,7 +147,7 @@ def test_a_broken_multipart_envelope_is_told_without_the_parsers_words(content_t
     assert (error.status_code, error.code) == (400, "invalid_multipart")
 
 
-# --- item 6: temperature ---------------------------------------------------------------------------------------------
+# --- temperature -----------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("value", [True, False, "true", [0.5], {"value": 0.5}])
@@ -185,7 +183,7 @@ def test_good_temperatures_are_kept(value, expected):
     assert parse(content_type, body).temperature == pytest.approx(expected)
 
 
-# --- item 6: word timestamps need verbose_json -----------------------------------------------------------------------
+# --- word timestamps need verbose_json -------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("response_format", [None, "json", "text", "srt", "vtt"])
@@ -212,7 +210,7 @@ def test_word_timestamps_with_verbose_json_and_segments_with_any_format_are_acce
     assert not parse(content_type, body).word_timestamps
 
 
-# --- item 4: limits on every field -----------------------------------------------------------------------------------
+# --- limits on every field -------------------------------------------------------------------------------------------
 
 
 def test_the_limits_are_the_documented_ones():
@@ -316,15 +314,15 @@ def test_an_upload_id_of_another_shape_is_refused_before_anything_is_read(upload
         assert (error.param, error.code) == ("upload_id", "invalid_upload_id")
 
 
-# --- item 4: webhook URLs --------------------------------------------------------------------------------------------
+# --- webhook URLs ----------------------------------------------------------------------------------------------------
 
 
-def _webhook_refusals(url: str, *, allow_http_webhooks: bool = False) -> list[InferyError]:
+def _webhook_refusals(url: str, **webhook_rules: bool) -> list[InferyError]:
     errors = [
-        refused(content_type, body, for_job=True, allow_http_webhooks=allow_http_webhooks)
+        refused(content_type, body, for_job=True, **webhook_rules)
         for content_type, body in both_bodies(webhook_url=url)
     ]
-    return [*errors, refused_upload({"webhook_url": url}, allow_http_webhooks=allow_http_webhooks)]
+    return [*errors, refused_upload({"webhook_url": url}, **webhook_rules)]
 
 
 @pytest.mark.parametrize(
@@ -363,20 +361,41 @@ def test_a_public_https_webhook_url_is_accepted_as_given():
     )
 
 
-def test_where_private_addresses_are_allowed_http_to_loopback_is_accepted():
-    # the local stack (WEBHOOK_ALLOW_PRIVATE_ADDRESSES=true): receivers run on the developer's machine
-    url = "http://127.0.0.1:8123/hook"
-    assert (
-        parse(*json_body(WAV, model="whisper-1", webhook_url=url), for_job=True, allow_http_webhooks=True).webhook_url
-        == url
+LOCAL_STACK = {"allow_http_webhooks": True, "allow_private_webhooks": True}
+
+
+def accepted(url: str, **webhook_rules: bool) -> bool:
+    job = parse(*json_body(WAV, model="whisper-1", webhook_url=url), for_job=True, **webhook_rules)
+    upload = parse_upload_request(
+        "application/json", json.dumps({"webhook_url": url}).encode(), "whisper-1", **webhook_rules
     )
-    assert (
-        parse_upload_request(
-            "application/json", json.dumps({"webhook_url": url}).encode(), "whisper-1", allow_http_webhooks=True
-        ).job.webhook_url
-        == url
-    )
+    return job.webhook_url == upload.job.webhook_url == url
+
+
+def test_where_private_addresses_and_http_are_allowed_http_to_loopback_is_accepted():
+    # the local stack (WEBHOOK_ALLOW_PRIVATE_ADDRESSES and WEBHOOK_ALLOW_HTTP): receivers run on the developer's machine
+    assert accepted("http://127.0.0.1:8123/hook", **LOCAL_STACK)
     # ... but the length and the scheme are still checked
     for bad in ("ftp://127.0.0.1/hook", "http://127.0.0.1/" + "a" * WEBHOOK_URL_MAX_CHARACTERS):
-        for error in _webhook_refusals(bad, allow_http_webhooks=True):
+        for error in _webhook_refusals(bad, **LOCAL_STACK):
+            assert (error.param, error.code) == ("webhook_url", "invalid_value")
+
+
+def test_allowing_private_addresses_does_not_allow_http():
+    assert accepted("https://127.0.0.1:8123/hook", allow_private_webhooks=True)
+    for error in _webhook_refusals("http://127.0.0.1:8123/hook", allow_private_webhooks=True):
+        assert (error.param, error.code) == ("webhook_url", "invalid_value")
+        assert error.message == "Invalid value for 'webhook_url': must be an https:// URL."
+
+
+def test_allowing_http_does_not_allow_private_addresses_nor_another_port():
+    assert accepted("http://hooks.example.com/hook", allow_http_webhooks=True)
+    assert accepted("http://hooks.example.com:80/hook", allow_http_webhooks=True)
+    for url in (
+        "http://127.0.0.1/hook",
+        "http://10.0.0.7/hook",
+        "http://127.0.0.1:8123/hook",
+        "http://hooks.example.com:8080/hook",
+    ):
+        for error in _webhook_refusals(url, allow_http_webhooks=True):
             assert (error.param, error.code) == ("webhook_url", "invalid_value")

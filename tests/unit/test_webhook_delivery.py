@@ -1,4 +1,4 @@
-"""webhooks.deliver cannot be turned against our own network (issue 9, item 5).
+"""webhooks.deliver cannot be turned against our own network.
 
 It resolves the host once, checks every address, and connects to the address it checked (the Host header and
 TLS SNI carry the name); it follows no redirect; on AWS it sends over https to port 443 only; and a failure to
@@ -32,6 +32,8 @@ from infery.domain.jobs import WebhookAttempt
 
 PUBLIC_ADDRESS = "93.184.216.34"  # a global address; nothing here ever connects to it for real
 SECRET = "whsec_test"
+# the local stack allows both: its receivers listen on this machine, over http
+LOCAL_STACK: dict[str, Any] = {"allow_private_addresses": True, "allow_http": True}
 BODY = b'{"id": "job_0123", "status": "succeeded"}'
 
 
@@ -272,6 +274,33 @@ def test_on_aws_only_https_on_port_443_is_sent(dns, connections, url):
     assert attempt.status_code is None and attempt.error.startswith("refused")
 
 
+# --- private addresses and http are allowed apart ---------------------------------------------------------------------
+
+
+def test_allowing_private_addresses_does_not_allow_http(dns, connections, receiver):
+    local = receiver(204)
+    dns.answers["receiver.test"] = [["127.0.0.1"]]
+    delivered, attempts = deliver(f"http://receiver.test:{local.port}/hook", allow_private_addresses=True)
+    assert not delivered and connections.opened == [] and local.requests == []
+    [attempt] = attempts
+    assert attempt.status_code is None and attempt.error == "refused: webhooks are sent over https only"
+
+
+def test_allowing_http_does_not_allow_private_addresses_nor_another_port(dns, connections, receiver):
+    local = receiver(204)
+    dns.answers["receiver.test"] = [["127.0.0.1"]]
+    for url in (local.url, f"http://receiver.test:{local.port}/hook", "http://receiver.test/hook"):
+        delivered, attempts = deliver(url, allow_http=True)
+        assert not delivered and [attempt.error.startswith("refused") for attempt in attempts] == [True]
+    assert connections.opened == [] and local.requests == []
+    # while http to port 80 of a public host is sent
+    dns.answers["hooks.example.com"] = [[PUBLIC_ADDRESS]]
+    connections.route[(PUBLIC_ADDRESS, 80)] = ("127.0.0.1", local.port)
+    delivered, attempts = deliver("http://hooks.example.com/hook", allow_http=True)
+    assert delivered and [attempt.status_code for attempt in attempts] == [204]
+    assert connections.opened == [(PUBLIC_ADDRESS, 80)]
+
+
 # --- no redirects ----------------------------------------------------------------------------------------------------
 
 
@@ -280,7 +309,7 @@ def test_a_redirect_is_not_followed(receiver):
     inside = receiver(200)
     redirecting = receiver(302, headers={"Location": f"http://127.0.0.1:{inside.port}/latest/meta-data/"})
     # When the notification is delivered (locally, where loopback receivers are allowed)
-    delivered, attempts = deliver(redirecting.url, allow_private_addresses=True)
+    delivered, attempts = deliver(redirecting.url, **LOCAL_STACK)
     # Then the redirect is recorded as the receiver's answer, and the service it points to is never called
     assert not delivered
     assert inside.requests == []
@@ -296,7 +325,7 @@ def test_a_receiver_that_cannot_be_reached_is_recorded_as_unreachable_without_th
     url = closed.url
     closed.server.shutdown()
     closed.server.server_close()
-    delivered, attempts = deliver(url, allow_private_addresses=True)
+    delivered, attempts = deliver(url, **LOCAL_STACK)
     assert not delivered and len(attempts) == 1 + len(webhooks.RETRY_DELAYS_SECONDS)
     assert all(attempt.error == "unreachable" and attempt.status_code is None for attempt in attempts), attempts
 
@@ -307,7 +336,7 @@ def test_a_receiver_that_never_answers_is_unreachable(monkeypatch):
     listener.listen(8)  # accepts connections, never answers
     try:
         delivered, attempts = deliver(
-            f"http://127.0.0.1:{listener.getsockname()[1]}/hook", allow_private_addresses=True, timeout_seconds=0.2
+            f"http://127.0.0.1:{listener.getsockname()[1]}/hook", **LOCAL_STACK, timeout_seconds=0.2
         )
     finally:
         listener.close()
@@ -326,12 +355,10 @@ def test_an_unknown_name_is_unreachable(dns):
 
 
 def test_locally_http_to_a_name_is_sent_to_the_address_resolved_once_with_the_name_as_host(dns, receiver):
-    # the local stack (WEBHOOK_ALLOW_PRIVATE_ADDRESSES=true): http to a receiver on this machine keeps working
+    # the local stack (WEBHOOK_ALLOW_PRIVATE_ADDRESSES and WEBHOOK_ALLOW_HTTP): http to a receiver here keeps working
     local = receiver(204)
     dns.answers["receiver.test"] = [["127.0.0.1"], ["10.255.255.1"]]
-    delivered, attempts = deliver(
-        f"http://receiver.test:{local.port}/hook", allow_private_addresses=True, timeout_seconds=1.0
-    )
+    delivered, attempts = deliver(f"http://receiver.test:{local.port}/hook", **LOCAL_STACK, timeout_seconds=1.0)
     assert delivered and [attempt.status_code for attempt in attempts] == [204]
     assert dns.lookups == ["receiver.test"]
     [request] = local.requests
@@ -341,7 +368,7 @@ def test_locally_http_to_a_name_is_sent_to_the_address_resolved_once_with_the_na
 
 def test_a_failing_receiver_is_retried_and_its_own_status_recorded(receiver):
     failing = receiver(500)
-    delivered, attempts = deliver(failing.url, allow_private_addresses=True)
+    delivered, attempts = deliver(failing.url, **LOCAL_STACK)
     assert not delivered and [attempt.status_code for attempt in attempts] == [500] * 4
 
 

@@ -1,4 +1,4 @@
-"""Issue 9: what was checked and priced is what is transcribed and billed."""
+"""What was checked and priced is what is transcribed and billed."""
 
 from __future__ import annotations
 

@@ -78,3 +78,14 @@ def sent_by(reconciler, jobs_queue, *, now: float) -> list[str]:
     """The jobs one reconciler run at ``now`` sent to the queue."""
     reconciler.redrive_stuck_jobs(now=now)
     return [json.loads(message["Body"])["job_id"] for message in jobs_queue.drain()]
+
+
+def test_a_queued_job_waits_out_its_own_grace_period_not_the_reservations(
+    jobs_api, load_reconciler, jobs_queue, accounts, short_wav
+):
+    api_key, _ = accounts.new_key(SEEDED)
+    job_id, _lost = queued_job(jobs_api, api_key, short_wav, jobs_queue)
+    reconciler = load_reconciler(QUEUED_JOB_GRACE_SECONDS=str(3 * GRACE_SECONDS))
+    assert reconciler.settings.reservation_grace_seconds == GRACE_SECONDS
+    assert job_id not in sent_by(reconciler, jobs_queue, now=time.time() + GRACE_SECONDS + 60)
+    assert job_id in sent_by(reconciler, jobs_queue, now=time.time() + 3 * GRACE_SECONDS + 60)

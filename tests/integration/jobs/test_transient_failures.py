@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from infery.domain.jobs import JobStatus
-from infery.settings import get_settings
+from infery.settings import get_worker_settings
 
 from tests.support.jobs import (
     BUSY,
@@ -20,7 +20,7 @@ def test_a_busy_endpoint_is_retried_by_sqs_and_the_last_delivery_fails_the_job(
 ):
     url, model = fake_runtime(503, *BUSY)
     worker = load_worker(url)
-    assert get_settings().worker_max_receives == 3
+    assert get_worker_settings().worker_max_receives == 3
     api_key, item = accounts.new_key(SEEDED)
     messages = drop_and_receive(store, jobs_queue, item, "busy.wav", short_wav)
     message_id = messages[0]["MessageId"]

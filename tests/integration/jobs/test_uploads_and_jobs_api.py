@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from infery.domain.jobs import JobStatus
-from infery.settings import get_settings
+from infery.settings import get_api_settings
 
 from tests.support.api import (
     TRANSCRIPTIONS,
@@ -44,7 +44,7 @@ def test_an_upload_runs_its_job_on_arrival_and_the_result_comes_in_every_format(
     assert upload_id.startswith("upl_") and job_id == "job_" + upload_id.removeprefix("upl_")
     assert upload["method"] == "POST" and upload["fields"]["key"] == object_key
     assert urlsplit(upload["upload_url"]).path.rstrip("/").endswith(store.bucket)
-    assert upload["max_bytes"] == get_settings().max_upload_bytes == 25_000_000
+    assert upload["max_bytes"] == get_api_settings().max_upload_bytes == 25_000_000
     assert upload["webhook_secret"] is None  # no webhook asked for
     conditions = decoded_policy(upload)["conditions"]
     assert ["content-length-range", 1, 25_000_000] in conditions
@@ -379,7 +379,7 @@ def test_the_sync_call_takes_no_webhook(fake_runtime, load_api, accounts, short_
 def test_a_key_at_its_cap_of_open_uploads_and_jobs_gets_429_until_one_finishes(
     load_api, model_server_url, storage_endpoints, worker, jobs_queue, store, accounts, short_wav
 ):
-    """Issue 9: a key has a cap on open uploads and running jobs (MAX_OPEN_JOBS_PER_KEY); another key is not
+    """A key has a cap on open uploads and running jobs (MAX_OPEN_JOBS_PER_KEY); another key is not
     affected, and a finished job frees its place."""
     api = load_api(model_server_url, MAX_OPEN_JOBS_PER_KEY="3")
     api_key, item = accounts.new_key(SEEDED)

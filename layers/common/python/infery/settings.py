@@ -1,7 +1,10 @@
-"""Settings, read from the environment once per cold start and validated.
+"""Settings per function, read from the environment once per cold start and validated.
 
-The variable names are the ones template.yaml sets on every function; the
-local stack sets them from the same template.
+Each function reads only what it uses: ``ApiSettings`` (functions/transcribe), ``WorkerSettings`` (functions/worker)
+and ``ReconcilerSettings`` (functions/reconciler) are composed of small pieces (the tables, the bucket, pricing, the
+models, the jobs, the webhooks), so a function neither needs nor validates a variable it never reads. template.yaml
+gives each function the variables of its model (tests/unit/test_settings.py holds them together); the local stack
+builds each function's environment from the same template.
 """
 
 from __future__ import annotations
@@ -9,8 +12,8 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from functools import lru_cache
-from typing import Any, Self
+from functools import cache
+from typing import Any, Self, cast
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -40,6 +43,9 @@ class EnvironmentSettings(BaseModel):
         return cls.model_validate({name: variables[name] for name in cls.model_fields if name in variables})
 
 
+# --- the pieces ------------------------------------------------------------------------------------------------
+
+
 class AccountTables(EnvironmentSettings):
     """The tables of keys and credits: all the operator's tool needs (it has no function's environment)."""
 
@@ -48,17 +54,15 @@ class AccountTables(EnvironmentSettings):
     reservations_table_name: str = Field(description="DynamoDB table of credits held by requests in flight")
 
 
-class Settings(AccountTables):
-    """Everything a function reads from its environment."""
+class JobTables(AccountTables):
+    """The accounts, the jobs and their queue: what every function reads (the reconciler no more)."""
 
-    rate_limits_table_name: str = Field(description="DynamoDB table of per-key request counters")
-    idempotency_table_name: str = Field(description="DynamoDB table of Idempotency-Key results (powertools)")
-    sagemaker_endpoint_name: str = Field(description="SageMaker endpoint running the Whisper container")
-    audio_bucket_name: str = Field(description="S3 bucket of uploads, batch drops (inbox/) and job results")
     jobs_table_name: str = Field(description="DynamoDB table of transcription jobs")
     jobs_queue_url: str = Field(description="SQS queue the worker reads (S3 events and job requests)")
-    # Jobs run on this endpoint (SageMaker asynchronous inference: same model and container, no 60 s limit).
-    sagemaker_async_endpoint_name: str = Field(description="SageMaker asynchronous endpoint that runs jobs")
+
+
+class PricingSettings(EnvironmentSettings):
+    """The models served and what they cost."""
 
     default_model: str = "whisper-large-v3"
     # OpenAI's model name, so unmodified clients that ask for it get the default model.
@@ -68,23 +72,16 @@ class Settings(AccountTables):
     min_credits_per_request: int = Field(default=1, ge=0)
     # JSON, e.g. {"whisper-large-v3": {"seconds_per_credit": 2.5, "min_credits_per_request": 2}}
     model_prices: dict[str, ModelPrice] = Field(default_factory=dict)
-    # A reservation still open after this long belongs to a crashed request: the reconciler gives it back.
-    # Longer than Lambda's 15-minute maximum, so no running request ever loses its reservation.
-    reservation_grace_seconds: int = Field(default=1200, ge=900)
-    # Requests per minute for keys without a limit of their own; 0 turns the limit off.
-    default_rate_limit_per_minute: int = Field(default=600, ge=0)
-    # How long a result is replayed for a retried Idempotency-Key.
-    idempotency_ttl_seconds: int = Field(default=24 * 3600, gt=0)
 
-    # Raw audio the sync path takes (template.yaml's MaxSyncAudioBytes).
-    max_sync_audio_bytes: int = Field(default=DEFAULT_MAX_SYNC_AUDIO_BYTES, gt=0)
-    # What the upload flow takes; named in the 413 so the client knows where to go.
-    max_upload_bytes: int = Field(default=25 * 1000 * 1000, gt=0)
+    @field_validator("model_aliases", "model_prices", mode="before")
+    @classmethod
+    def _json_from_the_environment(cls, value: Any) -> Any:
+        return json.loads(value) if isinstance(value, str) else value
 
-    # How long a presigned upload URL stays valid.
-    upload_expiry_seconds: int = Field(default=900, gt=0, le=7 * 24 * 3600)
-    # How many uploads (not yet expired) and jobs (not yet finished) one key may have open at once; one more is 429.
-    max_open_jobs_per_key: int = Field(default=100, ge=1)
+
+class AudioLimits(EnvironmentSettings):
+    """What audio is taken at all, checked before any credit is reserved."""
+
     # Audio longer than this is refused before any credit is reserved (what 25 MB holds at a low bitrate);
     # the model container has the same limit (WHISPER_MAX_AUDIO_SECONDS) for what reaches it anyway.
     max_audio_seconds: float = Field(default=4 * 3600.0, gt=0)
@@ -93,29 +90,67 @@ class Settings(AccountTables):
     max_sync_audio_seconds: float = Field(default=300.0, gt=0)
     # Below this a header lies (1 Hz turns 4 KB into 2,000 s) or the speech is not intelligible.
     min_audio_sample_rate: int = Field(default=8_000, gt=0)
+
+
+class TranscriptionSettings(PricingSettings, AudioLimits):
+    """What the transcription use case reads: the models, their prices and the audio they take."""
+
+
+class RealTimeModel(EnvironmentSettings):
+    """The SageMaker endpoint of synchronous calls."""
+
+    sagemaker_endpoint_name: str = Field(description="SageMaker endpoint running the Whisper container")
+    # Below API Gateway's 29 s integration timeout, so our 504 reaches the client before the gateway's.
+    endpoint_timeout_seconds: float = Field(default=27.0, gt=0)
+
+
+class AsyncModel(EnvironmentSettings):
+    """The SageMaker endpoint of jobs (asynchronous inference: same model and container, no 60 s limit)."""
+
+    sagemaker_async_endpoint_name: str = Field(description="SageMaker asynchronous endpoint that runs jobs")
     # An asynchronous invocation may run this long (SageMaker's maximum is 3,600 s) ...
     async_invocation_timeout_seconds: int = Field(default=3600, ge=60, le=3600)
     # ... after waiting this long at most in the endpoint's queue (RequestTTLSeconds, 60 to 21,600 s).
     async_request_ttl_seconds: int = Field(default=3600, ge=60, le=21600)
+
+
+class AudioBucket(EnvironmentSettings):
+    """The bucket of uploads, batch drops and results, and what an upload may be."""
+
+    audio_bucket_name: str = Field(description="S3 bucket of uploads, batch drops (inbox/) and job results")
+    # What the upload flow takes; named in the 413 so the client knows where to go.
+    max_upload_bytes: int = Field(default=25 * 1000 * 1000, gt=0)
+    # How long a presigned upload URL stays valid.
+    upload_expiry_seconds: int = Field(default=900, gt=0, le=7 * 24 * 3600)
+
+
+class ReservationGrace(EnvironmentSettings):
+    # A reservation still open after this long belongs to a crashed request: the reconciler gives it back.
+    # Longer than Lambda's 15-minute maximum, so no running request ever loses its reservation.
+    reservation_grace_seconds: int = Field(default=1200, ge=900)
+
+
+class Webhooks(EnvironmentSettings):
+    """What a webhook URL may point at. A deployment allows neither; the local stack allows both, because its
+    receivers run on the developer's machine."""
+
+    # Loopback, private and link-local addresses (SSRF otherwise), on any port: a local receiver listens where it can.
+    webhook_allow_private_addresses: bool = False
+    # Plain http:// URLs (a deployment sends https only).
+    webhook_allow_http: bool = False
+
+
+class JobsSettings(
+    JobTables, AudioBucket, TranscriptionSettings, RealTimeModel, AsyncModel, ReservationGrace, Webhooks
+):
+    """What the job use case reads: the worker runs jobs, the API creates them."""
+
     # A worker that crashed lets another take its job after this long (longer than the worker's timeout).
     worker_lease_seconds: int = Field(default=360, gt=0)
     # The queue's maxReceiveCount: on the last delivery a failing job is failed (and refunded), not retried.
     worker_max_receives: int = Field(default=3, ge=1)
-
-    # After this long (from API Gateway's requestTimeEpoch) the gateway has answered 504 "nothing was charged"
-    # and stopped waiting: a request still running then is refunded, never settled. A little under its 29 s.
-    api_deadline_seconds: float = Field(default=28.5, gt=0)
-
-    # Webhooks to loopback/private/link-local addresses are refused (SSRF); the local stack allows them.
-    webhook_allow_private_addresses: bool = False
-
-    # Below API Gateway's 29 s integration timeout, so our 504 reaches the client before the gateway's.
-    endpoint_timeout_seconds: float = Field(default=27.0, gt=0)
-
-    @field_validator("model_aliases", "model_prices", mode="before")
-    @classmethod
-    def _json_from_the_environment(cls, value: Any) -> Any:
-        return json.loads(value) if isinstance(value, str) else value
+    # How many uploads (not yet expired) and jobs (not yet finished) one key may have open at once; one more is 429.
+    max_open_jobs_per_key: int = Field(default=100, ge=1)
 
     @property
     def async_job_hold_seconds(self) -> int:
@@ -124,6 +159,51 @@ class Settings(AccountTables):
         return self.async_request_ttl_seconds + self.async_invocation_timeout_seconds + self.reservation_grace_seconds
 
 
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    return Settings.from_environment()  # the required values come from the environment
+# --- each function's settings ----------------------------------------------------------------------------------
+
+
+class ApiSettings(JobsSettings):
+    """What the public API (functions/transcribe) reads: the jobs' settings, and the synchronous calls' own."""
+
+    rate_limits_table_name: str = Field(description="DynamoDB table of per-key request counters")
+    idempotency_table_name: str = Field(description="DynamoDB table of Idempotency-Key results (powertools)")
+    # Requests per minute for keys without a limit of their own; 0 turns the limit off.
+    default_rate_limit_per_minute: int = Field(default=600, ge=0)
+    # How long a result is replayed for a retried Idempotency-Key.
+    idempotency_ttl_seconds: int = Field(default=24 * 3600, gt=0)
+    # Raw audio the sync path takes (template.yaml's MaxSyncAudioBytes).
+    max_sync_audio_bytes: int = Field(default=DEFAULT_MAX_SYNC_AUDIO_BYTES, gt=0)
+    # After this long (from API Gateway's requestTimeEpoch) the gateway has answered 504 "nothing was charged"
+    # and stopped waiting: a request still running then is refunded, never settled. A little under its 29 s.
+    api_deadline_seconds: float = Field(default=28.5, gt=0)
+
+
+class WorkerSettings(JobsSettings):
+    """What the worker (functions/worker) reads: the jobs' settings, nothing of the synchronous API's."""
+
+
+class ReconcilerSettings(JobTables, ReservationGrace):
+    """What the reconciler (functions/reconciler) reads: the tables, the queue and its two grace periods."""
+
+    # A queued job that waited this long is sent to the queue again (its message went to the dead-letter queue, or
+    # a backlog holds it), and waits this long again before the next send. At least as long as a worker may run, as
+    # the reservations' grace, so a job a worker is still starting is not sent again.
+    queued_job_grace_seconds: int = Field(default=1200, ge=900)
+
+
+@cache
+def get_settings(model: type[EnvironmentSettings]) -> EnvironmentSettings:
+    """The model read from the process's environment, once per model (a function's environment never changes)."""
+    return model.from_environment()  # the required values come from the environment
+
+
+def get_api_settings() -> ApiSettings:
+    return cast(ApiSettings, get_settings(ApiSettings))
+
+
+def get_worker_settings() -> WorkerSettings:
+    return cast(WorkerSettings, get_settings(WorkerSettings))
+
+
+def get_reconciler_settings() -> ReconcilerSettings:
+    return cast(ReconcilerSettings, get_settings(ReconcilerSettings))

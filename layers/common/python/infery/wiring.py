@@ -5,6 +5,11 @@ built on its first use and kept (a cached property), not at import: a function's
 its first request needs (GET /v1/models builds no S3, SQS or SageMaker client), and a test can replace one
 (``wiring.rate_limiter = ...``) before anything uses it.
 
+One class per function, each taking that function's settings (infery.settings) and adding to the one before:
+``AccountsWiring`` (the operator's tool), ``ReconcilerWiring``, ``WorkerWiring`` and ``Wiring`` (the public API,
+which uses them all). A collaborator lives on the first class whose settings hold what it is built from, so a
+function that asks for one its settings cannot build is a type error (mypy), not a missing variable at run time.
+
 A boto3 client reads its endpoint (AWS_ENDPOINT_URL_*) from the environment when it is built, that is, on first
 use. A function's environment never changes after its cold start, so that is the environment it started with.
 """
@@ -32,7 +37,7 @@ if TYPE_CHECKING:
     from infery.adapters.rate_limits import RateLimiter
     from infery.adapters.realtime_endpoint import WhisperEndpoint
     from infery.adapters.webhook_sender import HttpWebhookSender
-    from infery.settings import AccountTables, Settings
+    from infery.settings import AccountTables, ApiSettings, JobsSettings, JobTables
     from infery.usecases.charging import ModelCatalog, TranscriptionTerms
     from infery.usecases.job_views import JobPresenter
     from infery.usecases.jobs import JobService
@@ -83,10 +88,36 @@ class AccountsWiring:
         )
 
 
-class Wiring(AccountsWiring):
-    """Everything a function uses, from the settings of its environment."""
+class ReconcilerWiring(AccountsWiring):
+    """The accounts, the jobs and their queue: what the reconciler uses."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: JobTables) -> None:
+        super().__init__(settings)
+        self.settings = settings
+
+    @cached_property
+    def sqs(self) -> Any:
+        return boto3.client("sqs")
+
+    @cached_property
+    def job_store(self) -> JobStore:
+        from infery.adapters.job_store import JobStore
+
+        return JobStore(self.dynamodb.Table(self.settings.jobs_table_name))
+
+    @cached_property
+    def job_queue(self) -> SqsJobQueue:
+        from infery.adapters.job_queue import SqsJobQueue
+
+        return SqsJobQueue(self.sqs, self.settings.jobs_queue_url)
+
+
+class WorkerWiring(ReconcilerWiring):
+    """The jobs' use case and all it is built from: what the worker uses."""
+
+    settings: JobsSettings
+
+    def __init__(self, settings: JobsSettings) -> None:
         super().__init__(settings)
         self.settings = settings
 
@@ -97,10 +128,6 @@ class Wiring(AccountsWiring):
         # Signature version 4 for presigned POSTs too: boto3 signs them with version 2 in us-east-1 by default, which
         # S3 refuses for buckets created since June 2020 (a new deployment's bucket)
         return boto3.client("s3", config=Config(signature_version="s3v4"))
-
-    @cached_property
-    def sqs(self) -> Any:
-        return boto3.client("sqs")
 
     @cached_property
     def sagemaker_runtime(self) -> Any:
@@ -141,24 +168,6 @@ class Wiring(AccountsWiring):
         )
 
     @cached_property
-    def job_store(self) -> JobStore:
-        from infery.adapters.job_store import JobStore
-
-        return JobStore(self.dynamodb.Table(self.settings.jobs_table_name))
-
-    @cached_property
-    def job_queue(self) -> SqsJobQueue:
-        from infery.adapters.job_queue import SqsJobQueue
-
-        return SqsJobQueue(self.sqs, self.settings.jobs_queue_url)
-
-    @cached_property
-    def rate_limiter(self) -> RateLimiter:
-        from infery.adapters.rate_limits import RateLimiter
-
-        return RateLimiter(self.dynamodb_client, self.settings.rate_limits_table_name)
-
-    @cached_property
     def realtime_endpoint(self) -> WhisperEndpoint:
         from infery.adapters.realtime_endpoint import WhisperEndpoint
 
@@ -181,7 +190,10 @@ class Wiring(AccountsWiring):
     def webhook_sender(self) -> HttpWebhookSender:
         from infery.adapters.webhook_sender import HttpWebhookSender
 
-        return HttpWebhookSender(allow_private_addresses=self.settings.webhook_allow_private_addresses)
+        return HttpWebhookSender(
+            allow_private_addresses=self.settings.webhook_allow_private_addresses,
+            allow_http=self.settings.webhook_allow_http,
+        )
 
     # --- use cases ---------------------------------------------------------------------------------------------
 
@@ -243,6 +255,22 @@ class Wiring(AccountsWiring):
             max_open_work=self.settings.max_open_jobs_per_key,
             upload_expiry_seconds=self.settings.upload_expiry_seconds,
         )
+
+
+class Wiring(WorkerWiring):
+    """Everything: what the public API uses, the job use case's collaborators and the synchronous calls' own."""
+
+    settings: ApiSettings
+
+    def __init__(self, settings: ApiSettings) -> None:
+        super().__init__(settings)
+        self.settings = settings
+
+    @cached_property
+    def rate_limiter(self) -> RateLimiter:
+        from infery.adapters.rate_limits import RateLimiter
+
+        return RateLimiter(self.dynamodb_client, self.settings.rate_limits_table_name)
 
     # --- Idempotency-Key (powertools) --------------------------------------------------------------------------
 

@@ -41,7 +41,7 @@ class _Target:
     path: str
 
 
-def _target(url: str, allow_private_addresses: bool) -> _Target:
+def _target(url: str, allow_private_addresses: bool, allow_http: bool) -> _Target:
     try:
         parts = urllib.parse.urlsplit(url)
         port = parts.port
@@ -50,11 +50,22 @@ def _target(url: str, allow_private_addresses: bool) -> _Target:
         raise _Refused("refused: the webhook URL cannot be parsed") from None
     if parts.scheme not in ("https", "http") or not host:
         raise _Refused("refused: the webhook URL must be an https:// URL")
-    if not allow_private_addresses and (parts.scheme != "https" or port not in (None, WEBHOOK_PORT)):
-        raise _Refused(f"refused: webhooks are sent over https to port {WEBHOOK_PORT} only")
     default_port = WEBHOOK_PORT if parts.scheme == "https" else 80
+    # where private addresses are allowed (the local stack) any port is: a receiver there listens where it can
+    if (parts.scheme == "http" and not allow_http) or (
+        not allow_private_addresses and port not in (None, default_port)
+    ):
+        raise _Refused(f"refused: webhooks are sent {_allowed_targets(allow_private_addresses, allow_http)} only")
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     return _Target(parts.scheme, host, port or default_port, path)
+
+
+def _allowed_targets(allow_private_addresses: bool, allow_http: bool) -> str:
+    if allow_private_addresses:
+        return "over https"  # only http is refused then
+    if allow_http:
+        return f"over https to port {WEBHOOK_PORT} or over http to port 80"
+    return f"over https to port {WEBHOOK_PORT}"
 
 
 def _resolve(target: _Target, allow_private_addresses: bool) -> list[str]:
@@ -137,18 +148,20 @@ def deliver(
     sleep: Callable[[float], None] = time.sleep,
     timeout_seconds: float = 10.0,
     allow_private_addresses: bool = False,
+    allow_http: bool = False,
     tls_context: ssl.SSLContext | None = None,
 ) -> bool:
     """POST the notification, retrying with backoff on errors and non-2xx answers; every attempt is recorded.
 
     Each attempt resolves the host once and connects to an address it checked (so a DNS answer that changes
     after the check cannot point the worker inside); redirects are not followed (a 3xx is the receiver's
-    answer, like any other non-2xx). Unless ``allow_private_addresses`` (the local stack), only https to port
-    443 of a host whose every address is public is sent to.
+    answer, like any other non-2xx). Only https to port 443 of a host whose every address is public is sent to,
+    unless ``allow_private_addresses`` (internal addresses, on any port) or ``allow_http`` (http:// URLs, to port
+    80) say otherwise: the local stack allows both.
     """
     context = tls_context or ssl.create_default_context()
     try:
-        target = _target(url, allow_private_addresses)
+        target = _target(url, allow_private_addresses, allow_http)
         for delay in (0.0, *RETRY_DELAYS_SECONDS):
             if delay:
                 sleep(delay)
@@ -175,13 +188,20 @@ def deliver(
 
 @dataclass(frozen=True)
 class HttpWebhookSender:
-    """The job use case's webhook sender (its ``WebhookSender`` port): ``deliver`` under this deployment's rule for
-    private addresses."""
+    """The job use case's webhook sender (its ``WebhookSender`` port): ``deliver`` under this deployment's rules for
+    private addresses and plain http."""
 
     allow_private_addresses: bool = False
+    allow_http: bool = False
     sleep: Callable[[float], None] = time.sleep
 
     def send(self, url: str, body: bytes, secret: str, *, record: Callable[[WebhookAttempt], None]) -> bool:
         return deliver(
-            url, body, secret, record=record, sleep=self.sleep, allow_private_addresses=self.allow_private_addresses
+            url,
+            body,
+            secret,
+            record=record,
+            sleep=self.sleep,
+            allow_private_addresses=self.allow_private_addresses,
+            allow_http=self.allow_http,
         )

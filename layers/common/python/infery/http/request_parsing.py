@@ -100,15 +100,18 @@ def _check_filename(value: Any) -> None:
         )
 
 
-def check_webhook_url(value: Any, *, allow_private_addresses: bool) -> None:
-    """A URL the worker will POST to: https on port 443 to a public host, unless private addresses are allowed
-    (the local stack, whose receivers run on loopback over http). The worker checks the address it connects to
-    again at delivery (infery.adapters.webhook_sender): a name's DNS answer may change after this."""
+def check_webhook_url(value: Any, *, allow_private_addresses: bool, allow_http: bool) -> None:
+    """A URL the worker will POST to: https on port 443 to a public host, unless private addresses (on any port)
+    or http are allowed (the local stack allows both: its receivers run on loopback over http). The worker checks
+    the address it connects to again at delivery (infery.adapters.webhook_sender): a name's DNS answer may change
+    after this."""
     if value is None:
         return
     _check_text("webhook_url", value, WEBHOOK_URL_MAX_CHARACTERS)
-    schemes = ("https", "http") if allow_private_addresses else ("https",)
-    expected = "an http:// or https:// URL" if allow_private_addresses else "an https:// URL on port 443"
+    schemes = ("https", "http") if allow_http else ("https",)
+    expected = "an http:// or https:// URL" if allow_http else "an https:// URL"
+    if not allow_private_addresses:
+        expected += " on port 80 or 443" if allow_http else " on port 443"
     if not re.fullmatch(r"https?://[^\s/?#]+([/?#]\S*)?", value):
         raise _invalid("webhook_url", f"must be {expected}.")
     try:
@@ -126,8 +129,9 @@ def check_webhook_url(value: Any, *, allow_private_addresses: bool) -> None:
         )
     if allow_private_addresses:
         return
-    if port not in (None, 443):
-        raise _invalid("webhook_url", f"must be {expected}; webhooks are sent to port 443 only.")
+    if port not in (None, 443 if parts.scheme == "https" else 80):
+        ports = "443 (https) or 80 (http)" if allow_http else "443"
+        raise _invalid("webhook_url", f"must be {expected}; webhooks are sent to port {ports} only.")
     try:
         public = is_public_address(parts.hostname)
     except ValueError:
@@ -136,7 +140,9 @@ def check_webhook_url(value: Any, *, allow_private_addresses: bool) -> None:
         raise _invalid("webhook_url", "points to an internal address; webhooks are sent to public hosts only.")
 
 
-def _check_limits(fields: dict[str, Any], filename: Any, *, allow_private_webhooks: bool) -> None:
+def _check_limits(
+    fields: dict[str, Any], filename: Any, *, allow_private_webhooks: bool, allow_http_webhooks: bool
+) -> None:
     """Every free-text field within its limit, before any model is built or anything stored."""
     _check_text("model", fields.get("model"), MODEL_MAX_CHARACTERS)
     _check_text("prompt", fields.get("prompt"), PROMPT_MAX_CHARACTERS)
@@ -144,7 +150,9 @@ def _check_limits(fields: dict[str, Any], filename: Any, *, allow_private_webhoo
     if isinstance(language, str) and len(language) > 16:  # no language code is this long: say so without echoing it
         raise _invalid("language", "must be an ISO-639-1 language code such as 'en', 'de' or 'ja'.")
     _check_filename(filename)
-    check_webhook_url(fields.get("webhook_url"), allow_private_addresses=allow_private_webhooks)
+    check_webhook_url(
+        fields.get("webhook_url"), allow_private_addresses=allow_private_webhooks, allow_http=allow_http_webhooks
+    )
 
 
 def _check_word_timestamps(request: TranscriptionOptions) -> None:
@@ -419,8 +427,10 @@ def parse_transcription_request(
     max_upload_bytes: int,
     for_job: bool = False,
     allow_http_webhooks: bool = False,
+    allow_private_webhooks: bool = False,
 ) -> TranscriptionRequest:
-    """The request, validated; ``allow_http_webhooks``: the deployment allows webhooks to private addresses."""
+    """The request, validated; ``allow_http_webhooks`` and ``allow_private_webhooks``: the deployment allows
+    webhooks to http:// URLs and to private addresses (check_webhook_url)."""
     media_type = _media_type(content_type or "")
     if media_type == "multipart/form-data":
         body_kind = "multipart"
@@ -439,7 +449,9 @@ def parse_transcription_request(
         )
 
     _reject_unknown(fields, allowed_fields(task, body_kind, for_job))
-    _check_limits(fields, filename, allow_private_webhooks=allow_http_webhooks)
+    _check_limits(
+        fields, filename, allow_private_webhooks=allow_private_webhooks, allow_http_webhooks=allow_http_webhooks
+    )
     upload_id = fields.get("upload_id")
     audio_param = "file" if body_kind == "multipart" else "audio"
     if upload_id is not None:
@@ -486,7 +498,12 @@ _UPLOAD_FIELDS = frozenset({"filename", "start_job", "webhook_url"}) | _COMMON_F
 
 
 def parse_upload_request(
-    content_type: str | None, body: bytes | str, default_model: str, *, allow_http_webhooks: bool = False
+    content_type: str | None,
+    body: bytes | str,
+    default_model: str,
+    *,
+    allow_http_webhooks: bool = False,
+    allow_private_webhooks: bool = False,
 ) -> UploadRequest:
     """POST /v1/uploads' body, with the same limits as a job request's fields."""
     fields: dict[str, Any] = {}
@@ -498,7 +515,12 @@ def parse_upload_request(
             raise UnsupportedMediaType("POST /v1/uploads takes a JSON body (or none).", code="unsupported_content_type")
         fields, _, _ = _fields_from_json(body)
     _reject_unknown(fields, _UPLOAD_FIELDS)
-    _check_limits(fields, fields.get("filename"), allow_private_webhooks=allow_http_webhooks)
+    _check_limits(
+        fields,
+        fields.get("filename"),
+        allow_private_webhooks=allow_private_webhooks,
+        allow_http_webhooks=allow_http_webhooks,
+    )
     if not isinstance(fields.get("start_job", True), bool):
         raise InvalidRequest("'start_job' must be true or false.", param="start_job", code="invalid_value")
     job_fields = {name: value for name, value in fields.items() if name not in ("start_job", "filename")}

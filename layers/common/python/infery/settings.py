@@ -140,9 +140,7 @@ class Webhooks(EnvironmentSettings):
     webhook_allow_http: bool = False
 
 
-class JobsSettings(
-    JobTables, AudioBucket, TranscriptionSettings, RealTimeModel, AsyncModel, ReservationGrace, Webhooks
-):
+class JobsSettings(JobTables, AudioBucket, TranscriptionSettings, AsyncModel, ReservationGrace, Webhooks):
     """What the job use case reads: the worker runs jobs, the API creates them."""
 
     # A worker that crashed lets another take its job after this long (longer than the worker's timeout).
@@ -162,7 +160,7 @@ class JobsSettings(
 # --- each function's settings ----------------------------------------------------------------------------------
 
 
-class ApiSettings(JobsSettings):
+class ApiSettings(JobsSettings, RealTimeModel):
     """What the public API (functions/transcribe) reads: the jobs' settings, and the synchronous calls' own."""
 
     rate_limits_table_name: str = Field(description="DynamoDB table of per-key request counters")

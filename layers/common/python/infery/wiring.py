@@ -130,19 +130,6 @@ class WorkerWiring(ReconcilerWiring):
         return boto3.client("s3", config=Config(signature_version="s3v4"))
 
     @cached_property
-    def sagemaker_runtime(self) -> Any:
-        """For real-time inference. Never retried by the SDK: a retry would run (and risk charging) the audio
-        twice; it gives up before API Gateway does, so our 504 reaches the client before the gateway's."""
-        return boto3.client(
-            "sagemaker-runtime",
-            config=Config(
-                read_timeout=self.settings.endpoint_timeout_seconds,
-                connect_timeout=_CONNECT_TIMEOUT_SECONDS,
-                retries={"total_max_attempts": 1},
-            ),
-        )
-
-    @cached_property
     def sagemaker_runtime_for_jobs(self) -> Any:
         """For submitting jobs to the asynchronous endpoint: quick calls, never retried by the SDK."""
         return boto3.client(
@@ -166,12 +153,6 @@ class WorkerWiring(ReconcilerWiring):
             max_upload_bytes=self.settings.max_upload_bytes,
             upload_expiry_seconds=self.settings.upload_expiry_seconds,
         )
-
-    @cached_property
-    def realtime_endpoint(self) -> WhisperEndpoint:
-        from infery.adapters.realtime_endpoint import WhisperEndpoint
-
-        return WhisperEndpoint(self.sagemaker_runtime, self.settings.sagemaker_endpoint_name)
 
     @cached_property
     def async_endpoint(self) -> AsyncWhisperEndpoint:
@@ -223,12 +204,6 @@ class WorkerWiring(ReconcilerWiring):
         )
 
     @cached_property
-    def transcription(self) -> TranscriptionService:
-        from infery.usecases.transcribe import TranscriptionService
-
-        return TranscriptionService(self.terms, self.credits, self.realtime_endpoint, self.audio_store)
-
-    @cached_property
     def job_presenter(self) -> JobPresenter:
         from infery.adapters.async_endpoint import ProgressReader
         from infery.usecases.job_views import JobPresenter
@@ -265,6 +240,33 @@ class Wiring(WorkerWiring):
     def __init__(self, settings: ApiSettings) -> None:
         super().__init__(settings)
         self.settings = settings
+
+    # --- synchronous calls ------------------------------------------------------------------------------------
+
+    @cached_property
+    def sagemaker_runtime(self) -> Any:
+        """For real-time inference. Never retried by the SDK: a retry would run (and risk charging) the audio
+        twice; it gives up before API Gateway does, so our 504 reaches the client before the gateway's."""
+        return boto3.client(
+            "sagemaker-runtime",
+            config=Config(
+                read_timeout=self.settings.endpoint_timeout_seconds,
+                connect_timeout=_CONNECT_TIMEOUT_SECONDS,
+                retries={"total_max_attempts": 1},
+            ),
+        )
+
+    @cached_property
+    def realtime_endpoint(self) -> WhisperEndpoint:
+        from infery.adapters.realtime_endpoint import WhisperEndpoint
+
+        return WhisperEndpoint(self.sagemaker_runtime, self.settings.sagemaker_endpoint_name)
+
+    @cached_property
+    def transcription(self) -> TranscriptionService:
+        from infery.usecases.transcribe import TranscriptionService
+
+        return TranscriptionService(self.terms, self.credits, self.realtime_endpoint, self.audio_store)
 
     @cached_property
     def rate_limiter(self) -> RateLimiter:

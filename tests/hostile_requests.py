@@ -21,8 +21,9 @@ from typing import Any
 from hypothesis import strategies as st
 from infery.domain.audio import sniff_audio_format
 from infery.domain.errors import InferyError
+from infery.domain.ids import UPLOAD_ID_PATTERN
 from infery.domain.languages import WHISPER_LANGUAGE_CODES
-from infery.http.request_parsing import UPLOAD_ID_PATTERN, check_webhook_url
+from infery.http.request_parsing import check_webhook_url
 
 TRANSCRIPTIONS = "/v1/audio/transcriptions"
 TRANSLATIONS = "/v1/audio/translations"

@@ -8,6 +8,7 @@ import pytest
 from infery.adapters.job_store import JobStatus, new_job
 from infery.domain.errors import InvalidRequest
 from infery.domain.inference import Task
+from infery.domain.transcription import TranscriptionOptions
 from infery.http.openapi import (
     EXCLUDED_ROUTES,
     OPERATIONS,
@@ -18,7 +19,6 @@ from infery.http.openapi import (
     UploadRequest,
     openapi_document,
 )
-from infery.http.request_parsing import TranscriptionOptions
 from pydantic import ValidationError
 
 from tools.generate_openapi import DOCUMENT, generated

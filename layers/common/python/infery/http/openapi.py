@@ -21,7 +21,7 @@ from pydantic.json_schema import models_json_schema
 
 from infery.adapters.job_store import JOB_PRIVATE_FIELDS, Job
 from infery.domain.inference import Segment, Word
-from infery.http.request_parsing import (
+from infery.domain.transcription import (
     FILENAME_MAX_CHARACTERS,
     MODEL_MAX_CHARACTERS,
     PROMPT_MAX_CHARACTERS,

@@ -1,4 +1,4 @@
-"""The request body's way through the handler with fewer copies (issue 13), answering as before."""
+"""The request body's way through the handler with fewer copies, answering as before."""
 
 from __future__ import annotations
 

@@ -1,7 +1,5 @@
 """Every field of a request has a limit, checked while parsing (before anything is written), with a 400 in
 OpenAI's shape that names the field; and what a client is told never carries our internals.
-
-Issue 9, items 4 ("Limits on every field", the request-parsing part) and 6 ("The small ones").
 """
 
 from __future__ import annotations

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 
 class Dependencies:
+    """Handed to each router when the handler builds it; read by the routes while they serve a request."""
+
     def __init__(self, app: APIGatewayRestResolver, settings: Settings, wiring: Wiring, handler_module: str) -> None:
         self.app = app
         self.settings = settings

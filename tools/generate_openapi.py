@@ -1,4 +1,4 @@
-"""Write openapi.json from the code: the transcribe handler's route table and infery.http.openapi's schemas.
+"""Write openapi.json from the code: the transcribe handler's route table, infery.http.openapi's operations and schemas.
 
     python -m tools.generate_openapi           # rewrite openapi.json
     python -m tools.generate_openapi --check   # exit 1 when the committed file is not what the code generates
@@ -20,8 +20,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 APP_SOURCE = ROOT / "functions" / "transcribe" / "app.py"
 DOCUMENT = ROOT / "openapi.json"
-_PLACEHOLDERS = {"AWS_ACCESS_KEY_ID": "openapi", "AWS_SECRET_ACCESS_KEY": "openapi",  # noqa: S105 - not secrets
-                 "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}
+_PLACEHOLDERS = {
+    "AWS_ACCESS_KEY_ID": "openapi",
+    "AWS_SECRET_ACCESS_KEY": "openapi",  # noqa: S105 - not secrets
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+}
 
 
 def _load_resolver() -> Any:
@@ -29,8 +33,10 @@ def _load_resolver() -> Any:
 
     from local_stack.template import LocalTemplate, load_template
 
-    environment = {**LocalTemplate(load_template(), stack_name="openapi").function_environment("TranscribeFunction"),
-                   **_PLACEHOLDERS}
+    environment = {
+        **LocalTemplate(load_template(), stack_name="openapi").function_environment("TranscribeFunction"),
+        **_PLACEHOLDERS,
+    }
     saved = dict(os.environ)
     os.environ.update(environment)
     get_settings.cache_clear()
@@ -60,8 +66,7 @@ def main() -> int:
     text = generated()
     if arguments.check:
         if not DOCUMENT.exists() or DOCUMENT.read_text(encoding="utf-8") != text:
-            print(f"{DOCUMENT.name} is not what the code generates: run `make openapi` and commit it",
-                  file=sys.stderr)
+            print(f"{DOCUMENT.name} is not what the code generates: run `make openapi` and commit it", file=sys.stderr)
             return 1
         print(f"{DOCUMENT.name} matches the code")
         return 0

@@ -6,6 +6,7 @@ The results live in the template's IdempotencyTable (powertools Idempotency) in 
 from __future__ import annotations
 
 import json
+import os
 import uuid
 
 import boto3
@@ -242,7 +243,24 @@ def test_the_results_are_stored_in_the_templates_idempotency_table(model, accoun
     assert api_key not in json.dumps(items, default=str)  # never the key itself
 
 
-# --- an Idempotency-Key on every POST, and charged at most once after any failure ----------------------------
+def test_records_keep_the_name_they_have_had_since_the_first_deployment(model, accounts, wav):
+    """powertools names a record after the function it runs once: the handler module's _execute_once, wherever the
+    code lives, so a retry sent across a deployment still finds the first attempt's record."""
+    api, _ = model
+    api_key, _ = accounts.new_key(10)
+    reply = api.transcribe(api_key, wav, headers=idempotency_key())
+    assert_ok(reply)
+    table = boto3.resource("dynamodb").Table(api.module.wiring.settings.idempotency_table_name)
+    [record] = [
+        item
+        for item in table.scan(ConsistentRead=True)["Items"]
+        if json.loads(item.get("data", "{}")).get("request_id") == reply.request_id
+    ]
+    function_name = os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "test-func")
+    assert record["id"].startswith(f"{function_name}.app._execute_once#")
+
+
+# --- an Idempotency-Key on every POST, and charged at most once after any failure -------------------
 
 
 def test_an_answer_lost_after_the_charge_is_replayed_on_retry_without_a_second_charge(

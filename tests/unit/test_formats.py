@@ -14,7 +14,7 @@ from infery.domain.formats import (
     to_vtt,
 )
 from infery.domain.inference import Task, Word
-from infery.http.request_parsing import ResponseFormat
+from infery.domain.transcription import ResponseFormat
 
 from tests.support.builders import inference_result, segment
 

@@ -1,16 +1,18 @@
 """The layers of the ``infery`` package import only downwards, read from the source (every import, also those made
 only for type checking or inside a function):
 
-    settings, wiring, snapstart   (build everything; imported by the functions, the CLI and the local stack)
-        |            |
-        v            v
-      http  ----> usecases <---- (adapters implement the use cases' ports without importing them)
-        |            |              adapters
-        v            v                 |
-      domain <-------+-----------------+
+    functions/*/app.py              the Lambda handlers
+          |
+    infery/http/                    routes, request parsing, idempotency, errors -> HTTP
+          |
+    infery/wiring.py, settings.py   build every adapter and use case from the function's settings
+          |                  \
+    infery/usecases/   infery/adapters/    (adapters implement the use cases' ports without importing them)
+          |                  /
+    infery/domain/                  no AWS, no Lambda, no other layer
 
 The domain imports no other layer and no AWS or Lambda library; the use cases reach the outside world only through
-their ports, never an adapter; the HTTP edge never reaches past the use cases into an adapter.
+their ports, never an adapter; the HTTP edge is handed its collaborators by the wiring and never imports an adapter.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ MAY_IMPORT = {
     "domain": frozenset(),
     "usecases": frozenset({"domain", "observability"}),
     "adapters": frozenset({"domain", "observability"}),
-    "http": frozenset({"domain", "usecases", "observability"}),
+    "http": frozenset({"domain", "usecases", "observability", "wiring", "settings"}),
 }
 # libraries that tie code to AWS or to Lambda's runtime
 AWS_LIBRARIES = frozenset({"boto3", "botocore", "aws_lambda_powertools", "moto"})

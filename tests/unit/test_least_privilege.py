@@ -221,8 +221,9 @@ def layer_source(module: str) -> Path | None:
 WIRING = LAYER / "infery" / "wiring.py"
 
 
-def _wired_modules(app: Path) -> set[str]:
-    """The layer modules behind the collaborators the function takes from infery.wiring (``wiring.<name>``).
+def _wired_modules(sources: set[Path]) -> set[str]:
+    """The layer modules behind the collaborators the function's code takes from infery.wiring (``wiring.<name>``,
+    or ``<object>.wiring.<name>`` where a route holds the handler's wiring), in ``sources``.
 
     The wiring module builds every collaborator of every function, each on first use; a function runs only those it
     asks for, and those they are built from (``self.<name>`` inside a property). A property imports the module of
@@ -245,10 +246,15 @@ def _wired_modules(app: Path) -> set[str]:
     }
     pending = [
         node.attr
-        for node in ast.walk(ast.parse(app.read_text()))
-        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "wiring"
+        for source in sources - {WIRING}
+        for node in ast.walk(ast.parse(source.read_text()))
+        if isinstance(node, ast.Attribute)
+        and (
+            (isinstance(node.value, ast.Name) and node.value.id == "wiring")
+            or (isinstance(node.value, ast.Attribute) and node.value.attr == "wiring")
+        )
     ]
-    assert pending, f"{app} imports infery.wiring but uses none of its collaborators"
+    assert pending, f"{sorted(sources)} import infery.wiring but use none of its collaborators"
     modules: set[str] = set()
     seen: set[str] = set()
     while pending:
@@ -272,15 +278,20 @@ def function_code(code_uri: str) -> str:
     seen: set[Path] = set()
     pending = [app]
     while pending:
-        source = pending.pop()
-        if source in seen:
-            continue
-        seen.add(source)
-        modules = _imported_layer_modules(source) if source != WIRING else _wired_modules(app)
-        for module in modules:
-            path = layer_source(module)
-            if path is not None:
-                pending.append(path)
+        while pending:
+            source = pending.pop()
+            if source in seen:
+                continue
+            seen.add(source)
+            for module in _imported_layer_modules(source) if source != WIRING else ():
+                path = layer_source(module)
+                if path is not None:
+                    pending.append(path)
+        # the wiring's collaborators once every module that may use one is known (the routes take them too);
+        # what they are built from may lead to more modules, and those to more collaborators
+        if WIRING in seen:
+            wired = (layer_source(module) for module in _wired_modules(seen))
+            pending = [path for path in wired if path is not None and path not in seen]
     code = "\n".join(path.read_text() for path in sorted(seen))
     for marker, module in LIBRARY_CALLS.items():
         if marker in code:

@@ -10,14 +10,13 @@ import math
 import pytest
 from infery.domain.errors import InferyError, InvalidRequest
 from infery.domain.inference import Task
-from infery.http.request_parsing import (
+from infery.domain.transcription import (
     FILENAME_MAX_CHARACTERS,
     MODEL_MAX_CHARACTERS,
     PROMPT_MAX_CHARACTERS,
     WEBHOOK_URL_MAX_CHARACTERS,
-    parse_transcription_request,
-    parse_upload_request,
 )
+from infery.http.request_parsing import parse_transcription_request, parse_upload_request
 
 from tests.support.builders import SDK_BOUNDARY, audio_of, json_body, multipart_body, raw_multipart
 

@@ -9,7 +9,8 @@ import pytest
 from infery.domain.audio import AudioFormat
 from infery.domain.errors import InferyError, InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 from infery.domain.inference import Task
-from infery.http.request_parsing import ResponseFormat, TranscriptionRequest, parse_transcription_request
+from infery.domain.transcription import ResponseFormat, TranscriptionRequest
+from infery.http.request_parsing import parse_transcription_request
 
 from tests.support.builders import (
     SDK_BOUNDARY,

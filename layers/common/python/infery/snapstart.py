@@ -32,9 +32,10 @@ if TYPE_CHECKING:
 
 # What the API's routes import on their first call (a cold start without SnapStart imports only what every
 # request needs): request parsing and its pydantic models, audio probing, job handling, usage reports, and
-# powertools Idempotency (requests with an Idempotency-Key).
+# Idempotency-Key handling with powertools Idempotency.
 FIRST_CALL_MODULES = (
     "infery.http.request_parsing",
+    "infery.http.idempotency",
     "infery.domain.transcription",
     "infery.domain.inference",
     "infery.domain.duration",

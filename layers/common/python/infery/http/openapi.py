@@ -2,9 +2,8 @@
 
 powertools' resolver can write a document itself, but only for routes whose parameters and return values are
 typed with pydantic models; infery's routes read the raw event (multipart, base64 JSON) and return a Response.
-So the schemas are written here, as pydantic models, and reuse the code's own models and limits wherever they
-exist (a job's fields, a segment, usage totals, the field limits of a request): a change to those changes the
-document. ``openapi_document(routes)`` fails for a route that is neither described here nor excluded, so a new
+So the schemas are written as pydantic models (infery.http.openapi_schemas), and the operations here.
+``openapi_document(routes)`` fails for a route that is neither described here nor excluded, so a new
 route cannot ship without its contract (tests/unit/test_openapi.py compares the committed openapi.json with what
 this module generates; `make openapi` regenerates it).
 """
@@ -14,317 +13,17 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
 from pydantic.json_schema import models_json_schema
 
-from infery.domain.inference import Segment, Word
-from infery.domain.jobs import JOB_PRIVATE_FIELDS, Job
-from infery.http.request_parsing import (
-    FILENAME_MAX_CHARACTERS,
-    MODEL_MAX_CHARACTERS,
-    PROMPT_MAX_CHARACTERS,
-    WEBHOOK_URL_MAX_CHARACTERS,
-    ResponseFormat,
-)
-from infery.usecases.usage import RequestUsage, UsageTotals
+from infery.http.openapi_schemas import MODELS
 
 OPENAPI_VERSION = "3.1.0"
 API_VERSION = "1.0.0"
 SCHEMAS = "#/components/schemas/{model}"
 # What a route is that the API contract leaves out: the web console's page and its files (not JSON, no key).
 EXCLUDED_ROUTES = frozenset({("GET", "/console"), ("GET", "/console/{asset}")})
-
-
-# --- responses -------------------------------------------------------------------------------------------------------
-
-
-class ErrorDetail(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    message: str = Field(min_length=1, description="What went wrong, for a person to read")
-    type: Literal["invalid_request_error", "insufficient_quota", "rate_limit_error", "server_error"]
-    param: str | None = Field(description="The request field the error is about, if one is")
-    code: str | None = Field(description="A stable, machine-readable reason, such as invalid_value")
-
-
-class Error(BaseModel):
-    """OpenAI's error shape; every error answer has it, with an x-request-id header."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    error: ErrorDetail
-
-
-class Transcription(BaseModel):
-    """response_format json (the default)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    text: str
-    credits_used: int = Field(ge=0)
-
-
-class VerboseTranscription(BaseModel):
-    """response_format verbose_json: ``words`` only when word timestamps were asked for."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    task: Literal["transcribe", "translate"]
-    language: str
-    duration: float = Field(ge=0)
-    text: str
-    segments: list[Segment]
-    words: list[Word] | None = None
-    credits_used: int = Field(ge=0)
-
-
-# A job as GET /v1/jobs/{id} shows it (Job.public_view()), so a field added to a job shows up here.
-JobView = create_model(
-    "JobView",
-    __config__=ConfigDict(extra="forbid"),
-    __doc__="A transcription job; ``result`` once it has succeeded (in the job's format, or the one asked for).",
-    id=(str, Field(pattern=r"^job_[0-9a-f]{32}$")),
-    object=(Literal["transcription.job"], ...),
-    **{name: (info.annotation, info) for name, info in Job.model_fields.items() if name not in JOB_PRIVATE_FIELDS},
-    result=(Transcription | VerboseTranscription | str | None, None),
-)
-
-
-class CreatedJob(JobView):  # type: ignore[misc, valid-type]
-    """The job a POST .../jobs queued, with the secret its webhooks are signed with (shown this once)."""
-
-    webhook_secret: str
-
-
-class JobList(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    object: Literal["list"]
-    data: list[JobView]  # type: ignore[valid-type]
-    has_more: bool
-
-
-class Upload(BaseModel):
-    """Where to POST the file (a presigned S3 form: every entry of ``fields``, then the file last, as "file")."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    id: str = Field(pattern=r"^upl_[0-9a-f]{32}$")
-    object: Literal["upload"]
-    method: Literal["POST"]
-    upload_url: str
-    fields: dict[str, str]
-    max_bytes: int = Field(gt=0)
-    expires_in: int = Field(gt=0)
-    job_id: str | None = Field(
-        default=None,
-        pattern=r"^job_[0-9a-f]{32}$",
-        description="The job the file starts when it lands (unless start_job was false)",
-    )
-    webhook_secret: str | None = None
-
-
-class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    id: str
-    object: Literal["model"]
-    created: int
-    owned_by: str
-
-
-class ModelList(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    object: Literal["list"]
-    data: list[Model]
-
-
-class UsagePeriod(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    start: str
-    end: str
-
-
-class DayUsage(UsageTotals):
-    date: str
-
-
-class ModelUsage(UsageTotals):
-    model: str
-
-
-class DayModelUsage(UsageTotals):
-    date: str
-    model: str
-
-
-class Usage(BaseModel):
-    """The calling key's balance, its totals for the period, per day and per model, and its recent requests."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    key_id: str
-    name: str
-    object: Literal["usage"]
-    balance: int
-    period: UsagePeriod
-    credits_added: int
-    total: UsageTotals
-    by_day: list[DayUsage]
-    by_model: list[ModelUsage]
-    by_day_and_model: list[DayModelUsage]
-    recent_requests: list[RequestUsage]
-
-
-# --- requests --------------------------------------------------------------------------------------------------------
-
-# no control characters, nor bidirectional embeddings, overrides and isolates (they make a name display as another)
-_FILENAME_CHARACTERS = r"^[^\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]*$"
-_UPLOAD_ID = Field(
-    default=None,
-    pattern=r"^upl_[0-9a-f]{32}$",
-    description="An upload made with POST /v1/uploads (start_job false), instead of the file",
-)
-_MODEL = Field(
-    min_length=1,
-    max_length=MODEL_MAX_CHARACTERS,
-    description="whisper-1, or the deployed model's own name (GET /v1/models)",
-)
-_LANGUAGE = Field(default=None, min_length=1, max_length=16, description="ISO-639-1, such as en or de")
-_PROMPT = Field(default=None, max_length=PROMPT_MAX_CHARACTERS, description="Text that guides spelling and style")
-_TEMPERATURE = Field(default=None, description="From 0 to 1; a JSON number, or the same number as text")
-_WEBHOOK_URL = Field(
-    default=None,
-    max_length=WEBHOOK_URL_MAX_CHARACTERS,
-    pattern=r"^https?://",
-    description="Where the job's outcome is POSTed, signed (https on port 443 on AWS)",
-)
-_FILENAME = Field(default=None, max_length=FILENAME_MAX_CHARACTERS, pattern=_FILENAME_CHARACTERS)
-Temperature = float | str  # a number from 0 to 1 (Field bounds below), or the same as text, as forms send it
-Granularity = Literal["word", "segment"]
-
-
-def _temperature_schema(schema: dict[str, Any]) -> None:
-    schema.pop("anyOf", None)
-    schema["anyOf"] = [
-        {"type": "number", "minimum": 0, "maximum": 1},
-        {"type": "string", "description": "the same number, as text"},
-        {"type": "null"},
-    ]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class TranscriptionJson(_Strict):
-    """The JSON variant: the audio base64-encoded in ``audio`` (or ``file_base64`` with a ``filename``), or an
-    ``upload_id``. The audio is MP3, MP4, M4A, WAV, WebM, OGG or FLAC, told from its bytes; at most 4 MiB."""
-
-    model: str = _MODEL
-    audio: str | None = Field(default=None, description="The audio file, base64-encoded (a data: URL works too)")
-    file_base64: str | None = Field(default=None, description="The same as audio, under OpenAI-compatible name")
-    filename: str | None = _FILENAME
-    upload_id: str | None = _UPLOAD_ID
-    language: str | None = _LANGUAGE
-    prompt: str | None = _PROMPT
-    response_format: ResponseFormat = ResponseFormat.JSON
-    temperature: Temperature | None = Field(
-        default=None, json_schema_extra=_temperature_schema, description=_TEMPERATURE.description
-    )
-    timestamp_granularities: list[Granularity] | None = Field(
-        default=None, description="word adds words to verbose_json (only with verbose_json)"
-    )
-
-
-class TranslationJson(_Strict):
-    """As a transcription, into English: no language, no timestamp granularities."""
-
-    model: str = _MODEL
-    audio: str | None = TranscriptionJson.model_fields["audio"]
-    file_base64: str | None = TranscriptionJson.model_fields["file_base64"]
-    filename: str | None = _FILENAME
-    upload_id: str | None = _UPLOAD_ID
-    prompt: str | None = _PROMPT
-    response_format: ResponseFormat = ResponseFormat.JSON
-    temperature: Temperature | None = TranscriptionJson.model_fields["temperature"]
-
-
-class TranscriptionJobJson(TranscriptionJson):
-    webhook_url: str | None = _WEBHOOK_URL
-
-
-class TranslationJobJson(TranslationJson):
-    webhook_url: str | None = _WEBHOOK_URL
-
-
-def _binary(schema: dict[str, Any]) -> None:
-    schema.clear()
-    schema.update({"type": "string", "format": "binary"})
-
-
-# A form's fields are text or absent, never null: optional ones default to None without being nullable.
-_FORM_UPLOAD_ID = Field(default=None, pattern=r"^upl_[0-9a-f]{32}$", description=_UPLOAD_ID.description)
-_FORM_LANGUAGE = Field(default=None, min_length=1, max_length=16, description=_LANGUAGE.description)
-_FORM_PROMPT = Field(default=None, max_length=PROMPT_MAX_CHARACTERS, description=_PROMPT.description)
-_FORM_TEMPERATURE = Field(default=None, ge=0, le=1, description="From 0 to 1")
-_FORM_WEBHOOK_URL = Field(
-    default=None, max_length=WEBHOOK_URL_MAX_CHARACTERS, pattern=r"^https?://", description=_WEBHOOK_URL.description
-)
-
-
-class TranscriptionForm(_Strict):
-    """multipart/form-data, as the openai SDK sends it; the form must end with its closing boundary."""
-
-    file: bytes = Field(
-        default=None,
-        json_schema_extra=_binary,
-        description="The audio file (MP3, MP4, M4A, WAV, WebM, OGG or FLAC), at most 4 MiB",
-    )
-    model: str = _MODEL
-    upload_id: str = _FORM_UPLOAD_ID
-    language: str = _FORM_LANGUAGE
-    prompt: str = _FORM_PROMPT
-    response_format: ResponseFormat = ResponseFormat.JSON
-    temperature: float = _FORM_TEMPERATURE
-    timestamp_granularities__: list[Granularity] = Field(
-        default=None, alias="timestamp_granularities[]", description="word adds words to verbose_json"
-    )
-
-
-class TranslationForm(_Strict):
-    file: bytes = TranscriptionForm.model_fields["file"]
-    model: str = _MODEL
-    upload_id: str = _FORM_UPLOAD_ID
-    prompt: str = _FORM_PROMPT
-    response_format: ResponseFormat = ResponseFormat.JSON
-    temperature: float = _FORM_TEMPERATURE
-
-
-class TranscriptionJobForm(TranscriptionForm):
-    webhook_url: str = _FORM_WEBHOOK_URL
-
-
-class TranslationJobForm(TranslationForm):
-    webhook_url: str = _FORM_WEBHOOK_URL
-
-
-class UploadRequest(_Strict):
-    """POST /v1/uploads (every field optional; no body at all is an upload that starts a json job)."""
-
-    model: str | None = Field(default=None, min_length=1, max_length=MODEL_MAX_CHARACTERS)
-    language: str | None = _LANGUAGE
-    prompt: str | None = _PROMPT
-    response_format: ResponseFormat = ResponseFormat.JSON
-    temperature: Temperature | None = TranscriptionJson.model_fields["temperature"]
-    timestamp_granularities: list[Granularity] | None = None
-    webhook_url: str | None = _WEBHOOK_URL
-    filename: str | None = _FILENAME
-    start_job: bool = Field(default=True, description="false: the upload is for a later sync call by upload_id")
 
 
 # --- operations ------------------------------------------------------------------------------------------------------
@@ -519,28 +218,6 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ),
 }
 
-_MODELS: tuple[type[BaseModel], ...] = (
-    Error,
-    Transcription,
-    VerboseTranscription,
-    JobView,
-    CreatedJob,
-    JobList,
-    Upload,
-    ModelList,
-    Usage,
-    TranscriptionJson,
-    TranslationJson,
-    TranscriptionJobJson,
-    TranslationJobJson,
-    TranscriptionForm,
-    TranslationForm,
-    TranscriptionJobForm,
-    TranslationJobForm,
-    UploadRequest,
-)
-
-
 class RouteNotDescribed(Exception):
     pass
 
@@ -589,13 +266,13 @@ def openapi_document(routes: Iterable[tuple[str, str]]) -> dict[str, Any]:
     missing = [route for route in routes if route not in OPERATIONS]
     if missing:
         raise RouteNotDescribed(
-            f"routes without a contract: {missing}; describe them in infery/openapi.py "
+            f"routes without a contract: {missing}; describe them in infery/http/openapi.py "
             "(OPERATIONS), then run `make openapi`"
         )
     stale = sorted(set(OPERATIONS) - set(routes))
     if stale:
-        raise RouteNotDescribed(f"described but not routed: {stale}; remove them from infery/openapi.py")
-    _, definitions = models_json_schema([(model, "serialization") for model in _MODELS], ref_template=SCHEMAS)
+        raise RouteNotDescribed(f"described but not routed: {stale}; remove them from infery/http/openapi.py")
+    _, definitions = models_json_schema([(model, "serialization") for model in MODELS], ref_template=SCHEMAS)
     paths: dict[str, dict[str, Any]] = {}
     for method, path in routes:
         paths.setdefault(path, {})[method.lower()] = _operation(method, path, OPERATIONS[(method, path)])

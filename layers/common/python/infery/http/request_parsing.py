@@ -8,32 +8,31 @@ import json
 import re
 import unicodedata
 import urllib.parse
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import ValidationError
-from python_multipart.exceptions import MultipartParseError
-from python_multipart.multipart import MultipartParser
 
 from infery.domain.addresses import is_public_address
 from infery.domain.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 from infery.domain.ids import UPLOAD_ID_PATTERN
 from infery.domain.inference import Task
 
-if TYPE_CHECKING:
-    from python_multipart.multipart import MultipartCallbacks
-
-# The request's types live in transcription.py: the job store and the worker use them without this parser. The
-# names re-exported here ("as") are for the modules that import them from the parser.
-from infery.domain.transcription import FILENAME_MAX_CHARACTERS as FILENAME_MAX_CHARACTERS
-from infery.domain.transcription import MODEL_MAX_CHARACTERS as MODEL_MAX_CHARACTERS
-from infery.domain.transcription import PROMPT_MAX_CHARACTERS as PROMPT_MAX_CHARACTERS
-from infery.domain.transcription import WEBHOOK_URL_MAX_CHARACTERS as WEBHOOK_URL_MAX_CHARACTERS
-from infery.domain.transcription import JobOptions, LoadedAudio, quoted
-from infery.domain.transcription import ResponseFormat as ResponseFormat
-from infery.domain.transcription import TranscriptionOptions as TranscriptionOptions
-from infery.domain.transcription import TranscriptionRequest as TranscriptionRequest
-from infery.domain.transcription import UploadRequest as UploadRequest
+# The request's types live in the domain (transcription.py): the job store and the worker use them without this
+# parser.
+from infery.domain.transcription import (
+    FILENAME_MAX_CHARACTERS,
+    MODEL_MAX_CHARACTERS,
+    PROMPT_MAX_CHARACTERS,
+    WEBHOOK_URL_MAX_CHARACTERS,
+    JobOptions,
+    LoadedAudio,
+    ResponseFormat,
+    TranscriptionOptions,
+    TranscriptionRequest,
+    UploadRequest,
+    quoted,
+)
+from infery.http.multipart import read_form
 
 UPLOAD_FLOW_HINT = "POST /v1/uploads"
 
@@ -214,101 +213,6 @@ def _field_text(name: str, content: bytes) -> str:
         ) from exc
 
 
-# RFC 2046: a boundary is 1 to 70 characters, and does not end with a space
-_BOUNDARY_PATTERN = re.compile(r"[\x21-\x7e ]{0,69}[\x21-\x7e]")
-_MULTIPART_HELP = "Send the form as multipart/form-data with its boundary, as HTTP clients and the openai SDK do."
-
-
-def _multipart_boundary(content_type: str) -> bytes:
-    for parameter in content_type.split(";")[1:]:
-        name, _, value = parameter.partition("=")
-        if name.strip().lower() == "boundary":
-            value = value.strip()
-            if len(value) >= 2 and value[0] == value[-1] == '"':
-                value = value[1:-1]
-            if not _BOUNDARY_PATTERN.fullmatch(value):
-                raise InvalidRequest(
-                    "The multipart boundary in the Content-Type must be 1 to 70 characters. " + _MULTIPART_HELP,
-                    code="invalid_multipart",
-                )
-            return value.encode("ascii")
-    raise InvalidRequest(
-        "The multipart Content-Type has no boundary parameter. " + _MULTIPART_HELP, code="invalid_multipart"
-    )
-
-
-def _whole_multipart_body(body: bytes, boundary: bytes) -> tuple[int, int]:
-    """Where the body's form is: from its first boundary to its closing one (``--boundary--``), both included.
-
-    A body without the closing boundary was cut off (a client or proxy gave up part way): its last part would be
-    a truncated file, so it is refused rather than transcribed and billed. What follows the closing boundary is
-    the epilogue, which RFC 2046 says to ignore: nothing there becomes a field.
-    """
-    delimiter = b"--" + boundary
-    if body.startswith(delimiter):
-        start = 0
-    else:  # a preamble before the first boundary (allowed, and ignored)
-        start = body.find(b"\r\n" + delimiter)
-        if start < 0:
-            raise InvalidRequest(
-                "The multipart body does not contain the boundary its Content-Type names. " + _MULTIPART_HELP,
-                code="invalid_multipart",
-            )
-        start += 2
-    if body.startswith(delimiter + b"--", start):  # a form without parts
-        return start, start + len(delimiter) + 2
-    closing = b"\r\n" + delimiter + b"--"
-    end = body.find(closing, start)
-    if end < 0:
-        raise InvalidRequest(
-            "The multipart body is incomplete: its closing boundary is missing, so the upload was "
-            "probably cut off. Send the whole request again.",
-            code="invalid_multipart",
-        )
-    return start, end + len(closing)
-
-
-@dataclass
-class _FormPart:
-    """One part of a multipart form as python-multipart reads it: its headers, then its content in pieces."""
-
-    headers: dict[str, str] = field(default_factory=dict)
-    pieces: list[bytes] = field(default_factory=list)
-    header_name: bytearray = field(default_factory=bytearray)
-    header_value: bytearray = field(default_factory=bytearray)
-
-    def content(self) -> bytes:
-        # a form written to the parser at once hands over each part's content as one piece: no copy to join
-        return self.pieces[0] if len(self.pieces) == 1 else b"".join(self.pieces)
-
-
-def _form_parts(form: bytes, boundary: bytes) -> list[_FormPart]:
-    """The form's parts, read by python-multipart's streaming parser: the content of each part is sliced out of
-    the body once, where a split of the whole body would copy it again."""
-    parts: list[_FormPart] = []
-
-    def header_end() -> None:
-        part = parts[-1]
-        # the last of a repeated header wins, as in an email message
-        part.headers[part.header_name.decode("utf-8").strip().lower()] = part.header_value.decode("utf-8").strip()
-        part.header_name.clear()
-        part.header_value.clear()
-
-    callbacks: MultipartCallbacks = {
-        "on_part_begin": lambda: parts.append(_FormPart()),
-        "on_header_field": lambda data, start, end: parts[-1].header_name.extend(data[start:end]),
-        "on_header_value": lambda data, start, end: parts[-1].header_value.extend(data[start:end]),
-        "on_header_end": header_end,
-        "on_part_data": lambda data, start, end: parts[-1].pieces.append(data[start:end]),
-    }
-    # the body's size is bounded before it is parsed; a long header (a 450 KB filename) is then refused for what
-    # it is, by the field's own limit, rather than as a malformed form
-    parser = MultipartParser(boundary, callbacks, max_header_size=len(form))
-    parser.write(form)
-    parser.finalize()
-    return parts
-
-
 _AUDIO_SOURCES = frozenset({"file", "audio", "file_base64", "upload_id"})
 # The one list field: the openai SDK sends a list as one part per item, named with [] (curl users often omit it).
 _ARRAY_FIELDS = frozenset({"timestamp_granularities[]", "timestamp_granularities"})
@@ -339,28 +243,10 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _fields_from_multipart(body: bytes, content_type: str) -> tuple[dict[str, Any], bytes | None, str | None]:
-    boundary = _multipart_boundary(content_type)
-    start, end = _whole_multipart_body(body, boundary)
-    # the form as it came is the common case (the parser ignores what follows its closing boundary): read
-    # without a copy; a preamble before the first boundary is cut off first
-    form = body if start == 0 else body[start:end]
-    try:
-        parts = _form_parts(form, boundary)
-    except (MultipartParseError, UnicodeDecodeError) as exc:  # the parser's words mean nothing to a client
-        raise InvalidRequest(
-            "A part of the multipart body is malformed: each part needs headers (at most 8), a blank line, "
-            "then its content. " + _MULTIPART_HELP,
-            code="invalid_multipart",
-        ) from exc
     fields: dict[str, Any] = {}
     audio: bytes | None = None
     filename: str | None = None
-    for part in parts:
-        disposition = part.headers.get("content-disposition", "")
-        name_match = re.search(r'\bname="([^"]*)"', disposition)
-        if not name_match:
-            raise InvalidRequest("A multipart part has no name.", code="invalid_multipart")
-        name = name_match.group(1)
+    for name, part in read_form(body, content_type):
         # a name ending in [] is a list, one part per item (the SDK's include[] too, which is then refused as
         # unknown rather than as repeated)
         if name in fields and not name.endswith("[]") and name not in _ARRAY_FIELDS:
@@ -368,8 +254,7 @@ def _fields_from_multipart(body: bytes, content_type: str) -> tuple[dict[str, An
         content = part.content()
         if name == "file":
             audio = content
-            filename_match = re.search(r'\bfilename="([^"]*)"', disposition)
-            filename = filename_match.group(1) if filename_match else None
+            filename = part.filename()
             fields["file"] = True
         elif name in _ARRAY_FIELDS:
             fields.setdefault("timestamp_granularities", []).append(_field_text(name, content))

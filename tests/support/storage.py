@@ -30,7 +30,8 @@ def make_audio_resources(moto_url: str, local_template: LocalTemplate) -> dict[s
         create_queues(local_template, sqs)
         create_topics(local_template, boto3.client("sns", **credentials))
         create_buckets(local_template, s3)
-    environment = local_template.function_environment("WorkerFunction")
+    # the API function reads every table and queue the jobs use, the idempotency table too
+    environment = local_template.function_environment("TranscribeFunction")
     return {
         "bucket": environment["AUDIO_BUCKET_NAME"],
         "queue_url": environment["JOBS_QUEUE_URL"],

@@ -101,14 +101,17 @@ class FakeCredits:
                 return self.open[request_id]
             raise ReservationClosed(f"Request {request_id} was already reserved and closed.")
         change = take_for_reservation(self.balances[key.key_hash], credits)
-        reservation = Reservation.open(
-            key,
-            credits,
+        epoch = next(_clock)
+        reservation = Reservation(
             request_id=request_id,
+            key_hash=key.key_hash,
+            key_id=key.key_id,
             model=model,
-            epoch=next(_clock),
-            hold_seconds=hold_seconds,
-            covered_seconds=covered_seconds,
+            credits=credits,
+            created_at=now_iso(),
+            created_epoch=epoch,
+            hold_until_epoch=epoch + hold_seconds if hold_seconds else None,
+            covered_seconds=round(covered_seconds, 3) if covered_seconds else None,
         )
         self._entry(key.key_hash, key.key_id, LedgerKind.RESERVE, request_id, change, model=model)
         self.open[request_id] = reservation

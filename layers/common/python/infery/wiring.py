@@ -48,6 +48,16 @@ _JOB_SUBMIT_READ_TIMEOUT_SECONDS = 30
 _CONNECT_TIMEOUT_SECONDS = 3
 
 
+def _sagemaker_runtime(*, read_timeout: float) -> Any:
+    """A SageMaker runtime client the SDK never retries: a retried invocation could run (and charge) twice."""
+    return boto3.client(
+        "sagemaker-runtime",
+        config=Config(
+            read_timeout=read_timeout, connect_timeout=_CONNECT_TIMEOUT_SECONDS, retries={"total_max_attempts": 1}
+        ),
+    )
+
+
 def stack_outputs(stack_name: str) -> dict[str, str]:
     """A deployed CloudFormation stack's outputs (the operator's tool finds its tables there)."""
     stacks = boto3.client("cloudformation").describe_stacks(StackName=stack_name)["Stacks"]
@@ -132,14 +142,7 @@ class WorkerWiring(ReconcilerWiring):
     @cached_property
     def sagemaker_runtime_for_jobs(self) -> Any:
         """For submitting jobs to the asynchronous endpoint: quick calls, never retried by the SDK."""
-        return boto3.client(
-            "sagemaker-runtime",
-            config=Config(
-                read_timeout=_JOB_SUBMIT_READ_TIMEOUT_SECONDS,
-                connect_timeout=_CONNECT_TIMEOUT_SECONDS,
-                retries={"total_max_attempts": 1},
-            ),
-        )
+        return _sagemaker_runtime(read_timeout=_JOB_SUBMIT_READ_TIMEOUT_SECONDS)
 
     # --- stores, endpoints, the queue --------------------------------------------------------------------------
 
@@ -247,14 +250,7 @@ class Wiring(WorkerWiring):
     def sagemaker_runtime(self) -> Any:
         """For real-time inference. Never retried by the SDK: a retry would run (and risk charging) the audio
         twice; it gives up before API Gateway does, so our 504 reaches the client before the gateway's."""
-        return boto3.client(
-            "sagemaker-runtime",
-            config=Config(
-                read_timeout=self.settings.endpoint_timeout_seconds,
-                connect_timeout=_CONNECT_TIMEOUT_SECONDS,
-                retries={"total_max_attempts": 1},
-            ),
-        )
+        return _sagemaker_runtime(read_timeout=self.settings.endpoint_timeout_seconds)
 
     @cached_property
     def realtime_endpoint(self) -> WhisperEndpoint:

@@ -142,14 +142,17 @@ class CreditStore:
     ) -> Reservation:
         """Take ``credits`` from the available balance for a request about to run; 402 if the balance is short.
         ``hold_seconds``: how long the reconciler must leave it alone (a job longer than its grace period)."""
-        reservation = Reservation.open(
-            key,
-            credits,
+        created_epoch = int(time.time())
+        reservation = Reservation(
             request_id=request_id,
+            key_hash=key.key_hash,
+            key_id=key.key_id,
             model=model,
-            epoch=int(time.time()),
-            hold_seconds=hold_seconds,
-            covered_seconds=covered_seconds,
+            credits=credits,
+            created_at=now_iso(),
+            created_epoch=created_epoch,
+            hold_until_epoch=created_epoch + hold_seconds if hold_seconds else None,
+            covered_seconds=round(covered_seconds, 3) if covered_seconds else None,
         )
 
         def take(current: int) -> tuple[int, dict[str, Any]]:

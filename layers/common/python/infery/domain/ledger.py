@@ -12,9 +12,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
-from infery.domain.clock import now_iso
 from infery.domain.errors import InsufficientCredits, InternalError
-from infery.domain.keys import ApiKeyItem
 
 
 class LedgerKind(StrEnum):
@@ -56,32 +54,6 @@ class Reservation(BaseModel):
     hold_until_epoch: int | None = None
     # the seconds of audio these credits pay for; the model is told to refuse more
     covered_seconds: float | None = None
-
-    @classmethod
-    def open(
-        cls,
-        key: ApiKeyItem,
-        credits: int,
-        *,
-        request_id: str,
-        model: str,
-        epoch: int,
-        hold_seconds: int | None = None,
-        covered_seconds: float | None = None,
-    ) -> Reservation:
-        """Credits taken at ``epoch`` for a request about to run; ``hold_seconds``: how long the reconciler must leave
-        them alone (a job longer than its grace period)."""
-        return cls(
-            request_id=request_id,
-            key_hash=key.key_hash,
-            key_id=key.key_id,
-            model=model,
-            credits=credits,
-            created_at=now_iso(),
-            created_epoch=epoch,
-            hold_until_epoch=epoch + hold_seconds if hold_seconds else None,
-            covered_seconds=round(covered_seconds, 3) if covered_seconds else None,
-        )
 
 
 class SettledCharge(BaseModel):

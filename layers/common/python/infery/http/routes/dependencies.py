@@ -19,7 +19,9 @@ if TYPE_CHECKING:
     from aws_lambda_powertools.event_handler import APIGatewayRestResolver
     from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 
+    from infery.domain.inference import Task
     from infery.domain.keys import ApiKeyItem
+    from infery.domain.transcription import TranscriptionRequest
     from infery.http.idempotency import Idempotency
     from infery.settings import ApiSettings
     from infery.wiring import Wiring
@@ -38,6 +40,21 @@ class Dependencies:
     @property
     def event(self) -> APIGatewayProxyEvent:
         return self.app.current_event
+
+    def transcription_request(self, task: Task, *, for_job: bool = False) -> TranscriptionRequest:
+        """The request's fields and audio, checked against this deployment's limits (a job's webhook too)."""
+        from infery.http.request_parsing import parse_transcription_request
+
+        return parse_transcription_request(
+            task,
+            self.event.headers.get("content-type"),
+            self.body(),
+            max_audio_bytes=self.settings.max_sync_audio_bytes,
+            max_upload_bytes=self.settings.max_upload_bytes,
+            for_job=for_job,
+            allow_http_webhooks=self.settings.webhook_allow_http,
+            allow_private_webhooks=self.settings.webhook_allow_private_addresses,
+        )
 
     def request_id(self) -> str:
         return self.event.request_context.request_id

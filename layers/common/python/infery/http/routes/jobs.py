@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from aws_lambda_powertools.event_handler import Response
 
@@ -14,7 +14,6 @@ from infery.http.routes.dependencies import json_response, new_router
 if TYPE_CHECKING:
     from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 
-    from infery.domain.inference import Task
     from infery.domain.keys import ApiKeyItem
     from infery.domain.transcription import ResponseFormat, TranscriptionRequest, UploadRequest
     from infery.http.routes.dependencies import Dependencies
@@ -48,15 +47,11 @@ def router(deps: Dependencies) -> APIGatewayRouter:
 
     @router.post("/v1/audio/transcriptions/jobs")
     def create_transcription_job() -> Response[str]:
-        from infery.domain.inference import Task
-
-        return _create_job(deps, Task.TRANSCRIBE)
+        return _create_job(deps, "transcribe")
 
     @router.post("/v1/audio/translations/jobs")
     def create_translation_job() -> Response[str]:
-        from infery.domain.inference import Task
-
-        return _create_job(deps, Task.TRANSLATE)
+        return _create_job(deps, "translate")
 
     @router.get("/v1/jobs/<job_id>")
     def get_job(job_id: str) -> Response[str]:
@@ -115,21 +110,14 @@ def _new_upload(deps: Dependencies, key: ApiKeyItem, upload: UploadRequest) -> d
     return {"status": 201, "body": body}
 
 
-def _create_job(deps: Dependencies, task: Task) -> Response[str]:
+def _create_job(deps: Dependencies, task_name: Literal["transcribe", "translate"]) -> Response[str]:
+    from infery.domain.inference import Task
     from infery.http.idempotency import idempotency_key, request_fingerprint, route_fingerprint
-    from infery.http.request_parsing import parse_transcription_request
+
+    task = Task(task_name)
 
     key, rate_limit_headers = deps.authenticate()
-    request = parse_transcription_request(
-        task,
-        deps.event.headers.get("content-type"),
-        deps.body(),
-        max_audio_bytes=deps.settings.max_sync_audio_bytes,
-        max_upload_bytes=deps.settings.max_upload_bytes,
-        for_job=True,
-        allow_http_webhooks=deps.settings.webhook_allow_http,
-        allow_private_webhooks=deps.settings.webhook_allow_private_addresses,
-    )
+    request = deps.transcription_request(task, for_job=True)
     # the file, if it is here: a header that says 1 Hz or ten hours is refused before it is stored
     deps.wiring.job_service.admit(key, request.model, request.audio)
     answer, replay_headers = deps.once(

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 
 from infery.domain.errors import NotFound
-from infery.http.routes.dependencies import json_response, new_router
-
-if TYPE_CHECKING:
-    from aws_lambda_powertools.event_handler.router import APIGatewayRouter
-
-    from infery.http.routes.dependencies import Dependencies
+from infery.http.routes.dependencies import Dependencies, json_response, new_router
 
 
 def router(deps: Dependencies) -> APIGatewayRouter:

@@ -46,16 +46,9 @@ def router(deps: Dependencies) -> APIGatewayRouter:
 
 def _transcribe(deps: Dependencies, task: Task) -> Response[str]:
     from infery.http.idempotency import idempotency_key, request_fingerprint
-    from infery.http.request_parsing import parse_transcription_request
 
     key, rate_limit_headers = deps.authenticate()
-    request = parse_transcription_request(
-        task,
-        deps.event.headers.get("content-type"),
-        deps.body(),
-        max_audio_bytes=deps.settings.max_sync_audio_bytes,
-        max_upload_bytes=deps.settings.max_upload_bytes,
-    )
+    request = deps.transcription_request(task)
     once_key = idempotency_key(deps.event.headers)
     run = partial(_run_transcription, deps, key, request, once_key)
     answer, replay_headers = deps.once(key, once_key, partial(request_fingerprint, request), run)

@@ -5,7 +5,7 @@ id), so a fake that drifts from its store fails here, and not as a unit test tha
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,11 +57,18 @@ def keys(request: pytest.FixtureRequest) -> Any:
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)
-def jobs(request: pytest.FixtureRequest, audio_resources: dict[str, str]) -> Any:
-    """FakeJobs or JobStore."""
-    if request.param == "moto":
-        return JobStore(boto3.resource("dynamodb").Table(audio_resources["jobs_table"]))
-    return FakeJobs()
+def jobs(request: pytest.FixtureRequest, audio_resources: dict[str, str]) -> Iterator[Any]:
+    """FakeJobs or JobStore. The jobs table is the session's: the jobs a check leaves (claimed, leases running out)
+    are deleted after it, or the reconciler's tests would find them stuck."""
+    if request.param != "moto":
+        yield FakeJobs()
+        return
+    table = boto3.resource("dynamodb").Table(audio_resources["jobs_table"])
+    before = {item["job_id"] for item in table.scan(ProjectionExpression="job_id", ConsistentRead=True)["Items"]}
+    yield JobStore(table)
+    for item in table.scan(ProjectionExpression="job_id", ConsistentRead=True)["Items"]:
+        if item["job_id"] not in before:
+            table.delete_item(Key={"job_id": item["job_id"]})
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)

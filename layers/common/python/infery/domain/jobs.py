@@ -4,8 +4,9 @@
                           ^         |  \\-> failed
                           +---------+ (a crashed worker's lease ran out, or the model asked to retry)
 
-A job is claimed only while queued or awaiting its upload (or running with a lease that ran out), and finished
-only once: the stores apply these rules as conditions of their writes, so a duplicate delivery changes nothing.
+A job is claimed only while queued or awaiting its upload, or running with a lease that ran out
+(``may_be_claimed``; the job store makes its claim conditional on it), so a duplicate delivery finds the job
+taken. Only the worker holding the claim finishes it, and the job is charged under its own id, once.
 """
 
 from __future__ import annotations

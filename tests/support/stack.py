@@ -14,7 +14,6 @@ import queue
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,8 @@ import openai
 import requests
 from boto3.dynamodb.types import TypeDeserializer
 from infery.domain.keys import generate_api_key
+
+from local_stack.processes import free_port, start_local_stack
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_LINE = "infery local stack is ready"
@@ -169,12 +170,6 @@ class RunningStack:
         return key_ids[0], keys[0]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _kill_group(process: subprocess.Popen) -> None:
     try:
         os.killpg(process.pid, signal.SIGKILL)  # the stack and everything it started: moto, the model, workers
@@ -192,7 +187,7 @@ def start_stack(
 ) -> tuple[subprocess.Popen, RunningStack]:
     """Start `python -m local_stack FLAGS` (by default --quiet: the banner, warnings and errors only)."""
     api_key = generate_api_key()  # an operator's own key must have the generated shape and checksum
-    port = _free_port()
+    port = free_port()
     state_file = Path(tempfile.mkdtemp(prefix="infery-e2e-")) / "local-stack.json"
     environment = {
         **os.environ,
@@ -207,15 +202,7 @@ def start_stack(
         **(extra_environment or {}),
     }
     # a session of its own: the stack is stopped with its whole process group if it does not stop cleanly
-    process = subprocess.Popen(
-        [sys.executable, "-m", "local_stack", *flags],
-        cwd=ROOT,
-        env=environment,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    process = start_local_stack(list(flags), environment)
     process.infery_state_file = state_file  # type: ignore[attr-defined]  # for stop_stack's clean-up
     lines: queue.Queue[str | None] = queue.Queue()
     output: list[str] = []

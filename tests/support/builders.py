@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from infery.domain.inference import InferenceResult, Segment, Word
+from infery.domain.ledger import LedgerEntry, LedgerKind
 from infery.domain.transcription import TranscriptionRequest
 from infery.settings import ApiSettings
 from requests_toolbelt import MultipartEncoder
@@ -114,4 +115,20 @@ def job_settings(bucket: str) -> ApiSettings:
         jobs_table_name="jobs",
         jobs_queue_url="https://sqs/jobs",
         sagemaker_async_endpoint_name="async",
+    )
+
+
+def ledger_entry(
+    key_id: str, kind: LedgerKind, request_id: str, credits: int, balance_after: int, created_at: str, **fields: Any
+) -> LedgerEntry:
+    """A ledger row as the credit store writes it: at most one of each kind per request, its id ``request_id#kind``."""
+    return LedgerEntry(
+        key_id=key_id,
+        entry_id=f"{request_id}#{kind.value}",
+        kind=kind,
+        request_id=request_id,
+        credits=credits,
+        balance_after=balance_after,
+        created_at=created_at,
+        **fields,
     )

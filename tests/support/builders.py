@@ -14,6 +14,19 @@ from requests_toolbelt import MultipartEncoder
 from urllib3 import encode_multipart_formdata
 
 SDK_BOUNDARY = "infery-test-boundary-7d1f"
+# the fields of each segment of a verbose_json transcription, as OpenAI answers
+OPENAI_SEGMENT_FIELDS = {
+    "id",
+    "seek",
+    "start",
+    "end",
+    "text",
+    "tokens",
+    "temperature",
+    "avg_logprob",
+    "compression_ratio",
+    "no_speech_prob",
+}
 
 
 def _form_parts(audio: bytes | None, filename: str, fields: dict[str, Any]) -> list[tuple[str, Any]]:

@@ -28,7 +28,7 @@ from infery.domain.webhook_signature import SIGNATURE_HEADER, verify
 
 from local_stack.template import LocalTemplate, load_template
 from tests.support.speech import KEY_WORDS, LONG_KEY_WORDS, encode, large_wav, synthesize_wav, word_recall
-from tests.support.stack import RunningStack, start_stack, stop_stack
+from tests.support.stack import RunningStack, running_stack
 from tests.support.stack_calls import (
     JOB_TIMEOUT_SECONDS,
     cli,
@@ -56,12 +56,8 @@ VTT_CUE = re.compile(r"^\d{2}:\d{2}:\d{2}\.\d{3} --> \d{2}:\d{2}:\d{2}\.\d{3}\n.
 @pytest.fixture(scope="module")
 def big_stack() -> Iterator[RunningStack]:
     """A stack of this module's own: its dead-letter queue, bucket and ledger see only what these tests do."""
-    process, running = start_stack(credits=100_000)
-    try:
+    with running_stack(credits=100_000) as running:
         yield running
-    finally:
-        stop_stack(process)
-    assert process.returncode is not None
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ written to the repository's `.infery/`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -230,6 +232,18 @@ def start_stack(
     base_url = f"http://127.0.0.1:{port}/v1"
     assert state["base_url"] == base_url and state["pid"] == process.pid, state
     return process, RunningStack(base_url, api_key, credits, output, state_file, state)
+
+
+@contextlib.contextmanager
+def running_stack(credits: int, **options: Any) -> Iterator[RunningStack]:
+    """A stack of its own (``options`` as start_stack's) for what runs inside; stopped on the way out, whatever
+    happened there."""
+    process, running = start_stack(credits, **options)
+    try:
+        yield running
+    finally:
+        stop_stack(process)
+    assert process.returncode is not None
 
 
 def stop_stack(process: subprocess.Popen) -> None:

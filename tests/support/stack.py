@@ -100,53 +100,43 @@ class RunningStack:
             aws_session_token=env["AWS_SESSION_TOKEN"],
         )
 
-    def ledger(self, key_id: str) -> list[dict[str, Any]]:
-        """Every ledger entry of ``key_id``, as stored (credits signed), in time order."""
+    def _items(self, operation: str, table: str, **arguments: Any) -> list[dict[str, Any]]:
+        """Every item of a query or scan (``operation``) of the table the stack names ``table`` (its environment's
+        name for it), page after page, read consistently, as stored."""
         pages = (
             self.dynamodb()
-            .get_paginator("query")
-            .paginate(
-                TableName=self.environment["LEDGER_TABLE_NAME"],
-                KeyConditionExpression="key_id = :key_id",
-                ExpressionAttributeValues={":key_id": {"S": key_id}},
-                ConsistentRead=True,
-            )
+            .get_paginator(operation)
+            .paginate(TableName=self.environment[table], ConsistentRead=True, **arguments)
         )
-        entries = [_deserialize(item) for page in pages for item in page["Items"]]
+        return [_deserialize(item) for page in pages for item in page["Items"]]
+
+    def ledger(self, key_id: str) -> list[dict[str, Any]]:
+        """Every ledger entry of ``key_id``, as stored (credits signed), in time order."""
+        entries = self._items(
+            "query",
+            "LEDGER_TABLE_NAME",
+            KeyConditionExpression="key_id = :key_id",
+            ExpressionAttributeValues={":key_id": {"S": key_id}},
+        )
         return sorted(entries, key=lambda entry: entry["created_at"])
 
     def key_row(self, key_id: str) -> dict[str, Any]:
-        pages = (
-            self.dynamodb()
-            .get_paginator("scan")
-            .paginate(TableName=self.environment["KEYS_TABLE_NAME"], ConsistentRead=True)
-        )
-        rows = [_deserialize(item) for page in pages for item in page["Items"]]
+        rows = self._items("scan", "KEYS_TABLE_NAME")
         matching = [row for row in rows if row["key_id"] == key_id]
         assert len(matching) == 1, f"{len(matching)} keys have the id {key_id}"
         return matching[0]
 
     def jobs_of(self, key_id: str) -> list[dict[str, Any]]:
         """Every job row of ``key_id``, as stored."""
-        pages = (
-            self.dynamodb()
-            .get_paginator("scan")
-            .paginate(
-                TableName=self.environment["JOBS_TABLE_NAME"],
-                FilterExpression="key_id = :key_id",
-                ExpressionAttributeValues={":key_id": {"S": key_id}},
-                ConsistentRead=True,
-            )
+        return self._items(
+            "scan",
+            "JOBS_TABLE_NAME",
+            FilterExpression="key_id = :key_id",
+            ExpressionAttributeValues={":key_id": {"S": key_id}},
         )
-        return [_deserialize(item) for page in pages for item in page["Items"]]
 
     def open_reservations(self) -> list[dict[str, Any]]:
-        pages = (
-            self.dynamodb()
-            .get_paginator("scan")
-            .paginate(TableName=self.environment["RESERVATIONS_TABLE_NAME"], ConsistentRead=True)
-        )
-        return [_deserialize(item) for page in pages for item in page["Items"]]
+        return self._items("scan", "RESERVATIONS_TABLE_NAME")
 
     # the operator's tool, run as an operator runs it: the console script, pointed at this stack's state file
 

@@ -31,6 +31,7 @@ from typing import Any
 
 import boto3
 
+from local_stack.processes import free_port
 from local_stack.template import LocalTemplate, create_tables, load_template
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,7 +42,7 @@ SAVE_LINE = re.compile(r"saved (\S+): (\d+) bytes in ([\d.]+) ms, ([\d.]+) ms of
 class Server:
     def __init__(self, name: str, data_dir: Path | None) -> None:
         self.name = name
-        self.url = f"http://127.0.0.1:{_free_port()}"
+        self.url = f"http://127.0.0.1:{free_port()}"
         self.log: list[str] = []
         command = [sys.executable, "-m", "local_stack.moto_server", "-p", self.url.rsplit(":", 1)[1], "--verbose"]
         self.process = subprocess.Popen(
@@ -80,14 +81,6 @@ class Server:
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=60)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _accounts(server: Server, local: LocalTemplate) -> Any:

@@ -41,7 +41,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.recordings import OPUS_BIT_RATE, encoded, meeting_clip
-from benchmarks.stack import ROOT, free_port
+from benchmarks.stack import ROOT
+from local_stack.processes import free_port
 
 MEMORY_TARGET = 1.25
 SYNC_CEILING_SECONDS = 300.0

@@ -58,8 +58,9 @@ from botocore.response import StreamingBody
 from urllib3 import encode_multipart_formdata
 
 from benchmarks.recordings import wav_bytes
-from benchmarks.stack import ROOT, free_port
+from benchmarks.stack import ROOT
 from local_stack.api_gateway import build_event
+from local_stack.processes import free_port
 from local_stack.template import LocalTemplate, create_buckets, create_tables, load_template
 
 APP_SOURCE = ROOT / "functions" / "transcribe" / "app.py"

@@ -13,9 +13,7 @@ import queue
 import re
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -24,6 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
+
+from local_stack.processes import free_port, start_local_stack
 
 T = TypeVar("T")
 
@@ -70,12 +70,6 @@ class LocalStack:
         shutil.rmtree(self.state_dir, ignore_errors=True)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def start_stack(
     credits: int = 1_000_000, timeout: float = 300, environment: dict[str, str] | None = None
 ) -> LocalStack:
@@ -92,15 +86,7 @@ def start_stack(
             **(environment or {}),
         }
     )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "local_stack", "--port", str(free_port()), "--quiet"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    process = start_local_stack(["--port", str(free_port()), "--quiet"], env)
     stack = LocalStack(process, state_dir)
     lines: queue.Queue[str | None] = queue.Queue()
 

@@ -6,7 +6,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import boto3
 
 from .api_gateway import LocalApiGateway, LocalApiServer
 from .async_inference import LocalAsyncInference
+from .processes import free_port
 from .queue_poller import LocalQueuePoller
 from .scheduler import LocalScheduler
 from .template import (
@@ -41,12 +41,6 @@ STATE_FILE = Path(os.environ.get("INFERY_STATE_FILE") or ROOT / ".infery" / "loc
 DATA_DIR = ROOT / ".infery" / "data"
 DEV_KEY_FILE = "dev-key"
 LOCAL_MODEL_NAME = "whisper-tiny.en"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _wait_until(check, what: str, timeout: float, process: subprocess.Popen | None = None) -> None:
@@ -164,7 +158,7 @@ def main() -> None:
     if not args.verbose:  # the handlers' processes are forked from this one: they inherit the filter
         warnings.filterwarnings("ignore", message=_EMPTY_METRICS_WARNING, category=UserWarning)
     local = LocalTemplate(load_template(), parameter_overrides={"ModelName": LOCAL_MODEL_NAME})
-    moto_port, model_port = _free_port(), _free_port()
+    moto_port, model_port = free_port(), free_port()
     aws_environment = {
         "AWS_ACCESS_KEY_ID": "local",
         "AWS_SECRET_ACCESS_KEY": "local",

@@ -17,6 +17,7 @@ import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -33,6 +34,20 @@ def _now() -> str:
 def _split(uri: str) -> tuple[str, str]:
     bucket, _, key = uri.removeprefix("s3://").partition("/")
     return bucket, key
+
+
+@dataclass(frozen=True)
+class _Invocation:
+    """One accepted invocation, as the background run needs it: the request, where its answer goes, when it came."""
+
+    endpoint: AsyncEndpointConfig
+    inference_id: str
+    input_location: str
+    timeout_seconds: int
+    content_type: str
+    output_location: str
+    failure_location: str
+    received: str
 
 
 class LocalAsyncInference(ThreadingHTTPServer):
@@ -87,27 +102,24 @@ class LocalAsyncInference(ThreadingHTTPServer):
         timeout_seconds: int,
         content_type: str,
     ) -> tuple[str, str]:
-        output_location = f"{endpoint.output_path.rstrip('/')}/{inference_id}.out"
-        failure_location = f"{endpoint.failure_path.rstrip('/')}/{inference_id}-error.out"
-        received = _now()
-        with self._idle:
-            self._in_flight += 1
-        self.pool.submit(
-            self._run_counted,
+        invocation = _Invocation(
             endpoint,
             inference_id,
             input_location,
             timeout_seconds,
             content_type,
-            output_location,
-            failure_location,
-            received,
+            output_location=f"{endpoint.output_path.rstrip('/')}/{inference_id}.out",
+            failure_location=f"{endpoint.failure_path.rstrip('/')}/{inference_id}-error.out",
+            received=_now(),
         )
-        return output_location, failure_location
+        with self._idle:
+            self._in_flight += 1
+        self.pool.submit(self._run_counted, invocation)
+        return invocation.output_location, invocation.failure_location
 
-    def _run_counted(self, *arguments: Any) -> None:
+    def _run_counted(self, invocation: _Invocation) -> None:
         try:
-            self._run(*arguments)
+            self._run(invocation)
         except Exception as exc:  # a notification that cannot be published is lost, as a crashed instance's is
             print(f"asynchronous invocation failed: {exc!r}", flush=True)
         finally:
@@ -115,65 +127,58 @@ class LocalAsyncInference(ThreadingHTTPServer):
                 self._in_flight -= 1
                 self._idle.notify_all()
 
-    def _run(
-        self,
-        endpoint: AsyncEndpointConfig,
-        inference_id: str,
-        input_location: str,
-        timeout_seconds: int,
-        content_type: str,
-        output_location: str,
-        failure_location: str,
-        received: str,
-    ) -> None:
+    def _run(self, invocation: _Invocation) -> None:
         request_parameters = {
-            "contentType": content_type,
-            "endpointName": endpoint.endpoint_name,
-            "inputLocation": input_location,
+            "contentType": invocation.content_type,
+            "endpointName": invocation.endpoint.endpoint_name,
+            "inputLocation": invocation.input_location,
         }
         notification: dict[str, Any] = {
             "awsRegion": self.region,
-            "receivedTime": received,
+            "receivedTime": invocation.received,
             "requestParameters": request_parameters,
-            "inferenceId": inference_id,
+            "inferenceId": invocation.inference_id,
             "eventVersion": "1.0",
             "eventSource": "aws:sagemaker",
             "eventName": "InferenceResult",
         }
         try:
-            bucket, key = _split(input_location)
+            bucket, key = _split(invocation.input_location)
             body = self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-            status, payload = self._call_model(body, content_type, timeout_seconds)
+            status, payload = self._call_model(body, invocation.content_type, invocation.timeout_seconds)
         except TimeoutError:
             status, payload = 0, b""
-            notification["failureReason"] = f"InvocationTimeout: the invocation ran past {timeout_seconds} s."
+            notification["failureReason"] = (
+                f"InvocationTimeout: the invocation ran past {invocation.timeout_seconds} s."
+            )
         except Exception as exc:  # the input could not be read, the model server is down...
             status, payload = 0, json.dumps({"error": str(exc), "code": "internal"}).encode()
             notification["failureReason"] = f"InternalFailure: {exc}"
         if status == 200:
-            self._put(output_location, payload)
+            self._put(invocation.output_location, payload)
             notification.update(
                 invocationStatus="Completed",
                 eventTime=_now(),
-                responseParameters={"contentType": "application/json", "outputLocation": output_location},
+                responseParameters={"contentType": "application/json", "outputLocation": invocation.output_location},
             )
-            topic = endpoint.success_topic
+            topic = invocation.endpoint.success_topic
         else:
             if payload:
-                self._put(failure_location, payload)
+                self._put(invocation.failure_location, payload)
             side = "client" if 400 <= status < 500 else "server"
             notification.setdefault(
-                "failureReason", f"ClientError: Received {side} error ({status}) from model. See the endpoint's logs."
+                "failureReason",
+                f"ClientError: Received {side} error ({status}) from model. See the endpoint's logs.",
             )
             notification.update(
                 invocationStatus="Failed",
                 eventTime=_now(),
                 responseParameters={
                     "contentType": "application/json",
-                    **({"failureLocation": failure_location} if payload else {}),
+                    **({"failureLocation": invocation.failure_location} if payload else {}),
                 },
             )
-            topic = endpoint.error_topic
+            topic = invocation.endpoint.error_topic
         if topic:
             self.sns.publish(TopicArn=topic, Message=json.dumps(notification))
 

@@ -6,12 +6,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.stack import RunningStack, start_stack, stop_stack
+from tests.support.stack import RunningStack, running_stack
 
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[RunningStack]:
-    process, running = start_stack(credits=100_000)
-    yield running
-    stop_stack(process)
-    assert process.returncode is not None
+    with running_stack(credits=100_000) as running:
+        yield running

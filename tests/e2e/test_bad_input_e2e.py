@@ -10,23 +10,15 @@ import openai
 import pytest
 import requests
 
+from tests.support.speech import mono_wav
 from tests.support.stack import RunningStack, start_stack, stop_stack
 
 pytestmark = pytest.mark.e2e
 
 
 def _wav_of_size(total_bytes: int) -> bytes:
-    """A valid 16 kHz mono WAV of silence, ``total_bytes`` long."""
-    data_size = total_bytes - 44
-    header = (
-        b"RIFF"
-        + struct.pack("<I", 36 + data_size)
-        + b"WAVEfmt "
-        + struct.pack("<IHHIIHH", 16, 1, 1, 16000, 32000, 2, 16)
-        + b"data"
-        + struct.pack("<I", data_size)
-    )
-    return header + bytes(data_size)
+    """A valid 16 kHz mono WAV of silence, ``total_bytes`` long (its header is 44 bytes)."""
+    return mono_wav(bytes(total_bytes - 44), 16_000)
 
 
 def _assert_openai_error(response: requests.Response, status: int, code: str | None, param: str | None = None):

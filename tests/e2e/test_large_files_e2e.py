@@ -28,7 +28,7 @@ from infery.domain.webhook_signature import SIGNATURE_HEADER, verify
 
 from local_stack.template import LocalTemplate, load_template
 from tests.support.speech import KEY_WORDS, LONG_KEY_WORDS, encode, large_wav, synthesize_wav, word_recall
-from tests.support.stack import RunningStack, start_stack, stop_stack
+from tests.support.stack import RunningStack, running_stack
 from tests.support.stack_calls import (
     JOB_TIMEOUT_SECONDS,
     cli,
@@ -36,6 +36,7 @@ from tests.support.stack_calls import (
     credits_for,
     get_job,
     ledger_entries,
+    plain_text_result,
     upload_file,
     usage,
     wait_for_job,
@@ -56,12 +57,8 @@ VTT_CUE = re.compile(r"^\d{2}:\d{2}:\d{2}\.\d{3} --> \d{2}:\d{2}:\d{2}\.\d{3}\n.
 @pytest.fixture(scope="module")
 def big_stack() -> Iterator[RunningStack]:
     """A stack of this module's own: its dead-letter queue, bucket and ledger see only what these tests do."""
-    process, running = start_stack(credits=100_000)
-    try:
+    with running_stack(credits=100_000) as running:
         yield running
-    finally:
-        stop_stack(process)
-    assert process.returncode is not None
 
 
 @pytest.fixture(scope="module")
@@ -182,27 +179,13 @@ def test_a_20_mb_recording_uploads_transcribes_and_is_charged_once(big_stack: Ru
     assert result["credits_used"] == job["credits_used"]
     assert_charged_once(big_stack, key_id, job, before["balance"])
 
-    srt = requests.get(
-        f"{big_stack.base_url}/jobs/{job['id']}/result",
-        params={"response_format": "srt"},
-        headers=big_stack.headers(),
-        timeout=60,
-    )
-    assert srt.status_code == 200, srt.text
-    assert srt.headers["content-type"].startswith("text/plain")
+    srt = plain_text_result(big_stack, job["id"], "srt")
     assert srt.headers["x-infery-credits-used"] == str(job["credits_used"])
     assert srt.text.startswith("1\n00:00:"), srt.text[:200]
     assert len(SRT_CUE.findall(srt.text)) > 5, srt.text[:500]
     assert word_recall(srt.text, LONG_KEY_WORDS) >= MIN_LONG_RECALL
 
-    vtt = requests.get(
-        f"{big_stack.base_url}/jobs/{job['id']}/result",
-        params={"response_format": "vtt"},
-        headers=big_stack.headers(),
-        timeout=60,
-    )
-    assert vtt.status_code == 200, vtt.text
-    assert vtt.headers["content-type"].startswith("text/plain")
+    vtt = plain_text_result(big_stack, job["id"], "vtt")
     assert vtt.text.startswith("WEBVTT"), vtt.text[:200]
     assert len(VTT_CUE.findall(vtt.text)) > 5, vtt.text[:500]
     assert word_recall(vtt.text, LONG_KEY_WORDS) >= MIN_LONG_RECALL

@@ -26,7 +26,7 @@ from tests.support.speech import (
     sentences_missing,
     timed_speech,
 )
-from tests.support.stack import RunningStack, start_stack, stop_stack
+from tests.support.stack import RunningStack, running_stack
 from tests.support.stack_calls import (
     cli,
     create_upload,
@@ -44,11 +44,8 @@ TEN_MINUTES = 600.0
 
 @pytest.fixture(scope="module")
 def long_stack() -> Iterator[RunningStack]:
-    process, running = start_stack(credits=100_000)
-    try:
+    with running_stack(credits=100_000) as running:
         yield running
-    finally:
-        stop_stack(process)
 
 
 def _transcribe_verbose(stack: RunningStack, path: Path, *extra: str) -> dict[str, Any]:

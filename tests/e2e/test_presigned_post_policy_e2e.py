@@ -21,7 +21,7 @@ import pytest
 import requests
 
 from tests.support.speech import synthesize_wav
-from tests.support.stack import RunningStack, start_stack, stop_stack
+from tests.support.stack import RunningStack, running_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -31,11 +31,8 @@ JOB_TIMEOUT_SECONDS = 180
 @pytest.fixture(scope="module")
 def policy_stack() -> Iterator[RunningStack]:
     """A stack of this module's own: its bucket, jobs and ledger hold only what these tests did."""
-    process, running = start_stack(credits=10_000)
-    try:
+    with running_stack(credits=10_000) as running:
         yield running
-    finally:
-        stop_stack(process)
 
 
 @pytest.fixture(scope="module")

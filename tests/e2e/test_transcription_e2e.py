@@ -12,6 +12,7 @@ import openai
 import pytest
 import requests
 
+from tests.support.builders import OPENAI_SEGMENT_FIELDS
 from tests.support.speech import ENCODINGS, KEY_WORDS, word_recall
 from tests.support.stack import RunningStack
 
@@ -134,18 +135,7 @@ def test_json_base64_in_every_response_format(stack, balance, speech_files, spel
         assert body["credits_used"] == EXPECTED_CREDITS
         _assert_transcript(body["text"])
         if response_format == "verbose_json":
-            assert set(body["segments"][0]) >= {
-                "id",
-                "seek",
-                "start",
-                "end",
-                "text",
-                "tokens",
-                "temperature",
-                "avg_logprob",
-                "compression_ratio",
-                "no_speech_prob",
-            }
+            assert set(body["segments"][0]) >= OPENAI_SEGMENT_FIELDS
             assert body["words"] and {"word", "start", "end"} == set(body["words"][0])
     else:
         assert response.headers["content-type"].startswith("text/plain")

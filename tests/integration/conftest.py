@@ -21,7 +21,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from infery.settings import AccountTables, get_settings
 from infery.wiring import AccountsWiring
 
 from local_stack.moto_server import BackgroundMotoServer
+from local_stack.processes import free_port
 from local_stack.template import (
     LocalTemplate,
     create_buckets,
@@ -42,8 +43,8 @@ from local_stack.template import (
     create_topics,
     load_template,
 )
-from tests.support.api import MODEL_NAME, ROOT, Api, free_port
-from tests.support.model_server import running_model_server, serve_in_thread
+from tests.support.api import MODEL_NAME, ROOT, Api
+from tests.support.model_server import QuietHandler, running_model_server, serve_in_thread
 
 APP_SOURCE = ROOT / "functions" / "transcribe" / "app.py"
 RECONCILER_SOURCE = ROOT / "functions" / "reconciler" / "app.py"
@@ -158,13 +159,8 @@ def fake_runtime() -> Iterator[StartFake]:
         payload = body if isinstance(body, bytes) else json.dumps(body).encode()
         fake = FakeRuntime(status, payload, headers or {}, delay, declared_length, on_request)
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
+        class Handler(QuietHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 request_body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 fake.requests.append({"path": self.path, "body": request_body})
                 if fake.on_request:
@@ -348,6 +344,13 @@ class Accounts:
         assert model.calls == 0, "a refused request reached the model"
         self.assert_untouched(item, balance)
         assert self.ledger_size() == ledger_before
+
+    @contextlib.contextmanager
+    def new_key_refused_before_the_model(self, credits: int, model: FakeRuntime) -> Iterator[str]:
+        """A new key with ``credits``, whose requests inside reach neither ``model`` nor the books."""
+        api_key, item = self.new_key(credits)
+        with self.refused_before_the_model(item, credits, model):
+            yield api_key
 
 
 @pytest.fixture

@@ -6,11 +6,10 @@ would occupy the model for hours. Both are 400s, before the endpoint is called a
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from tests.support.api import assert_error
+from tests.support.model_replies import MODEL_ERROR_500, MODEL_ERROR_HEADERS
 from tests.support.speech import one_hertz_wav, silent_wav
 
 SEEDED = 500
@@ -18,17 +17,8 @@ SEEDED = 500
 
 @pytest.fixture
 def refusing_endpoint(fake_runtime, accounts):
-    url, fake = fake_runtime(
-        424,
-        {
-            "Message": "boom",
-            "OriginalStatusCode": 500,
-            "OriginalMessage": json.dumps({"error": "boom", "code": "inference_failed"}),
-        },
-        {"x-amzn-ErrorType": "ModelError"},
-    )
-    api_key, item = accounts.new_key(SEEDED)
-    with accounts.refused_before_the_model(item, SEEDED, fake):
+    url, fake = fake_runtime(424, MODEL_ERROR_500, MODEL_ERROR_HEADERS)
+    with accounts.new_key_refused_before_the_model(SEEDED, fake) as api_key:
         yield url, api_key
 
 

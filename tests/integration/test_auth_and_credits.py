@@ -43,6 +43,18 @@ ROUTES = (
 )
 
 
+def call_every_route(api, wav, **credentials):
+    """One request to each of ROUTES (a POST carries the clip, unparsed): the replies, in ROUTES' order."""
+    for method, path in ROUTES:
+        yield api.call(
+            method,
+            path,
+            body=wav if method == "POST" else b"",
+            content_type="multipart/form-data; boundary=x" if method == "POST" else None,
+            **credentials,
+        )
+
+
 @pytest.mark.parametrize(
     ("authorization", "code"),
     [
@@ -72,14 +84,7 @@ def test_missing_malformed_or_unknown_keys_are_401_and_cost_nothing(boom, accoun
     api, fake = boom
     headers = [] if authorization is None else [("Authorization", authorization)]
     ledger_before = accounts.ledger_size()
-    for method, path in ROUTES:
-        reply = api.call(
-            method,
-            path,
-            headers=headers,
-            body=wav if method == "POST" else b"",
-            content_type="multipart/form-data; boundary=x" if method == "POST" else None,
-        )
+    for reply in call_every_route(api, wav, headers=headers):
         error = assert_error(reply, 401, code, error_type="invalid_request_error")
         assert "neverissuedneverissuedneverissued" not in error["message"]  # a key is masked, never echoed
     assert fake.calls == 0
@@ -106,19 +111,8 @@ def test_a_revoked_key_is_401_and_cost_nothing(boom, accounts, wav):
     api, fake = boom
     api_key, item = accounts.new_key(100)
     accounts.revoke(item)
-    for method, path in ROUTES:
-        error = assert_error(
-            api.call(
-                method,
-                path,
-                api_key=api_key,
-                body=wav if method == "POST" else b"",
-                content_type="multipart/form-data; boundary=x" if method == "POST" else None,
-            ),
-            401,
-            "revoked_api_key",
-            error_type="invalid_request_error",
-        )
+    for reply in call_every_route(api, wav, api_key=api_key):
+        error = assert_error(reply, 401, "revoked_api_key", error_type="invalid_request_error")
         assert api_key not in error["message"] and "revoked" in error["message"]
     assert fake.calls == 0
     accounts.assert_untouched(item, 100)
@@ -130,18 +124,8 @@ def test_an_expired_key_is_401_and_costs_nothing(boom, accounts, wav, expires_in
     api, fake = boom
     expires_at = (datetime.now(UTC) + expires_in).isoformat(timespec="milliseconds")
     api_key, item = accounts.new_key(100, expires_at=expires_at)
-    for method, path in ROUTES:
-        error = assert_error(
-            api.call(
-                method,
-                path,
-                api_key=api_key,
-                body=wav if method == "POST" else b"",
-                content_type="multipart/form-data; boundary=x" if method == "POST" else None,
-            ),
-            401,
-            "expired_api_key",
-        )
+    for reply in call_every_route(api, wav, api_key=api_key):
+        error = assert_error(reply, 401, "expired_api_key")
         assert expires_at in error["message"]
     assert fake.calls == 0
     accounts.assert_untouched(item, 100)

@@ -11,6 +11,7 @@ import pytest
 
 from tests.support.api import TRANSCRIPTIONS, TRANSLATIONS, assert_error
 from tests.support.builders import multipart_body
+from tests.support.model_replies import MODEL_ERROR_500, MODEL_ERROR_HEADERS
 
 WAV_HEADER_ONLY = b"RIFF\x24\x00\x00\x00WAVE"  # sniffs as WAV; refused before it would be decoded
 SEEDED = 50
@@ -18,17 +19,8 @@ SEEDED = 50
 
 @pytest.fixture
 def refusing(fake_runtime, load_api, accounts):
-    url, fake = fake_runtime(
-        424,
-        {
-            "Message": "boom",
-            "OriginalStatusCode": 500,
-            "OriginalMessage": json.dumps({"error": "boom", "code": "inference_failed"}),
-        },
-        {"x-amzn-ErrorType": "ModelError"},
-    )
-    api_key, item = accounts.new_key(SEEDED)
-    with accounts.refused_before_the_model(item, SEEDED, fake):
+    url, fake = fake_runtime(424, MODEL_ERROR_500, MODEL_ERROR_HEADERS)
+    with accounts.new_key_refused_before_the_model(SEEDED, fake) as api_key:
         yield load_api(url), api_key
 
 

@@ -31,9 +31,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from local_stack.processes import free_port
 from local_stack.template import LocalTemplate, create_buckets, create_queues, create_tables, create_topics
 from tests.support import storage
-from tests.support.api import ROOT, TRANSCRIPTIONS, Api, Reply, free_port
+from tests.support.api import ROOT, TRANSCRIPTIONS, Api, Reply
 from tests.support.hostile_requests import (
     ALL_POSTS,
     REAL_AUDIO,

@@ -22,6 +22,12 @@ def idempotency_key() -> list[tuple[str, str]]:
     return [("Idempotency-Key", f"order-{uuid.uuid4()}")]
 
 
+def sent_twice(api, api_key, audio, headers, **fields):
+    """A request and its retry, both with the Idempotency-Key in ``headers``: the two replies."""
+    first = api.transcribe(api_key, audio, headers=headers, **fields)
+    return first, api.transcribe(api_key, audio, headers=headers, **fields)
+
+
 def non_topup_entries(accounts, item) -> list[tuple[str, str]]:
     return sorted((entry["request_id"], entry["kind"]) for entry in accounts.ledger(item) if entry["kind"] != "topup")
 
@@ -37,8 +43,7 @@ def test_a_retry_with_the_same_key_gets_the_first_answer_and_is_billed_once(mode
     api, fake = model
     api_key, item = accounts.new_key(10)
     headers = idempotency_key()
-    first = api.transcribe(api_key, wav, headers=headers, response_format="verbose_json")
-    retry = api.transcribe(api_key, wav, headers=headers, response_format="verbose_json")
+    first, retry = sent_twice(api, api_key, wav, headers, response_format="verbose_json")
     assert_ok(first)
     assert_ok(retry)
     assert first.request_id != retry.request_id
@@ -59,9 +64,7 @@ def test_a_retry_with_the_same_key_gets_the_first_answer_and_is_billed_once(mode
 def test_a_replayed_plain_text_answer_keeps_its_format(model, accounts, wav):
     api, fake = model
     api_key, _ = accounts.new_key(10)
-    headers = idempotency_key()
-    first = api.transcribe(api_key, wav, headers=headers, response_format="srt")
-    retry = api.transcribe(api_key, wav, headers=headers, response_format="srt")
+    first, retry = sent_twice(api, api_key, wav, idempotency_key(), response_format="srt")
     assert_ok(retry)
     assert retry.header("content-type").startswith("text/plain")
     assert retry.text == first.text and retry.text.startswith("1\n")
@@ -221,8 +224,7 @@ def test_a_malformed_idempotency_key_is_400_before_anything_is_reserved(model, a
 def test_idempotency_keys_at_the_limits_are_accepted(model, accounts, wav, value):
     api, fake = model
     api_key, item = accounts.new_key(10)
-    first = api.transcribe(api_key, wav, headers=[("Idempotency-Key", value)])
-    retry = api.transcribe(api_key, wav, headers=[("Idempotency-Key", value)])
+    first, retry = sent_twice(api, api_key, wav, [("Idempotency-Key", value)])
     assert_ok(first)
     assert retry.header("idempotent-replayed") == "true"
     assert fake.calls == 1 and accounts.balance(item) == 7

@@ -21,7 +21,8 @@ import boto3
 import pytest
 
 from local_stack.persistence import SNAPSHOT_FOLDER
-from tests.support.api import ROOT, free_port
+from local_stack.processes import free_port
+from tests.support.api import ROOT
 
 CREDENTIALS = {"region_name": "us-east-1", "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 TABLE = "persisted"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import socket
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,12 +20,6 @@ MODEL_NAME = "whisper-tiny.en"
 ERROR_FIELDS = {"message", "type", "param", "code"}
 TRANSCRIPTIONS = "/v1/audio/transcriptions"
 TRANSLATIONS = "/v1/audio/translations"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

@@ -7,12 +7,26 @@ import json
 from typing import Any
 
 from infery.domain.inference import InferenceResult, Segment, Word
+from infery.domain.ledger import LedgerEntry, LedgerKind
 from infery.domain.transcription import TranscriptionRequest
 from infery.settings import ApiSettings
 from requests_toolbelt import MultipartEncoder
 from urllib3 import encode_multipart_formdata
 
 SDK_BOUNDARY = "infery-test-boundary-7d1f"
+# the fields of each segment of a verbose_json transcription, as OpenAI answers
+OPENAI_SEGMENT_FIELDS = {
+    "id",
+    "seek",
+    "start",
+    "end",
+    "text",
+    "tokens",
+    "temperature",
+    "avg_logprob",
+    "compression_ratio",
+    "no_speech_prob",
+}
 
 
 def _form_parts(audio: bytes | None, filename: str, fields: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -114,4 +128,20 @@ def job_settings(bucket: str) -> ApiSettings:
         jobs_table_name="jobs",
         jobs_queue_url="https://sqs/jobs",
         sagemaker_async_endpoint_name="async",
+    )
+
+
+def ledger_entry(
+    key_id: str, kind: LedgerKind, request_id: str, credits: int, balance_after: int, created_at: str, **fields: Any
+) -> LedgerEntry:
+    """A ledger row as the credit store writes it: at most one of each kind per request, its id ``request_id#kind``."""
+    return LedgerEntry(
+        key_id=key_id,
+        entry_id=f"{request_id}#{kind.value}",
+        kind=kind,
+        request_id=request_id,
+        credits=credits,
+        balance_after=balance_after,
+        created_at=created_at,
+        **fields,
     )

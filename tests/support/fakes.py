@@ -34,6 +34,8 @@ from infery.domain.ledger import (
 )
 from infery.domain.stored_audio import StoredObject
 
+from tests.support.builders import ledger_entry
+
 _clock = itertools.count(1_800_000_000)
 
 
@@ -70,18 +72,7 @@ class FakeCredits:
 
     def _entry(self, key: str, key_id: str, kind: LedgerKind, request_id: str, credits: int, **fields) -> None:
         self.balances[key] += credits
-        self.entries.append(
-            LedgerEntry(
-                key_id=key_id,
-                entry_id=f"{request_id}#{kind.value}",
-                kind=kind,
-                request_id=request_id,
-                credits=credits,
-                balance_after=self.balances[key],
-                created_at=now_iso(),
-                **fields,
-            )
-        )
+        self.entries.append(ledger_entry(key_id, kind, request_id, credits, self.balances[key], now_iso(), **fields))
 
     def _has(self, request_id: str, kind: LedgerKind) -> bool:
         return any(entry.entry_id == f"{request_id}#{kind.value}" for entry in self.entries)

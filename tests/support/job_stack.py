@@ -40,6 +40,7 @@ from tests.support.api import (
     Api,
     LambdaContext,
 )
+from tests.support.model_server import QuietHandler
 from tests.support.speech import synthesize_wav
 
 WORKER_SOURCE = ROOT / "functions" / "worker" / "app.py"
@@ -345,13 +346,8 @@ def model_proxy(
     servers: list[ThreadingHTTPServer] = []
 
     def start(on_request: Callable[[bytes], None]) -> str:
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
+        class Handler(QuietHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 input_location = self.headers.get("X-Amzn-SageMaker-InputLocation")
                 if input_location:

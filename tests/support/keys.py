@@ -7,7 +7,11 @@ import string
 import zlib
 from typing import Any
 
+import pytest
 from botocore.exceptions import ClientError
+from infery.adapters.key_store import KeyStore
+
+from tests.support.fakes import LowLevelDynamoDB
 
 BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
 
@@ -87,3 +91,13 @@ class FakeKeysTable:
             name, value = (part.strip() for part in assignment.split("="))
             item[ExpressionAttributeNames.get(name, name)] = ExpressionAttributeValues[value]
         return {"Attributes": dict(item)}
+
+
+def refused_by_create(match: str, name: str = "dev", **policy: Any) -> ValueError:
+    """KeyStore.create over an empty keys table refuses the key with a ValueError matching ``match`` and writes
+    nothing; the error, for what a test checks further."""
+    table = FakeKeysTable()
+    with pytest.raises(ValueError, match=match) as raised:
+        KeyStore(LowLevelDynamoDB(table), "keys").create(name, 0, **policy)
+    assert table.items == {}
+    return raised.value

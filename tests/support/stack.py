@@ -8,17 +8,18 @@ written to the repository's `.infery/`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -29,6 +30,8 @@ import openai
 import requests
 from boto3.dynamodb.types import TypeDeserializer
 from infery.domain.keys import generate_api_key
+
+from local_stack.processes import free_port, start_local_stack
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_LINE = "infery local stack is ready"
@@ -97,53 +100,43 @@ class RunningStack:
             aws_session_token=env["AWS_SESSION_TOKEN"],
         )
 
-    def ledger(self, key_id: str) -> list[dict[str, Any]]:
-        """Every ledger entry of ``key_id``, as stored (credits signed), in time order."""
+    def _items(self, operation: str, table: str, **arguments: Any) -> list[dict[str, Any]]:
+        """Every item of a query or scan (``operation``) of the table the stack names ``table`` (its environment's
+        name for it), page after page, read consistently, as stored."""
         pages = (
             self.dynamodb()
-            .get_paginator("query")
-            .paginate(
-                TableName=self.environment["LEDGER_TABLE_NAME"],
-                KeyConditionExpression="key_id = :key_id",
-                ExpressionAttributeValues={":key_id": {"S": key_id}},
-                ConsistentRead=True,
-            )
+            .get_paginator(operation)
+            .paginate(TableName=self.environment[table], ConsistentRead=True, **arguments)
         )
-        entries = [_deserialize(item) for page in pages for item in page["Items"]]
+        return [_deserialize(item) for page in pages for item in page["Items"]]
+
+    def ledger(self, key_id: str) -> list[dict[str, Any]]:
+        """Every ledger entry of ``key_id``, as stored (credits signed), in time order."""
+        entries = self._items(
+            "query",
+            "LEDGER_TABLE_NAME",
+            KeyConditionExpression="key_id = :key_id",
+            ExpressionAttributeValues={":key_id": {"S": key_id}},
+        )
         return sorted(entries, key=lambda entry: entry["created_at"])
 
     def key_row(self, key_id: str) -> dict[str, Any]:
-        pages = (
-            self.dynamodb()
-            .get_paginator("scan")
-            .paginate(TableName=self.environment["KEYS_TABLE_NAME"], ConsistentRead=True)
-        )
-        rows = [_deserialize(item) for page in pages for item in page["Items"]]
+        rows = self._items("scan", "KEYS_TABLE_NAME")
         matching = [row for row in rows if row["key_id"] == key_id]
         assert len(matching) == 1, f"{len(matching)} keys have the id {key_id}"
         return matching[0]
 
     def jobs_of(self, key_id: str) -> list[dict[str, Any]]:
         """Every job row of ``key_id``, as stored."""
-        pages = (
-            self.dynamodb()
-            .get_paginator("scan")
-            .paginate(
-                TableName=self.environment["JOBS_TABLE_NAME"],
-                FilterExpression="key_id = :key_id",
-                ExpressionAttributeValues={":key_id": {"S": key_id}},
-                ConsistentRead=True,
-            )
+        return self._items(
+            "scan",
+            "JOBS_TABLE_NAME",
+            FilterExpression="key_id = :key_id",
+            ExpressionAttributeValues={":key_id": {"S": key_id}},
         )
-        return [_deserialize(item) for page in pages for item in page["Items"]]
 
     def open_reservations(self) -> list[dict[str, Any]]:
-        pages = (
-            self.dynamodb()
-            .get_paginator("scan")
-            .paginate(TableName=self.environment["RESERVATIONS_TABLE_NAME"], ConsistentRead=True)
-        )
-        return [_deserialize(item) for page in pages for item in page["Items"]]
+        return self._items("scan", "RESERVATIONS_TABLE_NAME")
 
     # the operator's tool, run as an operator runs it: the console script, pointed at this stack's state file
 
@@ -169,12 +162,6 @@ class RunningStack:
         return key_ids[0], keys[0]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _kill_group(process: subprocess.Popen) -> None:
     try:
         os.killpg(process.pid, signal.SIGKILL)  # the stack and everything it started: moto, the model, workers
@@ -192,7 +179,7 @@ def start_stack(
 ) -> tuple[subprocess.Popen, RunningStack]:
     """Start `python -m local_stack FLAGS` (by default --quiet: the banner, warnings and errors only)."""
     api_key = generate_api_key()  # an operator's own key must have the generated shape and checksum
-    port = _free_port()
+    port = free_port()
     state_file = Path(tempfile.mkdtemp(prefix="infery-e2e-")) / "local-stack.json"
     environment = {
         **os.environ,
@@ -207,15 +194,7 @@ def start_stack(
         **(extra_environment or {}),
     }
     # a session of its own: the stack is stopped with its whole process group if it does not stop cleanly
-    process = subprocess.Popen(
-        [sys.executable, "-m", "local_stack", *flags],
-        cwd=ROOT,
-        env=environment,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    process = start_local_stack(list(flags), environment)
     process.infery_state_file = state_file  # type: ignore[attr-defined]  # for stop_stack's clean-up
     lines: queue.Queue[str | None] = queue.Queue()
     output: list[str] = []
@@ -243,6 +222,18 @@ def start_stack(
     base_url = f"http://127.0.0.1:{port}/v1"
     assert state["base_url"] == base_url and state["pid"] == process.pid, state
     return process, RunningStack(base_url, api_key, credits, output, state_file, state)
+
+
+@contextlib.contextmanager
+def running_stack(credits: int, **options: Any) -> Iterator[RunningStack]:
+    """A stack of its own (``options`` as start_stack's) for what runs inside; stopped on the way out, whatever
+    happened there."""
+    process, running = start_stack(credits, **options)
+    try:
+        yield running
+    finally:
+        stop_stack(process)
+    assert process.returncode is not None
 
 
 def stop_stack(process: subprocess.Popen) -> None:

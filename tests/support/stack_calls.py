@@ -34,6 +34,19 @@ def get_job(stack: RunningStack, job_id: str) -> dict[str, Any]:
     return response.json()
 
 
+def plain_text_result(stack: RunningStack, job_id: str, response_format: str) -> requests.Response:
+    """A job's result rendered as ``response_format`` (srt, vtt, text): answered 200, in text/plain."""
+    response = requests.get(
+        f"{stack.base_url}/jobs/{job_id}/result",
+        params={"response_format": response_format},
+        headers=stack.headers(),
+        timeout=60,
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/plain")
+    return response
+
+
 def wait_for_job(stack: RunningStack, job_id: str, timeout: float = JOB_TIMEOUT_SECONDS) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:

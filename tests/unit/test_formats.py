@@ -16,20 +16,7 @@ from infery.domain.formats import (
 from infery.domain.inference import Task, Word
 from infery.domain.transcription import ResponseFormat
 
-from tests.support.builders import inference_result, segment
-
-OPENAI_SEGMENT_FIELDS = {
-    "id",
-    "seek",
-    "start",
-    "end",
-    "text",
-    "tokens",
-    "temperature",
-    "avg_logprob",
-    "compression_ratio",
-    "no_speech_prob",
-}
+from tests.support.builders import OPENAI_SEGMENT_FIELDS, inference_result, segment
 
 SEGMENTS = [segment(0, 0.0, 3.16, " Hello there."), segment(1, 3.62, 3661.0075, "  A --> B, then more. \n")]
 WORDS = [Word(word=" Hello", start=0.0, end=0.42), Word(word=" there.", start=0.42, end=3.16)]

@@ -21,7 +21,7 @@ from infery.domain.keys import (
 )
 
 from tests.support.fakes import LowLevelDynamoDB
-from tests.support.keys import BASE62, FakeKeysTable, spec_checksum
+from tests.support.keys import BASE62, FakeKeysTable, refused_by_create, spec_checksum
 
 GOOD_KEY = "inf_" + "a1B2-c3_D4e5F6g7h8I9j0kLmNoPqRsT"  # an operator's own key: inf_ + 32 characters
 assert len(GOOD_KEY) == 36
@@ -362,17 +362,11 @@ def test_given_another_dynamodb_error_on_create_then_it_is_not_disguised_as_a_du
 
 @pytest.mark.parametrize("bad_key", ["inf_short", "sk-0123456789abcdefghij", "inf_" + "x" * 20 + " ", GOOD_KEY + "\n"])
 def test_given_a_chosen_key_that_could_never_authenticate_then_create_refuses_it(bad_key):
-    table = FakeKeysTable()
-    with pytest.raises(ValueError, match="40 random"):
-        KeyStore(LowLevelDynamoDB(table), "keys").create("dev", 0, api_key=bad_key)
-    assert table.items == {}
+    refused_by_create("40 random", api_key=bad_key)
 
 
 def test_given_a_chosen_key_of_the_generated_shape_with_a_wrong_checksum_then_create_refuses_it():
-    table = FakeKeysTable()
-    with pytest.raises(ValueError, match="checksum"):
-        KeyStore(LowLevelDynamoDB(table), "keys").create("dev", 0, api_key=a_generated_key_with_a_wrong_checksum())
-    assert table.items == {}
+    refused_by_create("checksum", api_key=a_generated_key_with_a_wrong_checksum())
 
 
 def test_given_create_options_then_they_are_stored_and_read_back():

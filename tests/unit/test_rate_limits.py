@@ -14,60 +14,22 @@ from tests.support.fakes import LowLevelDynamoDB
 
 
 @pytest.mark.parametrize(
-    ("state", "expected"),
+    ("state", "limit", "remaining", "reset"),
     [
-        (
-            RateLimitState(600, 599, 12.0),
-            {
-                "x-ratelimit-limit-requests": "600",
-                "x-ratelimit-remaining-requests": "599",
-                "x-ratelimit-reset-requests": "12s",
-            },
-        ),
-        (
-            RateLimitState(10, 0, 0.5),
-            {
-                "x-ratelimit-limit-requests": "10",
-                "x-ratelimit-remaining-requests": "0",
-                "x-ratelimit-reset-requests": "500ms",
-            },
-        ),
-        (
-            RateLimitState(1, 1, 60.0),
-            {
-                "x-ratelimit-limit-requests": "1",
-                "x-ratelimit-remaining-requests": "1",
-                "x-ratelimit-reset-requests": "60s",
-            },
-        ),
-        (
-            RateLimitState(5, 2, 1.0),
-            {
-                "x-ratelimit-limit-requests": "5",
-                "x-ratelimit-remaining-requests": "2",
-                "x-ratelimit-reset-requests": "1s",
-            },
-        ),  # a second is written in seconds
-        (
-            RateLimitState(5, 2, 0.02),
-            {
-                "x-ratelimit-limit-requests": "5",
-                "x-ratelimit-remaining-requests": "2",
-                "x-ratelimit-reset-requests": "20ms",
-            },
-        ),
-        (
-            RateLimitState(5, 2, 41.7),
-            {
-                "x-ratelimit-limit-requests": "5",
-                "x-ratelimit-remaining-requests": "2",
-                "x-ratelimit-reset-requests": "42s",
-            },
-        ),  # whole seconds, rounded
+        (RateLimitState(600, 599, 12.0), "600", "599", "12s"),
+        (RateLimitState(10, 0, 0.5), "10", "0", "500ms"),
+        (RateLimitState(1, 1, 60.0), "1", "1", "60s"),
+        (RateLimitState(5, 2, 1.0), "5", "2", "1s"),  # a second is written in seconds
+        (RateLimitState(5, 2, 0.02), "5", "2", "20ms"),
+        (RateLimitState(5, 2, 41.7), "5", "2", "42s"),  # whole seconds, rounded
     ],
 )
-def test_given_a_state_then_its_headers_are_openais(state, expected):
-    assert state.headers() == expected
+def test_given_a_state_then_its_headers_are_openais(state, limit, remaining, reset):
+    assert state.headers() == {
+        "x-ratelimit-limit-requests": limit,
+        "x-ratelimit-remaining-requests": remaining,
+        "x-ratelimit-reset-requests": reset,
+    }
 
 
 def test_given_any_state_then_the_reset_header_is_whole_seconds_or_whole_milliseconds():

@@ -10,6 +10,8 @@ import pytest
 from infery.domain.ledger import LedgerEntry, LedgerKind
 from infery.usecases.usage import CSV_COLUMNS, ledger_csv, period, usage_report
 
+from tests.support.builders import ledger_entry
+
 KEY_ID = "key_0123456789abcdef"
 TINY, LARGE = "whisper-tiny.en", "whisper-large-v3"
 
@@ -24,18 +26,7 @@ class Ledger:
     def _add(self, kind: LedgerKind, request_id: str, credits: int, at: str, **fields) -> None:
         self.balance += credits
         assert self.balance >= 0, "a ledger never goes below zero"
-        self.entries.append(
-            LedgerEntry(
-                key_id=KEY_ID,
-                entry_id=f"{request_id}#{kind.value}",
-                kind=kind,
-                request_id=request_id,
-                credits=credits,
-                balance_after=self.balance,
-                created_at=at,
-                **fields,
-            )
-        )
+        self.entries.append(ledger_entry(KEY_ID, kind, request_id, credits, self.balance, at, **fields))
 
     def topup(self, request_id: str, credits: int, at: str, note: str | None = None) -> Ledger:
         self._add(LedgerKind.TOPUP, request_id, credits, at, note=note)

@@ -18,6 +18,15 @@ from tests.support.jobs import (
 )
 
 
+def assert_one_job_done_once(accounts, store, item):
+    """The key's only job succeeded on its first claim, with one result and one charge; the job."""
+    job = store.only_job(item)
+    assert job.status is JobStatus.SUCCEEDED and job.attempts == 1
+    assert store.results_of(item) == [f"results/{item.key_id}/{job.job_id}.json"]
+    assert_charged_once(accounts, store, item, job.job_id)
+    return job
+
+
 def test_the_same_s3_event_delivered_twice_is_one_job_and_one_charge(worker, store, jobs_queue, accounts, short_wav):
     api_key, item = accounts.new_key(SEEDED)
     messages = drop_and_receive(store, jobs_queue, item, "standup.wav", short_wav)
@@ -27,13 +36,10 @@ def test_the_same_s3_event_delivered_twice_is_one_job_and_one_charge(worker, sto
     ledger_after_first = accounts.ledger(item)
     assert_no_batch_failures(worker.deliver(messages, receive_count=2))  # SQS redelivers; S3 may send twice
 
-    job = store.only_job(item)
-    assert job.job_id == first.job_id and job.status is JobStatus.SUCCEEDED
-    assert job.attempts == 1  # claimed once: the second delivery found it finished
+    job = assert_one_job_done_once(accounts, store, item)  # claimed once: the second delivery found it finished
+    assert job.job_id == first.job_id
     assert job.updated_at == first.updated_at
     assert accounts.ledger(item) == ledger_after_first
-    assert store.results_of(item) == [f"results/{item.key_id}/{job.job_id}.json"]
-    assert_charged_once(accounts, store, item, job.job_id)
 
 
 def test_a_second_delivery_while_the_first_is_transcribing_is_acknowledged_and_charges_nothing(
@@ -68,10 +74,7 @@ def test_a_second_delivery_while_the_first_is_transcribing_is_acknowledged_and_c
     assert_no_batch_failures(second_response)  # acknowledged: the job is in good hands
     assert first_response and first_response[0] == {"batchItemFailures": []}
     assert len(invocations) == 1  # the model ran once
-    job = store.only_job(item)
-    assert job.status is JobStatus.SUCCEEDED and job.attempts == 1
-    assert store.results_of(item) == [f"results/{item.key_id}/{job.job_id}.json"]
-    assert_charged_once(accounts, store, item, job.job_id)
+    assert_one_job_done_once(accounts, store, item)
 
 
 def test_two_deliveries_started_together_make_one_job_and_one_charge(
@@ -99,7 +102,4 @@ def test_two_deliveries_started_together_make_one_job_and_one_charge(
         thread.join(120)
     assert errors == []
     assert responses == [{"batchItemFailures": []}] * 2
-    job = store.only_job(item)
-    assert job.status is JobStatus.SUCCEEDED and job.attempts == 1
-    assert store.results_of(item) == [f"results/{item.key_id}/{job.job_id}.json"]
-    assert_charged_once(accounts, store, item, job.job_id)
+    assert_one_job_done_once(accounts, store, item)

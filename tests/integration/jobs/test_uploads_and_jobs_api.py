@@ -31,6 +31,15 @@ from tests.support.jobs import (
 )
 
 
+def requests_naming_an_upload(api, api_key, audio, upload_id):
+    """The replies to each request that may name an upload: a transcription (multipart, then JSON) and a job."""
+    return (
+        api.transcribe(api_key, audio, upload_id=upload_id),
+        api.transcribe_json(api_key, audio, upload_id=upload_id),
+        api.transcribe(api_key, audio, path=TRANSCRIPTION_JOBS, upload_id=upload_id),
+    )
+
+
 def test_an_upload_runs_its_job_on_arrival_and_the_result_comes_in_every_format(
     jobs_api, worker, store, jobs_queue, accounts, short_wav
 ):
@@ -139,11 +148,7 @@ def test_an_upload_is_only_its_own_keys(jobs_api, store, jobs_queue, accounts, s
     thief_key, thief = accounts.new_key(SEEDED)
     not_uploaded = post_upload(api, thief_key, {"start_job": False}).json()["id"]
     for upload_id in (upload["id"], not_uploaded, "upl_" + "0" * 32):
-        for reply in (
-            api.transcribe(thief_key, None, upload_id=upload_id),
-            api.transcribe_json(thief_key, None, upload_id=upload_id),
-            api.transcribe(thief_key, None, path=TRANSCRIPTION_JOBS, upload_id=upload_id),
-        ):
+        for reply in requests_naming_an_upload(api, thief_key, None, upload_id):
             assert_error(reply, 404, "upload_not_found", param="upload_id")
     assert model.calls == 0
     assert store.jobs_of(thief) == []
@@ -169,11 +174,7 @@ def test_a_malformed_upload_id_is_400(upload_id, fake_runtime, load_api, account
     url, model = fake_runtime(200, {"never": "called"})
     api = load_api(url)
     api_key, item = accounts.new_key(SEEDED)
-    for reply in (
-        api.transcribe(api_key, None, upload_id=upload_id),
-        api.transcribe_json(api_key, None, upload_id=upload_id),
-        api.transcribe(api_key, None, path=TRANSCRIPTION_JOBS, upload_id=upload_id),
-    ):
+    for reply in requests_naming_an_upload(api, api_key, None, upload_id):
         assert_error(reply, 400, "invalid_upload_id", param="upload_id")
     assert model.calls == 0 and store.jobs_of(item) == []
     accounts.assert_untouched(item, SEEDED)
@@ -197,11 +198,7 @@ def test_a_file_and_an_upload_id_together_are_400(fake_runtime, load_api, accoun
     api = load_api(url)
     api_key, item = accounts.new_key(SEEDED)
     upload_id = "upl_" + "0" * 32
-    for reply in (
-        api.transcribe(api_key, short_wav, upload_id=upload_id),
-        api.transcribe_json(api_key, short_wav, upload_id=upload_id),
-        api.transcribe(api_key, short_wav, path=TRANSCRIPTION_JOBS, upload_id=upload_id),
-    ):
+    for reply in requests_naming_an_upload(api, api_key, short_wav, upload_id):
         assert_error(reply, 400, "ambiguous_audio", param="upload_id")
     assert model.calls == 0 and store.jobs_of(item) == []
     accounts.assert_untouched(item, SEEDED)

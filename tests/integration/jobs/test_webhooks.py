@@ -7,9 +7,9 @@ import json
 from infery.adapters import webhook_sender as webhooks
 from infery.domain import webhook_signature
 
+from local_stack.processes import free_port
 from tests.support.api import (
     assert_ok,
-    free_port,
 )
 from tests.support.jobs import (
     CORRUPT_WAV,

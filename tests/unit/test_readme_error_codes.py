@@ -23,7 +23,7 @@ NOT_API_ANSWERS = {
 
 
 def _error_classes() -> dict[str, str | None]:
-    """Each error class of infery/errors.py and its default code (inherited from its base when it has none)."""
+    """Each error class of infery/domain/errors.py and its default code (inherited from its base when it has none)."""
     defaults: dict[str, str | None] = {}
     for node in ast.parse((LAYER / "domain" / "errors.py").read_text()).body:
         if not isinstance(node, ast.ClassDef):

@@ -115,7 +115,6 @@ def _create_job(deps: Dependencies, task_name: Literal["transcribe", "translate"
     from infery.http.idempotency import idempotency_key, request_fingerprint, route_fingerprint
 
     task = Task(task_name)
-
     key, rate_limit_headers = deps.authenticate()
     request = deps.transcription_request(task, for_job=True)
     # the file, if it is here: a header that says 1 Hz or ten hours is refused before it is stored

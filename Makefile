@@ -19,6 +19,7 @@ help:
 	@echo "make openapi  regenerate openapi.json from the code (a unit test fails while it is stale)"
 	@echo "make build   sam build with Python 3.12 (the functions' runtime) into .aws-sam/build, with its bytecode"
 	@echo "make build-check   make build, then import and run each built function's handler on Python 3.12"
+	@echo "make image-check   build the model container (endpoint/Dockerfile) with buildah and run its server inside it"
 	@echo "make load | load-model-restart | load-dynamodb-throttle   a bounded load test of the local stack, alone or under a fault"
 
 $(DEPS_STAMP): requirements-dev.txt pyproject.toml layers/common/python/requirements.txt endpoint/requirements.txt
@@ -116,6 +117,16 @@ build-check: build $(DEPS_STAMP)
 	  $(LAMBDA_RUNTIME_BOTO3) && \
 	INFERY_BUILD_DIR=$(BUILD_DIR) INFERY_BUILD_PYTHON="$$python312" INFERY_LAMBDA_RUNTIME_DIR=$(LAMBDA_RUNTIME_DIR) \
 	  $(PY) -m pytest tests/artifact -q -p no:cacheprovider
+
+# The model container: tools/model_image.py builds endpoint/Dockerfile with buildah on a Debian base that mmdebstrap
+# makes from Debian's registry (nothing is pulled), then tests/image runs its server inside it on the CPU. It needs
+# root, mmdebstrap and buildah, and installs the last two with apt where it can.
+MODEL_IMAGE ?= localhost/infery-whisper:check
+.PHONY: image-check
+
+image-check: $(DEPS_STAMP) system-deps
+	$(PY) -m tools.model_image --image $(MODEL_IMAGE)
+	INFERY_MODEL_IMAGE=$(MODEL_IMAGE) $(PY) -m pytest tests/image -v -s -p no:cacheprovider
 
 # The API contract, generated from the handler's routes and infery/http/openapi.py; tests/unit/test_openapi.py fails
 # while the committed file differs from it.

@@ -31,7 +31,8 @@ class AudioServer:
     - ``/chunked/{n}``: n bytes in chunks;
     - ``/not-audio``: a web page; ``/status/{code}``: that status;
     - ``/never``: the request is read and never answered (until the server stops);
-    - ``/drip``: headers, then a byte at a time, never ending (until the server stops).
+    - ``/drip``: headers, then a byte at a time, never ending (until the server stops);
+    - ``/drip-headers``: the status line, then one header a byte at a time, never ending.
     """
 
     audio: bytes
@@ -80,6 +81,8 @@ def _handler(served: AudioServer) -> type[QuietHandler]:
                 self.close_connection = True
             elif route == "drip":
                 self._drip()
+            elif route == "drip-headers":
+                self._drip_headers()
             else:
                 self._answer(404, b"no such path")
 
@@ -120,6 +123,16 @@ def _handler(served: AudioServer) -> type[QuietHandler]:
                     self.wfile.flush()
             self.close_connection = True
 
+        def _drip_headers(self) -> None:
+            self.send_response(200)
+            self.wfile.write(b"".join(self._headers_buffer))
+            self._headers_buffer = []
+            with contextlib.suppress(OSError):
+                while not served.stopping.wait(0.05):
+                    self.wfile.write(b"X")
+                    self.wfile.flush()
+            self.close_connection = True
+
     return Handler
 
 
@@ -129,6 +142,8 @@ def serving_audio(audio: bytes) -> Iterator[AudioServer]:
     served = AudioServer(audio)
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(served))
     server.daemon_threads = True
+    # a client that hangs up on a bad answer (the point of most of them) is no error of the server's
+    server.handle_error = lambda request, client_address: None  # type: ignore[method-assign]
     served.server = server
     serve_in_thread(server)
     try:

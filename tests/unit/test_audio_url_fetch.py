@@ -289,6 +289,13 @@ def test_a_body_that_never_ends_is_stopped_by_the_whole_fetchs_deadline(resolver
     assert refused(slow, server.url("/drip"), max_bytes=10**9).code == "url_timeout"
 
 
+def test_headers_that_never_end_are_stopped_by_the_whole_fetchs_deadline(resolver, connections, server):
+    """Each header byte arrives well inside the read timeout: only the deadline, which shuts the socket, ends it."""
+    slow = fetcher(resolver, timeout_seconds=0.5, connect_timeout_seconds=5.0)
+
+    assert refused(slow, server.url("/drip-headers")).code == "url_timeout"
+
+
 def test_a_stand_in_that_answers_not_audio_is_still_fetched(resolver, connections, server):
     """The fetcher brings bytes; telling audio from the rest is the use case's (as for any upload)."""
     assert fetcher(resolver).fetch(server.url("/not-audio"), max_bytes=CAP) == NOT_AUDIO

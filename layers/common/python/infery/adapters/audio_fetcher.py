@@ -9,9 +9,11 @@ connections and redirects included.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import socket
 import ssl
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -28,6 +30,12 @@ _USER_AGENT = "infery-audio-fetch/1"
 
 class _TooSlow(Exception):
     pass
+
+
+def _shut(sock: socket.socket, expired: threading.Event) -> None:
+    expired.set()
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
 
 
 @dataclass(frozen=True)
@@ -98,6 +106,8 @@ class HttpAudioFetcher:
         """One GET: the body, or a redirect's Location."""
         timeout = min(self.connect_timeout_seconds, self._remaining(deadline))
         connection = pinned_connection(target, addresses, timeout, context)
+        expired = threading.Event()
+        watchdog: threading.Timer | None = None
         try:
             host = target.host if target.default_port else f"{target.host}:{target.port}"
             connection.putrequest("GET", target.path, skip_host=True, skip_accept_encoding=True)
@@ -113,17 +123,36 @@ class HttpAudioFetcher:
             sock = connection.sock
             assert sock is not None  # connected by endheaders
             sock.settimeout(min(self.connect_timeout_seconds, self._remaining(deadline)))
-            response = connection.getresponse()
-            if response.status in _REDIRECTS:
-                location = response.getheader("Location")
-                if not location:
-                    raise audio_url.unreachable(f"it answered HTTP {response.status} without a Location")
-                return location
-            if not 200 <= response.status < 300:
-                raise audio_url.unreachable(f"it answered HTTP {response.status}")
-            return self._body(sock, response, deadline, max_bytes)
+            # each read has its timeout, but headers sent a byte at a time would pass every one: at the deadline
+            # the socket is shut, whatever is being read
+            watchdog = threading.Timer(self._remaining(deadline), _shut, (sock, expired))
+            watchdog.daemon = True
+            watchdog.start()
+            answer = self._answer(connection, sock, deadline, max_bytes)
+        except Exception:
+            if expired.is_set():
+                raise _TooSlow from None
+            raise
         finally:
+            if watchdog is not None:
+                watchdog.cancel()
             connection.close()
+        if expired.is_set():  # the socket was shut under a read that then saw its end
+            raise _TooSlow
+        return answer
+
+    def _answer(
+        self, connection: http.client.HTTPConnection, sock: socket.socket, deadline: float, max_bytes: int
+    ) -> bytes | str:
+        response = connection.getresponse()
+        if response.status in _REDIRECTS:
+            location = response.getheader("Location")
+            if not location:
+                raise audio_url.unreachable(f"it answered HTTP {response.status} without a Location")
+            return location
+        if not 200 <= response.status < 300:
+            raise audio_url.unreachable(f"it answered HTTP {response.status}")
+        return self._body(sock, response, deadline, max_bytes)
 
     def _body(self, sock: socket.socket, response: http.client.HTTPResponse, deadline: float, max_bytes: int) -> bytes:
         declared = response.length  # None when chunked or not sent

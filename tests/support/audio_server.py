@@ -124,9 +124,7 @@ def _handler(served: AudioServer) -> type[QuietHandler]:
             self.close_connection = True
 
         def _drip_headers(self) -> None:
-            self.send_response(200)
-            self.wfile.write(b"".join(self._headers_buffer))
-            self._headers_buffer = []
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
             with contextlib.suppress(OSError):
                 while not served.stopping.wait(0.05):
                     self.wfile.write(b"X")

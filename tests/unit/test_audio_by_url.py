@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from tests.support.builders import json_body, multipart_body
 from tests.support.job_world import KEY, RESULT_12S, World, wav
+from tests.support.speech import one_hertz_wav
 
 AUDIO_URL = "https://audio.example/meeting.wav?X-Amz-Signature=secret"
 LOCAL = {"allow_http_webhooks": True, "allow_private_webhooks": True}
@@ -241,3 +242,22 @@ def test_a_fetch_that_fails_fails_the_job_with_its_code_and_charges_nothing(erro
     expected = "url_not_audio" if isinstance(error, bytes) else error.code
     assert failed.error.code == expected
     assert world.endpoint.submitted == [] and world.kinds() == [] and world.balance() == 100
+
+
+def test_fetched_audio_that_is_then_refused_counts_as_the_keys_open_work_as_a_refused_upload_does():
+    world, _, job_id = url_job_world(one_hertz_wav())
+
+    failed = world.runner.run(job_id, final_attempt=False)
+
+    assert failed is not None and failed.status is JobStatus.FAILED and failed.error is not None
+    assert not failed.error.code.startswith("url_")  # refused for what the audio is, after it was stored
+    assert world.jobs.upload_slots[upload_id_for_fetch(job_id)][0] == KEY.key_id
+    assert world.balance() == 100
+
+
+def test_a_fetch_that_failed_stored_nothing_and_holds_no_open_work():
+    world, _, job_id = url_job_world(audio_url.unreachable("it answered HTTP 404"))
+
+    world.runner.run(job_id, final_attempt=False)
+
+    assert world.jobs.upload_slots == {}

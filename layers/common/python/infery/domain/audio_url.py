@@ -20,6 +20,18 @@ AUDIO_URL_MAX_CHARACTERS = 2048
 MAX_REDIRECTS = 3
 PARAM = "url"
 _NOTHING_CHARGED = "Nothing was charged."
+# the codes of a fetch that failed (a redirect to a URL never fetched is invalid_value): nothing was stored
+FETCH_ERROR_CODES = frozenset(
+    {
+        "url_unreachable",
+        "url_too_large",
+        "url_not_audio",
+        "url_address_not_allowed",
+        "url_timeout",
+        "url_too_many_redirects",
+        "invalid_value",
+    }
+)
 
 
 def unreachable(detail: str) -> InvalidRequest:

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from infery.domain import audio_url
 from infery.domain.async_inference import AsyncNotification
 from infery.domain.errors import (
     AuthenticationFailed,
@@ -417,9 +418,14 @@ class JobService:
         """A job refused for its client's reason (the file, the key's balance) leaves its uploaded file in the
         bucket, unbilled: the upload counts as the key's open work until the file expires, as an unused one does,
         so refused jobs cannot park files without bound. A failure of ours does not count against the key."""
-        if job.source_uri is None:
+        source_uri = job.source_uri
+        if source_uri is None and job.source_url is not None and job.error is not None:
+            # audio fetched by URL and then refused is parked as an upload's is; a fetch that failed stored nothing
+            if job.error.code not in audio_url.FETCH_ERROR_CODES:
+                source_uri = self.store.upload_uri(job.key_id, upload_id_for_fetch(job.job_id))
+        if source_uri is None:
             return
-        bucket, _, object_key = job.source_uri.removeprefix("s3://").partition("/")
+        bucket, _, object_key = source_uri.removeprefix("s3://").partition("/")
         stored = parse_object_key(bucket, object_key, 0)
         if stored is not None and stored.area == "uploads" and stored.key_id == job.key_id:
             self.jobs.hold_upload_slot(job.key_id, stored.name, upload_expires_at(self.clock()))

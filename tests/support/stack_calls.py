@@ -28,8 +28,8 @@ def usage(stack: RunningStack) -> dict[str, Any]:
     return response.json()
 
 
-def get_job(stack: RunningStack, job_id: str) -> dict[str, Any]:
-    response = requests.get(f"{stack.base_url}/jobs/{job_id}", headers=stack.headers(), timeout=30)
+def get_job(stack: RunningStack, job_id: str, api_key: str | None = None) -> dict[str, Any]:
+    response = requests.get(f"{stack.base_url}/jobs/{job_id}", headers=stack.headers(api_key), timeout=30)
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -47,10 +47,13 @@ def plain_text_result(stack: RunningStack, job_id: str, response_format: str) ->
     return response
 
 
-def wait_for_job(stack: RunningStack, job_id: str, timeout: float = JOB_TIMEOUT_SECONDS) -> dict[str, Any]:
+def wait_for_job(
+    stack: RunningStack, job_id: str, timeout: float = JOB_TIMEOUT_SECONDS, api_key: str | None = None
+) -> dict[str, Any]:
+    """The job once it finished, polled with ``api_key`` (the stack's own key by default)."""
     deadline = time.monotonic() + timeout
     while True:
-        job = get_job(stack, job_id)
+        job = get_job(stack, job_id, api_key)
         if job["status"] in ("succeeded", "failed"):
             return job
         assert time.monotonic() < deadline, f"job {job_id} still {job['status']} after {timeout} s: {job}"

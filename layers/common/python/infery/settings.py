@@ -140,7 +140,18 @@ class Webhooks(EnvironmentSettings):
     webhook_allow_http: bool = False
 
 
-class JobsSettings(JobTables, AudioBucket, TranscriptionSettings, AsyncModel, ReservationGrace, Webhooks):
+class AudioUrls(EnvironmentSettings):
+    """How long audio sent by URL may take to fetch (where it may come from: the webhooks' rules, Webhooks)."""
+
+    # to connect, and between two reads of the answer
+    audio_url_connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    # the whole fetch of a sync call, redirects included: inside the API's time limit, leaving the model most of it
+    audio_url_timeout_seconds: float = Field(default=10.0, gt=0)
+    # the whole fetch of a job, in the worker (whose run is limited to 300 s)
+    audio_url_job_timeout_seconds: float = Field(default=120.0, gt=0)
+
+
+class JobsSettings(JobTables, AudioBucket, TranscriptionSettings, AsyncModel, ReservationGrace, Webhooks, AudioUrls):
     """What the job use case reads: the worker runs jobs, the API creates them."""
 
     # A worker that crashed lets another take its job after this long (longer than the worker's timeout).

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from infery.adapters.realtime_endpoint import WhisperEndpoint
     from infery.adapters.webhook_sender import HttpWebhookSender
     from infery.settings import AccountTables, ApiSettings, JobsSettings, JobTables
+    from infery.usecases.audio_by_url import AudioByUrl
     from infery.usecases.charging import ModelCatalog, TranscriptionTerms
     from infery.usecases.job_views import JobPresenter
     from infery.usecases.jobs import JobService
@@ -179,6 +180,24 @@ class WorkerWiring(ReconcilerWiring):
             allow_http=self.settings.webhook_allow_http,
         )
 
+    def _audio_by_url(self, timeout_seconds: float) -> AudioByUrl:
+        """Audio sent by URL, fetched under the webhooks' address rules (one setting for where infery connects)."""
+        from infery.adapters.audio_fetcher import HttpAudioFetcher
+        from infery.usecases.audio_by_url import AudioByUrl
+
+        fetcher = HttpAudioFetcher(
+            allow_private_addresses=self.settings.webhook_allow_private_addresses,
+            allow_http=self.settings.webhook_allow_http,
+            connect_timeout_seconds=self.settings.audio_url_connect_timeout_seconds,
+            timeout_seconds=timeout_seconds,
+        )
+        return AudioByUrl(fetcher, self.audio_store)
+
+    @cached_property
+    def job_audio_by_url(self) -> AudioByUrl:
+        """A job's audio sent by URL, fetched by the worker when the job runs."""
+        return self._audio_by_url(self.settings.audio_url_job_timeout_seconds)
+
     # --- use cases ---------------------------------------------------------------------------------------------
 
     @cached_property
@@ -232,6 +251,8 @@ class WorkerWiring(ReconcilerWiring):
             max_attempts=self.settings.worker_max_receives,
             max_open_work=self.settings.max_open_jobs_per_key,
             upload_expiry_seconds=self.settings.upload_expiry_seconds,
+            audio_by_url=self.job_audio_by_url,
+            max_fetch_bytes=self.settings.max_upload_bytes,
         )
 
 
@@ -263,6 +284,11 @@ class Wiring(WorkerWiring):
         from infery.usecases.transcribe import TranscriptionService
 
         return TranscriptionService(self.terms, self.credits, self.realtime_endpoint, self.audio_store)
+
+    @cached_property
+    def audio_by_url(self) -> AudioByUrl:
+        """A sync call's audio sent by URL, fetched inside the API's time limit."""
+        return self._audio_by_url(self.settings.audio_url_timeout_seconds)
 
     @cached_property
     def rate_limiter(self) -> RateLimiter:

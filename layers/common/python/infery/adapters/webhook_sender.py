@@ -4,25 +4,21 @@ to the address checked when the job was created and checked again when the name 
 from __future__ import annotations
 
 import http.client
-import socket
 import ssl
 import time
-import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from infery.domain.addresses import is_public_address
+from infery.adapters.outbound_http import AddressRefused, pinned_connection, resolve
 from infery.domain.clock import now_iso
 from infery.domain.jobs import WebhookAttempt
+from infery.domain.outbound import OutboundRefused, OutboundTarget, Refusal, allowed_targets, outbound_target
 from infery.domain.webhook_signature import SIGNATURE_HEADER, sign
 
 # waits before each retry: the whole schedule fits well inside the worker's run
 RETRY_DELAYS_SECONDS = (1.0, 2.0, 4.0)
 
 
-# Where a notification may go on AWS: https, to port 443. The local stack allows private addresses (its
-# receivers run on loopback, often over http) and with them any scheme of the two and any port.
-WEBHOOK_PORT = 443
 # What an attempt that reached nothing records: no system text or internal status code reaches the client.
 UNREACHABLE = "unreachable"
 # A receiver's answer body is read this far and dropped: only its status code counts.
@@ -33,91 +29,28 @@ class _Refused(Exception):
     """This URL is never sent to: recorded once, not retried."""
 
 
-@dataclass(frozen=True)
-class _Target:
-    scheme: str
-    host: str  # as sent in Host and SNI (IDNA-encoded)
-    port: int
-    path: str
-
-
-def _target(url: str, allow_private_addresses: bool, allow_http: bool) -> _Target:
+def _target(url: str, allow_private_addresses: bool, allow_http: bool) -> OutboundTarget:
     try:
-        parts = urllib.parse.urlsplit(url)
-        port = parts.port
-        host = (parts.hostname or "").encode("idna").decode("ascii")
-    except (ValueError, UnicodeError):
-        raise _Refused("refused: the webhook URL cannot be parsed") from None
-    if parts.scheme not in ("https", "http") or not host:
-        raise _Refused("refused: the webhook URL must be an https:// URL")
-    default_port = WEBHOOK_PORT if parts.scheme == "https" else 80
-    # where private addresses are allowed (the local stack) any port is: a receiver there listens where it can
-    if (parts.scheme == "http" and not allow_http) or (
-        not allow_private_addresses and port not in (None, default_port)
-    ):
-        raise _Refused(f"refused: webhooks are sent {_allowed_targets(allow_private_addresses, allow_http)} only")
-    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return _Target(parts.scheme, host, port or default_port, path)
+        return outbound_target(url, allow_private_addresses=allow_private_addresses, allow_http=allow_http)
+    except OutboundRefused as refused:
+        if refused.refusal is Refusal.UNPARSABLE:
+            raise _Refused("refused: the webhook URL cannot be parsed") from None
+        if refused.refusal is Refusal.SCHEME and not url.lower().startswith("http://"):
+            raise _Refused("refused: the webhook URL must be an https:// URL") from None
+        where = allowed_targets(allow_private_addresses=allow_private_addresses, allow_http=allow_http)
+        raise _Refused(f"refused: webhooks are sent {where} only") from None
 
 
-def _allowed_targets(allow_private_addresses: bool, allow_http: bool) -> str:
-    if allow_private_addresses:
-        return "over https"  # only http is refused then
-    if allow_http:
-        return f"over https to port {WEBHOOK_PORT} or over http to port 80"
-    return f"over https to port {WEBHOOK_PORT}"
-
-
-def _resolve(target: _Target, allow_private_addresses: bool) -> list[str]:
+def _resolve(target: OutboundTarget, allow_private_addresses: bool) -> list[str]:
     """The host's addresses, looked up once for this attempt; refused when any of them is internal."""
-    infos = socket.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
-    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
-    if not addresses:
-        raise OSError("no address")
-    if not allow_private_addresses and not all(is_public_address(address) for address in addresses):
-        raise _Refused("refused: the webhook host resolves to an internal address")
-    return addresses
-
-
-def _connect(addresses: list[str], port: int, timeout: float | None) -> socket.socket:
-    """A connection to one of the addresses that were checked (never to the name: it would be resolved again)."""
-    failure: OSError = OSError("no address")
-    for address in addresses:
-        try:
-            return socket.create_connection((address, port), timeout)
-        except OSError as exc:
-            failure = exc
-    raise failure
-
-
-class _PinnedHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, target: _Target, addresses: list[str], timeout: float) -> None:
-        super().__init__(target.host, target.port, timeout=timeout)
-        self._addresses = addresses
-
-    def connect(self) -> None:
-        self.sock = _connect(self._addresses, self.port, self.timeout)
-
-
-class _PinnedHTTPSConnection(http.client.HTTPSConnection):
-    """https to a checked address; the certificate is verified against the name, which SNI carries."""
-
-    def __init__(self, target: _Target, addresses: list[str], timeout: float, context: ssl.SSLContext) -> None:
-        super().__init__(target.host, target.port, timeout=timeout, context=context)
-        self._addresses = addresses
-        self._tls_context = context
-
-    def connect(self) -> None:
-        sock = _connect(self._addresses, self.port, self.timeout)
-        try:
-            self.sock = self._tls_context.wrap_socket(sock, server_hostname=self.host)
-        except BaseException:
-            sock.close()
-            raise
+    try:
+        return resolve(target, allow_private_addresses=allow_private_addresses)
+    except AddressRefused:
+        raise _Refused("refused: the webhook host resolves to an internal address") from None
 
 
 def _post(
-    target: _Target,
+    target: OutboundTarget,
     addresses: list[str],
     body: bytes,
     headers: dict[str, str],
@@ -125,11 +58,7 @@ def _post(
     tls_context: ssl.SSLContext,
 ) -> int:
     """POST once, following nothing; the receiver's status code."""
-    connection: http.client.HTTPConnection
-    if target.scheme == "https":
-        connection = _PinnedHTTPSConnection(target, addresses, timeout, tls_context)
-    else:
-        connection = _PinnedHTTPConnection(target, addresses, timeout)
+    connection = pinned_connection(target, addresses, timeout, tls_context)
     try:
         connection.request("POST", target.path, body=body, headers=headers)
         response = connection.getresponse()

@@ -41,6 +41,12 @@ def job_id_for_upload(upload_id: str) -> str:
     return _JOB_PREFIX + upload_id.removeprefix(_UPLOAD_PREFIX)
 
 
+def upload_id_for_fetch(job_id: str) -> str:
+    """Where a job's audio sent by URL is stored once fetched: the same for every attempt, so a retry reads what the
+    first attempt fetched (an upload slot's first version), and unlike any upload's own job id."""
+    return _UPLOAD_PREFIX + hashlib.sha256(f"fetched\n{job_id}".encode()).hexdigest()[:32]
+
+
 def job_id_for_object(bucket: str, key: str, etag: str) -> str:
     """The same object delivered twice is the same job; a new version of it (new ETag) is a new one."""
     return _JOB_PREFIX + hashlib.sha256(f"{bucket}/{key}#{etag}".encode()).hexdigest()[:32]

@@ -33,6 +33,7 @@ JOB_PRIVATE_FIELDS = frozenset(
         "lease_until",
         "result_key",
         "source_uri",
+        "source_url",  # a presigned URL is a credential: never shown back, nor sent in a webhook
         "inference_id",
         "open_key_id",
         "open_until",
@@ -67,6 +68,8 @@ class Job(BaseModel):
     progress: float = 0.0
     options: TranscriptionOptions
     source_uri: str | None = None
+    # audio sent by URL: fetched by the worker when the job runs (into the bucket, where source_uri would point)
+    source_url: str | None = None
     upload_id: str | None = None
     filename: str | None = None
     webhook_url: str | None = None
@@ -104,6 +107,7 @@ def new_job(
     options: TranscriptionOptions,
     status: JobStatus,
     source_uri: str | None = None,
+    source_url: str | None = None,
     upload_id: str | None = None,
     filename: str | None = None,
     webhook_url: str | None = None,
@@ -118,6 +122,7 @@ def new_job(
         status=status,
         options=options,
         source_uri=source_uri,
+        source_url=source_url,
         upload_id=upload_id,
         filename=filename,
         webhook_url=webhook_url,

@@ -144,16 +144,17 @@ class JobOptions(TranscriptionOptions):
 
 class TranscriptionRequest(JobOptions):
     """What the client asked for, with its audio: sent in the request (``audio``, decoded and its container
-    recognised) or already uploaded (``upload_id``), exactly one of them."""
+    recognised), already uploaded (``upload_id``) or to be fetched (``url``), exactly one of them."""
 
     audio: LoadedAudio | None = Field(default=None, repr=False)
     upload_id: str | None = None
+    url: str | None = None
     filename: str | None = None
 
     @model_validator(mode="after")
     def _one_audio_source(self) -> TranscriptionRequest:
-        if (self.audio is None) == (self.upload_id is None):
-            raise ValueError("a request has its audio or names an upload, exactly one of them")
+        if [self.audio, self.upload_id, self.url].count(None) != 2:
+            raise ValueError("a request has its audio, names an upload or gives a URL, exactly one of them")
         return self
 
 

@@ -46,7 +46,8 @@ def idempotency_key(headers: Mapping[str, str]) -> str | None:
 
 def request_fingerprint(request: TranscriptionRequest) -> str:
     """What makes two requests the same, independent of how they were encoded (multipart boundaries differ)."""
-    options = request.model_dump(exclude={"audio"}, mode="json")
+    # a request without a URL keeps the fingerprint it had before URLs were taken
+    options = request.model_dump(exclude={"audio"} if request.url else {"audio", "url"}, mode="json")
     # the fields a fingerprint has had since the first deployment, so a retry sent across a deployment still matches
     options |= {
         "audio_format": request.audio.format.value if request.audio else None,

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from infery.domain.audio_url import AUDIO_URL_MAX_CHARACTERS
 from infery.domain.inference import Segment, Word
 from infery.domain.jobs import JOB_PRIVATE_FIELDS, Job
 from infery.domain.transcription import (
@@ -172,6 +173,14 @@ _UPLOAD_ID = Field(
     pattern=r"^upl_[0-9a-f]{32}$",
     description="An upload made with POST /v1/uploads (start_job false), instead of the file",
 )
+_URL = Field(
+    default=None,
+    max_length=AUDIO_URL_MAX_CHARACTERS,
+    pattern=r"^https?://",
+    description="Where to fetch the audio, instead of the file (Groq's field): https on port 443 from a public host "
+    "on AWS, at most 3 redirects, at most the request's byte limit (4 MiB sync, the upload limit for a job); the "
+    "fetched file is stored and billed as an upload",
+)
 _MODEL = Field(
     min_length=1,
     max_length=MODEL_MAX_CHARACTERS,
@@ -205,14 +214,16 @@ class _Strict(BaseModel):
 
 
 class TranscriptionJson(_Strict):
-    """The JSON variant: the audio base64-encoded in ``audio`` (or ``file_base64`` with a ``filename``), or an
-    ``upload_id``. The audio is MP3, MP4, M4A, WAV, WebM, OGG or FLAC, told from its bytes; at most 4 MiB."""
+    """The JSON variant: the audio base64-encoded in ``audio`` (or ``file_base64`` with a ``filename``), an
+    ``upload_id`` or a ``url``, exactly one of them.
+    The audio is MP3, MP4, M4A, WAV, WebM, OGG or FLAC, told from its bytes; at most 4 MiB."""
 
     model: str = _MODEL
     audio: str | None = Field(default=None, description="The audio file, base64-encoded (a data: URL works too)")
     file_base64: str | None = Field(default=None, description="The same as audio, under OpenAI-compatible name")
     filename: str | None = _FILENAME
     upload_id: str | None = _UPLOAD_ID
+    url: str | None = _URL
     language: str | None = _LANGUAGE
     prompt: str | None = _PROMPT
     response_format: ResponseFormat = ResponseFormat.JSON
@@ -232,6 +243,7 @@ class TranslationJson(_Strict):
     file_base64: str | None = TranscriptionJson.model_fields["file_base64"]
     filename: str | None = _FILENAME
     upload_id: str | None = _UPLOAD_ID
+    url: str | None = _URL
     prompt: str | None = _PROMPT
     response_format: ResponseFormat = ResponseFormat.JSON
     temperature: Temperature | None = TranscriptionJson.model_fields["temperature"]
@@ -252,6 +264,9 @@ def _binary(schema: dict[str, Any]) -> None:
 
 # A form's fields are text or absent, never null: optional ones default to None without being nullable.
 _FORM_UPLOAD_ID = Field(default=None, pattern=r"^upl_[0-9a-f]{32}$", description=_UPLOAD_ID.description)
+_FORM_URL = Field(
+    default=None, max_length=AUDIO_URL_MAX_CHARACTERS, pattern=r"^https?://", description=_URL.description
+)
 _FORM_LANGUAGE = Field(default=None, min_length=1, max_length=16, description=_LANGUAGE.description)
 _FORM_PROMPT = Field(default=None, max_length=PROMPT_MAX_CHARACTERS, description=_PROMPT.description)
 _FORM_TEMPERATURE = Field(default=None, ge=0, le=1, description="From 0 to 1")
@@ -270,6 +285,7 @@ class TranscriptionForm(_Strict):
     )
     model: str = _MODEL
     upload_id: str = _FORM_UPLOAD_ID
+    url: str = _FORM_URL
     language: str = _FORM_LANGUAGE
     prompt: str = _FORM_PROMPT
     response_format: ResponseFormat = ResponseFormat.JSON
@@ -283,6 +299,7 @@ class TranslationForm(_Strict):
     file: bytes = TranscriptionForm.model_fields["file"]
     model: str = _MODEL
     upload_id: str = _FORM_UPLOAD_ID
+    url: str = _FORM_URL
     prompt: str = _FORM_PROMPT
     response_format: ResponseFormat = ResponseFormat.JSON
     temperature: float = _FORM_TEMPERATURE

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from infery.domain.addresses import is_public_address
+from infery.domain.audio_url import check_audio_url
 from infery.domain.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 from infery.domain.ids import UPLOAD_ID_PATTERN
 from infery.domain.inference import Task
@@ -40,8 +41,8 @@ UPLOAD_FLOW_HINT = "POST /v1/uploads"
 _COMMON_FIELDS = frozenset({"model", "prompt", "response_format", "temperature"})
 _TRANSCRIPTION_ONLY_FIELDS = frozenset({"language", "timestamp_granularities"})
 _AUDIO_FIELDS = {
-    "multipart": frozenset({"file", "upload_id"}),
-    "json": frozenset({"audio", "file_base64", "filename", "upload_id"}),
+    "multipart": frozenset({"file", "upload_id", "url"}),
+    "json": frozenset({"audio", "file_base64", "filename", "upload_id", "url"}),
 }
 _JOB_FIELDS = frozenset({"webhook_url"})
 # the other fields and multipart boundaries around the audio
@@ -213,7 +214,7 @@ def _field_text(name: str, content: bytes) -> str:
         ) from exc
 
 
-_AUDIO_SOURCES = frozenset({"file", "audio", "file_base64", "upload_id"})
+_AUDIO_SOURCES = frozenset({"file", "audio", "file_base64", "upload_id", "url"})
 # The one list field: the openai SDK sends a list as one part per item, named with [] (curl users often omit it).
 _ARRAY_FIELDS = frozenset({"timestamp_granularities[]", "timestamp_granularities"})
 
@@ -339,7 +340,16 @@ def parse_transcription_request(
     )
     upload_id = fields.get("upload_id")
     audio_param = "file" if body_kind == "multipart" else "audio"
-    if upload_id is not None:
+    url = fields.get("url")
+    if url is not None:
+        if audio is not None or upload_id is not None:
+            raise InvalidRequest(
+                f"Send exactly one of '{audio_param}', 'url' and 'upload_id'.", param="url", code="ambiguous_audio"
+            )
+        # the same rules as a webhook's URL: the deployment fetches from where it would send
+        url = check_audio_url(url, allow_private_addresses=allow_private_webhooks, allow_http=allow_http_webhooks)
+        loaded = None
+    elif upload_id is not None:
         if audio is not None:
             raise InvalidRequest(
                 f"Send either '{audio_param}' or 'upload_id', not both.", param="upload_id", code="ambiguous_audio"
@@ -353,7 +363,9 @@ def parse_transcription_request(
         loaded = None
     elif audio is None:
         raise InvalidRequest(
-            f"Missing required parameter: '{audio_param}' (or 'upload_id').", param=audio_param, code="missing_audio"
+            f"Missing required parameter: '{audio_param}' (or 'url' or 'upload_id').",
+            param=audio_param,
+            code="missing_audio",
         )
     else:
         _check_size(len(audio), max_audio_bytes, max_upload_bytes)
@@ -363,7 +375,9 @@ def parse_transcription_request(
 
     values = {key: value for key, value in fields.items() if key not in _AUDIO_FIELDS[body_kind]}
     try:
-        request = TranscriptionRequest(task=task, audio=loaded, filename=filename, upload_id=upload_id, **values)
+        request = TranscriptionRequest(
+            task=task, audio=loaded, filename=filename, upload_id=upload_id, url=url, **values
+        )
     except ValidationError as exc:
         raise _as_invalid_request(exc) from exc
     _check_word_timestamps(request)

@@ -25,11 +25,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from infery.domain import audio_url
 from infery.domain.async_inference import AsyncNotification
 from infery.domain.errors import (
     AuthenticationFailed,
     InferyError,
     InsufficientCredits,
+    InternalError,
     InvalidRequest,
     NotFound,
     TooMuchOpenWork,
@@ -42,6 +44,7 @@ from infery.domain.ids import (
     job_id_of_attempt,
     new_job_id,
     new_upload_id,
+    upload_id_for_fetch,
 )
 from infery.domain.inference import InferenceResult, Task
 from infery.domain.jobs import Job, JobError, JobStatus, new_job
@@ -57,6 +60,7 @@ from infery.domain.transcription import (
 )
 from infery.observability import logger
 from infery.usecases import charging
+from infery.usecases.audio_by_url import AudioByUrl
 from infery.usecases.charging import TranscriptionTerms, refund_reason
 from infery.usecases.job_views import JobPresenter
 from infery.usecases.ports import AsyncEndpoint, AudioObjects, Credits, JobQueue, Jobs, Keys, WebhookSender
@@ -86,6 +90,9 @@ class JobService:
     max_open_work: int = 100
     upload_expiry_seconds: int = 900
     clock: Callable[[], float] = time.time
+    # fetches a job's audio sent by URL when the job runs, at most this many bytes (the upload limit)
+    audio_by_url: AudioByUrl | None = None
+    max_fetch_bytes: int = 25 * 1000 * 1000
 
     def _open_until_running(self) -> int:
         """Until when a queued or running job counts as open work if it never finishes: all its attempts' time."""
@@ -144,11 +151,12 @@ class JobService:
         return NewUpload(upload_id, presigned_post, job)
 
     def create_job(self, key: ApiKeyItem, request: TranscriptionRequest) -> Job:
-        """A queued job for the request's audio: stored now (inline audio), or the upload it names (404 unless that
-        upload has arrived)."""
+        """A queued job for the request's audio: stored now (inline audio), the upload it names (404 unless that
+        upload has arrived), or a URL the worker fetches when the job runs (this request must not wait for it)."""
+        source_uri: str | None = None
         if request.audio is not None:
             source_uri = self.store.put_upload(key.key_id, new_upload_id(), request.audio.data).uri
-        else:
+        elif request.url is None:
             assert request.upload_id is not None  # a request has its audio or names an upload
             source_uri, head = self.store.check_upload(key.key_id, request.upload_id, UPLOAD_HEAD_BYTES)
             check_upload_head(self.terms, head)
@@ -159,6 +167,7 @@ class JobService:
             options=request.options(),
             status=JobStatus.QUEUED,
             source_uri=source_uri,
+            source_url=request.url,
             upload_id=request.upload_id,
             filename=request.filename,
             webhook_url=request.webhook_url,
@@ -245,9 +254,11 @@ class JobService:
 
     def _start(self, job: Job) -> Job:
         key = self._key(job)
-        if job.source_uri is None:
+        if job.source_uri is None and job.source_url is None:
             raise InvalidRequest("The job has no audio.", code="missing_audio")
-        bucket, _, object_key = job.source_uri.removeprefix("s3://").partition("/")
+        # audio sent by URL goes where the job's attempts find it: fetched by the first, read by the others
+        source_uri = job.source_uri or self.store.upload_uri(job.key_id, upload_id_for_fetch(job.job_id))
+        bucket, _, object_key = source_uri.removeprefix("s3://").partition("/")
         stored = parse_object_key(bucket, object_key, 0)  # as stored on the job: already decoded
         if stored is None or stored.key_id != job.key_id:
             raise InvalidRequest("The job's audio is outside its key's prefix.", code="invalid_source")
@@ -264,7 +275,7 @@ class JobService:
             )
             self._succeeded(finished, result)
             return finished
-        audio = LoadedAudio.stored(*self.store.load(stored))
+        audio = self._audio(job, stored)
         # the attempt's id: its credits are reserved under it, and its notification names it; the settle check
         # keeps the job charged once across attempts
         inference_id = attempt_id(job.job_id, job.attempts)
@@ -297,6 +308,15 @@ class JobService:
         except BaseException as failure:
             charging.refund(self.credits, reservation, failure)
             raise
+
+    def _audio(self, job: Job, stored: StoredObject) -> LoadedAudio:
+        """The job's audio as stored, fetched first when it was sent by URL (before any credit is reserved: a fetch
+        that fails charges nothing)."""
+        if job.source_uri is None and job.source_url is not None:
+            if self.audio_by_url is None:
+                raise InternalError("This worker cannot fetch audio by URL.")
+            return self.audio_by_url.fetch_once(stored, job.source_url, max_bytes=self.max_fetch_bytes)
+        return LoadedAudio.stored(*self.store.load(stored))
 
     # --- 3. completed ------------------------------------------------------------------------------------------
 
@@ -398,9 +418,14 @@ class JobService:
         """A job refused for its client's reason (the file, the key's balance) leaves its uploaded file in the
         bucket, unbilled: the upload counts as the key's open work until the file expires, as an unused one does,
         so refused jobs cannot park files without bound. A failure of ours does not count against the key."""
-        if job.source_uri is None:
+        source_uri = job.source_uri
+        if source_uri is None and job.source_url is not None and job.error is not None:
+            # audio fetched by URL and then refused is parked as an upload's is; a fetch that failed stored nothing
+            if job.error.code not in audio_url.FETCH_ERROR_CODES:
+                source_uri = self.store.upload_uri(job.key_id, upload_id_for_fetch(job.job_id))
+        if source_uri is None:
             return
-        bucket, _, object_key = job.source_uri.removeprefix("s3://").partition("/")
+        bucket, _, object_key = source_uri.removeprefix("s3://").partition("/")
         stored = parse_object_key(bucket, object_key, 0)
         if stored is not None and stored.area == "uploads" and stored.key_id == job.key_id:
             self.jobs.hold_upload_slot(job.key_id, stored.name, upload_expires_at(self.clock()))

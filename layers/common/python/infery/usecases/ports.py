@@ -131,3 +131,10 @@ class WebhookSender(Protocol):
     the receiver accepted it."""
 
     def send(self, url: str, body: bytes, secret: str, *, record: Callable[[WebhookAttempt], None]) -> bool: ...
+
+
+class AudioFetcher(Protocol):
+    """Fetches audio sent by URL under the deployment's address rules: the body's bytes, at most ``max_bytes`` of
+    them, or one of infery.domain.audio_url's errors (unreachable, too large, address not allowed, too slow...)."""
+
+    def fetch(self, url: str, *, max_bytes: int) -> bytes: ...

@@ -77,11 +77,17 @@ def _check_client_still_waiting(deps: Dependencies) -> None:
 
 
 def _audio(deps: Dependencies, key: ApiKeyItem, request: TranscriptionRequest) -> LoadedAudio:
-    """The request's audio: sent in it, or read from the upload it names (the model reads that from S3 too, so a
-    file past the 6 MB invocation body fits)."""
+    """The request's audio: sent in it, read from the upload it names, or fetched from its URL into the bucket (the
+    model reads those from S3 too, so a file past the 6 MB invocation body fits)."""
     if request.audio is not None:
         return request.audio
-    assert request.upload_id is not None  # a request has its audio or names an upload
+    if request.url is not None:  # fetched now, inside this call's time limit, into the key's uploads
+        from infery.domain.ids import new_upload_id
+
+        return deps.wiring.audio_by_url.fetch(
+            key.key_id, request.url, upload_id=new_upload_id(), max_bytes=deps.settings.max_sync_audio_bytes
+        )
+    assert request.upload_id is not None  # a request has its audio, names an upload or gives a URL
     from infery.domain.transcription import LoadedAudio
 
     return LoadedAudio.stored(*deps.wiring.audio_store.load_upload(key.key_id, request.upload_id))

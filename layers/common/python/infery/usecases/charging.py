@@ -188,6 +188,8 @@ def inference_request(
         temperature=options.temperature,
         word_timestamps=options.word_timestamps,
         progress_s3_uri=progress_s3_uri,
+        cuts=options.cuts,
+        logprobs=options.logprobs,
     )
 
 

@@ -54,6 +54,8 @@ class DecodedSegment:
     no_speech_prob: float
     temperature: float
     words: list[dict] = field(default_factory=list)
+    # (text, log probability, bytes) of each text token, when the request asked for them (logprobs.py)
+    logprobs: list[tuple[str, float, list[int]]] = field(default_factory=list)
 
 
 @dataclass

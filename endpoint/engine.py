@@ -34,8 +34,9 @@ from batcher import BatchingConfig, Ticket, WindowBatcher
 from decoding import BatchDecoder, DecodedSegment, DecodeOptions, DecodingConfig, WindowResult
 from faster_whisper import WhisperModel
 from faster_whisper.tokenizer import Tokenizer
+from logprobs import add_logprobs
 from redecoding import Redecoder
-from windows import LazySpeech, Window, plan_windows
+from windows import CutRules, LazySpeech, Window, plan_windows
 
 
 class Cancelled(Exception):
@@ -78,15 +79,24 @@ class BatchedEngine:
         *,
         cancelled: Callable[[], bool] = lambda: False,
         poll_seconds: float = 0.25,
+        cuts: CutRules | None = None,
+        logprobs: bool = False,
     ) -> Iterator[WindowResult]:
-        """Each window's segments, in order, as soon as they and every window before them are final."""
+        """Each window's segments, in order, as soon as they and every window before them are final. ``cuts``: where
+        the windows are cut (the defaults when None); ``logprobs``: each final segment's tokens scored too (neither
+        changes what is decoded, so neither is part of the options a batch shares)."""
         if self._closed:
             raise Cancelled("the engine is shutting down")
         with self._streams_done:
             self._streams += 1
         try:
             yield from self._stream(
-                audio, options, cancelled=lambda: self._closed or cancelled(), poll_seconds=poll_seconds
+                audio,
+                options,
+                cancelled=lambda: self._closed or cancelled(),
+                poll_seconds=poll_seconds,
+                cuts=cuts,
+                logprobs=logprobs,
             )
         finally:
             with self._streams_done:
@@ -94,10 +104,17 @@ class BatchedEngine:
                 self._streams_done.notify_all()
 
     def _stream(
-        self, audio: np.ndarray, options: DecodeOptions, *, cancelled: Callable[[], bool], poll_seconds: float
+        self,
+        audio: np.ndarray,
+        options: DecodeOptions,
+        *,
+        cancelled: Callable[[], bool],
+        poll_seconds: float,
+        cuts: CutRules | None,
+        logprobs: bool,
     ) -> Iterator[WindowResult]:
         speech = LazySpeech(audio)
-        windows = plan_windows(audio, speech.probabilities)
+        windows = plan_windows(audio, speech.probabilities, cuts)
         tokenizer = Tokenizer(
             self.model.hf_tokenizer, self.model.model.is_multilingual, task=options.task, language=options.language
         )
@@ -114,6 +131,8 @@ class BatchedEngine:
                 if self.redecoder.needed(result, options):
                     result = self.redecoder.redecode(audio, window, options, keep_if_empty=result)
                 result = result + self.redecoder.untranscribed_tail(audio, window, result, options, speech)
+                if logprobs:  # scored once final, whichever decode wrote it
+                    add_logprobs(self.model, tokenizer, audio, window, result)
                 yield WindowResult(window, result, len(windows))
 
     @staticmethod

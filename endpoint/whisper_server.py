@@ -33,10 +33,11 @@ from audio_input import SAMPLE_RATE, AudioLimits, AudioRefused, DecodingCancelle
 from decoding import DecodeOptions, WindowResult
 from engine import BatchedEngine, Cancelled
 from faster_whisper import WhisperModel
-from infery.domain.inference import InferenceRequest, InferenceResult, Segment, Task, Word
+from infery.domain.inference import InferenceRequest, InferenceResult, Segment, Task, TokenLogprob, Word
 from memory import DecodeGate, keep_large_buffers_out_of_the_heap, release_free_memory
 from pydantic import ValidationError
 from server_config import ServerConfig, config_from_args
+from windows import CutRules
 
 logger = logging.getLogger("whisper_server")
 _RUNTIME_PATH = re.compile(r"^/endpoints/([^/]+)/invocations$")
@@ -103,9 +104,18 @@ class WhisperTranscriber:
         )
         segments: list[Segment] = []
         words: list[Word] = []
+        logprobs: list[TokenLogprob] = []
+        cuts = request.cuts
+        rules = CutRules.from_milliseconds(**cuts.model_dump()) if cuts is not None else None
         try:
-            for window in self.engine.stream(audio, options, cancelled=cancelled):
+            for window in self.engine.stream(
+                audio, options, cancelled=cancelled, cuts=rules, logprobs=request.logprobs
+            ):
                 for decoded in window.segments:
+                    logprobs.extend(
+                        TokenLogprob(token=token, logprob=logprob, bytes=raw, segment=len(segments))
+                        for token, logprob, raw in decoded.logprobs
+                    )
                     segments.append(
                         Segment(
                             id=len(segments),
@@ -134,6 +144,7 @@ class WhisperTranscriber:
             duration=round(len(audio) / SAMPLE_RATE, 3),
             segments=segments,
             words=words if request.word_timestamps else None,
+            logprobs=logprobs if request.logprobs else None,
         )
 
     def _language(self, request: InferenceRequest, audio: Any) -> str:

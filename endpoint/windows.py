@@ -22,6 +22,29 @@ SILENCE_PROBABILITY = 0.3
 SPEECH_PROBABILITY = 0.5
 
 
+@dataclass(frozen=True)
+class CutRules:
+    """Where in a window's last third a cut goes. The defaults: the middle of the longest pause, a pause being
+    frames whose smoothed speech probability is under 0.3. A request's ``chunking_strategy`` (OpenAI's server_vad)
+    sets the three values: ``threshold`` is the probability under which a frame is a pause; ``silence_duration_ms``
+    makes the latest pause at least that long the cut (the window as long as it can be), the longest pause when
+    none is; ``prefix_padding_ms`` keeps at least that much of the pause before the speech after the cut."""
+
+    silence_probability: float = SILENCE_PROBABILITY
+    # None: the longest pause; a number of frames: the latest pause at least this long
+    min_pause_frames: int | None = None
+    prefix_padding_frames: int = 0
+
+    @classmethod
+    def from_milliseconds(cls, threshold: float, prefix_padding_ms: int, silence_duration_ms: int) -> CutRules:
+        frame_ms = VAD_FRAME * 1000 / SAMPLE_RATE
+        return cls(
+            silence_probability=threshold,
+            min_pause_frames=max(1, round(silence_duration_ms / frame_ms)),
+            prefix_padding_frames=round(prefix_padding_ms / frame_ms),
+        )
+
+
 @dataclass
 class Window:
     index: int
@@ -38,9 +61,11 @@ class Window:
 
 
 def plan_windows(
-    audio: np.ndarray, speech_probabilities: Callable[[np.ndarray], np.ndarray] | None = None
+    audio: np.ndarray,
+    speech_probabilities: Callable[[np.ndarray], np.ndarray] | None = None,
+    rules: CutRules | None = None,
 ) -> list[Window]:
-    """Windows of at most 30 s that together cover every sample, each cut in the middle of a pause."""
+    """Windows of at most 30 s that together cover every sample, each cut in a pause (``rules``: where)."""
     total = len(audio)
     window_samples = int(WINDOW_SECONDS * SAMPLE_RATE)
     if total <= window_samples:
@@ -49,7 +74,7 @@ def plan_windows(
     windows: list[Window] = []
     start = 0
     while total - start > window_samples:
-        end = _cut_point(probabilities, start, start + window_samples)
+        end = _cut_point(probabilities, start, start + window_samples, rules or CutRules())
         windows.append(Window(len(windows), start, end))
         start = end
     windows.append(Window(len(windows), start, total))
@@ -62,8 +87,8 @@ def silero_speech_probabilities(audio: np.ndarray) -> np.ndarray:
     return np.asarray(get_vad_model()(padded)).reshape(-1)
 
 
-def _cut_point(probabilities: np.ndarray, start: int, limit: int) -> int:
-    """The middle of the longest pause in [start + 20 s, limit); the quietest frame when none is silent."""
+def _cut_point(probabilities: np.ndarray, start: int, limit: int, rules: CutRules) -> int:
+    """A cut in a pause in [start + 20 s, limit) as ``rules`` place it; the quietest frame when none is silent."""
     first = -(-(start + int(SEARCH_FROM_SECONDS * SAMPLE_RATE)) // VAD_FRAME)
     last = limit // VAD_FRAME  # a frame must end before the limit
     region = probabilities[first:last]
@@ -71,18 +96,31 @@ def _cut_point(probabilities: np.ndarray, start: int, limit: int) -> int:
         return limit
     # smoothed over ~100 ms, so a single quiet frame inside a word is not taken for a pause
     smoothed = np.convolve(region, np.ones(3) / 3, mode="same")
-    silent = smoothed < SILENCE_PROBABILITY
-    best_start, best_length, run_start = -1, 0, None
+    pauses = _pauses(smoothed < rules.silence_probability)
+    if not pauses:  # no pause at all: the quietest frame, the latest of equals
+        frame = len(smoothed) - 1 - int(np.argmin(smoothed[::-1]))
+        return min(limit, (first + frame) * VAD_FRAME)
+    long_enough = [pause for pause in pauses if rules.min_pause_frames and pause[1] >= rules.min_pause_frames]
+    if long_enough:
+        pause_start, length = long_enough[-1]
+    else:  # ties go to the later pause: longer windows
+        pause_start, length = max(reversed(pauses), key=lambda pause: pause[1])
+    # the middle of the pause, unless that leaves less than the padding before the speech after it
+    frame = max(pause_start, min(pause_start + length // 2, pause_start + length - rules.prefix_padding_frames))
+    return min(limit, (first + frame) * VAD_FRAME)
+
+
+def _pauses(silent: np.ndarray) -> list[tuple[int, int]]:
+    """(first frame, length) of each run of silent frames, in order."""
+    found: list[tuple[int, int]] = []
+    run_start = None
     for position, is_silent in enumerate(itertools.chain(silent, [False])):
         if is_silent and run_start is None:
             run_start = position
         elif not is_silent and run_start is not None:
-            if position - run_start >= best_length:  # ties go to the later pause: longer windows
-                best_start, best_length = run_start, position - run_start
+            found.append((run_start, position - run_start))
             run_start = None
-    # no pause at all: the quietest frame, the latest of equals
-    frame = best_start + best_length // 2 if best_length else len(smoothed) - 1 - int(np.argmin(smoothed[::-1]))
-    return min(limit, (first + frame) * VAD_FRAME)
+    return found
 
 
 class LazySpeech:

@@ -87,6 +87,14 @@ def _stop_like_ctrl_c(*_: object) -> None:
     raise KeyboardInterrupt
 
 
+def _model_aliases(local: LocalTemplate) -> str:
+    """The other names the API answers to, as its settings read them from the function's environment."""
+    from infery.settings import PricingSettings
+
+    settings = PricingSettings.from_environment(local.function_environment("TranscribeFunction"))
+    return ", ".join(["whisper-1", *(name for name in settings.model_aliases if name != "whisper-1")])
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m local_stack", description=__doc__)
     parser.add_argument("--port", type=int, default=int(os.environ.get("INFERY_PORT", "3000")))
@@ -94,6 +102,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--dev-key", default=os.environ.get("INFERY_DEV_KEY"))
     parser.add_argument("--dev-credits", type=int, default=int(os.environ.get("INFERY_DEV_CREDITS", "10000")))
     parser.add_argument("--model-dir", default=os.environ.get("INFERY_MODEL_DIR"))
+    parser.add_argument(
+        "--model-aliases",
+        default=os.environ.get("INFERY_MODEL_ALIASES", ""),
+        help='other model names, as template.yaml\'s ModelAliases: JSON {"name": "the name it stands for"}; '
+        "empty: gpt-4o-transcribe and gpt-4o-mini-transcribe stand for whisper-1",
+    )
     parser.add_argument(
         "--concurrency",
         type=int,
@@ -157,7 +171,9 @@ def main() -> None:
     signal.signal(signal.SIGINT, _stop_like_ctrl_c)
     if not args.verbose:  # the handlers' processes are forked from this one: they inherit the filter
         warnings.filterwarnings("ignore", message=_EMPTY_METRICS_WARNING, category=UserWarning)
-    local = LocalTemplate(load_template(), parameter_overrides={"ModelName": LOCAL_MODEL_NAME})
+    local = LocalTemplate(
+        load_template(), parameter_overrides={"ModelName": LOCAL_MODEL_NAME, "ModelAliases": args.model_aliases}
+    )
     moto_port, model_port = free_port(), free_port()
     aws_environment = {
         "AWS_ACCESS_KEY_ID": "local",
@@ -258,7 +274,7 @@ def main() -> None:
         print(
             f"\ninfery local stack is ready\n  base URL: {base_url}\n  console:  {console_url}\n"
             f"  API key:  {dev_key}\n"
-            f"  credits:  {balance}\n  model:    {LOCAL_MODEL_NAME} (alias whisper-1)\n"
+            f"  credits:  {balance}\n  model:    {LOCAL_MODEL_NAME} (also: {_model_aliases(local)})\n"
             f"  data:     {'none kept (--ephemeral)' if args.ephemeral else args.data_dir}\n"
             f"Try: curl -H 'Authorization: Bearer {dev_key}' {base_url}/models\nCtrl-C stops everything.\n",
             flush=True,

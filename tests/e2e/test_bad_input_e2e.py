@@ -79,12 +79,13 @@ def test_sdk_raises_authentication_error_for_a_wrong_key(stack, speech_files):
 @pytest.mark.parametrize(
     ("fields", "status", "code", "param"),
     [
-        ({"model": "gpt-4o-transcribe"}, 400, "model_not_found", "model"),
+        ({"model": "gpt-5-transcribe"}, 400, "model_not_found", "model"),
         ({"model": "whisper-1", "language": "xx"}, 400, "invalid_value", "language"),
         ({"model": "whisper-1", "language": "fr"}, 400, "unsupported_language", "language"),  # tiny.en is English-only
         ({"model": "whisper-1", "response_format": "xml"}, 400, "invalid_value", "response_format"),
         ({"model": "whisper-1", "temperature": "7"}, 400, "invalid_value", "temperature"),
-        ({"model": "whisper-1", "stream": "true"}, 400, "unknown_parameter", "stream"),
+        ({"model": "whisper-1", "stream": "perhaps"}, 400, "invalid_value", "stream"),
+        ({"model": "whisper-1", "stream": "true", "response_format": "vtt"}, 400, "invalid_value", "stream"),
         ({}, 400, "missing_model", "model"),
     ],
 )

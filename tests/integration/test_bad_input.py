@@ -32,7 +32,7 @@ def refusing(fake_runtime, load_api, accounts):
         ),
         pytest.param(
             WAV_HEADER_ONLY,
-            {"model": "gpt-4o-transcribe"},
+            {"model": "gpt-5-transcribe"},
             TRANSLATIONS,
             400,
             "model_not_found",
@@ -83,7 +83,7 @@ def refusing(fake_runtime, load_api, accounts):
         pytest.param(
             WAV_HEADER_ONLY,
             {"stream": "true"},
-            TRANSCRIPTIONS,
+            TRANSLATIONS,
             400,
             "unknown_parameter",
             "stream",

@@ -33,8 +33,9 @@ TRANSLATION_JOBS = "/v1/audio/translations/jobs"
 AUDIO_POSTS = (TRANSCRIPTIONS, TRANSLATIONS, TRANSCRIPTION_JOBS, TRANSLATION_JOBS)
 SYNC_POSTS = (TRANSCRIPTIONS, TRANSLATIONS)
 ALL_POSTS = (*AUDIO_POSTS, UPLOADS)
-# the names a deployment's model answers to (tests/integration's and the local stack's model, and OpenAI's alias)
-MODEL_NAMES = frozenset({"whisper-1", "whisper-tiny.en"})
+# the names a deployment's model answers to (tests/integration's and the local stack's model, OpenAI's alias, and
+# the aliases of template.yaml's default ModelAliases)
+MODEL_NAMES = frozenset({"whisper-1", "whisper-tiny.en", "gpt-4o-transcribe", "gpt-4o-mini-transcribe"})
 RESPONSE_FORMATS = frozenset({"json", "text", "srt", "verbose_json", "vtt"})
 ERROR_FIELDS = {"message", "type", "param", "code"}
 ERROR_TYPES = {"invalid_request_error", "insufficient_quota", "rate_limit_error"}
@@ -630,7 +631,7 @@ def poisoned_forms(draw: st.DrawFn, api_key: str, paths: tuple[str, ...] = AUDIO
     elif poison == "unknown-field":
         allowed = {"model", "prompt", "response_format", "temperature", "language", "timestamp_granularities",
                    "timestamp_granularities[]", "file", "audio", "file_base64", "filename", "upload_id",
-                   "webhook_url"}
+                   "webhook_url", "chunking_strategy", "include", "include[]", "stream"}
         name = draw(json_hostile_text.filter(lambda name: name not in allowed and name.strip()))
         fields[name] = draw(json_hostile_text)
     elif poison == "not-audio":

@@ -9,6 +9,7 @@ from infery.domain.jobs import Job, JobStatus, new_job
 from infery.domain.keys import ApiKeyItem
 from infery.domain.pricing import Pricing
 from infery.domain.transcription import TranscriptionOptions
+from infery.settings import DEFAULT_MODEL_ALIASES
 from infery.usecases.charging import ModelCatalog, TranscriptionTerms
 from infery.usecases.job_views import JobPresenter
 from infery.usecases.jobs import JobService
@@ -38,7 +39,7 @@ def wav(seconds: float) -> bytes:
 def deployment_terms(*, max_sync_audio_seconds: float = 300.0) -> TranscriptionTerms:
     """The terms a deployment with the default settings offers: 1 credit per started 5 s, at least 1."""
     return TranscriptionTerms(
-        catalog=ModelCatalog("whisper-large-v3", ("whisper-1",)),
+        catalog=ModelCatalog("whisper-large-v3", DEFAULT_MODEL_ALIASES),
         pricing=Pricing(seconds_per_credit=5.0, min_credits_per_request=1),
         max_audio_seconds=4 * 3600.0,
         max_sync_audio_seconds=max_sync_audio_seconds,

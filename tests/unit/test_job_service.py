@@ -251,6 +251,23 @@ def test_a_job_with_its_audio_stores_it_and_is_queued_once():
     assert world.balance() == 100  # charged when it runs, not before
 
 
+def test_a_job_may_name_a_model_alias_and_runs_on_the_deployed_model():
+    world = World()
+    request = TranscriptionRequest(task=Task.TRANSCRIBE, model="gpt-4o-transcribe", audio=LoadedAudio.inline(wav(12.0)))
+    job = world.runner.create_job(KEY, request)
+    assert job.options.model == "gpt-4o-transcribe"  # as the client named it
+    world.runner.run(job.job_id, final_attempt=False)
+    assert [reservation.model for reservation in world.credits.open.values()] == ["whisper-large-v3"]
+
+
+def test_admission_takes_a_model_alias_and_refuses_an_unknown_name():
+    world = World()
+    world.runner.admit(KEY, "gpt-4o-mini-transcribe", LoadedAudio.inline(wav(2.0)))
+    with pytest.raises(InvalidRequest) as refused:
+        world.runner.admit(KEY, "gpt-5-transcribe", LoadedAudio.inline(wav(2.0)))
+    assert (refused.value.param, refused.value.code) == ("model", "model_not_found")
+
+
 def test_a_job_naming_an_upload_that_has_not_arrived_is_404_and_creates_nothing():
     world = World()
     request = TranscriptionRequest(task=Task.TRANSCRIBE, model="whisper-1", upload_id="upl_" + "a" * 32)

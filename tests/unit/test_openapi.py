@@ -61,7 +61,10 @@ def test_an_error_body_fits_the_error_schema():
     [
         {"model": "whisper-1", "prompt": "x" * 1001},
         {"model": "whisper-1", "filename": "a\x00.wav"},
-        {"model": "whisper-1", "stream": True},
+        {"model": "whisper-1", "stream": "yes please"},
+        {"model": "whisper-1", "chunking_strategy": {"type": "server_vad", "threshold": 2}},
+        {"model": "whisper-1", "chunking_strategy": {"type": "server_vad", "eagerness": "high"}},
+        {"model": "whisper-1", "include": ["tokens"]},
         {"model": "", "audio": "UklGRg=="},
     ],
 )

@@ -113,11 +113,11 @@ def test_the_sdks_repeated_list_parts_still_make_one_list(wav):
     assert request.timestamp_granularities == ["word", "segment"]
 
 
-def test_the_sdks_include_list_is_refused_as_unknown_not_as_repeated(wav):
+def test_an_unknown_list_is_refused_as_unknown_not_as_repeated(wav):
     # a [] name is a list by the SDK's convention: two parts of it are not a repetition
-    content_type, body = multipart_body(wav, model="whisper-1", **{"include[]": ["logprobs", "logprobs"]})
+    content_type, body = multipart_body(wav, model="whisper-1", **{"languages[]": ["en", "de"]})
     error = refusal(content_type, body)
-    assert (error.code, error.param) == ("unknown_parameter", "include[]")
+    assert (error.code, error.param) == ("unknown_parameter", "languages[]")
 
 
 @pytest.mark.parametrize(

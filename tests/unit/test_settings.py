@@ -135,7 +135,8 @@ def test_values_are_converted_to_their_types_and_defaults_fill_the_rest():
     )
     assert (settings.seconds_per_credit, settings.max_open_jobs_per_key) == (2.5, 7)
     assert settings.webhook_allow_private_addresses is True
-    assert settings.min_credits_per_request == 1 and settings.model_aliases == ("whisper-1",)
+    assert settings.min_credits_per_request == 1
+    assert settings.model_aliases == {"gpt-4o-transcribe": "whisper-1", "gpt-4o-mini-transcribe": "whisper-1"}
 
 
 def test_names_are_read_in_any_case_and_other_variables_are_ignored():
@@ -151,14 +152,32 @@ def test_lists_and_mappings_are_json():
             "MODEL_PRICES": '{"whisper-large-v3": {"seconds_per_credit": 2.5, "min_credits_per_request": 2}}',
         }
     )
-    assert settings.model_aliases == ("whisper-1", "whisper")
+    assert settings.model_aliases == {"whisper": "whisper-1"}  # the older form: names of the default model
     price = settings.model_prices["whisper-large-v3"]
     assert (price.seconds_per_credit, price.min_credits_per_request) == (2.5, 2)
 
 
 @pytest.mark.parametrize(
+    ("given", "aliases"),
+    [
+        (
+            '{"gpt-4o-transcribe": "whisper-large-v3", "gpt-4o": "gpt-4o-transcribe"}',
+            {"gpt-4o-transcribe": "whisper-large-v3", "gpt-4o": "gpt-4o-transcribe"},
+        ),
+        ("{}", {}),
+        # template.yaml's default: the settings' own
+        ("", {"gpt-4o-transcribe": "whisper-1", "gpt-4o-mini-transcribe": "whisper-1"}),
+    ],
+)
+def test_model_aliases_are_a_json_mapping_of_each_name_to_what_it_stands_for(given, aliases):
+    assert WorkerSettings.from_environment({**WORKER, "MODEL_ALIASES": given}).model_aliases == aliases
+
+
+@pytest.mark.parametrize(
     ("model", "base", "override"),
     [
+        (ApiSettings, API, {"MODEL_ALIASES": '{"gpt-4o": 4}'}),  # a name must stand for a name
+        (ApiSettings, API, {"MODEL_ALIASES": '"gpt-4o"'}),
         (ApiSettings, API, {"KEYS_TABLE_NAME": None}),  # a required value missing
         (ApiSettings, API, {"RATE_LIMITS_TABLE_NAME": None}),
         (WorkerSettings, WORKER, {"AUDIO_BUCKET_NAME": None}),

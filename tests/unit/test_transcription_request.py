@@ -164,7 +164,7 @@ def test_content_type_parameters_and_case_do_not_matter(wav):
         ({"model": "whisper-1", "temperature": "hot"}, "temperature", "invalid_value"),
         ({"model": "whisper-1", "temperature": "nan"}, "temperature", "invalid_value"),
         ({"model": "whisper-1", GRANULARITIES: ["sentence"]}, "timestamp_granularities", "invalid_value"),
-        ({"model": "whisper-1", "stream": "true"}, "stream", "unknown_parameter"),
+        ({"model": "whisper-1", "stream": "maybe"}, "stream", "invalid_value"),
         ({"model": "whisper-1", "foo": "bar"}, "foo", "unknown_parameter"),
         ({"model": "whisper-1", "audio": "QUJD"}, "audio", "unknown_parameter"),  # a JSON field, not a form field
     ],
@@ -193,7 +193,7 @@ def test_bad_multipart_fields_are_400_naming_the_field(wav, fields, param, code)
             "ambiguous_audio",
         ),
         ({"model": "whisper-1", "audio": "UklGRgAAAABXQVZF", "filename": 3}, "filename", None),
-        ({"model": "whisper-1", "audio": "UklGRgAAAABXQVZF", "stream": True}, "stream", "unknown_parameter"),
+        ({"model": "whisper-1", "audio": "UklGRgAAAABXQVZF", "stream": "sometimes"}, "stream", "invalid_value"),
         ({"model": "whisper-1", "audio": "UklGRgAAAABXQVZF", "foo": 1}, "foo", "unknown_parameter"),
         ({"model": "whisper-1", "audio": "UklGRgAAAABXQVZF", "file": "x"}, "file", "unknown_parameter"),
         ({"model": 1, "audio": "UklGRgAAAABXQVZF"}, "model", "invalid_value"),

@@ -23,6 +23,8 @@ MIB = 1024 * 1024
 # Raw audio the sync path takes. Base64 makes it 4/3 larger; 4 MiB -> 5.6 MB keeps both the Lambda request
 # (6,291,456 bytes) and the SageMaker body (6 MB) under their hard limits. The CLI sends larger files as jobs.
 DEFAULT_MAX_SYNC_AUDIO_BYTES = 4 * MIB
+# OpenAI's newer transcription models, answered by the deployed Whisper unless the operator says otherwise
+DEFAULT_MODEL_ALIASES = {"gpt-4o-transcribe": "whisper-1", "gpt-4o-mini-transcribe": "whisper-1"}
 
 
 class EnvironmentSettings(BaseModel):
@@ -65,8 +67,11 @@ class PricingSettings(EnvironmentSettings):
     """The models served and what they cost."""
 
     default_model: str = "whisper-large-v3"
-    # OpenAI's model name, so unmodified clients that ask for it get the default model.
-    model_aliases: tuple[str, ...] = ("whisper-1",)
+    # Other names of the default model (whisper-1, OpenAI's, always is one), each with the name it stands for: the
+    # default model or another alias. OpenAI's newer models by default, so clients that ask for them get Whisper.
+    # A JSON list (the older form) names aliases of the default model; empty (template.yaml's default, short
+    # enough for the function version's description) is the default.
+    model_aliases: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_MODEL_ALIASES))
 
     seconds_per_credit: float = Field(default=5.0, gt=0)
     min_credits_per_request: int = Field(default=1, ge=0)
@@ -76,7 +81,12 @@ class PricingSettings(EnvironmentSettings):
     @field_validator("model_aliases", "model_prices", mode="before")
     @classmethod
     def _json_from_the_environment(cls, value: Any) -> Any:
-        return json.loads(value) if isinstance(value, str) else value
+        if isinstance(value, str) and not value.strip():
+            return dict(DEFAULT_MODEL_ALIASES)
+        value = json.loads(value) if isinstance(value, str) else value
+        if isinstance(value, list | tuple):  # the older form: names of the default model
+            return {name: "whisper-1" for name in value if name != "whisper-1"}
+        return value
 
 
 class AudioLimits(EnvironmentSettings):

@@ -8,12 +8,27 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Task(StrEnum):
     TRANSCRIBE = "transcribe"
     TRANSLATE = "translate"
+
+
+class VadCuts(BaseModel):
+    """Where the model server cuts long audio into Whisper's 30-second windows: OpenAI's ``server_vad`` chunking
+    options, with the defaults the engine uses when a request gives none. The voice activity detection only places
+    cuts: no audio is ever dropped, whatever these say."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # a 32 ms frame is part of a pause when its speech probability (Silero VAD, smoothed over ~100 ms) is below this
+    threshold: float = Field(default=0.3, ge=0, le=1)
+    # at least this much of the pause is kept before the speech that follows a cut
+    prefix_padding_ms: int = Field(default=0, ge=0, le=10_000)
+    # a pause at least this long is preferred for a cut over any shorter one
+    silence_duration_ms: int = Field(default=0, ge=0, le=10_000)
 
 
 class InferenceRequest(BaseModel):
@@ -41,6 +56,10 @@ class InferenceRequest(BaseModel):
     max_sync_audio_seconds: float | None = Field(default=None, gt=0)
     # where the model writes its progress while it works (jobs); the API shows it on GET /v1/jobs/{id}
     progress_s3_uri: str | None = Field(default=None, pattern=r"^s3://[^/]+/.+")
+    # how the model cuts long audio into windows (a request's chunking_strategy); None: the engine's own defaults
+    cuts: VadCuts | None = None
+    # each text token's log probability (include[]=logprobs): an extra alignment pass, so only when asked
+    logprobs: bool = False
 
     @model_validator(mode="after")
     def _one_audio_source(self) -> InferenceRequest:
@@ -70,12 +89,24 @@ class Segment(BaseModel):
     no_speech_prob: float
 
 
+class TokenLogprob(BaseModel):
+    """One text token of the transcript and the log probability the model gave it (OpenAI's ``logprobs`` item, and
+    the segment it belongs to, which OpenAI's item does not have)."""
+
+    token: str
+    logprob: float
+    bytes: list[int]
+    segment: int = Field(ge=0, description="the id of the segment the token is in")
+
+
 class InferenceResult(BaseModel):
     text: str
     language: str
     duration: float = Field(ge=0)
     segments: list[Segment]
     words: list[Word] | None = None
+    # every text token of every segment, in order; only when the request asked for them
+    logprobs: list[TokenLogprob] | None = None
 
 
 class InferenceError(BaseModel):

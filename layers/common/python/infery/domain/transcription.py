@@ -13,10 +13,10 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from infery.domain.audio import AudioFormat, sniff_audio_format
-from infery.domain.inference import Task
+from infery.domain.inference import Task, VadCuts
 from infery.domain.languages import WHISPER_LANGUAGE_CODES
 
 # Limits on the fields a request may carry, checked before anything is stored (a DynamoDB item holds 400 KB).
@@ -50,6 +50,39 @@ def _segments_only() -> list[TimestampGranularity]:
     return ["segment"]
 
 
+class ServerVadChunking(BaseModel):
+    """OpenAI's ``chunking_strategy`` object: how voice activity detection places the cuts between windows. The
+    defaults are OpenAI's for ``server_vad``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["server_vad"]
+    threshold: float = Field(default=0.5, ge=0, le=1, allow_inf_nan=False)
+    prefix_padding_ms: int = Field(default=300, ge=0, le=10_000)
+    silence_duration_ms: int = Field(default=200, ge=0, le=10_000)
+
+    @field_validator("threshold", "prefix_padding_ms", "silence_duration_ms", mode="before")
+    @classmethod
+    def _not_a_boolean(cls, value: Any) -> Any:
+        if isinstance(value, bool):  # JSON's true is not 1
+            raise ValueError("must be a number, not true or false")
+        return value
+
+    def cuts(self) -> VadCuts:
+        return VadCuts(
+            threshold=self.threshold,
+            prefix_padding_ms=self.prefix_padding_ms,
+            silence_duration_ms=self.silence_duration_ms,
+        )
+
+
+def _chunking_problem(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"])
+    message = first["msg"].removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
+
+
 class TranscriptionOptions(BaseModel):
     """How to transcribe: everything a request says except the audio (a job stores just this)."""
 
@@ -60,6 +93,34 @@ class TranscriptionOptions(BaseModel):
     response_format: ResponseFormat = ResponseFormat.JSON
     temperature: float | None = Field(default=None, ge=0, le=1)
     timestamp_granularities: list[TimestampGranularity] = Field(default_factory=_segments_only)
+    # OpenAI's newer fields, taken by a synchronous call only (the parser refuses them elsewhere): excluded from
+    # dumps, so a job never stores them nor shows them in its view. chunking_strategy "auto" (or none) is the
+    # engine's own cuts; an object moves them.
+    chunking_strategy: Literal["auto"] | ServerVadChunking | None = Field(default=None, exclude=True)
+    include: list[Literal["logprobs"]] = Field(default_factory=list, exclude=True)
+    stream: bool = Field(default=False, exclude=True)
+
+    @field_validator("chunking_strategy", mode="before")
+    @classmethod
+    def _one_chunking_strategy(cls, value: Any) -> Any:
+        """ "auto" or a server_vad object, with a message that says which part is wrong (a union's would list both)."""
+        if value is None or value == "auto" or isinstance(value, ServerVadChunking):
+            return value
+        if not isinstance(value, dict):
+            raise ValueError('must be "auto" or an object {"type": "server_vad", ...}')
+        try:
+            return ServerVadChunking.model_validate(value)
+        except ValidationError as error:
+            raise ValueError(_chunking_problem(error)) from None
+
+    @property
+    def cuts(self) -> VadCuts | None:
+        """Where the model cuts the audio: None (the engine's defaults) unless a server_vad object says."""
+        return self.chunking_strategy.cuts() if isinstance(self.chunking_strategy, ServerVadChunking) else None
+
+    @property
+    def logprobs(self) -> bool:
+        return "logprobs" in self.include
 
     @field_validator("language")
     @classmethod

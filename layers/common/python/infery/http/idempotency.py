@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel
+
 from infery.domain.errors import Conflict, InternalError, InvalidRequest
 
 if TYPE_CHECKING:
@@ -54,6 +56,15 @@ def request_fingerprint(request: TranscriptionRequest) -> str:
         "audio_s3_uri": None,
         "audio_s3_etag": None,
     }
+    # the newer fields (left out of dumps) change the answer: in the fingerprint when given, so a request without
+    # them keeps the fingerprint it always had
+    chunking = request.chunking_strategy
+    newer = {
+        "chunking_strategy": chunking.model_dump() if isinstance(chunking, BaseModel) else chunking,
+        "include": sorted(set(request.include)),
+        "stream": request.stream,
+    }
+    options |= {name: value for name, value in newer.items() if value}
     digest = hashlib.sha256(request.audio.data if request.audio else b"")
     digest.update(json.dumps(options, sort_keys=True).encode())
     return digest.hexdigest()

@@ -73,6 +73,15 @@ _TRANSCRIPT = {
     },
     "text/plain": {"schema": {"type": "string"}, "example": "1\n00:00:00,000 --> 00:00:02,500\nHello there.\n\n"},
 }
+# stream=true: OpenAI's events, as one body (see README on when they leave)
+_EVENT_STREAM = {
+    "text/event-stream": {
+        "schema": {"type": "string"},
+        "example": 'data: {"type": "transcript.text.delta", "delta": "Hello there."}\n\n'
+        'data: {"type": "transcript.text.done", "text": "Hello there.", "usage": {"type": "duration", '
+        '"seconds": 2.5}, "credits_used": 1}\n\n',
+    }
+}
 _IDEMPOTENCY_KEY = {
     "name": "Idempotency-Key",
     "in": "header",
@@ -112,7 +121,7 @@ _READ_ERRORS = (400, 401, 404, 429, 500)
 OPERATIONS: dict[tuple[str, str], Operation] = {
     ("POST", "/v1/audio/transcriptions"): Operation(
         "Transcribe audio",
-        {200: _TRANSCRIPT},
+        {200: {**_TRANSCRIPT, **_EVENT_STREAM}},
         _SYNC_ERRORS,
         "OpenAI's POST /v1/audio/transcriptions: the openai SDK works unchanged.",
         {"multipart/form-data": "TranscriptionForm", "application/json": "TranscriptionJson"},
@@ -217,6 +226,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         tags=("usage",),
     ),
 }
+
 
 class RouteNotDescribed(Exception):
     pass

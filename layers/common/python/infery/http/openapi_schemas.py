@@ -41,12 +41,24 @@ class Error(BaseModel):
     error: ErrorDetail
 
 
+class TokenLogprob(BaseModel):
+    """A text token of the transcript (one of Whisper's byte-level BPE tokens) and the model's log probability of
+    it, given the audio and the text before it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    token: str
+    logprob: float = Field(le=0)
+    bytes: list[int] = Field(description="The token's UTF-8 bytes (a token may hold part of a character)")
+
+
 class Transcription(BaseModel):
-    """response_format json (the default)."""
+    """response_format json (the default); ``logprobs`` only with include[]=logprobs."""
 
     model_config = ConfigDict(extra="forbid")
 
     text: str
+    logprobs: list[TokenLogprob] | None = None
     credits_used: int = Field(ge=0)
 
 
@@ -184,7 +196,7 @@ _URL = Field(
 _MODEL = Field(
     min_length=1,
     max_length=MODEL_MAX_CHARACTERS,
-    description="whisper-1, or the deployed model's own name (GET /v1/models)",
+    description="whisper-1, the deployed model's own name, or an alias such as gpt-4o-transcribe (GET /v1/models)",
 )
 _LANGUAGE = Field(default=None, min_length=1, max_length=16, description="ISO-639-1, such as en or de")
 _PROMPT = Field(default=None, max_length=PROMPT_MAX_CHARACTERS, description="Text that guides spelling and style")
@@ -213,7 +225,7 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class TranscriptionJson(_Strict):
+class _TranscriptionJsonFields(_Strict):
     """The JSON variant: the audio base64-encoded in ``audio`` (or ``file_base64`` with a ``filename``), an
     ``upload_id`` or a ``url``, exactly one of them.
     The audio is MP3, MP4, M4A, WAV, WebM, OGG or FLAC, told from its bytes; at most 4 MiB."""
@@ -235,6 +247,39 @@ class TranscriptionJson(_Strict):
     )
 
 
+class ServerVad(_Strict):
+    """Where the cuts between Whisper's 30-second windows go (no audio is ever dropped): OpenAI's server_vad."""
+
+    type: Literal["server_vad"]
+    threshold: float = Field(default=0.5, ge=0, le=1, description="Speech probability under which a frame is a pause")
+    prefix_padding_ms: int = Field(
+        default=300, ge=0, le=10_000, description="At least this much of a pause is kept before the speech after a cut"
+    )
+    silence_duration_ms: int = Field(
+        default=200, ge=0, le=10_000, description="The latest pause at least this long is the cut (else the longest)"
+    )
+
+
+_CHUNKING_STRATEGY = Field(
+    default=None,
+    description="\"auto\" (the engine's own cuts: the middle of the longest pause near a window's end) or server_vad",
+)
+_INCLUDE = Field(default=None, description="logprobs: each text token's log probability (response_format json only)")
+_STREAM = Field(
+    default=None,
+    description="true: text/event-stream of transcript.text.delta events, one per segment, then transcript.text.done "
+    "(response_format json or text)",
+)
+
+
+class TranscriptionJson(_TranscriptionJsonFields):
+    __doc__ = _TranscriptionJsonFields.__doc__
+
+    chunking_strategy: Literal["auto"] | ServerVad | None = _CHUNKING_STRATEGY
+    include: list[Literal["logprobs"]] | None = _INCLUDE
+    stream: bool | None = _STREAM
+
+
 class TranslationJson(_Strict):
     """As a transcription, into English: no language, no timestamp granularities."""
 
@@ -249,7 +294,7 @@ class TranslationJson(_Strict):
     temperature: Temperature | None = TranscriptionJson.model_fields["temperature"]
 
 
-class TranscriptionJobJson(TranscriptionJson):
+class TranscriptionJobJson(_TranscriptionJsonFields):
     webhook_url: str | None = _WEBHOOK_URL
 
 
@@ -275,7 +320,7 @@ _FORM_WEBHOOK_URL = Field(
 )
 
 
-class TranscriptionForm(_Strict):
+class _TranscriptionFormFields(_Strict):
     """multipart/form-data, as the openai SDK sends it; the form must end with its closing boundary."""
 
     file: bytes = Field(
@@ -295,8 +340,28 @@ class TranscriptionForm(_Strict):
     )
 
 
+class TranscriptionForm(_TranscriptionFormFields):
+    __doc__ = _TranscriptionFormFields.__doc__
+
+    chunking_strategy: str = Field(
+        default=None,
+        description='"auto", or a server_vad object as JSON text; the openai SDK sends the object as one field per '
+        "member, chunking_strategy[type], chunking_strategy[threshold] and so on",
+    )
+    chunking_strategy_type_: Literal["server_vad"] = Field(default=None, alias="chunking_strategy[type]")
+    chunking_strategy_threshold_: float = Field(default=None, alias="chunking_strategy[threshold]", ge=0, le=1)
+    chunking_strategy_prefix_padding_ms_: int = Field(
+        default=None, alias="chunking_strategy[prefix_padding_ms]", ge=0, le=10_000
+    )
+    chunking_strategy_silence_duration_ms_: int = Field(
+        default=None, alias="chunking_strategy[silence_duration_ms]", ge=0, le=10_000
+    )
+    include__: list[Literal["logprobs"]] = Field(default=None, alias="include[]", description=_INCLUDE.description)
+    stream: bool = Field(default=None, description=_STREAM.description)
+
+
 class TranslationForm(_Strict):
-    file: bytes = TranscriptionForm.model_fields["file"]
+    file: bytes = _TranscriptionFormFields.model_fields["file"]
     model: str = _MODEL
     upload_id: str = _FORM_UPLOAD_ID
     url: str = _FORM_URL
@@ -305,7 +370,7 @@ class TranslationForm(_Strict):
     temperature: float = _FORM_TEMPERATURE
 
 
-class TranscriptionJobForm(TranscriptionForm):
+class TranscriptionJobForm(_TranscriptionFormFields):
     webhook_url: str = _FORM_WEBHOOK_URL
 
 

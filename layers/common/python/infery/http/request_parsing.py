@@ -50,9 +50,16 @@ _ENVELOPE_ALLOWANCE = 64 * 1024
 _DATA_URL_PREFIX = re.compile(r"^data:[\w.+/-]*;base64,")
 
 
+# OpenAI's newer fields, which its SDK sends to transcriptions only: a synchronous call's (a job neither streams
+# nor stores them)
+_SYNC_TRANSCRIPTION_FIELDS = frozenset({"chunking_strategy", "include", "stream"})
+
+
 def allowed_fields(task: Task, body_kind: str, for_job: bool = False) -> frozenset[str]:
     fields = _COMMON_FIELDS | _AUDIO_FIELDS[body_kind] | (_JOB_FIELDS if for_job else frozenset())
-    return fields | _TRANSCRIPTION_ONLY_FIELDS if task is Task.TRANSCRIBE else fields
+    if task is not Task.TRANSCRIBE:
+        return fields
+    return fields | _TRANSCRIPTION_ONLY_FIELDS | (frozenset() if for_job else _SYNC_TRANSCRIPTION_FIELDS)
 
 
 def _reject_unknown(fields: dict[str, Any], allowed: frozenset[str]) -> None:
@@ -163,6 +170,14 @@ def _check_word_timestamps(request: TranscriptionOptions) -> None:
         )
 
 
+def _check_newer_fields(request: TranscriptionOptions) -> None:
+    """As OpenAI: log probabilities come with response_format=json only, and a stream carries json or text."""
+    if request.logprobs and request.response_format is not ResponseFormat.JSON:
+        raise _invalid("include", "logprobs are only returned with response_format=json.")
+    if request.stream and request.response_format not in (ResponseFormat.JSON, ResponseFormat.TEXT):
+        raise _invalid("stream", "streaming is only available with response_format=json or text.")
+
+
 def _check_size(size: int, max_bytes: int, max_upload_bytes: int, allowance: int = 0) -> None:
     """Refuse audio over ``max_bytes``; ``allowance`` covers the envelope when ``size`` is the whole body."""
     if size > max_bytes + allowance:
@@ -215,8 +230,15 @@ def _field_text(name: str, content: bytes) -> str:
 
 
 _AUDIO_SOURCES = frozenset({"file", "audio", "file_base64", "upload_id", "url"})
-# The one list field: the openai SDK sends a list as one part per item, named with [] (curl users often omit it).
-_ARRAY_FIELDS = frozenset({"timestamp_granularities[]", "timestamp_granularities"})
+# The list fields: the openai SDK sends a list as one part per item, named with [] (curl users often omit it).
+_ARRAY_FIELDS = {
+    "timestamp_granularities[]": "timestamp_granularities",
+    "timestamp_granularities": "timestamp_granularities",
+    "include[]": "include",
+    "include": "include",
+}
+# The SDK sends an object as one part per key, named chunking_strategy[threshold] and so on.
+_OBJECT_PART = re.compile(r"^(chunking_strategy)\[([^\[\]]*)\]$")
 
 
 def _repeated(name: str) -> InvalidRequest:
@@ -248,20 +270,45 @@ def _fields_from_multipart(body: bytes, content_type: str) -> tuple[dict[str, An
     audio: bytes | None = None
     filename: str | None = None
     for name, part in read_form(body, content_type):
-        # a name ending in [] is a list, one part per item (the SDK's include[] too, which is then refused as
-        # unknown rather than as repeated)
+        # a name ending in [] is a list, one part per item (an unknown one is then refused as unknown rather than
+        # as repeated)
         if name in fields and not name.endswith("[]") and name not in _ARRAY_FIELDS:
             raise _repeated(name)
         content = part.content()
+        object_part = _OBJECT_PART.match(name)
         if name == "file":
             audio = content
             filename = part.filename()
             fields["file"] = True
         elif name in _ARRAY_FIELDS:
-            fields.setdefault("timestamp_granularities", []).append(_field_text(name, content))
+            fields.setdefault(_ARRAY_FIELDS[name], []).append(_field_text(name, content))
+        elif object_part:
+            _object_member(fields, object_part.group(1), object_part.group(2), _field_text(name, content))
         else:
             fields[name] = _field_text(name, content)
+    if isinstance(fields.get("chunking_strategy"), str):
+        fields["chunking_strategy"] = _json_text_or_itself(fields["chunking_strategy"])
     return fields, audio, filename
+
+
+def _object_member(fields: dict[str, Any], name: str, key: str, value: str) -> None:
+    """One member of an object the SDK sent as parts (``chunking_strategy[threshold]``), into that object."""
+    members = fields.setdefault(name, {})
+    if not isinstance(members, dict):  # a plain value for the field too: which one was meant is unknown
+        raise _repeated(name)
+    if key in members:
+        raise _repeated(f"{name}[{key}]")
+    members[key] = value
+
+
+def _json_text_or_itself(value: str) -> Any:
+    """A form field that holds a JSON object (curl -F 'chunking_strategy={"type": ...}'), as that object."""
+    if not value.lstrip().startswith("{"):
+        return value
+    try:
+        return json.loads(value)
+    except (json.JSONDecodeError, RecursionError):
+        raise _invalid("chunking_strategy", 'must be "auto" or a JSON object {"type": "server_vad", ...}.') from None
 
 
 def _fields_from_json(body: bytes | str) -> tuple[dict[str, Any], bytes | None, str | None]:
@@ -381,6 +428,7 @@ def parse_transcription_request(
     except ValidationError as exc:
         raise _as_invalid_request(exc) from exc
     _check_word_timestamps(request)
+    _check_newer_fields(request)
     return request
 
 

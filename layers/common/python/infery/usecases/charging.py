@@ -8,7 +8,7 @@ Each use case hands in its own credits port; none reaches through another use ca
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,19 +37,37 @@ def minutes(seconds: float) -> str:
     return f"{count} minute{'s' if count != 1 else ''}"
 
 
-class ModelCatalog:
-    """The models this deployment serves: its default model, and aliases such as OpenAI's ``whisper-1``."""
+# OpenAI's name for Whisper: always a name of the deployed model, so unmodified clients that ask for it get it.
+OPENAI_WHISPER = "whisper-1"
 
-    def __init__(self, default_model: str, aliases: tuple[str, ...]) -> None:
+
+class ModelCatalog:
+    """The models this deployment serves: its default model, OpenAI's ``whisper-1``, and the operator's aliases
+    (``MODEL_ALIASES``: each name and the name it stands for, the deployed model or another alias of it)."""
+
+    def __init__(self, default_model: str, aliases: Mapping[str, str]) -> None:
         self.default_model = default_model
-        self.aliases = aliases
+        self._stands_for = {OPENAI_WHISPER: default_model, **aliases, default_model: default_model}
+        for name in aliases:
+            self._follow(name)  # an alias that leads nowhere fails at start, not on a client's request
+
+    def _follow(self, name: str) -> str:
+        seen = [name]
+        while name != self.default_model:
+            if name not in self._stands_for:
+                raise ValueError(f"model alias {seen[0]!r} stands for {name!r}, which is no model of this deployment")
+            name = self._stands_for[name]
+            if name in seen:
+                raise ValueError(f"model aliases go round in a circle: {' -> '.join([*seen, name])}")
+            seen.append(name)
+        return name
 
     def names(self) -> list[str]:
-        return [self.default_model, *self.aliases]
+        return [self.default_model, *(name for name in self._stands_for if name != self.default_model)]
 
     def resolve(self, requested: str) -> str:
-        if requested == self.default_model or requested in self.aliases:
-            return self.default_model
+        if requested in self._stands_for:
+            return self._follow(requested)
         raise InvalidRequest(
             f"The model '{requested}' does not exist on this deployment. Available models: {', '.join(self.names())}.",
             param="model",
@@ -58,7 +76,7 @@ class ModelCatalog:
 
     def canonical(self, name: str) -> str:
         """The deployed model a name stands for (itself when it is no name of ours)."""
-        return self.default_model if name in self.names() else name
+        return self._follow(name) if name in self._stands_for else name
 
     def describe(self, name: str) -> dict[str, Any]:
         self.resolve(name)  # raises for unknown names
@@ -170,6 +188,8 @@ def inference_request(
         temperature=options.temperature,
         word_timestamps=options.word_timestamps,
         progress_s3_uri=progress_s3_uri,
+        cuts=options.cuts,
+        logprobs=options.logprobs,
     )
 
 

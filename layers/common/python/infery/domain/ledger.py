@@ -40,6 +40,9 @@ class LedgerEntry(BaseModel):
     unpaid_credits: int | None = None
     note: str | None = None
     created_at: str
+    # the credit shard the change was made on (None: the key's only or first one); ``balance_after`` is that
+    # shard's balance (infery.domain.shards)
+    shard: int | None = None
 
 
 class Reservation(BaseModel):
@@ -54,6 +57,9 @@ class Reservation(BaseModel):
     hold_until_epoch: int | None = None
     # the seconds of audio these credits pay for; the model is told to refuse more
     covered_seconds: float | None = None
+    # the credit shard the credits were taken from, where the settle or refund gives them back (None: the key has
+    # one shard)
+    shard: int | None = None
 
 
 class SettledCharge(BaseModel):

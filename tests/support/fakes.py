@@ -161,6 +161,23 @@ class FakeCredits:
         if self.open.pop(reservation.request_id, None) is None:
             return SettledCharge(billed_credits=credits_used, balance_after=self.balance(reservation.key_hash))
         shard = self._closing_shard(reservation)
+        if reservation.shard is not None and credits_used == reservation.credits:
+            # as the store: a sharded key's exact reservation is settled without touching (or reading) its shard
+            self.entries.append(
+                ledger_entry(
+                    reservation.key_id,
+                    LedgerKind.SETTLE,
+                    reservation.request_id,
+                    0,
+                    None,
+                    now_iso(),
+                    shard=reservation.shard or None,
+                    model=reservation.model,
+                    billed_credits=credits_used,
+                    audio_seconds=audio_seconds,
+                )
+            )
+            return SettledCharge(billed_credits=credits_used, balance_after=self.balance(reservation.key_hash))
         settlement = settle(reservation.credits, credits_used, self.shard_balances(reservation.key_hash)[shard])
         self._entry(
             reservation.key_hash,

@@ -115,3 +115,22 @@ def test_a_one_shard_key_is_kept_as_before(credits_world):
     assert credits_world.credits.shard_balances(key.key_hash) == [6]
     [entry] = credits_world.credits.entries_for_request(key.key_id, reservation.request_id)
     assert entry.shard is None
+
+
+def test_a_sharded_keys_exact_reservation_is_settled_without_touching_its_shard(credits_world):
+    key = credits_world.new_key(40, shards=4)
+    reservation = credits_world.credits.reserve(key, 6, request_id=request_on(1, 4), model="whisper-1")
+    charge = credits_world.credits.settle(reservation, 6, audio_seconds=28.0)
+    assert (charge.billed_credits, charge.balance_after, charge.unpaid_credits) == (6, 34, 0)
+    assert credits_world.credits.shard_balances(key.key_hash) == [10, 4, 10, 10]
+    entries = credits_world.credits.entries_for_request(key.key_id, reservation.request_id, parts=4)
+    assert [(entry.kind.value, entry.credits, entry.balance_after, entry.shard) for entry in entries] == [
+        ("reserve", -6, 4, 1),
+        ("settle", 0, None, 1),  # no balance read or written: none to record
+    ]
+    assert entries[1].billed_credits == 6
+    # closed once: a second settle or a refund changes nothing
+    assert credits_world.credits.settle(reservation, 6, audio_seconds=28.0).balance_after == 34
+    assert credits_world.credits.refund(reservation, reason="late") is None
+    assert credits_world.credits.reservation(reservation.request_id) is None
+    assert len(credits_world.credits.entries_for_request(key.key_id, reservation.request_id, parts=4)) == 2

@@ -33,7 +33,9 @@ class LedgerEntry(BaseModel):
     model: str | None = None
     audio_seconds: float | None = None
     credits: int
-    balance_after: int
+    # the balance right after this change: the key's, or for a sharded key its shard's; None for a sharded key's
+    # settle that changed no balance (the reservation was the exact cost), which does not read or write the shard
+    balance_after: int | None = None
     # for settle entries: what the request cost in all (reserve + settle)
     billed_credits: int | None = None
     # what a settle could not collect because the balance ran out (never charged below zero)

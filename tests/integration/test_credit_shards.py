@@ -189,3 +189,18 @@ def test_a_shard_count_out_of_range_is_refused_and_changes_nothing(accounts, cap
     assert accounts.credits.shard_balances(key.key_hash) == [20, 20]
     assert main(["keys", "create", "--name", "x", "--shards", shards]) == 1
     assert "1 to 100 shards" in capsys.readouterr().err
+
+
+def test_a_revoked_key_resharded_stays_revoked_on_every_shard(accounts):
+    api_key, key = accounts.new_key(40, credit_shards=2)
+    accounts.keys.revoke(key.key_id)
+    accounts.credits.set_shards(accounts.keys.get(key.key_id), 4)
+    rows = [
+        accounts.keys_table.get_item(Key={"key_hash": key_hash}, ConsistentRead=True)["Item"]
+        for key_hash in (key.key_hash, *(f"{key.key_hash}#{shard}" for shard in range(1, 4)))
+    ]
+    assert [row["status"] for row in rows] == ["revoked"] * 4
+    assert sum(int(row["credits"]) for row in rows) == 40
+    for _ in range(12):
+        with pytest.raises(Exception, match="revoked"):
+            accounts.keys.authenticate(f"Bearer {api_key}")

@@ -507,20 +507,15 @@ class CreditStore:
                     )
                     continue
                 stored = {**updated.stored(), "key_hash": shard_item_key(key.key_hash, shard), "credits": wanted[shard]}
+                put: dict[str, Any] = {"TableName": self._keys_table, "Item": serialize(stored)}
                 if shard >= old:
-                    condition, values = "attribute_not_exists(key_hash)", {}
+                    put["ConditionExpression"] = "attribute_not_exists(key_hash)"
                 else:
-                    condition, values = "credits = :seen_balance", seen
-                items.append(
-                    {
-                        "Put": {
-                            "TableName": self._keys_table,
-                            "Item": serialize(stored),
-                            "ConditionExpression": condition,
-                            **({"ExpressionAttributeValues": values} if values else {}),
-                        }
-                    }
-                )
+                    # the row as read, status too: a key revoked meanwhile is not made active again
+                    put["ConditionExpression"] = "credits = :seen_balance AND #status = :seen_status"
+                    put["ExpressionAttributeNames"] = {"#status": "status"}
+                    put["ExpressionAttributeValues"] = {**seen, **serialize({":seen_status": row["status"]})}
+                items.append({"Put": put})
             try:
                 self._client.transact_write_items(TransactItems=items)
             except ClientError as error:

@@ -122,12 +122,19 @@ class Meter:
         for table, partition, kind, units in charges:
             self.units[(table, partition, kind, int(at))] += units
 
-    def busiest(self) -> tuple[str, float]:
-        """The partition charged most in one second: which (table/partition/kind) and how much."""
-        if not self.units:
+    def busiest(self, first_second: int, end_second: int) -> tuple[str, float]:
+        """The partition charged most in one second of these: which (table/partition/kind) and how much, as a share
+        of its cap."""
+        slots = [(slot, units) for slot, units in self.units.items() if first_second <= slot[3] < end_second]
+        if not slots:
             return "-", 0.0
-        slot, units = max(self.units.items(), key=lambda item: item[1])
-        return f"{slot[0]}/{slot[1][:24]}/{slot[2]}", units
+        slot, units = max(
+            slots,
+            key=lambda item: item[1] / (WRITE_UNITS_PER_SECOND if item[0][2] == "write" else READ_UNITS_PER_SECOND),
+        )
+        table, partition, kind, _ = slot
+        where = f"shard {split_partition(partition)[1]}" if table in (KEYS, LEDGER) else partition.rsplit("#", 1)[-1]
+        return f"{table} {where} {kind}s", units
 
 
 def _client_error(code: str, message: str, operation: str, **extra: Any) -> ClientError:
@@ -390,7 +397,7 @@ class RunResult:
     p99_added_at_sustained: float
     throttled: int
     conflicts: int
-    busiest: tuple[str, float]
+    busiest: tuple[str, float]  # at the sustained rate
     problems: list[str]
 
 
@@ -463,10 +470,13 @@ def _run(
         )
 
     steps = []
+    busiest_by_step: dict[int, tuple[str, float]] = {}
     start = 10.0  # past the seed's second
     for offered in rates:
-        if steps and steps[-1][2] > 0.1 * (steps[-1][1] + steps[-1][2]):
-            break  # past what it sustains: a higher rate only fails more
+        if steps and (
+            steps[-1][2] > 0.01 * (steps[-1][1] + steps[-1][2]) or steps[-1][3] > 2 * SUSTAINED_P99_ADDED_SECONDS
+        ):
+            break  # well past what it sustains: a higher rate only fails more
         count = max(1, int(offered * seconds_per_step))
         added, succeeded, failed = [], 0, 0
         for index in range(count):
@@ -491,7 +501,9 @@ def _run(
         extra = sorted(duration - base for duration in added)
         p99 = extra[min(len(extra) - 1, math.ceil(0.99 * len(extra)) - 1)]
         steps.append((offered, succeeded, failed, p99))
-        start += seconds_per_step + MODEL_SECONDS + 5.0  # each step on a quiet table: what it sustains alone
+        end = start + seconds_per_step + MODEL_SECONDS + 5.0  # each step on a quiet table: what it sustains alone
+        busiest_by_step[offered] = meter.busiest(int(start), int(end))
+        start = end
 
     shard_0 = client.tables[KEYS][(key.key_hash, "")]
     if sabotage == "books":
@@ -507,9 +519,8 @@ def _run(
         if failed <= 0.001 * (succeeded + failed) and p99 <= SUSTAINED_P99_ADDED_SECONDS
     ]
     sustained, p99_at = max(good) if good else (0, 0.0)
-    return RunResult(
-        shards, rate_limit, steps, sustained, p99_at, meter.throttled, meter.conflicts, meter.busiest(), problems
-    )
+    busiest = busiest_by_step.get(sustained, ("-", 0.0))
+    return RunResult(shards, rate_limit, steps, sustained, p99_at, meter.throttled, meter.conflicts, busiest, problems)
 
 
 def check_books(
@@ -536,7 +547,7 @@ def check_books(
 def table(results: list[RunResult]) -> Iterator[str]:
     yield (
         f"{'shards':>6} {'counters':>10} {'sustained req/s':>16} {'p99 added':>10} {'throttled':>10} "
-        f"{'lost races':>10}  busiest partition-second (units)                  books"
+        f"{'lost races':>10}  busiest partition-second at that rate (units)     books"
     )
     for result in results:
         busiest, units = result.busiest

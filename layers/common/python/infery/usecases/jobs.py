@@ -104,11 +104,13 @@ class JobService:
         under the smallest charge a request can have (402), audio whose header says 1 Hz or ten hours."""
         model = self.terms.catalog.resolve(requested_model)
         minimum = max(1, self.terms.pricing.credits_for(0, model))
-        if key.credits < minimum:
+        # a sharded key was read from one shard: its total decides, read only when that shard alone is short
+        balance = self.credits.balance(key.key_hash) if key.credits < minimum and key.credit_shards > 1 else key.credits
+        if balance < minimum:
             raise InsufficientCredits(
-                f"This key's balance is {key.credits} credits; an upload or a job needs at least {minimum}. Top up "
+                f"This key's balance is {balance} credits; an upload or a job needs at least {minimum}. Top up "
                 "the key's credits to continue.",
-                headers={"x-infery-credits-balance": str(key.credits)},
+                headers={"x-infery-credits-balance": str(balance)},
             )
         if audio is not None:
             self.terms.check_audio_limits(audio)

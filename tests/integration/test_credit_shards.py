@@ -16,8 +16,11 @@ from infery.domain.transcription import LoadedAudio, TranscriptionOptions
 from infery.usecases.transcribe import TranscriptionService
 from infery_cli.__main__ import main
 
+from tests.support.api import assert_ok
 from tests.support.fakes import FakeAudio
-from tests.support.job_world import RESULT_12S, deployment_terms, wav
+from tests.support.job_world import RESULT_12S, deployment_terms
+from tests.support.job_world import wav as wav_of
+from tests.support.model_replies import model_answer
 
 OPTIONS = TranscriptionOptions(task=Task.TRANSCRIBE, model="whisper-1")
 PRICE = 3  # 12 s of audio: 3 credits reserved, 3 settled (tests.support.job_world's terms)
@@ -40,7 +43,7 @@ def run_requests(accounts: Any, api_key: str, count: int, fails: set[int]) -> li
 
         service = TranscriptionService(deployment_terms(), accounts.credits, Endpoint(), FakeAudio())
         try:
-            service.transcribe(key, OPTIONS, LoadedAudio.inline(wav(12.0)), request_id=f"req-{index}-{uuid.uuid4()}")
+            service.transcribe(key, OPTIONS, LoadedAudio.inline(wav_of(12.0)), request_id=f"req-{index}-{uuid.uuid4()}")
         except InsufficientCredits:
             return "refused"
         except ModelFailed:
@@ -204,3 +207,25 @@ def test_a_revoked_key_resharded_stays_revoked_on_every_shard(accounts):
     for _ in range(12):
         with pytest.raises(Exception, match="revoked"):
             accounts.keys.authenticate(f"Bearer {api_key}")
+
+
+def test_usage_and_the_balance_header_of_a_sharded_key_are_its_totals_over_every_shard(
+    fake_runtime, load_api, accounts, wav
+):
+    api = load_api(fake_runtime(200, model_answer(12.0))[0])  # 3 credits a request
+    api_key, key = accounts.new_key(100, credit_shards=SHARDS)
+    replies = [api.transcribe(api_key, wav) for _ in range(8)]
+    for reply in replies:
+        assert_ok(reply)
+    # each answer's header: the key's total as the instance knows it, its own change exact
+    assert replies[-1].header("x-infery-credits-balance") == str(100 - 8 * PRICE)
+    answer = api.call("GET", "/v1/usage", api_key=api_key)
+    assert_ok(answer)
+    report = answer.json()
+    assert report["balance"] == 100 - 8 * PRICE == accounts.credits.balance(key.key_hash)
+    assert report["total"]["requests"] == 8 and report["total"]["credits"] == 8 * PRICE
+    assert len(report["recent_requests"]) == 8
+    csv_answer = api.call("GET", "/v1/usage?format=csv", api_key=api_key)
+    assert_ok(csv_answer)
+    rows = csv_answer.text.strip().splitlines()
+    assert len(rows) == 1 + 1 + 8 * 2  # the header, the top-up, a reserve and a settle per request

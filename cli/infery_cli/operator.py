@@ -116,13 +116,15 @@ def keys_create(backend: AccountsWiring, args: argparse.Namespace) -> None:
             expires_at=_expiry(args.expires),
             rate_limit_per_minute=args.rate_limit,
             allowed_models=models,
+            credit_shards=args.shards,
         )
     except ValueError as exc:
         raise OperatorError(str(exc)) from exc
     balance = 0
     if args.credits:
         balance = backend.credits.top_up(key, args.credits, request_id=f"topup-{uuid.uuid4()}", note="initial credits")
-    print(f"created {key.key_id} ({key.name}) with {balance} credits")
+    shards = f" in {key.credit_shards} shards" if key.credit_shards > 1 else ""
+    print(f"created {key.key_id} ({key.name}) with {balance} credits{shards}")
     print(f"\n    {api_key}\n")
     print("This is the only time the key is shown: only its hash is stored.", file=sys.stderr)
 
@@ -138,7 +140,21 @@ def keys_list(backend: AccountsWiring, args: argparse.Namespace) -> None:
 
 
 def keys_show(backend: AccountsWiring, args: argparse.Namespace) -> None:
-    _print_key(backend.keys.get(args.key_id))
+    key = backend.keys.get(args.key_id)
+    # the key's row holds its first shard's credits: show the key's total
+    _print_key(key, backend.credits.balance(key.key_hash) if key.credit_shards > 1 else None)
+
+
+def keys_set(backend: AccountsWiring, args: argparse.Namespace) -> None:
+    key = backend.keys.get(args.key_id)
+    try:
+        key = backend.credits.set_shards(key, args.shards)
+    except ValueError as exc:
+        raise OperatorError(f"--shards: {exc}") from exc
+    print(
+        f"{key.key_id} ({key.name}) keeps its {backend.credits.balance(key.key_hash)} credits in "
+        f"{key.credit_shards} shard{'s' if key.credit_shards != 1 else ''} from now on"
+    )
 
 
 def keys_revoke(backend: AccountsWiring, args: argparse.Namespace) -> None:
@@ -177,7 +193,7 @@ def usage(backend: AccountsWiring, args: argparse.Namespace) -> None:
             f"the period from {since} up to {until} is empty: --until is exclusive (entries before "
             "it are counted, not at it); to include a whole day, pass the next day as --until"
         )
-    entries = backend.credits.ledger(key.key_id, since=since, until=until)
+    entries = backend.credits.ledger(key.key_id, since=since, until=until, parts=key.ledger_parts)
     if args.csv:
         text = ledger_csv(entries)
         if args.csv == "-":
@@ -208,7 +224,18 @@ def add_operator_commands(commands: argparse._SubParsersAction) -> None:
         help="use this inf_ key instead of generating one (imports): it must be a key "
         "infery generated, with its checksum",
     )
+    create.add_argument(
+        "--shards",
+        type=int,
+        default=1,
+        help="keep the key's credits in N items, for a key sending more than a few hundred requests a second "
+        "(default 1: one exact balance)",
+    )
     create.set_defaults(run=keys_create)
+    set_command = keys.add_parser("set", help="change a key's settings")
+    set_command.add_argument("key_id", help="the key's id, key_...")
+    set_command.add_argument("--shards", type=int, required=True, help="keep the key's credits in N items")
+    set_command.set_defaults(run=keys_set)
     listing = keys.add_parser("list", help="every key, without secrets")
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(run=keys_list)

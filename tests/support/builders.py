@@ -132,7 +132,13 @@ def job_settings(bucket: str) -> ApiSettings:
 
 
 def ledger_entry(
-    key_id: str, kind: LedgerKind, request_id: str, credits: int, balance_after: int, created_at: str, **fields: Any
+    key_id: str,
+    kind: LedgerKind,
+    request_id: str,
+    credits: int,
+    balance_after: int | None,
+    created_at: str,
+    **fields: Any,
 ) -> LedgerEntry:
     """A ledger row as the credit store writes it: at most one of each kind per request, its id ``request_id#kind``."""
     return LedgerEntry(

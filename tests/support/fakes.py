@@ -32,6 +32,7 @@ from infery.domain.ledger import (
     settle,
     take_for_reservation,
 )
+from infery.domain.shards import check_shard_count, evened, start_shard
 from infery.domain.stored_audio import StoredObject
 
 from tests.support.builders import ledger_entry
@@ -41,22 +42,47 @@ _clock = itertools.count(1_800_000_000)
 
 @dataclass
 class FakeCredits:
-    balances: dict[str, int] = field(default_factory=dict)  # key_hash -> available credits
+    balances: dict[str, int] = field(default_factory=dict)  # key_hash -> available credits (of shard 0)
     entries: list[LedgerEntry] = field(default_factory=list)
     open: dict[str, Reservation] = field(default_factory=dict)
+    # key_hash -> the balances of shards 1.. of a sharded key (infery.domain.shards)
+    more_shards: dict[str, list[int]] = field(default_factory=dict)
 
     def balance(self, key_hash: str) -> int:
         if key_hash not in self.balances:
             raise NotFound("This key does not exist.", code="key_not_found")
-        return self.balances[key_hash]
+        return self.balances[key_hash] + sum(self.more_shards.get(key_hash, []))
 
-    def entries_for_request(self, key_id: str, request_id_prefix: str) -> list[LedgerEntry]:
+    def shard_balances(self, key_hash: str) -> list[int]:
+        self.balance(key_hash)
+        return [self.balances[key_hash], *self.more_shards.get(key_hash, [])]
+
+    def _set_shards(self, key_hash: str, balances: list[int]) -> None:
+        self.balances[key_hash] = balances[0]
+        if len(balances) > 1:
+            self.more_shards[key_hash] = list(balances[1:])
+        else:
+            self.more_shards.pop(key_hash, None)
+
+    def set_shards(self, key: ApiKeyItem, shards: int) -> ApiKeyItem:
+        check_shard_count(shards)
+        self._set_shards(key.key_hash, evened([self.balance(key.key_hash)] + [0] * (shards - 1)))
+        return key.model_copy(update={"credit_shards": shards, "ledger_parts": max(key.ledger_parts, shards)})
+
+    def rebalance(self, key_hash: str, *, target: int = 0, need: int = 0) -> int:
+        balances = self.shard_balances(key_hash)
+        self._set_shards(key_hash, evened(balances, target if target < len(balances) else 0, need))
+        return self.balance(key_hash)
+
+    def entries_for_request(self, key_id: str, request_id_prefix: str, *, parts: int = 1) -> list[LedgerEntry]:
         # in the ledger table's order: by entry id (request_id#kind), whatever order they were written in
         return sorted(
             (
                 entry
                 for entry in self.entries
-                if entry.key_id == key_id and entry.entry_id.startswith(request_id_prefix)
+                if entry.key_id == key_id
+                and entry.entry_id.startswith(request_id_prefix)
+                and (entry.shard or 0) < parts
             ),
             key=lambda entry: entry.entry_id,
         )
@@ -68,11 +94,21 @@ class FakeCredits:
         check_note(note)
         if not self._has(request_id, LedgerKind.TOPUP):
             self._entry(key.key_hash, key.key_id, LedgerKind.TOPUP, request_id, credits, note=note)
+            if key.credit_shards > 1:
+                self.rebalance(key.key_hash)
         return self.balance(key.key_hash)
 
-    def _entry(self, key: str, key_id: str, kind: LedgerKind, request_id: str, credits: int, **fields) -> None:
-        self.balances[key] += credits
-        self.entries.append(ledger_entry(key_id, kind, request_id, credits, self.balances[key], now_iso(), **fields))
+    def _entry(
+        self, key: str, key_id: str, kind: LedgerKind, request_id: str, credits: int, shard: int = 0, **fields: Any
+    ) -> int:
+        """Change the shard's balance and ledger it; the shard's balance after."""
+        balances = self.shard_balances(key)
+        balances[shard] += credits
+        self._set_shards(key, balances)
+        self.entries.append(
+            ledger_entry(key_id, kind, request_id, credits, balances[shard], now_iso(), shard=shard or None, **fields)
+        )
+        return balances[shard]
 
     def _has(self, request_id: str, kind: LedgerKind) -> bool:
         return any(entry.entry_id == f"{request_id}#{kind.value}" for entry in self.entries)
@@ -91,7 +127,11 @@ class FakeCredits:
             if request_id in self.open:
                 return self.open[request_id]
             raise ReservationClosed(f"Request {request_id} was already reserved and closed.")
-        change = take_for_reservation(self.balances[key.key_hash], credits)
+        shard = start_shard(request_id, key.credit_shards)
+        if key.credit_shards > 1 and self.shard_balances(key.key_hash)[shard] < credits:
+            self.rebalance(key.key_hash, target=shard, need=credits)
+        available = self.shard_balances(key.key_hash)[shard]
+        change = take_for_reservation(available if available >= credits else self.balance(key.key_hash), credits)
         epoch = next(_clock)
         reservation = Reservation(
             request_id=request_id,
@@ -103,24 +143,49 @@ class FakeCredits:
             created_epoch=epoch,
             hold_until_epoch=epoch + hold_seconds if hold_seconds else None,
             covered_seconds=round(covered_seconds, 3) if covered_seconds else None,
+            shard=shard if key.credit_shards > 1 else None,
         )
-        self._entry(key.key_hash, key.key_id, LedgerKind.RESERVE, request_id, change, model=model)
+        self._entry(key.key_hash, key.key_id, LedgerKind.RESERVE, request_id, change, shard, model=model)
         self.open[request_id] = reservation
         return reservation
 
     def reservation(self, request_id: str) -> Reservation | None:
         return self.open.get(request_id)
 
+    def _closing_shard(self, reservation: Reservation) -> int:
+        """The reservation's shard, or shard 0 when the key has fewer shards now."""
+        shard = reservation.shard or 0
+        return shard if shard < len(self.shard_balances(reservation.key_hash)) else 0
+
     def settle(self, reservation: Reservation, credits_used: int, *, audio_seconds: float) -> SettledCharge:
         if self.open.pop(reservation.request_id, None) is None:
             return SettledCharge(billed_credits=credits_used, balance_after=self.balance(reservation.key_hash))
-        settlement = settle(reservation.credits, credits_used, self.balances[reservation.key_hash])
+        shard = self._closing_shard(reservation)
+        if reservation.shard is not None and credits_used == reservation.credits:
+            # as the store: a sharded key's exact reservation is settled without touching (or reading) its shard
+            self.entries.append(
+                ledger_entry(
+                    reservation.key_id,
+                    LedgerKind.SETTLE,
+                    reservation.request_id,
+                    0,
+                    None,
+                    now_iso(),
+                    shard=reservation.shard or None,
+                    model=reservation.model,
+                    billed_credits=credits_used,
+                    audio_seconds=audio_seconds,
+                )
+            )
+            return SettledCharge(billed_credits=credits_used, balance_after=self.balance(reservation.key_hash))
+        settlement = settle(reservation.credits, credits_used, self.shard_balances(reservation.key_hash)[shard])
         self._entry(
             reservation.key_hash,
             reservation.key_id,
             LedgerKind.SETTLE,
             reservation.request_id,
             settlement.change,
+            shard,
             model=reservation.model,
             billed_credits=settlement.billed_credits,
             audio_seconds=audio_seconds,
@@ -128,7 +193,7 @@ class FakeCredits:
         )
         return SettledCharge(
             billed_credits=settlement.billed_credits,
-            balance_after=self.balances[reservation.key_hash],
+            balance_after=self.balance(reservation.key_hash),
             unpaid_credits=settlement.unpaid_credits,
         )
 
@@ -141,10 +206,11 @@ class FakeCredits:
             LedgerKind.REFUND,
             reservation.request_id,
             reservation.credits,
+            self._closing_shard(reservation),
             model=reservation.model,
             note=reason,
         )
-        return self.balances[reservation.key_hash]
+        return self.balance(reservation.key_hash)
 
     def charged(self, key_id: str) -> int:
         """What the key paid in all: the sum of its reserve, settle and refund entries, negated."""

@@ -306,6 +306,17 @@ def test_admission_refuses_what_could_only_fail_in_the_worker():
     world.runner.admit(KEY, "whisper-1", LoadedAudio.inline(wav(1.0)))
 
 
+def test_a_sharded_key_read_from_an_empty_shard_is_admitted_on_its_total_and_refused_with_it():
+    world = World(balance=0)
+    sharded = KEY.model_copy(update={"credit_shards": 2, "credits": 0, "shard": 1})
+    world.credits.more_shards[KEY.key_hash] = [0]
+    with pytest.raises(InsufficientCredits) as refused:
+        world.runner.admit(sharded, "whisper-1")
+    assert refused.value.headers == {"x-infery-credits-balance": "0"}
+    world.credits.balances[KEY.key_hash] = 5  # on the other shard
+    world.runner.admit(sharded, "whisper-1")
+
+
 @pytest.mark.parametrize("job_id", ["job_0123456789abcdef0123456789abcdef", "job_x", "job_" + "0" * 5000])
 def test_a_job_is_seen_only_by_its_own_key(job_id):
     world = World()

@@ -30,19 +30,25 @@ class CreditsWorld:
     """The credits port, and a key of its books with a balance topped up as an operator tops one up."""
 
     credits: Any  # FakeCredits or CreditStore
-    new_key: Callable[[int], ApiKeyItem]
+    new_key: Callable[..., ApiKeyItem]  # (balance, shards=1)
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)
 def credits_world(request: pytest.FixtureRequest) -> CreditsWorld:
     if request.param == "moto":
         accounts = request.getfixturevalue("accounts")
-        return CreditsWorld(accounts.credits, lambda balance: accounts.new_key(balance)[1])
+        return CreditsWorld(
+            accounts.credits, lambda balance, shards=1: accounts.new_key(balance, credit_shards=shards)[1]
+        )
     fake_keys, fake_credits = FakeKeys(), FakeCredits()
 
-    def new_key(balance: int) -> ApiKeyItem:
+    def new_key(balance: int, shards: int = 1) -> ApiKeyItem:
         _, item = fake_keys.create(f"contract-{uuid.uuid4().hex[:8]}", 0)
-        fake_credits.balances[item.key_hash] = 0  # the key row exists with nothing on it, as KeyStore.create leaves it
+        item = fake_keys.add(item.model_copy(update={"credit_shards": shards, "ledger_parts": shards}))
+        # the key's rows exist with nothing on them, as KeyStore.create leaves them
+        fake_credits.balances[item.key_hash] = 0
+        if shards > 1:
+            fake_credits.more_shards[item.key_hash] = [0] * (shards - 1)
         if balance:
             fake_credits.top_up(item, balance, request_id=f"seed-{uuid.uuid4()}")
         return item.model_copy(update={"credits": balance})

@@ -2,11 +2,17 @@
 
 One atomic ADD per request keeps the hot path at a single write; the counter item expires by TTL.
 The headers are OpenAI's, so clients that read them (and the openai SDK's retry of 429) just work.
+
+A key with credit shards counts in as many counters (each its own partition: one counter item takes at most 1,000
+writes a second), each allowed its share of the limit, so together they never allow more than the limit; a request
+whose counter is full tries one other before it is refused. Such a key's remaining count is an estimate: its counter's
+remaining share times the counters.
 """
 
 from __future__ import annotations
 
 import math
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,32 +49,46 @@ class RateLimiter:
         self._table_name = table_name
         self._clock = clock
 
-    def acquire(self, key_id: str, limit: int) -> RateLimitState | None:
-        """Count one request; raise RateLimited (429) once ``limit`` were counted this minute. 0 means no limit."""
+    def acquire(self, key_id: str, limit: int, shards: int = 1) -> RateLimitState | None:
+        """Count one request; raise RateLimited (429) once ``limit`` were counted this minute. 0 means no limit.
+        ``shards``: the key's credit shards, as many counters (never more than the limit)."""
         if limit <= 0:
             return None
         now = self._clock()
         window_start = int(now // WINDOW_SECONDS * WINDOW_SECONDS)
         reset_seconds = window_start + WINDOW_SECONDS - now
+        counters = max(1, min(shards, limit))
+        first = random.randrange(counters)
+        tried = [first] if counters == 1 else [first, random.choice([c for c in range(counters) if c != first])]
+        for counter in tried:
+            share = limit // counters + (1 if counter < limit % counters else 0)
+            counted = self._count(key_id, window_start, counter, share)
+            if counted is not None:
+                remaining = (share - counted) * counters if counters > 1 else limit - counted
+                return RateLimitState(limit, max(0, min(limit, remaining)), reset_seconds)
+        state = RateLimitState(limit, 0, reset_seconds)
+        raise RateLimited(
+            f"Rate limit reached: this key may send {limit} requests per minute. Retry in "
+            f"{math.ceil(reset_seconds)} s.",
+            headers={"Retry-After": str(max(1, math.ceil(reset_seconds))), **state.headers()},
+        )
+
+    def _count(self, key_id: str, window_start: int, counter: int, share: int) -> int | None:
+        """This request counted on the counter (allowed ``share`` this window); what it counted; None when full."""
+        counter_id = f"{key_id}#{window_start}" + (f"#{counter}" if counter else "")
         try:
             updated = self._client.update_item(
                 TableName=self._table_name,
-                Key=serialize({"counter_id": f"{key_id}#{window_start}"}),
+                Key=serialize({"counter_id": counter_id}),
                 UpdateExpression="ADD requests :one SET expires_at = :expires_at",
                 ConditionExpression="attribute_not_exists(requests) OR requests < :limit",
                 ExpressionAttributeValues=serialize(
-                    {":one": 1, ":limit": limit, ":expires_at": window_start + WINDOW_SECONDS * 2}
+                    {":one": 1, ":limit": share, ":expires_at": window_start + WINDOW_SECONDS * 2}
                 ),
                 ReturnValues="UPDATED_NEW",
             )
         except ClientError as exc:
             if not is_conditional_check_failure(exc):
                 raise
-            state = RateLimitState(limit, 0, reset_seconds)
-            raise RateLimited(
-                f"Rate limit reached: this key may send {limit} requests per minute. Retry in "
-                f"{math.ceil(reset_seconds)} s.",
-                headers={"Retry-After": str(max(1, math.ceil(reset_seconds))), **state.headers()},
-            ) from exc
-        counted = int(deserialize(updated["Attributes"])["requests"])
-        return RateLimitState(limit, max(0, limit - counted), reset_seconds)
+            return None
+        return int(deserialize(updated["Attributes"])["requests"])

@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from infery.domain.clock import parse_timestamp, utc_now
 from infery.domain.errors import AuthenticationFailed, PermissionDenied
+from infery.domain.shards import MAX_CREDIT_SHARDS
 
 KEY_PREFIX = "inf_"
 
@@ -71,6 +72,12 @@ class ApiKeyItem(BaseModel):
     expires_at: str | None = None
     rate_limit_per_minute: int | None = Field(default=None, ge=1)
     allowed_models: list[str] | None = None
+    # how many items hold the key's credits (infery.domain.shards); stored only when more than 1
+    credit_shards: int = Field(default=1, ge=1, le=MAX_CREDIT_SHARDS)
+    # how many ledger partitions the key ever wrote to (a key that had more shards keeps their entries)
+    ledger_parts: int = Field(default=1, ge=1, le=MAX_CREDIT_SHARDS)
+    # the shard this row was read from: ``credits`` is that shard's balance (never stored, never shown)
+    shard: int = Field(default=0, ge=0, exclude=True)
 
     @field_validator("rate_limit_per_minute", mode="before")
     @classmethod
@@ -81,6 +88,14 @@ class ApiKeyItem(BaseModel):
     def public_view(self) -> dict[str, Any]:
         """Everything about the key except its hash."""
         return self.model_dump(exclude={"key_hash"})
+
+    def stored(self) -> dict[str, Any]:
+        """The key's row as the keys table holds it: a 1-shard key's exactly as before shards existed."""
+        row = self.model_dump(exclude_none=True)
+        for name in ("credit_shards", "ledger_parts"):
+            if row[name] == 1:
+                del row[name]
+        return row
 
 
 def _base62(number: int, width: int) -> str:

@@ -33,13 +33,18 @@ class LedgerEntry(BaseModel):
     model: str | None = None
     audio_seconds: float | None = None
     credits: int
-    balance_after: int
+    # the balance right after this change: the key's, or for a sharded key its shard's; None for a sharded key's
+    # settle that changed no balance (the reservation was the exact cost), which does not read or write the shard
+    balance_after: int | None = None
     # for settle entries: what the request cost in all (reserve + settle)
     billed_credits: int | None = None
     # what a settle could not collect because the balance ran out (never charged below zero)
     unpaid_credits: int | None = None
     note: str | None = None
     created_at: str
+    # the credit shard the change was made on (None: the key's only or first one); ``balance_after`` is that
+    # shard's balance (infery.domain.shards)
+    shard: int | None = None
 
 
 class Reservation(BaseModel):
@@ -54,6 +59,9 @@ class Reservation(BaseModel):
     hold_until_epoch: int | None = None
     # the seconds of audio these credits pay for; the model is told to refuse more
     covered_seconds: float | None = None
+    # the credit shard the credits were taken from, where the settle or refund gives them back (None: the key has
+    # one shard)
+    shard: int | None = None
 
 
 class SettledCharge(BaseModel):

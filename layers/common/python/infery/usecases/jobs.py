@@ -111,11 +111,13 @@ class JobService:
         under the smallest charge a request can have (402), audio whose header says 1 Hz or ten hours."""
         model = self.terms.catalog.resolve(requested_model)
         minimum = max(1, self.terms.pricing.credits_for(0, model))
-        if key.credits < minimum:
+        # a sharded key was read from one shard: its total decides, read only when that shard alone is short
+        balance = self.credits.balance(key.key_hash) if key.credits < minimum and key.credit_shards > 1 else key.credits
+        if balance < minimum:
             raise InsufficientCredits(
-                f"This key's balance is {key.credits} credits; an upload or a job needs at least {minimum}. Top up "
+                f"This key's balance is {balance} credits; an upload or a job needs at least {minimum}. Top up "
                 "the key's credits to continue.",
-                headers={"x-infery-credits-balance": str(key.credits)},
+                headers={"x-infery-credits-balance": str(balance)},
             )
         if audio is not None:
             self.terms.check_audio_limits(audio)
@@ -262,7 +264,7 @@ class JobService:
         stored = parse_object_key(bucket, object_key, 0)  # as stored on the job: already decoded
         if stored is None or stored.key_id != job.key_id:
             raise InvalidRequest("The job's audio is outside its key's prefix.", code="invalid_source")
-        earlier_settle = self._earlier_settle(job)
+        earlier_settle = self._earlier_settle(job, key.ledger_parts)
         if earlier_settle is not None:
             # an earlier attempt was charged, then crashed before marking the job: finish it, never charge again
             result_key = self.store.result_key(job.key_id, job.job_id)
@@ -443,8 +445,13 @@ class JobService:
         for attempt in range(1, before):
             self._refund_attempt(attempt_id(job.job_id, attempt), "an earlier attempt of the job was given up")
 
-    def _earlier_settle(self, job: Job) -> LedgerEntry | None:
-        entries = self.credits.entries_for_request(job.key_id, job.job_id)
+    def _earlier_settle(self, job: Job, parts: int | None = None) -> LedgerEntry | None:
+        """``parts``: the key's ledger partitions (a sharded key's attempts are ledgered in their shards'); read
+        from the key when not given."""
+        if parts is None:
+            key = self.keys.get_by_hash(job.key_hash)
+            parts = key.ledger_parts if key else 1
+        entries = self.credits.entries_for_request(job.key_id, job.job_id, parts=parts)
         return next((entry for entry in entries if entry.kind is LedgerKind.SETTLE), None)
 
     def _key(self, job: Job) -> ApiKeyItem:

@@ -21,7 +21,9 @@ from infery.domain.stored_audio import StoredObject
 class Credits(Protocol):
     def balance(self, key_hash: str) -> int: ...
 
-    def entries_for_request(self, key_id: str, request_id_prefix: str) -> list[LedgerEntry]: ...
+    def entries_for_request(self, key_id: str, request_id_prefix: str, *, parts: int = 1) -> list[LedgerEntry]:
+        """``parts``: the key's ``ledger_parts`` (a sharded key's entries are in a partition per shard)."""
+        ...
 
     def reserve(
         self,

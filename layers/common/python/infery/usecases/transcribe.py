@@ -60,7 +60,7 @@ class TranscriptionService:
 
         Charged already (the answer was lost after the settle): the stored result is rendered again, nothing is
         charged. Refunded before (the model failed): the retry runs again under a new attempt's id."""
-        entries = self.credits.entries_for_request(key.key_id, idempotency_id)
+        entries = self.credits.entries_for_request(key.key_id, idempotency_id, parts=key.ledger_parts)
         settled = next((entry for entry in entries if entry.kind is LedgerKind.SETTLE), None)
         if settled is not None:
             result = self.results.find_result(self.results.result_key(key.key_id, idempotency_id))

@@ -74,7 +74,7 @@ class Dependencies:
         logger.append_keys(key_id=key.key_id)
         limit = key.rate_limit_per_minute
         default = self.settings.default_rate_limit_per_minute
-        state = self.wiring.rate_limiter.acquire(key.key_id, default if limit is None else limit)
+        state = self.wiring.rate_limiter.acquire(key.key_id, default if limit is None else limit, key.credit_shards)
         headers = state.headers() if state else {}
         self.app.context["rate_limit_headers"] = headers  # a request refused after this was counted: say so there too
         return key, headers

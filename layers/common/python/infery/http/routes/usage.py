@@ -29,7 +29,7 @@ def router(deps: Dependencies) -> APIGatewayRouter:
         if usage_format not in ("json", "csv"):
             raise InvalidRequest("'format' must be json or csv.", param="format", code="invalid_value")
         since, until = period(days=days)
-        entries = deps.wiring.credits.ledger(key.key_id, since=since, until=until)
+        entries = deps.wiring.credits.ledger(key.key_id, since=since, until=until, parts=key.ledger_parts)
         if usage_format == "csv":  # the period's ledger entries, as the operator's `infery usage --csv` writes them
             filename = f"infery-usage-{key.key_id}-{days}d.csv"
             return Response(

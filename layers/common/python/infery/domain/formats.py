@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from infery.domain.diarization import DiarizedSegment, diarized_segments, segment_speakers
 from infery.domain.inference import InferenceResult, Segment, Task
 from infery.domain.transcription import ResponseFormat, TranscriptionOptions
 
@@ -47,10 +48,58 @@ def to_vtt(segments: list[Segment]) -> str:
     return f"WEBVTT\n\n{cues}"
 
 
+def to_diarized_srt(pieces: list[DiarizedSegment]) -> str:
+    """srt cues with the speaker before the text: "[A] Hello." (srt has no markup for a voice)."""
+    return "".join(
+        f"{index}\n{format_timestamp(piece.start, ',')} --> {format_timestamp(piece.end, ',')}\n"
+        f"[{piece.speaker}] {piece.text.strip().replace('-->', '->')}\n\n"
+        for index, piece in enumerate(pieces, start=1)
+    )
+
+
+def to_diarized_vtt(pieces: list[DiarizedSegment]) -> str:
+    """vtt cues with WebVTT's voice span: "<v A>Hello." (a ">" would end the span's annotation early)."""
+    cues = "".join(
+        f"{format_timestamp(piece.start, '.')} --> {format_timestamp(piece.end, '.')}\n"
+        f"<v {piece.speaker.replace('>', '')}>{piece.text.strip().replace('-->', '->')}\n\n"
+        for piece in pieces
+    )
+    return f"WEBVTT\n\n{cues}"
+
+
+def diarized_json(result: InferenceResult, credits_used: int) -> dict[str, Any]:
+    """OpenAI's diarized_json: segments cut where the speaker changes, each with its speaker."""
+    return {
+        "task": Task.TRANSCRIBE.value,
+        "duration": result.duration,
+        "text": result.text.strip(),
+        "segments": [
+            {
+                "type": "transcript.text.segment",
+                "id": f"seg_{index}",
+                "speaker": piece.speaker,
+                "start": piece.start,
+                "end": piece.end,
+                "text": piece.text,
+            }
+            for index, piece in enumerate(diarized_segments(result))
+        ],
+        "usage": {"type": "duration", "seconds": result.duration},
+        "credits_used": credits_used,
+    }
+
+
 def render_transcript(
     result: InferenceResult, response_format: ResponseFormat, *, task: Task, credits_used: int, include_words: bool
 ) -> RenderedTranscript:
     text = result.text.strip()
+    diarized = result.speaker_turns is not None
+    if response_format is ResponseFormat.DIARIZED_JSON:
+        return RenderedTranscript(diarized_json(result, credits_used), JSON_CONTENT_TYPE)
+    if diarized and response_format is ResponseFormat.SRT:
+        return RenderedTranscript(to_diarized_srt(diarized_segments(result)), TEXT_CONTENT_TYPE)
+    if diarized and response_format is ResponseFormat.VTT:
+        return RenderedTranscript(to_diarized_vtt(diarized_segments(result)), TEXT_CONTENT_TYPE)
     if response_format is ResponseFormat.JSON:
         return RenderedTranscript({"text": text, "credits_used": credits_used}, JSON_CONTENT_TYPE)
     if response_format is ResponseFormat.VERBOSE_JSON:
@@ -61,6 +110,9 @@ def render_transcript(
             "text": text,
             "segments": [segment.model_dump() for segment in result.segments],
         }
+        if diarized:  # each of Whisper's segments keeps its fields, and gains who speaks most of it
+            for segment, speaker in zip(body["segments"], segment_speakers(result), strict=True):
+                segment["speaker"] = speaker
         if include_words:
             body["words"] = [word.model_dump() for word in result.words or []]
         body["credits_used"] = credits_used

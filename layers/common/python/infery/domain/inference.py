@@ -16,6 +16,13 @@ class Task(StrEnum):
     TRANSLATE = "translate"
 
 
+class KnownSpeaker(BaseModel):
+    """A voice sample given a name: the speaker whose voice matches it is called by that name."""
+
+    name: str = Field(min_length=1)
+    audio: str = Field(description="the sample's audio file, base64-encoded")
+
+
 class InferenceRequest(BaseModel):
     """The body sent to the endpoint: the audio inline (base64), or an S3 object the container reads itself.
 
@@ -41,6 +48,9 @@ class InferenceRequest(BaseModel):
     max_sync_audio_seconds: float | None = Field(default=None, gt=0)
     # where the model writes its progress while it works (jobs); the API shows it on GET /v1/jobs/{id}
     progress_s3_uri: str | None = Field(default=None, pattern=r"^s3://[^/]+/.+")
+    # who speaks when (speaker_turns in the result), run on the same decoded audio as the transcript
+    diarize: bool = False
+    known_speakers: list[KnownSpeaker] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _one_audio_source(self) -> InferenceRequest:
@@ -70,12 +80,22 @@ class Segment(BaseModel):
     no_speech_prob: float
 
 
+class SpeakerTurn(BaseModel):
+    """A stretch of audio one speaker holds, labelled as the client sees it (A, B, ... or a known speaker's name)."""
+
+    speaker: str
+    start: float
+    end: float
+
+
 class InferenceResult(BaseModel):
     text: str
     language: str
     duration: float = Field(ge=0)
     segments: list[Segment]
     words: list[Word] | None = None
+    # when diarization was asked: the turns, in time order (words are then always returned, to split segments)
+    speaker_turns: list[SpeakerTurn] | None = None
 
 
 class InferenceError(BaseModel):

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from infery.domain.audio import AudioFormat, sniff_audio_format
+from infery.domain.diarization import DIARIZE_MODEL
 from infery.domain.inference import Task
 from infery.domain.languages import WHISPER_LANGUAGE_CODES
 
@@ -41,6 +42,8 @@ class ResponseFormat(StrEnum):
     SRT = "srt"
     VERBOSE_JSON = "verbose_json"
     VTT = "vtt"
+    # OpenAI's: the transcript's segments, each with its speaker (domain/diarization.py)
+    DIARIZED_JSON = "diarized_json"
 
 
 TimestampGranularity = Literal["word", "segment"]
@@ -60,6 +63,9 @@ class TranscriptionOptions(BaseModel):
     response_format: ResponseFormat = ResponseFormat.JSON
     temperature: float | None = Field(default=None, ge=0, le=1)
     timestamp_granularities: list[TimestampGranularity] = Field(default_factory=_segments_only)
+    # voice samples (data URLs, checked by domain.diarization.check_known_speakers) that name the speakers
+    known_speaker_names: list[str] = Field(default_factory=list)
+    known_speaker_references: list[str] = Field(default_factory=list, repr=False)
 
     @field_validator("language")
     @classmethod
@@ -94,6 +100,14 @@ class TranscriptionOptions(BaseModel):
     @property
     def word_timestamps(self) -> bool:
         return self.response_format is ResponseFormat.VERBOSE_JSON and "word" in self.timestamp_granularities
+
+    @property
+    def diarize(self) -> bool:
+        """Speakers are asked for: diarized_json, or OpenAI's diarizing model with a format that has segments."""
+        return self.response_format is ResponseFormat.DIARIZED_JSON or (
+            self.model == DIARIZE_MODEL
+            and self.response_format in (ResponseFormat.VERBOSE_JSON, ResponseFormat.SRT, ResponseFormat.VTT)
+        )
 
     def options(self) -> TranscriptionOptions:
         """Just the options (what a job stores), without what a subclass adds."""

@@ -84,10 +84,17 @@ def test_each_sample_names_the_voice_it_matches() -> None:
 
 
 def test_a_sample_like_no_voice_names_nobody() -> None:
-    # 0.8 is what a wrong speaker's sample scored against a centroid: below the threshold
+    # 0.78 is what a wrong speaker's sample scored against a centroid: below the threshold
     centroids = {"c1": [1.0, 0.0]}
-    assert name_clusters(centroids, {"carol": [0.8, 0.6]}) == {}
-    assert name_clusters(centroids, {"carol": [0.9, 0.3]}) == {"c1": "carol"}
+    assert name_clusters(centroids, {"carol": [0.78, 0.6258]}) == {}
+    assert name_clusters(centroids, {"carol": [0.82, 0.5724]}) == {"c1": "carol"}
+
+
+def test_a_sample_about_as_close_to_two_voices_names_neither() -> None:
+    centroids = {"c1": [1.0, 0.0], "c2": [0.0, 1.0]}
+    assert name_clusters(centroids, {"dan": [1.0, 0.9]}) == {}  # 0.74 and 0.67: below the threshold anyway
+    close = {"c1": [1.0, 0.0, 0.0], "c2": [0.95, 0.3122, 0.0]}
+    assert name_clusters(close, {"dan": [1.0, 0.05, 0.0]}) == {}  # 0.999 against 0.96
 
 
 def test_two_samples_of_one_voice_name_it_once_the_closer_wins() -> None:

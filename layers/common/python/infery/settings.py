@@ -66,12 +66,15 @@ class PricingSettings(EnvironmentSettings):
 
     default_model: str = "whisper-large-v3"
     # OpenAI's model name, so unmodified clients that ask for it get the default model.
-    model_aliases: tuple[str, ...] = ("whisper-1",)
+    # gpt-4o-transcribe-diarize: the default model with speaker diarization beside it (infery.domain.diarization)
+    model_aliases: tuple[str, ...] = ("whisper-1", "gpt-4o-transcribe-diarize")
 
     seconds_per_credit: float = Field(default=5.0, gt=0)
     min_credits_per_request: int = Field(default=1, ge=0)
     # JSON, e.g. {"whisper-large-v3": {"seconds_per_credit": 2.5, "min_credits_per_request": 2}}
     model_prices: dict[str, ModelPrice] = Field(default_factory=dict)
+    # speaker diarization's surcharge: one more credit per started this many seconds of audio it is asked for
+    diarization_seconds_per_credit: float = Field(default=10.0, gt=0)
 
     @field_validator("model_aliases", "model_prices", mode="before")
     @classmethod

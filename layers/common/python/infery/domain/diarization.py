@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from infery.domain.audio import sniff_audio_format
 from infery.domain.duration import check_decodable, probe_duration
 from infery.domain.errors import InferyError, InvalidRequest
-from infery.domain.inference import InferenceResult, Segment, SpeakerTurn, Word
+from infery.domain.inference import InferenceResult, KnownSpeaker, Segment, SpeakerTurn, Word
 
 # OpenAI's model that diarizes; here it is the deployed Whisper with diarization beside it.
 DIARIZE_MODEL = "gpt-4o-transcribe-diarize"
@@ -259,3 +259,12 @@ def check_known_speakers(names: Sequence[object], references: Sequence[object]) 
             )
         clips.append(ReferenceClip(name, audio))
     return clips
+
+
+def known_speakers_for_model(names: Sequence[str], references: Sequence[str]) -> list[KnownSpeaker]:
+    """The checked samples as the model server takes them: each name with its audio's base64 (the data URL's
+    payload)."""
+    return [
+        KnownSpeaker(name=name, audio=reference[reference.index(",") + 1 :])
+        for name, reference in zip(names, references, strict=True)
+    ]

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from infery.domain.addresses import is_public_address
+from infery.domain.diarization import check_known_speakers
 from infery.domain.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 from infery.domain.ids import UPLOAD_ID_PATTERN
 from infery.domain.inference import Task
@@ -44,14 +45,16 @@ _AUDIO_FIELDS = {
     "json": frozenset({"audio", "file_base64", "filename", "upload_id"}),
 }
 _JOB_FIELDS = frozenset({"webhook_url"})
+# a synchronous transcription's only: the samples (up to 4 x 2 MiB) do not fit a job's stored options
+_KNOWN_SPEAKER_FIELDS = frozenset({"known_speaker_names", "known_speaker_references"})
 # the other fields and multipart boundaries around the audio
 _ENVELOPE_ALLOWANCE = 64 * 1024
 _DATA_URL_PREFIX = re.compile(r"^data:[\w.+/-]*;base64,")
 
 
 def allowed_fields(task: Task, body_kind: str, for_job: bool = False) -> frozenset[str]:
-    fields = _COMMON_FIELDS | _AUDIO_FIELDS[body_kind] | (_JOB_FIELDS if for_job else frozenset())
-    return fields | _TRANSCRIPTION_ONLY_FIELDS if task is Task.TRANSCRIBE else fields
+    fields = _COMMON_FIELDS | _AUDIO_FIELDS[body_kind] | (_JOB_FIELDS if for_job else _KNOWN_SPEAKER_FIELDS)
+    return fields | _TRANSCRIPTION_ONLY_FIELDS if task is Task.TRANSCRIBE else fields - _KNOWN_SPEAKER_FIELDS
 
 
 def _reject_unknown(fields: dict[str, Any], allowed: frozenset[str]) -> None:
@@ -215,7 +218,16 @@ def _field_text(name: str, content: bytes) -> str:
 
 _AUDIO_SOURCES = frozenset({"file", "audio", "file_base64", "upload_id"})
 # The one list field: the openai SDK sends a list as one part per item, named with [] (curl users often omit it).
-_ARRAY_FIELDS = frozenset({"timestamp_granularities[]", "timestamp_granularities"})
+_ARRAY_FIELDS = frozenset(
+    {
+        "timestamp_granularities[]",
+        "timestamp_granularities",
+        "known_speaker_names[]",
+        "known_speaker_names",
+        "known_speaker_references[]",
+        "known_speaker_references",
+    }
+)
 
 
 def _repeated(name: str) -> InvalidRequest:
@@ -257,7 +269,7 @@ def _fields_from_multipart(body: bytes, content_type: str) -> tuple[dict[str, An
             filename = part.filename()
             fields["file"] = True
         elif name in _ARRAY_FIELDS:
-            fields.setdefault("timestamp_granularities", []).append(_field_text(name, content))
+            fields.setdefault(name.removesuffix("[]"), []).append(_field_text(name, content))
         else:
             fields[name] = _field_text(name, content)
     return fields, audio, filename
@@ -367,7 +379,21 @@ def parse_transcription_request(
     except ValidationError as exc:
         raise _as_invalid_request(exc) from exc
     _check_word_timestamps(request)
+    _check_diarization(request)
     return request
+
+
+def _check_diarization(request: TranscriptionRequest) -> None:
+    """Speakers only where they are shown, and the known speakers' samples checked before anything is reserved."""
+    if request.diarize and request.task is Task.TRANSLATE:
+        raise _invalid("response_format", "diarized_json is only returned by transcriptions, as at OpenAI.")
+    if (request.known_speaker_names or request.known_speaker_references) and not request.diarize:
+        raise InvalidRequest(
+            "Known speakers name the voices of a diarized transcript: send them with response_format=diarized_json.",
+            param="known_speaker_names",
+            code="invalid_known_speakers",
+        )
+    check_known_speakers(request.known_speaker_names, request.known_speaker_references)
 
 
 def _as_invalid_request(exc: ValidationError) -> InvalidRequest:

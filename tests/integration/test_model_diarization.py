@@ -15,17 +15,7 @@ from whisper_server import WhisperTranscriber
 
 from tests.support.model_server import running_model_server
 from tests.support.speech import silent_wav
-from tests.support.voices import Turn, conversation, diarization_error_rate, voice_sample
-
-LINES = [
-    ("ann", "Good morning, thank you for calling the support line."),
-    ("bea", "Hi, my laptop will not start since yesterday."),
-    ("cal", "I am the manager, I can help with that as well."),
-    ("ann", "Did you try holding the power button for ten seconds?"),
-    ("bea", "Yes."),
-    ("cal", "Then we will send you a replacement today."),
-    ("bea", "Thank you, that is great news."),
-]
+from tests.support.voices import SUPPORT_CALL, Turn, conversation, diarization_error_rate, true_speaker_of, voice_sample
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +26,7 @@ def diarizing_server() -> Iterator[tuple[str, WhisperTranscriber]]:
 
 @pytest.fixture(scope="module")
 def three_voices() -> tuple[bytes, list[Turn]]:
-    return conversation(LINES)
+    return conversation(SUPPORT_CALL)
 
 
 def _invoke(url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -57,15 +47,8 @@ def _b64(audio: bytes) -> str:
     return base64.b64encode(audio).decode()
 
 
-def _true_speaker_of(label: str, turns: list[dict[str, Any]], truth: list[Turn]) -> str:
-    """The true speaker a found label overlaps most."""
-    overlap: dict[str, float] = {}
-    for turn in (turn for turn in turns if turn["speaker"] == label):
-        for true in truth:
-            shared = min(turn["end"], true.end) - max(turn["start"], true.start)
-            if shared > 0:
-                overlap[true.speaker] = overlap.get(true.speaker, 0.0) + shared
-    return max(overlap, key=lambda speaker: overlap[speaker])
+def _true_speaker_of(label: str, turns: list[dict[str, Any]], truth: list[Turn]) -> str | None:
+    return true_speaker_of(label, [Turn(turn["speaker"], turn["start"], turn["end"]) for turn in turns], truth)
 
 
 def test_three_voices_are_found_with_a_low_error_rate(diarizing_server, three_voices) -> None:

@@ -31,6 +31,18 @@ VOICES = {
 }
 
 
+# a support call of three voices, some 21 s: short turns ("Yes."), each voice twice or more
+SUPPORT_CALL = [
+    ("ann", "Good morning, thank you for calling the support line."),
+    ("bea", "Hi, my laptop will not start since yesterday."),
+    ("cal", "I am the manager, I can help with that as well."),
+    ("ann", "Did you try holding the power button for ten seconds?"),
+    ("bea", "Yes."),
+    ("cal", "Then we will send you a replacement today."),
+    ("bea", "Thank you, that is great news."),
+]
+
+
 @dataclass(frozen=True)
 class Turn:
     speaker: str
@@ -76,6 +88,17 @@ def voice_sample(speaker: str, text: str) -> bytes:
     """A known speaker's voice sample (a WAV of ``text``, which should last 2-10 s) in ``speaker``'s voice."""
     samples = speak(text, VOICES[speaker])
     return mono_wav((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes(), TIMED_SAMPLE_RATE)
+
+
+def true_speaker_of(label: str, found: list[Turn], truth: list[Turn]) -> str | None:
+    """The true speaker a found label overlaps most (None when it overlaps nobody)."""
+    overlap: dict[str, float] = {}
+    for turn in (turn for turn in found if turn.speaker == label):
+        for true in truth:
+            shared = min(turn.end, true.end) - max(turn.start, true.start)
+            if shared > 0:
+                overlap[true.speaker] = overlap.get(true.speaker, 0.0) + shared
+    return max(overlap, key=lambda speaker: overlap[speaker]) if overlap else None
 
 
 def diarization_error_rate(truth: list[Turn], found: list[Turn], collar: float = 0.25) -> float:

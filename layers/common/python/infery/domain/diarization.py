@@ -16,8 +16,6 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from infery.domain.audio import sniff_audio_format
-from infery.domain.duration import check_decodable, probe_duration
 from infery.domain.errors import InferyError, InvalidRequest
 from infery.domain.inference import InferenceResult, KnownSpeaker, Segment, SpeakerTurn, Word
 
@@ -233,6 +231,10 @@ def check_known_speakers(names: Sequence[object], references: Sequence[object]) 
         )
     if len(names) > MAX_KNOWN_SPEAKERS:
         raise _bad_speakers(f"At most {MAX_KNOWN_SPEAKERS} known speakers are supported; {len(names)} were sent.")
+    # imported here: the model container imports this module for its labels and has no mutagen (the API's)
+    from infery.domain.audio import sniff_audio_format
+    from infery.domain.duration import check_decodable, probe_duration
+
     clips: list[ReferenceClip] = []
     for index, (name, reference) in enumerate(zip(names, references, strict=True)):
         if not isinstance(name, str) or not name.strip() or len(name) > SPEAKER_NAME_MAX_CHARACTERS:

@@ -14,7 +14,7 @@ import requests
 
 from tests.support.speech import silent_wav
 from tests.support.stack import RunningStack, running_stack
-from tests.support.stack_calls import wait_for_job
+from tests.support.stack_calls import create_upload, upload_file, wait_for_job
 from tests.support.voices import SUPPORT_CALL, Turn, conversation, diarization_error_rate, true_speaker_of, voice_sample
 
 pytestmark = pytest.mark.e2e
@@ -105,17 +105,24 @@ def test_subtitles_name_the_speaker_of_each_cue(speaking_stack: RunningStack, ca
     assert {segment.model_extra["speaker"] for segment in verbose.segments} <= {"A", "B", "C"}
 
 
-def test_a_job_returns_the_same_shape(speaking_stack: RunningStack, call) -> None:
+@pytest.mark.parametrize("flow", ["jobs", "uploads"])
+def test_a_job_returns_the_same_shape(speaking_stack: RunningStack, call, flow: str) -> None:
     audio, truth = call
-    response = requests.post(
-        f"{speaking_stack.base_url}/audio/transcriptions/jobs",
-        headers=speaking_stack.headers(),
-        files={"file": ("call.wav", audio)},
-        data={"model": "whisper-1", "response_format": "diarized_json"},
-        timeout=60,
-    )
-    assert response.status_code == 202, response.text
-    job = wait_for_job(speaking_stack, response.json()["id"])
+    if flow == "jobs":
+        response = requests.post(
+            f"{speaking_stack.base_url}/audio/transcriptions/jobs",
+            headers=speaking_stack.headers(),
+            files={"file": ("call.wav", audio)},
+            data={"model": "whisper-1", "response_format": "diarized_json"},
+            timeout=60,
+        )
+        assert response.status_code == 202, response.text
+        job_id = response.json()["id"]
+    else:
+        upload = create_upload(speaking_stack, filename="call.wav", response_format="diarized_json")
+        upload_file(upload, "call.wav", audio)
+        job_id = upload["job_id"]
+    job = wait_for_job(speaking_stack, job_id)
     assert job["status"] == "succeeded", job
     result = requests.get(
         f"{speaking_stack.base_url}/jobs/{job['id']}/result", headers=speaking_stack.headers(), timeout=60

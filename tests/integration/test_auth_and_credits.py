@@ -341,6 +341,8 @@ def test_a_request_sends_the_audio_and_options_to_the_endpoint(fake_runtime, loa
         "audio_s3_version_id": None,
         "progress_s3_uri": None,
         "max_sync_audio_seconds": 300.0,  # a synchronous call: the model refuses audio past what it finishes in time
+        "diarize": False,  # no speakers asked for
+        "known_speakers": [],
     }  # no object to pin, no job to report on
 
 

@@ -134,7 +134,7 @@ def test_models_are_listed_and_retrieved_free_of_charge(api, accounts):
     assert_ok(listing)
     body = listing.json()
     assert body["object"] == "list"
-    assert [model["id"] for model in body["data"]] == [MODEL_NAME, "whisper-1"]
+    assert [model["id"] for model in body["data"]] == [MODEL_NAME, "whisper-1", "gpt-4o-transcribe-diarize"]
     assert all(model["object"] == "model" and model["owned_by"] for model in body["data"])
     for model_id in ("whisper-1", MODEL_NAME):
         retrieved = api.call("GET", f"/v1/models/{model_id}", api_key=api_key)

@@ -307,3 +307,12 @@ def test_bad_known_speakers_are_refused(names: list, references: list, code: str
         check_known_speakers(names, references)
     assert refused.value.code == code
     assert words in refused.value.message
+
+
+def test_a_transcript_without_speakers_is_not_shown_as_diarized_json() -> None:
+    plain = _two_voices().model_copy(update={"speaker_turns": None})
+    with pytest.raises(InvalidRequest) as refused:
+        render_transcript(
+            plain, ResponseFormat.DIARIZED_JSON, task=Task.TRANSCRIBE, credits_used=1, include_words=False
+        )
+    assert refused.value.param == "response_format" and "without speakers" in refused.value.message

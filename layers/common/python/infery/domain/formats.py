@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from infery.domain.diarization import DiarizedSegment, diarized_segments, segment_speakers
+from infery.domain.errors import InvalidRequest
 from infery.domain.inference import InferenceResult, Segment, Task
 from infery.domain.transcription import ResponseFormat, TranscriptionOptions
 
@@ -95,6 +96,13 @@ def render_transcript(
     text = result.text.strip()
     diarized = result.speaker_turns is not None
     if response_format is ResponseFormat.DIARIZED_JSON:
+        if not diarized:  # a job's result asked again as diarized_json: its speakers were never found
+            raise InvalidRequest(
+                "This transcript was made without speakers: ask for response_format=diarized_json when the "
+                "transcription or job is created.",
+                param="response_format",
+                code="invalid_value",
+            )
         return RenderedTranscript(diarized_json(result, credits_used), JSON_CONTENT_TYPE)
     if diarized and response_format is ResponseFormat.SRT:
         return RenderedTranscript(to_diarized_srt(diarized_segments(result)), TEXT_CONTENT_TYPE)

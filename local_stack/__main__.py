@@ -189,7 +189,13 @@ def main() -> None:
         **quiet_environment(args.verbose),
     }
     os.environ.update(aws_environment)
-    child_environment = {**os.environ, "PYTHONPATH": os.pathsep.join(local.layer_python_paths())}
+    child_environment = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(local.layer_python_paths()),
+        # speaker diarization only when asked (`make serve DIARIZATION=1`): it adds a 1.4 GB install, some 15 s to
+        # the model's start and 0.5-1 GB of memory; without it a request for speakers is a 400 naming the switch
+        "WHISPER_DIARIZATION": "on" if os.environ.get("INFERY_DIARIZATION", "") in ("1", "true", "on") else "off",
+    }
     endpoint_name = local.function_environment("TranscribeFunction")["SAGEMAKER_ENDPOINT_NAME"]
 
     with ExitStack() as stack:

@@ -343,6 +343,8 @@ def test_a_request_sends_the_audio_and_options_to_the_endpoint(fake_runtime, loa
         "max_sync_audio_seconds": 300.0,  # a synchronous call: the model refuses audio past what it finishes in time
         "cuts": None,  # no chunking_strategy: the engine's own cuts
         "logprobs": False,  # not asked for: not computed
+        "diarize": False,  # no speakers asked for
+        "known_speakers": [],
     }  # no object to pin, no job to report on
 
 

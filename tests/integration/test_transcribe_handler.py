@@ -140,6 +140,7 @@ def test_models_are_listed_and_retrieved_free_of_charge(api, accounts):
         "whisper-1",
         "gpt-4o-transcribe",
         "gpt-4o-mini-transcribe",
+        "gpt-4o-transcribe-diarize",
     ]
     assert all(model["object"] == "model" and model["owned_by"] for model in body["data"])
     for model_id in ("whisper-1", MODEL_NAME):

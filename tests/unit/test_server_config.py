@@ -39,7 +39,8 @@ def test_the_engine_is_built_with_the_configured_context_pass(monkeypatch, conte
     import whisper_server
 
     monkeypatch.setattr(whisper_server, "WhisperModel", lambda *args, **kwargs: object())
-    config = config_from_args(["--model-dir", "/models", "--context-pass" if context_pass else "--no-context-pass"])
+    context_flag = "--context-pass" if context_pass else "--no-context-pass"
+    config = config_from_args(["--model-dir", "/models", context_flag, "--diarization", "off"])
     transcriber = whisper_server.WhisperTranscriber(config)
     try:
         assert transcriber.engine.decoder.config.context_pass is context_pass
@@ -57,3 +58,18 @@ def test_the_engine_settings_are_all_handed_to_the_engine(monkeypatch):
     engine = config_from_args(["--model-dir", "/models"]).engine_config()
     assert engine.batching == BatchingConfig(batch_size=4, max_wait_ms=25.0, max_gather_ms=300.0)
     assert engine.decoding == DecodingConfig(beam_size=3, context_pass=True)
+
+
+@pytest.mark.parametrize(("environment", "expected"), [(None, "auto"), ("on", "on"), ("OFF", "off")])
+def test_diarization_is_chosen_by_whisper_diarization(monkeypatch, environment, expected):
+    if environment is None:
+        monkeypatch.delenv("WHISPER_DIARIZATION", raising=False)
+    else:
+        monkeypatch.setenv("WHISPER_DIARIZATION", environment)
+    assert config_from_args(["--model-dir", "/models"]).diarization == expected
+
+
+def test_a_diarization_switch_that_is_no_choice_is_refused(monkeypatch):
+    monkeypatch.setenv("WHISPER_DIARIZATION", "maybe")
+    with pytest.raises(SystemExit):
+        config_from_args(["--model-dir", "/models"])

@@ -136,7 +136,11 @@ def test_values_are_converted_to_their_types_and_defaults_fill_the_rest():
     assert (settings.seconds_per_credit, settings.max_open_jobs_per_key) == (2.5, 7)
     assert settings.webhook_allow_private_addresses is True
     assert settings.min_credits_per_request == 1
-    assert settings.model_aliases == {"gpt-4o-transcribe": "whisper-1", "gpt-4o-mini-transcribe": "whisper-1"}
+    assert settings.model_aliases == {
+        "gpt-4o-transcribe": "whisper-1",
+        "gpt-4o-mini-transcribe": "whisper-1",
+        "gpt-4o-transcribe-diarize": "whisper-1",
+    }
 
 
 def test_names_are_read_in_any_case_and_other_variables_are_ignored():
@@ -166,7 +170,14 @@ def test_lists_and_mappings_are_json():
         ),
         ("{}", {}),
         # template.yaml's default: the settings' own
-        ("", {"gpt-4o-transcribe": "whisper-1", "gpt-4o-mini-transcribe": "whisper-1"}),
+        (
+            "",
+            {
+                "gpt-4o-transcribe": "whisper-1",
+                "gpt-4o-mini-transcribe": "whisper-1",
+                "gpt-4o-transcribe-diarize": "whisper-1",
+            },
+        ),
     ],
 )
 def test_model_aliases_are_a_json_mapping_of_each_name_to_what_it_stands_for(given, aliases):

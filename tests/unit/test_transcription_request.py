@@ -156,7 +156,11 @@ def test_content_type_parameters_and_case_do_not_matter(wav):
         ({}, "model", "missing_model"),
         ({"model": ""}, "model", "invalid_value"),
         ({"model": "whisper-1", "response_format": "xml"}, "response_format", "invalid_value"),
-        ({"model": "whisper-1", "response_format": "diarized_json"}, "response_format", "invalid_value"),
+        (
+            {"model": "whisper-1", "response_format": "diarized_json", "known_speaker_names[]": "a"},
+            "known_speaker_names",
+            "invalid_known_speakers",
+        ),  # fmt: skip
         ({"model": "whisper-1", "language": "xx"}, "language", "invalid_value"),
         ({"model": "whisper-1", "language": "english"}, "language", "invalid_value"),
         ({"model": "whisper-1", "temperature": "2"}, "temperature", "invalid_value"),

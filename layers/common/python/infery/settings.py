@@ -24,7 +24,12 @@ MIB = 1024 * 1024
 # (6,291,456 bytes) and the SageMaker body (6 MB) under their hard limits. The CLI sends larger files as jobs.
 DEFAULT_MAX_SYNC_AUDIO_BYTES = 4 * MIB
 # OpenAI's newer transcription models, answered by the deployed Whisper unless the operator says otherwise
-DEFAULT_MODEL_ALIASES = {"gpt-4o-transcribe": "whisper-1", "gpt-4o-mini-transcribe": "whisper-1"}
+DEFAULT_MODEL_ALIASES = {
+    "gpt-4o-transcribe": "whisper-1",
+    "gpt-4o-mini-transcribe": "whisper-1",
+    # the default model with speaker diarization beside it (infery.domain.diarization)
+    "gpt-4o-transcribe-diarize": "whisper-1",
+}
 
 
 class EnvironmentSettings(BaseModel):
@@ -77,6 +82,8 @@ class PricingSettings(EnvironmentSettings):
     min_credits_per_request: int = Field(default=1, ge=0)
     # JSON, e.g. {"whisper-large-v3": {"seconds_per_credit": 2.5, "min_credits_per_request": 2}}
     model_prices: dict[str, ModelPrice] = Field(default_factory=dict)
+    # speaker diarization's surcharge: one more credit per started this many seconds of audio it is asked for
+    diarization_seconds_per_credit: float = Field(default=10.0, gt=0)
 
     @field_validator("model_aliases", "model_prices", mode="before")
     @classmethod

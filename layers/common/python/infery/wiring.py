@@ -219,6 +219,7 @@ class WorkerWiring(ReconcilerWiring):
                 seconds_per_credit=self.settings.seconds_per_credit,
                 min_credits_per_request=self.settings.min_credits_per_request,
                 model_prices=self.settings.model_prices,
+                diarization_seconds_per_credit=self.settings.diarization_seconds_per_credit,
             ),
             max_audio_seconds=self.settings.max_audio_seconds,
             max_sync_audio_seconds=self.settings.max_sync_audio_seconds,

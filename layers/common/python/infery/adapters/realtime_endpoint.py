@@ -21,6 +21,11 @@ from infery.domain.errors import InvalidRequest, ModelFailed, ModelTimeout, Mode
 from infery.domain.inference import InferenceError, InferenceRequest, InferenceResult
 
 # What the model server says about the audio, passed on to the client as its own mistake (4xx).
+_MODEL_ERROR_PARAMS = {
+    "unsupported_language": "language",
+    "invalid_speaker_reference": "known_speaker_references",
+    "diarization_unavailable": "response_format",
+}
 CLIENT_ERROR_CODES = {
     "undecodable_audio",
     "unsupported_language",
@@ -30,6 +35,9 @@ CLIENT_ERROR_CODES = {
     "sample_rate_too_low",
     "audio_longer_than_declared",
     "audio_changed",
+    # speaker diarization: a voice sample the model cannot use, or a deployment without diarization
+    "invalid_speaker_reference",
+    "diarization_unavailable",
 }
 UNAVAILABLE_CODES = {
     "ServiceUnavailable",
@@ -109,7 +117,7 @@ def _error_from_client_error(exc: ClientError) -> Exception:
         status = int(exc.response.get("OriginalStatusCode") or 500)
         model_error = _parse_model_error(exc.response.get("OriginalMessage"))
         if 400 <= status < 500 and model_error and model_error.code in CLIENT_ERROR_CODES:
-            param = "language" if model_error.code == "unsupported_language" else "file"
+            param = _MODEL_ERROR_PARAMS.get(model_error.code, "file")
             return InvalidRequest(model_error.error, param=param, code=model_error.code)
         return ModelFailed("The model failed to transcribe this audio; nothing was charged.")
     if code in UNAVAILABLE_CODES:

@@ -6,6 +6,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from infery.domain.diarization import DiarizedSegment, diarized_segments, segment_speakers
+from infery.domain.errors import InvalidRequest
 from infery.domain.inference import InferenceResult, Segment, Task
 from infery.domain.transcription import ResponseFormat, TranscriptionOptions
 
@@ -87,6 +89,47 @@ def to_event_stream(result: InferenceResult, *, credits_used: int, include_logpr
     return "".join(_sse(event) for event in events)
 
 
+def to_diarized_srt(pieces: list[DiarizedSegment]) -> str:
+    """srt cues with the speaker before the text: "[A] Hello." (srt has no markup for a voice)."""
+    return "".join(
+        f"{index}\n{format_timestamp(piece.start, ',')} --> {format_timestamp(piece.end, ',')}\n"
+        f"[{piece.speaker}] {piece.text.strip().replace('-->', '->')}\n\n"
+        for index, piece in enumerate(pieces, start=1)
+    )
+
+
+def to_diarized_vtt(pieces: list[DiarizedSegment]) -> str:
+    """vtt cues with WebVTT's voice span: "<v A>Hello." (a ">" would end the span's annotation early)."""
+    cues = "".join(
+        f"{format_timestamp(piece.start, '.')} --> {format_timestamp(piece.end, '.')}\n"
+        f"<v {piece.speaker.replace('>', '')}>{piece.text.strip().replace('-->', '->')}\n\n"
+        for piece in pieces
+    )
+    return f"WEBVTT\n\n{cues}"
+
+
+def diarized_json(result: InferenceResult, credits_used: int) -> dict[str, Any]:
+    """OpenAI's diarized_json: segments cut where the speaker changes, each with its speaker."""
+    return {
+        "task": Task.TRANSCRIBE.value,
+        "duration": result.duration,
+        "text": result.text.strip(),
+        "segments": [
+            {
+                "type": "transcript.text.segment",
+                "id": f"seg_{index}",
+                "speaker": piece.speaker,
+                "start": piece.start,
+                "end": piece.end,
+                "text": piece.text,
+            }
+            for index, piece in enumerate(diarized_segments(result))
+        ],
+        "usage": {"type": "duration", "seconds": result.duration},
+        "credits_used": credits_used,
+    }
+
+
 def render_transcript(
     result: InferenceResult,
     response_format: ResponseFormat,
@@ -97,6 +140,20 @@ def render_transcript(
     include_logprobs: bool = False,
 ) -> RenderedTranscript:
     text = result.text.strip()
+    diarized = result.speaker_turns is not None
+    if response_format is ResponseFormat.DIARIZED_JSON:
+        if not diarized:  # a job's result asked again as diarized_json: its speakers were never found
+            raise InvalidRequest(
+                "This transcript was made without speakers: ask for response_format=diarized_json when the "
+                "transcription or job is created.",
+                param="response_format",
+                code="invalid_value",
+            )
+        return RenderedTranscript(diarized_json(result, credits_used), JSON_CONTENT_TYPE)
+    if diarized and response_format is ResponseFormat.SRT:
+        return RenderedTranscript(to_diarized_srt(diarized_segments(result)), TEXT_CONTENT_TYPE)
+    if diarized and response_format is ResponseFormat.VTT:
+        return RenderedTranscript(to_diarized_vtt(diarized_segments(result)), TEXT_CONTENT_TYPE)
     if response_format is ResponseFormat.JSON:
         body: dict[str, Any] = {"text": text}
         if include_logprobs:
@@ -111,6 +168,9 @@ def render_transcript(
             "text": text,
             "segments": [segment.model_dump() for segment in result.segments],
         }
+        if diarized:  # each of Whisper's segments keeps its fields, and gains who speaks most of it
+            for segment, speaker in zip(body["segments"], segment_speakers(result), strict=True):
+                segment["speaker"] = speaker
         if include_words:
             body["words"] = [word.model_dump() for word in result.words or []]
         body["credits_used"] = credits_used

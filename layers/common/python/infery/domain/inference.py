@@ -31,6 +31,13 @@ class VadCuts(BaseModel):
     silence_duration_ms: int = Field(default=0, ge=0, le=10_000)
 
 
+class KnownSpeaker(BaseModel):
+    """A voice sample given a name: the speaker whose voice matches it is called by that name."""
+
+    name: str = Field(min_length=1)
+    audio: str = Field(description="the sample's audio file, base64-encoded")
+
+
 class InferenceRequest(BaseModel):
     """The body sent to the endpoint: the audio inline (base64), or an S3 object the container reads itself.
 
@@ -60,6 +67,9 @@ class InferenceRequest(BaseModel):
     cuts: VadCuts | None = None
     # each text token's log probability (include[]=logprobs): an extra alignment pass, so only when asked
     logprobs: bool = False
+    # who speaks when (speaker_turns in the result), run on the same decoded audio as the transcript
+    diarize: bool = False
+    known_speakers: list[KnownSpeaker] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _one_audio_source(self) -> InferenceRequest:
@@ -99,6 +109,14 @@ class TokenLogprob(BaseModel):
     segment: int = Field(ge=0, description="the id of the segment the token is in")
 
 
+class SpeakerTurn(BaseModel):
+    """A stretch of audio one speaker holds, labelled as the client sees it (A, B, ... or a known speaker's name)."""
+
+    speaker: str
+    start: float
+    end: float
+
+
 class InferenceResult(BaseModel):
     text: str
     language: str
@@ -107,6 +125,8 @@ class InferenceResult(BaseModel):
     words: list[Word] | None = None
     # every text token of every segment, in order; only when the request asked for them
     logprobs: list[TokenLogprob] | None = None
+    # when diarization was asked: the turns, in time order (words are then always returned, to split segments)
+    speaker_turns: list[SpeakerTurn] | None = None
 
 
 class InferenceError(BaseModel):

@@ -27,6 +27,8 @@ class Pricing(BaseModel):
     seconds_per_credit: float = Field(gt=0)
     min_credits_per_request: int = Field(ge=0)
     model_prices: dict[str, ModelPrice] = Field(default_factory=dict)
+    # Speaker diarization's surcharge: one more credit per started this many seconds of diarized audio (None: free)
+    diarization_seconds_per_credit: float | None = Field(default=None, gt=0)
     # The slowest bitrate we expect speech to be encoded at; bounds the duration of a file that does not declare it.
     min_bits_per_second_for_unknown_duration: int = Field(default=16_000, gt=0)
 
@@ -39,11 +41,14 @@ class Pricing(BaseModel):
         )
         return price.seconds_per_credit, minimum
 
-    def credits_for(self, audio_seconds: float, model: str | None = None) -> int:
+    def credits_for(self, audio_seconds: float, model: str | None = None, *, diarize: bool = False) -> int:
         seconds_per_credit, minimum = self._price(model)
         # a small tolerance so 10.0000001 s of float noise is not billed as a started third block
         started_blocks = math.ceil(audio_seconds / seconds_per_credit - 1e-6)
-        return max(minimum, started_blocks)
+        surcharge = 0
+        if diarize and self.diarization_seconds_per_credit is not None:
+            surcharge = math.ceil(audio_seconds / self.diarization_seconds_per_credit - 1e-6)
+        return max(minimum, started_blocks) + surcharge
 
     def seconds_to_reserve(self, audio_bytes: int, declared_seconds: float | None) -> float:
         """The seconds of audio a reservation pays for, taken before inference; the model refuses audio longer.

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from infery.domain.audio import AudioFormat, sniff_audio_format
+from infery.domain.diarization import DIARIZE_MODEL
 from infery.domain.inference import Task, VadCuts
 from infery.domain.languages import WHISPER_LANGUAGE_CODES
 
@@ -41,6 +42,8 @@ class ResponseFormat(StrEnum):
     SRT = "srt"
     VERBOSE_JSON = "verbose_json"
     VTT = "vtt"
+    # OpenAI's: the transcript's segments, each with its speaker (domain/diarization.py)
+    DIARIZED_JSON = "diarized_json"
 
 
 TimestampGranularity = Literal["word", "segment"]
@@ -122,6 +125,10 @@ class TranscriptionOptions(BaseModel):
     def logprobs(self) -> bool:
         return "logprobs" in self.include
 
+    # voice samples (data URLs, checked by domain.diarization.check_known_speakers) that name the speakers
+    known_speaker_names: list[str] = Field(default_factory=list)
+    known_speaker_references: list[str] = Field(default_factory=list, repr=False)
+
     @field_validator("language")
     @classmethod
     def _known_language(cls, value: str | None) -> str | None:
@@ -155,6 +162,14 @@ class TranscriptionOptions(BaseModel):
     @property
     def word_timestamps(self) -> bool:
         return self.response_format is ResponseFormat.VERBOSE_JSON and "word" in self.timestamp_granularities
+
+    @property
+    def diarize(self) -> bool:
+        """Speakers are asked for: diarized_json, or OpenAI's diarizing model with a format that has segments."""
+        return self.response_format is ResponseFormat.DIARIZED_JSON or (
+            self.model == DIARIZE_MODEL
+            and self.response_format in (ResponseFormat.VERBOSE_JSON, ResponseFormat.SRT, ResponseFormat.VTT)
+        )
 
     def options(self) -> TranscriptionOptions:
         """Just the options (what a job stores), without what a subclass adds."""

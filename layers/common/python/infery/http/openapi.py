@@ -68,6 +68,7 @@ _TRANSCRIPT = {
             "anyOf": [
                 {"$ref": SCHEMAS.format(model="Transcription")},
                 {"$ref": SCHEMAS.format(model="VerboseTranscription")},
+                {"$ref": SCHEMAS.format(model="DiarizedTranscription")},
             ]
         }
     },
@@ -124,7 +125,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         {200: {**_TRANSCRIPT, **_EVENT_STREAM}},
         _SYNC_ERRORS,
         "OpenAI's POST /v1/audio/transcriptions: the openai SDK works unchanged.",
-        {"multipart/form-data": "TranscriptionForm", "application/json": "TranscriptionJson"},
+        {"multipart/form-data": "TranscriptionSyncForm", "application/json": "TranscriptionSyncJson"},
         (_IDEMPOTENCY_KEY,),
         _CREDITS,
     ),

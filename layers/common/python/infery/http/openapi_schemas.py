@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from infery.domain.audio_url import AUDIO_URL_MAX_CHARACTERS
+from infery.domain.diarization import MAX_KNOWN_SPEAKERS
 from infery.domain.inference import Segment, Word
 from infery.domain.jobs import JOB_PRIVATE_FIELDS, Job
 from infery.domain.transcription import (
@@ -76,6 +77,37 @@ class VerboseTranscription(BaseModel):
     credits_used: int = Field(ge=0)
 
 
+class DiarizedSegment(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["transcript.text.segment"]
+    id: str
+    speaker: str = Field(description="A, B, ... in order of first appearance, or a known speaker's name")
+    start: float
+    end: float
+    text: str
+
+
+class DurationUsage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["duration"]
+    seconds: float = Field(ge=0)
+
+
+class DiarizedTranscription(BaseModel):
+    """response_format diarized_json (OpenAI's): segments split where the speaker changes, each with its speaker."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: Literal["transcribe"]
+    duration: float = Field(ge=0)
+    text: str
+    segments: list[DiarizedSegment]
+    usage: DurationUsage
+    credits_used: int = Field(ge=0)
+
+
 # A job as GET /v1/jobs/{id} shows it (Job.public_view()), so a field added to a job shows up here.
 JobView = create_model(
     "JobView",
@@ -84,7 +116,7 @@ JobView = create_model(
     id=(str, Field(pattern=r"^job_[0-9a-f]{32}$")),
     object=(Literal["transcription.job"], ...),
     **{name: (info.annotation, info) for name, info in Job.model_fields.items() if name not in JOB_PRIVATE_FIELDS},
-    result=(Transcription | VerboseTranscription | str | None, None),
+    result=(Transcription | VerboseTranscription | DiarizedTranscription | str | None, None),
 )
 
 
@@ -280,6 +312,23 @@ class TranscriptionJson(_TranscriptionJsonFields):
     stream: bool | None = _STREAM
 
 
+_KNOWN_SPEAKER_NAMES = Field(
+    default=None, max_length=MAX_KNOWN_SPEAKERS, description="Names of the voices in known_speaker_references"
+)
+_KNOWN_SPEAKER_REFERENCES = Field(
+    default=None,
+    max_length=MAX_KNOWN_SPEAKERS,
+    description="Voice samples of 2-10 s as data URLs (data:audio/wav;base64,...), one per name; diarized_json only",
+)
+
+
+class TranscriptionSyncJson(TranscriptionJson):
+    """A synchronous transcription may name up to 4 speakers by voice samples (diarized_json)."""
+
+    known_speaker_names: list[str] | None = _KNOWN_SPEAKER_NAMES
+    known_speaker_references: list[str] | None = _KNOWN_SPEAKER_REFERENCES
+
+
 class TranslationJson(_Strict):
     """As a transcription, into English: no language, no timestamp granularities."""
 
@@ -360,6 +409,17 @@ class TranscriptionForm(_TranscriptionFormFields):
     stream: bool = Field(default=None, description=_STREAM.description)
 
 
+class TranscriptionSyncForm(TranscriptionForm):
+    """A synchronous transcription may name up to 4 speakers by voice samples (diarized_json)."""
+
+    known_speaker_names__: list[str] = Field(
+        default=None, alias="known_speaker_names[]", description=_KNOWN_SPEAKER_NAMES.description
+    )
+    known_speaker_references__: list[str] = Field(
+        default=None, alias="known_speaker_references[]", description=_KNOWN_SPEAKER_REFERENCES.description
+    )
+
+
 class TranslationForm(_Strict):
     file: bytes = _TranscriptionFormFields.model_fields["file"]
     model: str = _MODEL
@@ -397,6 +457,7 @@ MODELS: tuple[type[BaseModel], ...] = (
     Error,
     Transcription,
     VerboseTranscription,
+    DiarizedTranscription,
     JobView,
     CreatedJob,
     JobList,
@@ -404,10 +465,12 @@ MODELS: tuple[type[BaseModel], ...] = (
     ModelList,
     Usage,
     TranscriptionJson,
+    TranscriptionSyncJson,
     TranslationJson,
     TranscriptionJobJson,
     TranslationJobJson,
     TranscriptionForm,
+    TranscriptionSyncForm,
     TranslationForm,
     TranscriptionJobForm,
     TranslationJobForm,

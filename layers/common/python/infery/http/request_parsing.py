@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from infery.domain.addresses import is_public_address
 from infery.domain.audio_url import check_audio_url
+from infery.domain.diarization import check_known_speakers
 from infery.domain.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 from infery.domain.ids import UPLOAD_ID_PATTERN
 from infery.domain.inference import Task
@@ -45,6 +46,8 @@ _AUDIO_FIELDS = {
     "json": frozenset({"audio", "file_base64", "filename", "upload_id", "url"}),
 }
 _JOB_FIELDS = frozenset({"webhook_url"})
+# a synchronous transcription's only: the samples (up to 4 x 2 MiB) do not fit a job's stored options
+_KNOWN_SPEAKER_FIELDS = frozenset({"known_speaker_names", "known_speaker_references"})
 # the other fields and multipart boundaries around the audio
 _ENVELOPE_ALLOWANCE = 64 * 1024
 _DATA_URL_PREFIX = re.compile(r"^data:[\w.+/-]*;base64,")
@@ -59,7 +62,8 @@ def allowed_fields(task: Task, body_kind: str, for_job: bool = False) -> frozens
     fields = _COMMON_FIELDS | _AUDIO_FIELDS[body_kind] | (_JOB_FIELDS if for_job else frozenset())
     if task is not Task.TRANSCRIBE:
         return fields
-    return fields | _TRANSCRIPTION_ONLY_FIELDS | (frozenset() if for_job else _SYNC_TRANSCRIPTION_FIELDS)
+    sync_only = frozenset() if for_job else _SYNC_TRANSCRIPTION_FIELDS | _KNOWN_SPEAKER_FIELDS
+    return fields | _TRANSCRIPTION_ONLY_FIELDS | sync_only
 
 
 def _reject_unknown(fields: dict[str, Any], allowed: frozenset[str]) -> None:
@@ -236,6 +240,10 @@ _ARRAY_FIELDS = {
     "timestamp_granularities": "timestamp_granularities",
     "include[]": "include",
     "include": "include",
+    "known_speaker_names[]": "known_speaker_names",
+    "known_speaker_names": "known_speaker_names",
+    "known_speaker_references[]": "known_speaker_references",
+    "known_speaker_references": "known_speaker_references",
 }
 # The SDK sends an object as one part per key, named chunking_strategy[threshold] and so on.
 _OBJECT_PART = re.compile(r"^(chunking_strategy)\[([^\[\]]*)\]$")
@@ -429,7 +437,21 @@ def parse_transcription_request(
         raise _as_invalid_request(exc) from exc
     _check_word_timestamps(request)
     _check_newer_fields(request)
+    _check_diarization(request)
     return request
+
+
+def _check_diarization(request: TranscriptionRequest) -> None:
+    """Speakers only where they are shown, and the known speakers' samples checked before anything is reserved."""
+    if request.diarize and request.task is Task.TRANSLATE:
+        raise _invalid("response_format", "diarized_json is only returned by transcriptions, as at OpenAI.")
+    if (request.known_speaker_names or request.known_speaker_references) and not request.diarize:
+        raise InvalidRequest(
+            "Known speakers name the voices of a diarized transcript: send them with response_format=diarized_json.",
+            param="known_speaker_names",
+            code="invalid_known_speakers",
+        )
+    check_known_speakers(request.known_speaker_names, request.known_speaker_references)
 
 
 def _as_invalid_request(exc: ValidationError) -> InvalidRequest:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from infery.domain.diarization import known_speakers_for_model
 from infery.domain.duration import check_decodable, probe_duration, probe_sample_rate
 from infery.domain.errors import InvalidRequest
 from infery.domain.formats import RenderedTranscript, render_for
@@ -144,9 +145,11 @@ def reserve(
     request_id: str,
     hold_seconds: int | None = None,
     max_seconds: float | None = None,
+    diarize: bool = False,
 ) -> Reservation:
     """Check what can be checked before inference (model, audio limits), then hold an upper bound of its cost.
-    ``max_seconds``: a ceiling of this call's own, below the deployment's (a synchronous call's)."""
+    ``max_seconds``: a ceiling of this call's own, below the deployment's (a synchronous call's); ``diarize``:
+    speakers are asked for, at their surcharge."""
     model = terms.catalog.resolve(requested_model)
     check_model_allowed(key, requested_model, model, terms.catalog.canonical)
     declared_seconds = terms.check_audio_limits(audio, max_seconds)
@@ -156,7 +159,7 @@ def reserve(
     covered_seconds = min(covered_seconds, terms.max_audio_seconds, max_seconds or terms.max_audio_seconds)
     return credits.reserve(
         key,
-        terms.pricing.credits_for(covered_seconds, model),
+        terms.pricing.credits_for(covered_seconds, model, diarize=diarize),
         request_id=request_id,
         model=model,
         hold_seconds=hold_seconds,
@@ -190,6 +193,8 @@ def inference_request(
         progress_s3_uri=progress_s3_uri,
         cuts=options.cuts,
         logprobs=options.logprobs,
+        diarize=options.diarize,
+        known_speakers=known_speakers_for_model(options.known_speaker_names, options.known_speaker_references),
     )
 
 
@@ -205,7 +210,7 @@ def settle(
     """Charge the real duration of a finished inference. ``before_settle`` (storing the result) runs before the
     charge is final: if it fails, or rendering does, the reservation is refunded instead."""
     try:
-        credits_used = pricing.credits_for(result.duration, reservation.model)
+        credits_used = pricing.credits_for(result.duration, reservation.model, diarize=options.diarize)
         # rendered before settling, so a failure here costs the client nothing
         rendered = render_for(result, options, credits_used=credits_used)
         if before_settle is not None:

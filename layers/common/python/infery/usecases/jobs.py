@@ -289,6 +289,7 @@ class JobService:
             audio,
             request_id=inference_id,
             hold_seconds=self.hold_seconds,
+            diarize=job.options.diarize,
         )
         try:
             # recorded before it is submitted: the attempt's notification may come back before a slow write would

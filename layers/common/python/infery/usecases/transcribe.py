@@ -93,7 +93,14 @@ class TranscriptionService:
     ) -> TranscriptionOutcome:
         max_seconds = self.terms.max_sync_audio_seconds
         reservation = charging.reserve(
-            self.credits, self.terms, key, options.model, audio, request_id=request_id, max_seconds=max_seconds
+            self.credits,
+            self.terms,
+            key,
+            options.model,
+            audio,
+            request_id=request_id,
+            max_seconds=max_seconds,
+            diarize=options.diarize,
         )
         try:
             request = charging.inference_request(options, audio, reservation, max_sync_audio_seconds=max_seconds)

@@ -78,7 +78,13 @@ def test_a_plain_request_has_no_logprobs(api, accounts, wav):
 def test_models_lists_the_aliases_and_each_is_accepted(api, accounts):
     api_key, _ = accounts.new_key(SEEDED)
     listed = [model["id"] for model in api.call("GET", "/v1/models", api_key=api_key).json()["data"]]
-    assert listed == [MODEL_NAME, "whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe"]
+    assert listed == [
+        MODEL_NAME,
+        "whisper-1",
+        "gpt-4o-transcribe",
+        "gpt-4o-mini-transcribe",
+        "gpt-4o-transcribe-diarize",
+    ]
     for name in listed:
         assert api.call("GET", f"/v1/models/{name}", api_key=api_key).json()["id"] == name
     assert_error(api.call("GET", "/v1/models/gpt-5-transcribe", api_key=api_key), 404, "model_not_found")

@@ -106,7 +106,7 @@ def parse_args() -> argparse.Namespace:
         "--model-aliases",
         default=os.environ.get("INFERY_MODEL_ALIASES", ""),
         help='other model names, as template.yaml\'s ModelAliases: JSON {"name": "the name it stands for"}; '
-        "empty: gpt-4o-transcribe and gpt-4o-mini-transcribe stand for whisper-1",
+        "empty: gpt-4o-transcribe, gpt-4o-mini-transcribe and gpt-4o-transcribe-diarize stand for whisper-1",
     )
     parser.add_argument(
         "--concurrency",

@@ -150,6 +150,12 @@ def test_invocations_refuses_a_request_the_contract_does_not_allow(server: str) 
     assert (status, error["code"]) == (400, "invalid_request"), error
 
 
+def test_speakers_asked_of_the_image_which_has_no_diarization_are_a_clear_400(server: str) -> None:
+    audio = base64.b64encode(synthesize_wav("One short sentence.")).decode()
+    status, error = _invoke(server, {"audio": audio, "diarize": True})
+    assert (status, error["code"]) == (400, "diarization_unavailable"), error
+
+
 def test_the_gpu_libraries_ctranslate2_loads_are_in_the_image_and_load(container: str) -> None:
     probe_run = subprocess.run(
         _run_in(container, "python", "-c", LIBRARY_PROBE), check=True, capture_output=True, text=True

@@ -353,3 +353,21 @@ def test_metadata_addresses_are_metadata_however_written(address):
 def test_private_addresses_are_allowed_only_where_the_deployment_allows_them(address):
     assert is_allowed_address(address, allow_private_addresses=True)
     assert not is_allowed_address(address, allow_private_addresses=False)
+
+
+def test_a_name_with_many_silent_addresses_is_cut_at_the_fetchs_one_deadline(resolver, monkeypatch):
+    """Each address gets the connect timeout, but never more than is left of the whole fetch's: the clock is
+    simulated, each silent address 'takes' the timeout it was given."""
+    now = [0.0]
+    given: list[float] = []
+
+    def silent(address: tuple, timeout: Any = None, *args: Any, **kwargs: Any) -> socket.socket:
+        given.append(timeout)
+        now[0] += timeout
+        raise TimeoutError("timed out")
+
+    monkeypatch.setattr(socket, "create_connection", silent)
+    resolver.answers["audio.example"] = [f"93.184.216.{last}" for last in range(1, 9)]
+    fetch = fetcher(resolver, PUBLIC_ONLY, connect_timeout_seconds=5.0, timeout_seconds=12.0, clock=lambda: now[0])
+    assert refused(fetch, "http://audio.example/a.wav").code == "url_timeout"
+    assert given == [5.0, 5.0, 2.0]  # then the deadline: not 8 addresses x 5 s

@@ -105,7 +105,7 @@ class HttpAudioFetcher:
     ) -> bytes | str:
         """One GET: the body, or a redirect's Location."""
         timeout = min(self.connect_timeout_seconds, self._remaining(deadline))
-        connection = pinned_connection(target, addresses, timeout, context)
+        connection = pinned_connection(target, addresses, timeout, context, lambda: self._remaining(deadline))
         expired = threading.Event()
         watchdog: threading.Timer | None = None
         try:

@@ -9,6 +9,7 @@ verified against it.
 from __future__ import annotations
 
 import http.client
+import math
 import socket
 import ssl
 from collections.abc import Callable
@@ -38,36 +39,55 @@ def resolve(target: OutboundTarget, *, allow_private_addresses: bool, resolver: 
     return addresses
 
 
-def _connect(addresses: list[str], port: int, timeout: float | None) -> socket.socket:
-    """A connection to one of the addresses that were checked (never to the name: it would be resolved again)."""
+# seconds left of the caller's whole deadline; it raises once none is left
+Remaining = Callable[[], float]
+
+
+def _connect(addresses: list[str], port: int, timeout: float | None, remaining: Remaining | None) -> socket.socket:
+    """A connection to one of the addresses that were checked (never to the name: it would be resolved again).
+
+    Each address gets the connect timeout, cut to what is left of the caller's deadline: a name with many addresses
+    that never answer cannot stretch one fetch to their number times the timeout."""
     failure: OSError = OSError("no address")
     for address in addresses:
+        budget = timeout if remaining is None else min(timeout if timeout is not None else math.inf, remaining())
         try:
-            return socket.create_connection((address, port), timeout)
+            return socket.create_connection((address, port), budget)
         except OSError as exc:
             failure = exc
     raise failure
 
 
 class _PinnedHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, target: OutboundTarget, addresses: list[str], timeout: float) -> None:
+    def __init__(
+        self, target: OutboundTarget, addresses: list[str], timeout: float, remaining: Remaining | None
+    ) -> None:
         super().__init__(target.host, target.port, timeout=timeout)
         self._addresses = addresses
+        self._remaining = remaining
 
     def connect(self) -> None:
-        self.sock = _connect(self._addresses, self.port, self.timeout)
+        self.sock = _connect(self._addresses, self.port, self.timeout, self._remaining)
 
 
 class _PinnedHTTPSConnection(http.client.HTTPSConnection):
     """https to a checked address; the certificate is verified against the name, which SNI carries."""
 
-    def __init__(self, target: OutboundTarget, addresses: list[str], timeout: float, context: ssl.SSLContext) -> None:
+    def __init__(
+        self,
+        target: OutboundTarget,
+        addresses: list[str],
+        timeout: float,
+        context: ssl.SSLContext,
+        remaining: Remaining | None,
+    ) -> None:
         super().__init__(target.host, target.port, timeout=timeout, context=context)
         self._addresses = addresses
         self._tls_context = context
+        self._remaining = remaining
 
     def connect(self) -> None:
-        sock = _connect(self._addresses, self.port, self.timeout)
+        sock = _connect(self._addresses, self.port, self.timeout, self._remaining)
         try:
             self.sock = self._tls_context.wrap_socket(sock, server_hostname=self.host)
         except BaseException:
@@ -76,9 +96,14 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
 
 
 def pinned_connection(
-    target: OutboundTarget, addresses: list[str], timeout: float, tls_context: ssl.SSLContext
+    target: OutboundTarget,
+    addresses: list[str],
+    timeout: float,
+    tls_context: ssl.SSLContext,
+    remaining: Remaining | None = None,
 ) -> http.client.HTTPConnection:
-    """An HTTP(S) connection to ``target`` that connects to one of ``addresses`` (checked by ``resolve``)."""
+    """An HTTP(S) connection to ``target`` that connects to one of ``addresses`` (checked by ``resolve``); with
+    ``remaining``, no connection attempt outlasts the caller's deadline."""
     if target.scheme == "https":
-        return _PinnedHTTPSConnection(target, addresses, timeout, tls_context)
-    return _PinnedHTTPConnection(target, addresses, timeout)
+        return _PinnedHTTPSConnection(target, addresses, timeout, tls_context, remaining)
+    return _PinnedHTTPConnection(target, addresses, timeout, remaining)

@@ -9,9 +9,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from infery.adapters.credit_store import CreditStore
 from infery.domain.errors import InsufficientCredits, ModelFailed
 from infery.domain.inference import InferenceRequest, InferenceResult, Task
 from infery.domain.ledger import LedgerKind
+from infery.domain.shards import start_shard
 from infery.domain.transcription import LoadedAudio, TranscriptionOptions
 from infery.usecases.transcribe import TranscriptionService
 from infery_cli.__main__ import main
@@ -229,3 +231,55 @@ def test_usage_and_the_balance_header_of_a_sharded_key_are_its_totals_over_every
     assert_ok(csv_answer)
     rows = csv_answer.text.strip().splitlines()
     assert len(rows) == 1 + 1 + 8 * 2  # the header, the top-up, a reserve and a settle per request
+
+
+# --- a key resharded to fewer shards while its requests are open -----------------------------------------------
+
+
+def _request_on_shard(shard: int, shards: int) -> str:
+    return next(f"req-{n}" for n in range(10_000) if start_shard(f"req-{n}", shards) == shard)
+
+
+def _another_instance(accounts: Any) -> CreditStore:
+    """The credit store of another Lambda instance (the job worker's): nothing remembered of this one's requests."""
+    store = accounts.credits
+    return CreditStore(store._client, store._keys_table, store._ledger_table, store._reservations_table)
+
+
+def test_an_exact_settle_after_a_reshard_down_charges_once_and_reports_the_balance(accounts):
+    _, key = accounts.new_key(100, credit_shards=4)
+    reservation = accounts.credits.reserve(key, 3, request_id=_request_on_shard(3, 4), model="whisper-1")
+    assert reservation.shard == 3
+    accounts.credits.set_shards(accounts.keys.get(key.key_id), 1)
+    charge = _another_instance(accounts).settle(reservation, 3, audio_seconds=12.0)
+    assert (charge.billed_credits, charge.balance_after) == (3, 97)
+    assert accounts.credits.reservation(reservation.request_id) is None
+    assert accounts.credits.balance(key.key_hash) == 97
+
+
+def test_a_reservation_on_a_key_read_before_a_reshard_down_is_taken_from_shard_0(accounts):
+    _, key = accounts.new_key(100, credit_shards=4)
+    as_authenticated = accounts.keys.get(key.key_id)  # read moments before the operator's `keys set --shards 1`
+    accounts.credits.set_shards(as_authenticated, 1)
+    reservation = accounts.credits.reserve(as_authenticated, 3, request_id=_request_on_shard(2, 4), model="whisper-1")
+    assert reservation.shard is None
+    assert accounts.credits.balance(key.key_hash) == 97
+    accounts.credits.refund(reservation, reason="test")
+    assert accounts.credits.balance(key.key_hash) == 100
+
+
+def test_a_revoke_that_read_the_key_before_a_reshard_down_leaves_no_half_item(accounts, monkeypatch):
+    _, key = accounts.new_key(100, credit_shards=4)
+    stale = accounts.keys.get(key.key_id)
+    accounts.credits.set_shards(stale, 1)
+    reads = iter([stale])
+    real_get = accounts.keys.get
+    monkeypatch.setattr(accounts.keys, "get", lambda key_id: next(reads, None) or real_get(key_id))
+    accounts.keys.revoke(key.key_id)
+    monkeypatch.undo()
+    leftovers = [
+        accounts.keys_table.get_item(Key={"key_hash": f"{key.key_hash}#{shard}"}, ConsistentRead=True).get("Item")
+        for shard in (1, 2, 3)
+    ]
+    assert leftovers == [None, None, None]
+    assert accounts.keys.get(key.key_id).status == "revoked"

@@ -7,6 +7,7 @@ import base64
 import pytest
 from infery.domain.diarization import (
     ClusterTurn,
+    DiarizedSegment,
     check_known_speakers,
     cosine_similarity,
     diarized_segments,
@@ -17,7 +18,7 @@ from infery.domain.diarization import (
     speaker_at,
 )
 from infery.domain.errors import InvalidRequest
-from infery.domain.formats import render_transcript
+from infery.domain.formats import render_transcript, to_diarized_srt, to_diarized_vtt
 from infery.domain.inference import InferenceResult, SpeakerTurn, Task, Word
 from infery.domain.transcription import ResponseFormat, TranscriptionOptions
 
@@ -316,3 +317,10 @@ def test_a_transcript_without_speakers_is_not_shown_as_diarized_json() -> None:
             plain, ResponseFormat.DIARIZED_JSON, task=Task.TRANSCRIBE, credits_used=1, include_words=False
         )
     assert refused.value.param == "response_format" and "without speakers" in refused.value.message
+
+
+def test_a_speakers_name_never_puts_a_cue_arrow_into_srt_or_vtt_text():
+    pieces = [DiarizedSegment(speaker="A --> B", start=0.0, end=1.5, text=" Hello there.")]
+    for rendered in (to_diarized_srt(pieces), to_diarized_vtt(pieces)):
+        cue_text_lines = [line for line in rendered.splitlines() if "Hello" in line]
+        assert cue_text_lines and all("-->" not in line for line in cue_text_lines), rendered

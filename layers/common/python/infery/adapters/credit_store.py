@@ -225,13 +225,15 @@ class CreditStore:
         def take(current: int) -> tuple[int, dict[str, Any]]:
             return take_for_reservation(current, credits), {"model": model}
 
-        put_reservation = {
-            "Put": {
-                "TableName": self._reservations_table,
-                "Item": serialize(reservation.model_dump()),
-                "ConditionExpression": "attribute_not_exists(request_id)",
+        def put(reservation: Reservation) -> dict[str, Any]:
+            return {
+                "Put": {
+                    "TableName": self._reservations_table,
+                    "Item": serialize(reservation.model_dump()),
+                    "ConditionExpression": "attribute_not_exists(request_id)",
+                }
             }
-        }
+
         # the key as authentication read it (consistently, moments ago) is the balance to start from, when it read
         # this shard
         seen = key.credits if key.shard == shard else None
@@ -245,11 +247,15 @@ class CreditStore:
                     request_id,
                     take,
                     shard=shard,
-                    extra_items=[put_reservation],
+                    extra_items=[put(reservation)],
                     require_active=True,
                     seen_balance=seen,
                 )
                 break
+            except _ShardGone:
+                # the key was resharded to fewer shards since authentication read it: shard 0 always exists
+                shard, seen = 0, None
+                reservation = reservation.model_copy(update={"shard": None})
             except _AlreadyApplied:
                 stored = self.reservation(request_id)
                 if stored is None:
@@ -350,9 +356,14 @@ class CreditStore:
                 raise
             # settled or refunded already: never twice
             return SettledCharge(billed_credits=reservation.credits, balance_after=self.balance(reservation.key_hash))
+        # charged: what follows only reports the balance, from shard 0 when the key has fewer shards by now
         known = self._balances_after_reserve.pop(reservation.request_id, None)
-        balance = known if known is not None else int(self._key_row(reservation.key_hash, shard)["credits"])
-        return SettledCharge(billed_credits=reservation.credits, balance_after=self._total(reservation, shard, balance))
+        if known is None:
+            try:
+                known = int(self._shard_or_gone(reservation.key_hash, shard)["credits"])
+            except _ShardGone:
+                shard, known = 0, int(self._key_row(reservation.key_hash)["credits"])
+        return SettledCharge(billed_credits=reservation.credits, balance_after=self._total(reservation, shard, known))
 
     def refund(self, reservation: Reservation, *, reason: str, kind: LedgerKind = LedgerKind.REFUND) -> int | None:
         """Give the whole reservation back; the key's balance after (see ``_total``); None when it was closed

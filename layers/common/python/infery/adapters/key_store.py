@@ -12,9 +12,18 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from infery.adapters.dynamodb import all_items, consistent_item, deserialize, is_conditional_check_failure, serialize
+from infery.adapters.dynamodb import (
+    TRANSACTION_CANCELED,
+    all_items,
+    cancellation_codes,
+    consistent_item,
+    deserialize,
+    error_code,
+    is_conditional_check_failure,
+    serialize,
+)
 from infery.domain.clock import now_iso, parse_timestamp
-from infery.domain.errors import AuthenticationFailed, NotFound
+from infery.domain.errors import AuthenticationFailed, InternalError, NotFound
 from infery.domain.ids import key_id_for
 from infery.domain.keys import (
     ApiKeyItem,
@@ -28,6 +37,8 @@ from infery.domain.keys import (
 from infery.domain.shards import check_shard_count, shard_item_key, split_partition
 
 KEY_ID_INDEX = "ByKeyId"
+# a revoke that meets a reshard reads the key again; an operator's own two commands, so a few tries are plenty
+_REVOKE_ATTEMPTS = 5
 
 
 class KeyStore:
@@ -168,23 +179,48 @@ class KeyStore:
 
     def revoke(self, key_id: str) -> ApiKeyItem:
         """Revoke the key; a sharded key's copies with it, in one transaction (any of them may authenticate it)."""
-        key = self.get(key_id)
-        change = {
+        for _attempt in range(_REVOKE_ATTEMPTS):
+            key = self.get(key_id)
+            if key.credit_shards == 1 or self._revoke_shards(key):
+                break
+        else:
+            raise InternalError("The key's shards kept changing while it was revoked; it was not revoked. Retry.")
+        return self._revoke_row(key) if key.credit_shards == 1 else self.get(key_id)
+
+    def _revoke_row(self, key: ApiKeyItem) -> ApiKeyItem:
+        updated = self._client.update_item(
+            **self._revocation(), Key=serialize({"key_hash": key.key_hash}), ReturnValues="ALL_NEW"
+        )
+        return ApiKeyItem.model_validate(deserialize(updated["Attributes"]))
+
+    def _revocation(self) -> dict[str, Any]:
+        return {
             "TableName": self._table_name,
             "UpdateExpression": "SET #status = :revoked, revoked_at = :now",
             "ExpressionAttributeNames": {"#status": "status"},
             "ExpressionAttributeValues": serialize({":revoked": "revoked", ":now": now_iso()}),
         }
-        if key.credit_shards == 1:
-            updated = self._client.update_item(
-                **change, Key=serialize({"key_hash": key.key_hash}), ReturnValues="ALL_NEW"
+
+    def _revoke_shards(self, key: ApiKeyItem) -> bool:
+        """Every shard revoked in one transaction; False when one is gone (the key was resharded since it was read):
+        an update without that condition would create a half item under the shard's key."""
+        try:
+            self._client.transact_write_items(
+                TransactItems=[
+                    {
+                        "Update": {
+                            **self._revocation(),
+                            "Key": serialize({"key_hash": shard_item_key(key.key_hash, shard)}),
+                            "ConditionExpression": "attribute_exists(key_hash)",
+                        }
+                    }
+                    for shard in range(key.credit_shards)
+                ]
             )
-            return ApiKeyItem.model_validate(deserialize(updated["Attributes"]))
-        self._client.transact_write_items(
-            TransactItems=[
-                {"Update": {**change, "Key": serialize({"key_hash": shard_item_key(key.key_hash, shard)})}}
-                for shard in range(key.credit_shards)
-            ]
-        )
-        self._shard_counts.pop(key.key_hash, None)
-        return self.get(key_id)
+        except ClientError as error:
+            if error_code(error) != TRANSACTION_CANCELED or "ConditionalCheckFailed" not in cancellation_codes(error):
+                raise
+            return False
+        finally:
+            self._shard_counts.pop(key.key_hash, None)
+        return True

@@ -93,7 +93,7 @@ def to_diarized_srt(pieces: list[DiarizedSegment]) -> str:
     """srt cues with the speaker before the text: "[A] Hello." (srt has no markup for a voice)."""
     return "".join(
         f"{index}\n{format_timestamp(piece.start, ',')} --> {format_timestamp(piece.end, ',')}\n"
-        f"[{piece.speaker}] {piece.text.strip().replace('-->', '->')}\n\n"
+        f"[{piece.speaker.replace('-->', '->')}] {piece.text.strip().replace('-->', '->')}\n\n"
         for index, piece in enumerate(pieces, start=1)
     )
 

@@ -132,18 +132,15 @@ class FakeCredits:
             self.rebalance(key.key_hash, target=shard, need=credits)
         available = self.shard_balances(key.key_hash)[shard]
         change = take_for_reservation(available if available >= credits else self.balance(key.key_hash), credits)
-        epoch = next(_clock)
-        reservation = Reservation(
+        reservation = Reservation.opened(
+            key,
+            credits,
             request_id=request_id,
-            key_hash=key.key_hash,
-            key_id=key.key_id,
             model=model,
-            credits=credits,
-            created_at=now_iso(),
-            created_epoch=epoch,
-            hold_until_epoch=epoch + hold_seconds if hold_seconds else None,
-            covered_seconds=round(covered_seconds, 3) if covered_seconds else None,
-            shard=shard if key.credit_shards > 1 else None,
+            shard=shard,
+            created_epoch=next(_clock),
+            hold_seconds=hold_seconds,
+            covered_seconds=covered_seconds,
         )
         self._entry(key.key_hash, key.key_id, LedgerKind.RESERVE, request_id, change, shard, model=model)
         self.open[request_id] = reservation

@@ -208,18 +208,15 @@ class CreditStore:
         shards are evened out, that shard first served, and it is tried again: 402 only when the key's total is
         short."""
         shard = start_shard(request_id, key.credit_shards)
-        created_epoch = int(time.time())
-        reservation = Reservation(
+        reservation = Reservation.opened(
+            key,
+            credits,
             request_id=request_id,
-            key_hash=key.key_hash,
-            key_id=key.key_id,
             model=model,
-            credits=credits,
-            created_at=now_iso(),
-            created_epoch=created_epoch,
-            hold_until_epoch=created_epoch + hold_seconds if hold_seconds else None,
-            covered_seconds=round(covered_seconds, 3) if covered_seconds else None,
-            shard=shard if key.credit_shards > 1 else None,
+            shard=shard,
+            created_epoch=int(time.time()),
+            hold_seconds=hold_seconds,
+            covered_seconds=covered_seconds,
         )
 
         def take(current: int) -> tuple[int, dict[str, Any]]:

@@ -12,7 +12,9 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
+from infery.domain.clock import now_iso
 from infery.domain.errors import InsufficientCredits, InternalError
+from infery.domain.keys import ApiKeyItem
 
 
 class LedgerKind(StrEnum):
@@ -62,6 +64,33 @@ class Reservation(BaseModel):
     # the credit shard the credits were taken from, where the settle or refund gives them back (None: the key has
     # one shard)
     shard: int | None = None
+
+    @classmethod
+    def opened(
+        cls,
+        key: ApiKeyItem,
+        credits: int,
+        *,
+        request_id: str,
+        model: str,
+        shard: int,
+        created_epoch: int,
+        hold_seconds: int | None = None,
+        covered_seconds: float | None = None,
+    ) -> Reservation:
+        """A reservation of ``credits`` on ``key`` (taken from ``shard``), opened at ``created_epoch``."""
+        return cls(
+            request_id=request_id,
+            key_hash=key.key_hash,
+            key_id=key.key_id,
+            model=model,
+            credits=credits,
+            created_at=now_iso(),
+            created_epoch=created_epoch,
+            hold_until_epoch=created_epoch + hold_seconds if hold_seconds else None,
+            covered_seconds=round(covered_seconds, 3) if covered_seconds else None,
+            shard=shard if key.credit_shards > 1 else None,
+        )
 
 
 class SettledCharge(BaseModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,25 +31,35 @@ def format_timestamp(seconds: float, decimal_marker: str) -> str:
     return f"{hours:02d}:{minutes:02d}:{whole_seconds:02d}{decimal_marker}{milliseconds:03d}"
 
 
-def _cue_text(segment: Segment) -> str:
+def _cue_text(text: str) -> str:
     # "-->" inside a cue would end it early in both subtitle formats
-    return segment.text.strip().replace("-->", "->")
+    return text.strip().replace("-->", "->")
+
+
+# a cue: its start and end in seconds, and its text as written
+Cue = tuple[float, float, str]
+
+
+def _srt(cues: Iterable[Cue]) -> str:
+    return "".join(
+        f"{index}\n{format_timestamp(start, ',')} --> {format_timestamp(end, ',')}\n{text}\n\n"
+        for index, (start, end, text) in enumerate(cues, start=1)
+    )
+
+
+def _vtt(cues: Iterable[Cue]) -> str:
+    body = "".join(
+        f"{format_timestamp(start, '.')} --> {format_timestamp(end, '.')}\n{text}\n\n" for start, end, text in cues
+    )
+    return f"WEBVTT\n\n{body}"
 
 
 def to_srt(segments: list[Segment]) -> str:
-    return "".join(
-        f"{index}\n{format_timestamp(segment.start, ',')} --> {format_timestamp(segment.end, ',')}\n"
-        f"{_cue_text(segment)}\n\n"
-        for index, segment in enumerate(segments, start=1)
-    )
+    return _srt((segment.start, segment.end, _cue_text(segment.text)) for segment in segments)
 
 
 def to_vtt(segments: list[Segment]) -> str:
-    cues = "".join(
-        f"{format_timestamp(segment.start, '.')} --> {format_timestamp(segment.end, '.')}\n{_cue_text(segment)}\n\n"
-        for segment in segments
-    )
-    return f"WEBVTT\n\n{cues}"
+    return _vtt((segment.start, segment.end, _cue_text(segment.text)) for segment in segments)
 
 
 def _logprobs(result: InferenceResult, segment_id: int | None = None) -> list[dict[str, Any]]:
@@ -91,21 +102,16 @@ def to_event_stream(result: InferenceResult, *, credits_used: int, include_logpr
 
 def to_diarized_srt(pieces: list[DiarizedSegment]) -> str:
     """srt cues with the speaker before the text: "[A] Hello." (srt has no markup for a voice)."""
-    return "".join(
-        f"{index}\n{format_timestamp(piece.start, ',')} --> {format_timestamp(piece.end, ',')}\n"
-        f"[{piece.speaker.replace('-->', '->')}] {piece.text.strip().replace('-->', '->')}\n\n"
-        for index, piece in enumerate(pieces, start=1)
+    return _srt(
+        (piece.start, piece.end, f"[{piece.speaker.replace('-->', '->')}] {_cue_text(piece.text)}") for piece in pieces
     )
 
 
 def to_diarized_vtt(pieces: list[DiarizedSegment]) -> str:
     """vtt cues with WebVTT's voice span: "<v A>Hello." (a ">" would end the span's annotation early)."""
-    cues = "".join(
-        f"{format_timestamp(piece.start, '.')} --> {format_timestamp(piece.end, '.')}\n"
-        f"<v {piece.speaker.replace('>', '')}>{piece.text.strip().replace('-->', '->')}\n\n"
-        for piece in pieces
+    return _vtt(
+        (piece.start, piece.end, f"<v {piece.speaker.replace('>', '')}>{_cue_text(piece.text)}") for piece in pieces
     )
-    return f"WEBVTT\n\n{cues}"
 
 
 def diarized_json(result: InferenceResult, credits_used: int) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from infery.adapters.credit_store import CreditStore
 from infery.domain.errors import InsufficientCredits, ModelFailed
 from infery.domain.inference import InferenceRequest, InferenceResult, Task
 from infery.domain.ledger import LedgerKind
-from infery.domain.shards import start_shard
+from infery.domain.shards import MAX_CREDIT_SHARDS, start_shard
 from infery.domain.transcription import LoadedAudio, TranscriptionOptions
 from infery.usecases.transcribe import TranscriptionService
 from infery_cli.__main__ import main
@@ -283,3 +283,20 @@ def test_a_revoke_that_read_the_key_before_a_reshard_down_leaves_no_half_item(ac
     ]
     assert leftovers == [None, None, None]
     assert accounts.keys.get(key.key_id).status == "revoked"
+
+
+def test_a_key_at_the_most_shards_rebalances_and_reshards_within_one_transaction_each(accounts):
+    """100 shards (DynamoDB's items per transaction): a rebalance that moves every shard and a reshard that deletes
+    99 of them each fit one transaction, and lose nothing."""
+    _, key = accounts.new_key(250, credit_shards=MAX_CREDIT_SHARDS)
+    assert len(accounts.credits.shard_balances(key.key_hash)) == MAX_CREDIT_SHARDS
+    # more than any one shard holds (2 or 3 each): gathered from the others onto the request's shard
+    reservation = accounts.credits.reserve(key, 200, request_id=_request_on_shard(57, MAX_CREDIT_SHARDS), model="m")
+    assert reservation.shard == 57
+    assert accounts.credits.balance(key.key_hash) == 50
+    assert min(accounts.credits.shard_balances(key.key_hash)) >= 0
+    accounts.credits.set_shards(accounts.keys.get(key.key_id), 1)
+    assert accounts.credits.shard_balances(key.key_hash) == [50]
+    accounts.credits.refund(reservation, reason="test")  # its shard is gone: back on shard 0
+    assert accounts.credits.balance(key.key_hash) == 250
+    assert sum(entry.credits for entry in books(accounts, key.key_id, MAX_CREDIT_SHARDS)) == 250

@@ -105,6 +105,8 @@ class AudioLimits(EnvironmentSettings):
     # A synchronous call refuses longer audio before reserving (template.yaml's MaxSyncAudioSeconds): the model
     # must finish it within endpoint_timeout_seconds, or the call times out, is refunded, and the work was free.
     max_sync_audio_seconds: float = Field(default=300.0, gt=0)
+    # A job's audio may last this long (template.yaml's MaxJobAudioSeconds); one past JobPartSeconds runs in parts.
+    max_job_audio_seconds: float = Field(default=10 * 3600.0, gt=0)
     # Below this a header lies (1 Hz turns 4 KB into 2,000 s) or the speech is not intelligible.
     min_audio_sample_rate: int = Field(default=8_000, gt=0)
 
@@ -139,6 +141,9 @@ class AudioBucket(EnvironmentSettings):
     max_upload_bytes: int = Field(default=25 * 1000 * 1000, gt=0)
     # How long a presigned upload URL stays valid.
     upload_expiry_seconds: int = Field(default=900, gt=0, le=7 * 24 * 3600)
+    # What a job's file may weigh, uploaded or fetched by URL (template.yaml's MaxJobBytes); the model reads it from
+    # the bucket by ranges, never whole.
+    max_job_bytes: int = Field(default=1_000_000_000, gt=0)
 
 
 class ReservationGrace(EnvironmentSettings):
@@ -177,6 +182,15 @@ class JobsSettings(JobTables, AudioBucket, TranscriptionSettings, AsyncModel, Re
     worker_max_receives: int = Field(default=3, ge=1)
     # How many uploads (not yet expired) and jobs (not yet finished) one key may have open at once; one more is 429.
     max_open_jobs_per_key: int = Field(default=100, ge=1)
+    # A job longer than this runs as parts of about this length, in parallel across the asynchronous endpoint's
+    # instances (each invocation is limited to an hour), cut at pauses and stitched back in order.
+    job_part_seconds: float = Field(default=1800.0, ge=10)
+
+    @property
+    def job_part_search_seconds(self) -> float:
+        """How far either side of a part's nominal edge its cut is looked for: a pause within 30 s, less for short
+        parts (the local stack's tests), so a part is always longer than its two searches."""
+        return min(30.0, self.job_part_seconds / 6)
 
     @property
     def async_job_hold_seconds(self) -> int:

@@ -31,6 +31,26 @@ class VadCuts(BaseModel):
     silence_duration_ms: int = Field(default=0, ge=0, le=10_000)
 
 
+class AudioPart(BaseModel):
+    """One part of a long job's audio: the model transcribes from the pause nearest ``start`` to the pause nearest
+    ``end`` (seconds into the file; None is the file's own start or end). Each cut is chosen within
+    ``search_seconds`` either side of its nominal time, by one rule on the samples of that stretch alone, decoded
+    the same way by both parts that share the cut: two neighbouring parts meet at the same instant, in a pause, so
+    no word is lost or doubled at their edge."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    start: float | None = Field(default=None, gt=0)
+    end: float | None = Field(default=None, gt=0)
+    search_seconds: float = Field(default=30.0, gt=0, le=300)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AudioPart:
+        if self.start is not None and self.end is not None and self.end - self.start <= 2 * self.search_seconds:
+            raise ValueError("a part must be longer than its two searches for a cut")
+        return self
+
+
 class KnownSpeaker(BaseModel):
     """A voice sample given a name: the speaker whose voice matches it is called by that name."""
 
@@ -70,6 +90,9 @@ class InferenceRequest(BaseModel):
     # who speaks when (speaker_turns in the result), run on the same decoded audio as the transcript
     diarize: bool = False
     known_speakers: list[KnownSpeaker] = Field(default_factory=list)
+    # a part of a long job: only that stretch of the file is read and decoded, and the result is on the file's own
+    # timeline (its timestamps count from the file's start, not the part's)
+    part: AudioPart | None = None
 
     @model_validator(mode="after")
     def _one_audio_source(self) -> InferenceRequest:
@@ -120,7 +143,9 @@ class SpeakerTurn(BaseModel):
 class InferenceResult(BaseModel):
     text: str
     language: str
+    # the seconds of audio transcribed; for a part, from ``audio_start`` (its first cut) to its last cut
     duration: float = Field(ge=0)
+    audio_start: float = Field(default=0, ge=0)
     segments: list[Segment]
     words: list[Word] | None = None
     # every text token of every segment, in order; only when the request asked for them

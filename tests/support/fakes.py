@@ -32,6 +32,7 @@ from infery.domain.ledger import (
     settle,
     take_for_reservation,
 )
+from infery.domain.parts import JobPart
 from infery.domain.shards import check_shard_count, evened, start_shard
 from infery.domain.stored_audio import StoredObject
 
@@ -297,6 +298,7 @@ class FakeJobs:
             attempts=job.attempts + 1,
             open_until=open_until,
             inference_id=None,
+            parts=[],
         )
 
     def unfinished(self) -> Iterator[Job]:
@@ -316,10 +318,56 @@ class FakeJobs:
         self._update(job_id, updated_at=iso_at(now))
         return True
 
-    def submitted(self, job_id: str, *, inference_id: str, lease_until: int) -> Job:
+    def submitted(self, job_id: str, *, inference_id: str, lease_until: int, parts: list[JobPart] | None = None) -> Job:
         if self.jobs[job_id].status is not JobStatus.RUNNING:  # as the store's condition: a running job only
             return self.jobs[job_id]
-        return self._update(job_id, inference_id=inference_id, lease_until=lease_until, progress=0.1)
+        return self._update(
+            job_id, inference_id=inference_id, lease_until=lease_until, progress=0.1, parts=list(parts or [])
+        )
+
+    def _running_part(self, job_id: str, inference_id: str, index: int, part_inference_id: str) -> JobPart | None:
+        """The part as the store's condition finds it: of the running attempt, under that invocation's id."""
+        job = self.jobs.get(job_id)
+        if job is None or job.status is not JobStatus.RUNNING or job.inference_id != inference_id:
+            return None
+        if index >= len(job.parts) or job.parts[index].inference_id != part_inference_id:
+            return None
+        return job.parts[index]
+
+    def _replace_part(self, job_id: str, part: JobPart, **changes: Any) -> Job:
+        parts = list(self.jobs[job_id].parts)
+        parts[part.index] = part
+        return self._update(job_id, parts=parts, **changes)
+
+    def part_done(
+        self,
+        job_id: str,
+        *,
+        inference_id: str,
+        part_inference_id: str,
+        index: int,
+        output_location: str,
+        audio_seconds: float,
+    ) -> Job | None:
+        part = self._running_part(job_id, inference_id, index, part_inference_id)
+        if part is None:
+            return None
+        done = part.model_copy(update={"output_location": output_location, "audio_seconds": round(audio_seconds, 3)})
+        return self._replace_part(job_id, done)
+
+    def part_resubmitted(
+        self,
+        job_id: str,
+        *,
+        inference_id: str,
+        index: int,
+        previous_inference_id: str,
+        part: JobPart,
+        lease_until: int,
+    ) -> Job | None:
+        if self._running_part(job_id, inference_id, index, previous_inference_id) is None:
+            return None
+        return self._replace_part(job_id, part, lease_until=lease_until)
 
     def release(self, job_id: str) -> Job:
         if self.jobs[job_id].status is JobStatus.RUNNING:
@@ -466,24 +514,32 @@ class FakeAsyncEndpoint:
         if self.refuse_submit is not None:
             raise self.refuse_submit
         self.submitted.append((inference_id, request))
-        return AsyncSubmission(inference_id=inference_id, output_location=f"s3://b/async-outputs/{inference_id}.out")
+        return AsyncSubmission(inference_id=inference_id, output_location=self.output_location(inference_id))
 
     def result(self, notification: AsyncNotification) -> InferenceResult:
-        outcome = self.outcomes[notification.inference_id]
+        return self.output(self.output_location(notification.inference_id))
+
+    def output(self, location: str) -> InferenceResult:
+        outcome = self.outcomes[location.removeprefix("s3://b/async-outputs/").removesuffix(".out")]
         if isinstance(outcome, Exception):
             raise outcome
         return outcome
 
+    @staticmethod
+    def output_location(inference_id: str) -> str:
+        return f"s3://b/async-outputs/{inference_id}.out"
+
     def progress_uri(self, key_id: str, inference_id: str) -> str:
         return f"s3://b/progress/{key_id}/{inference_id}.json"
 
-    @staticmethod
-    def notification(inference_id: str, succeeded: bool = True) -> AsyncNotification:
+    @classmethod
+    def notification(cls, inference_id: str, succeeded: bool = True) -> AsyncNotification:
         return AsyncNotification.model_validate(
             {
                 "inferenceId": inference_id,
                 "invocationStatus": "Completed" if succeeded else "Failed",
                 "eventSource": "aws:sagemaker",
+                **({"responseParameters": {"outputLocation": cls.output_location(inference_id)}} if succeeded else {}),
             }
         )
 

@@ -254,6 +254,8 @@ class WorkerWiring(ReconcilerWiring):
             upload_expiry_seconds=self.settings.upload_expiry_seconds,
             audio_by_url=self.job_audio_by_url,
             max_fetch_bytes=self.settings.max_upload_bytes,
+            part_seconds=self.settings.job_part_seconds,
+            part_search_seconds=self.settings.job_part_search_seconds,
         )
 
 

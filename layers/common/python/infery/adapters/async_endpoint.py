@@ -113,6 +113,10 @@ class AsyncWhisperEndpoint:
         location = notification.response_parameters.output_location
         if not location:
             raise ModelFailed("The model finished without a result; nothing was charged.")
+        return self.output(location)
+
+    def output(self, location: str) -> InferenceResult:
+        """The result a successful invocation wrote to ``location``."""
         try:
             bucket, key = _split_uri(location)
             body = self._s3.get_object(Bucket=bucket, Key=key)["Body"].read()

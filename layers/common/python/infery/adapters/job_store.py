@@ -26,6 +26,7 @@ from infery.domain.jobs import (
     JobStatus,
     WebhookAttempt,
 )
+from infery.domain.parts import JobPart
 
 # template.yaml's index of the jobs table by key, newest first: GET /v1/jobs lists a key's own jobs
 JOBS_BY_KEY_INDEX = "ByKey"
@@ -82,7 +83,7 @@ class JobStore:
                 UpdateExpression="SET #status = :running, lease_until = :lease, updated_at = :now_iso, "
                 "progress = :progress, open_until = :open_until ADD attempts :one "
                 # the attempt about to start has no inference yet: a late notification of the last one names no job
-                "REMOVE inference_id",
+                "REMOVE inference_id, parts",
                 ConditionExpression=f"#status IN ({', '.join(_CLAIMABLE)}) "
                 "OR (#status = :running AND lease_until < :now)",
                 ExpressionAttributeNames={"#status": "status"},
@@ -104,11 +105,89 @@ class JobStore:
             raise
         return Job.model_validate(updated["Attributes"])
 
-    def submitted(self, job_id: str, *, inference_id: str, lease_until: int) -> Job:
-        """The attempt is on the asynchronous endpoint: hold the lease until its outcome can no longer arrive."""
-        return self._update(
-            job_id, {"inference_id": inference_id, "lease_until": lease_until, "progress": 0.1}, only_while_running=True
+    def submitted(self, job_id: str, *, inference_id: str, lease_until: int, parts: list[JobPart] | None = None) -> Job:
+        """The attempt is on the asynchronous endpoint (as one invocation, or as ``parts``): hold the lease until its
+        outcome can no longer arrive."""
+        values: dict[str, Any] = {"inference_id": inference_id, "lease_until": lease_until, "progress": 0.1}
+        if parts:
+            values["parts"] = [part.model_dump(mode="json") for part in parts]
+        return self._update(job_id, values, only_while_running=True)
+
+    def part_done(
+        self,
+        job_id: str,
+        *,
+        inference_id: str,
+        part_inference_id: str,
+        index: int,
+        output_location: str,
+        audio_seconds: float,
+    ) -> Job | None:
+        """Record that a part's invocation succeeded, and return the job as it is now (every part done: the one
+        write that completed the set sees it so). None when that invocation is no longer the running part of the
+        running attempt. Recording a part again changes nothing, so a repeated notification finds the same job."""
+        return self._update_part(
+            job_id,
+            index,
+            f"SET parts[{index}].output_location = :location, parts[{index}].audio_seconds = :seconds",
+            {":location": output_location, ":seconds": to_dynamodb(round(audio_seconds, 3))},
+            inference_id=inference_id,
+            part_inference_id=part_inference_id,
         )
+
+    def part_resubmitted(
+        self,
+        job_id: str,
+        *,
+        inference_id: str,
+        index: int,
+        previous_inference_id: str,
+        part: JobPart,
+        lease_until: int,
+    ) -> Job | None:
+        """The part is submitted again under ``part.inference_id`` (its last invocation failed for a reason of ours);
+        the job's lease is extended for it. None when ``previous_inference_id`` is no longer the running part."""
+        return self._update_part(
+            job_id,
+            index,
+            f"SET parts[{index}].inference_id = :new_part, parts[{index}].submissions = :submissions, "
+            "lease_until = :lease",
+            {":new_part": part.inference_id, ":submissions": part.submissions, ":lease": lease_until},
+            inference_id=inference_id,
+            part_inference_id=previous_inference_id,
+        )
+
+    def _update_part(
+        self,
+        job_id: str,
+        index: int,
+        update: str,
+        values: dict[str, Any],
+        *,
+        inference_id: str,
+        part_inference_id: str,
+    ) -> Job | None:
+        try:
+            updated = self._table.update_item(
+                Key={"job_id": job_id},
+                UpdateExpression=update + ", updated_at = :now_iso",
+                ConditionExpression=f"#status = :running AND inference_id = :attempt "
+                f"AND parts[{index}].inference_id = :part",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={
+                    **values,
+                    ":running": JobStatus.RUNNING.value,
+                    ":attempt": inference_id,
+                    ":part": part_inference_id,
+                    ":now_iso": now_iso(),
+                },
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if is_conditional_check_failure(exc):
+                return None
+            raise
+        return Job.model_validate(updated["Attributes"])
 
     def set_progress(self, job_id: str, progress: float) -> None:
         self._update(job_id, {"progress": round(progress, 3)}, only_while_running=True)

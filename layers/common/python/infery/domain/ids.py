@@ -21,6 +21,9 @@ _UPLOAD_PREFIX = "upl_"
 _JOB_PREFIX = "job_"
 _WEBHOOK_SECRET_PREFIX = "whsec_"  # noqa: S105 - the prefix of every secret, not one
 _ATTEMPT_SEPARATOR = "."
+# a part of a long job's attempt: <attempt id>~p<index>, then r<n> for its n-th submission after the first
+_PART_SEPARATOR = "~p"
+_PART_ID = re.compile(r"(?P<attempt>[^~]+)~p(?P<index>\d+)(?:r(?P<submission>\d+))?")
 
 
 def key_id_for(key_hash: str) -> str:
@@ -60,7 +63,21 @@ def attempt_id(request_id: str, attempt: int) -> str:
 
 
 def job_id_of_attempt(inference_id: str) -> str:
-    return inference_id.split(_ATTEMPT_SEPARATOR, 1)[0]
+    """The job of an attempt's inference id, or of one of its parts'."""
+    return inference_id.split(_PART_SEPARATOR, 1)[0].split(_ATTEMPT_SEPARATOR, 1)[0]
+
+
+def part_inference_id(attempt_inference_id: str, index: int, submission: int = 1) -> str:
+    """The asynchronous invocation of part ``index`` of an attempt, its ``submission``-th (a part that failed for a
+    reason of ours is submitted again alone, under a new id: a notification of the one given up then names no part)."""
+    suffix = f"r{submission}" if submission > 1 else ""
+    return f"{attempt_inference_id}{_PART_SEPARATOR}{index}{suffix}"
+
+
+def parse_part_inference_id(inference_id: str) -> tuple[str, int] | None:
+    """(the attempt's inference id, the part's index) of a part's invocation; None for a whole attempt's."""
+    match = _PART_ID.fullmatch(inference_id)
+    return (match["attempt"], int(match["index"])) if match else None
 
 
 def idempotency_id(key_id: str, idempotency_key: str) -> str:

@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 
 from infery.domain.clock import now_iso
 from infery.domain.ids import new_webhook_secret
+from infery.domain.parts import JobPart
 from infery.domain.transcription import TranscriptionOptions
 
 JOB_RETENTION_SECONDS = 30 * 24 * 3600
@@ -35,6 +36,7 @@ JOB_PRIVATE_FIELDS = frozenset(
         "source_uri",
         "source_url",  # a presigned URL is a credential: never shown back, nor sent in a webhook
         "inference_id",
+        "parts",  # shown as the progress they add up to
         "open_key_id",
         "open_until",
     }
@@ -83,6 +85,8 @@ class Job(BaseModel):
     lease_until: int = 0
     # the asynchronous invocation running this attempt (also the id its credits are reserved under)
     inference_id: str | None = None
+    # a long job's attempt runs as parts, each its own invocation (empty: the attempt is one invocation)
+    parts: list[JobPart] = Field(default_factory=list)
     # while the job is open (not finished): its key, and until when it counts against the key's open-work cap
     open_key_id: str | None = None
     open_until: int | None = None

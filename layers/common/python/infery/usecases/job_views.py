@@ -31,12 +31,22 @@ class JobPresenter:
         finished job's result when the caller holds it (the worker that just stored it), else read from storage."""
         view = job.public_view()
         if job.status is JobStatus.RUNNING and job.inference_id and self.model_progress is not None:
-            done = self.model_progress(job.key_id, job.inference_id)
+            done = self._model_progress(job, self.model_progress)
             if done is not None:
                 view["progress"] = round(max(job.progress, SUBMITTED_PROGRESS + MODEL_SHARE_OF_PROGRESS * done), 3)
         if job.status is JobStatus.SUCCEEDED and job.result_key:
             view["result"] = self.render_result(job, response_format, result=result).body
         return view
+
+    @staticmethod
+    def _model_progress(job: Job, model_progress: Callable[[str, str], float | None]) -> float | None:
+        """How far the model is through the job's audio: its one invocation's report, or the mean over its parts
+        (nearly equal stretches: a part that is in counts whole, one that has not reported yet counts nothing)."""
+        if not job.parts:
+            assert job.inference_id is not None
+            return model_progress(job.key_id, job.inference_id)
+        reports = [1.0 if part.done else model_progress(job.key_id, part.inference_id) or 0.0 for part in job.parts]
+        return sum(reports) / len(reports)
 
     def render_result(
         self, job: Job, response_format: ResponseFormat | None = None, *, result: InferenceResult | None = None

@@ -44,12 +44,15 @@ from infery.domain.ids import (
     job_id_of_attempt,
     new_job_id,
     new_upload_id,
+    parse_part_inference_id,
+    part_inference_id,
     upload_id_for_fetch,
 )
-from infery.domain.inference import InferenceResult, Task
+from infery.domain.inference import AudioPart, InferenceRequest, InferenceResult, Task
 from infery.domain.jobs import Job, JobError, JobStatus, new_job
 from infery.domain.keys import ApiKeyItem, ensure_usable
 from infery.domain.ledger import LedgerEntry, LedgerKind
+from infery.domain.parts import MAX_PART_SUBMISSIONS, JobPart, gaps_between, part_budget_seconds, plan_parts, stitch
 from infery.domain.stored_audio import StoredObject, parse_object_key
 from infery.domain.transcription import (
     LoadedAudio,
@@ -93,6 +96,9 @@ class JobService:
     # fetches a job's audio sent by URL when the job runs, at most this many bytes (the upload limit)
     audio_by_url: AudioByUrl | None = None
     max_fetch_bytes: int = 25 * 1000 * 1000
+    # a job longer than this runs as parts (domain/parts.py), their cuts looked for this far around their edges
+    part_seconds: float = 1800.0
+    part_search_seconds: float = 30.0
 
     def _open_until_running(self) -> int:
         """Until when a queued or running job counts as open work if it never finishes: all its attempts' time."""
@@ -281,6 +287,8 @@ class JobService:
         # the attempt's id: its credits are reserved under it, and its notification names it; the settle check
         # keeps the job charged once across attempts
         inference_id = attempt_id(job.job_id, job.attempts)
+        # a job in parts may see one round of its parts submitted again: it holds its credits that much longer
+        hold_seconds = self.hold_seconds * MAX_PART_SUBMISSIONS
         reservation = charging.reserve(
             self.credits,
             self.terms,
@@ -288,29 +296,54 @@ class JobService:
             job.options.model,
             audio,
             request_id=inference_id,
-            hold_seconds=self.hold_seconds,
+            hold_seconds=hold_seconds,
             diarize=job.options.diarize,
         )
         try:
+            request = charging.inference_request(
+                job.options,
+                audio,
+                reservation,
+                progress_s3_uri=self.endpoint.progress_uri(job.key_id, inference_id),
+            )
+            covered = reservation.covered_seconds or 0.0
+            # speakers are labelled over the whole file by one model run: a diarized job is never cut
+            plan = [] if request.diarize else plan_parts(covered, self.part_seconds, self.part_search_seconds)
+            parts = [
+                JobPart(
+                    index=index, start=part.start, end=part.end, inference_id=part_inference_id(inference_id, index)
+                )
+                for index, part in enumerate(plan)
+            ]
             # recorded before it is submitted: the attempt's notification may come back before a slow write would
             # (DynamoDB throttling, retried), and a notification the job does not name is of an attempt given up
             submitted = self.jobs.submitted(
-                job.job_id, inference_id=inference_id, lease_until=int(self.clock()) + self.hold_seconds
+                job.job_id, inference_id=inference_id, lease_until=int(self.clock()) + hold_seconds, parts=parts
             )
-            self.endpoint.submit(
-                charging.inference_request(
-                    job.options,
-                    audio,
-                    reservation,
-                    progress_s3_uri=self.endpoint.progress_uri(job.key_id, inference_id),
-                ),
-                key_id=job.key_id,
-                inference_id=inference_id,
-            )
+            if not parts:
+                self.endpoint.submit(request, key_id=job.key_id, inference_id=inference_id)
+            for part in parts:
+                self._submit_part(job, request, part, covered)
             return submitted
         except BaseException as failure:
             charging.refund(self.credits, reservation, failure)
             raise
+
+    def _submit_part(self, job: Job, request: InferenceRequest, part: JobPart, covered_seconds: float) -> None:
+        """One part of the attempt's request on the endpoint: its stretch of the audio, what that stretch may cost,
+        and its own progress report."""
+        audio_part = AudioPart(start=part.start, end=part.end, search_seconds=self.part_search_seconds)
+        self.endpoint.submit(
+            request.model_copy(
+                update={
+                    "part": audio_part,
+                    "max_audio_seconds": part_budget_seconds(audio_part, covered_seconds),
+                    "progress_s3_uri": self.endpoint.progress_uri(job.key_id, part.inference_id),
+                }
+            ),
+            key_id=job.key_id,
+            inference_id=part.inference_id,
+        )
 
     def _audio(self, job: Job, stored: StoredObject) -> LoadedAudio:
         """The job's audio as stored, fetched first when it was sent by URL (before any credit is reserved: a fetch
@@ -325,7 +358,10 @@ class JobService:
 
     def complete(self, notification: AsyncNotification) -> Job | None:
         """Finish the job whose asynchronous invocation ended: settle and store, or refund and fail (or, for a
-        transient failure while attempts remain, put the job back on the queue)."""
+        transient failure while attempts remain, put the job back on the queue). A part's end is recorded, and the
+        job finished once its last part is in."""
+        if parse_part_inference_id(notification.inference_id) is not None:
+            return self._complete_part(notification)
         job = self.jobs.get(job_id_of_attempt(notification.inference_id))
         if job is None or job.status is not JobStatus.RUNNING or job.inference_id != notification.inference_id:
             logger.info(
@@ -345,6 +381,114 @@ class JobService:
             # attempt running, which a redelivery could only fail
             outcome = self._failed(job, error, retry=job.attempts < self.max_attempts, resubmit=True)
             self._refund_attempt(notification.inference_id, error)
+            return outcome
+        self._succeeded(finished, result)
+        return finished
+
+    def _complete_part(self, notification: AsyncNotification) -> Job | None:
+        parsed = parse_part_inference_id(notification.inference_id)
+        assert parsed is not None
+        attempt_inference_id, index = parsed
+        job = self.jobs.get(job_id_of_attempt(attempt_inference_id))
+        part = self._running_part(job, attempt_inference_id, index, notification.inference_id)
+        if job is None or part is None:
+            logger.info("notification for no running part ignored", extra={"inference_id": notification.inference_id})
+            return None
+        try:
+            # read now, so a result that cannot be read is a failure of this part alone
+            result = self.endpoint.result(notification)
+            location = notification.response_parameters.output_location
+            assert location is not None  # a result was read from it
+        except Exception as error:
+            return self._part_failed(job, part, error)
+        recorded = self.jobs.part_done(
+            job.job_id,
+            inference_id=attempt_inference_id,
+            part_inference_id=part.inference_id,
+            index=index,
+            output_location=location,
+            audio_seconds=result.duration,
+        )
+        if recorded is None or not all(each.done for each in recorded.parts):
+            return recorded
+        return self._finish_parts(recorded)
+
+    @staticmethod
+    def _running_part(job: Job | None, attempt_inference_id: str, index: int, inference_id: str) -> JobPart | None:
+        if job is None or job.status is not JobStatus.RUNNING or job.inference_id != attempt_inference_id:
+            return None
+        part = job.parts[index] if index < len(job.parts) else None
+        return part if part is not None and part.inference_id == inference_id else None
+
+    def _part_failed(self, job: Job, part: JobPart, error: Exception) -> Job | None:
+        """A part that failed for a reason of ours is submitted again alone while it may be; any other failure ends
+        the attempt as a whole job's failure would (the attempt's credits go back, the job is retried or failed)."""
+        transient = not isinstance(error, InferyError) or error.status_code >= 500
+        if transient and part.submissions < MAX_PART_SUBMISSIONS:
+            again = part.model_copy(
+                update={
+                    "submissions": part.submissions + 1,
+                    "inference_id": part_inference_id(job.inference_id or "", part.index, part.submissions + 1),
+                }
+            )
+            try:
+                request = self._part_request(job)
+                updated = self.jobs.part_resubmitted(
+                    job.job_id,
+                    inference_id=job.inference_id or "",
+                    index=part.index,
+                    previous_inference_id=part.inference_id,
+                    part=again,
+                    lease_until=int(self.clock()) + self.hold_seconds,
+                )
+                if updated is None:
+                    return None  # another delivery of this notification submitted it again already
+                self._submit_part(updated, request, again, request.max_audio_seconds or 0.0)
+                logger.warning(
+                    "a part of a job failed and was submitted again",
+                    extra={"job_id": job.job_id, "part": part.index, "error": type(error).__name__},
+                )
+                return updated
+            except Exception as resubmit_error:
+                error = resubmit_error
+        assert job.inference_id is not None
+        outcome = self._failed(job, error, retry=transient and job.attempts < self.max_attempts, resubmit=True)
+        self._refund_attempt(job.inference_id, error)
+        return outcome
+
+    def _part_request(self, job: Job) -> InferenceRequest:
+        """The attempt's request again, for a part submitted anew: the audio as the attempt checked and priced it
+        (the object's version), and what its reservation covers."""
+        assert job.inference_id is not None
+        reservation = self.credits.reservation(job.inference_id)
+        if reservation is None:
+            raise InvalidRequest(
+                "The job's credit reservation was released before it finished; nothing was charged.",
+                code="job_expired",
+            )
+        source_uri = job.source_uri or self.store.upload_uri(job.key_id, upload_id_for_fetch(job.job_id))
+        bucket, _, object_key = source_uri.removeprefix("s3://").partition("/")
+        stored = parse_object_key(bucket, object_key, 0)
+        assert stored is not None  # checked when the attempt started
+        audio = LoadedAudio.stored(*self.store.load(stored))
+        return charging.inference_request(job.options, audio, reservation)
+
+    def _finish_parts(self, job: Job) -> Job | None:
+        """Every part is in: their results joined in order, stored, and the job settled once (a failure here is the
+        attempt's, as a whole job's result that cannot be read or stored)."""
+        try:
+            results = [self.endpoint.output(part.output_location or "") for part in job.parts]
+            gaps = gaps_between(results)
+            if any(abs(gap) > 0.05 for gap in gaps):
+                logger.error("the parts of a job do not meet at their cuts", extra={"job_id": job.job_id, "gaps": gaps})
+            result = stitch(results)
+            finished = self._settle(job, result)
+        except Exception as error:
+            if self._earlier_settle(job) is not None:
+                raise  # charged already (crashed after the settle): a redelivery finishes the job
+            assert job.inference_id is not None
+            outcome = self._failed(job, error, retry=job.attempts < self.max_attempts, resubmit=True)
+            self._refund_attempt(job.inference_id, error)
             return outcome
         self._succeeded(finished, result)
         return finished

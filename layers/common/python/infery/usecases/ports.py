@@ -15,6 +15,7 @@ from infery.domain.inference import InferenceRequest, InferenceResult
 from infery.domain.jobs import Job, JobError, WebhookAttempt
 from infery.domain.keys import ApiKeyItem
 from infery.domain.ledger import LedgerEntry, Reservation, SettledCharge
+from infery.domain.parts import JobPart
 from infery.domain.stored_audio import StoredObject
 
 
@@ -58,6 +59,10 @@ class AsyncEndpoint(Protocol):
 
     def result(self, notification: AsyncNotification) -> InferenceResult: ...
 
+    def output(self, location: str) -> InferenceResult:
+        """The result a successful invocation wrote to ``location`` (its notification's output location)."""
+        ...
+
     def progress_uri(self, key_id: str, inference_id: str) -> str: ...
 
 
@@ -70,7 +75,31 @@ class Jobs(Protocol):
 
     def claim(self, job_id: str, lease_seconds: int, open_until: int) -> Job | None: ...
 
-    def submitted(self, job_id: str, *, inference_id: str, lease_until: int) -> Job: ...
+    def submitted(
+        self, job_id: str, *, inference_id: str, lease_until: int, parts: list[JobPart] | None = None
+    ) -> Job: ...
+
+    def part_done(
+        self,
+        job_id: str,
+        *,
+        inference_id: str,
+        part_inference_id: str,
+        index: int,
+        output_location: str,
+        audio_seconds: float,
+    ) -> Job | None: ...
+
+    def part_resubmitted(
+        self,
+        job_id: str,
+        *,
+        inference_id: str,
+        index: int,
+        previous_inference_id: str,
+        part: JobPart,
+        lease_until: int,
+    ) -> Job | None: ...
 
     def release(self, job_id: str) -> Job: ...
 

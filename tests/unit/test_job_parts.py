@@ -16,7 +16,7 @@ from infery.usecases.job_views import JobPresenter
 from pydantic import ValidationError
 
 from tests.support.builders import segment
-from tests.support.job_world import KEY, World, wav
+from tests.support.job_world import HOLD_SECONDS, KEY, World, wav
 
 JOB_ID = "job_0123456789abcdef0123456789abcdef"
 
@@ -143,6 +143,9 @@ def test_a_long_job_is_reserved_once_and_submitted_as_parts_each_paying_for_its_
     assert len({request.progress_s3_uri for request in requests}) == 3  # each reports its own progress
     assert world.kinds() == [(JOB_ID, "reserve")]  # one reservation for the whole job
     assert world.job_now.inference_id == JOB_ID and len(world.job_now.parts) == 3
+    # held through one round of parts submitted again
+    reservation = world.credits.open[JOB_ID]
+    assert reservation.hold_until_epoch == reservation.created_epoch + 2 * HOLD_SECONDS
 
 
 def test_the_job_is_settled_once_on_the_file_timeline_when_its_last_part_is_in_whatever_the_order():
@@ -230,6 +233,8 @@ def test_a_diarized_job_is_never_cut_its_speakers_are_labelled_over_the_whole_fi
     world.runner.run(JOB_ID, final_attempt=False)
     [(inference_id, request)] = world.endpoint.submitted
     assert inference_id == JOB_ID and request.part is None and world.job_now.parts == []
+    reservation = world.credits.open[JOB_ID]
+    assert reservation.hold_until_epoch == reservation.created_epoch + HOLD_SECONDS  # one invocation's hold
 
 
 def test_a_running_parted_jobs_progress_is_the_mean_of_its_parts():

@@ -135,6 +135,16 @@ def refund_reason(failure: BaseException | str) -> str:
     return failure if isinstance(failure, str) else f"{type(failure).__name__}: {getattr(failure, 'code', '')}"
 
 
+def seconds_to_cover(terms: TranscriptionTerms, audio: LoadedAudio, max_seconds: float | None = None) -> float:
+    """The seconds of audio a reservation pays for (the audio's limits checked first): its header's duration with a
+    margin, or a bound from its size, and never past the ceiling (``max_seconds``, else the deployment's)."""
+    declared_seconds = terms.check_audio_limits(audio, max_seconds)
+    covered_seconds = terms.pricing.seconds_to_reserve(len(audio.data), declared_seconds)
+    # a file whose header does not say, so large it could hold more than this call transcribes: the model
+    # refuses what goes past the ceiling
+    return min(covered_seconds, terms.max_audio_seconds, max_seconds or terms.max_audio_seconds)
+
+
 def reserve(
     credits: Credits,
     terms: TranscriptionTerms,
@@ -143,20 +153,19 @@ def reserve(
     audio: LoadedAudio,
     *,
     request_id: str,
-    hold_seconds: int | None = None,
+    hold_seconds: int | Callable[[float], int] | None = None,
     max_seconds: float | None = None,
     diarize: bool = False,
 ) -> Reservation:
     """Check what can be checked before inference (model, audio limits), then hold an upper bound of its cost.
     ``max_seconds``: a ceiling of this call's own, below the deployment's (a synchronous call's); ``diarize``:
-    speakers are asked for, at their surcharge."""
+    speakers are asked for, at their surcharge; ``hold_seconds``: how long the credits are held, or what that is
+    for the seconds covered."""
     model = terms.catalog.resolve(requested_model)
     check_model_allowed(key, requested_model, model, terms.catalog.canonical)
-    declared_seconds = terms.check_audio_limits(audio, max_seconds)
-    covered_seconds = terms.pricing.seconds_to_reserve(len(audio.data), declared_seconds)
-    # a file whose header does not say, so large it could hold more than this call transcribes: the model
-    # refuses what goes past the ceiling
-    covered_seconds = min(covered_seconds, terms.max_audio_seconds, max_seconds or terms.max_audio_seconds)
+    covered_seconds = seconds_to_cover(terms, audio, max_seconds)
+    if callable(hold_seconds):
+        hold_seconds = hold_seconds(covered_seconds)
     return credits.reserve(
         key,
         terms.pricing.credits_for(covered_seconds, model, diarize=diarize),

@@ -287,8 +287,6 @@ class JobService:
         # the attempt's id: its credits are reserved under it, and its notification names it; the settle check
         # keeps the job charged once across attempts
         inference_id = attempt_id(job.job_id, job.attempts)
-        # a job in parts may see one round of its parts submitted again: it holds its credits that much longer
-        hold_seconds = self.hold_seconds * MAX_PART_SUBMISSIONS
         reservation = charging.reserve(
             self.credits,
             self.terms,
@@ -296,9 +294,10 @@ class JobService:
             job.options.model,
             audio,
             request_id=inference_id,
-            hold_seconds=hold_seconds,
+            hold_seconds=lambda covered: self._hold_seconds(job, covered),
             diarize=job.options.diarize,
         )
+        hold_seconds = self._hold_seconds(job, reservation.covered_seconds or 0.0)
         try:
             request = charging.inference_request(
                 job.options,
@@ -307,8 +306,7 @@ class JobService:
                 progress_s3_uri=self.endpoint.progress_uri(job.key_id, inference_id),
             )
             covered = reservation.covered_seconds or 0.0
-            # speakers are labelled over the whole file by one model run: a diarized job is never cut
-            plan = [] if request.diarize else plan_parts(covered, self.part_seconds, self.part_search_seconds)
+            plan = self._plan(job, covered)
             parts = [
                 JobPart(
                     index=index, start=part.start, end=part.end, inference_id=part_inference_id(inference_id, index)
@@ -328,6 +326,18 @@ class JobService:
         except BaseException as failure:
             charging.refund(self.credits, reservation, failure)
             raise
+
+    def _plan(self, job: Job, covered_seconds: float) -> list[AudioPart]:
+        """The parts the attempt runs as (none: one invocation). Speakers are labelled over the whole file by one
+        model run: a diarized job is never cut."""
+        if job.options.diarize:
+            return []
+        return plan_parts(covered_seconds, self.part_seconds, self.part_search_seconds)
+
+    def _hold_seconds(self, job: Job, covered_seconds: float) -> int:
+        """How long an attempt holds its lease and credits: one invocation's queue wait and run; a job in parts may
+        see one round of its parts submitted again, and holds them that much longer."""
+        return self.hold_seconds * (MAX_PART_SUBMISSIONS if self._plan(job, covered_seconds) else 1)
 
     def _submit_part(self, job: Job, request: InferenceRequest, part: JobPart, covered_seconds: float) -> None:
         """One part of the attempt's request on the endpoint: its stretch of the audio, what that stretch may cost,

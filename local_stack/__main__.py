@@ -95,6 +95,18 @@ def _model_aliases(local: LocalTemplate) -> str:
     return ", ".join(["whisper-1", *(name for name in settings.model_aliases if name != "whisper-1")])
 
 
+def parameter_overrides(pairs: list[str]) -> dict[str, str]:
+    """``NAME=VALUE`` pairs (sam deploy's --parameter-overrides) as a mapping; a name the template lacks is refused
+    when the template is read."""
+    overrides: dict[str, str] = {}
+    for pair in pairs:
+        name, separator, value = pair.partition("=")
+        if not separator or not name:
+            raise SystemExit(f"--parameter-overrides takes NAME=VALUE pairs; got {pair!r}")
+        overrides[name] = value
+    return overrides
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m local_stack", description=__doc__)
     parser.add_argument("--port", type=int, default=int(os.environ.get("INFERY_PORT", "3000")))
@@ -119,6 +131,13 @@ def parse_args() -> argparse.Namespace:
         type=Path,
         default=Path(os.environ.get("INFERY_LOCAL_DATA_DIR") or DATA_DIR),
         help="where the stack keeps its data between runs (default: .infery/data)",
+    )
+    parser.add_argument(
+        "--parameter-overrides",
+        nargs="*",
+        default=os.environ.get("INFERY_PARAMETER_OVERRIDES", "").split(),
+        metavar="NAME=VALUE",
+        help="template parameters, as sam deploy takes them (e.g. JobPartSeconds=60 MaxJobAudioSeconds=7200)",
     )
     parser.add_argument("--fresh", action="store_true", help="delete the data kept so far and start empty")
     parser.add_argument(
@@ -172,7 +191,12 @@ def main() -> None:
     if not args.verbose:  # the handlers' processes are forked from this one: they inherit the filter
         warnings.filterwarnings("ignore", message=_EMPTY_METRICS_WARNING, category=UserWarning)
     local = LocalTemplate(
-        load_template(), parameter_overrides={"ModelName": LOCAL_MODEL_NAME, "ModelAliases": args.model_aliases}
+        load_template(),
+        parameter_overrides={
+            "ModelName": LOCAL_MODEL_NAME,
+            "ModelAliases": args.model_aliases,
+            **parameter_overrides(args.parameter_overrides),
+        },
     )
     moto_port, model_port = free_port(), free_port()
     aws_environment = {

@@ -51,6 +51,11 @@ class LocalTemplate:
     region: str = "us-east-1"
     parameter_overrides: dict[str, str] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.parameter_overrides) - set(self.template.get("Parameters", {})))
+        if unknown:
+            raise KeyError(f"template has no parameter {', '.join(unknown)}")
+
     @property
     def resources(self) -> dict[str, Any]:
         return self.template["Resources"]

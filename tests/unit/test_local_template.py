@@ -261,3 +261,16 @@ def test_the_audio_bucket_is_versioned_and_takes_browser_uploads_as_the_local_st
     }
     [rule] = created["put_bucket_cors"]["CORSConfiguration"]["CORSRules"]
     assert rule["AllowedMethods"] == ["POST"] and rule["AllowedOrigins"] == ["*"]
+
+
+def test_the_local_stack_takes_parameter_overrides_as_sam_deploy_does_and_refuses_a_name_the_template_lacks():
+    from local_stack.__main__ import parameter_overrides
+
+    overrides = parameter_overrides(["JobPartSeconds=60", 'ModelAliases={"a": "whisper-1"}'])
+    assert overrides == {"JobPartSeconds": "60", "ModelAliases": '{"a": "whisper-1"}'}
+    local = LocalTemplate(load_template(), parameter_overrides=overrides)
+    assert local.function_environment("WorkerFunction")["JOB_PART_SECONDS"] == "60"
+    with pytest.raises(KeyError, match="JobPartSecond"):
+        LocalTemplate(load_template(), parameter_overrides={"JobPartSecond": "60"})
+    with pytest.raises(SystemExit, match="NAME=VALUE"):
+        parameter_overrides(["JobPartSeconds"])

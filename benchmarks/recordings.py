@@ -119,7 +119,7 @@ _REMARKS = (
 class Recording:
     name: str
     audio: bytes
-    suffix: str  # ".wav" or ".mp3"
+    suffix: str  # ".wav", ".mp3" or ".ogg"
     reference: str  # what was said, the script
     duration: float  # seconds
 
@@ -172,8 +172,9 @@ def mp3_bytes(pcm: bytes, bit_rate: int = MP3_BIT_RATE) -> bytes:
     return encoded(pcm, "mp3", "libmp3lame", bit_rate)
 
 
-def encoded(pcm: bytes, container: str, codec: str, bit_rate: int) -> bytes:
-    """16 kHz mono PCM encoded with ``codec`` at ``bit_rate`` bits per second, in ``container``."""
+def encoded(pcm: bytes, container: str, codec: str, bit_rate: int, repeat: int = 1) -> bytes:
+    """16 kHz mono PCM encoded with ``codec`` at ``bit_rate`` bits per second, in ``container``; ``repeat``: the PCM
+    played that many times in a row (hours of audio without hours of PCM in memory)."""
     import numpy as np
 
     output = io.BytesIO()
@@ -184,7 +185,7 @@ def encoded(pcm: bytes, container: str, codec: str, bit_rate: int) -> bytes:
         stream.bit_rate = bit_rate
         resampler = av.AudioResampler(format=stream.codec_context.format or "s16p", layout="mono", rate=SAMPLE_RATE)
         step = SAMPLE_RATE * 10
-        for start in range(0, len(samples), step):
+        for start in (offset for _ in range(repeat) for offset in range(0, len(samples), step)):
             frame = av.AudioFrame.from_ndarray(
                 samples[start : start + step].reshape(1, -1), format="s16", layout="mono"
             )
@@ -216,13 +217,10 @@ def sentences(seed: int = 8):
             yield rng.choice(_REMARKS)
 
 
-def long_recording(
+def spoken_pcm(
     minutes: float, words_per_minute: int = 150, pause_ms: tuple[int, int] = (300, 1500), seed: int = 8
-) -> Recording:
-    """At least ``minutes`` of distinct sentences with pauses of ``pause_ms`` (random, inclusive) between them.
-
-    espeak-ng speaks up to 40 sentences a call (SSML, with <break/> for the pauses), until the audio is long enough.
-    """
+) -> tuple[bytes, list[str]]:
+    """16 kHz mono PCM of at least ``minutes`` of distinct sentences with pauses, and the sentences said."""
     rng = random.Random(seed)
     target_bytes = int(minutes * 60 * SAMPLE_RATE) * 2
     pcm, said = bytearray(), []
@@ -234,14 +232,36 @@ def long_recording(
         ssml = "".join(f'{sentence}<break time="{rng.randint(*pause_ms)}ms"/>' for sentence in chunk)
         pcm += pcm16k(speak(f"<speak>{ssml}</speak>", words_per_minute, ssml=True))
         said += chunk
+    return bytes(pcm), said
+
+
+def long_recording(
+    minutes: float, words_per_minute: int = 150, pause_ms: tuple[int, int] = (300, 1500), seed: int = 8
+) -> Recording:
+    """At least ``minutes`` of distinct sentences with pauses of ``pause_ms`` (random, inclusive) between them.
+
+    espeak-ng speaks up to 40 sentences a call (SSML, with <break/> for the pauses), until the audio is long enough.
+    """
+    pcm, said = spoken_pcm(minutes, words_per_minute, pause_ms, seed)
     name = f"long-{minutes:g}min"
     duration = len(pcm) / 2 / SAMPLE_RATE
     if len(pcm) + 44 <= MAX_UPLOAD_BYTES:
-        return Recording(name, wav_bytes(bytes(pcm)), ".wav", " ".join(said), duration)
+        return Recording(name, wav_bytes(pcm), ".wav", " ".join(said), duration)
     # 1% for frame headers and padding
     if duration * MP3_BIT_RATE / 8 * 1.01 <= MAX_UPLOAD_BYTES:
-        return Recording(name, mp3_bytes(bytes(pcm)), ".mp3", " ".join(said), duration)
-    return Recording(name, encoded(bytes(pcm), "ogg", "libopus", OPUS_BIT_RATE), ".ogg", " ".join(said), duration)
+        return Recording(name, mp3_bytes(pcm), ".mp3", " ".join(said), duration)
+    return Recording(name, encoded(pcm, "ogg", "libopus", OPUS_BIT_RATE), ".ogg", " ".join(said), duration)
+
+
+def looped_recording(hours: float, block_minutes: float = 30.0) -> Recording:
+    """``hours`` of speech as a 12 kbps mono Ogg Opus: a block of ``block_minutes`` of distinct sentences
+    (:func:`long_recording`'s) played again and again, so ten hours take the time and memory of one block to build.
+    Its script is the block's, repeated as often."""
+    pcm, said = spoken_pcm(min(block_minutes, hours * 60))
+    block_seconds = len(pcm) / 2 / SAMPLE_RATE
+    repeat = max(1, round(hours * 3600 / block_seconds))
+    audio = encoded(pcm, "ogg", "libopus", OPUS_BIT_RATE, repeat=repeat)
+    return Recording(f"looped-{hours:g}h", audio, ".ogg", " ".join(said * repeat), block_seconds * repeat)
 
 
 def main() -> None:

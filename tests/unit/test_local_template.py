@@ -274,3 +274,16 @@ def test_the_local_stack_takes_parameter_overrides_as_sam_deploy_does_and_refuse
         LocalTemplate(load_template(), parameter_overrides={"JobPartSecond": "60"})
     with pytest.raises(SystemExit, match="NAME=VALUE"):
         parameter_overrides(["JobPartSeconds"])
+
+
+def test_the_apis_stage_throttle_is_the_operators_to_set_not_a_constant():
+    template = load_template()
+    [api] = [resource for resource in template["Resources"].values() if resource["Type"] == "AWS::Serverless::Api"]
+    [settings] = api["Properties"]["MethodSettings"]
+    assert settings["ThrottlingRateLimit"] == {"Ref": "ApiThrottlingRateLimit"}
+    assert settings["ThrottlingBurstLimit"] == {"Ref": "ApiThrottlingBurstLimit"}
+    parameters = template["Parameters"]
+    assert (parameters["ApiThrottlingRateLimit"]["Default"], parameters["ApiThrottlingBurstLimit"]["Default"]) == (
+        100,
+        200,
+    )

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from infery.adapters.credit_store import CreditStore
-from infery.domain.errors import InsufficientCredits, ModelFailed
+from infery.domain.errors import InsufficientCredits, InternalError, ModelFailed
 from infery.domain.inference import InferenceRequest, InferenceResult, Task
 from infery.domain.ledger import LedgerKind
 from infery.domain.shards import MAX_CREDIT_SHARDS, start_shard
@@ -300,3 +300,19 @@ def test_a_key_at_the_most_shards_rebalances_and_reshards_within_one_transaction
     accounts.credits.refund(reservation, reason="test")  # its shard is gone: back on shard 0
     assert accounts.credits.balance(key.key_hash) == 250
     assert sum(entry.credits for entry in books(accounts, key.key_id, MAX_CREDIT_SHARDS)) == 250
+
+
+def test_a_top_up_whose_rebalance_fails_is_done_once_and_a_retry_with_its_id_adds_nothing(accounts, monkeypatch):
+    _, key = accounts.new_key(10, credit_shards=SHARDS)
+
+    def contended(*_: Any, **__: Any) -> int:
+        raise InternalError("The credit balance is too contended to update right now.")
+
+    monkeypatch.setattr(accounts.credits, "rebalance", contended)
+    # the credits are added and the operator is told the balance: no error that would make them add them again
+    assert accounts.credits.top_up(key, 50, request_id="topup-once", note="invoice 7") == 60
+    assert accounts.credits.top_up(key, 50, request_id="topup-once", note="invoice 7") == 60
+    monkeypatch.undo()
+    assert accounts.credits.balance(key.key_hash) == 60
+    topups = [entry for entry in books(accounts, key.key_id, SHARDS) if entry.kind is LedgerKind.TOPUP]
+    assert [entry.credits for entry in topups if entry.request_id == "topup-once"] == [50]

@@ -54,6 +54,7 @@ from infery.domain.shards import (
     split_partition,
     start_shard,
 )
+from infery.observability import logger
 
 _MAX_ATTEMPTS = 40
 # how many reservations' balances a store remembers until they are closed (a hint: forgetting one costs a read)
@@ -189,7 +190,13 @@ class CreditStore:
             return self.balance(key.key_hash)
         if key.credit_shards == 1:
             return balance
-        return self.rebalance(key.key_hash)
+        try:
+            return self.rebalance(key.key_hash)
+        except (InternalError, ClientError):
+            # the credits are added and ledgered (on shard 0): the top-up is done, and an error now would have its
+            # operator add them again. A reservation that finds its own shard short evens the shards out itself.
+            logger.warning("a top-up's credits stay on shard 0 until a reservation evens the shards out")
+            return self.balance(key.key_hash)
 
     def reserve(
         self,

@@ -12,6 +12,7 @@ import pytest
 from infery.adapters.credit_store import CreditStore
 from infery.domain.errors import InsufficientCredits, InternalError, ModelFailed
 from infery.domain.inference import InferenceRequest, InferenceResult, Task
+from infery.domain.jobs import JobStatus, new_job
 from infery.domain.ledger import LedgerKind
 from infery.domain.shards import MAX_CREDIT_SHARDS, start_shard
 from infery.domain.transcription import LoadedAudio, TranscriptionOptions
@@ -316,3 +317,23 @@ def test_a_top_up_whose_rebalance_fails_is_done_once_and_a_retry_with_its_id_add
     assert accounts.credits.balance(key.key_hash) == 60
     topups = [entry for entry in books(accounts, key.key_id, SHARDS) if entry.kind is LedgerKind.TOPUP]
     assert [entry.credits for entry in topups if entry.request_id == "topup-once"] == [50]
+
+
+def test_a_sharded_keys_job_result_shows_its_total_balance_not_one_shards(fake_runtime, load_api, accounts):
+    api = load_api(fake_runtime(200, model_answer(12.0))[0])
+    api_key, key = accounts.new_key(90, credit_shards=SHARDS)
+    wiring = api.module.wiring
+    job = new_job(
+        job_id="job_" + uuid.uuid4().hex,
+        key_id=key.key_id,
+        key_hash=key.key_hash,
+        options=TranscriptionOptions(task=Task.TRANSCRIBE, model="whisper-1"),
+        status=JobStatus.QUEUED,
+    )
+    wiring.job_store.create(job)
+    result_key = wiring.audio_store.put_result(key.key_id, job.job_id, RESULT_12S)
+    wiring.job_store.succeed(job.job_id, result_key=result_key, credits_used=3, audio_seconds=12.0)
+
+    answer = api.call("GET", f"/v1/jobs/{job.job_id}/result", api_key=api_key)
+    assert_ok(answer)
+    assert answer.header("x-infery-credits-balance") == "90" == str(accounts.credits.balance(key.key_hash))

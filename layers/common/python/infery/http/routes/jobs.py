@@ -73,8 +73,11 @@ def router(deps: Dependencies) -> APIGatewayRouter:
             headers={
                 **rate_limit_headers,
                 "x-infery-credits-used": str(job.credits_used or 0),
-                # the key's balance as read (consistently) when it was authenticated, moments ago
-                "x-infery-credits-balance": str(key.credits),
+                # the key's balance as read (consistently) when it was authenticated, moments ago; a sharded key was
+                # read from one shard, and its balance is every shard's
+                "x-infery-credits-balance": str(
+                    deps.wiring.credits.balance(key.key_hash) if key.credit_shards > 1 else key.credits
+                ),
             },
         )
 

@@ -155,8 +155,12 @@ def test_a_sharded_key_authenticates_from_any_shard_and_a_revoke_refuses_it_on_e
 
 def test_the_ledger_of_a_sharded_key_is_read_from_every_part_newest_first(accounts):
     _, key = accounts.new_key(60, credit_shards=SHARDS)
-    for index in range(12):
-        reservation = accounts.credits.reserve(key, 2, request_id=f"r{index}-{uuid.uuid4()}", model="whisper-1")
+    # three requests starting on each shard (random ids would leave a shard unused about one run in eight)
+    run = uuid.uuid4().hex
+    ids = [f"r{n}-{run}" for n in range(10_000)]
+    request_ids = [[i for i in ids if start_shard(i, SHARDS) == shard][:3] for shard in range(SHARDS)]
+    for request_id in (request_id for per_shard in request_ids for request_id in per_shard):
+        reservation = accounts.credits.reserve(key, 2, request_id=request_id, model="whisper-1")
         accounts.credits.settle(reservation, 1, audio_seconds=4.0)
     newest_first = list(accounts.credits.ledger_newest_first(key.key_id, parts=SHARDS))
     assert len(newest_first) == 1 + 24
@@ -337,3 +341,13 @@ def test_a_sharded_keys_job_result_shows_its_total_balance_not_one_shards(fake_r
     answer = api.call("GET", f"/v1/jobs/{job.job_id}/result", api_key=api_key)
     assert_ok(answer)
     assert answer.header("x-infery-credits-balance") == "90" == str(accounts.credits.balance(key.key_hash))
+
+
+def test_a_402_after_the_last_rebalance_names_the_keys_whole_balance(accounts, monkeypatch):
+    _, key = accounts.new_key(30, credit_shards=3)  # 10 credits a shard
+    # shards that never even out (requests racing each rebalance): the reservation gives up after its rebalances
+    monkeypatch.setattr(accounts.credits, "rebalance", lambda *_, **__: 30)
+    with pytest.raises(InsufficientCredits) as refused:
+        accounts.credits.reserve(key, 15, request_id=f"short-{uuid.uuid4()}", model="whisper-1")
+    assert refused.value.headers["x-infery-credits-balance"] == "30"
+    assert "balance is 30" in refused.value.message

@@ -44,6 +44,7 @@ from infery.domain.ledger import (
     Settlement,
     check_note,
     settle,
+    short_of_credits,
     take_for_reservation,
 )
 from infery.domain.shards import (
@@ -268,17 +269,16 @@ class CreditStore:
                     ) from None
                 return stored
             except InsufficientCredits:
-                if key.credit_shards == 1 or rebalances == _MAX_REBALANCES:
+                if key.credit_shards == 1:
                     raise
+                # a sharded key's 402 names its whole balance, never the one shard that was short
+                if rebalances == _MAX_REBALANCES:
+                    raise short_of_credits(credits, self.balance(key.key_hash)) from None
                 rebalances += 1
                 seen = None
                 total = self.rebalance(key.key_hash, target=shard, need=credits)
                 if total < credits:
-                    raise InsufficientCredits(
-                        f"This request needs {credits} credits reserved but the key's balance is {total}. Top up "
-                        "the key's credits to continue.",
-                        headers={"x-infery-credits-balance": str(total)},
-                    ) from None
+                    raise short_of_credits(credits, total) from None
         self._remember_balance(request_id, balance_after)
         self._note_shard(key.key_hash, key.credit_shards, shard, balance_after)
         return reservation

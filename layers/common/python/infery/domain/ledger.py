@@ -118,12 +118,17 @@ def check_note(note: str | None) -> None:
 def take_for_reservation(balance: int, credits: int) -> int:
     """The change a reservation makes to ``balance``: 402 when the balance cannot cover it (never below zero)."""
     if balance < credits:
-        raise InsufficientCredits(
-            f"This request needs {credits} credits reserved but the key's balance is {balance}. Top up "
-            "the key's credits to continue.",
-            headers={"x-infery-credits-balance": str(balance)},
-        )
+        raise short_of_credits(credits, balance)
     return -credits
+
+
+def short_of_credits(credits: int, balance: int) -> InsufficientCredits:
+    """The 402 of a reservation of ``credits`` that the key's ``balance`` cannot cover."""
+    return InsufficientCredits(
+        f"This request needs {credits} credits reserved but the key's balance is {balance}. Top up "
+        "the key's credits to continue.",
+        headers={"x-infery-credits-balance": str(balance)},
+    )
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,9 @@ One atomic ADD per request keeps the hot path at a single write; the counter ite
 The headers are OpenAI's, so clients that read them (and the openai SDK's retry of 429) just work.
 
 A key with credit shards counts in as many counters (each its own partition: one counter item takes at most 1,000
-writes a second), each allowed its share of the limit, so together they never allow more than the limit; a request
-whose counter is full tries one other before it is refused. Such a key's remaining count is an estimate: its counter's
-remaining share times the counters.
+writes a second), no more than its limit allows at 60 a minute each, each allowed its share of the limit, so together
+they never allow more than the limit; a request whose counter is full tries one other before it is refused. Such a
+key's remaining count is an estimate: its counter's remaining share times the counters.
 """
 
 from __future__ import annotations
@@ -24,6 +24,17 @@ from infery.adapters.dynamodb import deserialize, is_conditional_check_failure, 
 from infery.domain.errors import RateLimited
 
 WINDOW_SECONDS = 60
+
+
+# Each counter of a sharded key allows at least this many requests a minute. Counters exist to spread writes past one
+# item's 1,000 a second; a small limit split over many counters would refuse early (a request tries two counters,
+# and with shares of one or two most are full long before the key's limit is reached).
+MIN_REQUESTS_PER_COUNTER = 60
+
+
+def counters_for(limit: int, shards: int) -> int:
+    """How many counters a key with ``shards`` credit shards counts its ``limit`` requests a minute in."""
+    return max(1, min(shards, limit // MIN_REQUESTS_PER_COUNTER))
 
 
 @dataclass(frozen=True)
@@ -57,7 +68,7 @@ class RateLimiter:
         now = self._clock()
         window_start = int(now // WINDOW_SECONDS * WINDOW_SECONDS)
         reset_seconds = window_start + WINDOW_SECONDS - now
-        counters = max(1, min(shards, limit))
+        counters = counters_for(limit, shards)
         first = random.randrange(counters)
         tried = [first] if counters == 1 else [first, random.choice([c for c in range(counters) if c != first])]
         for counter in tried:

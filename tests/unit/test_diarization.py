@@ -324,3 +324,24 @@ def test_a_speakers_name_never_puts_a_cue_arrow_into_srt_or_vtt_text():
     for rendered in (to_diarized_srt(pieces), to_diarized_vtt(pieces)):
         cue_text_lines = [line for line in rendered.splitlines() if "Hello" in line]
         assert cue_text_lines and all("-->" not in line for line in cue_text_lines), rendered
+
+
+@pytest.mark.parametrize(
+    ("name", "voice_tag"),
+    [
+        ("Tom & Jerry", "<v Tom &amp; Jerry>"),
+        ("<b>Ann</b>", "<v &lt;b&gt;Ann&lt;/b&gt;>"),
+        ("A > B", "<v A &gt; B>"),
+        ("&amp;", "<v &amp;amp;>"),  # shown as typed, not as "&"
+        ("Zoë 李", "<v Zoë 李>"),
+    ],
+)
+def test_a_speakers_name_is_escaped_in_the_vtt_voice_tag_whatever_it_holds(name, voice_tag):
+    pieces = [DiarizedSegment(speaker=name, start=0.0, end=1.5, text=" Q&A <now>")]
+    cue = to_diarized_vtt(pieces).splitlines()[3]
+    assert cue == f"{voice_tag}Q&amp;A &lt;now&gt;"
+    # WebVTT: a voice tag's name has no raw ">" or "&", and no raw "<" or "&" follows the tag in the cue text
+    annotation, _, text = cue.removeprefix("<v ").partition(">")
+    for piece in (annotation, text):
+        assert "<" not in piece and ">" not in piece
+        assert all(part.startswith(("amp;", "lt;", "gt;")) for part in piece.split("&")[1:]), piece

@@ -146,6 +146,37 @@ def test_a_word_straddling_the_change_goes_to_who_speaks_most_of_it() -> None:
     assert [(piece.speaker, piece.text) for piece in pieces] == [("A", "one"), ("B", "two three")]
 
 
+@pytest.mark.parametrize(
+    ("text", "words", "first", "second"),
+    [
+        # Chinese and Japanese have no spaces between words: none is invented where the segment is cut
+        (" 你好，我是小明。你好吗？", ("你好，", "我是", "小明。", "你好", "吗？"), "你好，我是小明。", "你好吗？"),
+        ("こんにちは。田中です。元気ですか", ("こんにちは。", "田中", "です。", "元気", "ですか"),
+         "こんにちは。田中です。", "元気ですか"),
+        # Thai puts spaces between phrases only
+        (" สวัสดีครับ ผม สบายดีไหม", ("สวัสดี", "ครับ", "ผม", "สบาย", "ดี", "ไหม"), "สวัสดีครับ ผม", "สบายดีไหม"),
+        # what the words leave out (an opening quote, a dash) stays in its piece, spaces as written
+        (' "Well,  yes,  sure." - No!', ("Well,", "yes,", 'sure."', "No!"), '"Well,  yes,  sure."', "- No!"),
+    ],
+)  # fmt: skip
+def test_a_split_segments_pieces_keep_its_texts_spacing(text: str, words: tuple, first: str, second: str) -> None:
+    # the first three words are A's, the others B's
+    spans = [(word, index * 1.0, index * 1.0 + 0.9) for index, word in enumerate(words)]
+    result = _result([segment(0, 0.0, len(words), text)], _words(*spans), _turns(("A", 0.0, 2.95), ("B", 2.95, 9)))
+    assert [(piece.speaker, piece.text) for piece in diarized_segments(result)] == [("A", first), ("B", second)]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [(" one two three", ["one two", "four"]), ("一二三", ["一二", "四"])],
+)
+def test_words_not_found_in_the_segments_text_are_joined_as_the_text_joins_words(text, expected) -> None:
+    heard = ("one", "two", "four") if " " in text else ("一", "二", "四")  # the last word is not in the text
+    spans = [(word, index * 1.0, index * 1.0 + 0.9) for index, word in enumerate(heard)]
+    result = _result([segment(0, 0.0, 3.0, text)], _words(*spans), _turns(("A", 0.0, 1.95), ("B", 1.95, 9)))
+    assert [piece.text for piece in diarized_segments(result)] == expected
+
+
 def test_one_speaker_keeps_whisper_segments_and_their_text_whole() -> None:
     segments = [segment(0, 0.0, 2.0, " Good morning,"), segment(1, 2.0, 4.0, " everyone.")]
     words = _words(("Good", 0.0, 0.5), ("morning,", 0.5, 1.5), ("everyone.", 2.1, 3.5))

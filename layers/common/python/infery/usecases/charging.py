@@ -96,11 +96,14 @@ class TranscriptionTerms:
     max_sync_audio_seconds: float
     min_audio_sample_rate: int
 
-    def check_audio_limits(self, audio: LoadedAudio, max_seconds: float | None = None) -> float | None:
+    def check_audio_limits(
+        self, audio: LoadedAudio, max_seconds: float | None = None, *, diarize: bool = False
+    ) -> float | None:
         """Refuse, before any credit is held, audio that would make the model work without end: a header that
         says 1 Hz turns 4 KB into 2,000 s, no file may be longer than the deployment transcribes, and none longer
         than ``max_seconds`` (a synchronous call's ceiling: what the model finishes before the API's deadline).
-        Returns the duration the header declares (None when it does not say)."""
+        ``diarize``: speakers are asked for (the synchronous ceiling is then lower). Returns the duration the
+        header declares (None when it does not say)."""
         check_decodable(audio.data, audio.format)
         declared_seconds = probe_duration(audio.data, audio.format)
         sample_rate = probe_sample_rate(audio.data, audio.format)
@@ -119,8 +122,9 @@ class TranscriptionTerms:
                 code="audio_too_long",
             )
         if declared_seconds is not None and max_seconds is not None and declared_seconds > max_seconds:
+            which = "a synchronous request that asks for speakers" if diarize else "a synchronous request"
             raise InvalidRequest(
-                f"The audio lasts {declared_seconds:.0f} s; a synchronous request transcribes at most "
+                f"The audio lasts {declared_seconds:.0f} s; {which} transcribes at most "
                 f"{max_seconds:.0f} s, what the model finishes within the API's time limit. Nothing was "
                 "charged. Send it as a job instead: POST /v1/audio/transcriptions/jobs (with the file, or an "
                 "upload_id from POST /v1/uploads), then follow GET /v1/jobs/{job_id}.",
@@ -152,7 +156,7 @@ def reserve(
     speakers are asked for, at their surcharge."""
     model = terms.catalog.resolve(requested_model)
     check_model_allowed(key, requested_model, model, terms.catalog.canonical)
-    declared_seconds = terms.check_audio_limits(audio, max_seconds)
+    declared_seconds = terms.check_audio_limits(audio, max_seconds, diarize=diarize)
     covered_seconds = terms.pricing.seconds_to_reserve(len(audio.data), declared_seconds)
     # a file whose header does not say, so large it could hold more than this call transcribes: the model
     # refuses what goes past the ceiling

@@ -20,12 +20,28 @@ from infery.usecases.ports import Credits, RealTimeEndpoint, Results
 
 class TranscriptionService:
     def __init__(
-        self, terms: TranscriptionTerms, credits: Credits, endpoint: RealTimeEndpoint, results: Results
+        self,
+        terms: TranscriptionTerms,
+        credits: Credits,
+        endpoint: RealTimeEndpoint,
+        results: Results,
+        *,
+        max_sync_diarized_audio_seconds: float | None = None,
     ) -> None:
         self.terms = terms
         self.credits = credits
         self.endpoint = endpoint
         self.results = results
+        # a lower ceiling for a call that asks for speakers: diarization runs after Whisper, within the same limit
+        self.max_sync_diarized_audio_seconds = max_sync_diarized_audio_seconds
+
+    def sync_ceiling(self, options: TranscriptionOptions) -> float:
+        """The most seconds of audio this synchronous call transcribes: what the model finishes within the API's
+        time limit, and less when speakers are asked for."""
+        ceiling = self.terms.max_sync_audio_seconds
+        if options.diarize and self.max_sync_diarized_audio_seconds is not None:
+            return min(ceiling, self.max_sync_diarized_audio_seconds)
+        return ceiling
 
     def transcribe(
         self,
@@ -91,7 +107,7 @@ class TranscriptionService:
         request_id: str,
         before_settle: Callable[[InferenceResult], object],
     ) -> TranscriptionOutcome:
-        max_seconds = self.terms.max_sync_audio_seconds
+        max_seconds = self.sync_ceiling(options)
         reservation = charging.reserve(
             self.credits,
             self.terms,

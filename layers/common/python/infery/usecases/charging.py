@@ -14,7 +14,7 @@ from typing import Any
 
 from infery.domain.diarization import known_speakers_for_model
 from infery.domain.duration import check_decodable, probe_duration, probe_sample_rate
-from infery.domain.errors import InvalidRequest
+from infery.domain.errors import InsufficientCredits, InvalidRequest
 from infery.domain.formats import RenderedTranscript, render_for
 from infery.domain.inference import InferenceRequest, InferenceResult
 from infery.domain.keys import ApiKeyItem, check_model_allowed
@@ -137,6 +137,23 @@ class TranscriptionTerms:
 def refund_reason(failure: BaseException | str) -> str:
     """What a refund's ledger entry says: the failure's type and code, or a reason in words."""
     return failure if isinstance(failure, str) else f"{type(failure).__name__}: {getattr(failure, 'code', '')}"
+
+
+def check_least_charge(
+    credits: Credits, terms: TranscriptionTerms, key: ApiKeyItem, requested_model: str, *, needed_for: str
+) -> None:
+    """402 for a key whose balance is under the smallest charge a request of ``requested_model`` can have: what
+    can be known before the audio is (an unknown model is refused here too). ``needed_for``: what asks, in words."""
+    model = terms.catalog.resolve(requested_model)
+    minimum = max(1, terms.pricing.credits_for(0, model))
+    # a sharded key was read from one shard: its total decides, read only when that shard alone is short
+    balance = credits.balance(key.key_hash) if key.credits < minimum and key.credit_shards > 1 else key.credits
+    if balance < minimum:
+        raise InsufficientCredits(
+            f"This key's balance is {balance} credits; {needed_for} needs at least {minimum}. Top up the key's "
+            "credits to continue.",
+            headers={"x-infery-credits-balance": str(balance)},
+        )
 
 
 def reserve(

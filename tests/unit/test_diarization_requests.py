@@ -109,18 +109,16 @@ def test_a_translation_has_no_speakers() -> None:
     assert refused.code == "unknown_parameter"
 
 
-def test_a_job_is_diarized_but_takes_no_samples() -> None:
-    job = parse(*multipart_body(AUDIO, model="whisper-1", response_format="diarized_json"), for_job=True)
-    assert job.diarize
-    refused = refusal(
-        *multipart_body(
-            AUDIO,
-            model="whisper-1",
-            response_format="diarized_json",
-            **{"known_speaker_names[]": ["a"], "known_speaker_references[]": [SAMPLE]},
-        ),
-        for_job=True,
-    )
+def test_a_job_takes_known_speakers_checked_as_a_sync_call_s_are() -> None:
+    samples = {"known_speaker_names[]": ["a"], "known_speaker_references[]": [SAMPLE]}
+    job = parse(*multipart_body(AUDIO, model="whisper-1", response_format="diarized_json", **samples), for_job=True)
+    assert job.diarize and job.known_speaker_names == ["a"] and job.known_speaker_references == [SAMPLE]
+    bad = {"known_speaker_names[]": ["a"], "known_speaker_references[]": ["data:audio/wav;base64,@@@"]}
+    refused = refusal(*multipart_body(AUDIO, model="whisper-1", response_format="diarized_json", **bad), for_job=True)
+    assert refused.code == "invalid_speaker_reference"
+    refused = refusal(*multipart_body(AUDIO, model="whisper-1", **samples), for_job=True)  # json: no speakers
+    assert refused.code == "invalid_known_speakers"
+    refused = refusal(*multipart_body(AUDIO, model="whisper-1", **samples), Task.TRANSLATE, for_job=True)
     assert refused.code == "unknown_parameter"
 
 

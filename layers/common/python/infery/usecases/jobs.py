@@ -59,7 +59,7 @@ from infery.domain.transcription import (
     UploadRequest,
 )
 from infery.observability import logger
-from infery.usecases import charging
+from infery.usecases import charging, known_speakers
 from infery.usecases.audio_by_url import AudioByUrl
 from infery.usecases.charging import TranscriptionTerms, refund_reason
 from infery.usecases.job_views import JobPresenter
@@ -162,11 +162,13 @@ class JobService:
             assert request.upload_id is not None  # a request has its audio or names an upload
             source_uri, head = self.store.check_upload(key.key_id, request.upload_id, UPLOAD_HEAD_BYTES)
             check_upload_head(self.terms, head)
+        job_id = new_job_id()
+        options, speakers_key = known_speakers.store(self.store, key.key_id, job_id, request.options())
         job = new_job(
-            job_id=new_job_id(),
+            job_id=job_id,
             key_id=key.key_id,
             key_hash=key.key_hash,
-            options=request.options(),
+            options=options,
             status=JobStatus.QUEUED,
             source_uri=source_uri,
             source_url=request.url,
@@ -174,6 +176,7 @@ class JobService:
             filename=request.filename,
             webhook_url=request.webhook_url,
             open_until=self._open_until_running(),
+            known_speakers_key=speakers_key,
         )
         self.jobs.create(job)
         self.queue.send(job.job_id)
@@ -278,6 +281,7 @@ class JobService:
             self._succeeded(finished, result)
             return finished
         audio = self._audio(job, stored)
+        options = known_speakers.load(self.store, job.options, job.known_speakers_key)
         # the attempt's id: its credits are reserved under it, and its notification names it; the settle check
         # keeps the job charged once across attempts
         inference_id = attempt_id(job.job_id, job.attempts)
@@ -299,7 +303,7 @@ class JobService:
             )
             self.endpoint.submit(
                 charging.inference_request(
-                    job.options,
+                    options,
                     audio,
                     reservation,
                     progress_s3_uri=self.endpoint.progress_uri(job.key_id, inference_id),

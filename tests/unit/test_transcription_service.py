@@ -134,6 +134,18 @@ def test_a_key_under_the_smallest_charge_is_402_before_its_audio_is_fetched():
     assert sync.kinds() == []
 
 
+def test_a_sharded_key_whose_shard_read_is_short_is_judged_on_its_total():
+    sync = Sync()
+    sharded = KEY.model_copy(update={"credits": 0, "credit_shards": 3})  # the shard authentication read is empty
+    sync.credits.balances[KEY.key_hash] = 0
+    sync.credits.more_shards[KEY.key_hash] = [0, 2]
+    sync.service.check_balance(sharded, OPTIONS)  # 2 credits in another shard: it may go on
+    sync.credits.more_shards[KEY.key_hash] = [0, 0]
+    with pytest.raises(InsufficientCredits) as refused:
+        sync.service.check_balance(sharded, OPTIONS)
+    assert refused.value.headers == {"x-infery-credits-balance": "0"}
+
+
 def test_a_retry_after_a_refund_runs_again_under_a_new_attempt_id_and_is_charged_once():
     sync = Sync(answer=ModelFailed("The model failed; nothing was charged."))
     with pytest.raises(ModelFailed):

@@ -135,6 +135,47 @@ def test_a_job_returns_the_same_shape(speaking_stack: RunningStack, call, flow: 
     assert diarization_error_rate(truth, found) <= MAX_DER
 
 
+def _job_with_samples(stack: RunningStack, audio: bytes, names: list[str], references: list[str]) -> requests.Response:
+    fields = [("model", "whisper-1"), ("response_format", "diarized_json")]
+    fields += [("known_speaker_names[]", name) for name in names]
+    fields += [("known_speaker_references[]", reference) for reference in references]
+    return requests.post(
+        f"{stack.base_url}/audio/transcriptions/jobs",
+        headers=stack.headers(),
+        files={"file": ("call.wav", audio)},
+        data=fields,
+        timeout=60,
+    )
+
+
+def test_a_jobs_voice_samples_put_names_on_the_right_voices(speaking_stack: RunningStack, call) -> None:
+    """The samples (too large for the job's item) are kept in the bucket beside the job and read when it runs."""
+    audio, truth = call
+    samples = [
+        _data_url(voice_sample("ann", "This is me speaking, I answer the phone every day.")),
+        _data_url(voice_sample("cal", "Hello, this is the manager of the support team.")),
+    ]
+    response = _job_with_samples(speaking_stack, audio, ["Agent", "Manager"], samples)
+    assert response.status_code == 202, response.text
+    job = wait_for_job(speaking_stack, response.json()["id"])
+    assert job["status"] == "succeeded", job
+    assert job["options"]["known_speaker_names"] == ["Agent", "Manager"]
+    assert "base64" not in json.dumps(job) and "speakers/" not in json.dumps(job)  # neither samples nor their key
+    found = _turns(job["result"]["segments"])
+    assert {turn.speaker for turn in found} == {"Agent", "Manager", "A"}
+    assert true_speaker_of("Agent", found, truth) == "ann"
+    assert true_speaker_of("Manager", found, truth) == "cal"
+
+
+def test_a_job_with_a_bad_sample_is_400_before_anything_is_queued_or_charged(speaking_stack: RunningStack, call):
+    audio, _ = call
+    before = _balance(speaking_stack)
+    response = _job_with_samples(speaking_stack, audio, ["Agent"], [_data_url(silent_wav(16_000, 1.0))])
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "invalid_speaker_reference"
+    assert _balance(speaking_stack) == before and speaking_stack.open_reservations() == []
+
+
 @pytest.mark.parametrize(
     ("names", "references", "code"),
     [

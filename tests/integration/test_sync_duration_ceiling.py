@@ -63,6 +63,27 @@ def test_audio_at_the_ceiling_reaches_the_model_with_the_ceiling_it_must_keep(fa
     assert accounts.balance(item) == SEEDED - 6
 
 
+def test_a_call_that_asks_for_speakers_is_held_to_the_deployments_lower_ceiling(refusing_endpoint, load_api):
+    url, api_key = refusing_endpoint
+    api = load_api(url, MAX_SYNC_DIARIZED_AUDIO_SECONDS="20")
+    for fields in (
+        {"response_format": "diarized_json"},
+        {"model": "gpt-4o-transcribe-diarize", "response_format": "vtt"},
+    ):
+        reply = api.transcribe(api_key, silent_wav(8000, 21), **fields)
+        assert_error(reply, 400, "audio_too_long_for_sync", param="file")
+        assert "speakers" in reply.json()["error"]["message"] and "20 s" in reply.json()["error"]["message"]
+
+
+def test_the_lower_ceiling_reaches_the_model_of_a_call_that_asks_for_speakers(fake_runtime, load_api, accounts):
+    answer = {**_answer(20.0), "words": [], "speaker_turns": []}
+    url, fake = fake_runtime(200, answer)
+    api_key, _ = accounts.new_key(SEEDED)
+    reply = load_api(url).transcribe(api_key, silent_wav(8000, 20), response_format="diarized_json")
+    assert reply.status == 200, reply.text
+    assert json.loads(fake.requests[0]["body"])["max_sync_audio_seconds"] == 30.0  # the default
+
+
 def test_a_job_takes_audio_longer_than_the_synchronous_ceiling(refusing_endpoint, load_api):
     url, api_key = refusing_endpoint
     reply = load_api(url, MAX_SYNC_AUDIO_SECONDS="30").transcribe(

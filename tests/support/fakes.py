@@ -475,6 +475,14 @@ class FakeAudio:
     def result_key(self, key_id: str, job_id: str) -> str:
         return f"results/{key_id}/{job_id}.json"
 
+    def put_known_speakers(self, key_id: str, job_id: str, body: bytes) -> str:
+        key = f"speakers/{key_id}/{job_id}.json"
+        self.objects[key] = body
+        return key
+
+    def load_known_speakers(self, object_key: str) -> bytes | None:
+        return self.objects.get(object_key)
+
     def put_result(self, key_id: str, job_id: str, result: InferenceResult) -> str:
         if self.fail_put_result:
             raise OSError("S3 is down")

@@ -146,6 +146,37 @@ def test_a_word_straddling_the_change_goes_to_who_speaks_most_of_it() -> None:
     assert [(piece.speaker, piece.text) for piece in pieces] == [("A", "one"), ("B", "two three")]
 
 
+@pytest.mark.parametrize(
+    ("text", "words", "first", "second"),
+    [
+        # Chinese and Japanese have no spaces between words: none is invented where the segment is cut
+        (" 你好，我是小明。你好吗？", ("你好，", "我是", "小明。", "你好", "吗？"), "你好，我是小明。", "你好吗？"),
+        ("こんにちは。田中です。元気ですか", ("こんにちは。", "田中", "です。", "元気", "ですか"),
+         "こんにちは。田中です。", "元気ですか"),
+        # Thai puts spaces between phrases only
+        (" สวัสดีครับ ผม สบายดีไหม", ("สวัสดี", "ครับ", "ผม", "สบาย", "ดี", "ไหม"), "สวัสดีครับ ผม", "สบายดีไหม"),
+        # what the words leave out (an opening quote, a dash) stays in its piece, spaces as written
+        (' "Well,  yes,  sure." - No!', ("Well,", "yes,", 'sure."', "No!"), '"Well,  yes,  sure."', "- No!"),
+    ],
+)  # fmt: skip
+def test_a_split_segments_pieces_keep_its_texts_spacing(text: str, words: tuple, first: str, second: str) -> None:
+    # the first three words are A's, the others B's
+    spans = [(word, index * 1.0, index * 1.0 + 0.9) for index, word in enumerate(words)]
+    result = _result([segment(0, 0.0, len(words), text)], _words(*spans), _turns(("A", 0.0, 2.95), ("B", 2.95, 9)))
+    assert [(piece.speaker, piece.text) for piece in diarized_segments(result)] == [("A", first), ("B", second)]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [(" one two three", ["one two", "four"]), ("一二三", ["一二", "四"])],
+)
+def test_words_not_found_in_the_segments_text_are_joined_as_the_text_joins_words(text, expected) -> None:
+    heard = ("one", "two", "four") if " " in text else ("一", "二", "四")  # the last word is not in the text
+    spans = [(word, index * 1.0, index * 1.0 + 0.9) for index, word in enumerate(heard)]
+    result = _result([segment(0, 0.0, 3.0, text)], _words(*spans), _turns(("A", 0.0, 1.95), ("B", 1.95, 9)))
+    assert [piece.text for piece in diarized_segments(result)] == expected
+
+
 def test_one_speaker_keeps_whisper_segments_and_their_text_whole() -> None:
     segments = [segment(0, 0.0, 2.0, " Good morning,"), segment(1, 2.0, 4.0, " everyone.")]
     words = _words(("Good", 0.0, 0.5), ("morning,", 0.5, 1.5), ("everyone.", 2.1, 3.5))
@@ -324,3 +355,24 @@ def test_a_speakers_name_never_puts_a_cue_arrow_into_srt_or_vtt_text():
     for rendered in (to_diarized_srt(pieces), to_diarized_vtt(pieces)):
         cue_text_lines = [line for line in rendered.splitlines() if "Hello" in line]
         assert cue_text_lines and all("-->" not in line for line in cue_text_lines), rendered
+
+
+@pytest.mark.parametrize(
+    ("name", "voice_tag"),
+    [
+        ("Tom & Jerry", "<v Tom &amp; Jerry>"),
+        ("<b>Ann</b>", "<v &lt;b&gt;Ann&lt;/b&gt;>"),
+        ("A > B", "<v A &gt; B>"),
+        ("&amp;", "<v &amp;amp;>"),  # shown as typed, not as "&"
+        ("Zoë 李", "<v Zoë 李>"),
+    ],
+)
+def test_a_speakers_name_is_escaped_in_the_vtt_voice_tag_whatever_it_holds(name, voice_tag):
+    pieces = [DiarizedSegment(speaker=name, start=0.0, end=1.5, text=" Q&A <now>")]
+    cue = to_diarized_vtt(pieces).splitlines()[3]
+    assert cue == f"{voice_tag}Q&amp;A &lt;now&gt;"
+    # WebVTT: a voice tag's name has no raw ">" or "&", and no raw "<" or "&" follows the tag in the cue text
+    annotation, _, text = cue.removeprefix("<v ").partition(">")
+    for piece in (annotation, text):
+        assert "<" not in piece and ">" not in piece
+        assert all(part.startswith(("amp;", "lt;", "gt;")) for part in piece.split("&")[1:]), piece

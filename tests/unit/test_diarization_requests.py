@@ -7,7 +7,7 @@ import base64
 import json
 
 import pytest
-from infery.domain.errors import InferyError
+from infery.domain.errors import InferyError, InvalidRequest
 from infery.domain.inference import InferenceResult, SpeakerTurn, Task
 from infery.domain.pricing import Pricing
 from infery.domain.transcription import ResponseFormat, TranscriptionOptions
@@ -109,18 +109,16 @@ def test_a_translation_has_no_speakers() -> None:
     assert refused.code == "unknown_parameter"
 
 
-def test_a_job_is_diarized_but_takes_no_samples() -> None:
-    job = parse(*multipart_body(AUDIO, model="whisper-1", response_format="diarized_json"), for_job=True)
-    assert job.diarize
-    refused = refusal(
-        *multipart_body(
-            AUDIO,
-            model="whisper-1",
-            response_format="diarized_json",
-            **{"known_speaker_names[]": ["a"], "known_speaker_references[]": [SAMPLE]},
-        ),
-        for_job=True,
-    )
+def test_a_job_takes_known_speakers_checked_as_a_sync_call_s_are() -> None:
+    samples = {"known_speaker_names[]": ["a"], "known_speaker_references[]": [SAMPLE]}
+    job = parse(*multipart_body(AUDIO, model="whisper-1", response_format="diarized_json", **samples), for_job=True)
+    assert job.diarize and job.known_speaker_names == ["a"] and job.known_speaker_references == [SAMPLE]
+    bad = {"known_speaker_names[]": ["a"], "known_speaker_references[]": ["data:audio/wav;base64,@@@"]}
+    refused = refusal(*multipart_body(AUDIO, model="whisper-1", response_format="diarized_json", **bad), for_job=True)
+    assert refused.code == "invalid_speaker_reference"
+    refused = refusal(*multipart_body(AUDIO, model="whisper-1", **samples), for_job=True)  # json: no speakers
+    assert refused.code == "invalid_known_speakers"
+    refused = refusal(*multipart_body(AUDIO, model="whisper-1", **samples), Task.TRANSLATE, for_job=True)
     assert refused.code == "unknown_parameter"
 
 
@@ -139,7 +137,9 @@ def test_the_surcharge_is_a_credit_per_started_block_of_diarized_audio() -> None
 # --- the use case -------------------------------------------------------------------------------------------------
 
 
-def _service(answer: InferenceResult) -> tuple[TranscriptionService, FakeCredits, FakeRealtimeEndpoint]:
+def _service(
+    answer: InferenceResult, max_sync_diarized_audio_seconds: float | None = None
+) -> tuple[TranscriptionService, FakeCredits, FakeRealtimeEndpoint]:
     terms = TranscriptionTerms(
         catalog=ModelCatalog("whisper-large-v3", {"gpt-4o-transcribe-diarize": "whisper-1"}),
         pricing=Pricing(seconds_per_credit=5.0, min_credits_per_request=1, diarization_seconds_per_credit=10.0),
@@ -149,7 +149,10 @@ def _service(answer: InferenceResult) -> tuple[TranscriptionService, FakeCredits
     )
     ledger = FakeCredits(balances={KEY.key_hash: 100})
     endpoint = FakeRealtimeEndpoint(answer)
-    return TranscriptionService(terms, ledger, endpoint, FakeAudio()), ledger, endpoint
+    service = TranscriptionService(
+        terms, ledger, endpoint, FakeAudio(), max_sync_diarized_audio_seconds=max_sync_diarized_audio_seconds
+    )
+    return service, ledger, endpoint
 
 
 DIARIZED_12S = InferenceResult(
@@ -194,3 +197,43 @@ def test_a_plain_request_asks_for_no_speakers_and_pays_no_surcharge() -> None:
     outcome = service.transcribe(KEY, options, LoadedAudio.inline(AUDIO), request_id="req-2")
     assert endpoint.requests[-1].diarize is False and endpoint.requests[-1].known_speakers == []
     assert outcome.credits_used == 3
+
+
+# --- the synchronous ceiling --------------------------------------------------------------------------------------
+
+DIARIZED = TranscriptionOptions(
+    task=Task.TRANSCRIBE, model="gpt-4o-transcribe-diarize", response_format=ResponseFormat.DIARIZED_JSON
+)
+
+
+def test_a_sync_call_asking_for_speakers_is_held_to_the_lower_ceiling_before_anything_is_reserved() -> None:
+    from infery.domain.transcription import LoadedAudio
+
+    service, ledger, endpoint = _service(DIARIZED_12S, max_sync_diarized_audio_seconds=30.0)
+    with pytest.raises(InvalidRequest) as refused:
+        service.transcribe(KEY, DIARIZED, LoadedAudio.inline(silent_wav(8000, 31.0)), request_id="req-3")
+    assert refused.value.code == "audio_too_long_for_sync" and refused.value.param == "file"
+    assert "asks for speakers" in refused.value.message and "at most 30 s" in refused.value.message
+    assert ledger.entries == [] and endpoint.requests == []
+    # the same audio without speakers is under the plain ceiling (300 s)
+    plain = TranscriptionOptions(task=Task.TRANSCRIBE, model="whisper-1")
+    service.transcribe(KEY, plain, LoadedAudio.inline(silent_wav(8000, 31.0)), request_id="req-4")
+    assert endpoint.requests[-1].max_sync_audio_seconds == 300.0
+
+
+def test_a_sync_call_asking_for_speakers_sends_the_model_the_lower_ceiling() -> None:
+    """The model refuses audio past it too: a file whose header does not say its length is stopped there."""
+    from infery.domain.transcription import LoadedAudio
+
+    service, ledger, endpoint = _service(DIARIZED_12S, max_sync_diarized_audio_seconds=30.0)
+    service.transcribe(KEY, DIARIZED, LoadedAudio.inline(silent_wav(8000, 12.0)), request_id="req-5")
+    sent = endpoint.requests[-1]
+    assert sent.diarize is True and sent.max_sync_audio_seconds == 30.0 and sent.max_audio_seconds <= 30.0
+
+
+def test_a_diarized_ceiling_above_the_plain_one_changes_nothing() -> None:
+    from infery.domain.transcription import LoadedAudio
+
+    service, _, endpoint = _service(DIARIZED_12S, max_sync_diarized_audio_seconds=900.0)
+    service.transcribe(KEY, DIARIZED, LoadedAudio.inline(silent_wav(8000, 12.0)), request_id="req-6")
+    assert endpoint.requests[-1].max_sync_audio_seconds == 300.0

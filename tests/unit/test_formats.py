@@ -58,8 +58,21 @@ def test_srt_numbers_cues_from_one_with_a_blank_line_after_each():
 
 def test_vtt_has_its_header_dotted_milliseconds_and_no_cue_numbers():
     assert to_vtt(SEGMENTS) == (
-        "WEBVTT\n\n00:00:00.000 --> 00:00:03.160\nHello there.\n\n00:00:03.620 --> 01:01:01.008\nA -> B, then more.\n\n"
+        "WEBVTT\n\n00:00:00.000 --> 00:00:03.160\nHello there.\n\n00:00:03.620 --> 01:01:01.008\n"
+        "A --&gt; B, then more.\n\n"  # escaped, the arrow is shown as said and cannot end the cue
     )
+
+
+def test_vtt_escapes_what_starts_markup_and_srt_keeps_the_text_as_said():
+    said = [segment(0, 0.0, 2.0, " AT&T's <b>price</b> rose > 5% & fell < 3%.")]
+    assert to_vtt(said).splitlines()[3] == "AT&amp;T's &lt;b&gt;price&lt;/b&gt; rose &gt; 5% &amp; fell &lt; 3%."
+    assert to_srt(said).splitlines()[2] == "AT&T's <b>price</b> rose > 5% & fell < 3%."
+
+
+@pytest.mark.parametrize("to_subtitles", [to_srt, to_vtt])
+def test_a_blank_line_in_a_segments_text_never_ends_its_cue_early(to_subtitles):
+    text = to_subtitles([segment(0, 0.0, 2.0, " First line.\n\n  \nSecond line.\n")])
+    assert text.endswith("First line.\nSecond line.\n\n") and "\n\n" not in text.rstrip("\n").split("--> ")[-1]
 
 
 def test_no_segments_are_an_empty_srt_and_a_header_only_vtt():

@@ -471,6 +471,7 @@ NEEDED = {
         ("dynamodb:PutItem", "${JobsTable.Arn}"),
         ("dynamodb:GetItem", "${JobsTable.Arn}"),
         ("s3:PutObject", "${AudioBucket.Arn}/uploads/*"),  # job audio, presigned POSTs
+        ("s3:PutObject", "${AudioBucket.Arn}/speakers/*"),  # a job's known speakers' samples
         ("s3:GetObject", "${AudioBucket.Arn}/uploads/*"),
         ("s3:GetObject", "${AudioBucket.Arn}/results/*"),
         ("s3:GetObject", "${AudioBucket.Arn}/progress/*"),
@@ -495,6 +496,7 @@ NEEDED = {
         ("dynamodb:UpdateItem", "${JobsTable.Arn}"),
         ("s3:GetObject", "${AudioBucket.Arn}/uploads/*"),
         ("s3:GetObject", "${AudioBucket.Arn}/inbox/*"),
+        ("s3:GetObject", "${AudioBucket.Arn}/speakers/*"),  # a job's known speakers' samples
         ("s3:GetObject", "${AudioBucket.Arn}/async-outputs/*"),
         ("s3:GetObject", "${AudioBucket.Arn}/async-failures/*"),
         ("s3:GetObject", "${AudioBucket.Arn}/results/*"),

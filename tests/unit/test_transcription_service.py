@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from infery.domain.errors import InternalError, InvalidRequest, ModelFailed, ModelTimeout
+from infery.domain.errors import InsufficientCredits, InternalError, InvalidRequest, ModelFailed, ModelTimeout
 from infery.domain.ids import idempotency_id
 from infery.domain.inference import InferenceResult, Task
 from infery.domain.transcription import LoadedAudio, TranscriptionOptions
@@ -103,6 +103,47 @@ def test_a_retry_after_a_settled_answer_replays_the_stored_result_and_charges_no
     assert replayed == first  # the same transcript, the same credits, the balance as it is now
     assert len(sync.endpoint.requests) == 1 and sync.kinds() == [(ONCE, "reserve"), (ONCE, "settle")]
     assert sync.balance() == 97
+
+
+def test_audio_given_as_a_loader_is_loaded_once_for_a_new_request_and_never_for_a_replay():
+    """Audio sent by URL is fetched by its loader: a retry of a charged request fetches nothing again (the URL may
+    have expired since)."""
+    sync = Sync()
+    loads: list[str] = []
+
+    def fetch() -> LoadedAudio:
+        loads.append("fetched")
+        return LoadedAudio.inline(wav(12.0))
+
+    first = sync.service.transcribe_once(KEY, OPTIONS, fetch, idempotency_id=ONCE)
+    assert loads == ["fetched"]
+    assert sync.service.transcribe_once(KEY, OPTIONS, fetch, idempotency_id=ONCE) == first
+    assert loads == ["fetched"] and len(sync.endpoint.requests) == 1
+
+
+def test_a_key_under_the_smallest_charge_is_402_before_its_audio_is_fetched():
+    sync = Sync()
+    sync.service.check_balance(KEY, OPTIONS)  # 100 credits: it may go on
+    broke = KEY.model_copy(update={"credits": 0})
+    with pytest.raises(InsufficientCredits) as refused:
+        sync.service.check_balance(broke, OPTIONS)
+    assert refused.value.headers == {"x-infery-credits-balance": "0"} and "at least 1" in refused.value.message
+    with pytest.raises(InvalidRequest) as unknown:
+        sync.service.check_balance(KEY, OPTIONS.model_copy(update={"model": "nope-1"}))
+    assert unknown.value.code == "model_not_found"
+    assert sync.kinds() == []
+
+
+def test_a_sharded_key_whose_shard_read_is_short_is_judged_on_its_total():
+    sync = Sync()
+    sharded = KEY.model_copy(update={"credits": 0, "credit_shards": 3})  # the shard authentication read is empty
+    sync.credits.balances[KEY.key_hash] = 0
+    sync.credits.more_shards[KEY.key_hash] = [0, 2]
+    sync.service.check_balance(sharded, OPTIONS)  # 2 credits in another shard: it may go on
+    sync.credits.more_shards[KEY.key_hash] = [0, 0]
+    with pytest.raises(InsufficientCredits) as refused:
+        sync.service.check_balance(sharded, OPTIONS)
+    assert refused.value.headers == {"x-infery-credits-balance": "0"}
 
 
 def test_a_retry_after_a_refund_runs_again_under_a_new_attempt_id_and_is_charged_once():

@@ -90,3 +90,12 @@ def test_a_result_is_stored_under_its_result_key_and_read_back(audio):
     assert audio.load_result(audio.result_key(key_id, job_id)) == result
     assert audio.find_result(audio.result_key(key_id, job_id)) == result
     assert audio.find_result(audio.result_key(key_id, "job_" + uuid.uuid4().hex)) is None
+
+
+def test_a_jobs_known_speakers_are_kept_under_its_keys_speakers_prefix_and_read_back(audio):
+    key_id, job_id = a_key_id(), "job_" + uuid.uuid4().hex
+    body = b'{"names": ["agent"], "references": ["data:audio/wav;base64,UklGRg=="]}'
+    object_key = audio.put_known_speakers(key_id, job_id, body)
+    assert object_key == f"speakers/{key_id}/{job_id}.json"
+    assert audio.load_known_speakers(object_key) == body
+    assert audio.load_known_speakers(f"speakers/{key_id}/job_{uuid.uuid4().hex}.json") is None  # gone: None

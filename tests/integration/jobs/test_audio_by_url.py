@@ -5,6 +5,8 @@ job runs. Refusals charge nothing. The audio is served by a server the test star
 
 from __future__ import annotations
 
+import json
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -12,6 +14,7 @@ from infery.domain.jobs import JobStatus
 
 from tests.support.api import TRANSCRIPTIONS, TRANSLATIONS, assert_error, assert_ok
 from tests.support.audio_server import AudioServer, serving_audio
+from tests.support.builders import inference_result, segment
 from tests.support.jobs import (
     SEEDED,
     TRANSCRIPTION_JOBS,
@@ -20,6 +23,7 @@ from tests.support.jobs import (
     assert_transcript,
     get_job,
 )
+from tests.support.model_replies import model_answer
 
 LOCAL_RULES = {"WEBHOOK_ALLOW_PRIVATE_ADDRESSES": "true", "WEBHOOK_ALLOW_HTTP": "true"}
 DEPLOYED_RULES = {"WEBHOOK_ALLOW_PRIVATE_ADDRESSES": "false", "WEBHOOK_ALLOW_HTTP": "false"}
@@ -160,3 +164,57 @@ def test_a_job_whose_fetch_fails_fails_with_its_code_and_charges_nothing(
     assert job["status"] == JobStatus.FAILED.value and job["error"]["code"] == code
     accounts.assert_untouched(item, SEEDED)
     assert store.objects(f"uploads/{item.key_id}/") == []
+
+
+@pytest.fixture
+def counted_model(fake_runtime):
+    """A model that hears 12 s of audio and counts its calls."""
+    return fake_runtime(200, model_answer(12.0))
+
+
+def test_a_key_that_cannot_pay_gets_its_402_before_the_url_is_fetched(
+    load_api, counted_model, storage_endpoints, store, accounts, audio_server
+):
+    url, fake = counted_model
+    api_key, item = accounts.new_key(0)
+
+    reply = load_api(url, **LOCAL_RULES).transcribe(api_key, None, url=audio_server.url("/audio"))
+
+    assert_error(reply, 402, "insufficient_credits", error_type="insufficient_quota")
+    assert reply.header("x-infery-credits-balance") == "0" and "at least 1" in reply.json()["error"]["message"]
+    assert audio_server.paths == [] and store.objects(f"uploads/{item.key_id}/") == [] and fake.calls == 0
+    accounts.assert_untouched(item, 0)
+
+
+def test_an_unknown_model_is_refused_before_the_url_is_fetched(
+    load_api, counted_model, storage_endpoints, accounts, audio_server
+):
+    url, _ = counted_model
+    api_key, _ = accounts.new_key(SEEDED)
+
+    reply = load_api(url, **LOCAL_RULES).transcribe(api_key, None, url=audio_server.url("/audio"), model="nope-1")
+
+    assert_error(reply, 400, "model_not_found", param="model")
+    assert audio_server.paths == []
+
+
+def test_a_replayed_url_request_whose_answer_was_too_large_to_keep_fetches_nothing_again(
+    load_api, fake_runtime, storage_endpoints, accounts, audio_server
+):
+    many = [segment(index, index * 0.5, index * 0.5 + 0.5, " " + "word " * 60) for index in range(1200)]
+    url, fake = fake_runtime(200, json.loads(inference_result("many words", many, duration=600.0).model_dump_json()))
+    api = load_api(url, **LOCAL_RULES)
+    api_key, item = accounts.new_key(1000)
+    headers = [("Idempotency-Key", f"by-url-{uuid.uuid4()}")]
+    fields = {"url": audio_server.url("/audio"), "response_format": "verbose_json", "headers": headers}
+
+    first = api.transcribe(api_key, None, **fields)
+    assert_ok(first)
+    assert len(first.text) > 400_000  # more than its idempotency record holds: rendered again on a replay
+    audio_server.audio = b"a presigned URL that has expired since"
+    retry = api.transcribe(api_key, None, **fields)
+
+    assert_ok(retry)
+    assert retry.header("idempotent-replayed") == "true" and retry.json() == first.json()
+    assert audio_server.paths == ["/audio"] and fake.calls == 1
+    assert accounts.balance(item) == 1000 - first.json()["credits_used"]

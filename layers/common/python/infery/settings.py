@@ -213,6 +213,11 @@ class ApiSettings(JobsSettings, RealTimeModel):
     idempotency_ttl_seconds: int = Field(default=24 * 3600, gt=0)
     # Raw audio the sync path takes (template.yaml's MaxSyncAudioBytes).
     max_sync_audio_bytes: int = Field(default=DEFAULT_MAX_SYNC_AUDIO_BYTES, gt=0)
+    # A synchronous call that asks for speakers refuses longer audio (template.yaml's MaxSyncDiarizedAudioSeconds):
+    # diarization runs after Whisper within the same 27 s, and on a CPU it takes 2-7 times Whisper's time. 30 s:
+    # benchmarks/diarization.py's slowest recording ran at 1.3 audio seconds per second with diarization (35 s in
+    # 27 s); a 35.6 s three-voice call took 11-14 s on 2 busy cores.
+    max_sync_diarized_audio_seconds: float = Field(default=30.0, gt=0)
     # After this long (from API Gateway's requestTimeEpoch) the gateway has answered 504 "nothing was charged"
     # and stopped waiting: a request still running then is refunded, never settled. A little under its 29 s.
     api_deadline_seconds: float = Field(default=28.5, gt=0)

@@ -286,7 +286,13 @@ class Wiring(WorkerWiring):
     def transcription(self) -> TranscriptionService:
         from infery.usecases.transcribe import TranscriptionService
 
-        return TranscriptionService(self.terms, self.credits, self.realtime_endpoint, self.audio_store)
+        return TranscriptionService(
+            self.terms,
+            self.credits,
+            self.realtime_endpoint,
+            self.audio_store,
+            max_sync_diarized_audio_seconds=self.settings.max_sync_diarized_audio_seconds,
+        )
 
     @cached_property
     def audio_by_url(self) -> AudioByUrl:

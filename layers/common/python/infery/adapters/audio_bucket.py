@@ -11,6 +11,7 @@ from infery.domain.errors import InvalidRequest, NotFound, PayloadTooLarge
 from infery.domain.inference import InferenceResult
 from infery.domain.stored_audio import (
     RESULTS_PREFIX,
+    SPEAKERS_PREFIX,
     UPLOADS_PREFIX,
     StoredObject,
 )
@@ -159,6 +160,22 @@ class AudioStore:
             if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                 return None
             raise
+
+    def put_known_speakers(self, key_id: str, job_id: str, body: bytes) -> str:
+        """A job's known speakers' samples; the object's key, which the job keeps."""
+        key = f"{SPEAKERS_PREFIX}{key_id}/{job_id}.json"
+        self._client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="application/json")
+        return key
+
+    def load_known_speakers(self, object_key: str) -> bytes | None:
+        """The samples stored under ``object_key``; None when they are gone (expired)."""
+        try:
+            body: bytes = self._client.get_object(Bucket=self.bucket, Key=object_key)["Body"].read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise
+        return body
 
     def load_result(self, result_key: str) -> InferenceResult:
         body = self._client.get_object(Bucket=self.bucket, Key=result_key)["Body"].read()

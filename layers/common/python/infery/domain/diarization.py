@@ -15,6 +15,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 from infery.domain.errors import InferyError, InvalidRequest
 from infery.domain.inference import InferenceResult, KnownSpeaker, Segment, SpeakerTurn, Word
@@ -183,11 +184,34 @@ def diarized_segments(result: InferenceResult) -> list[DiarizedSegment]:
         if len(runs) == 1:  # the segment's own text, spacing and all
             pieces.append(DiarizedSegment(runs[0][0], segment.start, segment.end, segment.text.strip()))
             continue
-        for position, (speaker, run) in enumerate(runs):
+        texts = _split_text(segment.text, [run for _, run in runs])
+        for position, ((speaker, run), text) in enumerate(zip(runs, texts, strict=True)):
             start = segment.start if position == 0 else run[0].start
             end = segment.end if position == len(runs) - 1 else run[-1].end
-            pieces.append(DiarizedSegment(speaker, start, end, " ".join(word.word.strip() for word in run)))
+            pieces.append(DiarizedSegment(speaker, start, end, text))
     return pieces
+
+
+def _split_text(text: str, runs: Sequence[Sequence[Word]]) -> list[str]:
+    """The segment's own text cut where each run of words ends, so each piece keeps the text's spacing: words are
+    stored stripped, and a language written without spaces (Chinese, Japanese, Thai) has none between them. What
+    lies between two runs (spaces, an opening dash the words left out) goes with the later one.
+
+    The words are found in the text in order, one after the other; should one not be (a word the model heard
+    differently from the segment's text), the pieces are the words joined as the text joins them: with spaces when
+    it has any."""
+    cuts = [0]
+    position = 0
+    for run in runs:
+        for word in run:
+            found = text.find(word.word.strip(), position)
+            if found < 0 or any(character.isalnum() for character in text[position:found]):
+                joiner = " " if any(character.isspace() for character in text.strip()) else ""
+                return [joiner.join(word.word.strip() for word in run) for run in runs]
+            position = found + len(word.word.strip())
+        cuts.append(position)
+    cuts[-1] = len(text)  # and what follows the last word is the last piece's
+    return [text[start:end].strip() for start, end in pairwise(cuts)]
 
 
 def segment_speakers(result: InferenceResult) -> list[str]:

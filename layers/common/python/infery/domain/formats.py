@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -31,9 +32,20 @@ def format_timestamp(seconds: float, decimal_marker: str) -> str:
     return f"{hours:02d}:{minutes:02d}:{whole_seconds:02d}{decimal_marker}{milliseconds:03d}"
 
 
+def _cue_lines(text: str) -> str:
+    # a blank line ends a cue in both subtitle formats: the text's lines, stripped, without empty ones
+    return "\n".join(line.strip() for line in text.splitlines() if line.strip())
+
+
 def _cue_text(text: str) -> str:
-    # "-->" inside a cue would end it early in both subtitle formats
-    return text.strip().replace("-->", "->")
+    # "-->" inside an srt cue would end it early (srt has no escapes)
+    return _cue_lines(text).replace("-->", "->")
+
+
+def _vtt_text(text: str) -> str:
+    """WebVTT cue text: "&" and "<" start markup there, so they are escaped, and ">" too (valid everywhere, and
+    needed in a voice span's name); escaped, "-->" no longer appears and is shown as written."""
+    return html.escape(_cue_lines(text), quote=False)
 
 
 # a cue: its start and end in seconds, and its text as written
@@ -59,7 +71,7 @@ def to_srt(segments: list[Segment]) -> str:
 
 
 def to_vtt(segments: list[Segment]) -> str:
-    return _vtt((segment.start, segment.end, _cue_text(segment.text)) for segment in segments)
+    return _vtt((segment.start, segment.end, _vtt_text(segment.text)) for segment in segments)
 
 
 def _logprobs(result: InferenceResult, segment_id: int | None = None) -> list[dict[str, Any]]:
@@ -108,10 +120,9 @@ def to_diarized_srt(pieces: list[DiarizedSegment]) -> str:
 
 
 def to_diarized_vtt(pieces: list[DiarizedSegment]) -> str:
-    """vtt cues with WebVTT's voice span: "<v A>Hello." (a ">" would end the span's annotation early)."""
-    return _vtt(
-        (piece.start, piece.end, f"<v {piece.speaker.replace('>', '')}>{_cue_text(piece.text)}") for piece in pieces
-    )
+    """vtt cues with WebVTT's voice span: "<v A>Hello." The name is escaped as the text is (a raw ">" would end
+    the span's annotation early, an "&" start an escape)."""
+    return _vtt((piece.start, piece.end, f"<v {_vtt_text(piece.speaker)}>{_vtt_text(piece.text)}") for piece in pieces)
 
 
 def diarized_json(result: InferenceResult, credits_used: int) -> dict[str, Any]:

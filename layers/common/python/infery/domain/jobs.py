@@ -35,6 +35,7 @@ JOB_PRIVATE_FIELDS = frozenset(
         "result_key",
         "source_uri",
         "source_url",  # a presigned URL is a credential: never shown back, nor sent in a webhook
+        "known_speakers_key",
         "inference_id",
         "parts",  # shown as the progress they add up to
         "open_key_id",
@@ -74,6 +75,8 @@ class Job(BaseModel):
     source_url: str | None = None
     upload_id: str | None = None
     filename: str | None = None
+    # the bucket's object holding the known speakers' samples (usecases/known_speakers.py), not the item
+    known_speakers_key: str | None = None
     webhook_url: str | None = None
     webhook_secret: str | None = None
     webhook_attempts: list[WebhookAttempt] = Field(default_factory=list)
@@ -116,6 +119,7 @@ def new_job(
     filename: str | None = None,
     webhook_url: str | None = None,
     open_until: int | None = None,
+    known_speakers_key: str | None = None,
 ) -> Job:
     """A new job; ``open_until``: until when it counts as its key's open work if it never finishes."""
     now = now_iso()
@@ -129,6 +133,7 @@ def new_job(
         source_url=source_url,
         upload_id=upload_id,
         filename=filename,
+        known_speakers_key=known_speakers_key,
         webhook_url=webhook_url,
         webhook_secret=new_webhook_secret() if webhook_url else None,
         open_key_id=key_id if open_until is not None else None,

@@ -3,7 +3,8 @@
 Layout (one bucket, lifecycle rules in template.yaml expire each prefix):
 - ``uploads/{key_id}/{upload_id}``: what POST /v1/uploads lets a client upload (presigned POST, size-limited);
 - ``inbox/{key_id}/...``: where a batch user drops files directly; each object becomes a job;
-- ``results/{key_id}/{job_id}.json``: a finished job's transcript (the model's full result).
+- ``results/{key_id}/{job_id}.json``: a finished job's transcript (the model's full result);
+- ``speakers/{key_id}/{job_id}.json``: a job's known speakers' voice samples, too large for the job's item.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ INBOX_PREFIX = "inbox/"
 
 
 RESULTS_PREFIX = "results/"
+
+
+SPEAKERS_PREFIX = "speakers/"
 
 
 _OBJECT_KEY = re.compile(rf"(?P<area>uploads|inbox)/(?P<key_id>{KEY_ID_PATTERN.pattern})/(?P<name>.+)")

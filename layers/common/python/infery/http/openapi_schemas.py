@@ -345,6 +345,8 @@ class TranslationJson(_Strict):
 
 class TranscriptionJobJson(_TranscriptionJsonFields):
     webhook_url: str | None = _WEBHOOK_URL
+    known_speaker_names: list[str] | None = _KNOWN_SPEAKER_NAMES
+    known_speaker_references: list[str] | None = _KNOWN_SPEAKER_REFERENCES
 
 
 class TranslationJobJson(TranslationJson):
@@ -432,6 +434,8 @@ class TranslationForm(_Strict):
 
 class TranscriptionJobForm(_TranscriptionFormFields):
     webhook_url: str = _FORM_WEBHOOK_URL
+    known_speaker_names__: list[str] = TranscriptionSyncForm.model_fields["known_speaker_names__"]
+    known_speaker_references__: list[str] = TranscriptionSyncForm.model_fields["known_speaker_references__"]
 
 
 class TranslationJobForm(TranslationForm):

@@ -46,7 +46,7 @@ _AUDIO_FIELDS = {
     "json": frozenset({"audio", "file_base64", "filename", "upload_id", "url"}),
 }
 _JOB_FIELDS = frozenset({"webhook_url"})
-# a synchronous transcription's only: the samples (up to 4 x 2 MiB) do not fit a job's stored options
+# a transcription's, sync or job (a job stores the samples in the bucket: usecases/known_speakers.py)
 _KNOWN_SPEAKER_FIELDS = frozenset({"known_speaker_names", "known_speaker_references"})
 # the other fields and multipart boundaries around the audio
 _ENVELOPE_ALLOWANCE = 64 * 1024
@@ -62,8 +62,8 @@ def allowed_fields(task: Task, body_kind: str, for_job: bool = False) -> frozens
     fields = _COMMON_FIELDS | _AUDIO_FIELDS[body_kind] | (_JOB_FIELDS if for_job else frozenset())
     if task is not Task.TRANSCRIBE:
         return fields
-    sync_only = frozenset() if for_job else _SYNC_TRANSCRIPTION_FIELDS | _KNOWN_SPEAKER_FIELDS
-    return fields | _TRANSCRIPTION_ONLY_FIELDS | sync_only
+    sync_only = frozenset() if for_job else _SYNC_TRANSCRIPTION_FIELDS
+    return fields | _TRANSCRIPTION_ONLY_FIELDS | _KNOWN_SPEAKER_FIELDS | sync_only
 
 
 def _reject_unknown(fields: dict[str, Any], allowed: frozenset[str]) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from infery.domain.diarization import known_speakers_for_model
 from infery.domain.duration import check_decodable, probe_duration, probe_sample_rate
-from infery.domain.errors import InvalidRequest
+from infery.domain.errors import InsufficientCredits, InvalidRequest
 from infery.domain.formats import RenderedTranscript, render_for
 from infery.domain.inference import InferenceRequest, InferenceResult
 from infery.domain.keys import ApiKeyItem, check_model_allowed
@@ -96,11 +96,14 @@ class TranscriptionTerms:
     max_sync_audio_seconds: float
     min_audio_sample_rate: int
 
-    def check_audio_limits(self, audio: LoadedAudio, max_seconds: float | None = None) -> float | None:
+    def check_audio_limits(
+        self, audio: LoadedAudio, max_seconds: float | None = None, *, diarize: bool = False
+    ) -> float | None:
         """Refuse, before any credit is held, audio that would make the model work without end: a header that
         says 1 Hz turns 4 KB into 2,000 s, no file may be longer than the deployment transcribes, and none longer
         than ``max_seconds`` (a synchronous call's ceiling: what the model finishes before the API's deadline).
-        Returns the duration the header declares (None when it does not say)."""
+        ``diarize``: speakers are asked for (the synchronous ceiling is then lower). Returns the duration the
+        header declares (None when it does not say)."""
         check_decodable(audio.data, audio.format)
         declared_seconds = probe_duration(audio.data, audio.format)
         sample_rate = probe_sample_rate(audio.data, audio.format)
@@ -119,8 +122,9 @@ class TranscriptionTerms:
                 code="audio_too_long",
             )
         if declared_seconds is not None and max_seconds is not None and declared_seconds > max_seconds:
+            which = "a synchronous request that asks for speakers" if diarize else "a synchronous request"
             raise InvalidRequest(
-                f"The audio lasts {declared_seconds:.0f} s; a synchronous request transcribes at most "
+                f"The audio lasts {declared_seconds:.0f} s; {which} transcribes at most "
                 f"{max_seconds:.0f} s, what the model finishes within the API's time limit. Nothing was "
                 "charged. Send it as a job instead: POST /v1/audio/transcriptions/jobs (with the file, or an "
                 "upload_id from POST /v1/uploads), then follow GET /v1/jobs/{job_id}.",
@@ -135,14 +139,33 @@ def refund_reason(failure: BaseException | str) -> str:
     return failure if isinstance(failure, str) else f"{type(failure).__name__}: {getattr(failure, 'code', '')}"
 
 
-def seconds_to_cover(terms: TranscriptionTerms, audio: LoadedAudio, max_seconds: float | None = None) -> float:
+def seconds_to_cover(
+    terms: TranscriptionTerms, audio: LoadedAudio, max_seconds: float | None = None, *, diarize: bool = False
+) -> float:
     """The seconds of audio a reservation pays for (the audio's limits checked first): its header's duration with a
     margin, or a bound from its size, and never past the ceiling (``max_seconds``, else the deployment's)."""
-    declared_seconds = terms.check_audio_limits(audio, max_seconds)
+    declared_seconds = terms.check_audio_limits(audio, max_seconds, diarize=diarize)
     covered_seconds = terms.pricing.seconds_to_reserve(len(audio.data), declared_seconds)
     # a file whose header does not say, so large it could hold more than this call transcribes: the model
     # refuses what goes past the ceiling
     return min(covered_seconds, terms.max_audio_seconds, max_seconds or terms.max_audio_seconds)
+
+
+def check_least_charge(
+    credits: Credits, terms: TranscriptionTerms, key: ApiKeyItem, requested_model: str, *, needed_for: str
+) -> None:
+    """402 for a key whose balance is under the smallest charge a request of ``requested_model`` can have: what
+    can be known before the audio is (an unknown model is refused here too). ``needed_for``: what asks, in words."""
+    model = terms.catalog.resolve(requested_model)
+    minimum = max(1, terms.pricing.credits_for(0, model))
+    # a sharded key was read from one shard: its total decides, read only when that shard alone is short
+    balance = credits.balance(key.key_hash) if key.credits < minimum and key.credit_shards > 1 else key.credits
+    if balance < minimum:
+        raise InsufficientCredits(
+            f"This key's balance is {balance} credits; {needed_for} needs at least {minimum}. Top up the key's "
+            "credits to continue.",
+            headers={"x-infery-credits-balance": str(balance)},
+        )
 
 
 def reserve(
@@ -163,7 +186,7 @@ def reserve(
     for the seconds covered."""
     model = terms.catalog.resolve(requested_model)
     check_model_allowed(key, requested_model, model, terms.catalog.canonical)
-    covered_seconds = seconds_to_cover(terms, audio, max_seconds)
+    covered_seconds = seconds_to_cover(terms, audio, max_seconds, diarize=diarize)
     if callable(hold_seconds):
         hold_seconds = hold_seconds(covered_seconds)
     return credits.reserve(

@@ -62,7 +62,7 @@ from infery.domain.transcription import (
     UploadRequest,
 )
 from infery.observability import logger
-from infery.usecases import charging
+from infery.usecases import charging, known_speakers
 from infery.usecases.audio_by_url import AudioByUrl
 from infery.usecases.charging import TranscriptionTerms, refund_reason
 from infery.usecases.job_views import JobPresenter
@@ -168,11 +168,13 @@ class JobService:
             assert request.upload_id is not None  # a request has its audio or names an upload
             source_uri, head = self.store.check_upload(key.key_id, request.upload_id, UPLOAD_HEAD_BYTES)
             check_upload_head(self.terms, head)
+        job_id = new_job_id()
+        options, speakers_key = known_speakers.store(self.store, key.key_id, job_id, request.options())
         job = new_job(
-            job_id=new_job_id(),
+            job_id=job_id,
             key_id=key.key_id,
             key_hash=key.key_hash,
-            options=request.options(),
+            options=options,
             status=JobStatus.QUEUED,
             source_uri=source_uri,
             source_url=request.url,
@@ -180,6 +182,7 @@ class JobService:
             filename=request.filename,
             webhook_url=request.webhook_url,
             open_until=self._open_until_running(),
+            known_speakers_key=speakers_key,
         )
         self.jobs.create(job)
         self.queue.send(job.job_id)
@@ -284,6 +287,7 @@ class JobService:
             self._succeeded(finished, result)
             return finished
         audio = self._audio(job, stored)
+        options = known_speakers.load(self.store, job.options, job.known_speakers_key)
         # the attempt's id: its credits are reserved under it, and its notification names it; the settle check
         # keeps the job charged once across attempts
         inference_id = attempt_id(job.job_id, job.attempts)
@@ -300,7 +304,7 @@ class JobService:
         hold_seconds = self._hold_seconds(job, reservation.covered_seconds or 0.0)
         try:
             request = charging.inference_request(
-                job.options,
+                options,
                 audio,
                 reservation,
                 progress_s3_uri=self.endpoint.progress_uri(job.key_id, inference_id),
@@ -330,7 +334,7 @@ class JobService:
     def _plan(self, job: Job, covered_seconds: float) -> list[AudioPart]:
         """The parts the attempt runs as (none: one invocation). Speakers are labelled over the whole file by one
         model run: a diarized job is never cut."""
-        if job.options.diarize:
+        if job.options.diarize or job.known_speakers_key:
             return []
         return plan_parts(covered_seconds, self.part_seconds, self.part_search_seconds)
 

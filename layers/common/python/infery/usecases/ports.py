@@ -156,6 +156,10 @@ class AudioObjects(Results, Protocol):
 
     def keep_first_upload(self, stored: StoredObject) -> bool: ...
 
+    def put_known_speakers(self, key_id: str, job_id: str, body: bytes) -> str: ...
+
+    def load_known_speakers(self, object_key: str) -> bytes | None: ...
+
 
 class WebhookSender(Protocol):
     """Sends a job's notification, signed with the job's secret; ``record`` is told of every attempt. True once

@@ -20,12 +20,28 @@ from infery.usecases.ports import Credits, RealTimeEndpoint, Results
 
 class TranscriptionService:
     def __init__(
-        self, terms: TranscriptionTerms, credits: Credits, endpoint: RealTimeEndpoint, results: Results
+        self,
+        terms: TranscriptionTerms,
+        credits: Credits,
+        endpoint: RealTimeEndpoint,
+        results: Results,
+        *,
+        max_sync_diarized_audio_seconds: float | None = None,
     ) -> None:
         self.terms = terms
         self.credits = credits
         self.endpoint = endpoint
         self.results = results
+        # a lower ceiling for a call that asks for speakers: diarization runs after Whisper, within the same limit
+        self.max_sync_diarized_audio_seconds = max_sync_diarized_audio_seconds
+
+    def sync_ceiling(self, options: TranscriptionOptions) -> float:
+        """The most seconds of audio this synchronous call transcribes: what the model finishes within the API's
+        time limit, and less when speakers are asked for."""
+        ceiling = self.terms.max_sync_audio_seconds
+        if options.diarize and self.max_sync_diarized_audio_seconds is not None:
+            return min(ceiling, self.max_sync_diarized_audio_seconds)
+        return ceiling
 
     def transcribe(
         self,
@@ -45,11 +61,15 @@ class TranscriptionService:
 
         return self._transcribe(key, options, audio, request_id=request_id, before_settle=before_settle)
 
+    def check_balance(self, key: ApiKeyItem, options: TranscriptionOptions) -> None:
+        """402 now for a key that cannot pay the smallest charge: before audio sent by URL is fetched and stored."""
+        charging.check_least_charge(self.credits, self.terms, key, options.model, needed_for="a transcription by url")
+
     def transcribe_once(
         self,
         key: ApiKeyItem,
         options: TranscriptionOptions,
-        audio: LoadedAudio,
+        audio: LoadedAudio | Callable[[], LoadedAudio],
         *,
         idempotency_id: str,
         check_client_waiting: Callable[[], object] | None = None,
@@ -59,7 +79,8 @@ class TranscriptionService:
         its result is stored under that id before the settle.
 
         Charged already (the answer was lost after the settle): the stored result is rendered again, nothing is
-        charged. Refunded before (the model failed): the retry runs again under a new attempt's id."""
+        charged, and ``audio``, when it is a function that loads it (a fetch by URL), is never called. Refunded
+        before (the model failed): the retry runs again under a new attempt's id."""
         entries = self.credits.entries_for_request(key.key_id, idempotency_id, parts=key.ledger_parts)
         settled = next((entry for entry in entries if entry.kind is LedgerKind.SETTLE), None)
         if settled is not None:
@@ -80,7 +101,8 @@ class TranscriptionService:
             if check_client_waiting is not None:
                 check_client_waiting()
 
-        return self._transcribe(key, options, audio, request_id=request_id, before_settle=store_then_check)
+        loaded = audio() if callable(audio) else audio
+        return self._transcribe(key, options, loaded, request_id=request_id, before_settle=store_then_check)
 
     def _transcribe(
         self,
@@ -91,7 +113,7 @@ class TranscriptionService:
         request_id: str,
         before_settle: Callable[[InferenceResult], object],
     ) -> TranscriptionOutcome:
-        max_seconds = self.terms.max_sync_audio_seconds
+        max_seconds = self.sync_ceiling(options)
         reservation = charging.reserve(
             self.credits,
             self.terms,

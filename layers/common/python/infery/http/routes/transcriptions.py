@@ -84,6 +84,8 @@ def _audio(deps: Dependencies, key: ApiKeyItem, request: TranscriptionRequest) -
     if request.url is not None:  # fetched now, inside this call's time limit, into the key's uploads
         from infery.domain.ids import new_upload_id
 
+        # a key that cannot pay is told so before anything is fetched or stored
+        deps.wiring.transcription.check_balance(key, request)
         return deps.wiring.audio_by_url.fetch(
             key.key_id, request.url, upload_id=new_upload_id(), max_bytes=deps.settings.max_sync_audio_bytes
         )
@@ -98,16 +100,21 @@ def _run_transcription(
 ) -> dict[str, Any]:
     still_waiting = partial(_check_client_still_waiting, deps)
     still_waiting()  # it may have queued for a worker so long that the gateway answered already
-    audio = _audio(deps, key, request)
+    loaded: list[LoadedAudio] = []
+
+    def load_audio() -> LoadedAudio:
+        loaded.append(_audio(deps, key, request))
+        return loaded[0]
+
     if idempotency_key is None:
         outcome = deps.wiring.transcription.transcribe(
-            key, request, audio, request_id=deps.request_id(), check_client_waiting=still_waiting
+            key, request, load_audio(), request_id=deps.request_id(), check_client_waiting=still_waiting
         )
-    else:
+    else:  # loaded only when the request was not charged already: a replay fetches no URL again
         outcome = deps.wiring.transcription.transcribe_once(
             key,
             request,
-            audio,
+            load_audio,
             idempotency_id=idempotency_id(key.key_id, idempotency_key),
             check_client_waiting=still_waiting,
         )
@@ -119,7 +126,7 @@ def _run_transcription(
         "transcribed",
         extra={
             "task": request.task.value,
-            "audio_format": audio.format.value,
+            "audio_format": loaded[0].format.value if loaded else None,  # None: a stored result rendered again
             "audio_seconds": outcome.audio_seconds,
             "credits_used": outcome.credits_used,
         },

@@ -6,18 +6,34 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
 from infery.adapters.job_store import JobStore
 from infery.domain.inference import Task
-from infery.domain.jobs import JobStatus, new_job
+from infery.domain.jobs import JobError, JobStatus, new_job
 from infery.domain.parts import JobPart
 from infery.domain.transcription import TranscriptionOptions
 
 
+@pytest.fixture(autouse=True)
+def close_the_jobs_made(store: Any) -> Iterator[None]:
+    """The table is the session's: a job left running would be another test's stuck job."""
+    yield
+    jobs = JobStore(store.jobs_table)
+    for job_id in MADE:
+        jobs.fail(job_id, JobError(code="test_over", message="closed by the test that made it"))
+    MADE.clear()
+
+
+MADE: list[str] = []
+
+
 def running_job_in_parts(store: Any, count: int = 3) -> tuple[JobStore, str, list[JobPart]]:
-    """A new running job (the table is the session's) whose attempt runs as ``count`` parts."""
+    """A new running job whose attempt runs as ``count`` parts."""
     job_id = "job_" + secrets.token_hex(16)
+    MADE.append(job_id)
     jobs = JobStore(store.jobs_table)
     jobs.create(
         new_job(

@@ -430,6 +430,7 @@ class FakeAudio:
     objects: dict[str, bytes] = field(default_factory=dict)  # object key -> bytes
     results: dict[str, InferenceResult] = field(default_factory=dict)
     fail_put_result: bool = False
+    metadata: dict[str, dict[str, str]] = field(default_factory=dict)  # object key -> its user metadata
 
     @staticmethod
     def upload_key(key_id: str, upload_id: str) -> str:
@@ -465,6 +466,9 @@ class FakeAudio:
 
     def load(self, stored: StoredObject) -> tuple[bytes, str, str, str | None]:
         return self._check(stored.key), stored.uri, "etag-1", "version-1"
+
+    def object_metadata(self, stored: StoredObject) -> dict[str, str]:
+        return dict(self.metadata.get(stored.key, {}))
 
     def keep_first_upload(self, stored: StoredObject) -> bool:
         """The slot's first upload's ETag is "etag-1" (as ``load`` says); a later one is deleted."""

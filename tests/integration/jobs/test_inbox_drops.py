@@ -106,3 +106,33 @@ def test_a_message_that_is_not_json_fails_alone_and_the_rest_of_the_batch_is_don
 
 def test_a_job_message_for_an_unknown_job_is_acknowledged(worker):
     assert_no_batch_failures(worker.deliver([hand_built_message({"job_id": "job_" + "0" * 32})]))
+
+
+def test_an_inbox_drop_asks_for_its_options_in_its_s3_metadata(worker, store, jobs_queue, accounts, short_wav):
+    api_key, item = accounts.new_key(SEEDED)
+    object_key = f"inbox/{item.key_id}/with-options.wav"
+    store.s3.put_object(
+        Bucket=store.bucket,
+        Key=object_key,
+        Body=short_wav,
+        Metadata={"infery-response-format": "verbose_json", "infery-timestamp-granularities": "word", "mtime": "1"},
+    )
+    assert_no_batch_failures(worker.deliver(event_for(jobs_queue.drain(), object_key)))
+    job = store.only_job(item)
+    assert job.status is JobStatus.SUCCEEDED, job
+    assert job.options.response_format.value == "verbose_json" and job.options.timestamp_granularities == ["word"]
+    stored_result = json.loads(store.s3.get_object(Bucket=store.bucket, Key=job.result_key)["Body"].read())
+    assert stored_result["words"], stored_result  # the words were asked of the model
+
+
+def test_an_inbox_drop_with_an_option_it_cannot_take_fails_listed_and_uncharged(
+    worker, store, jobs_queue, accounts, short_wav
+):
+    api_key, item = accounts.new_key(SEEDED)
+    object_key = f"inbox/{item.key_id}/typo.wav"
+    store.s3.put_object(Bucket=store.bucket, Key=object_key, Body=short_wav, Metadata={"infery-response-fromat": "srt"})
+    assert_no_batch_failures(worker.deliver(event_for(jobs_queue.drain(), object_key)))
+    job = store.only_job(item)
+    assert job.status is JobStatus.FAILED and job.error is not None
+    assert job.error.code == "invalid_inbox_options" and "infery-response-fromat" in job.error.message
+    accounts.assert_untouched(item, SEEDED)

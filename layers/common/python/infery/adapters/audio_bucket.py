@@ -142,6 +142,10 @@ class AudioStore:
             raise InvalidRequest("The uploaded file is empty.", param="upload_id", code="empty_file")
         return version_id
 
+    def object_metadata(self, stored: StoredObject) -> dict[str, str]:
+        """The object's user metadata (an inbox drop's job options): names as S3 gives them, in lower case."""
+        return dict(self._client.head_object(Bucket=stored.bucket, Key=stored.key).get("Metadata") or {})
+
     def result_key(self, key_id: str, job_id: str) -> str:
         return f"{RESULTS_PREFIX}{key_id}/{job_id}.json"
 

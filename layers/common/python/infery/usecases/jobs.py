@@ -48,6 +48,7 @@ from infery.domain.ids import (
     part_inference_id,
     upload_id_for_fetch,
 )
+from infery.domain.inbox import inbox_options
 from infery.domain.inference import AudioPart, InferenceRequest, InferenceResult, Task
 from infery.domain.jobs import Job, JobError, JobStatus, new_job
 from infery.domain.keys import ApiKeyItem, ensure_usable
@@ -56,7 +57,6 @@ from infery.domain.parts import MAX_PART_SUBMISSIONS, JobPart, gaps_between, par
 from infery.domain.stored_audio import StoredObject, parse_object_key
 from infery.domain.transcription import (
     LoadedAudio,
-    ResponseFormat,
     TranscriptionOptions,
     TranscriptionRequest,
     UploadRequest,
@@ -206,10 +206,13 @@ class JobService:
             logger.warning("object under the prefix of an unknown key", extra={"object_key": stored.key})
             return None
         job_id = job_id_for_object(stored.bucket, stored.key, stored.etag)
-        options = TranscriptionOptions(
-            task=Task.TRANSCRIBE, model=self.terms.catalog.default_model, response_format=ResponseFormat.JSON
-        )
-        self.jobs.create(
+        refused: InvalidRequest | None = None
+        try:
+            options = inbox_options(self.store.object_metadata(stored), self.terms.catalog.default_model)
+        except InvalidRequest as error:
+            # the job is listed, failed with the reason, and charged nothing: a drop is never silently run otherwise
+            options, refused = TranscriptionOptions(task=Task.TRANSCRIBE, model=self.terms.catalog.default_model), error
+        created = self.jobs.create(
             new_job(
                 job_id=job_id,
                 key_id=key.key_id,
@@ -221,6 +224,10 @@ class JobService:
                 open_until=self._open_until_running(),
             )
         )
+        if refused is not None:
+            if created:
+                self.jobs.fail(job_id, JobError(code=refused.code or "invalid_inbox_options", message=refused.message))
+            return None
         return job_id
 
     def upload_used(self, key_id: str, upload_id: str) -> None:

@@ -144,6 +144,10 @@ class Results(Protocol):
 
 
 class AudioObjects(Results, Protocol):
+    def object_metadata(self, stored: StoredObject) -> dict[str, str]:
+        """The object's user metadata (S3's x-amz-meta-*, names in lower case without the prefix)."""
+        ...
+
     def presigned_upload(self, key_id: str, upload_id: str) -> dict[str, Any]: ...
 
     def upload_uri(self, key_id: str, upload_id: str) -> str: ...

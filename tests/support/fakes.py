@@ -467,6 +467,11 @@ class FakeAudio:
     def load(self, stored: StoredObject) -> tuple[bytes, str, str, str | None]:
         return self._check(stored.key), stored.uri, "etag-1", "version-1"
 
+    def put_rendered(self, key_id: str, job_id: str, name: str, body: bytes, content_type: str, expires_in: int) -> str:
+        key = f"results/{key_id}/{job_id}.{name}"
+        self.objects[key] = body
+        return f"https://{self.bucket}.s3.example/{key}?X-Amz-Expires={expires_in}"
+
     def object_metadata(self, stored: StoredObject) -> dict[str, str]:
         return dict(self.metadata.get(stored.key, {}))
 

@@ -142,6 +142,15 @@ class AudioStore:
             raise InvalidRequest("The uploaded file is empty.", param="upload_id", code="empty_file")
         return version_id
 
+    def put_rendered(self, key_id: str, job_id: str, name: str, body: bytes, content_type: str, expires_in: int) -> str:
+        """The transcript as rendered, under results/ (its lifecycle), and a presigned GET of it."""
+        key = f"{RESULTS_PREFIX}{key_id}/{job_id}.{name}"
+        self._client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
+        url: str = self._client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_in
+        )
+        return url
+
     def object_metadata(self, stored: StoredObject) -> dict[str, str]:
         """The object's user metadata (an inbox drop's job options): names as S3 gives them, in lower case."""
         return dict(self._client.head_object(Bucket=stored.bucket, Key=stored.key).get("Metadata") or {})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,27 @@ from infery.usecases.ports import Results
 # Progress a running job shows: claimed and submitted, then the model's share of windows decoded, then settling.
 SUBMITTED_PROGRESS = 0.1
 MODEL_SHARE_OF_PROGRESS = 0.85
+# A Lambda function answers at most 6 MB: a transcript larger than this (ten hours of verbose_json with words) is
+# not put in a job's view or webhook, and its own GET answers with a link to download it
+MAX_INLINE_RESULT_BYTES = 5_000_000
+
+
+@dataclass(frozen=True)
+class LargeResult:
+    """A transcript too large to be an API answer: where to download it (a presigned URL, for a while)."""
+
+    url: str
+    size: int
+    expires_in: int
+
+
+# how long a download link of a large transcript works
+LINK_SECONDS = 900
+
+
+def rendered_size(rendered: RenderedTranscript) -> int:
+    body = rendered.body if isinstance(rendered.body, str) else json.dumps(rendered.body)
+    return len(body.encode())
 
 
 @dataclass
@@ -23,6 +45,7 @@ class JobPresenter:
     results: Results
     # (key_id, inference_id) -> the model's progress through the audio (0..1), when it has reported one
     model_progress: Callable[[str, str], float | None] | None = None
+    max_inline_bytes: int = MAX_INLINE_RESULT_BYTES
 
     def view(
         self, job: Job, response_format: ResponseFormat | None = None, *, result: InferenceResult | None = None
@@ -35,8 +58,28 @@ class JobPresenter:
             if done is not None:
                 view["progress"] = round(max(job.progress, SUBMITTED_PROGRESS + MODEL_SHARE_OF_PROGRESS * done), 3)
         if job.status is JobStatus.SUCCEEDED and job.result_key:
-            view["result"] = self.render_result(job, response_format, result=result).body
+            rendered = self.render_result(job, response_format, result=result)
+            if rendered_size(rendered) > self.max_inline_bytes:
+                shown = (response_format or job.options.response_format).value
+                view["result"] = None
+                view["result_url"] = f"/v1/jobs/{job.job_id}/result?response_format={shown}"
+            else:
+                view["result"] = rendered.body
         return view
+
+    def large_result(
+        self, job: Job, rendered: RenderedTranscript, response_format: ResponseFormat
+    ) -> LargeResult | None:
+        """Where to download a transcript too large for an answer (stored next to the job's result, rendered); None
+        when it fits."""
+        size = rendered_size(rendered)
+        if size <= self.max_inline_bytes:
+            return None
+        body = rendered.body if isinstance(rendered.body, str) else json.dumps(rendered.body)
+        url = self.results.put_rendered(
+            job.key_id, job.job_id, response_format.value, body.encode(), rendered.content_type, LINK_SECONDS
+        )
+        return LargeResult(url, size, LINK_SECONDS)
 
     @staticmethod
     def _model_progress(job: Job, model_progress: Callable[[str, str], float | None]) -> float | None:

@@ -142,6 +142,11 @@ class Results(Protocol):
 
     def load_result(self, result_key: str) -> InferenceResult: ...
 
+    def put_rendered(self, key_id: str, job_id: str, name: str, body: bytes, content_type: str, expires_in: int) -> str:
+        """Store a job's transcript as rendered (``name``: its format) and return a link to download it, valid for
+        ``expires_in`` seconds."""
+        ...
+
 
 class AudioObjects(Results, Protocol):
     def object_metadata(self, stored: StoredObject) -> dict[str, str]:

@@ -64,8 +64,22 @@ def router(deps: Dependencies) -> APIGatewayRouter:
         """The transcript alone, as the sync call would have answered it (text/plain for text, srt and vtt)."""
         key, rate_limit_headers = deps.authenticate()
         job = deps.wiring.job_service.own_job(key, job_id)
-        rendered = deps.wiring.job_presenter.render_result(job, _response_format_query(deps))
+        response_format = _response_format_query(deps)
+        rendered = deps.wiring.job_presenter.render_result(job, response_format)
         body = rendered.body
+        large = deps.wiring.job_presenter.large_result(job, rendered, response_format or job.options.response_format)
+        if large is not None:
+            # larger than a function may answer: a link to the transcript, which HTTP clients follow
+            return json_response(
+                303,
+                {
+                    "url": large.url,
+                    "bytes": large.size,
+                    "expires_in": large.expires_in,
+                    "message": "The transcript is larger than an API answer may be: download it from url.",
+                },
+                {**rate_limit_headers, "Location": large.url, "x-infery-credits-used": str(job.credits_used or 0)},
+            )
         return Response(
             200,
             rendered.content_type,

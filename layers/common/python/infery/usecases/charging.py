@@ -153,7 +153,7 @@ def reserve(
     model = terms.catalog.resolve(requested_model)
     check_model_allowed(key, requested_model, model, terms.catalog.canonical)
     declared_seconds = terms.check_audio_limits(audio, max_seconds)
-    covered_seconds = terms.pricing.seconds_to_reserve(len(audio.data), declared_seconds)
+    covered_seconds = terms.pricing.seconds_to_reserve(audio.size, declared_seconds)
     # a file whose header does not say, so large it could hold more than this call transcribes: the model
     # refuses what goes past the ceiling
     covered_seconds = min(covered_seconds, terms.max_audio_seconds, max_seconds or terms.max_audio_seconds)
@@ -179,7 +179,7 @@ def inference_request(
     seconds of it than the reservation pays for, so a settle never needs more than was reserved."""
     return InferenceRequest(
         # by reference when the audio is in S3: the endpoint's 6 MB body limit does not apply then
-        audio=None if audio.s3_uri else base64.b64encode(audio.data).decode(),
+        audio=None if audio.s3_uri else base64.b64encode(audio.whole).decode(),
         audio_s3_uri=audio.s3_uri,
         audio_s3_etag=audio.s3_etag if audio.s3_uri else None,
         audio_s3_version_id=audio.s3_version_id if audio.s3_uri else None,

@@ -157,7 +157,7 @@ class JobService:
         upload has arrived), or a URL the worker fetches when the job runs (this request must not wait for it)."""
         source_uri: str | None = None
         if request.audio is not None:
-            source_uri = self.store.put_upload(key.key_id, new_upload_id(), request.audio.data).uri
+            source_uri = self.store.put_upload(key.key_id, new_upload_id(), request.audio.whole).uri
         elif request.url is None:
             assert request.upload_id is not None  # a request has its audio or names an upload
             source_uri, head = self.store.check_upload(key.key_id, request.upload_id, UPLOAD_HEAD_BYTES)

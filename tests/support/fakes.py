@@ -418,6 +418,9 @@ class FakeAudio:
     def load(self, stored: StoredObject) -> tuple[bytes, str, str, str | None]:
         return self._check(stored.key), stored.uri, "etag-1", "version-1"
 
+    def load_job_audio(self, stored: StoredObject) -> tuple[bytes, str, str, str | None]:
+        return self.load(stored)
+
     def keep_first_upload(self, stored: StoredObject) -> bool:
         """The slot's first upload's ETag is "etag-1" (as ``load`` says); a later one is deleted."""
         if stored.etag not in ("", "etag-1"):

@@ -90,11 +90,18 @@ class TranscriptionTerms:
 
     catalog: ModelCatalog
     pricing: Pricing
-    # no file longer than this is transcribed, by a job or a synchronous call
+    # the most one model invocation decodes (the container's WHISPER_MAX_AUDIO_SECONDS): a longer job runs in parts
     max_audio_seconds: float
-    # nor, by a synchronous call, longer than what the model finishes before the API's deadline
+    # no file longer than this is transcribed, by a synchronous call ...
     max_sync_audio_seconds: float
     min_audio_sample_rate: int
+    # ... or by a job (its parts each under max_audio_seconds); None: the same as max_audio_seconds
+    max_job_audio_seconds: float | None = None
+
+    @property
+    def max_file_seconds(self) -> float:
+        """The longest file this deployment transcribes at all: a job's limit."""
+        return self.max_job_audio_seconds or self.max_audio_seconds
 
     def check_audio_limits(self, audio: LoadedAudio, max_seconds: float | None = None) -> float | None:
         """Refuse, before any credit is held, audio that would make the model work without end: a header that
@@ -111,10 +118,10 @@ class TranscriptionTerms:
                 param="file",
                 code="sample_rate_too_low",
             )
-        if declared_seconds is not None and declared_seconds > self.max_audio_seconds:
+        if declared_seconds is not None and declared_seconds > self.max_file_seconds:
             raise InvalidRequest(
                 f"The audio lasts {minutes(declared_seconds)}; this deployment transcribes at most "
-                f"{minutes(self.max_audio_seconds)} per file.",
+                f"{minutes(self.max_file_seconds)} per file.",
                 param="file",
                 code="audio_too_long",
             )
@@ -156,7 +163,7 @@ def reserve(
     covered_seconds = terms.pricing.seconds_to_reserve(audio.size, declared_seconds)
     # a file whose header does not say, so large it could hold more than this call transcribes: the model
     # refuses what goes past the ceiling
-    covered_seconds = min(covered_seconds, terms.max_audio_seconds, max_seconds or terms.max_audio_seconds)
+    covered_seconds = min(covered_seconds, terms.max_file_seconds, max_seconds or terms.max_file_seconds)
     return credits.reserve(
         key,
         terms.pricing.credits_for(covered_seconds, model, diarize=diarize),

@@ -319,7 +319,8 @@ class JobService:
             if self.audio_by_url is None:
                 raise InternalError("This worker cannot fetch audio by URL.")
             return self.audio_by_url.fetch_once(stored, job.source_url, max_bytes=self.max_fetch_bytes)
-        return LoadedAudio.stored(*self.store.load(stored))
+        # up to a job's size, never read whole: its head and tail say what it is and how long it plays
+        return LoadedAudio.stored(*self.store.load_job_audio(stored))
 
     # --- 3. completed ------------------------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from infery.domain.inference import InferenceRequest, InferenceResult
 from infery.domain.jobs import Job, JobError, WebhookAttempt
 from infery.domain.keys import ApiKeyItem
 from infery.domain.ledger import LedgerEntry, Reservation, SettledCharge
+from infery.domain.ranged_audio import AudioBytes
 from infery.domain.stored_audio import StoredObject
 
 
@@ -124,6 +125,8 @@ class AudioObjects(Results, Protocol):
     def check_upload(self, key_id: str, upload_id: str, head_bytes: int) -> tuple[str, bytes]: ...
 
     def load(self, stored: StoredObject) -> tuple[bytes, str, str, str | None]: ...
+
+    def load_job_audio(self, stored: StoredObject) -> tuple[AudioBytes, str, str, str | None]: ...
 
     def keep_first_upload(self, stored: StoredObject) -> bool: ...
 

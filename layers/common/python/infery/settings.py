@@ -170,8 +170,10 @@ class AudioUrls(EnvironmentSettings):
     audio_url_connect_timeout_seconds: float = Field(default=5.0, gt=0)
     # the whole fetch of a sync call, redirects included: inside the API's time limit, leaving the model most of it
     audio_url_timeout_seconds: float = Field(default=10.0, gt=0)
-    # the whole fetch of a job, in the worker (whose run is limited to 300 s)
-    audio_url_job_timeout_seconds: float = Field(default=120.0, gt=0)
+    # the whole fetch of a job, streamed into the bucket by the worker, whose run is limited to 300 s: the rest is for
+    # claiming, checking, reserving and submitting. A 1 GB file must arrive at 4.2 MB/s or more (the local stack
+    # streams about 80 MB/s into moto); a slower source is url_timeout, with nothing stored or charged.
+    audio_url_job_timeout_seconds: float = Field(default=240.0, gt=0)
 
 
 class JobsSettings(JobTables, AudioBucket, TranscriptionSettings, AsyncModel, ReservationGrace, Webhooks, AudioUrls):

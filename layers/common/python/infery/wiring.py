@@ -255,7 +255,7 @@ class WorkerWiring(ReconcilerWiring):
             max_open_work=self.settings.max_open_jobs_per_key,
             upload_expiry_seconds=self.settings.upload_expiry_seconds,
             audio_by_url=self.job_audio_by_url,
-            max_fetch_bytes=self.settings.max_upload_bytes,
+            max_fetch_bytes=self.settings.max_job_bytes,
         )
 
 

@@ -70,6 +70,11 @@ class AudioStore:
         self._client.put_object(Bucket=self.bucket, Key=key, Body=audio)
         return StoredObject(self.bucket, key, key_id, "uploads", upload_id, len(audio))
 
+    def stream_upload(self, key_id: str, upload_id: str) -> UploadStream:
+        """A writer that stores a file into the key's upload slot as its bytes arrive (S3 multipart, a part at a
+        time), for a file too large to hold: ``commit`` stores it, ``abort`` leaves nothing behind."""
+        return UploadStream(self._client, self.bucket, self.upload_key(key_id, upload_id), key_id, upload_id)
+
     def _upload_object(self, key_id: str, upload_id: str) -> StoredObject:
         return StoredObject(self.bucket, self.upload_key(key_id, upload_id), key_id, "uploads", upload_id, 0)
 
@@ -232,3 +237,76 @@ class AudioStore:
     def load_result(self, result_key: str) -> InferenceResult:
         body = self._client.get_object(Bucket=self.bucket, Key=result_key)["Body"].read()
         return InferenceResult.model_validate_json(body)
+
+
+# S3's smallest part but the last is 5 MiB; a part is held in memory until it is sent
+STREAM_PART_BYTES = 8 * 1024 * 1024
+
+
+class UploadStream:
+    """The use cases' ``UploadSink``: the chunks written are held until they make a part, then sent as one part of a
+    multipart upload, begun with the first part (a file smaller than one part is one PutObject at ``commit``). At most
+    a part's chunks and the part joined from them are in memory, whatever the file's size."""
+
+    def __init__(self, client: Any, bucket: str, key: str, key_id: str, upload_id: str) -> None:
+        self._client = client
+        self._bucket = bucket
+        self._key = key
+        self._key_id = key_id
+        self._upload_id = upload_id
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._multipart_id: str | None = None
+        self._parts: list[dict[str, Any]] = []
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        self._pending.append(data)
+        self._pending_bytes += len(data)
+        self.size += len(data)
+        if self._pending_bytes >= STREAM_PART_BYTES:
+            self._send_part(self._take_pending())
+
+    def _take_pending(self) -> bytes:
+        """The chunks held, as one part (a part may pass the part size by less than a chunk: S3 takes any size)."""
+        part = b"".join(self._pending)
+        self._pending.clear()
+        self._pending_bytes = 0
+        return part
+
+    def _send_part(self, part: bytes) -> None:
+        if self._multipart_id is None:
+            self._multipart_id = self._client.create_multipart_upload(Bucket=self._bucket, Key=self._key)["UploadId"]
+        number = len(self._parts) + 1
+        response = self._client.upload_part(
+            Bucket=self._bucket, Key=self._key, UploadId=self._multipart_id, PartNumber=number, Body=part
+        )
+        self._parts.append({"PartNumber": number, "ETag": response["ETag"]})
+
+    def commit(self) -> StoredObject:
+        """Store what was written (the last part, or the whole of a small file) as the upload slot's object."""
+        if self._multipart_id is None:
+            self._client.put_object(Bucket=self._bucket, Key=self._key, Body=self._take_pending())
+        else:
+            if self._pending_bytes:
+                self._send_part(self._take_pending())
+            self._client.complete_multipart_upload(
+                Bucket=self._bucket,
+                Key=self._key,
+                UploadId=self._multipart_id,
+                MultipartUpload={"Parts": self._parts},
+            )
+        return StoredObject(self._bucket, self._key, self._key_id, "uploads", self._upload_id, self.size)
+
+    def abort(self) -> None:
+        """Drop what was written: the parts sent are deleted with their multipart upload (never stored, never
+        billed for storage). A failure to abort is logged: the bucket's lifecycle rule removes stale parts."""
+        self._pending.clear()
+        self._pending_bytes = 0
+        if self._multipart_id is None:
+            return
+        try:
+            self._client.abort_multipart_upload(Bucket=self._bucket, Key=self._key, UploadId=self._multipart_id)
+        except Exception:
+            logger.exception("a multipart upload could not be aborted", extra={"object_key": self._key})
+        self._multipart_id = None

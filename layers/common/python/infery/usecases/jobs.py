@@ -90,7 +90,8 @@ class JobService:
     max_open_work: int = 100
     upload_expiry_seconds: int = 900
     clock: Callable[[], float] = time.time
-    # fetches a job's audio sent by URL when the job runs, at most this many bytes (the upload limit)
+    # fetches a job's audio sent by URL when the job runs (streamed into the bucket), at most this many bytes (a
+    # job's size limit)
     audio_by_url: AudioByUrl | None = None
     max_fetch_bytes: int = 25 * 1000 * 1000
 

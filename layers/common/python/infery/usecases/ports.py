@@ -115,6 +115,17 @@ class Results(Protocol):
     def load_result(self, result_key: str) -> InferenceResult: ...
 
 
+class UploadSink(Protocol):
+    """A file stored into an upload slot as its bytes arrive, never held whole: ``commit`` stores what was written,
+    ``abort`` leaves nothing behind."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def commit(self) -> StoredObject: ...
+
+    def abort(self) -> None: ...
+
+
 class AudioObjects(Results, Protocol):
     def presigned_upload(self, key_id: str, upload_id: str) -> dict[str, Any]: ...
 
@@ -128,6 +139,8 @@ class AudioObjects(Results, Protocol):
 
     def load_job_audio(self, stored: StoredObject) -> tuple[AudioBytes, str, str, str | None]: ...
 
+    def stream_upload(self, key_id: str, upload_id: str) -> UploadSink: ...
+
     def keep_first_upload(self, stored: StoredObject) -> bool: ...
 
 
@@ -140,6 +153,9 @@ class WebhookSender(Protocol):
 
 class AudioFetcher(Protocol):
     """Fetches audio sent by URL under the deployment's address rules: the body's bytes, at most ``max_bytes`` of
-    them, or one of infery.domain.audio_url's errors (unreachable, too large, address not allowed, too slow...)."""
+    them, or one of infery.domain.audio_url's errors (unreachable, too large, address not allowed, too slow...).
+    ``fetch_into`` hands the body to ``write`` as it arrives (its size is returned), for a file too large to hold."""
 
     def fetch(self, url: str, *, max_bytes: int) -> bytes: ...
+
+    def fetch_into(self, url: str, write: Callable[[bytes], object], *, max_bytes: int) -> int: ...

@@ -109,6 +109,12 @@ def parse_args() -> argparse.Namespace:
         "empty: gpt-4o-transcribe, gpt-4o-mini-transcribe and gpt-4o-transcribe-diarize stand for whisper-1",
     )
     parser.add_argument(
+        "--parameters",
+        default=os.environ.get("INFERY_PARAMETERS", ""),
+        help="template.yaml parameters to give other values, as sam deploy --parameter-overrides gives them: JSON "
+        '{"MaxJobBytes": "30000000"}',
+    )
+    parser.add_argument(
         "--concurrency",
         type=int,
         default=int(os.environ.get("INFERY_LAMBDA_CONCURRENCY", "4")),
@@ -136,7 +142,28 @@ def parse_args() -> argparse.Namespace:
         help="log everything: moto's and the model server's requests, the handlers' INFO logs and "
         "metrics, powertools' warnings",
     )
-    return parser.parse_args()
+    args = parser.parse_args()
+    try:
+        args.parameters = template_parameters(args.parameters, load_template())
+    except ValueError as refused:
+        parser.error(f"--parameters: {refused}")
+    return args
+
+
+def template_parameters(text: str, template: dict[str, Any]) -> dict[str, str]:
+    """The parameter overrides ``text`` (JSON) asks for, each a parameter template.yaml has."""
+    if not text.strip():
+        return {}
+    try:
+        overrides = json.loads(text)
+    except json.JSONDecodeError as invalid:
+        raise ValueError(f"not JSON ({invalid})") from None
+    if not isinstance(overrides, dict) or not all(isinstance(value, str | int | float) for value in overrides.values()):
+        raise ValueError('an object of parameter names and values is expected: {"MaxJobBytes": "30000000"}')
+    unknown = sorted(set(overrides) - set(template.get("Parameters", {})))
+    if unknown:
+        raise ValueError(f"template.yaml has no parameter {', '.join(unknown)}")
+    return {name: str(value) for name, value in overrides.items()}
 
 
 # powertools warns after every request that published no metric (a models list, a refused request)
@@ -172,7 +199,8 @@ def main() -> None:
     if not args.verbose:  # the handlers' processes are forked from this one: they inherit the filter
         warnings.filterwarnings("ignore", message=_EMPTY_METRICS_WARNING, category=UserWarning)
     local = LocalTemplate(
-        load_template(), parameter_overrides={"ModelName": LOCAL_MODEL_NAME, "ModelAliases": args.model_aliases}
+        load_template(),
+        parameter_overrides={**args.parameters, "ModelName": LOCAL_MODEL_NAME, "ModelAliases": args.model_aliases},
     )
     moto_port, model_port = free_port(), free_port()
     aws_environment = {

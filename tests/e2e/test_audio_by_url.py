@@ -30,7 +30,7 @@ METADATA_NAMES = {"metadata.infery.test": ["169.254.169.254"], "ecs-metadata.inf
 CREDITS = 1000
 FETCH_TIMEOUT_SECONDS = "3"
 SYNC_LIMIT_BYTES = 4 * 1024 * 1024  # MaxSyncAudioBytes' default
-JOB_LIMIT_BYTES = 25_000_000  # a job's: the upload limit
+JOB_LIMIT_BYTES = 30_000_000  # a job's: this stack's MaxJobBytes (a deployment's is 1 GB)
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +61,7 @@ def url_stack(dns_log: Path) -> Iterator[RunningStack]:
             "INFERY_TEST_FAKE_DNS_LOG": str(dns_log),
             "AUDIO_URL_TIMEOUT_SECONDS": FETCH_TIMEOUT_SECONDS,
             "AUDIO_URL_JOB_TIMEOUT_SECONDS": FETCH_TIMEOUT_SECONDS,
+            "INFERY_PARAMETER_OVERRIDES": f"MaxJobBytes={JOB_LIMIT_BYTES}",
         },
     ) as running:
         yield running

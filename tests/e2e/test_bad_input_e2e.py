@@ -165,7 +165,8 @@ def test_audio_over_the_sync_limit_is_413_naming_the_limit_and_the_upload_flow(s
     # 4.3 MB: inside API Gateway's and Lambda's limits, so this is the handler's own 413
     response = _multipart(stack, files={"file": ("long.wav", _wav_of_size(4_300_000))}, data={"model": "whisper-1"})
     error = _assert_openai_error(response, 413, "audio_too_large", "file")
-    assert "4.2 MB" in error["message"] and "/v1/uploads" in error["message"] and "25 MB" in error["message"]
+    # and what an upload (a job) takes: a deployment's MaxJobBytes, 1 GB
+    assert "4.2 MB" in error["message"] and "/v1/uploads" in error["message"] and "1000 MB" in error["message"]
 
 
 def test_request_over_the_api_gateway_limit_is_413_in_openai_shape(stack):

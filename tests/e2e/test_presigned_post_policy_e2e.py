@@ -26,12 +26,17 @@ from tests.support.stack import RunningStack, running_stack
 pytestmark = pytest.mark.e2e
 
 JOB_TIMEOUT_SECONDS = 180
+PARAMETER_OVERRIDES = "MaxJobBytes=25000000"
 
 
 @pytest.fixture(scope="module")
 def policy_stack() -> Iterator[RunningStack]:
-    """A stack of this module's own: its bucket, jobs and ledger hold only what these tests did."""
-    with running_stack(credits=10_000) as running:
+    """A stack of this module's own: its bucket, jobs and ledger hold only what these tests did. Its jobs (and so
+    its presigned POSTs) take 25 MB, not a deployment's 1 GB: a file past the limit is sent, and then one at it."""
+    with running_stack(
+        credits=10_000,
+        extra_environment={"INFERY_PARAMETER_OVERRIDES": PARAMETER_OVERRIDES},
+    ) as running:
         yield running
 
 

@@ -39,7 +39,7 @@ def test_a_sample_rate_under_8_khz_is_400_before_anything_is_reserved(refusing_e
 
 def test_audio_longer_than_the_maximum_is_400_before_anything_is_reserved(refusing_endpoint, load_api):
     url, api_key = refusing_endpoint
-    api = load_api(url, MAX_AUDIO_SECONDS="60")
+    api = load_api(url, MAX_JOB_AUDIO_SECONDS="60")
     reply = api.transcribe(api_key, silent_wav(8000, 61), filename="long.wav")
     assert_error(reply, 400, "audio_too_long", param="file", error_type="invalid_request_error")
     assert "at most 1 minute per file" in reply.json()["error"]["message"]
@@ -48,6 +48,6 @@ def test_audio_longer_than_the_maximum_is_400_before_anything_is_reserved(refusi
 def test_audio_at_exactly_8_khz_and_the_maximum_duration_reaches_the_model(fake_runtime, load_api, accounts):
     url, fake = fake_runtime(200, {"text": "", "language": "en", "duration": 60.0, "segments": []})
     api_key, _ = accounts.new_key(SEEDED)
-    reply = load_api(url, MAX_AUDIO_SECONDS="60").transcribe(api_key, silent_wav(8000, 60), filename="limit.wav")
+    reply = load_api(url, MAX_JOB_AUDIO_SECONDS="60").transcribe(api_key, silent_wav(8000, 60), filename="limit.wav")
     assert reply.status == 200, reply.text
     assert fake.calls == 1

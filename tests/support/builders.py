@@ -91,7 +91,7 @@ def ebml_header(doctype: bytes) -> bytes:
 def audio_of(request: TranscriptionRequest) -> bytes:
     """The bytes of the audio a parsed request carries (it has some: it named no upload)."""
     assert request.audio is not None, request
-    return request.audio.data
+    return request.audio.whole
 
 
 def segment(index: int, start: float, end: float, text: str) -> Segment:

@@ -425,12 +425,41 @@ class FakeQueue:
 
 
 @dataclass
+class FakeUploadStream:
+    """The UploadSink port: what was written, stored in the fake bucket on commit; ``aborted`` once dropped."""
+
+    audio: FakeAudio
+    key_id: str
+    upload_id: str
+    written: bytearray = field(default_factory=bytearray)
+    committed: bool = False
+    aborted: bool = False
+
+    def write(self, data: bytes) -> None:
+        limit = self.audio.fail_stream_after
+        if limit is not None and len(self.written) + len(data) > limit:
+            raise OSError("S3 refused the part")
+        self.written += data
+
+    def commit(self) -> StoredObject:
+        self.committed = True
+        return self.audio.put_upload(self.key_id, self.upload_id, bytes(self.written))
+
+    def abort(self) -> None:
+        self.aborted = True
+        self.written.clear()
+
+
+@dataclass
 class FakeAudio:
     bucket: str = "audio-bucket"
     objects: dict[str, bytes] = field(default_factory=dict)  # object key -> bytes
     results: dict[str, InferenceResult] = field(default_factory=dict)
     fail_put_result: bool = False
     metadata: dict[str, dict[str, str]] = field(default_factory=dict)  # object key -> its user metadata
+    # every streamed upload begun, and after how many bytes written a stream's store fails (None: never)
+    streams: list[FakeUploadStream] = field(default_factory=list)
+    fail_stream_after: int | None = None
 
     @staticmethod
     def upload_key(key_id: str, upload_id: str) -> str:
@@ -474,6 +503,14 @@ class FakeAudio:
 
     def object_metadata(self, stored: StoredObject) -> dict[str, str]:
         return dict(self.metadata.get(stored.key, {}))
+
+    def load_job_audio(self, stored: StoredObject) -> tuple[bytes, str, str, str | None]:
+        return self.load(stored)
+
+    def stream_upload(self, key_id: str, upload_id: str) -> FakeUploadStream:
+        stream = FakeUploadStream(self, key_id, upload_id)
+        self.streams.append(stream)
+        return stream
 
     def keep_first_upload(self, stored: StoredObject) -> bool:
         """The slot's first upload's ETag is "etag-1" (as ``load`` says); a later one is deleted."""

@@ -5,6 +5,7 @@ created, and a fetch that fails fails the job with its code, charging nothing.""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
@@ -23,6 +24,8 @@ from tests.support.builders import json_body, multipart_body
 from tests.support.job_world import KEY, RESULT_12S, World, wav
 from tests.support.speech import one_hertz_wav
 
+# what the real fetcher reads at a time
+CHUNK_BYTES = 64 * 1024
 AUDIO_URL = "https://audio.example/meeting.wav?X-Amz-Signature=secret"
 LOCAL = {"allow_http_webhooks": True, "allow_private_webhooks": True}
 
@@ -40,6 +43,13 @@ class FakeFetcher:
         if isinstance(answer, InferyError):
             raise answer
         return answer
+
+    def fetch_into(self, url: str, write: Callable[[bytes], object], *, max_bytes: int) -> int:
+        """The answer handed to ``write`` as the real fetcher hands it: in chunks, as they arrive."""
+        answer = self.fetch(url, max_bytes=max_bytes)
+        for start in range(0, len(answer), CHUNK_BYTES):
+            write(answer[start : start + CHUNK_BYTES])
+        return len(answer)
 
 
 def parse(content_type: str, body: bytes, task: Task = Task.TRANSCRIBE, **rules: bool) -> TranscriptionRequest:

@@ -47,7 +47,17 @@ ACTION_CALLS: dict[str, tuple[str, ...]] = {
     # head_object is authorized as GetObject
     "s3:GetObject": method("get_object", "head_object", "download_file", "download_fileobj"),
     # a presigned POST is authorized as the signer's PutObject when the client sends it
-    "s3:PutObject": method("put_object", "upload_file", "upload_fileobj", "generate_presigned_post"),
+    # a multipart upload (begun, its parts, completed) is authorized as PutObject; its abort on its own
+    "s3:PutObject": method(
+        "put_object",
+        "upload_file",
+        "upload_fileobj",
+        "generate_presigned_post",
+        "create_multipart_upload",
+        "upload_part",
+        "complete_multipart_upload",
+    ),
+    "s3:AbortMultipartUpload": method("abort_multipart_upload"),
     # listing, or telling a missing object (404, NoSuchKey) apart: without ListBucket S3 answers 403 instead
     "s3:ListBucket": (*method("list_objects", "list_objects_v2"), r"[\"'](NoSuchKey|404|NotFound)[\"']"),
     "s3:DeleteObject": method("delete_object", "delete_objects"),

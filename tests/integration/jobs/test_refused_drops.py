@@ -43,11 +43,11 @@ def test_a_poisoned_drop_fails_its_job_clearly_and_charges_nothing(worker, store
         assert charges == []
 
 
-def test_a_drop_over_the_upload_limit_fails_as_too_large_and_charges_nothing(
+def test_a_drop_over_the_job_limit_fails_as_too_large_and_charges_nothing(
     load_worker, fake_runtime, store, jobs_queue, accounts, short_wav
 ):
     url, model = fake_runtime(200, {"never": "called"})
-    worker = load_worker(url, MAX_UPLOAD_BYTES=str(len(short_wav) // 2))
+    worker = load_worker(url, MAX_UPLOAD_BYTES=str(len(short_wav) // 4), MAX_JOB_BYTES=str(len(short_wav) - 1))
     api_key, item = accounts.new_key(SEEDED)
     assert_no_batch_failures(worker.deliver(drop_and_receive(store, jobs_queue, item, "big.wav", short_wav)))
     job = store.only_job(item)

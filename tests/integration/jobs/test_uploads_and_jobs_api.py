@@ -53,10 +53,10 @@ def test_an_upload_runs_its_job_on_arrival_and_the_result_comes_in_every_format(
     assert upload_id.startswith("upl_") and job_id == "job_" + upload_id.removeprefix("upl_")
     assert upload["method"] == "POST" and upload["fields"]["key"] == object_key
     assert urlsplit(upload["upload_url"]).path.rstrip("/").endswith(store.bucket)
-    assert upload["max_bytes"] == get_api_settings().max_upload_bytes == 25_000_000
+    assert upload["max_bytes"] == get_api_settings().max_job_bytes == 1_000_000_000
     assert upload["webhook_secret"] is None  # no webhook asked for
     conditions = decoded_policy(upload)["conditions"]
-    assert ["content-length-range", 1, 25_000_000] in conditions
+    assert ["content-length-range", 1, 1_000_000_000] in conditions
     assert {"key": object_key} in conditions and {"bucket": store.bucket} in conditions
 
     waiting = get_job(jobs_api, api_key, job_id)
@@ -204,24 +204,28 @@ def test_a_file_and_an_upload_id_together_are_400(fake_runtime, load_api, accoun
     accounts.assert_untouched(item, SEEDED)
 
 
-def test_an_upload_over_the_upload_limit_is_413_on_the_sync_call(
+def test_an_upload_over_the_sync_limit_is_413_naming_jobs_on_the_sync_call_and_a_job_takes_it(
     fake_runtime, load_api, accounts, store, jobs_queue, short_wav
 ):
     url, model = fake_runtime(200, {"never": "called"})
-    api = load_api(url, MAX_UPLOAD_BYTES=str(len(short_wav) // 2))
+    # a synchronous call reads half the file; a job (and so the presigned POST) takes exactly all of it
+    api = load_api(url, MAX_UPLOAD_BYTES=str(len(short_wav) // 2), MAX_JOB_BYTES=str(len(short_wav)))
     api_key, item = accounts.new_key(SEEDED)
     upload = post_upload(api, api_key, {"start_job": False}).json()
-    assert ["content-length-range", 1, len(short_wav) // 2] in decoded_policy(upload)["conditions"]
-    # the presigned POST refuses this file (its content-length-range), so it is put in the slot directly, as one
-    # uploaded under a larger limit would be there
-    store.s3.put_object(Bucket=store.bucket, Key=upload["fields"]["key"], Body=short_wav)
+    assert upload["max_bytes"] == len(short_wav)
+    assert ["content-length-range", 1, len(short_wav)] in decoded_policy(upload)["conditions"]
+    upload_to_s3(upload, short_wav)
     jobs_queue.drain()
     error = assert_error(
         api.transcribe(api_key, None, upload_id=upload["id"]), 413, "audio_too_large", param="upload_id"
     )
-    assert "MB" in error["message"]
+    assert "synchronous" in error["message"] and "/v1/audio/transcriptions/jobs" in error["message"]
+    assert "nothing was charged" in error["message"]
     assert model.calls == 0
     accounts.assert_untouched(item, SEEDED)
+    # the same upload, as a job: accepted (its size is within a job's)
+    reply = api.transcribe(api_key, None, path=TRANSCRIPTION_JOBS, upload_id=upload["id"])
+    assert reply.status == 202, reply.text
 
 
 BAD_WEBHOOK_URLS = [

@@ -99,13 +99,14 @@ class PricingSettings(EnvironmentSettings):
 class AudioLimits(EnvironmentSettings):
     """What audio is taken at all, checked before any credit is reserved."""
 
-    # Audio longer than this is refused before any credit is reserved (what 25 MB holds at a low bitrate);
-    # the model container has the same limit (WHISPER_MAX_AUDIO_SECONDS) for what reaches it anyway.
+    # The most one model invocation decodes: the model container has the same limit (WHISPER_MAX_AUDIO_SECONDS). A
+    # synchronous call stays far below it (max_sync_audio_seconds); a job longer than job_part_seconds runs in parts.
     max_audio_seconds: float = Field(default=4 * 3600.0, gt=0)
     # A synchronous call refuses longer audio before reserving (template.yaml's MaxSyncAudioSeconds): the model
     # must finish it within endpoint_timeout_seconds, or the call times out, is refunded, and the work was free.
     max_sync_audio_seconds: float = Field(default=300.0, gt=0)
-    # A job's audio may last this long (template.yaml's MaxJobAudioSeconds); one past JobPartSeconds runs in parts.
+    # No file may last longer (template.yaml's MaxJobAudioSeconds), refused before any credit is reserved; a job
+    # past JobPartSeconds runs in parts.
     max_job_audio_seconds: float = Field(default=10 * 3600.0, gt=0)
     # Below this a header lies (1 Hz turns 4 KB into 2,000 s) or the speech is not intelligible.
     min_audio_sample_rate: int = Field(default=8_000, gt=0)
@@ -137,12 +138,12 @@ class AudioBucket(EnvironmentSettings):
     """The bucket of uploads, batch drops and results, and what an upload may be."""
 
     audio_bucket_name: str = Field(description="S3 bucket of uploads, batch drops (inbox/) and job results")
-    # What the upload flow takes; named in the 413 so the client knows where to go.
+    # What a synchronous call reads of an upload (whole, in the API function); past it, a 413 names jobs.
     max_upload_bytes: int = Field(default=25 * 1000 * 1000, gt=0)
     # How long a presigned upload URL stays valid.
     upload_expiry_seconds: int = Field(default=900, gt=0, le=7 * 24 * 3600)
-    # What a job's file may weigh, uploaded or fetched by URL (template.yaml's MaxJobBytes); the model reads it from
-    # the bucket by ranges, never whole.
+    # What a job's file may weigh, uploaded (the presigned POST's limit), fetched by URL or dropped (template.yaml's
+    # MaxJobBytes); the worker reads its head and tail, and the model reads it from the bucket by ranges, never whole.
     max_job_bytes: int = Field(default=1_000_000_000, gt=0)
 
 
@@ -169,8 +170,10 @@ class AudioUrls(EnvironmentSettings):
     audio_url_connect_timeout_seconds: float = Field(default=5.0, gt=0)
     # the whole fetch of a sync call, redirects included: inside the API's time limit, leaving the model most of it
     audio_url_timeout_seconds: float = Field(default=10.0, gt=0)
-    # the whole fetch of a job, in the worker (whose run is limited to 300 s)
-    audio_url_job_timeout_seconds: float = Field(default=120.0, gt=0)
+    # the whole fetch of a job, streamed into the bucket by the worker, whose run is limited to 300 s: the rest is for
+    # claiming, checking, reserving and submitting. A 1 GB file must arrive at 4.2 MB/s or more (the local stack
+    # streams about 80 MB/s into moto); a slower source is url_timeout, with nothing stored or charged.
+    audio_url_job_timeout_seconds: float = Field(default=240.0, gt=0)
 
 
 class JobsSettings(JobTables, AudioBucket, TranscriptionSettings, AsyncModel, ReservationGrace, Webhooks, AudioUrls):

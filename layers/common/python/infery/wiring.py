@@ -156,6 +156,7 @@ class WorkerWiring(ReconcilerWiring):
             self.settings.audio_bucket_name,
             max_upload_bytes=self.settings.max_upload_bytes,
             upload_expiry_seconds=self.settings.upload_expiry_seconds,
+            max_job_bytes=self.settings.max_job_bytes,
         )
 
     @cached_property
@@ -222,6 +223,7 @@ class WorkerWiring(ReconcilerWiring):
                 diarization_seconds_per_credit=self.settings.diarization_seconds_per_credit,
             ),
             max_audio_seconds=self.settings.max_audio_seconds,
+            max_job_audio_seconds=self.settings.max_job_audio_seconds,
             max_sync_audio_seconds=self.settings.max_sync_audio_seconds,
             min_audio_sample_rate=self.settings.min_audio_sample_rate,
         )
@@ -253,7 +255,7 @@ class WorkerWiring(ReconcilerWiring):
             max_open_work=self.settings.max_open_jobs_per_key,
             upload_expiry_seconds=self.settings.upload_expiry_seconds,
             audio_by_url=self.job_audio_by_url,
-            max_fetch_bytes=self.settings.max_upload_bytes,
+            max_fetch_bytes=self.settings.max_job_bytes,
             part_seconds=self.settings.job_part_seconds,
             part_search_seconds=self.settings.job_part_search_seconds,
         )

@@ -41,7 +41,8 @@ def _shut(sock: socket.socket, expired: threading.Event) -> None:
 @dataclass(frozen=True)
 class HttpAudioFetcher:
     """The use cases' ``AudioFetcher`` port: ``fetch(url, max_bytes=...)`` is the body's bytes, or one of the
-    errors of infery.domain.audio_url."""
+    errors of infery.domain.audio_url; ``fetch_into(url, write, max_bytes=...)`` hands the body to ``write`` as it
+    arrives, a chunk at a time (a job's file, never held whole)."""
 
     allow_private_addresses: bool = False
     allow_http: bool = False
@@ -53,6 +54,13 @@ class HttpAudioFetcher:
     clock: Callable[[], float] = field(default=time.monotonic)
 
     def fetch(self, url: str, *, max_bytes: int) -> bytes:
+        received = bytearray()
+        self.fetch_into(url, received.extend, max_bytes=max_bytes)
+        return bytes(received)
+
+    def fetch_into(self, url: str, write: Callable[[bytes], object], *, max_bytes: int) -> int:
+        """The body's size; its bytes went to ``write`` in order. An error ``write`` raises ends the fetch as it is;
+        the deadline counts ``write``'s time too."""
         deadline = self.clock() + self.timeout_seconds
         context = self.tls_context or ssl.create_default_context()
         try:
@@ -66,8 +74,8 @@ class HttpAudioFetcher:
                     raise audio_url.address_not_allowed(target.host) from None
                 except socket.gaierror:
                     raise audio_url.unreachable(f"its host {target.host!r} was not found") from None
-                location = self._get(target, addresses, deadline, context, max_bytes)
-                if isinstance(location, bytes):
+                location = self._get(target, addresses, deadline, context, max_bytes, write)
+                if isinstance(location, int):
                     return location
                 url = urllib.parse.urljoin(url, location)
             raise audio_url.too_many_redirects()
@@ -102,8 +110,9 @@ class HttpAudioFetcher:
         deadline: float,
         context: ssl.SSLContext,
         max_bytes: int,
-    ) -> bytes | str:
-        """One GET: the body, or a redirect's Location."""
+        write: Callable[[bytes], object],
+    ) -> int | str:
+        """One GET: the body's size (its bytes written), or a redirect's Location."""
         timeout = min(self.connect_timeout_seconds, self._remaining(deadline))
         connection = pinned_connection(target, addresses, timeout, context, lambda: self._remaining(deadline))
         expired = threading.Event()
@@ -128,7 +137,7 @@ class HttpAudioFetcher:
             watchdog = threading.Timer(self._remaining(deadline), _shut, (sock, expired))
             watchdog.daemon = True
             watchdog.start()
-            answer = self._answer(connection, sock, deadline, max_bytes)
+            answer = self._answer(connection, sock, deadline, max_bytes, write)
         except Exception:
             if expired.is_set():
                 raise _TooSlow from None
@@ -142,8 +151,13 @@ class HttpAudioFetcher:
         return answer
 
     def _answer(
-        self, connection: http.client.HTTPConnection, sock: socket.socket, deadline: float, max_bytes: int
-    ) -> bytes | str:
+        self,
+        connection: http.client.HTTPConnection,
+        sock: socket.socket,
+        deadline: float,
+        max_bytes: int,
+        write: Callable[[bytes], object],
+    ) -> int | str:
         response = connection.getresponse()
         if response.status in _REDIRECTS:
             location = response.getheader("Location")
@@ -152,26 +166,32 @@ class HttpAudioFetcher:
             return location
         if not 200 <= response.status < 300:
             raise audio_url.unreachable(f"it answered HTTP {response.status}")
-        return self._body(sock, response, deadline, max_bytes)
+        return self._body(sock, response, deadline, max_bytes, write)
 
-    def _body(self, sock: socket.socket, response: http.client.HTTPResponse, deadline: float, max_bytes: int) -> bytes:
+    def _body(
+        self,
+        sock: socket.socket,
+        response: http.client.HTTPResponse,
+        deadline: float,
+        max_bytes: int,
+        write: Callable[[bytes], object],
+    ) -> int:
         declared = response.length  # None when chunked or not sent
         if declared is not None and declared > max_bytes:
             raise audio_url.too_large(max_bytes)
         # read to the end of the connection (we asked it closed), not to the declared length: a server that sends
         # more than it declared is refused, not quietly cut short
         response.length = None
-        received = bytearray()
+        received = 0
         while True:
             sock.settimeout(min(self.connect_timeout_seconds, self._remaining(deadline)))
             chunk = response.read1(_CHUNK_BYTES)
             if not chunk:
                 break
-            received += chunk
-            if len(received) > max_bytes:
+            received += len(chunk)
+            if received > max_bytes:
                 raise audio_url.too_large(max_bytes)
-        if declared is not None and len(received) != declared:
-            raise audio_url.unreachable(
-                f"its body was {len(received):,} bytes where its Content-Length said {declared:,}"
-            )
-        return bytes(received)
+            write(chunk)
+        if declared is not None and received != declared:
+            raise audio_url.unreachable(f"its body was {received:,} bytes where its Content-Length said {declared:,}")
+        return received

@@ -5,6 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 from infery.domain.errors import InvalidRequest, UnsupportedMediaType
+from infery.domain.ranged_audio import AudioBytes
 
 SUPPORTED_FORMATS_TEXT = "MP3, MP4, M4A, WAV, WebM, OGG, FLAC"
 
@@ -26,13 +27,17 @@ _EBML_MAGIC = b"\x1a\x45\xdf\xa3"
 _EBML_DOCTYPE_ID = b"\x42\x82"
 
 
-def _skip_id3(data: bytes) -> bytes:
-    # An ID3v2 tag (10-byte header, syncsafe size) may precede MP3 frames, and sometimes FLAC.
-    while len(data) >= 10 and data[:3] == b"ID3":
-        size = (data[6] & 0x7F) << 21 | (data[7] & 0x7F) << 14 | (data[8] & 0x7F) << 7 | (data[9] & 0x7F)
-        footer = 10 if data[5] & 0x10 else 0
-        data = data[10 + size + footer :]
-    return data
+def _after_id3(data: AudioBytes) -> int:
+    """Where the audio starts after the ID3v2 tags (10-byte header, syncsafe size) that may precede MP3 frames, and
+    sometimes FLAC: an offset, so a large file is not copied to skip its tag."""
+    position = 0
+    while True:
+        header = data[position : position + 10]
+        if len(header) < 10 or header[:3] != b"ID3":
+            return position
+        size = (header[6] & 0x7F) << 21 | (header[7] & 0x7F) << 14 | (header[8] & 0x7F) << 7 | (header[9] & 0x7F)
+        footer = 10 if header[5] & 0x10 else 0
+        position += 10 + size + footer
 
 
 def _is_mpeg_audio_frame(data: bytes) -> bool:
@@ -57,7 +62,7 @@ def _ebml_doctype(data: bytes) -> bytes | None:
     return data[position + 3 : position + 3 + size].rstrip(b"\x00")
 
 
-def sniff_audio_format(data: bytes) -> AudioFormat:
+def sniff_audio_format(data: AudioBytes) -> AudioFormat:
     """Return the container of ``data`` or raise a 400/415 that says what is wrong."""
     if not data:
         raise InvalidRequest("The audio file is empty.", param="file", code="empty_file")
@@ -84,7 +89,8 @@ def sniff_audio_format(data: bytes) -> AudioFormat:
             code="unsupported_audio_format",
         )
     # ID3 tags can be large (cover art), so skip them over the whole file, not the sniffed window
-    after_tag = _skip_id3(data)[:16] if head[:3] == b"ID3" else head
+    start = _after_id3(data) if head[:3] == b"ID3" else 0
+    after_tag = data[start : start + 16] if start else head
     if after_tag[:4] == b"fLaC":
         return AudioFormat.FLAC
     if _is_mpeg_audio_frame(after_tag):

@@ -8,7 +8,6 @@ A WAV header can also say what no decoder reads (0 bits per sample): ``check_dec
 
 from __future__ import annotations
 
-import io
 import math
 import struct
 from collections.abc import Callable, Iterator
@@ -28,6 +27,7 @@ from mutagen.wave import WAVE
 
 from infery.domain.audio import AudioFormat
 from infery.domain.errors import InvalidRequest
+from infery.domain.ranged_audio import AudioBytes, open_audio
 
 # mutagen's file types are not annotated: what they read is taken as Any, and every value is checked before use
 
@@ -45,7 +45,7 @@ _WAV_PCM, _WAV_FLOAT, _WAV_UNKNOWN = 0x0001, 0x0003, 0x0000
 _WAV_DECODED_SAMPLE_BYTES = {_WAV_PCM: frozenset({1, 2, 3, 4, 8}), _WAV_FLOAT: frozenset({4, 8})}
 
 
-def probe_sample_rate(audio: bytes, audio_format: AudioFormat) -> int | None:
+def probe_sample_rate(audio: AudioBytes, audio_format: AudioFormat) -> int | None:
     """The sample rate the container declares, or None when it does not say (WebM, damaged headers)."""
     try:
         if audio_format is AudioFormat.WAV:
@@ -64,7 +64,7 @@ def probe_sample_rate(audio: bytes, audio_format: AudioFormat) -> int | None:
     return math.ceil(rate) if isinstance(rate, int | float) and math.isfinite(rate) and rate > 0 else None
 
 
-def check_decodable(audio: bytes, audio_format: AudioFormat) -> None:
+def check_decodable(audio: AudioBytes, audio_format: AudioFormat) -> None:
     """Refuse (400 ``undecodable_audio``) a WAV whose header says what no decoder reads: no channels, 0 Hz, an
     unknown format tag, or PCM or float samples of a size FFmpeg has no codec for (0 bits per sample). The model
     would only find out after credits are held. Headers that cannot be read at all are left to the model."""
@@ -93,12 +93,12 @@ def check_decodable(audio: bytes, audio_format: AudioFormat) -> None:
     )
 
 
-def _info(kind: Callable[..., Any], audio: bytes) -> Any:
+def _info(kind: Callable[..., Any], audio: AudioBytes) -> Any:
     """The stream information mutagen reads from the file's headers (raises MutagenError when it cannot)."""
-    return kind(io.BytesIO(audio)).info
+    return kind(open_audio(audio)).info
 
 
-def _ogg_info(audio: bytes) -> Any:
+def _ogg_info(audio: AudioBytes) -> Any:
     """The stream information of the first Ogg codec that reads the file (each kind is tried once), else None."""
     for kind in _OGG_KINDS:
         try:
@@ -108,7 +108,7 @@ def _ogg_info(audio: bytes) -> Any:
     return None
 
 
-def probe_duration(audio: bytes, audio_format: AudioFormat) -> float | None:
+def probe_duration(audio: AudioBytes, audio_format: AudioFormat) -> float | None:
     """Seconds of audio the container declares, or None when it does not say (or cannot be read)."""
     try:
         if audio_format is AudioFormat.WEBM:
@@ -125,7 +125,7 @@ def probe_duration(audio: bytes, audio_format: AudioFormat) -> float | None:
     return float(seconds) if seconds and math.isfinite(seconds) and seconds > 0 else None
 
 
-def _wav_duration(audio: bytes) -> float:
+def _wav_duration(audio: AudioBytes) -> float:
     info = _info(WAVE, audio)
     # a WAV written as a stream declares a data size of 0xFFFFFFFF: the bytes present are the truth
     bytes_per_second = info.sample_rate * info.channels * max(1, info.bits_per_sample // 8)
@@ -133,12 +133,12 @@ def _wav_duration(audio: bytes) -> float:
     return min(length, len(audio) / bytes_per_second) if bytes_per_second else length
 
 
-def _ogg_duration(audio: bytes) -> float | None:
+def _ogg_duration(audio: AudioBytes) -> float | None:
     info = _ogg_info(audio)
     return float(info.length) if info is not None else None
 
 
-def _read_vint(data: bytes, position: int, keep_marker: bool) -> tuple[int, int]:
+def _read_vint(data: AudioBytes, position: int, keep_marker: bool) -> tuple[int, int]:
     first = data[position]
     length = 1
     while length <= 8 and not first & (0x80 >> (length - 1)):
@@ -151,7 +151,7 @@ def _read_vint(data: bytes, position: int, keep_marker: bool) -> tuple[int, int]
     return value, position + length
 
 
-def _elements(data: bytes, start: int, end: int) -> Iterator[tuple[int, int, int]]:
+def _elements(data: AudioBytes, start: int, end: int) -> Iterator[tuple[int, int, int]]:
     position = start
     while position < min(end, len(data)):
         element_id, position = _read_vint(data, position, keep_marker=True)
@@ -162,7 +162,7 @@ def _elements(data: bytes, start: int, end: int) -> Iterator[tuple[int, int, int
         position += size
 
 
-def _webm_segment_children(audio: bytes) -> Iterator[tuple[int, int, int]]:
+def _webm_segment_children(audio: AudioBytes) -> Iterator[tuple[int, int, int]]:
     """The top-level elements of the Segment (Info, Tracks...) up to the first Cluster (the media)."""
     for element_id, segment_start, _ in _elements(audio, 0, len(audio)):
         if element_id != _SEGMENT:
@@ -174,7 +174,7 @@ def _webm_segment_children(audio: bytes) -> Iterator[tuple[int, int, int]]:
         return
 
 
-def _webm_sample_rate(audio: bytes) -> float | None:
+def _webm_sample_rate(audio: AudioBytes) -> float | None:
     """The SamplingFrequency of the first audio track's entry, or None when no entry before the media says."""
     for child_id, child_start, child_size in _webm_segment_children(audio):
         if child_id != _TRACKS:
@@ -200,7 +200,7 @@ def _ebml_float(payload: bytes) -> float:
     return float(struct.unpack(">f" if len(payload) == 4 else ">d", payload)[0])
 
 
-def _webm_duration(audio: bytes) -> float | None:
+def _webm_duration(audio: AudioBytes) -> float | None:
     for child_id, child_start, child_size in _webm_segment_children(audio):
         if child_id != _INFO:
             continue

@@ -19,6 +19,7 @@ from infery.domain.audio import AudioFormat, sniff_audio_format
 from infery.domain.diarization import DIARIZE_MODEL
 from infery.domain.inference import Task, VadCuts
 from infery.domain.languages import WHISPER_LANGUAGE_CODES
+from infery.domain.ranged_audio import AudioBytes, RangedAudio
 
 # Limits on the fields a request may carry, checked before anything is stored (a DynamoDB item holds 400 KB).
 # OpenAI reads at most 224 tokens of prompt; 1,000 characters is about that much English.
@@ -179,12 +180,13 @@ class TranscriptionOptions(BaseModel):
 @dataclass(frozen=True)
 class LoadedAudio:
     """Audio whose bytes are here and whose container was recognised: what is checked, priced and transcribed.
+    A stored file too large to hold is here as a ranged view (its head and tail, and its true size).
 
     ``s3_uri``, ``s3_etag`` and ``s3_version_id`` say where it is stored and which version was read: the model reads
     that version itself (so files past the 6 MB invocation limit reach it), and only if it is still those bytes.
     """
 
-    data: bytes = field(repr=False)
+    data: AudioBytes = field(repr=False)
     format: AudioFormat
     s3_uri: str | None = None
     s3_etag: str | None = None
@@ -197,10 +199,23 @@ class LoadedAudio:
 
     @classmethod
     def stored(
-        cls, data: bytes, s3_uri: str, s3_etag: str | None = None, s3_version_id: str | None = None
+        cls, data: AudioBytes, s3_uri: str, s3_etag: str | None = None, s3_version_id: str | None = None
     ) -> LoadedAudio:
-        """Audio read from the bucket, as ``AudioStore.load`` returns it (bytes, URI, ETag, version)."""
+        """Audio read from the bucket, as ``AudioStore.load`` returns it (bytes or a ranged view, URI, ETag,
+        version)."""
         return cls(data, sniff_audio_format(data), s3_uri, s3_etag, s3_version_id)
+
+    @property
+    def size(self) -> int:
+        """The file's size in bytes, held whole or not."""
+        return len(self.data)
+
+    @property
+    def whole(self) -> bytes:
+        """The file's bytes, for what needs all of them (audio sent in the request); never a ranged view's."""
+        if isinstance(self.data, RangedAudio):
+            raise TypeError("a stored file held as a ranged view has no bytes to send whole")
+        return self.data
 
 
 class JobOptions(TranscriptionOptions):

@@ -65,7 +65,7 @@ def request_fingerprint(request: TranscriptionRequest) -> str:
         "stream": request.stream,
     }
     options |= {name: value for name, value in newer.items() if value}
-    digest = hashlib.sha256(request.audio.data if request.audio else b"")
+    digest = hashlib.sha256(request.audio.whole if request.audio else b"")
     digest.update(json.dumps(options, sort_keys=True).encode())
     return digest.hexdigest()
 

@@ -157,7 +157,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         tags=("jobs",),
     ),
     ("POST", "/v1/uploads"): Operation(
-        "Create an upload (a presigned POST for files up to 25 MB)",
+        "Create an upload (a presigned POST for files up to 1 GB; a synchronous call reads up to 25 MB)",
         {201: _json("Upload")},
         (400, 401, 402, 409, 415, 429, 500),
         "Unless start_job is false, the file starts a job when it lands.",

@@ -90,11 +90,18 @@ class TranscriptionTerms:
 
     catalog: ModelCatalog
     pricing: Pricing
-    # no file longer than this is transcribed, by a job or a synchronous call
+    # the most one model invocation decodes (the container's WHISPER_MAX_AUDIO_SECONDS): a longer job runs in parts
     max_audio_seconds: float
-    # nor, by a synchronous call, longer than what the model finishes before the API's deadline
+    # no file longer than this is transcribed, by a synchronous call ...
     max_sync_audio_seconds: float
     min_audio_sample_rate: int
+    # ... or by a job (its parts each under max_audio_seconds); None: the same as max_audio_seconds
+    max_job_audio_seconds: float | None = None
+
+    @property
+    def max_file_seconds(self) -> float:
+        """The longest file this deployment transcribes at all: a job's limit."""
+        return self.max_job_audio_seconds or self.max_audio_seconds
 
     def check_audio_limits(
         self, audio: LoadedAudio, max_seconds: float | None = None, *, diarize: bool = False
@@ -114,10 +121,10 @@ class TranscriptionTerms:
                 param="file",
                 code="sample_rate_too_low",
             )
-        if declared_seconds is not None and declared_seconds > self.max_audio_seconds:
+        if declared_seconds is not None and declared_seconds > self.max_file_seconds:
             raise InvalidRequest(
                 f"The audio lasts {minutes(declared_seconds)}; this deployment transcribes at most "
-                f"{minutes(self.max_audio_seconds)} per file.",
+                f"{minutes(self.max_file_seconds)} per file.",
                 param="file",
                 code="audio_too_long",
             )
@@ -145,10 +152,10 @@ def seconds_to_cover(
     """The seconds of audio a reservation pays for (the audio's limits checked first): its header's duration with a
     margin, or a bound from its size, and never past the ceiling (``max_seconds``, else the deployment's)."""
     declared_seconds = terms.check_audio_limits(audio, max_seconds, diarize=diarize)
-    covered_seconds = terms.pricing.seconds_to_reserve(len(audio.data), declared_seconds)
+    covered_seconds = terms.pricing.seconds_to_reserve(audio.size, declared_seconds)
     # a file whose header does not say, so large it could hold more than this call transcribes: the model
     # refuses what goes past the ceiling
-    return min(covered_seconds, terms.max_audio_seconds, max_seconds or terms.max_audio_seconds)
+    return min(covered_seconds, terms.max_file_seconds, max_seconds or terms.max_file_seconds)
 
 
 def check_least_charge(
@@ -211,7 +218,7 @@ def inference_request(
     seconds of it than the reservation pays for, so a settle never needs more than was reserved."""
     return InferenceRequest(
         # by reference when the audio is in S3: the endpoint's 6 MB body limit does not apply then
-        audio=None if audio.s3_uri else base64.b64encode(audio.data).decode(),
+        audio=None if audio.s3_uri else base64.b64encode(audio.whole).decode(),
         audio_s3_uri=audio.s3_uri,
         audio_s3_etag=audio.s3_etag if audio.s3_uri else None,
         audio_s3_version_id=audio.s3_version_id if audio.s3_uri else None,

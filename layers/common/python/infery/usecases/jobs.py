@@ -93,7 +93,8 @@ class JobService:
     max_open_work: int = 100
     upload_expiry_seconds: int = 900
     clock: Callable[[], float] = time.time
-    # fetches a job's audio sent by URL when the job runs, at most this many bytes (the upload limit)
+    # fetches a job's audio sent by URL when the job runs (streamed into the bucket), at most this many bytes (a
+    # job's size limit)
     audio_by_url: AudioByUrl | None = None
     max_fetch_bytes: int = 25 * 1000 * 1000
     # a job longer than this runs as parts (domain/parts.py), their cuts looked for this far around their edges
@@ -163,7 +164,7 @@ class JobService:
         upload has arrived), or a URL the worker fetches when the job runs (this request must not wait for it)."""
         source_uri: str | None = None
         if request.audio is not None:
-            source_uri = self.store.put_upload(key.key_id, new_upload_id(), request.audio.data).uri
+            source_uri = self.store.put_upload(key.key_id, new_upload_id(), request.audio.whole).uri
         elif request.url is None:
             assert request.upload_id is not None  # a request has its audio or names an upload
             source_uri, head = self.store.check_upload(key.key_id, request.upload_id, UPLOAD_HEAD_BYTES)
@@ -373,7 +374,8 @@ class JobService:
             if self.audio_by_url is None:
                 raise InternalError("This worker cannot fetch audio by URL.")
             return self.audio_by_url.fetch_once(stored, job.source_url, max_bytes=self.max_fetch_bytes)
-        return LoadedAudio.stored(*self.store.load(stored))
+        # up to a job's size, never read whole: its head and tail say what it is and how long it plays
+        return LoadedAudio.stored(*self.store.load_job_audio(stored))
 
     # --- 3. completed ------------------------------------------------------------------------------------------
 
@@ -491,7 +493,7 @@ class JobService:
         bucket, _, object_key = source_uri.removeprefix("s3://").partition("/")
         stored = parse_object_key(bucket, object_key, 0)
         assert stored is not None  # checked when the attempt started
-        audio = LoadedAudio.stored(*self.store.load(stored))
+        audio = LoadedAudio.stored(*self.store.load_job_audio(stored))
         return charging.inference_request(job.options, audio, reservation)
 
     def _finish_parts(self, job: Job) -> Job | None:

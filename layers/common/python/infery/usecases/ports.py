@@ -16,6 +16,7 @@ from infery.domain.jobs import Job, JobError, WebhookAttempt
 from infery.domain.keys import ApiKeyItem
 from infery.domain.ledger import LedgerEntry, Reservation, SettledCharge
 from infery.domain.parts import JobPart
+from infery.domain.ranged_audio import AudioBytes
 from infery.domain.stored_audio import StoredObject
 
 
@@ -148,6 +149,17 @@ class Results(Protocol):
         ...
 
 
+class UploadSink(Protocol):
+    """A file stored into an upload slot as its bytes arrive, never held whole: ``commit`` stores what was written,
+    ``abort`` leaves nothing behind."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def commit(self) -> StoredObject: ...
+
+    def abort(self) -> None: ...
+
+
 class AudioObjects(Results, Protocol):
     def object_metadata(self, stored: StoredObject) -> dict[str, str]:
         """The object's user metadata (S3's x-amz-meta-*, names in lower case without the prefix)."""
@@ -162,6 +174,10 @@ class AudioObjects(Results, Protocol):
     def check_upload(self, key_id: str, upload_id: str, head_bytes: int) -> tuple[str, bytes]: ...
 
     def load(self, stored: StoredObject) -> tuple[bytes, str, str, str | None]: ...
+
+    def load_job_audio(self, stored: StoredObject) -> tuple[AudioBytes, str, str, str | None]: ...
+
+    def stream_upload(self, key_id: str, upload_id: str) -> UploadSink: ...
 
     def keep_first_upload(self, stored: StoredObject) -> bool: ...
 
@@ -179,6 +195,9 @@ class WebhookSender(Protocol):
 
 class AudioFetcher(Protocol):
     """Fetches audio sent by URL under the deployment's address rules: the body's bytes, at most ``max_bytes`` of
-    them, or one of infery.domain.audio_url's errors (unreachable, too large, address not allowed, too slow...)."""
+    them, or one of infery.domain.audio_url's errors (unreachable, too large, address not allowed, too slow...).
+    ``fetch_into`` hands the body to ``write`` as it arrives (its size is returned), for a file too large to hold."""
 
     def fetch(self, url: str, *, max_bytes: int) -> bytes: ...
+
+    def fetch_into(self, url: str, write: Callable[[bytes], object], *, max_bytes: int) -> int: ...

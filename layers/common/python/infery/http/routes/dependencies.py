@@ -50,7 +50,8 @@ class Dependencies:
             self.event.headers.get("content-type"),
             self.body(),
             max_audio_bytes=self.settings.max_sync_audio_bytes,
-            max_upload_bytes=self.settings.max_upload_bytes,
+            # what an upload takes (a job's file), named in the 413 of a request too large for a synchronous call
+            max_upload_bytes=self.settings.max_job_bytes,
             for_job=for_job,
             allow_http_webhooks=self.settings.webhook_allow_http,
             allow_private_webhooks=self.settings.webhook_allow_private_addresses,

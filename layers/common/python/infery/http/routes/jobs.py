@@ -119,7 +119,7 @@ def _new_upload(deps: Dependencies, key: ApiKeyItem, upload: UploadRequest) -> d
         "method": "POST",
         "upload_url": created.presigned_post["url"],
         "fields": created.presigned_post["fields"],
-        "max_bytes": deps.settings.max_upload_bytes,
+        "max_bytes": deps.settings.max_job_bytes,  # what the presigned POST takes: a job's file
         "expires_in": deps.settings.upload_expiry_seconds,
     }
     if created.job is not None:

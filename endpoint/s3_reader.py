@@ -1,0 +1,100 @@
+"""An S3 object read as a seekable file, a few megabytes at a time, so decoding a 1 GB file never holds it whole.
+
+Every read is a ranged GET of the version that was checked and priced (``IfMatch`` and ``VersionId`` on each one),
+so an object rewritten while it is being decoded fails the next read, not the transcript. PyAV reads through this
+object (its own reads are small, 32 KiB); one block of ``buffer_bytes`` is kept, and a read outside it fetches the
+block starting where the read starts.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+DEFAULT_BUFFER_BYTES = 4 * 1024 * 1024
+
+
+class S3ReadFailed(Exception):
+    """S3 refused or failed a read: ``cause`` is botocore's ClientError or BotoCoreError, mapped by the server."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+class RangedObject(io.RawIOBase):
+    """The pinned version of ``s3://bucket/key`` as a read-only, seekable file; ``requested`` counts the bytes asked
+    of S3."""
+
+    def __init__(
+        self,
+        client: Any,
+        bucket: str,
+        key: str,
+        *,
+        etag: str | None = None,
+        version_id: str | None = None,
+        buffer_bytes: int = DEFAULT_BUFFER_BYTES,
+    ) -> None:
+        super().__init__()
+        self._client = client
+        self._where = {"Bucket": bucket, "Key": key}
+        # only the version that was checked and priced: an upload slot written again is refused, not transcribed
+        self._pinned = {**({"IfMatch": etag} if etag else {}), **({"VersionId": version_id} if version_id else {})}
+        self._buffer_bytes = max(1, buffer_bytes)
+        self._block = b""
+        self._block_start = 0
+        self._position = 0
+        self.requested = 0
+        self.size = int(self._call("head_object")["ContentLength"])
+
+    @property
+    def held_bytes(self) -> int:
+        """The bytes of the object in memory: one block at most."""
+        return len(self._block)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self.size}[whence]
+        self._position = max(0, base + offset)
+        return self._position
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        if self._position >= self.size or not len(view):
+            return 0
+        inside = self._position - self._block_start
+        if not 0 <= inside < len(self._block):
+            self._fetch(self._position)
+            inside = 0
+        taken = min(len(view), len(self._block) - inside)
+        view[:taken] = self._block[inside : inside + taken]
+        self._position += taken
+        return taken
+
+    def _fetch(self, start: int) -> None:
+        end = min(self.size, start + self._buffer_bytes) - 1
+        self._block = b""  # the old block is let go before the new one arrives: one block held, not two
+        response = self._call("get_object", Range=f"bytes={start}-{end}")
+        self.requested += end - start + 1
+        try:
+            self._block = response["Body"].read()
+        except Exception as exc:  # botocore's read errors (a connection reset mid-body) are storage failures
+            raise S3ReadFailed(exc) from exc
+        self._block_start = start
+
+    def _call(self, operation: str, **extra: Any) -> Any:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return getattr(self._client, operation)(**self._where, **self._pinned, **extra)
+        except (ClientError, BotoCoreError) as exc:
+            raise S3ReadFailed(exc) from exc

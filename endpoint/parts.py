@@ -37,7 +37,9 @@ class Cut:
 
 @dataclass(frozen=True)
 class PartAudio:
-    """A part's samples and where they lie on the file's timeline: from ``start`` to ``end``."""
+    """A part's samples and where they lie on the file's timeline: from ``start`` to ``end``. A part past the file's
+    end has no samples, and starts where the file ended, or where its search began when the file ended before that
+    (the end is not looked for further back)."""
 
     samples: np.ndarray
     start: float

@@ -15,7 +15,7 @@ from botocore.exceptions import EndpointConnectionError
 from infery.domain.inference import AudioPart
 from moto import mock_aws
 from parts import decode_part
-from s3_reader import RangedObject, S3ReadFailed
+from s3_reader import FIRST_BLOCK_BYTES, RangedObject, S3ReadFailed
 from windows import VAD_FRAME
 
 from tests.support.speech import mono_wav
@@ -29,6 +29,7 @@ class CountingClient:
     def __init__(self, client: Any) -> None:
         self._client = client
         self.ranges: list[int] = []
+        self.starts: list[int] = []
         self.before_get: Any = None
 
     def head_object(self, **kwargs: Any) -> Any:
@@ -39,6 +40,7 @@ class CountingClient:
             self.before_get(len(self.ranges))
         first, last = kwargs["Range"].removeprefix("bytes=").split("-")
         self.ranges.append(int(last) - int(first) + 1)
+        self.starts.append(int(first))
         return self._client.get_object(**kwargs)
 
 
@@ -78,7 +80,7 @@ def test_a_small_buffer_still_decodes_the_whole_file_as_its_bytes_decode(audio_f
     reader = RangedObject(counting, BUCKET, f"a.{audio_format}", buffer_bytes=4096, **pinned)
     assert np.array_equal(decode(reader, AudioLimits()), decode(data, AudioLimits()))
     assert max(counting.ranges) <= 4096  # no read asks for more than the buffer
-    assert reader.held_bytes <= 4096  # and only that one block is held
+    assert reader.held_bytes <= 2 * 4096  # and only that block and the object's head are held
 
 
 def test_a_part_of_a_long_file_reads_little_more_than_its_own_stretch(s3):
@@ -171,3 +173,31 @@ def test_reading_past_the_end_gives_nothing_and_asks_s3_nothing(s3):
     reader.seek(5000)
     assert reader.read(10) == b""
     assert counting.ranges == [24]  # a range never runs past the object's end (S3 would refuse it)
+
+
+def test_a_block_after_a_jump_is_small_and_each_block_read_on_from_it_twice_the_one_before(s3):
+    data = bytes(range(256)) * 8192  # 2 MiB
+    pinned = _put(s3, "big.bin", data)
+    counting = CountingClient(s3)
+    reader = RangedObject(counting, BUCKET, "big.bin", buffer_bytes=512 * 1024, **pinned)
+    reader.seek(1_000_000)
+    assert reader.read(10) == data[1_000_000:1_000_010]
+    assert counting.ranges == [FIRST_BLOCK_BYTES]  # a bisection's probe costs one small range
+    rest = b"".join(iter(lambda: reader.read(100_000), b""))  # a raw file's read gives what one block holds
+    assert rest == data[1_000_010:]
+    # read on: 128 KiB, 256 KiB, then the buffer's 512 KiB at most, to the object's end
+    assert counting.ranges[1:4] == [2 * FIRST_BLOCK_BYTES, 4 * FIRST_BLOCK_BYTES, 512 * 1024]
+    assert max(counting.ranges) == 512 * 1024 and reader.held_bytes <= 512 * 1024 + FIRST_BLOCK_BYTES
+    reader.seek(200_000)
+    reader.read(10)
+    assert counting.ranges[-1] == FIRST_BLOCK_BYTES
+
+
+def test_the_objects_head_is_asked_once_however_often_it_is_opened(encoded_audio, s3):
+    data = encoded_audio["ogg"].read_bytes()
+    pinned = _put(s3, "a.ogg", data)
+    counting = CountingClient(s3)
+    reader = RangedObject(counting, BUCKET, "a.ogg", **pinned)
+    for _ in range(3):  # a part opens it three times: its two cuts' stretches, then its own
+        decode(reader, AudioLimits())
+    assert counting.starts.count(0) == 1 and counting.ranges[0] == FIRST_BLOCK_BYTES

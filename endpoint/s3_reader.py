@@ -45,7 +45,9 @@ class RangedObject(io.RawIOBase):
         self._client = client
         self._where = {"Bucket": bucket, "Key": key}
         # only the version that was checked and priced: an upload slot written again is refused, not transcribed
-        self._pinned = {**({"IfMatch": etag} if etag else {}), **({"VersionId": version_id} if version_id else {})}
+        # an entity tag is quoted (RFC 9110); S3's GET takes one without, moto's HEAD does not
+        quoted = etag if etag is None or etag.startswith('"') else f'"{etag}"'
+        self._pinned = {**({"IfMatch": quoted} if quoted else {}), **({"VersionId": version_id} if version_id else {})}
         self._buffer_bytes = max(1, buffer_bytes)
         self._head_bytes = min(self._buffer_bytes, FIRST_BLOCK_BYTES)
         self._head = b""

@@ -201,3 +201,15 @@ def test_the_objects_head_is_asked_once_however_often_it_is_opened(encoded_audio
     for _ in range(3):  # a part opens it three times: its two cuts' stretches, then its own
         decode(reader, AudioLimits())
     assert counting.starts.count(0) == 1 and counting.ranges[0] == FIRST_BLOCK_BYTES
+
+
+def test_an_entity_tag_sent_without_its_quotes_pins_the_object_as_well(encoded_audio, s3):
+    data = encoded_audio["wav"].read_bytes()
+    bare = _put(s3, "a.wav", data)["etag"].strip('"')
+    assert np.array_equal(
+        decode(RangedObject(s3, BUCKET, "a.wav", etag=bare), AudioLimits()), decode(data, AudioLimits())
+    )
+    _put(s3, "a.wav", b"another file")
+    with pytest.raises(S3ReadFailed) as failed:
+        RangedObject(s3, BUCKET, "a.wav", etag=bare)
+    assert whisper_server._storage_failure("s3://audio/a.wav", failed.value.cause).code == "audio_changed"

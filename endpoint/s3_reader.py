@@ -11,6 +11,7 @@ each place, so a block after a jump is small and each one read on from it twice 
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from typing import Any
 
 DEFAULT_BUFFER_BYTES = 4 * 1024 * 1024
@@ -55,7 +56,7 @@ class RangedObject(io.RawIOBase):
         self._block_start = 0
         self._position = 0
         self.requested = 0
-        self.size = int(self._call("head_object")["ContentLength"])
+        self.size = int(self._call(lambda: client.head_object(**self._where, **self._pinned))["ContentLength"])
 
     @property
     def held_bytes(self) -> int:
@@ -106,17 +107,20 @@ class RangedObject(io.RawIOBase):
         self._block_start = start
 
     def _get(self, start: int, end: int) -> bytes:
-        response = self._call("get_object", Range=f"bytes={start}-{end}")
+        response = self._call(
+            lambda: self._client.get_object(**self._where, **self._pinned, Range=f"bytes={start}-{end}")
+        )
         self.requested += end - start + 1
         try:
             return bytes(response["Body"].read())
         except Exception as exc:  # botocore's read errors (a connection reset mid-body) are storage failures
             raise S3ReadFailed(exc) from exc
 
-    def _call(self, operation: str, **extra: Any) -> Any:
+    @staticmethod
+    def _call(request: Callable[[], Any]) -> Any:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            return getattr(self._client, operation)(**self._where, **self._pinned, **extra)
+            return request()
         except (ClientError, BotoCoreError) as exc:
             raise S3ReadFailed(exc) from exc

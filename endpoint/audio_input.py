@@ -14,6 +14,7 @@ import io
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 import av
 import numpy as np
@@ -185,7 +186,10 @@ def decode_stretch(
             for frame in _frames(container):
                 limits.check_sample_rate(frame.sample_rate)
                 if first is None:
-                    first = _frame_time(frame, origin, seeked=start is not None and start > SEEK_PREROLL_SECONDS)
+                    seeked = start is not None and start > SEEK_PREROLL_SECONDS
+                    first = _frame_time(frame, origin, seeked=seeked)
+                    if seeked:
+                        frame, first = _on_the_output_grid(frame, first)
                     skip = max(0, round((start - first) * SAMPLE_RATE)) if start is not None else 0
                     stop = round((end - first) * SAMPLE_RATE) if end is not None else math.inf
                 frame.pts = None
@@ -215,6 +219,23 @@ def _frame_time(frame: av.AudioFrame, origin: float, *, seeked: bool) -> float:
             raise AudioRefused("undecodable_audio", "The audio cannot be cut into parts: its stream has no timestamps.")
         return 0.0
     return max(0.0, float(frame.time) - origin)
+
+
+def _on_the_output_grid(frame: av.AudioFrame, time: float) -> tuple[av.AudioFrame, float]:
+    """The frame without its first few samples, so that it starts at an instant where the source's samples and the
+    16 kHz output's coincide (every 441 samples of 44.1 kHz, 10 ms; every 3 of 48 kHz): the resampler then computes
+    the whole decode's very samples after a seek, instead of samples shifted by a fraction of one."""
+    rate = frame.sample_rate
+    period = rate // math.gcd(rate, SAMPLE_RATE)
+    index = round(time * rate)
+    drop = -index % period
+    if drop == 0 or drop >= frame.samples:  # (a frame shorter than 10 ms: left as it is, a fraction of a sample off)
+        return frame, time
+    samples = frame.to_ndarray()
+    kept: Any = samples[:, drop:] if frame.format.is_planar else samples[:, drop * len(frame.layout.channels) :]
+    trimmed = av.AudioFrame.from_ndarray(np.ascontiguousarray(kept), format=frame.format.name, layout=frame.layout)
+    trimmed.sample_rate = rate
+    return trimmed, (index + drop) / rate
 
 
 def _keep(blocks: _Blocks, frames: list[av.AudioFrame], produced: int, skip: int, stop: float) -> int:

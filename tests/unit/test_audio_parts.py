@@ -8,6 +8,9 @@ tests/integration/test_model_parts.py does the same with espeak-ng's speech, Sil
 
 from __future__ import annotations
 
+import io
+
+import av
 import numpy as np
 import pytest
 from audio_input import SAMPLE_RATE, AudioLimits, AudioRefused, DecodingCancelled, decode, decode_stretch
@@ -24,19 +27,19 @@ SEARCH = 6.0
 EXACT = ("wav", "flac", "ogg", "webm", "mp3")
 
 
-def _bursts(seconds: float, seed: int = 7) -> tuple[bytes, list[tuple[float, float]]]:
-    """A 16 kHz WAV of syllable-like bursts 0.15-0.4 s long with 40-90 ms gaps inside 'sentences' of 2-5 s, and
-    0.5-1.1 s pauses between the sentences; and those pauses, (start, end) in seconds."""
+def _bursts(seconds: float, seed: int = 7, rate: int = SAMPLE_RATE) -> tuple[bytes, list[tuple[float, float]]]:
+    """A WAV (16 kHz unless ``rate``) of syllable-like bursts 0.15-0.4 s long with 40-90 ms gaps inside 'sentences'
+    of 2-5 s, and 0.5-1.1 s pauses between the sentences; and those pauses, (start, end) in seconds."""
     rng = np.random.default_rng(seed)
-    audio = np.zeros(int(seconds * SAMPLE_RATE), dtype=np.float32)
+    audio = np.zeros(int(seconds * rate), dtype=np.float32)
     pauses: list[tuple[float, float]] = []
     position = 0.3
     while position < seconds:
         sentence_end = min(seconds, position + rng.uniform(2, 5))
         while position < sentence_end:
             length = rng.uniform(0.15, 0.4)
-            first, last = int(position * SAMPLE_RATE), min(len(audio), int((position + length) * SAMPLE_RATE))
-            t = np.arange(last - first) / SAMPLE_RATE
+            first, last = int(position * rate), min(len(audio), int((position + length) * rate))
+            t = np.arange(last - first) / rate
             pitch = rng.uniform(110, 220)
             voiced = sum(np.sin(2 * np.pi * pitch * k * t) / k for k in range(1, 6))
             audio[first:last] = 0.3 * np.sin(np.pi * t / length) * voiced
@@ -45,7 +48,7 @@ def _bursts(seconds: float, seed: int = 7) -> tuple[bytes, list[tuple[float, flo
         pauses.append((position, position + pause))
         position += pause
     pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
-    return mono_wav(pcm, SAMPLE_RATE), pauses
+    return mono_wav(pcm, rate), pauses
 
 
 def loudness(samples: np.ndarray) -> np.ndarray:
@@ -98,6 +101,37 @@ def test_two_neighbouring_parts_hold_exactly_the_whole_decodes_samples(audio_for
     assert np.array_equal(np.concatenate([part.samples for part in parts]), whole)
     for part in parts:
         assert len(part.samples) == round(part.end * SAMPLE_RATE) - round(part.start * SAMPLE_RATE)
+
+
+def _encoded_at(wav: bytes, container: str, codec: str, rate: int) -> bytes:
+    output = io.BytesIO()
+    with av.open(io.BytesIO(wav)) as source, av.open(output, "w", format=container) as target:
+        stream = target.add_stream(codec, rate=rate)
+        assert isinstance(stream, av.AudioStream)
+        stream.layout = "mono"
+        resampler = av.AudioResampler(format=stream.codec_context.format or "s16", layout="mono", rate=rate)
+        for frame in [*source.decode(audio=0), None]:
+            if frame is not None:
+                frame.pts = None
+            for resampled in resampler.resample(frame):
+                target.mux(stream.encode(resampled))
+        target.mux(stream.encode(None))
+    return output.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("container", "codec", "rate"), [("wav", None, 22_050), ("flac", "flac", 44_100), ("mp3", "libmp3lame", 44_100)]
+)
+def test_a_part_of_a_source_at_another_rate_is_the_whole_decodes_samples_too(container, codec, rate):
+    # a seek lands on the source's samples, which meet the 16 kHz output's only every 10 or 20 ms: the part's decode
+    # starts at such an instant, or every sample after its cut would be the whole decode's shifted by a fraction
+    wav, _ = _bursts(60, seed=3, rate=rate)
+    data = wav if codec is None else _encoded_at(wav, container, codec, rate)
+    whole = decode(data, AudioLimits())
+    first = decode_part(data, AudioPart(end=30, search_seconds=SEARCH), AudioLimits(), speech_probabilities=loudness)
+    second = decode_part(data, AudioPart(start=30, search_seconds=SEARCH), AudioLimits(), speech_probabilities=loudness)
+    assert first.end == second.start
+    assert np.array_equal(np.concatenate([first.samples, second.samples]), whole)
 
 
 def test_an_aac_part_after_a_seek_has_the_whole_decodes_sample_count_and_nearly_all_its_samples(encoded):

@@ -10,7 +10,9 @@ The model is loaded once at start-up. Each request runs in its own thread: it de
 with the windows of every other request in flight. Every sample is decoded: voice-activity detection
 only places the cuts between windows. A request whose caller has gone stops being decoded, its audio
 included. Long files are decoded a few at a time (each holds a core and its samples' memory while it
-runs), and what a request's decoding freed is handed back to the system once it ends.
+runs), and what a request's decoding freed is handed back to the system once it ends. Audio by reference is read
+from S3 by ranges (s3_reader.py), never whole; a request for one part of a long job's audio decodes only that part,
+between cuts its neighbours find at the same instants (parts.py), and answers on the file's timeline.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ import io
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 import av
 import numpy as np
@@ -27,6 +28,9 @@ DEFAULT_MAX_AUDIO_SECONDS = 4 * 3600.0
 # two bytes a sample while decoding, no copy of the whole recording, and the caller checked once a block.
 BLOCK_SECONDS = 30
 _BLOCK_SAMPLES = BLOCK_SECONDS * SAMPLE_RATE
+# A seek for a stretch lands this far before its start: a decoder with state between frames (Opus, AAC, MP3, Vorbis)
+# has converged by then, and the samples before the stretch's start are dropped by their timestamps.
+SEEK_PREROLL_SECONDS = 1.0
 _UNDECODABLE = (
     "The audio could not be decoded: the file is damaged or not in "
     "a supported format (MP3, MP4, M4A, WAV, WebM, OGG, FLAC)."
@@ -99,12 +103,13 @@ def _minutes(seconds: float) -> str:
     return f"{count} minute{'s' if count != 1 else ''}"
 
 
-def decode(data: bytes, limits: AudioLimits, cancelled: Callable[[], bool] = lambda: False) -> np.ndarray:
+def decode(data: bytes | io.IOBase, limits: AudioLimits, cancelled: Callable[[], bool] = lambda: False) -> np.ndarray:
     """Mono float32 samples at 16 kHz, refusing audio past ``limits`` before and while decoding, and stopping
-    (``DecodingCancelled``) once ``cancelled()`` says nobody waits for them."""
+    (``DecodingCancelled``) once ``cancelled()`` says nobody waits for them. ``data``: the file's bytes, or a
+    seekable file (an S3 object read by ranges)."""
     blocks = _Blocks()
     try:
-        with av.open(io.BytesIO(data), mode="r", metadata_errors="ignore") as container:
+        with av.open(_file(data), mode="r", metadata_errors="ignore") as container:
             if not container.streams.audio:
                 raise AudioRefused("undecodable_audio", "The file contains no audio stream.")
             stream = container.streams.audio[0]
@@ -135,6 +140,123 @@ def decode(data: bytes, limits: AudioLimits, cancelled: Callable[[], bool] = lam
     return blocks.to_float32()
 
 
+@dataclass(frozen=True)
+class Stretch:
+    """Samples of one stretch of a file: ``start`` is where the first one lies on the file's timeline (seconds from
+    its first sample); ``reached_end``: the file ended before the stretch's end."""
+
+    samples: np.ndarray
+    start: float
+    reached_end: bool
+
+    @property
+    def end(self) -> float:
+        return self.start + len(self.samples) / SAMPLE_RATE
+
+
+def decode_stretch(
+    data: bytes | io.IOBase,
+    limits: AudioLimits,
+    start: float | None,
+    end: float | None,
+    cancelled: Callable[[], bool] = lambda: False,
+) -> Stretch:
+    """The samples of [start, end) of the file (None: its own start or end), as ``decode`` gives them: a seek to
+    ``SEEK_PREROLL_SECONDS`` before ``start``, then the samples before ``start`` dropped by their timestamps, and
+    decoding stopped at ``end``. Only the stretch's samples are held, and only they count against ``limits`` (the
+    file's declared duration is not checked: it is the whole file's, not the stretch's). The same bytes and the same
+    arguments give the same samples, bit for bit."""
+    blocks = _Blocks()
+    try:
+        with av.open(_file(data), mode="r", metadata_errors="ignore") as container:
+            if not container.streams.audio:
+                raise AudioRefused("undecodable_audio", "The file contains no audio stream.")
+            stream = container.streams.audio[0]
+            if stream.codec_context is None:
+                raise AudioRefused("undecodable_audio", _UNDECODABLE)
+            limits.check_sample_rate(stream.codec_context.sample_rate or stream.rate)
+            time_base = stream.time_base
+            origin = float(stream.start_time * time_base) if stream.start_time is not None and time_base else 0.0
+            if start is not None and start > SEEK_PREROLL_SECONDS and time_base:
+                # backward: the key frame at or before the instant, never one after it
+                container.seek(int((start - SEEK_PREROLL_SECONDS + origin) / time_base), stream=stream, backward=True)
+            resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+            first: float | None = None
+            skip, stop, produced = 0, math.inf, 0
+            for frame in _frames(container):
+                limits.check_sample_rate(frame.sample_rate)
+                if first is None:
+                    seeked = start is not None and start > SEEK_PREROLL_SECONDS
+                    first = _frame_time(frame, origin, seeked=seeked)
+                    if seeked:
+                        frame, first = _on_the_output_grid(frame, first)
+                    skip = max(0, round((start - first) * SAMPLE_RATE)) if start is not None else 0
+                    stop = round((end - first) * SAMPLE_RATE) if end is not None else math.inf
+                frame.pts = None
+                produced = _keep(blocks, resampler.resample(frame), produced, skip, stop)
+                if blocks.samples > limits.max_samples:
+                    limits.check_duration(blocks.samples / SAMPLE_RATE)
+                if blocks.block_filled and cancelled():
+                    raise DecodingCancelled("the caller is no longer waiting")
+                if produced >= stop:
+                    break
+            else:
+                produced = _keep(blocks, resampler.resample(None), produced, skip, stop)
+    except (AudioRefused, DecodingCancelled):
+        raise
+    except (av.FFmpegError, ValueError, IndexError, MemoryError, AttributeError) as exc:
+        raise AudioRefused("undecodable_audio", _UNDECODABLE) from exc
+    limits.check_duration(blocks.samples / SAMPLE_RATE)
+    if first is None:  # nothing at or after the seek: the stretch lies past the file's end
+        return Stretch(np.zeros(0, dtype=np.float32), start or 0.0, reached_end=True)
+    return Stretch(blocks.to_float32(), first + skip / SAMPLE_RATE, reached_end=produced < stop)
+
+
+def _frame_time(frame: av.AudioFrame, origin: float, *, seeked: bool) -> float:
+    """The frame's first sample on the file's timeline; after a seek, a frame without a timestamp cannot be placed."""
+    if frame.time is None:
+        if seeked:
+            raise AudioRefused("undecodable_audio", "The audio cannot be cut into parts: its stream has no timestamps.")
+        return 0.0
+    return max(0.0, float(frame.time) - origin)
+
+
+def _on_the_output_grid(frame: av.AudioFrame, time: float) -> tuple[av.AudioFrame, float]:
+    """The frame without its first few samples, so that it starts at an instant where the source's samples and the
+    16 kHz output's coincide (every 441 samples of 44.1 kHz, 10 ms; every 3 of 48 kHz): the resampler then computes
+    the whole decode's very samples after a seek, instead of samples shifted by a fraction of one."""
+    rate = frame.sample_rate
+    period = rate // math.gcd(rate, SAMPLE_RATE)
+    index = round(time * rate)
+    drop = -index % period
+    if drop == 0 or drop >= frame.samples:  # (a frame shorter than 10 ms: left as it is, a fraction of a sample off)
+        return frame, time
+    samples = frame.to_ndarray()
+    kept: Any = samples[:, drop:] if frame.format.is_planar else samples[:, drop * len(frame.layout.channels) :]
+    trimmed = av.AudioFrame.from_ndarray(np.ascontiguousarray(kept), format=frame.format.name, layout=frame.layout)
+    trimmed.sample_rate = rate
+    return trimmed, (index + drop) / rate
+
+
+def _keep(blocks: _Blocks, frames: list[av.AudioFrame], produced: int, skip: int, stop: float) -> int:
+    """Adds the resampled samples whose index (counted from the first decoded one) is in [skip, stop)."""
+    blocks.block_filled = False
+    for frame in frames:
+        samples = frame.to_ndarray().reshape(-1)
+        low, high = max(0, skip - produced), min(len(samples), max(0, stop - produced))
+        if low < high:
+            blocks.append(samples[int(low) : int(high)])
+        produced += len(samples)
+    return produced
+
+
+def _file(data: bytes | io.IOBase) -> io.IOBase:
+    if isinstance(data, bytes | bytearray):
+        return io.BytesIO(data)
+    data.seek(0)  # a file decoded again (each stretch opens it anew) is read from its start
+    return data
+
+
 class _Blocks:
     """Decoded 16-bit samples in fixed blocks: appending never copies what was decoded before."""
 
@@ -151,17 +273,20 @@ class _Blocks:
     def extend(self, frames: list[av.AudioFrame]) -> None:
         self.block_filled = False
         for frame in frames:
-            samples = frame.to_ndarray().reshape(-1)
-            while len(samples):
-                taken = min(len(samples), _BLOCK_SAMPLES - self._used)
-                self._current[self._used : self._used + taken] = samples[:taken]
-                self._used += taken
-                samples = samples[taken:]
-                if self._used == _BLOCK_SAMPLES:
-                    self._full.append(self._current)
-                    self._current = np.empty(_BLOCK_SAMPLES, dtype=np.int16)
-                    self._used = 0
-                    self.block_filled = True
+            self.append(frame.to_ndarray().reshape(-1))
+
+    def append(self, samples: np.ndarray) -> None:
+        """Adds samples; ``block_filled`` says whether a block filled since the last ``extend``."""
+        while len(samples):
+            taken = min(len(samples), _BLOCK_SAMPLES - self._used)
+            self._current[self._used : self._used + taken] = samples[:taken]
+            self._used += taken
+            samples = samples[taken:]
+            if self._used == _BLOCK_SAMPLES:
+                self._full.append(self._current)
+                self._current = np.empty(_BLOCK_SAMPLES, dtype=np.int16)
+                self._used = 0
+                self.block_filled = True
 
     def to_float32(self) -> np.ndarray:
         """The samples as float32 in [-1, 1), each block freed once it is converted."""

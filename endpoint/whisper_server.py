@@ -10,7 +10,9 @@ The model is loaded once at start-up. Each request runs in its own thread: it de
 with the windows of every other request in flight. Every sample is decoded: voice-activity detection
 only places the cuts between windows. A request whose caller has gone stops being decoded, its audio
 included. Long files are decoded a few at a time (each holds a core and its samples' memory while it
-runs), and what a request's decoding freed is handed back to the system once it ends.
+runs), and what a request's decoding freed is handed back to the system once it ends. Audio by reference is read
+from S3 by ranges (s3_reader.py), never whole; a request for one part of a long job's audio decodes only that part,
+between cuts its neighbours find at the same instants (parts.py), and answers on the file's timeline.
 """
 
 from __future__ import annotations
@@ -37,7 +39,9 @@ from engine import BatchedEngine, Cancelled
 from faster_whisper import WhisperModel
 from infery.domain.inference import InferenceRequest, InferenceResult, Segment, Task, TokenLogprob, Word
 from memory import DecodeGate, keep_large_buffers_out_of_the_heap, release_free_memory
+from parts import decode_part
 from pydantic import ValidationError
+from s3_reader import RangedObject, S3ReadFailed
 from server_config import ServerConfig, config_from_args
 from windows import CutRules
 
@@ -92,13 +96,34 @@ class WhisperTranscriber:
         diarize = request.diarize or bool(request.known_speakers)
         references = self._speaker_references(request) if diarize else {}
         limits = self.limits.for_request(request.max_audio_seconds, request.max_sync_audio_seconds)
+        # a part's timestamps count from the file's start: its samples start at its first cut
+        offset, end = 0.0, None
         try:
             with self.decodes.admit(limits.max_samples / SAMPLE_RATE, cancelled):
-                audio = decode(_audio_bytes(request), limits, cancelled)
+                source = _audio_source(request)
+                if request.part is None:
+                    audio = decode(source, limits, cancelled)
+                else:
+                    part = decode_part(source, request.part, limits, cancelled)
+                    audio, offset, end = part.samples, part.start, part.end
         except AudioRefused as refused:
             raise InferenceFailure(400, refused.code, refused.message) from refused
         except DecodingCancelled as exc:
             raise InferenceFailure(499, "cancelled", "The caller stopped waiting; the audio was not decoded.") from exc
+        except S3ReadFailed as failed:
+            raise _storage_failure(request.audio_s3_uri or "", failed.cause) from failed
+        if not len(audio):  # a part past the file's end: nothing to transcribe, not an error
+            return InferenceResult(
+                text="",
+                language=request.language or "en",
+                duration=0,
+                audio_start=offset,
+                segments=[],
+                words=[] if request.word_timestamps or diarize else None,
+                logprobs=[] if request.logprobs else None,
+                speaker_turns=[] if diarize and self.diarizer is not None else None,
+            )
+        seek_offset = round(offset * self.model.frames_per_second)
         options = DecodeOptions(
             language=self._language(request, audio),
             task=request.task.value if self.multilingual else Task.TRANSCRIBE.value,
@@ -125,9 +150,9 @@ class WhisperTranscriber:
                     segments.append(
                         Segment(
                             id=len(segments),
-                            seek=decoded.seek,
-                            start=decoded.start,
-                            end=decoded.end,
+                            seek=decoded.seek + seek_offset,
+                            start=round(decoded.start + offset, 3),
+                            end=round(decoded.end + offset, 3),
                             text=decoded.text,
                             tokens=decoded.tokens,
                             temperature=decoded.temperature,
@@ -137,7 +162,11 @@ class WhisperTranscriber:
                         )
                     )
                     words.extend(
-                        Word(word=word["word"].strip(), start=round(word["start"], 3), end=round(word["end"], 3))
+                        Word(
+                            word=word["word"].strip(),
+                            start=round(word["start"] + offset, 3),
+                            end=round(word["end"] + offset, 3),
+                        )
                         for word in decoded.words
                     )
                 if on_window is not None:
@@ -148,11 +177,16 @@ class WhisperTranscriber:
         if diarize and self.diarizer is not None:
             if cancelled():
                 raise InferenceFailure(499, "cancelled", "The caller stopped waiting; speakers were not found.")
-            speaker_turns = self.diarizer.diarize(audio, references)
+            speaker_turns = [
+                turn.model_copy(update={"start": round(turn.start + offset, 3), "end": round(turn.end + offset, 3)})
+                for turn in self.diarizer.diarize(audio, references)
+            ]
         return InferenceResult(
             text="".join(segment.text for segment in segments).strip(),
             language=options.language,
-            duration=round(len(audio) / SAMPLE_RATE, 3),
+            # a part's length is exactly from its first cut to its last, so the parts' durations add up
+            duration=round(len(audio) / SAMPLE_RATE, 3) if end is None else end - offset,
+            audio_start=offset,
             segments=segments,
             words=words if request.word_timestamps or diarize else None,
             logprobs=logprobs if request.logprobs else None,
@@ -222,9 +256,16 @@ class ProgressReporter:
             logger.warning("progress not written", exc_info=True)
 
 
-def _audio_bytes(request: InferenceRequest) -> bytes:
+def _audio_source(request: InferenceRequest) -> bytes | RangedObject:
+    """The request's audio: by reference, the pinned S3 object read by ranges (never whole in memory)."""
     if request.audio_s3_uri:
-        return _read_s3_object(request.audio_s3_uri, request.audio_s3_etag, request.audio_s3_version_id)
+        bucket, _, key = request.audio_s3_uri.removeprefix("s3://").partition("/")
+        try:
+            return RangedObject(
+                _s3_client(), bucket, key, etag=request.audio_s3_etag, version_id=request.audio_s3_version_id
+            )
+        except S3ReadFailed as failed:
+            raise _storage_failure(request.audio_s3_uri, failed.cause) from failed
     try:
         return base64.b64decode(request.audio or "", validate=True)
     except (binascii.Error, ValueError) as exc:
@@ -238,31 +279,26 @@ def _s3_client() -> Any:
     return boto3.client("s3")
 
 
-def _read_s3_object(uri: str, etag: str | None, version_id: str | None = None) -> bytes:
-    from botocore.exceptions import BotoCoreError, ClientError
+def _storage_failure(uri: str, exc: Exception) -> InferenceFailure:
+    """What a failed read of the audio object tells the caller: changed since it was checked (S3's 412, at the
+    first read or any later one), unreadable, or storage failing."""
+    from botocore.exceptions import ClientError
 
-    bucket, _, key = uri.removeprefix("s3://").partition("/")
-    try:
-        # only the version that was checked and priced: an upload slot written again is refused, not transcribed
-        pinned = {**({"IfMatch": etag} if etag else {}), **({"VersionId": version_id} if version_id else {})}
-        return _s3_client().get_object(Bucket=bucket, Key=key, **pinned)["Body"].read()
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
-        if code in ("PreconditionFailed", "412"):
-            raise InferenceFailure(
-                400,
-                "audio_changed",
-                "The uploaded file changed after it was checked; nothing "
-                "was charged. Upload it again with a new upload.",
-            ) from exc
-        if code in ("NoSuchKey", "404", "NoSuchBucket", "AccessDenied", "403"):
-            logger.warning("audio object %s unreadable: %s", uri, code)
-            raise InferenceFailure(400, "invalid_request", "The audio object cannot be read; upload it again.") from exc
-        logger.warning("S3 failed while reading %s: %s", uri, code)
-        raise InferenceFailure(503, "storage_unavailable", "Storage failed while reading the audio.") from exc
-    except BotoCoreError as exc:
+    if not isinstance(exc, ClientError):
         logger.warning("S3 cannot be reached: %s", exc)
-        raise InferenceFailure(503, "storage_unavailable", "Storage cannot be reached right now.") from exc
+        return InferenceFailure(503, "storage_unavailable", "Storage cannot be reached right now.")
+    code = exc.response.get("Error", {}).get("Code", "")
+    if code in ("PreconditionFailed", "412"):
+        return InferenceFailure(
+            400,
+            "audio_changed",
+            "The uploaded file changed after it was checked; nothing was charged. Upload it again with a new upload.",
+        )
+    if code in ("NoSuchKey", "404", "NoSuchBucket", "AccessDenied", "403", "NoSuchVersion"):
+        logger.warning("audio object %s unreadable: %s", uri, code)
+        return InferenceFailure(400, "invalid_request", "The audio object cannot be read; upload it again.")
+    logger.warning("S3 failed while reading %s: %s", uri, code)
+    return InferenceFailure(503, "storage_unavailable", "Storage failed while reading the audio.")
 
 
 class InferenceHandler(BaseHTTPRequestHandler):

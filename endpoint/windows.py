@@ -94,20 +94,25 @@ def _cut_point(probabilities: np.ndarray, start: int, limit: int, rules: CutRule
     region = probabilities[first:last]
     if len(region) == 0:
         return limit
+    return min(limit, (first + pause_frame(region, rules)) * VAD_FRAME)
+
+
+def pause_frame(region: np.ndarray, rules: CutRules) -> int:
+    """The frame of ``region`` (speech probabilities, one a VAD frame) where a cut goes: the middle of the longest
+    pause (``rules`` may prefer another), the quietest frame when none is silent. Window cuts and a long job's part
+    edges both use it."""
     # smoothed over ~100 ms, so a single quiet frame inside a word is not taken for a pause
     smoothed = np.convolve(region, np.ones(3) / 3, mode="same")
     pauses = _pauses(smoothed < rules.silence_probability)
     if not pauses:  # no pause at all: the quietest frame, the latest of equals
-        frame = len(smoothed) - 1 - int(np.argmin(smoothed[::-1]))
-        return min(limit, (first + frame) * VAD_FRAME)
+        return len(smoothed) - 1 - int(np.argmin(smoothed[::-1]))
     long_enough = [pause for pause in pauses if rules.min_pause_frames and pause[1] >= rules.min_pause_frames]
     if long_enough:
         pause_start, length = long_enough[-1]
     else:  # ties go to the later pause: longer windows
         pause_start, length = max(reversed(pauses), key=lambda pause: pause[1])
     # the middle of the pause, unless that leaves less than the padding before the speech after it
-    frame = max(pause_start, min(pause_start + length // 2, pause_start + length - rules.prefix_padding_frames))
-    return min(limit, (first + frame) * VAD_FRAME)
+    return max(pause_start, min(pause_start + length // 2, pause_start + length - rules.prefix_padding_frames))
 
 
 def _pauses(silent: np.ndarray) -> list[tuple[int, int]]:

@@ -180,11 +180,12 @@ def lying_audio(draw: st.DrawFn) -> tuple[bytes, str]:
         return flac(draw(st.integers(1, 7_999)), draw(st.integers(1, 2**36 - 1)), draw(tails)), "sample_rate_too_low"
     if kind == "flac-length":
         rate = draw(st.sampled_from([8_000, 16_000, 44_100, 48_000, 96_000]))
-        total = draw(st.integers(int(rate * 14_401), 2**36 - 1))  # past the deployment's 4 hours
+        total = draw(st.integers(int(rate * 36_001), 2**36 - 1))  # past a job's 10 hours (MaxJobAudioSeconds)
         return flac(rate, total, draw(tails)), "audio_too_long"
     if kind == "webm-length":
-        return webm(draw(st.floats(14_401_000, 1e15)), draw(tails)), "audio_too_long"
-    return mp3_with_xing(draw(st.integers(600_000, 2**32 - 1)), draw(tails)), "audio_too_long"
+        return webm(draw(st.floats(36_001_000, 1e15)), draw(tails)), "audio_too_long"
+    # 1152 samples a frame at 44.1 kHz: past 10 hours from 1,378,200 frames
+    return mp3_with_xing(draw(st.integers(1_378_200, 2**32 - 1)), draw(tails)), "audio_too_long"
 
 
 @st.composite
@@ -542,7 +543,7 @@ def base64_of_non_audio(draw: st.DrawFn, api_key: str) -> HostileRequest:
 @st.composite
 def audio_with_lying_headers(draw: st.DrawFn, api_key: str, paths: tuple[str, ...] = AUDIO_POSTS
                              ) -> HostileRequest:
-    """Audio whose header says 1 Hz or ten hours: refused before any credit is held."""
+    """Audio whose header says 1 Hz or more than ten hours: refused before any credit is held."""
     path = draw(st.sampled_from(paths))
     audio, code = draw(lying_audio())
     form = Form({"model": "whisper-1"}, audio=audio, filename=draw(st.sampled_from(["a.wav", "a.flac", "x"])),

@@ -345,6 +345,7 @@ def test_a_request_sends_the_audio_and_options_to_the_endpoint(fake_runtime, loa
         "logprobs": False,  # not asked for: not computed
         "diarize": False,  # no speakers asked for
         "known_speakers": [],
+        "part": None,  # a synchronous call is never cut into parts
     }  # no object to pin, no job to report on
 
 

@@ -369,8 +369,12 @@ class FakeJobs:
             return None
         return self._replace_part(job_id, part, lease_until=lease_until)
 
-    def release(self, job_id: str) -> Job:
-        if self.jobs[job_id].status is JobStatus.RUNNING:
+    def _is_running(self, job_id: str, attempt: str | None) -> bool:
+        job = self.jobs[job_id]
+        return job.status is JobStatus.RUNNING and (attempt is None or job.inference_id == attempt)
+
+    def release(self, job_id: str, *, attempt: str | None = None) -> Job:
+        if self._is_running(job_id, attempt):
             self._update(job_id, status=JobStatus.QUEUED, lease_until=0)
         return self.jobs[job_id]
 
@@ -386,7 +390,9 @@ class FakeJobs:
             open_until=None,
         )
 
-    def fail(self, job_id: str, error: JobError) -> Job:
+    def fail(self, job_id: str, error: JobError, *, attempt: str | None = None) -> Job:
+        if attempt is not None and not self._is_running(job_id, attempt):
+            return self.jobs[job_id]
         return self._update(job_id, status=JobStatus.FAILED, error=error, open_key_id=None, open_until=None)
 
     def count_open(self, key_id: str, *, at_most: int) -> int:

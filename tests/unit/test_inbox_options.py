@@ -63,3 +63,28 @@ def test_metadata_the_inbox_does_not_take_fails_the_job_at_once_listed_and_uncha
     # delivered again: the same failed job, nothing more
     assert drop(world, metadata) is None
     assert len(world.jobs.jobs) == 2
+
+
+def test_a_refused_drop_whose_fail_write_failed_is_never_run_with_the_default_options():
+    """A refused drop's job is created failed, in one write: were it created queued and failed in a second write
+    that DynamoDB refused, the redelivered event would find it created, and the reconciler would run and charge it
+    with options nobody asked for."""
+    world = World()
+    real_fail = world.jobs.fail
+    calls = []
+
+    def flaky_fail(job_id, error):
+        calls.append(job_id)
+        if len(calls) == 1:
+            raise RuntimeError("ProvisionedThroughputExceededException")
+        return real_fail(job_id, error)
+
+    world.jobs.fail = flaky_fail
+    metadata = {"infery-colour": "blue"}
+    try:
+        drop(world, metadata)
+    except RuntimeError:
+        pass  # the event is delivered again
+    assert drop(world, metadata) is None
+    [job] = [job for job in world.jobs.jobs.values() if job.job_id != world.job.job_id]
+    assert job.status is JobStatus.FAILED, (job.status, job.options.response_format)

@@ -119,3 +119,18 @@ def test_a_new_claim_forgets_the_last_attempts_parts(store):
     claimed = jobs.claim(job_id, 360, int(time.time()) + 3600)
     assert claimed is not None and claimed.parts == [] and claimed.inference_id is None
     assert done(jobs, job_id, parts[0]) is None
+
+
+def test_a_release_or_a_fail_for_another_attempt_changes_nothing(store):
+    jobs, job_id, _ = running_job_in_parts(store)
+    assert jobs.release(job_id, attempt=f"{job_id}.2").status is JobStatus.RUNNING
+    refused = jobs.fail(job_id, JobError(code="x", message="late"), attempt=f"{job_id}.2")
+    assert refused.status is JobStatus.RUNNING and refused.error is None and refused.open_key_id is not None
+    released = jobs.release(job_id, attempt=job_id)
+    assert released.status is JobStatus.QUEUED
+    # a queued job is no running attempt: a late failure of that attempt does not fail it
+    assert jobs.fail(job_id, JobError(code="x", message="late"), attempt=job_id).status is JobStatus.QUEUED
+    jobs.claim(job_id, 360, int(time.time()) + 3600)
+    jobs.submitted(job_id, inference_id=f"{job_id}.2", lease_until=int(time.time()) + 9000)
+    failed = jobs.fail(job_id, JobError(code="x", message="refused"), attempt=f"{job_id}.2")
+    assert failed.status is JobStatus.FAILED and failed.open_key_id is None

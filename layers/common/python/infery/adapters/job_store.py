@@ -247,9 +247,12 @@ class JobStore:
             raise
         return True
 
-    def release(self, job_id: str) -> Job:
-        """Hand a running job back to the queue (a transient failure: it will be tried again)."""
-        return self._update(job_id, {"status": JobStatus.QUEUED.value, "lease_until": 0}, only_while_running=True)
+    def release(self, job_id: str, *, attempt: str | None = None) -> Job:
+        """Hand a running job back to the queue (a transient failure: it will be tried again); with ``attempt``,
+        only while that attempt is the one running. The job as it is after."""
+        return self._update(
+            job_id, {"status": JobStatus.QUEUED.value, "lease_until": 0}, only_while_running=True, attempt=attempt
+        )
 
     def succeed(self, job_id: str, *, result_key: str, credits_used: int, audio_seconds: float) -> Job:
         return self._update(
@@ -264,8 +267,16 @@ class JobStore:
             closed=True,
         )
 
-    def fail(self, job_id: str, error: JobError) -> Job:
-        return self._update(job_id, {"status": JobStatus.FAILED.value, "error": error.model_dump()}, closed=True)
+    def fail(self, job_id: str, error: JobError, *, attempt: str | None = None) -> Job:
+        """Finish the job as failed; with ``attempt``, only while that attempt is the one running. The job as it is
+        after."""
+        return self._update(
+            job_id,
+            {"status": JobStatus.FAILED.value, "error": error.model_dump()},
+            closed=True,
+            only_while_running=attempt is not None,
+            attempt=attempt,
+        )
 
     def count_open(self, key_id: str, *, at_most: int) -> int:
         """How many jobs and upload slots of the key are open now, counted up to ``at_most``. The index is eventually
@@ -324,7 +335,12 @@ class JobStore:
         )
 
     def _update(
-        self, job_id: str, values: dict[str, Any], only_while_running: bool = False, closed: bool = False
+        self,
+        job_id: str,
+        values: dict[str, Any],
+        only_while_running: bool = False,
+        closed: bool = False,
+        attempt: str | None = None,
     ) -> Job:
         """``closed``: the job is finished, and no longer its key's open work (out of the sparse index)."""
         values = {**values, "updated_at": now_iso()}
@@ -341,6 +357,10 @@ class JobStore:
             arguments["ConditionExpression"] = "#status = :running_status"
             arguments["ExpressionAttributeNames"]["#status"] = "status"
             arguments["ExpressionAttributeValues"][":running_status"] = JobStatus.RUNNING.value
+            if attempt is not None:
+                arguments["ConditionExpression"] += " AND #attempt = :attempt"
+                arguments["ExpressionAttributeNames"]["#attempt"] = "inference_id"
+                arguments["ExpressionAttributeValues"][":attempt"] = attempt
         try:
             return Job.model_validate(self._table.update_item(**arguments)["Attributes"])
         except ClientError as exc:

@@ -83,13 +83,15 @@ class JobPresenter:
 
     @staticmethod
     def _model_progress(job: Job, model_progress: Callable[[str, str], float | None]) -> float | None:
-        """How far the model is through the job's audio: its one invocation's report, or the mean over its parts
-        (nearly equal stretches: a part that is in counts whole, one that has not reported yet counts nothing)."""
+        """How far the model is through the job's audio: its one invocation's report, or, for a job in parts (nearly
+        equal stretches), the parts that are in, and the first part still running's own report: one read of storage
+        per view whatever the parts (a listing shows up to 100 jobs), which moves as the parts end."""
         if not job.parts:
             assert job.inference_id is not None
             return model_progress(job.key_id, job.inference_id)
-        reports = [1.0 if part.done else model_progress(job.key_id, part.inference_id) or 0.0 for part in job.parts]
-        return sum(reports) / len(reports)
+        running = next((part for part in job.parts if not part.done), None)
+        first = (model_progress(job.key_id, running.inference_id) or 0.0) if running is not None else 0.0
+        return (sum(part.done for part in job.parts) + first) / len(job.parts)
 
     def render_result(
         self, job: Job, response_format: ResponseFormat | None = None, *, result: InferenceResult | None = None

@@ -211,25 +211,25 @@ class JobService:
         try:
             options = inbox_options(self.store.object_metadata(stored), self.terms.catalog.default_model)
         except InvalidRequest as error:
-            # the job is listed, failed with the reason, and charged nothing: a drop is never silently run otherwise
+            # the job is listed, failed with the reason (in the one write that creates it: never left queued with
+            # options nobody asked for), and charged nothing
             options, refused = TranscriptionOptions(task=Task.TRANSCRIBE, model=self.terms.catalog.default_model), error
-        created = self.jobs.create(
-            new_job(
-                job_id=job_id,
-                key_id=key.key_id,
-                key_hash=key.key_hash,
-                options=options,
-                status=JobStatus.QUEUED,
-                source_uri=stored.uri,
-                filename=stored.name,
-                open_until=self._open_until_running(),
-            )
+        job = new_job(
+            job_id=job_id,
+            key_id=key.key_id,
+            key_hash=key.key_hash,
+            options=options,
+            status=JobStatus.QUEUED if refused is None else JobStatus.FAILED,
+            source_uri=stored.uri,
+            filename=stored.name,
+            open_until=self._open_until_running() if refused is None else None,
         )
         if refused is not None:
-            if created:
-                self.jobs.fail(job_id, JobError(code=refused.code or "invalid_inbox_options", message=refused.message))
-            return None
-        return job_id
+            job = job.model_copy(
+                update={"error": JobError(code=refused.code or "invalid_inbox_options", message=refused.message)}
+            )
+        self.jobs.create(job)
+        return job_id if refused is None else None
 
     def upload_used(self, key_id: str, upload_id: str) -> None:
         """A billed transcription of the upload (a sync call, a job that succeeded): its slot stops counting as
@@ -295,6 +295,8 @@ class JobService:
             self._succeeded(finished, result)
             return finished
         audio = self._audio(job, stored)
+        if self._uncut(job):
+            self._check_one_invocation(audio)
         options = known_speakers.load(self.store, job.options, job.known_speakers_key)
         # the attempt's id: its credits are reserved under it, and its notification names it; the settle check
         # keeps the job charged once across attempts
@@ -339,10 +341,26 @@ class JobService:
             charging.refund(self.credits, reservation, failure)
             raise
 
+    @staticmethod
+    def _uncut(job: Job) -> bool:
+        """Speakers are labelled over the whole file by one model run: a job that asks for them is never cut."""
+        return job.options.diarize or job.known_speakers_key is not None
+
+    def _check_one_invocation(self, audio: LoadedAudio) -> None:
+        """A job that is not cut must fit what one invocation transcribes: refused before any credit is held."""
+        declared = self.terms.check_audio_limits(audio, diarize=True)
+        if declared is not None and declared > self.terms.max_audio_seconds:
+            raise InvalidRequest(
+                f"The audio lasts {charging.minutes(declared)}; a job that asks for speakers is transcribed by one "
+                f"model run, which takes at most {charging.minutes(self.terms.max_audio_seconds)}. Nothing was "
+                "charged. Send it without speakers (it then runs in parts), or in shorter files.",
+                param="file",
+                code="audio_too_long",
+            )
+
     def _plan(self, job: Job, covered_seconds: float) -> list[AudioPart]:
-        """The parts the attempt runs as (none: one invocation). Speakers are labelled over the whole file by one
-        model run: a diarized job is never cut."""
-        if job.options.diarize or job.known_speakers_key:
+        """The parts the attempt runs as (none: one invocation)."""
+        if self._uncut(job):
             return []
         return plan_parts(covered_seconds, self.part_seconds, self.part_search_seconds)
 
@@ -402,7 +420,9 @@ class JobService:
             # the job moves on first, then the attempt's credits go back: should the refund fail, the notification's
             # redelivery finds an attempt given up and refunds it then; the other order would leave a refunded
             # attempt running, which a redelivery could only fail
-            outcome = self._failed(job, error, retry=job.attempts < self.max_attempts, resubmit=True)
+            outcome = self._failed(
+                job, error, retry=job.attempts < self.max_attempts, resubmit=True, attempt=job.inference_id
+            )
             self._refund_attempt(notification.inference_id, error)
             return outcome
         self._succeeded(finished, result)
@@ -416,6 +436,9 @@ class JobService:
         part = self._running_part(job, attempt_inference_id, index, notification.inference_id)
         if job is None or part is None:
             logger.info("notification for no running part ignored", extra={"inference_id": notification.inference_id})
+            if job is not None and job.inference_id != attempt_inference_id:
+                # a part of an attempt given up: never charged, what it still holds goes back
+                self._refund_attempt(attempt_inference_id, "the attempt was given up")
             return None
         try:
             # read now, so a result that cannot be read is a failure of this part alone
@@ -475,7 +498,9 @@ class JobService:
             except Exception as resubmit_error:
                 error = resubmit_error
         assert job.inference_id is not None
-        outcome = self._failed(job, error, retry=transient and job.attempts < self.max_attempts, resubmit=True)
+        outcome = self._failed(
+            job, error, retry=transient and job.attempts < self.max_attempts, resubmit=True, attempt=job.inference_id
+        )
         self._refund_attempt(job.inference_id, error)
         return outcome
 
@@ -497,10 +522,12 @@ class JobService:
         return charging.inference_request(job.options, audio, reservation)
 
     def _finish_parts(self, job: Job) -> Job | None:
-        """Every part is in: their results joined in order, stored, and the job settled once (a failure here is the
-        attempt's, as a whole job's result that cannot be read or stored)."""
+        """Every part is in: their results joined in order, stored, and the job settled once. Each result was read
+        once already, when its part ended: a read that fails now (S3 throttled) is raised, and the notification's
+        redelivery finishes the job, every part's work kept. A failure to store or settle is the attempt's, as a
+        whole job's."""
+        results = [self.endpoint.output(part.output_location or "") for part in job.parts]
         try:
-            results = [self.endpoint.output(part.output_location or "") for part in job.parts]
             gaps = gaps_between(results)
             if any(abs(gap) > 0.05 for gap in gaps):
                 logger.error("the parts of a job do not meet at their cuts", extra={"job_id": job.job_id, "gaps": gaps})
@@ -510,7 +537,9 @@ class JobService:
             if self._earlier_settle(job) is not None:
                 raise  # charged already (crashed after the settle): a redelivery finishes the job
             assert job.inference_id is not None
-            outcome = self._failed(job, error, retry=job.attempts < self.max_attempts, resubmit=True)
+            outcome = self._failed(
+                job, error, retry=job.attempts < self.max_attempts, resubmit=True, attempt=job.inference_id
+            )
             self._refund_attempt(job.inference_id, error)
             return outcome
         self._succeeded(finished, result)
@@ -555,14 +584,19 @@ class JobService:
             audio_seconds=outcome.audio_seconds,
         )
 
-    def _failed(self, job: Job, error: Exception, *, retry: bool, resubmit: bool = False) -> Job | None:
+    def _failed(
+        self, job: Job, error: Exception, *, retry: bool, resubmit: bool = False, attempt: str | None = None
+    ) -> Job | None:
         """A transient failure of ours goes back to the queue while attempts remain; the rest fail the job.
 
         ``resubmit``: the attempt failed on the endpoint's side after its job message was taken off the queue, so
-        a new job message starts the next attempt; otherwise the message itself is retried (RetryLater)."""
+        a new job message starts the next attempt; otherwise the message itself is retried (RetryLater).
+        ``attempt``: only while this attempt runs (a notification handled late must not end the next attempt)."""
         transient = not isinstance(error, InferyError) or error.status_code >= 500
         if transient and retry:
-            released = self.jobs.release(job.job_id)
+            released = self.jobs.release(job.job_id, attempt=attempt)
+            if attempt is not None and (released.status is not JobStatus.QUEUED or released.inference_id != attempt):
+                return None  # another attempt runs now: it is not this failure's to end
             if resubmit:
                 self.queue.send(job.job_id)
                 return released
@@ -578,7 +612,9 @@ class JobService:
             logger.exception("job failed unexpectedly", extra={"job_id": job.job_id})
             job_error = JobError(code="internal_error", message="The job failed on our side; nothing was charged.")
         self._refund_open_attempts(job, before=job.attempts + 1)
-        finished = self.jobs.fail(job.job_id, job_error)
+        finished = self.jobs.fail(job.job_id, job_error, attempt=attempt)
+        if attempt is not None and (finished.status is not JobStatus.FAILED or finished.inference_id != attempt):
+            return None  # another attempt runs now: it is not this failure's to end
         if isinstance(error, InferyError) and not transient:
             self._count_refused_upload(finished)
         self._notify(finished)

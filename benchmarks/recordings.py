@@ -257,9 +257,11 @@ def looped_recording(hours: float, block_minutes: float = 30.0) -> Recording:
     """``hours`` of speech as a 12 kbps mono Ogg Opus: a block of ``block_minutes`` of distinct sentences
     (:func:`long_recording`'s) played again and again, so ten hours take the time and memory of one block to build.
     Its script is the block's, repeated as often."""
-    pcm, said = spoken_pcm(min(block_minutes, hours * 60))
+    repeat = max(1, round(hours * 60 / block_minutes))
+    # a block ends after the sentence that reaches its length (a few seconds more): blocks a little shorter keep
+    # the whole under ``hours`` (ten hours is a job's limit, MaxJobAudioSeconds)
+    pcm, said = spoken_pcm(min(block_minutes, hours * 60) * 0.995)
     block_seconds = len(pcm) / 2 / SAMPLE_RATE
-    repeat = max(1, round(hours * 3600 / block_seconds))
     audio = encoded(pcm, "ogg", "libopus", OPUS_BIT_RATE, repeat=repeat)
     return Recording(f"looped-{hours:g}h", audio, ".ogg", " ".join(said * repeat), block_seconds * repeat)
 

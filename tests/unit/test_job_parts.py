@@ -252,6 +252,18 @@ def test_a_running_parted_jobs_progress_is_the_mean_of_its_parts():
 # --- found in review: late and concurrent notifications, limits, reads -------------------------------------------
 
 
+def four_hour_invocations(world: World, *, max_job_hours: float) -> TranscriptionTerms:
+    """The world's terms with the deployment's invocation limit (4 h) and a job limit of ``max_job_hours``."""
+    return TranscriptionTerms(
+        catalog=world.runner.terms.catalog,
+        pricing=world.runner.terms.pricing,
+        max_audio_seconds=4 * 3600.0,
+        max_sync_audio_seconds=300.0,
+        min_audio_sample_rate=8_000,
+        max_job_audio_seconds=max_job_hours * 3600.0,
+    )
+
+
 def test_a_stale_part_failure_does_not_release_the_next_attempt():
     """Two parts of attempt 1 fail for the second time, their notifications handled concurrently: H1 requeues the
     job and a worker starts attempt 2; H2, which read the job while attempt 1 ran, must not release attempt 2."""
@@ -295,14 +307,7 @@ def test_a_diarized_job_longer_than_one_invocation_is_refused_before_it_is_reser
     """A diarized job is not cut, so it is limited to what one invocation takes (MaxAudioSeconds): a 6-hour one
     (MaxAudioSeconds 4 h, MaxJobAudioSeconds 10 h) fails before anything is reserved or submitted."""
     world = World(balance=100_000, audio=wav(6 * 3600.0))
-    world.runner.terms = TranscriptionTerms(
-        catalog=world.runner.terms.catalog,
-        pricing=world.runner.terms.pricing,
-        max_audio_seconds=4 * 3600.0,
-        max_sync_audio_seconds=300.0,
-        min_audio_sample_rate=8_000,
-        max_job_audio_seconds=10 * 3600.0,
-    )
+    world.runner.terms = four_hour_invocations(world, max_job_hours=10)
     world.jobs.jobs[JOB_ID] = world.job.model_copy(
         update={"options": world.job.options.model_copy(update={"response_format": ResponseFormat.DIARIZED_JSON})}
     )
@@ -314,16 +319,9 @@ def test_a_diarized_job_longer_than_one_invocation_is_refused_before_it_is_reser
     assert "speakers" in failed.error.message and world.kinds() == []  # nothing reserved
 
 
-def test_listing_running_parted_jobs_reads_one_progress_object_per_part():
+def test_a_running_parted_jobs_view_reads_one_progress_report_whatever_its_parts():
     world = World(balance=100_000, audio=wav(10 * 3600.0))
-    world.runner.terms = TranscriptionTerms(
-        catalog=world.runner.terms.catalog,
-        pricing=world.runner.terms.pricing,
-        max_audio_seconds=4 * 3600.0,
-        max_sync_audio_seconds=300.0,
-        min_audio_sample_rate=8_000,
-        max_job_audio_seconds=11 * 3600.0,
-    )
+    world.runner.terms = four_hour_invocations(world, max_job_hours=11)
     job = world.runner.run(JOB_ID, final_attempt=False)
     reads = []
     presenter = JobPresenter(world.audio, model_progress=lambda key_id, inference_id: reads.append(inference_id))
